@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The project's own tests: unit, plugin (pytester + virtual phones + real dumpcap) and report tests.
+# Lab tests need real phones and are skipped unless --lab is given. Extra arguments go to pytest.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bash "$root/ci/setup.sh"
+cd "$root"
+export ADBUTILS_ADB_PATH=/bin/false  # never let adbutils start a real adb server behind a test's back
+exec .venv/bin/python -m pytest testing -p no:cacheprovider "$@"

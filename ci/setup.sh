@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs everything phonehome needs on a Debian machine, as root, idempotently: Debian packages (tshark/dumpcap,
+# adb, Chromium, iproute2, Node.js), a virtualenv in .venv with phonehome and its test tools, and the pinned npm
+# packages (Allure 3 generator, playwright-core). Each step is skipped when it is already done.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+apt_packages=()
+command -v dumpcap >/dev/null || apt_packages+=(tshark)
+command -v tshark >/dev/null || apt_packages+=(tshark)
+command -v adb >/dev/null || apt_packages+=(adb)
+command -v chromium >/dev/null || apt_packages+=(chromium)
+command -v ip >/dev/null || apt_packages+=(iproute2)
+command -v node >/dev/null || apt_packages+=(nodejs)
+command -v npm >/dev/null || apt_packages+=(npm)
+command -v python3 >/dev/null || apt_packages+=(python3 python3-venv)
+if ((${#apt_packages[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "phonehome setup: need root to install ${apt_packages[*]} (run as root, or install them yourself)" >&2
+    exit 2
+  fi
+  echo "phonehome setup: installing ${apt_packages[*]}"
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+
+# The virtualenv is rebuilt only when pyproject.toml changed since the last install.
+stamp=.venv/.phonehome-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "phonehome setup: installing Python packages into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[test]"
+  echo "$want" >"$stamp"
+fi
+
+if [ -f package-lock.json ]; then
+  want=$(sha256sum package-lock.json | cut -d' ' -f1)
+  if [ ! -f node_modules/.phonehome-installed ] || [ "$(cat node_modules/.phonehome-installed)" != "$want" ]; then
+    echo "phonehome setup: installing npm packages (npm ci)"
+    npm ci --no-audit --no-fund --loglevel=error
+    echo "$want" >node_modules/.phonehome-installed
+  fi
+fi

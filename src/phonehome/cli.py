@@ -1,0 +1,62 @@
+"""The ``phonehome`` command line.
+
+Each subcommand lives in the module that owns its subject and exposes ``add_parser(subparsers)`` and
+``run(args) -> int``; this module only dispatches, and turns bad input into one line on stderr (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from phonehome import __version__
+from phonehome.errors import InputError, PhonehomeError
+
+#: subcommand name -> module that implements it
+SUBCOMMANDS: dict[str, str] = {
+}
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_FAULT = 3
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="phonehome", description="Catch phones phoning home.")
+    parser.add_argument("--version", action="version", version=f"phonehome {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    module = importlib.import_module(SUBCOMMANDS[args.command])
+    try:
+        return int(module.run(args))
+    except InputError as exc:
+        print(f"phonehome {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PhonehomeError as exc:
+        print(f"phonehome {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAULT
+    except KeyboardInterrupt:
+        print(f"phonehome {args.command}: interrupted", file=sys.stderr)
+        return 130
