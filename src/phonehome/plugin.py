@@ -1,14 +1,503 @@
 """pytest glue for phonehome (registered through the ``pytest11`` entry point).
 
-Imports nothing heavy: ``pytest --help`` and ``--collect-only`` work with no adb, tshark or phone.
+Imports nothing heavy: ``pytest --help`` and ``--collect-only`` work with no adb, tshark or phone. Options are
+resolved once (command line > ``PHONEHOME_*`` environment > ini > default) into a frozen :class:`Settings` kept
+in ``config.stash``; the inventory is loaded at configure time so that a bad ``devices.yaml`` is one usage line,
+not a traceback per test. The virtual lab is started only by the process that owns the run (the xdist
+controller, or the only process) and only when a selected device is virtual.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import inspect
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import pytest
+
+from phonehome.errors import InputError, PhonehomeError
+
+if TYPE_CHECKING:
+    from phonehome.devices.base import Phone
+    from phonehome.inventory import DeviceEntry, Inventory
+    from phonehome.virtual.lab import LabState
+
+log = logging.getLogger(__name__)
+
+KEEP_PCAPS_CHOICES = ("all", "failed", "none")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+#: a ``--version`` call for the report header
+TOOL_VERSION_TIMEOUT_S = 10.0
+#: xdist modes that keep every test of one phone on one worker (tests carry ``xdist_group(label)``)
+SAFE_DIST_MODES = ("no", "loadgroup")
+ADB_SERVER_HOST_ENV = "ANDROID_ADB_SERVER_HOST"
+ADB_SERVER_PORT_ENV = "ANDROID_ADB_SERVER_PORT"
+WORKERINPUT_LAB_KEY = "phonehome_lab"
+
+
+# --- settings ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective phonehome options of this run."""
+
+    inventory: Path
+    devices: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    capture_dir: Path = Path("results/captures")
+    keep_pcaps: str = "failed"
+    show_identifiers: bool = False
+    lab: bool = False
+    #: True when the inventory was named (option, env or ini): then a missing file is an error
+    inventory_given: bool = False
+
+
+@dataclass(frozen=True)
+class _Option:
+    """One option with its command line flag, ini key and environment variable."""
+
+    flag: str
+    kind: str  # path | list | choice | bool
+    default: object
+    help: str
+    choices: tuple[str, ...] = ()
+    #: the option's attribute on ``config.option`` (``--lab`` keeps its short name)
+    name: str | None = None
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.name or self.flag.removeprefix("--").replace("-", "_")
+
+    @property
+    def ini(self) -> str:
+        """Every ini key and environment variable is prefixed, even for ``--lab``."""
+        dest = self.flag.removeprefix("--").replace("-", "_")
+        return dest if dest.startswith("phonehome_") else f"phonehome_{dest}"
+
+    @property
+    def env(self) -> str:
+        return self.ini.upper()
+
+
+OPTIONS: tuple[_Option, ...] = (
+    _Option("--phonehome-inventory", "path", "devices.yaml",
+            "device inventory file (default: devices.yaml in the rootdir)", metavar="PATH"),
+    _Option("--phonehome-device", "list", (),
+            "run only on the device with this inventory label (repeatable; env: comma-separated)",
+            metavar="LABEL"),
+    _Option("--phonehome-model", "list", (),
+            "run only on devices of this model (repeatable; env: comma-separated)", metavar="MODEL"),
+    _Option("--phonehome-capture-dir", "path", "results/captures",
+            "where capture files go (default: results/captures in the rootdir)", metavar="DIR"),
+    _Option("--phonehome-keep-pcaps", "choice", "failed",
+            "which captures to keep after a test: all, failed (default) or none", KEEP_PCAPS_CHOICES),
+    _Option("--phonehome-show-identifiers", "bool", False,
+            "show identifiers unmasked in messages and reports (they are masked by default)"),
+)
+LAB_OPTION = _Option("--lab", "bool", False, "run lab tests that need real phones (skipped otherwise)", name="lab")
+SETTINGS_KEY = pytest.StashKey[Settings]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("phonehome", "phonehome: catch phones phoning home")
-    group.addoption("--lab", action="store_true", default=False,
-                    help="run lab tests that need real phones (skipped otherwise)")
+    for option in (*OPTIONS, LAB_OPTION):
+        help_text = f"{option.help} [env: {option.env}, ini: {option.ini}]"
+        if option.kind == "bool":
+            group.addoption(option.flag, action="store_true", default=None, dest=option.dest, help=help_text)
+        elif option.kind == "list":
+            group.addoption(option.flag, action="append", default=None, dest=option.dest, metavar=option.metavar,
+                            help=help_text)
+        else:
+            metavar = "{" + ",".join(option.choices) + "}" if option.choices else option.metavar
+            group.addoption(option.flag, default=None, dest=option.dest, metavar=metavar, help=help_text)
+        ini_type = {"bool": "bool", "list": "linelist"}.get(option.kind, "string")
+        parser.addini(option.ini, help=option.help, type=ini_type, default=None)  # type: ignore[arg-type]
+
+
+def resolve_settings(config: pytest.Config, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
+    """Resolve every option once: command line > ``PHONEHOME_*`` > ini > default; raise pytest.UsageError on a
+    bad value, naming where it came from and the valid values."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+    for option in (*OPTIONS, LAB_OPTION):
+        value, origin, base = _lookup(config, option, env)
+        if origin != "default":
+            given.add(option.dest)
+        values[option.dest] = _convert(option, value, origin, base)
+    return Settings(
+        inventory=values["phonehome_inventory"], devices=values["phonehome_device"],
+        models=values["phonehome_model"], capture_dir=values["phonehome_capture_dir"],
+        keep_pcaps=values["phonehome_keep_pcaps"], show_identifiers=values["phonehome_show_identifiers"],
+        lab=values["lab"], inventory_given="phonehome_inventory" in given)
+
+
+def _lookup(config: pytest.Config, option: _Option, env: os._Environ[str] | dict[str, str]
+            ) -> tuple[object, str, Path]:
+    """(raw value, where it came from, the directory relative paths are resolved against)."""
+    invocation_dir = Path(config.invocation_params.dir)
+    cli = config.getoption(option.dest, default=None)
+    if cli is not None:
+        return cli, option.flag, invocation_dir
+    if option.env in env:
+        return env[option.env], option.env, invocation_dir
+    ini = config.getini(option.ini)
+    if ini not in (None, [], ""):
+        base = config.inipath.parent if config.inipath else config.rootpath
+        return ini, f"ini {option.ini} in {config.inipath or config.rootpath}", base
+    return option.default, "default", config.rootpath
+
+
+def _convert(option: _Option, value: object, origin: str, base: Path) -> Any:
+    if option.kind == "path":
+        return base / Path(str(value)).expanduser()
+    if option.kind == "list":
+        return _as_list(value)
+    if option.kind == "bool":
+        return _as_bool(value, origin)
+    text = str(value).strip().lower()
+    if text not in option.choices:
+        raise pytest.UsageError(f"{origin}: '{value}' is not a valid value for {option.flag}; "
+                                f"choose one of: {', '.join(option.choices)}")
+    return text
+
+
+def _as_list(value: object) -> tuple[str, ...]:
+    items: Sequence[object] = value if isinstance(value, list | tuple) else str(value).split(",")
+    parts = [part.strip() for item in items for part in str(item).split(",")]
+    return tuple(dict.fromkeys(part for part in parts if part))
+
+
+def _as_bool(value: object, origin: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise pytest.UsageError(f"{origin}: '{value}' is not a boolean; use one of: "
+                            f"{', '.join(TRUE_WORDS)} or {', '.join(w for w in FALSE_WORDS if w)}")
+
+
+# --- markers -------------------------------------------------------------------------------------------------
+
+
+def phonehome_device(*labels: str) -> tuple[str, ...]:
+    """Marker ``@pytest.mark.phonehome_device(*labels)``: run this test only on these inventory labels."""
+    return labels
+
+
+def phonehome_model(*models: str) -> tuple[str, ...]:
+    """Marker ``@pytest.mark.phonehome_model(*models)``: run this test only on devices of these models."""
+    return models
+
+
+MARKERS: dict[str, Callable[..., tuple[str, ...]]] = {
+    "phonehome_device": phonehome_device, "phonehome_model": phonehome_model,
+}
+
+
+def marker_values(marker: pytest.Mark) -> tuple[str, ...]:
+    """Check a phonehome marker by binding it to its signature; its values, or a one-line failure."""
+    function = MARKERS[marker.name]
+    try:
+        inspect.signature(function).bind(*marker.args, **marker.kwargs)
+    except TypeError as exc:
+        pytest.fail(f"@pytest.mark.{marker.name}{inspect.signature(function)}: {exc}", pytrace=False)
+    values = function(*marker.args, **marker.kwargs)
+    if not values or not all(isinstance(value, str) and value for value in values):
+        pytest.fail(f"@pytest.mark.{marker.name} needs one or more non-empty strings, got {values!r}",
+                    pytrace=False)
+    return values
+
+
+# --- run state -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """What the plugin knows about this run beyond the options: the inventory, the selected devices and the
+    virtual lab (started lazily, or handed over by the xdist controller)."""
+
+    config: pytest.Config
+    settings: Settings
+    inventory: Inventory | None = None
+    selected: tuple[DeviceEntry, ...] = ()
+    lab_state: LabState | None = None
+    lab_instance: Any = None
+    lab_owner: bool = False
+    lab_error: str | None = None
+    _lab_handle: Any = field(default=None, repr=False)
+
+    def virtual_devices(self) -> tuple[DeviceEntry, ...]:
+        return tuple(entry for entry in self.selected if entry.backend == "virtual")
+
+    def require_inventory(self) -> Inventory:
+        if self.inventory is None:
+            raise InputError(self.settings.inventory, "device inventory not found",
+                             fix="create devices.yaml or pass --phonehome-inventory PATH")
+        return self.inventory
+
+    def ensure_lab(self) -> LabState | None:
+        """The virtual lab for the selected virtual devices; started here unless a controller already did."""
+        if self.lab_state is not None or not self.virtual_devices():
+            return self.lab_state
+        if self.lab_error is not None:
+            raise PhonehomeError(self.lab_error)
+        self.start_lab()
+        return self.lab_state
+
+    def start_lab(self) -> None:
+        from phonehome.virtual.lab import Lab
+
+        try:
+            self.lab_state = Lab.up(self.virtual_devices())
+        except PhonehomeError as exc:
+            self.lab_error = f"virtual lab did not start: {exc}"
+            raise
+        self.lab_owner = True
+
+    def stop_lab(self) -> None:
+        """Stop the lab this process started. Logs and carries on: teardown must not hide results."""
+        if not self.lab_owner or self.lab_state is None:
+            return
+        from phonehome.virtual.lab import Lab
+
+        try:
+            Lab.down(self.lab_state)
+        except Exception as exc:  # teardown never hides a result
+            log.warning("phonehome: stopping the virtual lab: %s", exc)
+        self.lab_owner = False
+        self.lab_state = None
+
+    def adb_address(self, entry: DeviceEntry) -> tuple[str, int]:
+        """The adb server that serves this device: the lab's for virtual devices, else the usual one."""
+        if entry.backend == "virtual":
+            state = self.ensure_lab()
+            assert state is not None
+            return state.adb_host, int(state.adb_port)
+        host = os.environ.get(ADB_SERVER_HOST_ENV, "127.0.0.1")
+        port = os.environ.get(ADB_SERVER_PORT_ENV, "5037")
+        try:
+            return host, int(port)
+        except ValueError:
+            raise InputError(ADB_SERVER_PORT_ENV, f"'{port}' is not a port number",
+                             fix="set it to the adb server's TCP port, e.g. 5037") from None
+
+    def lab_phone(self, entry: DeviceEntry) -> Any:
+        """The virtual lab's record of one phone (interface, MAC, IP), or None for a real phone."""
+        if entry.backend != "virtual":
+            return None
+        state = self.ensure_lab()
+        assert state is not None
+        for phone in state.phones:
+            if phone.label == entry.label:
+                return phone
+        raise PhonehomeError(f"device {entry.label}: the virtual lab has no phone with this label")
+
+
+STATE_KEY = pytest.StashKey[RunState]()
+
+
+def run_state(config: pytest.Config) -> RunState:
+    """The plugin's state for this run (fixtures use it)."""
+    return config.stash[STATE_KEY]
+
+
+# --- hooks ---------------------------------------------------------------------------------------------------
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from phonehome import hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """With ``-n``, spread tests by phone: xdist's default ``load`` becomes ``loadgroup`` (each phone's tests
+    carry ``xdist_group(label)``), which is ``load`` for every test without a phone."""
+    if getattr(config.option, "dist", "no") == "load" and getattr(config.option, "tx", None):
+        config.option.dist = "loadgroup"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, function in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}{inspect.signature(function)}: {function.__doc__}")
+    config.addinivalue_line("markers", "lab: needs real phones; skipped unless --lab")
+    settings = resolve_settings(config)
+    config.stash[SETTINGS_KEY] = settings
+    state = RunState(config=config, settings=settings)
+    config.stash[STATE_KEY] = state
+    config.pluginmanager.register(DefaultImplementations(config), "phonehome-defaults")
+    from phonehome import fixtures
+
+    config.pluginmanager.register(fixtures, "phonehome-fixtures")
+    if config.option.help or config.option.version:
+        return
+    _load_inventory(state)
+    _check_dist_mode(config, state)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and workerinput.get(WORKERINPUT_LAB_KEY):
+        from phonehome.virtual.lab import LabState
+
+        state.lab_state = LabState.from_json(workerinput[WORKERINPUT_LAB_KEY])
+
+
+def _load_inventory(state: RunState) -> None:
+    settings = state.settings
+    if not settings.inventory.is_file():
+        if settings.inventory_given:
+            raise pytest.UsageError(f"{settings.inventory}: device inventory not found (pass an existing file to "
+                                    "--phonehome-inventory / PHONEHOME_INVENTORY)")
+        return
+    from phonehome.inventory import load_inventory
+
+    try:
+        state.inventory = load_inventory(settings.inventory)
+        state.selected = tuple(state.inventory.select(settings.devices, settings.models))
+    except InputError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if (settings.devices or settings.models) and not state.selected:
+        labels = ", ".join(entry.label for entry in state.inventory.devices)
+        models = ", ".join(dict.fromkeys(entry.model for entry in state.inventory.devices))
+        raise pytest.UsageError(f"{settings.inventory}: no device matches --phonehome-device "
+                                f"{list(settings.devices)} / --phonehome-model {list(settings.models)}; "
+                                f"labels: {labels}; models: {models}")
+
+
+def _check_dist_mode(config: pytest.Config, state: RunState) -> None:
+    dist = getattr(config.option, "dist", "no")
+    if state.selected and getattr(config.option, "tx", None) and dist not in SAFE_DIST_MODES:
+        raise pytest.UsageError(f"phonehome: --dist {dist} could give one phone to two workers; use "
+                                "--dist loadgroup (the default with -n)")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The xdist controller starts the lab before the workers exist, so that they can share it."""
+    config = session.config
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or not _is_xdist_controller(config) or config.option.collectonly:
+        return
+    if state.virtual_devices():
+        state.ensure_lab()
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput") and bool(getattr(config.option, "tx", None)) and \
+        getattr(config.option, "dist", "no") != "no"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Hand the controller's lab (adb server, interfaces) to each xdist worker."""
+    state = node.config.stash.get(STATE_KEY, None)
+    if state is not None and state.lab_state is not None:
+        node.workerinput[WORKERINPUT_LAB_KEY] = state.lab_state.to_json()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.stop_lab()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or state.inventory is None:
+        return []
+    settings = state.settings
+    devices = ", ".join(f"{entry.label} ({entry.model}, {entry.backend})" for entry in state.selected) or "none"
+    return [
+        f"phonehome: inventory {settings.inventory} ({len(state.inventory.devices)} devices)",
+        f"phonehome: devices {devices}",
+        f"phonehome: captures in {settings.capture_dir}, keep {settings.keep_pcaps}; identifiers "
+        f"{'shown' if settings.show_identifiers else 'masked'}",
+        f"phonehome: tools {', '.join(tool_versions())}",
+    ]
+
+
+def tool_versions() -> list[str]:
+    """dumpcap, adb and uiautomator2 versions, for the header (the effective lab setup)."""
+    versions = [_binary_version("dumpcap", ["--version"]), _binary_version("adb", ["version"])]
+    for package in ("uiautomator2", "adbutils"):
+        try:
+            versions.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{package} not installed")
+    return versions
+
+
+def _binary_version(name: str, args: list[str]) -> str:
+    path = shutil.which(name)
+    if path is None:
+        return f"{name} not found"
+    try:
+        result = subprocess.run([path, *args], capture_output=True, text=True, timeout=TOOL_VERSION_TIMEOUT_S,
+                                check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{name} unusable ({exc})"
+    lines = (result.stdout or result.stderr).strip().splitlines()
+    return lines[0] if lines else f"{name} (no version output)"
+
+
+# --- outcome bookkeeping (fixtures read it in teardown) --------------------------------------------------------
+
+REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+    return report
+
+
+def item_failed(item: pytest.Item) -> bool:
+    """True when the set-up or the test body of ``item`` failed or errored (so far)."""
+    reports = item.stash.get(REPORTS_KEY, {})
+    return any(report.failed for report in reports.values())
+
+
+# --- default hook implementations ----------------------------------------------------------------------------
+
+
+class DefaultImplementations:
+    """phonehome's own implementations of its hooks, registered ``trylast`` so a lab's override wins."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    @pytest.hookimpl(trylast=True)
+    def phonehome_make_phone(self, entry: DeviceEntry, settings: Settings) -> Phone:
+        if entry.backend not in ("uiautomator2", "virtual"):
+            raise InputError(settings.inventory, f"device {entry.label}: no phone controller for backend "
+                             f"'{entry.backend}'", fix="use backend uiautomator2 or virtual, or implement the "
+                             "phonehome_make_phone hook")
+        from phonehome.devices.u2 import U2Phone
+
+        state = run_state(self._config)
+        host, port = state.adb_address(entry)
+        hook = self._config.hook
+        label = entry.label
+
+        def power_cycle(phone: Any) -> bool | None:
+            return hook.phonehome_power_cycle(phone=phone)  # type: ignore[no-any-return]
+
+        def step(name: str) -> AbstractContextManager[Any]:
+            return hook.phonehome_step(name=name, device=label) or nullcontext()
+
+        phone = U2Phone(entry, adb_host=host, adb_port=port, power_cycle=power_cycle, step=step)
+        phone.connect()
+        return phone

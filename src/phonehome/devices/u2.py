@@ -1,0 +1,579 @@
+"""The uiautomator2 backend: drives a real (or virtual) Android phone over adb.
+
+The one module that imports ``uiautomator2`` and ``adbutils``, lazily, when a phone is built. Everything it
+changes on the phone is verified from the phone's own state (``dumpsys power``, ``dumpsys window``,
+``/proc/sys/kernel/random/boot_id``), because uiautomator2 reports success for actions that did nothing (its
+``unlock()`` with the screen on, for one). The adb server address is configurable so that the virtual lab's
+server on its own port is used exactly like a USB phone's.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from phonehome.errors import DeviceError, InputError
+from phonehome.identifiers import Identifiers, parse_identifiers
+
+if TYPE_CHECKING:
+    from phonehome.inventory import DeviceEntry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ADB_HOST = "127.0.0.1"
+DEFAULT_ADB_PORT = 5037
+#: a shell command on the phone (getprop, dumpsys, input) must answer within this
+SHELL_TIMEOUT_S = 30.0
+#: the adb transport must show the phone as ``device`` within this when the session connects
+CONNECT_TIMEOUT_S = 60.0
+#: screen on/off must show in ``dumpsys power`` within this
+SCREEN_TIMEOUT_S = 10.0
+#: the keyguard must be gone from ``dumpsys window`` within this after the credential was entered
+UNLOCK_TIMEOUT_S = 10.0
+#: pause between two looks at the phone's state while waiting for a change
+POLL_INTERVAL_S = 0.25
+#: pause between two looks at the adb transport while the phone reboots
+BOOT_POLL_INTERVAL_S = 0.5
+#: how often the boot wait logs where it is
+BOOT_PROGRESS_EVERY_S = 5.0
+#: a ``reboot:`` request must be accepted within this (the connection then dies with the old boot)
+REBOOT_REQUEST_TIMEOUT_S = 10.0
+#: an ``adb connect host:port`` attempt while a TCP phone is offline
+TCP_RECONNECT_TIMEOUT_S = 2.0
+#: at most this many logcat lines go into failure evidence
+LOGCAT_MAX_LINES = 2000
+#: default boot timeout when the inventory entry does not set one
+DEFAULT_BOOT_TIMEOUT_S = 180.0
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+KEYCODE_WAKEUP = "224"
+KEYCODE_SLEEP = "223"
+KEYCODE_ENTER = "66"
+KEYCODE_MENU = "82"
+
+_TCP_SERIAL = re.compile(r"^[\w.\-\[\]:]+:\d+$")
+_WAKEFULNESS = re.compile(r"mWakefulness=(\w+)")
+_DISPLAY_POWER = re.compile(r"Display Power: state=(\w+)")
+_KEYGUARD_FLAGS = re.compile(
+    r"\b(mShowingLockscreen|mDreamingLockscreen|isStatusBarKeyguard|mKeyguardShowing)=(true|false)")
+_KEYGUARD_MONITOR = re.compile(r"KeyguardStateMonitor\s+mIsShowing=(true|false)")
+_KEYGUARD_DELEGATE = re.compile(r"KeyguardServiceDelegate\b[^\n]*(?:\n[ \t]+[^\n]*){0,6}?\bshowing=(true|false)")
+_WM_SIZE = re.compile(r"(?:Override|Physical) size:\s*(\d+)x(\d+)")
+_PARCEL_WORD = re.compile(r"\b([0-9a-fA-F]{8})\b")
+_MAC = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
+_LAST_LOCATION = re.compile(r"(?:last location|Location)\[\w+\s+(-?\d+(?:\.\d+)?),\s*(-?\d+(?:\.\d+)?)")
+_SUBINFO_FIELDS = {"imei": ("Device ID", "IMEI"), "imsi": ("Subscriber ID", "IMSI"),
+                   "iccid": ("ICC Serial Number", "ICCID"), "phone": ("Line 1 Number", "Phone Number")}
+#: MACs Android reports when it hides the real one
+_PLACEHOLDER_MACS = frozenset({"02:00:00:00:00:00", "00:00:00:00:00:00"})
+#: ``service call iphonesubinfo`` code of getDeviceId (the IMEI), stable across the versions that allow it
+IPHONESUBINFO_DEVICE_ID = "1"
+
+PowerCycle = Callable[["U2Phone"], bool | None]
+StepFactory = Callable[[str], AbstractContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class ScreenState:
+    """The display as the phone's power manager sees it."""
+
+    awake: bool
+    raw: str
+
+
+def parse_screen_state(dumpsys_power: str) -> ScreenState:
+    """Read ``mWakefulness`` (or the older ``Display Power: state``) from ``dumpsys power``.
+
+    Dozing and dreaming count as off: the display is not showing the user's screen.
+    """
+    match = _WAKEFULNESS.search(dumpsys_power)
+    if match:
+        return ScreenState(awake=match.group(1) == "Awake", raw=f"mWakefulness={match.group(1)}")
+    match = _DISPLAY_POWER.search(dumpsys_power)
+    if match:
+        return ScreenState(awake=match.group(1).upper() == "ON", raw=f"Display Power: state={match.group(1)}")
+    raise ValueError("no mWakefulness or 'Display Power: state' in dumpsys power")
+
+
+def parse_keyguard_showing(dumpsys_window: str) -> bool:
+    """True when ``dumpsys window`` says the keyguard (lock screen or bouncer) is showing.
+
+    Field names vary by Android version, so every known one is read; any ``true`` means showing. Raises
+    ValueError when none is present: an unknown keyguard state must not pass as unlocked.
+    """
+    seen: list[bool] = [value == "true" for _, value in _KEYGUARD_FLAGS.findall(dumpsys_window)]
+    seen += [value == "true" for value in _KEYGUARD_MONITOR.findall(dumpsys_window)]
+    seen += [value == "true" for value in _KEYGUARD_DELEGATE.findall(dumpsys_window)]
+    if not seen:
+        raise ValueError("no keyguard field (mShowingLockscreen, isStatusBarKeyguard, KeyguardStateMonitor "
+                         "mIsShowing, KeyguardServiceDelegate showing) in dumpsys window")
+    return any(seen)
+
+
+def parse_parcel_string(service_call_output: str) -> str | None:
+    """Decode the string a ``service call`` returned: status word, length, then UTF-16LE characters.
+
+    None when the call raised (non-zero status, e.g. a permission error) or returned a null string.
+    """
+    words: list[int] = []
+    for line in service_call_output.splitlines():
+        body = line.split("'", 1)[0]
+        if ":" in body:
+            body = body.split(":", 1)[1]
+        words.extend(int(word, 16) for word in _PARCEL_WORD.findall(body))
+    if len(words) < 2 or words[0] != 0:
+        return None
+    length = words[1]
+    if length in (0, 0xFFFFFFFF):
+        return None
+    data = b"".join(word.to_bytes(4, "little") for word in words[2:])
+    if len(data) < 2 * length:
+        return None
+    return data[: 2 * length].decode("utf-16-le", errors="replace")
+
+
+def luhn_ok(digits: str) -> bool:
+    """The IMEI check digit: tells an IMEI from another 15-digit number an older transaction code returned."""
+    if not digits.isdigit():
+        return False
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2 == 1:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def parse_subinfo_dump(dumpsys_iphonesubinfo: str) -> dict[str, str]:
+    """Identifier values from ``dumpsys iphonesubinfo`` (older Androids print ``Device ID = ...``)."""
+    found: dict[str, str] = {}
+    for name, labels in _SUBINFO_FIELDS.items():
+        for label in labels:
+            match = re.search(rf"^\s*{re.escape(label)}\s*[=:]\s*(\S+)\s*$", dumpsys_iphonesubinfo, re.MULTILINE)
+            if match and match.group(1).lower() not in ("null", "unknown"):
+                found[name] = match.group(1)
+                break
+    return found
+
+
+def is_tcp_serial(serial: str) -> bool:
+    """``host:port`` serials are adb-over-TCP phones: they go offline on reboot instead of vanishing."""
+    return bool(_TCP_SERIAL.match(serial)) and not serial.startswith("emulator-")
+
+
+class U2Phone:
+    """A phone driven by uiautomator2 over an adb server (USB, TCP, or the virtual lab's server)."""
+
+    def __init__(self, entry: DeviceEntry, *, adb_host: str = DEFAULT_ADB_HOST, adb_port: int = DEFAULT_ADB_PORT,
+                 power_cycle: PowerCycle | None = None, step: StepFactory | None = None) -> None:
+        import adbutils  # the one place (with the functions below) that imports it
+
+        self._entry = entry
+        self._adbutils = adbutils
+        self._client = adbutils.AdbClient(host=adb_host, port=adb_port, socket_timeout=SHELL_TIMEOUT_S)
+        self._power_cycle = power_cycle
+        self._step = step or (lambda name: nullcontext())
+        self._u2: Any = None
+        self._adb_address = f"{adb_host}:{adb_port}"
+
+    # --- identity ----------------------------------------------------------------------------------------
+
+    @property
+    def serial(self) -> str:
+        return self._entry.serial
+
+    @property
+    def label(self) -> str:
+        return self._entry.label
+
+    @property
+    def _device(self) -> Any:
+        return self._client.device(self.serial)
+
+    def connect(self) -> None:
+        """Wait for the phone on the adb server and start uiautomator2 on it."""
+        with self._step("connect"):
+            self._wait_for_transport(CONNECT_TIMEOUT_S)
+            self._connect_u2()
+
+    def info(self) -> dict[str, Any]:
+        props = {"model": "ro.product.model", "manufacturer": "ro.product.manufacturer",
+                 "android": "ro.build.version.release", "sdk": "ro.build.version.sdk",
+                 "fingerprint": "ro.build.fingerprint"}
+        info: dict[str, Any] = {"label": self.label, "serial": self.serial, "backend": "uiautomator2",
+                                "adb_server": self._adb_address}
+        for key, prop in props.items():
+            try:
+                info[key] = self._getprop(prop)
+            except DeviceError as exc:
+                info[key] = f"unavailable ({exc.problem})"
+        return info
+
+    # --- adb plumbing ------------------------------------------------------------------------------------
+
+    def _shell(self, args: Sequence[str], *, timeout_s: float = SHELL_TIMEOUT_S, secret: bool = False) -> str:
+        """Run a shell command; a failure is a DeviceError. ``secret`` keeps the command out of the message."""
+        what = "a credential command" if secret else " ".join(args)
+        try:
+            result = self._device.shell2(list(args), timeout=timeout_s)
+        except self._adbutils.AdbError as exc:
+            detail = type(exc).__name__ if secret else str(exc)
+            raise DeviceError(self.label, f"adb shell {what} failed: {detail}") from None
+        if result.returncode != 0:
+            output = "" if secret else f": {result.output.strip()[-300:]}"
+            raise DeviceError(self.label, f"adb shell {what} exited {result.returncode}{output}")
+        return str(result.output)
+
+    def _try_shell(self, args: Sequence[str]) -> str | None:
+        """A shell command whose failure only means "not available" (identifier sources, boot polling)."""
+        try:
+            return self._shell(args).strip()
+        except DeviceError:
+            return None
+
+    def _getprop(self, name: str) -> str:
+        return self._shell(["getprop", name]).strip()
+
+    def _transport_state(self) -> str:
+        """``device``, ``offline``, ``unauthorized``..., or ``absent`` when the server does not list it."""
+        try:
+            return str(self._device.get_state())
+        except (self._adbutils.AdbError, self._adbutils.AdbTimeout, OSError):
+            return "absent"
+
+    def _reconnect_tcp(self) -> None:
+        """A TCP phone stays listed as offline after a reboot until the server connects again."""
+        try:
+            self._client.connect(self.serial, timeout=TCP_RECONNECT_TIMEOUT_S)
+        except (self._adbutils.AdbError, self._adbutils.AdbTimeout, OSError) as exc:
+            log.debug("device %s: adb connect: %s", self.label, exc)
+
+    def _wait_for_transport(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        state = self._transport_state()
+        while state != "device":
+            if time.monotonic() >= deadline:
+                raise DeviceError(self.label, f"not online on the adb server {self._adb_address} within "
+                                  f"{timeout_s:g} s (state: {state}); check 'adb devices' and the serial")
+            if is_tcp_serial(self.serial) and state in ("absent", "offline"):
+                self._reconnect_tcp()
+            time.sleep(BOOT_POLL_INTERVAL_S)
+            state = self._transport_state()
+
+    def _connect_u2(self) -> None:
+        import uiautomator2  # the one place that imports it
+
+        try:
+            self._u2 = uiautomator2.connect(self._device)
+        except Exception as exc:  # uiautomator2 raises many unrelated types when its server does not start
+            raise DeviceError(self.label, f"uiautomator2 did not start: {type(exc).__name__}: {exc}") from None
+
+    def _drop_u2(self) -> None:
+        if self._u2 is None:
+            return
+        try:
+            self._u2.stop_uiautomator(wait=False)
+        except Exception as exc:  # the phone may already be gone; nothing to clean up then
+            log.debug("device %s: stopping uiautomator2: %s", self.label, exc)
+        self._u2 = None
+
+    def _ui(self) -> Any:
+        if self._u2 is None:
+            self._connect_u2()
+        return self._u2
+
+    # --- power -------------------------------------------------------------------------------------------
+
+    def power_on(self) -> None:
+        with self.handle_reboot():
+            with self._step("power-on"):
+                cycled = self._power_cycle(self) if self._power_cycle else None
+                if not cycled:
+                    self._reboot()
+
+    @contextmanager
+    def handle_reboot(self) -> Iterator[None]:
+        old_boot = self._boot_id()
+        self._drop_u2()
+        yield
+        with self._step("wait for boot"):
+            self._wait_for_new_boot(old_boot)
+        with self._step("reconnect"):
+            self._connect_u2()
+
+    def _boot_id(self) -> str:
+        boot_id = self._shell(["cat", BOOT_ID_PATH]).strip()
+        if not boot_id:
+            raise DeviceError(self.label, f"{BOOT_ID_PATH} is empty: cannot tell one boot from the next")
+        return boot_id
+
+    def _reboot(self) -> None:
+        """Ask adbd to reboot (the ``reboot:`` service, as ``adb reboot``), else ``shell reboot``.
+
+        The connection dies with the old boot, so errors after the request are expected; whether it
+        rebooted is decided by the boot id, never by this call.
+        """
+        adbutils = self._adbutils
+        try:
+            conn = self._device.open_transport(timeout=REBOOT_REQUEST_TIMEOUT_S)
+            try:
+                conn.send_command("reboot:")
+                conn.check_okay()
+                conn.read_until_close()
+            finally:
+                conn.close()
+            return
+        except (adbutils.AdbError, adbutils.AdbTimeout, OSError) as exc:
+            log.info("device %s: reboot service: %s; trying 'shell reboot'", self.label, exc)
+        try:
+            self._device.shell(["reboot"], timeout=REBOOT_REQUEST_TIMEOUT_S)
+        except (adbutils.AdbError, adbutils.AdbTimeout, OSError) as exc:
+            log.info("device %s: shell reboot: %s (expected while the phone goes down)", self.label, exc)
+
+    def _wait_for_new_boot(self, old_boot: str) -> None:
+        """Wait for a different boot id, then ``sys.boot_completed=1``, logging progress.
+
+        The old boot still answers ``sys.boot_completed=1`` right after the reboot request, so only a new boot
+        id proves the phone went down and came back.
+        """
+        timeout_s = float(getattr(self._entry, "boot_timeout_s", None) or DEFAULT_BOOT_TIMEOUT_S)
+        start = time.monotonic()
+        deadline = start + timeout_s
+        next_progress = start + BOOT_PROGRESS_EVERY_S
+        stage = "old boot still running"
+        last_state = ""
+        while True:
+            state = self._transport_state()
+            if state != last_state:
+                log.info("device %s: adb state %s after %.1f s", self.label, state, time.monotonic() - start)
+                last_state = state
+            if state in ("absent", "offline") and is_tcp_serial(self.serial):
+                self._reconnect_tcp()
+            if state == "device":
+                boot_id = self._try_shell(["cat", BOOT_ID_PATH])
+                if boot_id and boot_id != old_boot:
+                    stage = "new boot, waiting for sys.boot_completed=1"
+                    if self._try_shell(["getprop", "sys.boot_completed"]) == "1":
+                        log.info("device %s: booted in %.1f s", self.label, time.monotonic() - start)
+                        return
+            now = time.monotonic()
+            if now >= deadline:
+                raise DeviceError(self.label, f"did not boot within {timeout_s:g} s ({stage}; adb state: {state})")
+            if now >= next_progress:
+                log.info("device %s: waiting for boot: %s, adb state %s, %.0f/%.0f s", self.label, stage, state,
+                         now - start, timeout_s)
+                next_progress = now + BOOT_PROGRESS_EVERY_S
+            time.sleep(BOOT_POLL_INTERVAL_S)
+
+    # --- screen and keyguard -----------------------------------------------------------------------------
+
+    def screen_state(self) -> ScreenState:
+        output = self._shell(["dumpsys", "power"])
+        try:
+            return parse_screen_state(output)
+        except ValueError as exc:
+            raise DeviceError(self.label, str(exc)) from None
+
+    def keyguard_showing(self) -> bool:
+        try:
+            return parse_keyguard_showing(self.dumpsys_window())
+        except ValueError as exc:
+            raise DeviceError(self.label, str(exc)) from None
+
+    def screen_on(self) -> None:
+        with self._step("screen-on"):
+            if not self.screen_state().awake:
+                self._ui().screen_on()
+            self._wait_screen(awake=True)
+
+    def screen_off(self) -> None:
+        with self._step("screen-off"):
+            if self.screen_state().awake:
+                self._ui().screen_off()
+            self._wait_screen(awake=False)
+
+    def _wait_screen(self, *, awake: bool) -> None:
+        deadline = time.monotonic() + SCREEN_TIMEOUT_S
+        state = self.screen_state()
+        while state.awake != awake:
+            if time.monotonic() >= deadline:
+                want = "on" if awake else "off"
+                raise DeviceError(self.label, f"screen did not turn {want} within {SCREEN_TIMEOUT_S:g} s "
+                                  f"(dumpsys power: {state.raw})")
+            time.sleep(POLL_INTERVAL_S)
+            state = self.screen_state()
+
+    def unlock(self) -> None:
+        method = self._entry.unlock.method
+        with self._step("unlock"):
+            if not self.screen_state().awake:
+                self._ui().screen_on()
+                self._wait_screen(awake=True)
+            if not self.keyguard_showing():
+                return
+            if method == "none":
+                raise DeviceError(self.label, "keyguard is showing but the inventory says unlock: none "
+                                  "(set unlock.method to swipe, pin or password)")
+            self._swipe_up()
+            if method in ("pin", "password"):
+                self._enter_secret()
+            self._wait_keyguard_gone(method)
+
+    def _swipe_up(self) -> None:
+        """Swipe from the bottom to reveal the bouncer (or dismiss an insecure keyguard)."""
+        width, height = self._screen_size()
+        x = str(width // 2)
+        self._shell(["input", "swipe", x, str(height * 9 // 10), x, str(height // 5), "300"])
+
+    def _screen_size(self) -> tuple[int, int]:
+        sizes = _WM_SIZE.findall(self._shell(["wm", "size"]))
+        if not sizes:
+            raise DeviceError(self.label, "'wm size' printed no screen size")
+        width, height = sizes[-1]  # an override, when present, comes last and is what input uses
+        return int(width), int(height)
+
+    def _enter_secret(self) -> None:
+        """Type the PIN/password and press ENTER, without ever putting the secret in a message or log."""
+        secret = self._entry.unlock.secret()
+        if not secret:
+            raise DeviceError(self.label, f"unlock secret from ${self._entry.unlock.secret_env} is empty")
+        self._shell(["input", "text", secret], secret=True)
+        self._shell(["input", "keyevent", KEYCODE_ENTER])
+
+    def _wait_keyguard_gone(self, method: str) -> None:
+        deadline = time.monotonic() + UNLOCK_TIMEOUT_S
+        while self.keyguard_showing():
+            if time.monotonic() >= deadline:
+                hint = (" (wrong PIN/password in the environment variable?)" if method in ("pin", "password")
+                        else "")
+                raise DeviceError(self.label, f"keyguard still showing {UNLOCK_TIMEOUT_S:g} s after the "
+                                  f"{method} unlock{hint}")
+            time.sleep(POLL_INTERVAL_S)
+
+    # --- identifiers -------------------------------------------------------------------------------------
+
+    def read_identifiers(self) -> tuple[Identifiers, dict[str, str]]:
+        wanted = tuple(getattr(self._entry, "read_identifiers", ()) or ())
+        readers: dict[str, Callable[[], tuple[str, str] | None]] = {
+            "serial": self._read_serial, "android_id": self._read_android_id, "imei": self._read_imei,
+            "wifi_mac": self._read_wifi_mac, "bt_mac": self._read_bt_mac,
+            "imsi": lambda: self._read_subinfo("imsi"), "iccid": lambda: self._read_subinfo("iccid"),
+            "phone": lambda: self._read_subinfo("phone"),
+        }
+        raw: dict[str, object] = {}
+        sources: dict[str, str] = {}
+        for name in wanted:
+            if name == "location":
+                found_location = self._read_location()
+                if found_location:
+                    raw["location"], sources["location"] = found_location
+                continue
+            reader = readers.get(name)
+            found = reader() if reader else None
+            if found is None:
+                log.info("device %s: %s not readable from the phone; the inventory's value is used", self.label,
+                         name)
+                continue
+            value, source = found
+            if self._valid(name, value):
+                raw[name] = value
+                sources[name] = source
+        ids = parse_identifiers(raw, source=f"device {self.label}", where="read_identifiers")
+        return ids, sources
+
+    def _valid(self, name: str, value: str) -> bool:
+        """Values a phone returns can be placeholders; only well-formed ones are kept."""
+        try:
+            parse_identifiers({name: value}, source=f"device {self.label}", where="read_identifiers")
+        except InputError:
+            log.info("device %s: ignoring malformed %s read from the phone", self.label, name)
+            return False
+        return True
+
+    def _read_serial(self) -> tuple[str, str] | None:
+        for prop in ("ro.serialno", "ro.boot.serialno"):
+            value = self._try_shell(["getprop", prop])
+            if value and value.lower() != "unknown":
+                return value, f"getprop {prop}"
+        return None
+
+    def _read_android_id(self) -> tuple[str, str] | None:
+        value = self._try_shell(["settings", "get", "secure", "android_id"])
+        return (value, "settings get secure android_id") if value and value != "null" else None
+
+    def _read_imei(self) -> tuple[str, str] | None:
+        output = self._try_shell(["service", "call", "iphonesubinfo", IPHONESUBINFO_DEVICE_ID])
+        value = parse_parcel_string(output) if output else None
+        if value and luhn_ok(value.strip()):
+            return value.strip(), f"service call iphonesubinfo {IPHONESUBINFO_DEVICE_ID}"
+        return self._read_subinfo("imei")
+
+    def _read_subinfo(self, name: str) -> tuple[str, str] | None:
+        output = self._try_shell(["dumpsys", "iphonesubinfo"])
+        value = parse_subinfo_dump(output).get(name) if output else None
+        if value is None or (name == "imei" and not luhn_ok(value)):
+            return None
+        return value, "dumpsys iphonesubinfo"
+
+    def _read_wifi_mac(self) -> tuple[str, str] | None:
+        value = self._try_shell(["cat", "/sys/class/net/wlan0/address"])
+        if value and _MAC.match(value) and value.lower() not in _PLACEHOLDER_MACS:
+            return value, "/sys/class/net/wlan0/address"
+        return None
+
+    def _read_bt_mac(self) -> tuple[str, str] | None:
+        value = self._try_shell(["settings", "get", "secure", "bluetooth_address"])
+        if value and _MAC.match(value) and value.lower() not in _PLACEHOLDER_MACS:
+            return value, "settings get secure bluetooth_address"
+        return None
+
+    def _read_location(self) -> tuple[dict[str, float], str] | None:
+        output = self._try_shell(["dumpsys", "location"])
+        match = _LAST_LOCATION.search(output or "")
+        if not match:
+            return None
+        return {"lat": float(match.group(1)), "lon": float(match.group(2))}, "dumpsys location"
+
+    # --- evidence ----------------------------------------------------------------------------------------
+
+    def screenshot(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            data = self._device.shell(["screencap", "-p"], encoding=None, timeout=SHELL_TIMEOUT_S)
+        except (self._adbutils.AdbError, self._adbutils.AdbTimeout, OSError) as exc:
+            raise DeviceError(self.label, f"screenshot failed: {exc}") from None
+        if not isinstance(data, bytes) or not data.startswith(b"\x89PNG"):
+            try:
+                self._ui().screenshot(str(path))
+            except Exception as exc:  # uiautomator2's screenshot path has its own error types
+                raise DeviceError(self.label, f"screenshot failed: {type(exc).__name__}: {exc}") from None
+            return path
+        path.write_bytes(data)
+        return path
+
+    def logcat_since(self, since: float) -> str:
+        output = self._try_shell(["logcat", "-d", "-v", "threadtime", "-T", f"{since:.3f}"])
+        if output is None:
+            output = self._try_shell(["logcat", "-d", "-v", "threadtime", "-t", str(LOGCAT_MAX_LINES)])
+        if output is None:
+            raise DeviceError(self.label, "logcat is not readable")
+        lines = output.splitlines()
+        return "\n".join(lines[-LOGCAT_MAX_LINES:])
+
+    def dumpsys_window(self) -> str:
+        return self._shell(["dumpsys", "window"])
+
+    def close(self) -> None:
+        try:
+            self._drop_u2()
+        except Exception as exc:  # close never raises: teardown must not hide a test's result
+            log.warning("device %s: close: %s", self.label, exc)

@@ -1,0 +1,411 @@
+"""The ``phone`` and ``traffic`` fixtures: pytest concepts translated into calls on phonehome's library.
+
+Devices are a test matrix: every test that uses ``phone`` runs once per selected inventory entry (ids = labels),
+with one connection per device for the whole session; the per-test fixture only resets the phone (screen on,
+unlocked). ``traffic`` records the phone's traffic for one test, in named phases, and turns findings into
+assertion failures. A capture or device fault is never a failure of the phone: it is raised as the
+:class:`~phonehome.errors.PhonehomeError` it is, so reports show it as broken, not as a leak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from phonehome.errors import CaptureError, InputError, PhonehomeError
+from phonehome.identifiers import Identifiers, mask
+from phonehome.plugin import RunState, Settings, item_failed, marker_values, run_state, tool_versions
+
+if TYPE_CHECKING:
+    from phonehome.capture import Capture
+    from phonehome.devices.base import Phone
+    from phonehome.inventory import DeviceEntry
+    from phonehome.scan.scanner import ScanResult
+
+log = logging.getLogger(__name__)
+
+ENTRY_FIXTURE = "_phonehome_entry"
+_UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+#: a finding's excerpt is cut to this many characters in an assertion message
+EXCERPT_MAX_CHARS = 160
+
+
+# --- the device matrix ---------------------------------------------------------------------------------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize every test that (indirectly) uses ``phone`` over the selected devices, ids = labels."""
+    if ENTRY_FIXTURE not in metafunc.fixturenames:
+        return
+    state = run_state(metafunc.config)
+    try:
+        state.require_inventory()
+    except InputError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    entries = _narrow(state.selected, metafunc.definition)
+    xdist = metafunc.config.pluginmanager.hasplugin("xdist")
+    params = [pytest.param(entry, id=entry.label, marks=[pytest.mark.xdist_group(entry.label)] if xdist else [])
+              for entry in entries]
+    if not params:
+        reason = "no selected device matches this test's phonehome_device/phonehome_model markers"
+        params = [pytest.param(None, id="no-device", marks=pytest.mark.skip(reason=reason))]
+    metafunc.parametrize(ENTRY_FIXTURE, params, scope="session")
+
+
+def _narrow(entries: Sequence[DeviceEntry], definition: pytest.Item) -> list[DeviceEntry]:
+    """Apply ``phonehome_device``/``phonehome_model`` markers (all of them must match)."""
+    selected = list(entries)
+    for marker in definition.iter_markers("phonehome_device"):
+        labels = marker_values(marker)
+        selected = [entry for entry in selected if entry.label in labels]
+    for marker in definition.iter_markers("phonehome_model"):
+        models = marker_values(marker)
+        selected = [entry for entry in selected if entry.model in models]
+    return selected
+
+
+# --- one device for the session ------------------------------------------------------------------------------
+
+
+@dataclass
+class DeviceSession:
+    """A connected phone and what the harness learned about it once per session."""
+
+    entry: DeviceEntry
+    phone: Phone
+    identifiers: Identifiers
+    sources: dict[str, str]
+    lab_phone: Any = None
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def label(self) -> str:
+        return self.entry.label
+
+    def redact(self, text: str, settings: Settings) -> str:
+        """Mask every identifier of this phone (and always the unlock secret) in text bound for a report."""
+        for secret in self.secrets:
+            text = text.replace(secret, "*" * len(secret))
+        if settings.show_identifiers:
+            return text
+        for value in sorted({value for _, value in self.identifiers.values}, key=len, reverse=True):
+            text = text.replace(value, mask(value))
+        return text
+
+
+@pytest.fixture(scope="session")
+def _phonehome_entry() -> DeviceEntry:
+    """Replaced by the device parametrization; reached only when a test asks for ``phone`` dynamically."""
+    pytest.fail("the phone fixture must be requested as a test argument (it is parametrized over devices)",
+                pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def _phonehome_device(request: pytest.FixtureRequest, _phonehome_entry: DeviceEntry) -> Iterator[DeviceSession]:
+    """Connect to one device for the whole session, read its identifiers and report its info."""
+    config = request.config
+    state = run_state(config)
+    entry = _phonehome_entry
+    phone = config.hook.phonehome_make_phone(entry=entry, settings=state.settings)
+    if phone is None:
+        raise PhonehomeError(f"device {entry.label}: no phonehome_make_phone implementation built a phone")
+    try:
+        session = _open_session(state, entry, phone)
+        info = {**phone.info(), "identifier_sources": dict(session.sources), "tools": tool_versions()}
+        config.hook.phonehome_device_info(device=entry.label, info=info)
+    except BaseException:
+        phone.close()
+        raise
+    yield session
+    phone.close()
+
+
+def _open_session(state: RunState, entry: DeviceEntry, phone: Phone) -> DeviceSession:
+    read, sources = phone.read_identifiers()
+    identifiers = entry.identifiers.merged(read)
+    all_sources = {name: "inventory" for name in entry.identifiers.names()}
+    all_sources.update(sources)
+    if identifiers.is_empty():
+        raise InputError(state.settings.inventory, f"device {entry.label} has no identifiers to look for",
+                         where=f"{entry.label}.identifiers",
+                         fix="list its identifiers, or name readable ones under read_identifiers")
+    return DeviceSession(entry=dataclasses.replace(entry, identifiers=identifiers), phone=phone,
+                         identifiers=identifiers, sources=all_sources, lab_phone=state.lab_phone(entry),
+                         secrets=_secrets(entry))
+
+
+def _secrets(entry: DeviceEntry) -> tuple[str, ...]:
+    """The unlock secret, so that evidence text can be scrubbed of it; empty when there is none yet."""
+    if entry.unlock.method not in ("pin", "password"):
+        return ()
+    try:
+        secret = entry.unlock.secret()
+    except PhonehomeError:
+        return ()  # unlock() reports the missing variable when it is needed
+    return (secret,) if secret else ()
+
+
+# --- per test ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def phone(request: pytest.FixtureRequest, _phonehome_device: DeviceSession) -> Iterator[Phone]:
+    """The phone under test (one test per selected device), reset to screen on and unlocked.
+
+    On failure its screenshot, the logcat of the test and ``dumpsys window`` go to the
+    ``phonehome_failure_evidence`` hook (the Allure reporter attaches them).
+    """
+    session = _phonehome_device
+    started = time.time()
+    try:
+        session.phone.screen_on()
+        session.phone.unlock()
+    except BaseException:
+        _report_evidence(request, session, started)
+        raise
+    yield session.phone
+    if item_failed(request.node):
+        _report_evidence(request, session, started)
+
+
+def _report_evidence(request: pytest.FixtureRequest, session: DeviceSession, started: float) -> None:
+    """Collect what shows why a step failed; each piece independently, so one failure does not hide others."""
+    settings = run_state(request.config).settings
+    evidence: dict[str, Any] = {}
+    shot = settings.capture_dir / "evidence" / f"{session.label}-{_file_stem(request.node)}.png"
+    collectors = {
+        "screenshot": lambda: session.phone.screenshot(shot),
+        "logcat": lambda: session.redact(session.phone.logcat_since(started), settings),
+        "dumpsys_window": lambda: session.redact(session.phone.dumpsys_window(), settings),
+    }
+    for key, collect in collectors.items():
+        try:
+            evidence[key] = collect()
+        except Exception as exc:  # evidence is best effort: the test's own error is what matters
+            evidence[f"{key}_error"] = session.redact(f"{type(exc).__name__}: {exc}", settings)
+    try:
+        request.config.hook.phonehome_failure_evidence(item=request.node, device=session.label, evidence=evidence)
+    except Exception as exc:  # a reporter's bug must not hide the test's result
+        log.warning("phonehome_failure_evidence for %s: %s", session.label, exc)
+
+
+def _file_stem(item: pytest.Item) -> str:
+    name = getattr(item, "originalname", None) or item.name
+    return _UNSAFE_FILE_CHARS.sub("_", name).strip("_") or "test"
+
+
+@dataclass(frozen=True)
+class PhaseOutcome:
+    """A closed and scanned phase, as the ``phonehome_phase_finished`` hook receives it."""
+
+    name: str
+    start: float
+    end: float
+    findings: list[dict[str, Any]]
+    flows: list[dict[str, Any]]
+    pcap: Path | None
+
+
+class Traffic:
+    """One test's capture of one phone: phases, then scan verdicts.
+
+    ``with traffic.phase("unlock"): phone.unlock()`` records the action and the phone's settle time after it as
+    the window ``unlock``. The assertions stop the capture, check it is complete and saw the phone in every
+    phase (else :class:`~phonehome.errors.CaptureError`), scan it once, and fail on findings.
+    """
+
+    def __init__(self, *, item: pytest.Item, session: DeviceSession, capture: Capture, settings: Settings) -> None:
+        self._item = item
+        self._session = session
+        self._capture = capture
+        self._settings = settings
+        self._hook = item.config.hook
+        self._result: ScanResult | None = None
+        self._slices: list[Path] = []
+
+    @property
+    def capture(self) -> Capture:
+        return self._capture
+
+    @property
+    def result(self) -> ScanResult | None:
+        """The scan result, once an assertion ran."""
+        return self._result
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Record the block, and the device's settle time for this phase after it, as the window ``name``."""
+        settle_s = self._settle_s(name)
+        with self._capture.phase(name):
+            yield
+            if settle_s > 0:
+                with self._step(f"settle {name}"):
+                    time.sleep(settle_s)
+
+    def _settle_s(self, name: str) -> float:
+        settle = self._session.entry.settle_s
+        return float(settle.get(name, settle.get("default", 0.0)))
+
+    def _step(self, name: str) -> contextlib.AbstractContextManager[Any]:
+        return self._hook.phonehome_step(name=name, device=self._session.label) or contextlib.nullcontext()
+
+    def scan(self) -> ScanResult:
+        """Stop the capture, check its health (fail closed), scan it once and report each phase."""
+        if self._result is not None:
+            return self._result
+        from phonehome.scan.scanner import Phase, scan_capture
+
+        with self._step("scan"):
+            self._capture.stop()
+            phases = self._capture.phases
+            if not phases:
+                raise CaptureError(f"{self._session.label}: no phase was recorded; wrap the actions in "
+                                   "'with traffic.phase(name):'")
+            for record in phases:
+                self._capture.assert_saw_traffic(record.name)
+            self._result = scan_capture(self._capture.pcap, self._session.identifiers,
+                                        phases=[Phase(record.name, record.start, record.end) for record in phases])
+        self._report_phases(self._result)
+        return self._result
+
+    def _report_phases(self, result: ScanResult) -> None:
+        data = result.to_json()
+        findings = [self._redact_json(finding) for finding in data.get("findings", [])]
+        flows = list(data.get("flows", []))
+        for record in self._capture.phases:
+            pcap = self._slice(record.name)
+            outcome = PhaseOutcome(
+                name=record.name, start=record.start, end=record.end,
+                findings=[finding for finding in findings if finding.get("phase") == record.name],
+                flows=[flow for flow in flows if flow.get("phase", record.name) == record.name], pcap=pcap)
+            self._hook.phonehome_phase_finished(item=self._item, device=self._session.label, phase=outcome)
+
+    def _slice(self, phase: str) -> Path | None:
+        if self._settings.keep_pcaps == "none":
+            return None
+        try:
+            path = self._capture.slice(phase)
+        except PhonehomeError as exc:
+            log.warning("%s: no slice of phase %s: %s", self._session.label, phase, exc)
+            return None
+        self._slices.append(path)
+        return path
+
+    def _redact_json(self, finding: dict[str, Any]) -> dict[str, Any]:
+        return {key: self._session.redact(value, self._settings) if isinstance(value, str) else value
+                for key, value in finding.items()}
+
+    def assert_no_cleartext_identifiers(self) -> None:
+        """Fail when any identifier of the phone left it unencrypted, listing each finding."""
+        result = self.scan()
+        findings = list(result.cleartext_findings)
+        if findings:
+            raise AssertionError(self._describe_findings(findings))
+
+    def assert_no_denied_hosts(self) -> None:
+        """Fail when the phone talked to a host its inventory policy denies, encrypted or not."""
+        result = self.scan()
+        policy = self._session.entry.policy
+        denied: list[str] = []
+        for flow in result.flows:
+            names = _flow_names(flow)
+            hit = next((name for name in names if policy.is_denied(name)), None)
+            if hit is not None:
+                denied.append(_describe_flow(flow, hit))
+        if denied:
+            lines = "\n".join(f"  - {line}" for line in dict.fromkeys(denied))
+            raise AssertionError(f"{self._session.label} talked to {len(denied)} denied host(s):\n{lines}")
+
+    def _describe_findings(self, findings: Sequence[Any]) -> str:
+        lines = [f"{self._session.label} sent {len(findings)} identifier(s) in cleartext:"]
+        for finding in findings:
+            lines.append("  - " + self._describe_finding(finding))
+        return "\n".join(lines)
+
+    def _describe_finding(self, finding: Any) -> str:
+        name = str(getattr(finding, "identifier", "?"))
+        value = getattr(finding, "value", None)
+        shown = f" {self._show(str(value))}" if value else ""
+        host = getattr(finding, "host", None) or getattr(finding, "dst", None) or "?"
+        dport = getattr(finding, "dport", None)
+        where = f"{host}:{dport}" if dport else str(host)
+        frames = ", ".join(str(frame) for frame in (getattr(finding, "frames", None) or ())[:10]) or "?"
+        text = (f"{name}{shown} encoded as {getattr(finding, 'encoding', '?')} to {where} over "
+                f"{getattr(finding, 'protocol', '?')}, frame(s) {frames}, phase {getattr(finding, 'phase', '?')}")
+        excerpt = getattr(finding, "excerpt", None)
+        if excerpt:
+            clipped = self._session.redact(str(excerpt), self._settings)[:EXCERPT_MAX_CHARS]
+            text += f": {clipped!r}"
+        return text
+
+    def _show(self, value: str) -> str:
+        return value if self._settings.show_identifiers else mask(value)
+
+    def finish(self, *, failed: bool) -> None:
+        """Tear down the capture and apply --phonehome-keep-pcaps. Never raises."""
+        self._capture.close()
+        keep = self._settings.keep_pcaps
+        if keep == "all" or (keep == "failed" and failed):
+            return
+        for path in (self._capture.pcap, *self._slices, _phases_file(self._capture.pcap)):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("%s: could not delete %s: %s", self._session.label, path, exc)
+
+
+def _phases_file(pcap: Path) -> Path:
+    from phonehome.capture import phases_path
+
+    return phases_path(pcap)
+
+
+def _flow_names(flow: Any) -> list[str]:
+    """Every name a flow's destination is known by (DNS/SNI/Host name, then address)."""
+    names = [getattr(flow, attr, None) for attr in ("host", "sni", "dst")]
+    return [str(name) for name in names if name]
+
+
+def _describe_flow(flow: Any, hit: str) -> str:
+    dport = getattr(flow, "dport", None)
+    encrypted = getattr(flow, "encrypted", None)
+    state = "encrypted" if encrypted else "cleartext" if encrypted is not None else "?"
+    phase = getattr(flow, "phase", None)
+    return (f"{hit}{f':{dport}' if dport else ''} over {getattr(flow, 'protocol', '?')} ({state})"
+            + (f", phase {phase}" if phase else ""))
+
+
+@pytest.fixture
+def traffic(request: pytest.FixtureRequest, phone: Phone, _phonehome_device: DeviceSession) -> Iterator[Traffic]:
+    """The phone's traffic during this test: ``traffic.phase(name)``, then
+    ``traffic.assert_no_cleartext_identifiers()`` / ``traffic.assert_no_denied_hosts()``.
+
+    A capture that never became ready, died, dropped packets or saw nothing from the phone in a phase is a
+    :class:`~phonehome.errors.CaptureError` (an error of the test), never a pass.
+    """
+    from phonehome.capture import CaptureContext, capture_for
+
+    session = _phonehome_device
+    state = run_state(request.config)
+    lab_phone = session.lab_phone
+    context = CaptureContext(
+        directory=state.settings.capture_dir,
+        lab_interface=getattr(lab_phone, "interface", None),
+        adb_server_port=state.adb_address(session.entry)[1] if session.entry.backend == "virtual" else None)
+    capture = capture_for(session.entry, context, name=_file_stem(request.node))
+    traffic = Traffic(item=request.node, session=session, capture=capture, settings=state.settings)
+    with traffic._step("capture start"):
+        capture.start()
+    try:
+        yield traffic
+    finally:
+        traffic.finish(failed=item_failed(request.node))
