@@ -1,0 +1,635 @@
+"""Application protocol decoders and encrypted-by-content detection.
+
+An identifier sent in a gzip'd chunked HTTP body, a masked WebSocket frame or a DNS name is not on the wire as
+its plain bytes, so each reassembled stream is decoded before matching. Decoders are incremental (fed stream bytes
+as they become contiguous) and emit :class:`Unit` values: bytes to match plus where in the stream they came from.
+
+How decoding shows in a finding's ``encoding`` chain: *protocol framing* (TCP reassembly, HTTP de-chunking,
+WebSocket unmasking, DNS label decoding, MQTT framing) does not appear — it is how the protocol carries bytes, not
+an encoding of the identifier. *Content encodings* do: a ``Content-Encoding: gzip`` body gives ``gzip>...``, and
+URL-decoding gives ``url`` (``url>base64`` when the URL-decoded text held base64 of it).
+
+Encrypted or not is decided by content, never by port: TLS and DTLS record headers, QUIC long headers with a
+known version, the SSH banner.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+PROTO_HTTP = "http"
+PROTO_WEBSOCKET = "websocket"
+PROTO_DNS = "dns"
+PROTO_TLS_HANDSHAKE = "tls-handshake"
+PROTO_TLS = "tls"
+PROTO_DTLS = "dtls"
+PROTO_QUIC = "quic"
+PROTO_SSH = "ssh"
+PROTO_MQTT = "mqtt"
+PROTO_UNKNOWN = "unknown"
+
+ENCRYPTED_PROTOCOLS = frozenset((PROTO_TLS, PROTO_DTLS, PROTO_QUIC, PROTO_SSH))
+
+#: bytes of an unknown stream matched per call (large calls amortise the matcher's per-call cost)
+RAW_BATCH_BYTES = 1 << 20
+#: an HTTP head longer than this is not HTTP (or is an attack): the rest of the stream is scanned raw
+MAX_HTTP_HEAD_BYTES = 64 << 10
+#: an HTTP body, WebSocket frame or MQTT packet larger than this is scanned raw instead of decoded
+MAX_MESSAGE_BYTES = 8 << 20
+#: a ClientHello larger than this is not one
+MAX_CLIENT_HELLO_BYTES = 64 << 10
+#: bytes needed to tell protocols apart at the start of a stream
+CLASSIFY_BYTES = 8
+
+_HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ",
+                 b"TRACE ")
+_QUIC_VERSIONS = frozenset((0x00000001, 0x6B3343CF, 0x51303530, 0x51303436, 0x51303433))
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Bytes to match, decoded from the stream span ``[start, end)``.
+
+    ``exact``: ``data[i]`` is stream byte ``start + i`` (a match maps to the frames carrying exactly its bytes);
+    otherwise a match is attributed to every frame of the span. ``chain`` lists the content decodings applied,
+    outermost first, joined by ``>`` ("" when matched as on the wire). ``peel``: also run the nested decoders.
+    """
+
+    data: bytes
+    start: int
+    end: int
+    exact: bool
+    chain: str
+    protocol: str
+    peel: bool = False
+
+
+# --- classification -------------------------------------------------------------------------------------------
+
+
+def classify_stream(head: bytes) -> str:
+    """The protocol of a TCP byte stream from its first bytes ("" when more bytes are needed to tell)."""
+    if len(head) >= 3 and 20 <= head[0] <= 23 and head[1] == 3 and head[2] <= 4:
+        return PROTO_TLS
+    if head.startswith(b"SSH-"):
+        return PROTO_SSH
+    if head.startswith(b"HTTP/1.") or head.startswith(_HTTP_METHODS):
+        return PROTO_HTTP
+    if _looks_like_mqtt_connect(head):
+        return PROTO_MQTT
+    if len(head) < CLASSIFY_BYTES and (b"SSH-".startswith(head) or b"HTTP/1.".startswith(head)
+                                       or any(m.startswith(head) for m in _HTTP_METHODS)
+                                       or (head[:1] == b"\x10")):
+        return ""
+    return PROTO_UNKNOWN
+
+
+def _looks_like_mqtt_connect(head: bytes) -> bool:
+    if not head or head[0] != 0x10:
+        return False
+    i = 1
+    while i < len(head) and i < 5 and head[i] & 0x80:
+        i += 1
+    i += 1
+    return head[i:i + 6] == b"\x00\x04MQTT" or head[i:i + 8] == b"\x00\x06MQIsdp"
+
+
+def classify_datagram(payload: bytes) -> str:
+    """An encrypted UDP protocol recognised from one datagram ("" when not DTLS or QUIC)."""
+    if len(payload) >= 13 and 20 <= payload[0] <= 25 and payload[1] == 0xFE and payload[2] in (0xFF, 0xFD, 0xFC):
+        return PROTO_DTLS
+    if len(payload) >= 7 and payload[0] & 0xC0 == 0xC0:
+        version = struct.unpack_from("!I", payload, 1)[0]
+        if version in _QUIC_VERSIONS or version & 0xFFFFFF00 == 0xFF000000:
+            return PROTO_QUIC
+    return ""
+
+
+# --- TLS ClientHello ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientHello:
+    """The cleartext part of a TLS handshake that can leak: the server name and the ALPN protocols."""
+
+    sni: str | None
+    alpn: tuple[str, ...]
+    length: int  # bytes of the stream the ClientHello records occupy
+
+
+def parse_client_hello(data: bytes) -> ClientHello | None:
+    """Parse a ClientHello from the start of a TLS stream (possibly spread over several records).
+
+    Returns None when ``data`` does not hold the whole ClientHello yet or is not one.
+    """
+    body = bytearray()
+    pos = 0
+    need = -1
+    while need < 0 or len(body) < need:
+        if pos + 5 > len(data) or data[pos] != 22:
+            return None
+        rlen = struct.unpack_from("!H", data, pos + 3)[0]
+        if pos + 5 + rlen > len(data):
+            return None
+        body += data[pos + 5:pos + 5 + rlen]
+        pos += 5 + rlen
+        if need < 0 and len(body) >= 4:
+            if body[0] != 1:
+                return None
+            need = 4 + int.from_bytes(body[1:4], "big")
+            if need > MAX_CLIENT_HELLO_BYTES:
+                return None
+        if rlen == 0:
+            return None
+    sni, alpn = _hello_extensions(bytes(body[4:need]))
+    return ClientHello(sni, alpn, pos)
+
+
+def _hello_extensions(hello: bytes) -> tuple[str | None, tuple[str, ...]]:
+    sni: str | None = None
+    alpn: list[str] = []
+    try:
+        pos = 2 + 32
+        pos += 1 + hello[pos]
+        pos += 2 + struct.unpack_from("!H", hello, pos)[0]
+        pos += 1 + hello[pos]
+        end = pos + 2 + struct.unpack_from("!H", hello, pos)[0]
+        pos += 2
+        while pos + 4 <= min(end, len(hello)):
+            etype, elen = struct.unpack_from("!HH", hello, pos)
+            ext = hello[pos + 4:pos + 4 + elen]
+            if etype == 0 and len(ext) >= 5:
+                nlen = struct.unpack_from("!H", ext, 3)[0]
+                sni = ext[5:5 + nlen].decode("ascii", "replace")
+            elif etype == 16 and len(ext) >= 2:
+                i = 2
+                while i < len(ext):
+                    n = ext[i]
+                    alpn.append(ext[i + 1:i + 1 + n].decode("ascii", "replace"))
+                    i += 1 + n
+            pos += 4 + elen
+    except (IndexError, struct.error):
+        pass
+    return sni, tuple(alpn)
+
+
+# --- DNS ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DnsMessage:
+    """Names in a DNS message (decoded, dotted) and the addresses its answers give them."""
+
+    names: tuple[str, ...]
+    addresses: tuple[tuple[str, bytes], ...]  # (name asked for, packed address)
+    texts: tuple[bytes, ...]  # TXT record strings
+
+
+def parse_dns(payload: bytes) -> DnsMessage | None:
+    """Parse a DNS message (UDP payload); None when it is not one."""
+    if len(payload) < 12:
+        return None
+    qd, an, ns, ar = struct.unpack_from("!HHHH", payload, 4)
+    if qd > 64 or an + ns + ar > 512:
+        return None
+    names: list[str] = []
+    addresses: list[tuple[str, bytes]] = []
+    texts: list[bytes] = []
+    cname_of: dict[str, str] = {}
+    pos = 12
+    try:
+        for _ in range(qd):
+            name, pos = _dns_name(payload, pos)
+            names.append(name)
+            pos += 4
+        for _ in range(an + ns + ar):
+            name, pos = _dns_name(payload, pos)
+            rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", payload, pos)
+            pos += 10
+            rdata = payload[pos:pos + rdlen]
+            if len(rdata) != rdlen:
+                return None
+            names.append(name)
+            if rtype in (1, 28) and rdlen in (4, 16):
+                addresses.append((name, rdata))
+            elif rtype in (5, 12, 2):
+                target, _ = _dns_name(payload, pos)
+                names.append(target)
+                if rtype == 5:
+                    cname_of[target] = name
+            elif rtype == 16:
+                i = 0
+                while i < len(rdata):
+                    texts.append(rdata[i + 1:i + 1 + rdata[i]])
+                    i += 1 + rdata[i]
+            pos += rdlen
+    except (IndexError, struct.error, ValueError):
+        if not names:
+            return None
+    # an address answered for a CNAME target belongs to the name the client asked for
+    resolved = []
+    for name, addr in addresses:
+        seen = 0
+        while name in cname_of and seen < 8:
+            name = cname_of[name]
+            seen += 1
+        resolved.append((name, addr))
+    return DnsMessage(tuple(names), tuple(resolved), tuple(texts))
+
+
+def _dns_name(data: bytes, pos: int) -> tuple[str, int]:
+    labels: list[str] = []
+    end = -1
+    jumps = 0
+    while True:
+        length = data[pos]
+        if length & 0xC0 == 0xC0:
+            if end < 0:
+                end = pos + 2
+            pos = ((length & 0x3F) << 8) | data[pos + 1]
+            jumps += 1
+            if jumps > 32:
+                raise ValueError("DNS compression loop")
+            continue
+        if length & 0xC0:
+            raise ValueError("bad DNS label")
+        if length == 0:
+            return ".".join(labels), (end if end >= 0 else pos + 1)
+        label = data[pos + 1:pos + 1 + length]
+        if len(label) != length:
+            raise ValueError("DNS label cut short")
+        labels.append(label.decode("latin-1"))
+        pos += 1 + length
+
+
+# --- stream decoders ------------------------------------------------------------------------------------------
+
+
+class StreamDecoder:
+    """Base of the incremental decoders: buffers stream bytes, emits :class:`Unit` values.
+
+    ``offset`` is the stream offset of ``buf[0]``; subclasses consume from the front of ``buf``.
+    """
+
+    protocol = PROTO_UNKNOWN
+
+    def __init__(self, offset: int = 0) -> None:
+        self.buf = b""
+        self.offset = offset
+        self.host: str | None = None
+        self.switch_to: str | None = None  # set when the protocol changes (HTTP upgrade to WebSocket)
+
+    def feed(self, data: bytes) -> list[Unit]:
+        self.buf = self.buf + data if self.buf else data
+        return self.parse(final=False)
+
+    def finish(self) -> list[Unit]:
+        return self.parse(final=True)
+
+    def parse(self, final: bool) -> list[Unit]:
+        raise NotImplementedError
+
+    def consume(self, n: int) -> None:
+        self.buf = self.buf[n:]
+        self.offset += n
+
+    def hole(self) -> list[Unit]:
+        """A gap in the stream: whatever is buffered can no longer be completed; scan it as it is."""
+        units = self.finish()
+        if self.buf:
+            units.append(Unit(self.buf, self.offset, self.offset + len(self.buf), True, "", self.protocol))
+            self.consume(len(self.buf))
+        return units
+
+
+class RawDecoder(StreamDecoder):
+    """Unknown payload: matched as raw bytes in large batches, carrying ``overlap`` bytes between batches so an
+    identifier split across a batch boundary is still found."""
+
+    def __init__(self, offset: int = 0, *, overlap: int = 0, protocol: str = PROTO_UNKNOWN,
+                 batch_bytes: int = RAW_BATCH_BYTES) -> None:
+        super().__init__(offset)
+        self.overlap = overlap
+        self.protocol = protocol
+        self.batch_bytes = batch_bytes
+        self.carry = b""
+
+    def parse(self, final: bool) -> list[Unit]:
+        if not self.buf or (len(self.buf) < self.batch_bytes and not final):
+            return []
+        data = self.carry + self.buf
+        start = self.offset - len(self.carry)
+        unit = Unit(data, start, start + len(data), True, "", self.protocol, peel=True)
+        keep = min(self.overlap, len(data))
+        self.carry = data[len(data) - keep:] if keep else b""
+        self.consume(len(self.buf))
+        return [unit]
+
+    def hole(self) -> list[Unit]:
+        units = self.parse(final=True)
+        self.carry = b""
+        return units
+
+
+_HEADER_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*:[ \t]*(.*?)[ \t]*\r?$")
+_URL_ESCAPE = re.compile(rb"%[0-9A-Fa-f]{2}|\+")
+
+ContentDecoder = Callable[[bytes, str], tuple[bytes, "str | None"]]
+
+
+@dataclass(frozen=True)
+class HttpHead:
+    """A parsed HTTP/1.x start line and headers (names lower-cased)."""
+
+    start_line: bytes
+    headers: tuple[tuple[str, str], ...]
+    is_request: bool
+    status: int
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+def parse_http_head(raw: bytes) -> HttpHead | None:
+    """Parse the head of one HTTP/1.x message (without the blank line); None when it is not HTTP/1.x."""
+    lines = raw.split(b"\n")
+    first = lines[0].rstrip(b"\r")
+    is_request = not first.startswith(b"HTTP/1.")
+    status = 0
+    if is_request:
+        parts = first.split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            return None
+    else:
+        try:
+            status = int(first[9:12])
+        except ValueError:
+            return None
+    headers = []
+    for line in lines[1:]:
+        match = _HEADER_LINE.match(line)
+        if match:
+            headers.append((match.group(1).decode("latin-1").lower(), match.group(2).decode("latin-1")))
+    return HttpHead(first, tuple(headers), is_request, status)
+
+
+def url_decoded(data: bytes) -> bytes | None:
+    """``data`` with %XX escapes and '+' decoded, or None when there is nothing to decode."""
+    if not _URL_ESCAPE.search(data):
+        return None
+    return unquote_to_bytes(data.replace(b"+", b" "))
+
+
+class HttpDecoder(StreamDecoder):
+    """HTTP/1.x messages (pipelined too): head, de-chunked and content-decoded body, URL-decoded forms."""
+
+    protocol = PROTO_HTTP
+
+    def __init__(self, offset: int = 0, *, decode_content: ContentDecoder | None = None) -> None:
+        super().__init__(offset)
+        self.decode_content = decode_content
+        self.raw_mode = False
+
+    def parse(self, final: bool) -> list[Unit]:
+        units: list[Unit] = []
+        while self.buf and not self.raw_mode and self.switch_to is None:
+            if not self._message(units, final):
+                break
+        if self.raw_mode and self.buf and (final or len(self.buf) >= RAW_BATCH_BYTES):
+            units.append(Unit(self.buf, self.offset, self.offset + len(self.buf), True, "", self.protocol, True))
+            self.consume(len(self.buf))
+        return units
+
+    def _give_up(self) -> None:
+        self.raw_mode = True
+
+    def _message(self, units: list[Unit], final: bool) -> bool:
+        """Parse one message from the front of buf; False when more bytes are needed."""
+        buf = self.buf
+        head_end = buf.find(b"\r\n\r\n", 0, MAX_HTTP_HEAD_BYTES)
+        sep = 4
+        if head_end < 0:
+            head_end = buf.find(b"\n\n", 0, MAX_HTTP_HEAD_BYTES)
+            sep = 2
+        if head_end < 0:
+            if len(buf) >= MAX_HTTP_HEAD_BYTES or final:
+                self._give_up()
+            return False
+        head = parse_http_head(buf[:head_end])
+        if head is None:
+            self._give_up()
+            return False
+        body_start = head_end + sep
+        body, body_end, chunked = self._body(head, body_start, final)
+        if body is None:
+            if final or body_end - body_start > MAX_MESSAGE_BYTES:
+                self._give_up()
+            return False
+        self._emit_head(units, buf[:body_start])
+        if body:
+            self._emit_body(units, head, body, body_start, body_end, chunked)
+        host = head.header("host")
+        if host:
+            self.host = host.rsplit(":", 1)[0] if "]" not in host and host.count(":") == 1 else host
+        upgrade = (head.header("upgrade") or "").lower()
+        if upgrade == "websocket" and (head.is_request or head.status == 101):
+            self.switch_to = PROTO_WEBSOCKET
+        self.consume(body_end)
+        return True
+
+    def _body(self, head: HttpHead, start: int, final: bool) -> tuple[bytes | None, int, bool]:
+        """(body, end offset in buf, was chunked); body None while incomplete (end = bytes available)."""
+        buf = self.buf
+        if head.is_request is False and (head.status in (204, 304) or 100 <= head.status < 200):
+            return b"", start, False
+        encoding = (head.header("transfer-encoding") or "").lower()
+        if "chunked" in encoding:
+            return self._dechunk(start, final)
+        length_text = head.header("content-length")
+        if length_text is not None:
+            try:
+                length = int(length_text)
+            except ValueError:
+                length = -1
+            if length < 0:
+                return None, len(buf), False
+            if start + length > len(buf):
+                if final:  # cut short: scan what there is
+                    return buf[start:], len(buf), False
+                return None, len(buf), False
+            return buf[start:start + length], start + length, False
+        if head.is_request:
+            return b"", start, False
+        if final:  # response delimited by connection close
+            return buf[start:], len(buf), False
+        if len(buf) - start > MAX_MESSAGE_BYTES:
+            return None, len(buf), False
+        return None, len(buf), False
+
+    def _dechunk(self, start: int, final: bool) -> tuple[bytes | None, int, bool]:
+        buf = self.buf
+        parts: list[bytes] = []
+        pos = start
+        while True:
+            line_end = buf.find(b"\n", pos, pos + 1024)
+            if line_end < 0:
+                if final:
+                    return b"".join(parts) + buf[pos:], len(buf), True
+                return None, len(buf), True
+            size_text = buf[pos:line_end].split(b";")[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                return b"".join(parts) + buf[pos:], len(buf), True  # not chunked after all: keep the bytes
+            data_start = line_end + 1
+            if size == 0:
+                trailer_end = buf.find(b"\r\n\r\n", line_end - 1)
+                end = trailer_end + 4 if trailer_end >= 0 else len(buf)
+                if trailer_end < 0 and not final:
+                    return None, len(buf), True
+                return b"".join(parts), end, True
+            if data_start + size > len(buf):
+                if final:
+                    return b"".join(parts) + buf[data_start:], len(buf), True
+                return None, len(buf), True
+            parts.append(buf[data_start:data_start + size])
+            pos = data_start + size
+            if buf[pos:pos + 2] == b"\r\n":
+                pos += 2
+            elif buf[pos:pos + 1] == b"\n":
+                pos += 1
+
+    def _emit_head(self, units: list[Unit], raw: bytes) -> None:
+        start, end = self.offset, self.offset + len(raw)
+        units.append(Unit(raw, start, end, True, "", PROTO_HTTP, peel=True))
+        decoded = url_decoded(raw)
+        if decoded is not None:
+            units.append(Unit(decoded, start, end, False, "url", PROTO_HTTP, peel=True))
+
+    def _emit_body(self, units: list[Unit], head: HttpHead, body: bytes, body_start: int, body_end: int,
+                   chunked: bool) -> None:
+        start, end = self.offset + body_start, self.offset + body_end
+        chain = ""
+        content_encoding = (head.header("content-encoding") or "").strip().lower()
+        if content_encoding and content_encoding != "identity" and self.decode_content is not None:
+            decoded, applied = self.decode_content(body, content_encoding)
+            if applied:
+                body, chain = decoded, applied
+        exact = not chunked and not chain
+        units.append(Unit(body, start, end, exact, chain, PROTO_HTTP, peel=True))
+        decoded_form = url_decoded(body)
+        if decoded_form is not None:
+            units.append(Unit(decoded_form, start, end, False, f"{chain}>url" if chain else "url", PROTO_HTTP,
+                              peel=True))
+
+
+class WebSocketDecoder(StreamDecoder):
+    """WebSocket frames after an HTTP upgrade: client frames unmasked, permessage-deflate inflated."""
+
+    protocol = PROTO_WEBSOCKET
+
+    def parse(self, final: bool) -> list[Unit]:
+        units: list[Unit] = []
+        while len(self.buf) >= 2:
+            buf = self.buf
+            b0, b1 = buf[0], buf[1]
+            n = b1 & 0x7F
+            pos = 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n = struct.unpack_from("!H", buf, 2)[0]
+                pos = 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n = struct.unpack_from("!Q", buf, 2)[0]
+                pos = 10
+            masked = bool(b1 & 0x80)
+            key = b""
+            if masked:
+                key = buf[pos:pos + 4]
+                pos += 4
+            if n > MAX_MESSAGE_BYTES:
+                units.append(Unit(buf, self.offset, self.offset + len(buf), True, "", self.protocol, True))
+                self.consume(len(buf))
+                break
+            if pos + n > len(buf):
+                if final:
+                    n = len(buf) - pos
+                else:
+                    break
+            payload = buf[pos:pos + n]
+            exact = True
+            if masked and len(key) == 4:
+                payload = unmask(payload, key)
+                exact = False
+            chain = ""
+            if b0 & 0x40:  # RSV1: permessage-deflate
+                try:
+                    payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff", MAX_MESSAGE_BYTES)
+                    chain, exact = "deflate", False
+                except zlib.error:
+                    pass
+            start = self.offset + pos
+            units.append(Unit(payload, start, start + n, exact, chain, self.protocol, peel=True))
+            self.consume(pos + n)
+        return units
+
+
+def unmask(payload: bytes, key: bytes) -> bytes:
+    """XOR a WebSocket payload with its 4-byte masking key (whole-integer XOR: fast for large frames)."""
+    n = len(payload)
+    if not n:
+        return payload
+    repeated = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(repeated, "little")).to_bytes(n, "little")
+
+
+class MqttDecoder(StreamDecoder):
+    """MQTT 3.1/3.1.1/5 packets; CONNECT fields and PUBLISH topics/payloads are cleartext."""
+
+    protocol = PROTO_MQTT
+
+    def parse(self, final: bool) -> list[Unit]:
+        units: list[Unit] = []
+        while len(self.buf) >= 2:
+            buf = self.buf
+            length = 0
+            shift = 0
+            pos = 1
+            while pos < len(buf) and pos <= 4:
+                byte = buf[pos]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                pos += 1
+                if not byte & 0x80:
+                    break
+            else:
+                if pos > 4:
+                    self._raw(units)
+                break
+            if length > MAX_MESSAGE_BYTES:
+                self._raw(units)
+                break
+            if pos + length > len(buf):
+                if final:
+                    self._raw(units)
+                break
+            packet = buf[:pos + length]
+            units.append(Unit(packet, self.offset, self.offset + len(packet), True, "", self.protocol,
+                              peel=buf[0] >> 4 == 3))
+            self.consume(len(packet))
+        return units
+
+    def _raw(self, units: list[Unit]) -> None:
+        units.append(Unit(self.buf, self.offset, self.offset + len(self.buf), True, "", self.protocol, True))
+        self.consume(len(self.buf))

@@ -1,0 +1,598 @@
+"""Build real capture files for tests: a small pcap/pcapng writer plus packet and payload builders.
+
+Tests (phonehome's and users') need captures where a leak sits exactly where they want it: split across TCP
+segments, out of order, retransmitted, in an IPv4 fragment, behind a Linux cooked header, in a gzip body. Writing
+them here, byte for byte, keeps the tests independent of live traffic; tshark reads the same files, which is how
+the tests prove the files are valid.
+
+Typical use::
+
+    cap = CaptureBuilder(link=LINKTYPE_ETHERNET)
+    conn = cap.tcp("10.0.0.2", "93.184.216.34", 80)
+    conn.send(http_request("GET", "/?imei=356938035643809", host="example.com"), segment_size=7)
+    conn.reply(http_response(b"ok"))
+    conn.close()
+    cap.write_pcap(tmp_path / "leak.pcap")
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import random
+import struct
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+
+PROTO_TCP = 6
+PROTO_UDP = 17
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_PSH = 0x08
+TCP_ACK = 0x10
+
+#: first packet time of a built capture (capture time, seconds since the epoch)
+DEFAULT_START_TIME_S = 1_700_000_000.0
+#: time between consecutive packets of a built capture
+DEFAULT_STEP_S = 0.001
+DEFAULT_SNAPLEN = 262_144
+
+_CLIENT_MAC = bytes.fromhex("02000000000a")
+_SERVER_MAC = bytes.fromhex("02000000000b")
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One captured frame: link-layer bytes as written, capture time, and the length on the wire."""
+
+    data: bytes
+    time: float
+    orig_len: int | None = None  # None: the frame was captured whole
+
+    @property
+    def wire_len(self) -> int:
+        return self.orig_len if self.orig_len is not None else len(self.data)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# checksums, IP, TCP, UDP
+
+
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071 checksum, so tshark with checksum validation on still accepts the packets."""
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _addr(text: str) -> bytes:
+    return ipaddress.ip_address(text).packed
+
+
+def _pseudo_header(src: str, dst: str, proto: int, length: int) -> bytes:
+    s, d = _addr(src), _addr(dst)
+    if len(s) == 4:
+        return s + d + struct.pack("!BBH", 0, proto, length)
+    return s + d + struct.pack("!IxxxB", length, proto)
+
+
+def tcp_segment(src: str, dst: str, sport: int, dport: int, payload: bytes = b"", *, seq: int = 0, ack: int = 0,
+                flags: int = TCP_ACK | TCP_PSH, window: int = 65535) -> bytes:
+    """A TCP header + payload with a correct checksum (``src``/``dst`` only feed the pseudo-header)."""
+    header = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags, window,
+                         0, 0)
+    checksum = internet_checksum(_pseudo_header(src, dst, PROTO_TCP, len(header) + len(payload)) + header
+                                 + payload)
+    return header[:16] + struct.pack("!H", checksum) + header[18:] + payload
+
+
+def udp_datagram(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    """A UDP header + payload with a correct checksum."""
+    length = 8 + len(payload)
+    header = struct.pack("!HHHH", sport, dport, length, 0)
+    checksum = internet_checksum(_pseudo_header(src, dst, PROTO_UDP, length) + header + payload) or 0xFFFF
+    return struct.pack("!HHHH", sport, dport, length, checksum) + payload
+
+
+def ipv4_packet(src: str, dst: str, proto: int, payload: bytes, *, ident: int = 1, ttl: int = 64,
+                more_fragments: bool = False, fragment_offset: int = 0, dont_fragment: bool = False) -> bytes:
+    """An IPv4 header (no options) + payload; ``fragment_offset`` is in bytes and must be a multiple of 8."""
+    if fragment_offset % 8:
+        raise ValueError("IPv4 fragment offsets are multiples of 8 bytes")
+    flags = (0x4000 if dont_fragment else 0) | (0x2000 if more_fragments else 0)
+    frag = flags | (fragment_offset // 8)
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident & 0xFFFF, frag, ttl, proto, 0,
+                         _addr(src), _addr(dst))
+    checksum = internet_checksum(header)
+    return header[:10] + struct.pack("!H", checksum) + header[12:] + payload
+
+
+def ipv4_fragments(src: str, dst: str, proto: int, payload: bytes, *, fragment_size: int = 64,
+                   ident: int = 0x1234) -> list[bytes]:
+    """Split one IP payload (a whole TCP/UDP segment) into IPv4 fragments of ``fragment_size`` bytes."""
+    if fragment_size % 8 or fragment_size <= 0:
+        raise ValueError("fragment_size must be a positive multiple of 8")
+    parts = []
+    for offset in range(0, len(payload), fragment_size):
+        chunk = payload[offset:offset + fragment_size]
+        more = offset + fragment_size < len(payload)
+        parts.append(ipv4_packet(src, dst, proto, chunk, ident=ident, more_fragments=more,
+                                 fragment_offset=offset))
+    return parts
+
+
+def ipv6_packet(src: str, dst: str, next_header: int, payload: bytes, *, hop_limit: int = 64) -> bytes:
+    """An IPv6 header (no extension headers) + payload."""
+    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), next_header, hop_limit, _addr(src),
+                       _addr(dst)) + payload
+
+
+def ip_packet(src: str, dst: str, proto: int, payload: bytes) -> bytes:
+    """IPv4 or IPv6, whichever the addresses are."""
+    if ipaddress.ip_address(src).version == 4:
+        return ipv4_packet(src, dst, proto, payload)
+    return ipv6_packet(src, dst, proto, payload)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# link layers
+
+
+def _ethertype(ip: bytes) -> int:
+    return 0x86DD if ip[0] >> 4 == 6 else 0x0800
+
+
+def ethernet_frame(ip: bytes, *, src_mac: bytes = _CLIENT_MAC, dst_mac: bytes = _SERVER_MAC,
+                   vlan: int | None = None) -> bytes:
+    """Ethernet II, optionally with one 802.1Q tag."""
+    tag = struct.pack("!HH", 0x8100, vlan & 0x0FFF) if vlan is not None else b""
+    return dst_mac + src_mac + tag + struct.pack("!H", _ethertype(ip)) + ip
+
+
+def sll_frame(ip: bytes, *, packet_type: int = 4, src_mac: bytes = _CLIENT_MAC) -> bytes:
+    """Linux cooked capture v1 (what ``tcpdump -i any`` writes)."""
+    return struct.pack("!HHH8sH", packet_type, 1, 6, src_mac + b"\x00\x00", _ethertype(ip)) + ip
+
+
+def sll2_frame(ip: bytes, *, interface_index: int = 2, packet_type: int = 4, src_mac: bytes = _CLIENT_MAC) -> bytes:
+    """Linux cooked capture v2 (what ``tshark -i any`` / dumpcap write)."""
+    return struct.pack("!HHIHBB8s", _ethertype(ip), 0, interface_index, 1, packet_type, 6,
+                       src_mac + b"\x00\x00") + ip
+
+
+def null_frame(ip: bytes) -> bytes:
+    """BSD loopback: a 4-byte address family in host (here: little-endian) order."""
+    family = 30 if ip[0] >> 4 == 6 else 2
+    return struct.pack("<I", family) + ip
+
+
+def frame(ip: bytes, link: int, *, vlan: int | None = None) -> bytes:
+    """Wrap an IP packet in the link layer ``link`` (a LINKTYPE_* value)."""
+    if link == LINKTYPE_ETHERNET:
+        return ethernet_frame(ip, vlan=vlan)
+    if link == LINKTYPE_LINUX_SLL:
+        return sll_frame(ip)
+    if link == LINKTYPE_LINUX_SLL2:
+        return sll2_frame(ip)
+    if link == LINKTYPE_NULL:
+        return null_frame(ip)
+    if link in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
+        return ip
+    raise ValueError(f"unsupported link type {link}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# file writers
+
+
+def pcap_bytes(packets: Iterable[Packet], *, link: int = LINKTYPE_ETHERNET, nanosecond: bool = False,
+               snaplen: int = DEFAULT_SNAPLEN, big_endian: bool = False) -> bytes:
+    """A classic pcap file (µs or ns timestamps, either byte order)."""
+    order = ">" if big_endian else "<"
+    magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
+    scale = 1_000_000_000 if nanosecond else 1_000_000
+    out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, snaplen, link)]
+    for pkt in packets:
+        ticks = round(pkt.time * scale)
+        sec, frac = divmod(ticks, scale)
+        out.append(struct.pack(order + "IIII", sec, frac, len(pkt.data), pkt.wire_len))
+        out.append(pkt.data)
+    return b"".join(out)
+
+
+def _pad4(data: bytes) -> bytes:
+    return data + b"\x00" * (-len(data) % 4)
+
+
+def _pcapng_block(block_type: int, body: bytes) -> bytes:
+    length = 12 + len(body)
+    return struct.pack("<II", block_type, length) + body + struct.pack("<I", length)
+
+
+def _pcapng_option(code: int, value: bytes) -> bytes:
+    return struct.pack("<HH", code, len(value)) + _pad4(value)
+
+
+def pcapng_bytes(packets: Iterable[tuple[int, Packet]], *, links: Sequence[int] = (LINKTYPE_ETHERNET,),
+                 nanosecond: Sequence[bool] | None = None, snaplen: int = DEFAULT_SNAPLEN) -> bytes:
+    """A pcapng file with one Interface Description Block per entry of ``links``.
+
+    ``packets`` are ``(interface index, packet)`` pairs, written as Enhanced Packet Blocks; ``nanosecond[i]``
+    gives interface ``i`` an ``if_tsresol`` of 9 (default: microseconds).
+    """
+    shb = _pcapng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
+                        + _pcapng_option(4, b"phonehome.testing.captures") + _pcapng_option(0, b""))
+    out = [shb]
+    scales = []
+    for index, link in enumerate(links):
+        ns = bool(nanosecond[index]) if nanosecond else False
+        options = _pcapng_option(2, f"if{index}".encode())
+        if ns:
+            options += _pcapng_option(9, b"\x09")
+        out.append(_pcapng_block(1, struct.pack("<HHI", link, 0, snaplen) + options + _pcapng_option(0, b"")))
+        scales.append(1_000_000_000 if ns else 1_000_000)
+    for iface, pkt in packets:
+        ticks = round(pkt.time * scales[iface])
+        body = struct.pack("<IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF, len(pkt.data), pkt.wire_len)
+        out.append(_pcapng_block(6, body + _pad4(pkt.data)))
+    return b"".join(out)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the builder
+
+
+@dataclass
+class TcpConnection:
+    """One TCP connection inside a :class:`CaptureBuilder`; tracks sequence numbers in both directions.
+
+    ``send``/``reply`` return the packets they added so a test can reorder, duplicate or drop them with
+    :meth:`CaptureBuilder.reorder` style list surgery before writing.
+    """
+
+    builder: CaptureBuilder
+    client: str
+    server: str
+    sport: int
+    dport: int
+    client_seq: int
+    server_seq: int
+    closed: bool = False
+
+    def _segment(self, from_client: bool, payload: bytes, seq: int, flags: int) -> Packet:
+        if from_client:
+            src, dst, sp, dp, ack = self.client, self.server, self.sport, self.dport, self.server_seq
+        else:
+            src, dst, sp, dp, ack = self.server, self.client, self.dport, self.sport, self.client_seq
+        seg = tcp_segment(src, dst, sp, dp, payload, seq=seq, ack=ack if flags & TCP_ACK else 0, flags=flags)
+        return self.builder.add_ip(ip_packet(src, dst, PROTO_TCP, seg))
+
+    def handshake(self) -> list[Packet]:
+        syn = self._segment(True, b"", self.client_seq, TCP_SYN)
+        self.client_seq += 1
+        synack = self._segment(False, b"", self.server_seq, TCP_SYN | TCP_ACK)
+        self.server_seq += 1
+        ack = self._segment(True, b"", self.client_seq, TCP_ACK)
+        return [syn, synack, ack]
+
+    def _send(self, from_client: bool, data: bytes, segment_size: int | None) -> list[Packet]:
+        size = segment_size or 1448
+        packets = []
+        for offset in range(0, len(data), size):
+            chunk = data[offset:offset + size]
+            seq = self.client_seq if from_client else self.server_seq
+            packets.append(self._segment(from_client, chunk, seq, TCP_ACK | TCP_PSH))
+            if from_client:
+                self.client_seq += len(chunk)
+            else:
+                self.server_seq += len(chunk)
+        return packets
+
+    def send(self, data: bytes, *, segment_size: int | None = None) -> list[Packet]:
+        """Client -> server, in segments of ``segment_size`` bytes (default: a full-size segment)."""
+        return self._send(True, data, segment_size)
+
+    def reply(self, data: bytes, *, segment_size: int | None = None) -> list[Packet]:
+        """Server -> client."""
+        return self._send(False, data, segment_size)
+
+    def close(self) -> list[Packet]:
+        fin1 = self._segment(True, b"", self.client_seq, TCP_FIN | TCP_ACK)
+        self.client_seq += 1
+        fin2 = self._segment(False, b"", self.server_seq, TCP_FIN | TCP_ACK)
+        self.server_seq += 1
+        self.closed = True
+        return [fin1, fin2, self._segment(True, b"", self.client_seq, TCP_ACK)]
+
+
+@dataclass
+class CaptureBuilder:
+    """Accumulates packets with increasing timestamps and writes them as pcap or pcapng.
+
+    Packets are kept in a plain list (``packets``) that tests may rearrange (out-of-order delivery,
+    retransmissions) before writing.
+    """
+
+    link: int = LINKTYPE_ETHERNET
+    start_time: float = DEFAULT_START_TIME_S
+    step: float = DEFAULT_STEP_S
+    vlan: int | None = None
+    packets: list[Packet] = field(default_factory=list)
+    _next_port: int = 40000
+    _rng: random.Random = field(default_factory=lambda: random.Random(1))
+
+    @property
+    def now(self) -> float:
+        return self.start_time + self.step * len(self.packets)
+
+    def add_frame(self, data: bytes, *, orig_len: int | None = None) -> Packet:
+        pkt = Packet(data, self.now, orig_len)
+        self.packets.append(pkt)
+        return pkt
+
+    def add_ip(self, ip: bytes) -> Packet:
+        """Append an IP packet wrapped in this capture's link layer."""
+        return self.add_frame(frame(ip, self.link, vlan=self.vlan))
+
+    def tcp(self, client: str, server: str, dport: int, *, sport: int | None = None, handshake: bool = True,
+            client_isn: int | None = None, server_isn: int | None = None) -> TcpConnection:
+        """Open a TCP connection (with a three-way handshake unless ``handshake=False``)."""
+        if sport is None:
+            sport = self._next_port
+            self._next_port += 1
+        conn = TcpConnection(self, client, server, sport, dport,
+                             client_isn if client_isn is not None else self._rng.getrandbits(32),
+                             server_isn if server_isn is not None else self._rng.getrandbits(32))
+        if handshake:
+            conn.handshake()
+        return conn
+
+    def udp(self, src: str, dst: str, sport: int, dport: int, payload: bytes) -> Packet:
+        return self.add_ip(ip_packet(src, dst, PROTO_UDP, udp_datagram(src, dst, sport, dport, payload)))
+
+    def udp_fragmented(self, src: str, dst: str, sport: int, dport: int, payload: bytes, *,
+                       fragment_size: int = 64) -> list[Packet]:
+        """A UDP datagram sent as IPv4 fragments."""
+        datagram = udp_datagram(src, dst, sport, dport, payload)
+        return [self.add_ip(part) for part in ipv4_fragments(src, dst, PROTO_UDP, datagram,
+                                                             fragment_size=fragment_size)]
+
+    def retime(self) -> None:
+        """Give the packets increasing timestamps again in list order (after a test rearranged them)."""
+        self.packets = [Packet(p.data, self.start_time + self.step * i, p.orig_len)
+                        for i, p in enumerate(self.packets)]
+
+    def pcap(self, *, nanosecond: bool = False, snaplen: int = DEFAULT_SNAPLEN) -> bytes:
+        return pcap_bytes(self.packets, link=self.link, nanosecond=nanosecond, snaplen=snaplen)
+
+    def write_pcap(self, path: str | os.PathLike[str], *, nanosecond: bool = False) -> Path:
+        target = Path(path)
+        target.write_bytes(self.pcap(nanosecond=nanosecond))
+        return target
+
+    def write_pcapng(self, path: str | os.PathLike[str], *, nanosecond: bool = False) -> Path:
+        target = Path(path)
+        target.write_bytes(pcapng_bytes(((0, p) for p in self.packets), links=(self.link,),
+                                        nanosecond=(nanosecond,)))
+        return target
+
+
+def merge_pcapng(path: str | os.PathLike[str], builders: Sequence[CaptureBuilder], *,
+                 nanosecond: Sequence[bool] | None = None) -> Path:
+    """One pcapng with an interface per builder, packets interleaved by time (as dumpcap writes several -i)."""
+    tagged = sorted(((i, p) for i, b in enumerate(builders) for p in b.packets), key=lambda item: item[1].time)
+    target = Path(path)
+    target.write_bytes(pcapng_bytes(tagged, links=[b.link for b in builders], nanosecond=nanosecond))
+    return target
+
+
+# --------------------------------------------------------------------------------------------------------------
+# application payloads
+
+
+def _dns_name(name: str) -> bytes:
+    out = b""
+    for label in name.rstrip(".").split("."):
+        raw = label.encode()
+        out += bytes([len(raw)]) + raw
+    return out + b"\x00"
+
+
+def dns_query(name: str, *, qid: int = 0x1234, qtype: int = 1) -> bytes:
+    """A DNS query for ``name`` (type A by default)."""
+    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + _dns_name(name) + struct.pack("!HH", qtype, 1)
+
+
+def dns_response(name: str, addresses: Sequence[str], *, qid: int = 0x1234, cname: str | None = None,
+                 ttl: int = 60) -> bytes:
+    """A DNS response answering ``name`` with A/AAAA records (optionally through one CNAME)."""
+    first = ipaddress.ip_address(addresses[0]) if addresses else None
+    qtype = 28 if first is not None and first.version == 6 else 1
+    answers = []
+    owner = b"\xc0\x0c"
+    if cname:
+        target = _dns_name(cname)
+        answers.append(owner + struct.pack("!HHIH", 5, 1, ttl, len(target)) + target)
+        owner = b"\xc0" + bytes([12 + len(_dns_name(name)) + 4 + 12])
+    for text in addresses:
+        addr = ipaddress.ip_address(text)
+        rtype = 28 if addr.version == 6 else 1
+        answers.append(owner + struct.pack("!HHIH", rtype, 1, ttl, len(addr.packed)) + addr.packed)
+    return (struct.pack("!HHHHHH", qid, 0x8180, 1, len(answers), 0, 0) + _dns_name(name)
+            + struct.pack("!HH", qtype, 1) + b"".join(answers))
+
+
+def http_request(method: str, target: str, *, host: str, headers: Mapping[str, str] | None = None,
+                 body: bytes = b"", chunked: bool = False, chunk_size: int = 16) -> bytes:
+    """An HTTP/1.1 request; ``chunked`` sends ``body`` with Transfer-Encoding: chunked."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+        payload = chunk_body(body, chunk_size)
+    else:
+        if body or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body)}")
+        payload = body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+def http_response(body: bytes = b"", *, status: int = 200, headers: Mapping[str, str] | None = None,
+                  chunked: bool = False, chunk_size: int = 16) -> bytes:
+    """An HTTP/1.1 response."""
+    lines = [f"HTTP/1.1 {status} OK"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+        payload = chunk_body(body, chunk_size)
+    else:
+        lines.append(f"Content-Length: {len(body)}")
+        payload = body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+def chunk_body(body: bytes, chunk_size: int = 16) -> bytes:
+    """Transfer-Encoding: chunked framing of ``body``."""
+    out = b"".join(f"{len(body[i:i + chunk_size]):x}\r\n".encode() + body[i:i + chunk_size] + b"\r\n"
+                   for i in range(0, len(body), chunk_size))
+    return out + b"0\r\n\r\n"
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """gzip with a fixed mtime, so builds are reproducible."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return compressor.compress(data) + compressor.flush()
+
+
+def deflate_bytes(data: bytes) -> bytes:
+    """HTTP ``deflate`` (zlib-wrapped)."""
+    return zlib.compress(data)
+
+
+def tls_client_hello(sni: str | None, *, alpn: Sequence[str] = ("h2", "http/1.1"), padding: int = 0,
+                     version: int = 0x0303) -> bytes:
+    """A TLS 1.2/1.3-style ClientHello record with SNI and ALPN extensions.
+
+    ``padding`` adds a padding extension so the record can be made larger than one segment (modern ClientHellos
+    with post-quantum key shares are ~1,850 bytes).
+    """
+    extensions = b""
+    if sni is not None:
+        host = sni.encode()
+        entry = b"\x00" + struct.pack("!H", len(host)) + host
+        extensions += struct.pack("!HH", 0, len(entry) + 2) + struct.pack("!H", len(entry)) + entry
+    if alpn:
+        protos = b"".join(bytes([len(p)]) + p.encode() for p in alpn)
+        extensions += struct.pack("!HHH", 16, len(protos) + 2, len(protos)) + protos
+    extensions += struct.pack("!HHB", 43, 3, 2) + struct.pack("!H", 0x0304)  # supported_versions: TLS 1.3
+    if padding:
+        extensions += struct.pack("!HH", 21, padding) + b"\x00" * padding
+    rnd = bytes(range(32))
+    body = (struct.pack("!H", version) + rnd + b"\x20" + bytes(32) + struct.pack("!H", 4) + b"\x13\x01\x13\x02"
+            + b"\x01\x00" + struct.pack("!H", len(extensions)) + extensions)
+    handshake = b"\x01" + struct.pack("!I", len(body))[1:] + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(handshake)) + handshake
+
+
+def tls_server_hello() -> bytes:
+    """A minimal ServerHello record (enough for content-based TLS detection)."""
+    body = b"\x03\x03" + bytes(32) + b"\x00" + b"\x13\x01" + b"\x00" + b"\x00\x00"
+    handshake = b"\x02" + struct.pack("!I", len(body))[1:] + body
+    return b"\x16\x03\x03" + struct.pack("!H", len(handshake)) + handshake
+
+
+def tls_application_data(payload: bytes) -> bytes:
+    """A TLS application_data record carrying ``payload`` (as-is: stands in for ciphertext)."""
+    return b"\x17\x03\x03" + struct.pack("!H", len(payload)) + payload
+
+
+def dtls_record(payload: bytes, *, content_type: int = 23) -> bytes:
+    """A DTLS 1.2 record."""
+    return (bytes([content_type]) + b"\xfe\xfd" + b"\x00\x00" + b"\x00\x00\x00\x00\x00\x01"
+            + struct.pack("!H", len(payload)) + payload)
+
+
+def quic_initial(payload: bytes, *, version: int = 1) -> bytes:
+    """A QUIC long-header Initial packet prefix followed by ``payload`` (stands in for protected bytes)."""
+    dcid = bytes(range(8))
+    return (bytes([0xC3]) + struct.pack("!I", version) + bytes([len(dcid)]) + dcid + b"\x00" + b"\x00"
+            + struct.pack("!H", 0x4000 | (len(payload) & 0x3FFF)) + payload)
+
+
+def ssh_banner() -> bytes:
+    return b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
+
+
+def _mqtt_remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _mqtt_str(value: bytes) -> bytes:
+    return struct.pack("!H", len(value)) + value
+
+
+def mqtt_connect(client_id: str, *, username: str | None = None, password: str | None = None) -> bytes:
+    """An MQTT 3.1.1 CONNECT packet."""
+    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    body = _mqtt_str(b"MQTT") + bytes([4, flags]) + struct.pack("!H", 60) + _mqtt_str(client_id.encode())
+    if username is not None:
+        body += _mqtt_str(username.encode())
+    if password is not None:
+        body += _mqtt_str(password.encode())
+    return b"\x10" + _mqtt_remaining_length(len(body)) + body
+
+
+def mqtt_publish(topic: str, payload: bytes, *, qos: int = 0, packet_id: int = 1) -> bytes:
+    """An MQTT PUBLISH packet."""
+    body = _mqtt_str(topic.encode()) + (struct.pack("!H", packet_id) if qos else b"") + payload
+    return bytes([0x30 | (qos << 1)]) + _mqtt_remaining_length(len(body)) + body
+
+
+def websocket_upgrade(path: str, *, host: str) -> bytes:
+    key = base64.b64encode(bytes(16)).decode()
+    return http_request("GET", path, host=host, headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                                                         "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13"})
+
+
+def websocket_accept() -> bytes:
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+
+
+def websocket_frame(payload: bytes, *, mask_key: bytes | None = b"\x37\xfa\x21\x3d", opcode: int = 1,
+                    fin: bool = True) -> bytes:
+    """A WebSocket frame; client frames are masked (``mask_key``), server frames are not (``mask_key=None``)."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    mask_bit = 0x80 if mask_key is not None else 0
+    n = len(payload)
+    if n < 126:
+        head += bytes([mask_bit | n])
+    elif n < 65536:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", n)
+    if mask_key is None:
+        return head + payload
+    masked = bytes(b ^ mask_key[i % 4] for i, b in enumerate(payload))
+    return head + mask_key + masked
