@@ -195,12 +195,12 @@ def _as_bool(value: object, origin: str) -> bool:
 
 
 def phonehome_device(*labels: str) -> tuple[str, ...]:
-    """Marker ``@pytest.mark.phonehome_device(*labels)``: run this test only on these inventory labels."""
+    """Run this test only on the devices with these inventory labels."""
     return labels
 
 
 def phonehome_model(*models: str) -> tuple[str, ...]:
-    """Marker ``@pytest.mark.phonehome_model(*models)``: run this test only on devices of these models."""
+    """Run this test only on devices of these models (the inventory's ``model``)."""
     return models
 
 
@@ -209,13 +209,20 @@ MARKERS: dict[str, Callable[..., tuple[str, ...]]] = {
 }
 
 
+def marker_signature(name: str) -> str:
+    """``phonehome_device(*labels)``: the signature users write, for ``pytest --markers`` and errors."""
+    parameters = inspect.signature(MARKERS[name]).parameters.values()
+    rendered = [f"*{p.name}" if p.kind is p.VAR_POSITIONAL else p.name for p in parameters]
+    return f"{name}({', '.join(rendered)})"
+
+
 def marker_values(marker: pytest.Mark) -> tuple[str, ...]:
     """Check a phonehome marker by binding it to its signature; its values, or a one-line failure."""
     function = MARKERS[marker.name]
     try:
         inspect.signature(function).bind(*marker.args, **marker.kwargs)
     except TypeError as exc:
-        pytest.fail(f"@pytest.mark.{marker.name}{inspect.signature(function)}: {exc}", pytrace=False)
+        pytest.fail(f"@pytest.mark.{marker_signature(marker.name)}: {exc}", pytrace=False)
     values = function(*marker.args, **marker.kwargs)
     if not values or not all(isinstance(value, str) and value for value in values):
         pytest.fail(f"@pytest.mark.{marker.name} needs one or more non-empty strings, got {values!r}",
@@ -334,7 +341,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, function in MARKERS.items():
-        config.addinivalue_line("markers", f"{name}{inspect.signature(function)}: {function.__doc__}")
+        config.addinivalue_line("markers", f"{marker_signature(name)}: {function.__doc__}")
     config.addinivalue_line("markers", "lab: needs real phones; skipped unless --lab")
     settings = resolve_settings(config)
     config.stash[SETTINGS_KEY] = settings
