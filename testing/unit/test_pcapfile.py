@@ -1,0 +1,176 @@
+"""The chunked capture reader: formats, link types, timestamps, damage reporting."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from phonehome.errors import InputError
+from phonehome.scan.packets import Defragmenter, address_text, decode_frame
+from phonehome.scan.pcapfile import CaptureReader
+from phonehome.testing.captures import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_NULL,
+    LINKTYPE_RAW,
+    CaptureBuilder,
+    Packet,
+    http_request,
+    merge_pcapng,
+    pcap_bytes,
+)
+
+LINKS = [LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW, LINKTYPE_NULL]
+TSHARK_TIMEOUT_S = 60
+
+
+def _capture(link: int = LINKTYPE_ETHERNET, *, vlan: int | None = None) -> CaptureBuilder:
+    cap = CaptureBuilder(link=link, vlan=vlan)
+    conn = cap.tcp("10.0.0.2", "93.184.216.34", 80)
+    conn.send(http_request("GET", "/x?imei=356938035643809", host="example.com"), segment_size=9)
+    conn.close()
+    cap.udp("fd00::2", "fd00::1", 5000, 6000, b"hello over ipv6")
+    return cap
+
+
+def _decoded(path: Path) -> list[tuple[int, str, str, int, int, bytes]]:
+    defrag = Defragmenter()
+    out = []
+    for frame, (ts, link, data, _orig) in enumerate(CaptureReader(path), 1):
+        result = decode_frame(link, data, defrag, ts, frame)
+        if result is not None:
+            proto, src, dst, sport, dport, payload, _seq, _flags = result[0]
+            out.append((proto, address_text(src), address_text(dst), sport, dport, payload))
+    return out
+
+
+@pytest.mark.parametrize("link", LINKS)
+@pytest.mark.parametrize("fmt", ["pcap", "pcap-ns", "pcapng"])
+def test_every_link_type_and_format_decodes(tmp_path: Path, link: int, fmt: str) -> None:
+    cap = _capture(link)
+    path = tmp_path / "c.cap"
+    if fmt == "pcapng":
+        cap.write_pcapng(path)
+    else:
+        cap.write_pcap(path, nanosecond=fmt == "pcap-ns")
+    reader = CaptureReader(path)
+    records = list(reader)
+    assert reader.packets == len(cap.packets) == len(records)
+    assert reader.warnings == []
+    assert reader.link_types == (link,)
+    assert [round(r[0], 6) for r in records] == [round(p.time, 6) for p in cap.packets]
+    decoded = _decoded(path)
+    assert len(decoded) == len(cap.packets)
+    payload = b"".join(d[5] for d in decoded if d[0] == 6 and d[4] == 80)
+    assert b"imei=356938035643809" in payload
+    assert decoded[-1][1:5] == ("fd00::2", "fd00::1", 5000, 6000)
+
+
+def test_vlan_tagged_ethernet(tmp_path: Path) -> None:
+    path = _capture(vlan=42).write_pcap(tmp_path / "vlan.pcap")
+    assert b"imei=" in b"".join(d[5] for d in _decoded(path))
+
+
+def test_nanosecond_timestamps_keep_their_precision(tmp_path: Path) -> None:
+    path = tmp_path / "ns.pcap"
+    path.write_bytes(pcap_bytes([Packet(b"\x00" * 20, 1_700_000_000.123456789)], nanosecond=True))
+    (record,) = list(CaptureReader(path))
+    assert record[0] == pytest.approx(1_700_000_000.123456789, abs=1e-6)
+
+
+def test_big_endian_pcap(tmp_path: Path) -> None:
+    cap = _capture()
+    path = tmp_path / "be.pcap"
+    path.write_bytes(pcap_bytes(cap.packets, big_endian=True))
+    assert len(list(CaptureReader(path))) == len(cap.packets)
+
+
+def test_pcapng_with_several_interfaces_of_different_link_types(tmp_path: Path) -> None:
+    a, b = _capture(LINKTYPE_ETHERNET), _capture(LINKTYPE_LINUX_SLL2)
+    b.start_time += 0.0005
+    path = merge_pcapng(tmp_path / "multi.pcapng", [a, b], nanosecond=[False, True])
+    reader = CaptureReader(path)
+    records = list(reader)
+    assert reader.link_types == (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2)
+    assert len(records) == len(a.packets) + len(b.packets)
+    assert [r[0] for r in records] == sorted(r[0] for r in records)
+    assert b"".join(d[5] for d in _decoded(path)).count(b"hello over ipv6") == 2
+
+
+def test_small_chunks_give_the_same_records(tmp_path: Path) -> None:
+    path = _capture().write_pcapng(tmp_path / "c.pcapng")
+    assert list(CaptureReader(path, chunk_bytes=7)) == list(CaptureReader(path))
+    path = _capture().write_pcap(tmp_path / "c.pcap")
+    assert list(CaptureReader(path, chunk_bytes=5)) == list(CaptureReader(path))
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "empty file"),
+    (b"this is not a capture at all", "not a pcap or pcapng file"),
+    (b"\xd4\xc3\xb2\xa1\x02\x00", "pcap header cut short"),
+])
+def test_not_a_capture_is_input_error(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "bad.pcap"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=problem) as excinfo:
+        list(CaptureReader(path))
+    assert str(path) in str(excinfo.value)
+
+
+def test_missing_file_is_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        CaptureReader(tmp_path / "nope.pcap")
+
+
+@pytest.mark.parametrize("writer", ["pcap", "pcapng"])
+def test_truncated_capture_reads_what_it_can_and_warns(tmp_path: Path, writer: str) -> None:
+    cap = _capture()
+    path = tmp_path / "t.cap"
+    (cap.write_pcap if writer == "pcap" else cap.write_pcapng)(path)
+    path.write_bytes(path.read_bytes()[:-30])
+    reader = CaptureReader(path)
+    records = list(reader)
+    assert len(records) == len(cap.packets) - 1
+    assert len(reader.warnings) == 1 and "truncated" in reader.warnings[0]
+
+
+def test_corrupt_record_length_stops_with_warning(tmp_path: Path) -> None:
+    cap = _capture()
+    data = bytearray(cap.pcap())
+    first_len = struct.unpack_from("<I", data, 24 + 8)[0]
+    second = 24 + 16 + first_len
+    struct.pack_into("<I", data, second + 8, 0x7FFFFFFF)
+    path = tmp_path / "corrupt.pcap"
+    path.write_bytes(bytes(data))
+    reader = CaptureReader(path)
+    assert len(list(reader)) == 1
+    assert "corrupt packet record" in reader.warnings[0]
+
+
+def test_snaplen_cut_packets_are_counted(tmp_path: Path) -> None:
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(pcap_bytes([Packet(b"\x00" * 64, 1.0, orig_len=1500)], snaplen=64))
+    reader = CaptureReader(path)
+    list(reader)
+    assert reader.snaplen_cut == 1
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+@pytest.mark.parametrize("link", LINKS)
+def test_tshark_reads_the_written_captures(tmp_path: Path, link: int) -> None:
+    """The writer's files are real captures: tshark decodes the same HTTP request from each of them."""
+    cap = _capture(link)
+    for path in (cap.write_pcap(tmp_path / "c.pcap", nanosecond=True), cap.write_pcapng(tmp_path / "c.pcapng")):
+        proc = subprocess.run([shutil.which("tshark") or "tshark", "-r", str(path), "-T", "fields",
+                               "-e", "http.request.uri", "-e", "udp.dstport"],
+                              capture_output=True, text=True, timeout=TSHARK_TIMEOUT_S, check=False)
+        assert proc.returncode == 0, proc.stderr
+        fields = proc.stdout.split()
+        assert "/x?imei=356938035643809" in fields
+        assert "6000" in fields

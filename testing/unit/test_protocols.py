@@ -1,0 +1,226 @@
+"""Protocol decoders and encrypted-by-content detection."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from phonehome.scan.protocols import (
+    PROTO_DTLS,
+    PROTO_HTTP,
+    PROTO_MQTT,
+    PROTO_QUIC,
+    PROTO_SSH,
+    PROTO_TLS,
+    PROTO_UNKNOWN,
+    PROTO_WEBSOCKET,
+    HttpDecoder,
+    MqttDecoder,
+    RawDecoder,
+    Unit,
+    WebSocketDecoder,
+    classify_datagram,
+    classify_stream,
+    parse_client_hello,
+    parse_dns,
+    unmask,
+    url_decoded,
+)
+from phonehome.testing.captures import (
+    dns_query,
+    dns_response,
+    dtls_record,
+    gzip_bytes,
+    http_request,
+    http_response,
+    mqtt_connect,
+    mqtt_publish,
+    quic_initial,
+    ssh_banner,
+    tls_application_data,
+    tls_client_hello,
+    websocket_frame,
+)
+
+
+def _gzip_only(data: bytes, encoding: str) -> tuple[bytes, str | None]:
+    """A real content decoder for gzip (the scanner passes layers.decode_content)."""
+    if encoding == "gzip":
+        return zlib.decompress(data, 31), "gzip"
+    return data, None
+
+
+def _feed_bytewise(decoder: HttpDecoder | WebSocketDecoder | MqttDecoder | RawDecoder, data: bytes) -> list[Unit]:
+    units: list[Unit] = []
+    for i in range(len(data)):
+        units += decoder.feed(data[i:i + 1])
+    return units + decoder.finish()
+
+
+@pytest.mark.parametrize("head, kind", [
+    (tls_client_hello("a.example")[:8], PROTO_TLS),
+    (tls_application_data(b"x" * 10)[:8], PROTO_TLS),
+    (ssh_banner(), PROTO_SSH),
+    (b"GET / HTTP/1.1\r\n", PROTO_HTTP),
+    (b"HTTP/1.1 200 OK\r\n", PROTO_HTTP),
+    (mqtt_connect("dev")[:12], PROTO_MQTT),
+    (b"\x00\x01binary-stuff", PROTO_UNKNOWN),
+    (b"GE", ""),
+])
+def test_classify_stream_by_content(head: bytes, kind: str) -> None:
+    assert classify_stream(head) == kind
+
+
+def test_plain_http_on_443_is_http_and_tls_on_8080_is_tls() -> None:
+    """Ports play no part: classification sees only bytes."""
+    assert classify_stream(b"POST /x HTTP/1.1\r\n") == PROTO_HTTP
+    assert classify_stream(tls_client_hello(None)[:8]) == PROTO_TLS
+
+
+@pytest.mark.parametrize("payload, kind", [
+    (dtls_record(b"\x00" * 20), PROTO_DTLS),
+    (quic_initial(b"\x00" * 40), PROTO_QUIC),
+    (quic_initial(b"\x00" * 40, version=0x6B3343CF), PROTO_QUIC),
+    (dns_query("example.com"), ""),
+    (b"\xc0\x12\x34\x56\x78rest", ""),  # long-header bits but an unknown version
+])
+def test_classify_datagram(payload: bytes, kind: str) -> None:
+    assert classify_datagram(payload) == kind
+
+
+def test_client_hello_sni_and_alpn() -> None:
+    hello = tls_client_hello("tracker.example.net", alpn=("h2", "http/1.1"))
+    parsed = parse_client_hello(hello + b"trailing")
+    assert parsed is not None
+    assert parsed.sni == "tracker.example.net"
+    assert parsed.alpn == ("h2", "http/1.1")
+    assert parsed.length == len(hello)
+
+
+def test_client_hello_needs_all_its_bytes() -> None:
+    hello = tls_client_hello("x.example", padding=1500)
+    assert parse_client_hello(hello[:1400]) is None
+    assert parse_client_hello(hello) is not None
+
+
+def test_client_hello_spread_over_two_records() -> None:
+    hello = tls_client_hello("split.example")
+    handshake = hello[5:]
+    two = (b"\x16\x03\x01" + len(handshake[:50]).to_bytes(2, "big") + handshake[:50]
+           + b"\x16\x03\x01" + len(handshake[50:]).to_bytes(2, "big") + handshake[50:])
+    parsed = parse_client_hello(two)
+    assert parsed is not None and parsed.sni == "split.example" and parsed.length == len(two)
+
+
+def test_dns_names_and_answers_with_cname() -> None:
+    message = parse_dns(dns_response("api.example.com", ["93.184.216.34"], cname="edge.cdn.example"))
+    assert message is not None
+    assert "api.example.com" in message.names and "edge.cdn.example" in message.names
+    assert message.addresses == (("api.example.com", bytes([93, 184, 216, 34])),)
+
+
+def test_dns_query_names_are_decoded() -> None:
+    message = parse_dns(dns_query("356938035643809.leak.example.org"))
+    assert message is not None and message.names == ("356938035643809.leak.example.org",)
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x00" * 5, b"\xff" * 40, dns_query("a.b")[:-6] + b"\xc0\x0c"])
+def test_dns_garbage_does_not_raise(garbage: bytes) -> None:
+    parse_dns(garbage)
+
+
+def test_http_pipelined_requests_each_give_head_units() -> None:
+    stream = b"".join(http_request("GET", f"/item?id={i}", host="h.example") for i in range(3))
+    units = _feed_bytewise(HttpDecoder(), stream)
+    heads = [u for u in units if u.exact and u.data.startswith(b"GET")]
+    assert [u.data.split(b" ")[1] for u in heads] == [b"/item?id=0", b"/item?id=1", b"/item?id=2"]
+    # exact units map back to the stream offsets they came from
+    for unit in heads:
+        assert stream[unit.start:unit.end] == unit.data
+
+
+def test_http_chunked_gzip_body_is_decoded() -> None:
+    body = gzip_bytes(b'{"imei": "356938035643809"}')
+    stream = http_response(body, headers={"Content-Encoding": "gzip"}, chunked=True, chunk_size=7)
+    units = _feed_bytewise(HttpDecoder(decode_content=_gzip_only), stream)
+    bodies = [u for u in units if u.chain == "gzip"]
+    assert bodies and bodies[0].data == b'{"imei": "356938035643809"}' and not bodies[0].exact
+
+
+def test_http_form_body_is_url_decoded() -> None:
+    stream = http_request("POST", "/f", host="h", body=b"email=alice%40example.org&x=a+b",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    units = HttpDecoder().feed(stream)
+    assert any(u.chain == "url" and b"alice@example.org" in u.data for u in units)
+
+
+def test_http_host_is_recorded_and_websocket_upgrade_switches() -> None:
+    decoder = HttpDecoder()
+    decoder.feed(http_request("GET", "/ws", host="push.example:8080", headers={"Upgrade": "websocket"}))
+    assert decoder.host == "push.example"
+    assert decoder.switch_to == PROTO_WEBSOCKET
+
+
+def test_http_response_until_close() -> None:
+    decoder = HttpDecoder()
+    assert [u for u in decoder.feed(b"HTTP/1.0 200 OK\r\n\r\nbody-without-length") if u.data.startswith(b"body")] == []
+    assert any(u.data == b"body-without-length" for u in decoder.finish())
+
+
+def test_not_http_after_all_falls_back_to_raw() -> None:
+    decoder = HttpDecoder()
+    units = decoder.feed(b"GET nonsense\r\n\r\nrest") + decoder.finish()
+    assert any(b"rest" in u.data for u in units)
+
+
+def test_websocket_client_frames_are_unmasked() -> None:
+    frames = websocket_frame(b'{"serial": "R58M12ABCDE"}') + websocket_frame(b"x" * 300, mask_key=b"abcd")
+    units = _feed_bytewise(WebSocketDecoder(), frames)
+    assert units[0].data == b'{"serial": "R58M12ABCDE"}'
+    assert units[1].data == b"x" * 300
+
+
+def test_websocket_server_frames_are_exact() -> None:
+    frame = websocket_frame(b"hello", mask_key=None)
+    (unit,) = WebSocketDecoder(offset=100).feed(frame)
+    assert unit.exact and unit.data == b"hello" and unit.start == 102
+
+
+def test_websocket_permessage_deflate() -> None:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    payload = compressor.compress(b"android_id=9774d56d682e549c") + compressor.flush(zlib.Z_SYNC_FLUSH)
+    frame = websocket_frame(payload[:-4])
+    frame = bytes([frame[0] | 0x40]) + frame[1:]
+    (unit,) = WebSocketDecoder().feed(frame)
+    assert unit.chain == "deflate" and unit.data == b"android_id=9774d56d682e549c"
+
+
+def test_unmask_round_trip() -> None:
+    data = bytes(range(256)) * 3
+    assert unmask(unmask(data, b"\x01\x02\x03\x04"), b"\x01\x02\x03\x04") == data
+    assert unmask(b"", b"abcd") == b""
+
+
+def test_mqtt_packets_are_split() -> None:
+    stream = mqtt_connect("device-356938035643809", username="u") + mqtt_publish("t/loc", b"52.5163,13.3777")
+    units = _feed_bytewise(MqttDecoder(), stream)
+    assert [u.data for u in units] == [mqtt_connect("device-356938035643809", username="u"),
+                                       mqtt_publish("t/loc", b"52.5163,13.3777")]
+    assert units[1].peel and not units[0].peel
+
+
+def test_raw_decoder_batches_with_overlap() -> None:
+    decoder = RawDecoder(overlap=10, batch_bytes=100)
+    units = []
+    for _ in range(5):
+        units += decoder.feed(b"a" * 60)
+    units += decoder.finish()
+    assert sum(len(u.data) for u in units) == 300 + 10 * (len(units) - 1)
+    for a, b in zip(units, units[1:], strict=False):
+        assert b.start == a.end - 10
+
+
+def test_url_decoded() -> None:
+    assert url_decoded(b"a%2Bb+c") == b"a+b c"
+    assert url_decoded(b"nothing-here") is None
