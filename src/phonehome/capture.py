@@ -1,0 +1,1096 @@
+"""Live capture of a phone's traffic, with named phase windows: the one module that starts capture processes.
+
+dumpcap is the recorder (pyshark loses packets in bursts and breaks under event loops). Every capture source —
+an interface on this host, tcpdump on a rooted phone, PCAPdroid on the phone, dumpcap on a remote host over ssh,
+or a file for re-analysis — satisfies the :class:`Capture` protocol, so the harness never cares which one runs.
+
+Fail closed: a capture that never became ready, died, dropped packets, or saw no packet from the phone during a
+phase raises :class:`~phonehome.errors.CaptureError` carrying the command, return code and stderr. Missing
+evidence is an error, never "nothing found".
+
+Phase windows are recorded in capture time: the wall clock (epoch seconds) that also stamps the packets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from phonehome.errors import CaptureError, InputError
+
+if TYPE_CHECKING:
+    from phonehome.inventory import DeviceEntry
+
+log = logging.getLogger(__name__)
+
+#: dumpcap is ready in ~25 ms; a remote or phone-side capture needs a round trip or two more
+READY_TIMEOUT_S = 10.0
+#: a stop signalled sooner than ~250 ms after the last packet loses the kernel's last ring block
+STOP_DELAY_S = 0.5
+#: how long a recorder may take to flush and exit after SIGINT before its process group is killed
+STOP_TIMEOUT_S = 10.0
+#: after SIGKILL, how long to wait for the group to be reaped
+KILL_TIMEOUT_S = 5.0
+#: one control command on a phone or remote host (cat, kill, am start)
+CONTROL_TIMEOUT_S = 20.0
+#: pulling a capture file from a phone
+PULL_TIMEOUT_S = 300.0
+#: writing a phase slice with editcap
+SLICE_TIMEOUT_S = 120.0
+#: polling interval while waiting for a remote readiness line or a file to settle
+POLL_INTERVAL_S = 0.1
+#: PCAPdroid: the dump file counts as complete once its size stayed the same this long
+PCAPDROID_SETTLE_S = 1.0
+#: only capture files are written by this module; nobody but the owner may read them (identifiers inside)
+CAPTURE_UMASK = 0o077
+CAPTURE_FILE_MODE = 0o600
+
+PCAPDROID_PACKAGE = "com.emanuelef.remote_capture"
+PCAPDROID_ACTIVITY = f"{PCAPDROID_PACKAGE}/.activities.CaptureCtrl"
+PCAPDROID_DIR = "/sdcard/Download/PCAPdroid"
+LINKTYPE_ETHERNET = 1
+
+#: dumpcap/tshark print this once the capture file is open and packets are being written
+_DUMPCAP_READY = re.compile(r"^File: ", re.MULTILINE)
+#: tcpdump prints this once the interface is open
+_TCPDUMP_READY = re.compile(r"^listening on ", re.MULTILINE)
+_DUMPCAP_STATS = re.compile(
+    r"Packets received/dropped on interface '(?P<iface>[^']*)': (?P<received>\d+)/(?P<dropped>\d+)"
+    r"(?: \(pcap:\d+/dumpcap:\d+/flushed:\d+/ps_ifdrop:(?P<ifdrop>\d+)\))?")
+_TCPDUMP_RECEIVED = re.compile(r"^(\d+) packets? received by filter", re.MULTILINE)
+_TCPDUMP_DROPPED = re.compile(r"^(\d+) packets? dropped by kernel", re.MULTILINE)
+_PHASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_NEVER = re.compile(r"(?!)")
+
+
+# --- values --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhaseRecord:
+    """A named window of the capture (power-on, screen-on, unlock, idle...), in capture time (epoch seconds)."""
+
+    name: str
+    start: float
+    end: float
+
+    def contains(self, timestamp: float) -> bool:
+        return self.start <= timestamp <= self.end
+
+    def to_json(self) -> dict[str, object]:
+        """The ``{name, start, end}`` objects that ``phonehome scan --phases`` reads."""
+        return {"name": self.name, "start": self.start, "end": self.end}
+
+
+@dataclass(frozen=True)
+class CaptureStats:
+    """What a finished capture recorded. ``dropped`` is None when the source cannot report drops (PCAPdroid in
+    VPN mode, a file); ``interface_dropped`` counts packets the interface itself dropped (reported, not fatal)."""
+
+    source: str
+    pcap: Path
+    received: int | None
+    dropped: int | None
+    command: tuple[str, ...] = ()
+    returncode: int | None = None
+    started: float | None = None
+    stopped: float | None = None
+    interface_dropped: int | None = None
+    phases: tuple[PhaseRecord, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "source": self.source, "pcap": str(self.pcap), "received": self.received, "dropped": self.dropped,
+            "interface_dropped": self.interface_dropped, "command": list(self.command),
+            "returncode": self.returncode, "started": self.started, "stopped": self.stopped,
+            "phases": [phase.to_json() for phase in self.phases],
+        }
+
+
+@dataclass(frozen=True)
+class PhoneMatch:
+    """Which packets in a capture are the phone's: any packet with one of these MACs or IPs as source or
+    destination. An empty match means "every packet" — right when the capture was already filtered to the
+    phone (a BPF on an access point, tcpdump on the phone itself)."""
+
+    macs: frozenset[str] = frozenset()
+    ips: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, macs: Sequence[str] = (), ips: Sequence[str] = ()) -> PhoneMatch:
+        return cls(macs=frozenset(mac.lower().replace("-", ":") for mac in macs),
+                   ips=frozenset(ip.lower() for ip in ips))
+
+    def is_everything(self) -> bool:
+        return not self.macs and not self.ips
+
+    def matches(self, addresses: frozenset[str]) -> bool:
+        return self.is_everything() or bool(addresses & (self.macs | self.ips))
+
+    def describe(self) -> str:
+        if self.is_everything():
+            return "any packet"
+        return "packets to/from " + ", ".join(sorted(self.macs | self.ips))
+
+
+@dataclass(frozen=True)
+class _Packet:
+    time: float
+    addresses: frozenset[str]
+
+
+# --- the protocol --------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Capture(Protocol):
+    """One device's capture: started before the first phase, stopped after the last, then checked.
+
+    Use it as ``start()``, any number of ``with capture.phase(name): ...``, ``stop()``, then
+    ``assert_saw_traffic(name)`` per phase, ``slice(name)`` for attachments. ``close()`` never raises.
+    """
+
+    @property
+    def pcap(self) -> Path: ...
+
+    @property
+    def phases(self) -> tuple[PhaseRecord, ...]: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> CaptureStats: ...
+
+    def phase(self, name: str) -> contextlib.AbstractContextManager[None]: ...
+
+    def assert_saw_traffic(self, phase: str) -> int: ...
+
+    def packets_in(self, phase: str) -> int: ...
+
+    def slice(self, phase: str, dest: Path | None = None) -> Path: ...
+
+    def write_phases(self, dest: Path | None = None) -> Path: ...
+
+    def close(self) -> None: ...
+
+    def info(self) -> dict[str, object]: ...
+
+
+# --- shared behaviour ----------------------------------------------------------------------------------------
+
+
+def _which(name: str, fix: str) -> str:
+    """Find a binary or fail closed with what to install."""
+    path = shutil.which(name)
+    if path is None:
+        raise CaptureError(f"'{name}' not found on PATH ({fix})")
+    return path
+
+
+def phases_path(pcap: Path) -> Path:
+    """The sidecar JSON next to a capture that holds its phase windows (what ``FileCapture`` reads back)."""
+    return pcap.with_name(pcap.name + ".phases.json")
+
+
+def _prepare_output(pcap: Path) -> Path:
+    """Create the capture's directory (private) and remove a stale file so nothing old is mistaken as new."""
+    pcap = Path(pcap)
+    pcap.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileNotFoundError):
+        pcap.unlink()
+    return pcap
+
+
+def _restrict(path: Path) -> None:
+    """Files 0600: captures hold identifiers in cleartext by design."""
+    with contextlib.suppress(FileNotFoundError):
+        os.chmod(path, CAPTURE_FILE_MODE)
+
+
+class _PhasedCapture:
+    """Phase windows, the stop delay, and reading back a finished capture (traffic per phase, slices).
+
+    Subclasses implement ``_start``/``_stop``/``_check_alive`` and set ``source``.
+    """
+
+    source = "?"
+
+    def __init__(self, pcap: Path, *, phone: PhoneMatch | None = None, label: str | None = None) -> None:
+        self._pcap = Path(pcap)
+        self._phone = phone or PhoneMatch()
+        self._label = label
+        self._phases: list[PhaseRecord] = []
+        self._state = "new"  # new -> running -> stopped
+        self._last_action = 0.0
+        self._stats: CaptureStats | None = None
+        self._index: list[_Packet] | None = None
+        self._open_phase: str | None = None
+
+    # -- public API --
+
+    @property
+    def pcap(self) -> Path:
+        return self._pcap
+
+    @property
+    def phases(self) -> tuple[PhaseRecord, ...]:
+        return tuple(self._phases)
+
+    @property
+    def stats(self) -> CaptureStats | None:
+        return self._stats
+
+    def start(self) -> None:
+        """Start recording and return only once the recorder really captures."""
+        if self._state != "new":
+            raise CaptureError(f"{self._what()}: start() called twice")
+        self._start()
+        self._state = "running"
+        self._last_action = time.monotonic()
+
+    def stop(self) -> CaptureStats:
+        """Stop recording at least STOP_DELAY_S after the last action; check the recorder's own counts."""
+        if self._state == "stopped" and self._stats is not None:
+            return self._stats
+        if self._state != "running":
+            raise CaptureError(f"{self._what()}: stop() before start()")
+        wait = self._last_action + STOP_DELAY_S - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._state = "stopped"
+        stats = self._stop()
+        _restrict(self._pcap)
+        self._stats = stats
+        self.write_phases()
+        if stats.dropped:
+            raise CaptureError(
+                f"{self._what()}: the recorder dropped {stats.dropped} of {stats.received} packets; the evidence "
+                "is incomplete (reduce traffic, raise the capture buffer, or capture closer to the phone)",
+                command=stats.command, returncode=stats.returncode)
+        if stats.interface_dropped:
+            log.warning("%s: the interface dropped %d packets during the capture", self._what(),
+                        stats.interface_dropped)
+        return stats
+
+    def note_action(self) -> None:
+        """Tell the capture the phone was just acted on, so stop() waits STOP_DELAY_S after it."""
+        self._last_action = time.monotonic()
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Record the block as the phase window ``name``; fails closed if the recorder died meanwhile."""
+        if not _PHASE_NAME.fullmatch(name):
+            raise ValueError(f"phase name {name!r} must be letters, digits, '_', '-', '.'")
+        if any(record.name == name for record in self._phases) or self._open_phase == name:
+            raise ValueError(f"phase {name!r} was already recorded in this capture")
+        if self._open_phase is not None:
+            raise ValueError(f"phase {name!r} opened inside phase {self._open_phase!r}; phases do not nest")
+        if self._state != "running":
+            raise CaptureError(f"{self._what()}: phase {name!r} entered while the capture is not running")
+        self._check_alive()
+        self._open_phase = name
+        start = time.time()
+        try:
+            yield
+        finally:
+            end = time.time()
+            self._open_phase = None
+            self._phases.append(PhaseRecord(name=name, start=start, end=end))
+            self._last_action = time.monotonic()
+        self._check_alive()
+
+    def packets_in(self, phase: str) -> int:
+        """How many packets of the phone the stopped capture holds in the phase window."""
+        record = self._phase(phase)
+        return sum(1 for packet in self._packets()
+                   if record.contains(packet.time) and self._phone.matches(packet.addresses))
+
+    def assert_saw_traffic(self, phase: str) -> int:
+        """Fail closed when the phone sent or received nothing in the phase: a silent phone, a wrong filter or a
+        dead capture would otherwise pass as "no leak"."""
+        count = self.packets_in(phase)
+        if count == 0:
+            record = self._phase(phase)
+            raise CaptureError(
+                f"{self._what()}: no traffic from the phone during phase {phase!r} "
+                f"({record.end - record.start:.1f} s window, {len(self._packets())} packets in the capture, "
+                f"looked for {self._phone.describe()}); check the capture filter and that the phone is on the "
+                "captured network")
+        return count
+
+    def slice(self, phase: str, dest: Path | None = None) -> Path:
+        """Write the packets of one phase window as pcapng (for report attachments)."""
+        record = self._phase(phase)
+        self._require_stopped("slice")
+        dest = Path(dest) if dest is not None else self._pcap.with_name(f"{self._stem()}.{phase}.pcapng")
+        editcap = _which("editcap", "install Debian's wireshark-common / tshark")
+        command = [editcap, "-F", "pcapng", "-A", f"{record.start:.6f}", "-B", f"{record.end + 1e-6:.6f}",
+                   str(self._pcap), str(dest)]
+        _run(command, timeout_s=SLICE_TIMEOUT_S, what=f"slicing phase {phase!r}")
+        _restrict(dest)
+        return dest
+
+    def write_phases(self, dest: Path | None = None) -> Path:
+        """Write the phase windows as JSON (``phonehome scan --phases`` and ``FileCapture`` read it)."""
+        dest = Path(dest) if dest is not None else phases_path(self._pcap)
+        text = json.dumps([record.to_json() for record in self._phases], indent=1)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, CAPTURE_FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
+        return dest
+
+    def close(self) -> None:
+        """Tear down whatever still runs. Never raises: teardown must not hide a test's result."""
+        if self._state != "running":
+            return
+        self._state = "stopped"
+        try:
+            self._abort()
+        except Exception as exc:  # teardown logs and carries on
+            log.warning("%s: could not tear the capture down: %s", self._what(), exc)
+
+    def info(self) -> dict[str, object]:
+        """Serializable description for the report header and Allure environment."""
+        return {"source": self.source, "pcap": str(self._pcap), "device": self._label,
+                "phone_match": self._phone.describe(), "state": self._state,
+                "stats": self._stats.to_json() if self._stats else None}
+
+    def __enter__(self) -> _PhasedCapture:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- for subclasses --
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _stop(self) -> CaptureStats:
+        raise NotImplementedError
+
+    def _abort(self) -> None:
+        """Stop without checks (teardown)."""
+
+    def _check_alive(self) -> None:
+        """Raise CaptureError when the recorder is no longer running."""
+
+    # -- helpers --
+
+    def _what(self) -> str:
+        return f"{self.source} capture" + (f" of {self._label}" if self._label else "")
+
+    def _stem(self) -> str:
+        name = self._pcap.name
+        for suffix in (".pcapng", ".pcap"):
+            if name.endswith(suffix):
+                return name[: -len(suffix)]
+        return name
+
+    def _phase(self, name: str) -> PhaseRecord:
+        for record in self._phases:
+            if record.name == name:
+                return record
+        known = ", ".join(record.name for record in self._phases) or "none"
+        raise CaptureError(f"{self._what()}: no phase {name!r} was recorded (recorded: {known})")
+
+    def _require_stopped(self, action: str) -> None:
+        if self._state != "stopped":
+            raise CaptureError(f"{self._what()}: {action} needs a stopped capture; call stop() first")
+
+    def _packets(self) -> list[_Packet]:
+        self._require_stopped("reading packets")
+        if self._index is None:
+            self._index = read_packet_index(self._pcap)
+        return self._index
+
+
+def _run(command: Sequence[str], *, timeout_s: float, what: str) -> str:
+    """Run a short helper command; any failure is a CaptureError with its command, rc and stderr."""
+    try:
+        done = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout_s, check=False,
+                              umask=CAPTURE_UMASK)
+    except subprocess.TimeoutExpired as exc:
+        raise CaptureError(f"{what}: timed out after {timeout_s:g} s", command=command,
+                           stderr=_text(exc.stderr)) from None
+    except OSError as exc:
+        raise CaptureError(f"{what}: cannot run: {exc}", command=command) from None
+    if done.returncode != 0:
+        raise CaptureError(f"{what} failed", command=command, returncode=done.returncode, stderr=done.stderr)
+    return done.stdout
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def read_packet_index(pcap: Path) -> list[_Packet]:
+    """Times and addresses (MACs, IPs) of every packet in a capture file, read with the scanner's pcap reader.
+
+    Small on purpose: the scanner reads payloads; this only needs to know who talked when. A damaged file is a
+    CaptureError: evidence that cannot be read completely is missing evidence.
+    """
+    from phonehome.scan.packets import address_text, ip_offset
+    from phonehome.scan.pcapfile import CaptureReader
+
+    if not Path(pcap).is_file():
+        raise CaptureError(f"capture file {pcap} does not exist: the recorder wrote nothing")
+    try:
+        reader = CaptureReader(pcap)
+        packets = [_Packet(time=stamp, addresses=_addresses(link, data, address_text, ip_offset))
+                   for stamp, link, data, _ in reader]
+    except InputError as exc:
+        raise CaptureError(f"cannot read the capture: {exc}") from None
+    if reader.warnings:
+        raise CaptureError(f"the capture {pcap} is damaged: {'; '.join(reader.warnings[:3])}")
+    return packets
+
+
+def _addresses(link: int, data: bytes, address_text: Callable[[bytes], str],
+               ip_offset: Callable[[int, bytes], int]) -> frozenset[str]:
+    """Ethernet MACs and IPv4/IPv6 addresses of one frame, as lowercase text."""
+    found: set[str] = set()
+    if link == LINKTYPE_ETHERNET and len(data) >= 12:
+        found.add(":".join(f"{b:02x}" for b in data[0:6]))
+        found.add(":".join(f"{b:02x}" for b in data[6:12]))
+    off = ip_offset(link, data)
+    if off >= 0 and len(data) > off:
+        version = data[off] >> 4
+        if version == 4 and len(data) >= off + 20:
+            found.update((address_text(data[off + 12:off + 16]), address_text(data[off + 16:off + 20])))
+        elif version == 6 and len(data) >= off + 40:
+            found.update((address_text(data[off + 8:off + 24]).lower(), address_text(data[off + 24:off + 40]).lower()))
+    return frozenset(found)
+
+
+def load_phases(path: Path) -> tuple[PhaseRecord, ...]:
+    """Read a phases JSON (a list of ``{name, start, end}``); bad input is an InputError naming the field."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "phases file not found",
+                         fix="write the phases next to the capture as <capture>.phases.json") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read phases file: {exc}", fix="pass a readable JSON file") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not JSON: {exc.msg}", where=f"line {exc.lineno}",
+                         fix='write a JSON list of {"name": ..., "start": ..., "end": ...}') from None
+    if not isinstance(data, list):
+        raise InputError(path, "phases must be a JSON list", fix='write [{"name": "unlock", "start": ..., "end": ...}]')
+    records = []
+    for index, item in enumerate(data):
+        where = f"[{index}]"
+        if not isinstance(item, dict) or set(item) != {"name", "start", "end"}:
+            raise InputError(path, "a phase needs exactly name, start and end", where=where,
+                             fix='write {"name": "unlock", "start": 1700000000.0, "end": 1700000003.5}')
+        name, start, end = item["name"], item["start"], item["end"]
+        if not isinstance(name, str) or not _PHASE_NAME.fullmatch(name):
+            raise InputError(path, f"bad phase name {name!r}", where=f"{where}.name",
+                             fix="use letters, digits, '_', '-', '.'")
+        for key, value in (("start", start), ("end", end)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InputError(path, f"{key} must be a number (epoch seconds)", where=f"{where}.{key}",
+                                 fix="write capture time as seconds since 1970, e.g. 1700000000.25")
+        if end < start:
+            raise InputError(path, "end is before start", where=where, fix="swap start and end")
+        records.append(PhaseRecord(name=name, start=float(start), end=float(end)))
+    names = [record.name for record in records]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise InputError(path, f"phase {duplicates[0]!r} appears twice", fix="give each phase a unique name")
+    return tuple(records)
+
+
+# --- dumpcap on an interface of this host --------------------------------------------------------------------
+
+
+class _StderrWatcher:
+    """Collects a recorder's stderr in a thread and signals when a readiness pattern appeared."""
+
+    def __init__(self, stream: object, ready: re.Pattern[str]) -> None:
+        self._lines: list[str] = []
+        self._ready = ready
+        self.ready = threading.Event()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: object) -> None:
+        try:
+            for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
+                line = raw.decode(errors="replace")
+                self._lines.append(line)
+                if self._ready.search(line):
+                    self.ready.set()
+        finally:
+            stream.close()  # type: ignore[attr-defined]
+
+    def text(self) -> str:
+        return "".join(self._lines)
+
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+
+
+class DumpcapCapture(_PhasedCapture):
+    """dumpcap on an interface of this host (an access point's interface, a virtual phone's veth), with a BPF.
+
+    dumpcap runs in its own process group, counts as ready only after its ``File:`` line, and is stopped with
+    SIGINT so it flushes and prints its received/dropped counts.
+    """
+
+    source = "interface"
+
+    def __init__(self, interface: str, pcap: Path, *, bpf: str | None = None, phone: PhoneMatch | None = None,
+                 label: str | None = None, buffer_mib: int | None = None) -> None:
+        super().__init__(pcap, phone=phone, label=label)
+        self.interface = interface
+        self.bpf = bpf
+        self.buffer_mib = buffer_mib
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._watcher: _StderrWatcher | None = None
+        self._command: tuple[str, ...] = ()
+        self._started = 0.0
+
+    def command(self) -> list[str]:
+        dumpcap = _which("dumpcap", "install Debian's tshark; see the README's real-bench guide for permissions")
+        command = [dumpcap, "-i", self.interface, "-q", "-w", str(self._pcap)]
+        if self.buffer_mib:
+            command += ["-B", str(self.buffer_mib)]
+        if self.bpf:
+            command += ["-f", self.bpf]
+        return command
+
+    def _start(self) -> None:
+        _prepare_output(self._pcap)
+        command = self.command()
+        self._command = tuple(command)
+        self._started = time.time()
+        try:
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, start_new_session=True, umask=CAPTURE_UMASK)
+        except OSError as exc:
+            raise CaptureError(f"{self._what()}: cannot start dumpcap: {exc}", command=command) from None
+        self._proc = proc
+        self._watcher = _StderrWatcher(proc.stderr, _DUMPCAP_READY)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not self._watcher.ready.wait(POLL_INTERVAL_S):
+            if proc.poll() is not None:
+                self._watcher.join(KILL_TIMEOUT_S)
+                raise CaptureError(f"{self._what()}: dumpcap exited before capturing on {self.interface}",
+                                   command=command, returncode=proc.returncode, stderr=self._watcher.text())
+            if time.monotonic() > deadline:
+                self._kill_group()
+                raise CaptureError(f"{self._what()}: dumpcap never became ready within {READY_TIMEOUT_S:g} s",
+                                   command=command, returncode=proc.returncode, stderr=self._watcher.text())
+        log.info("%s: capturing on %s into %s", self._what(), self.interface, self._pcap)
+
+    def _check_alive(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is not None:
+            assert self._watcher is not None
+            self._watcher.join(KILL_TIMEOUT_S)
+            self._state = "stopped"
+            raise CaptureError(f"{self._what()}: dumpcap exited during the capture", command=self._command,
+                               returncode=proc.returncode, stderr=self._watcher.text())
+
+    def _stop(self) -> CaptureStats:
+        proc, watcher = self._proc, self._watcher
+        assert proc is not None and watcher is not None
+        if proc.poll() is not None:
+            watcher.join(KILL_TIMEOUT_S)
+            raise CaptureError(f"{self._what()}: dumpcap exited before it was stopped", command=self._command,
+                               returncode=proc.returncode, stderr=watcher.text())
+        _signal_group(proc, signal.SIGINT)
+        try:
+            returncode = proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._kill_group()
+            raise CaptureError(f"{self._what()}: dumpcap did not stop within {STOP_TIMEOUT_S:g} s of SIGINT; "
+                               "killed, the capture file may be truncated", command=self._command,
+                               stderr=watcher.text()) from None
+        watcher.join(KILL_TIMEOUT_S)
+        stderr = watcher.text()
+        if returncode != 0:
+            raise CaptureError(f"{self._what()}: dumpcap failed", command=self._command, returncode=returncode,
+                               stderr=stderr)
+        received, dropped, ifdrop = parse_dumpcap_stats(stderr)
+        if received is None:
+            raise CaptureError(f"{self._what()}: dumpcap printed no packet counts; cannot tell whether packets "
+                               "were lost", command=self._command, returncode=returncode, stderr=stderr)
+        return CaptureStats(source=self.source, pcap=self._pcap, received=received, dropped=dropped,
+                            interface_dropped=ifdrop, command=self._command, returncode=returncode,
+                            started=self._started, stopped=time.time(), phases=self.phases)
+
+    def _abort(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            _signal_group(self._proc, signal.SIGINT)
+            try:
+                self._proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._kill_group()
+        _restrict(self._pcap)
+
+    def _kill_group(self) -> None:
+        if self._proc is None:
+            return
+        _signal_group(self._proc, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=KILL_TIMEOUT_S)
+
+    @property
+    def pid(self) -> int | None:
+        """dumpcap's process id (also its process group id)."""
+        return self._proc.pid if self._proc else None
+
+    def info(self) -> dict[str, object]:
+        return {**super().info(), "interface": self.interface, "filter": self.bpf}
+
+
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    """Signal the recorder's whole process group (a killed parent must not leave a writer behind)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signum)
+
+
+def parse_dumpcap_stats(stderr: str) -> tuple[int | None, int | None, int | None]:
+    """(received, dropped, interface_dropped) summed over interfaces from dumpcap's closing lines; Nones if absent."""
+    matches = list(_DUMPCAP_STATS.finditer(stderr))
+    if not matches:
+        return None, None, None
+    received = sum(int(m["received"]) for m in matches)
+    dropped = sum(int(m["dropped"]) for m in matches)
+    ifdrops = [int(m["ifdrop"]) for m in matches if m["ifdrop"] is not None]
+    return received, dropped, sum(ifdrops) if ifdrops else None
+
+
+def parse_tcpdump_stats(stderr: str) -> tuple[int | None, int | None]:
+    """(received, dropped) from tcpdump's closing lines; Nones if absent."""
+    received = _TCPDUMP_RECEIVED.search(stderr)
+    dropped = _TCPDUMP_DROPPED.search(stderr)
+    return (int(received[1]) if received else None, int(dropped[1]) if dropped else None)
+
+
+# --- a recorder on another machine: ssh host, rooted phone --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteShell:
+    """How to run commands on the machine that records: ``stream`` runs the recorder with its stdout (the pcap)
+    coming back here; ``control`` runs short commands (cat, kill). Each is an argv prefix to which one shell
+    command string is appended, e.g. ``ssh HOST`` or ``adb -s SERIAL exec-out``; ``sh -c`` is this host."""
+
+    stream: tuple[str, ...]
+    control: tuple[str, ...]
+    workdir: str = "/tmp"
+    name: str = "remote"
+
+
+def ssh_shell(host: str, *, options: Sequence[str] = ()) -> RemoteShell:
+    """A remote host reached by ssh with key authentication (BatchMode: never prompt in a test run)."""
+    ssh = _which("ssh", "install Debian's openssh-client")
+    prefix = (ssh, "-o", "BatchMode=yes", *options, host)
+    return RemoteShell(stream=prefix, control=prefix, workdir="/tmp", name=f"ssh {host}")
+
+
+def adb_prefix(serial: str, *, server_port: int | None = None) -> tuple[str, ...]:
+    """``adb [-P PORT] -s SERIAL``: the virtual lab's adb server listens on its own port."""
+    adb = _which("adb", "install Debian's adb")
+    return (adb, *(("-P", str(server_port)) if server_port else ()), "-s", serial)
+
+
+def adb_shell(serial: str, *, server_port: int | None = None) -> RemoteShell:
+    """A phone reached by adb. ``exec-out`` keeps the pcap stream binary-clean (no pty, no CRLF mangling)."""
+    prefix = adb_prefix(serial, server_port=server_port)
+    return RemoteShell(stream=(*prefix, "exec-out"), control=(*prefix, "shell"), workdir="/data/local/tmp",
+                       name=f"adb {serial}")
+
+
+def local_shell(workdir: str = "/tmp") -> RemoteShell:
+    """This host as the "remote" machine: the same mechanism without a network hop."""
+    sh = _which("sh", "a POSIX shell is required")
+    return RemoteShell(stream=(sh, "-c"), control=(sh, "-c"), workdir=workdir, name="local")
+
+
+class RemoteCommandCapture(_PhasedCapture):
+    """A recorder that runs elsewhere and writes the pcap to its stdout, which lands in our file.
+
+    The remote shell records its pid and its stderr in a private directory there, so we can tell when it is
+    ready (its readiness line), stop it with SIGINT (it flushes and prints its counts) and read those counts —
+    also through ``adb exec-out``, which carries no stderr.
+    """
+
+    def __init__(self, shell: RemoteShell, recorder: Sequence[str], pcap: Path, *, ready: re.Pattern[str],
+                 source: str, phone: PhoneMatch | None = None, label: str | None = None) -> None:
+        super().__init__(pcap, phone=phone, label=label)
+        self.shell = shell
+        self.recorder = tuple(recorder)
+        self.source = source
+        self._ready = ready
+        self._dir = f"{shell.workdir.rstrip('/')}/phonehome-{secrets.token_hex(6)}"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._local_stderr: _StderrWatcher | None = None
+        self._out: object = None
+        self._command: tuple[str, ...] = ()
+        self._started = 0.0
+
+    def script(self) -> str:
+        """The shell command run remotely: note the pid, then become the recorder with stderr in a file."""
+        d = shlex.quote(self._dir)
+        recorder = " ".join(shlex.quote(arg) for arg in self.recorder)
+        return f"umask 077 && mkdir -p {d} && echo $$ > {d}/pid && exec {recorder} 2> {d}/err"
+
+    def _control(self, command: str, *, what: str) -> str:
+        return _run([*self.shell.control, command], timeout_s=CONTROL_TIMEOUT_S, what=f"{self._what()}: {what}")
+
+    def _remote_stderr(self) -> str:
+        try:
+            return self._control(f"cat {shlex.quote(self._dir)}/err 2>/dev/null || true", what="reading stderr")
+        except CaptureError as exc:
+            return f"(could not read the recorder's stderr: {exc})"
+
+    def _start(self) -> None:
+        _prepare_output(self._pcap)
+        self._command = (*self.shell.stream, self.script())
+        self._started = time.time()
+        fd = os.open(self._pcap, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, CAPTURE_FILE_MODE)
+        out = os.fdopen(fd, "wb")
+        try:
+            proc = subprocess.Popen(self._command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
+                                    start_new_session=True, umask=CAPTURE_UMASK)
+        except OSError as exc:
+            out.close()
+            raise CaptureError(f"{self._what()}: cannot start: {exc}", command=self._command) from None
+        self._proc, self._out = proc, out
+        self._local_stderr = _StderrWatcher(proc.stderr, _NEVER)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            stderr = self._remote_stderr()
+            if self._ready.search(stderr):
+                break
+            if proc.poll() is not None:
+                self._local_stderr.join(KILL_TIMEOUT_S)
+                local = self._local_stderr.text()
+                out.close()
+                raise CaptureError(f"{self._what()}: the recorder exited before capturing",
+                                   command=self._command, returncode=proc.returncode, stderr=stderr + local)
+            if time.monotonic() > deadline:
+                self._abort()
+                raise CaptureError(f"{self._what()}: the recorder never became ready within "
+                                   f"{READY_TIMEOUT_S:g} s", command=self._command, stderr=stderr)
+            time.sleep(POLL_INTERVAL_S)
+        log.info("%s: recording via %s into %s", self._what(), self.shell.name, self._pcap)
+
+    def _check_alive(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is not None:
+            self._state = "stopped"
+            self._close_out()
+            raise CaptureError(f"{self._what()}: the recorder exited during the capture", command=self._command,
+                               returncode=proc.returncode, stderr=self._remote_stderr() + self._local_text())
+
+    def _local_text(self) -> str:
+        """What ssh/adb itself printed (connection refused, device offline...)."""
+        watcher = self._local_stderr
+        if watcher is None:
+            return ""
+        watcher.join(KILL_TIMEOUT_S)
+        return watcher.text()
+
+    def _close_out(self) -> None:
+        out = self._out
+        if out is not None:
+            out.close()  # type: ignore[attr-defined]
+            self._out = None
+
+    def _stop(self) -> CaptureStats:
+        proc = self._proc
+        assert proc is not None
+        if proc.poll() is not None:
+            self._close_out()
+            raise CaptureError(f"{self._what()}: the recorder exited before it was stopped",
+                               command=self._command, returncode=proc.returncode,
+                               stderr=self._remote_stderr() + self._local_text())
+        d = shlex.quote(self._dir)
+        self._control(f"kill -INT $(cat {d}/pid)", what="stopping the recorder")
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._abort()
+            raise CaptureError(f"{self._what()}: the recorder did not stop within {STOP_TIMEOUT_S:g} s",
+                               command=self._command, stderr=self._remote_stderr()) from None
+        self._close_out()
+        stderr = self._remote_stderr()
+        self._cleanup_remote()
+        received, dropped, ifdrop = parse_dumpcap_stats(stderr)
+        if received is None:
+            received, dropped = parse_tcpdump_stats(stderr)
+        if received is None or dropped is None:
+            raise CaptureError(f"{self._what()}: the recorder printed no packet counts; cannot tell whether "
+                               "packets were lost", command=self._command, returncode=proc.returncode,
+                               stderr=stderr)
+        return CaptureStats(source=self.source, pcap=self._pcap, received=received, dropped=dropped,
+                            interface_dropped=ifdrop, command=self._command, returncode=proc.returncode,
+                            started=self._started, stopped=time.time(), phases=self.phases)
+
+    def _cleanup_remote(self) -> None:
+        try:
+            self._control(f"rm -rf {shlex.quote(self._dir)}", what="removing its work directory")
+        except CaptureError as exc:
+            log.warning("%s", exc)
+
+    def _abort(self) -> None:
+        d = shlex.quote(self._dir)
+        with contextlib.suppress(CaptureError):
+            self._control(f"kill -KILL $(cat {d}/pid) 2>/dev/null; rm -rf {d}", what="killing the recorder")
+        if self._proc is not None and self._proc.poll() is None:
+            _signal_group(self._proc, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=KILL_TIMEOUT_S)
+        self._close_out()
+
+    @property
+    def remote_dir(self) -> str:
+        return self._dir
+
+    def info(self) -> dict[str, object]:
+        return {**super().info(), "via": self.shell.name, "recorder": list(self.recorder)}
+
+
+def dumpcap_recorder(interface: str, bpf: str | None, *, dumpcap: str = "dumpcap") -> list[str]:
+    """dumpcap writing pcapng to stdout (remote side, so the binary is looked up there)."""
+    return [dumpcap, "-i", interface, "-q", "-w", "-", *(["-f", bpf] if bpf else [])]
+
+
+def tcpdump_recorder(interface: str, bpf: str | None, *, tcpdump: str = "tcpdump") -> list[str]:
+    """tcpdump writing pcap to stdout unbuffered per packet (``-U``), full packets."""
+    return [tcpdump, "-i", interface, "-s", "0", "-U", "-w", "-", *([bpf] if bpf else [])]
+
+
+class SshDumpcapCapture(RemoteCommandCapture):
+    """dumpcap on a remote host (the access point, a capture box) over ssh; the pcap streams back here."""
+
+    def __init__(self, host: str, interface: str, pcap: Path, *, bpf: str | None = None,
+                 phone: PhoneMatch | None = None, label: str | None = None,
+                 shell: RemoteShell | None = None) -> None:
+        super().__init__(shell or ssh_shell(host), dumpcap_recorder(interface, bpf), pcap, ready=_DUMPCAP_READY,
+                         source="ssh", phone=phone, label=label)
+        self.host = host
+
+
+class AdbTcpdumpCapture(RemoteCommandCapture):
+    """tcpdump on a rooted phone (adbd running as root: ``adb root``), streamed by ``adb exec-out``."""
+
+    def __init__(self, serial: str, pcap: Path, *, interface: str = "wlan0", bpf: str | None = None,
+                 server_port: int | None = None, phone: PhoneMatch | None = None, label: str | None = None,
+                 recorder: Sequence[str] | None = None, shell: RemoteShell | None = None) -> None:
+        super().__init__(shell or adb_shell(serial, server_port=server_port),
+                         recorder or tcpdump_recorder(interface, bpf), pcap, ready=_TCPDUMP_READY,
+                         source="adb-tcpdump", phone=phone, label=label or serial)
+        self.serial = serial
+
+
+# --- PCAPdroid on the phone (no root) ------------------------------------------------------------------------
+
+
+class PcapdroidCapture(_PhasedCapture):
+    """PCAPdroid (VPN mode, no root) driven by its intent API (``CaptureCtrl``), the dump pulled by adb.
+
+    The first start asks for consent on the phone: grant it permanently (PCAPdroid settings > Control
+    permissions) for ``com.android.shell``. PCAPdroid reports no drop count through ``am start``, so
+    ``CaptureStats.dropped`` is None; the received count is the packets in the pulled file.
+    """
+
+    source = "pcapdroid"
+
+    def __init__(self, serial: str, pcap: Path, *, server_port: int | None = None,
+                 extras: Mapping[str, str] | None = None, phone: PhoneMatch | None = None,
+                 label: str | None = None) -> None:
+        super().__init__(pcap, phone=phone, label=label or serial)
+        self.serial = serial
+        self._adb = adb_prefix(serial, server_port=server_port)
+        self._name = f"phonehome-{secrets.token_hex(6)}.pcap"
+        self.extras = dict(extras or {})
+        self._started = 0.0
+
+    @property
+    def device_file(self) -> str:
+        return f"{PCAPDROID_DIR}/{self._name}"
+
+    def intent(self, action: str) -> list[str]:
+        """``am start`` of PCAPdroid's CaptureCtrl activity with the action and (for start) the dump settings."""
+        extras: dict[str, str] = {"action": action}
+        if action == "start":
+            extras.update({"pcap_dump_mode": "pcap_file", "pcap_name": self._name, **self.extras})
+        command = ["am", "start"]
+        for key, value in extras.items():
+            command += ["-e", key, value]
+        return [*command, "-n", PCAPDROID_ACTIVITY]
+
+    def _shell(self, command: Sequence[str], what: str) -> str:
+        script = " ".join(shlex.quote(arg) for arg in command)
+        return _run([*self._adb, "shell", script], timeout_s=CONTROL_TIMEOUT_S, what=f"{self._what()}: {what}")
+
+    def _size(self) -> int | None:
+        out = self._shell(["sh", "-c", f"stat -c %s {shlex.quote(self.device_file)} 2>/dev/null || true"],
+                          "checking the dump file")
+        text = out.strip()
+        return int(text) if text.isdigit() else None
+
+    def _start(self) -> None:
+        _prepare_output(self._pcap)
+        self._started = time.time()
+        out = self._shell(self.intent("start"), "starting PCAPdroid")
+        if "Error" in out:
+            raise CaptureError(f"{self._what()}: PCAPdroid could not be started (is it installed?)",
+                               command=[*self._adb, "shell", *self.intent("start")], stderr=out)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while (size := self._size()) is None or size < 24:  # a pcap header: PCAPdroid is writing
+            if time.monotonic() > deadline:
+                raise CaptureError(f"{self._what()}: PCAPdroid did not start dumping within {READY_TIMEOUT_S:g} s "
+                                   "(grant com.android.shell the capture permission permanently in PCAPdroid)",
+                                   command=[*self._adb, "shell", *self.intent("start")])
+            time.sleep(POLL_INTERVAL_S)
+
+    def _stop(self) -> CaptureStats:
+        self._shell(self.intent("stop"), "stopping PCAPdroid")
+        last, stable_since = self._size(), time.monotonic()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() - stable_since < PCAPDROID_SETTLE_S:
+            if time.monotonic() > deadline:
+                raise CaptureError(f"{self._what()}: the dump file kept growing {STOP_TIMEOUT_S:g} s after stop")
+            time.sleep(POLL_INTERVAL_S)
+            size = self._size()
+            if size != last:
+                last, stable_since = size, time.monotonic()
+        if last is None:
+            raise CaptureError(f"{self._what()}: PCAPdroid wrote no dump file at {self.device_file}")
+        _run([*self._adb, "pull", self.device_file, str(self._pcap)], timeout_s=PULL_TIMEOUT_S,
+             what=f"{self._what()}: pulling the dump")
+        _restrict(self._pcap)
+        with contextlib.suppress(CaptureError):
+            self._shell(["rm", "-f", self.device_file], "removing the dump from the phone")
+        self._state = "stopped"
+        received = len(self._packets())
+        return CaptureStats(source=self.source, pcap=self._pcap, received=received, dropped=None,
+                            command=tuple(self._adb), started=self._started, stopped=time.time(),
+                            phases=self.phases)
+
+    def _abort(self) -> None:
+        with contextlib.suppress(CaptureError):
+            self._shell(self.intent("stop"), "stopping PCAPdroid")
+
+
+# --- a capture file, for re-analysis -------------------------------------------------------------------------
+
+
+class FileCapture(_PhasedCapture):
+    """An existing capture re-analysed: phases come from its sidecar JSON (``<pcap>.phases.json`` by default).
+
+    ``phase(name)`` replays a recorded window instead of recording one, so the same test code runs on it.
+    """
+
+    source = "file"
+
+    def __init__(self, pcap: Path, *, phases: Path | None = None, phone: PhoneMatch | None = None,
+                 label: str | None = None) -> None:
+        super().__init__(pcap, phone=phone, label=label)
+        self._phases_file = Path(phases) if phases is not None else phases_path(Path(pcap))
+        self._recorded: dict[str, PhaseRecord] = {}
+
+    def _start(self) -> None:
+        if not self._pcap.is_file():
+            raise InputError(self._pcap, "capture file not found", fix="pass the path of an existing pcap/pcapng")
+        self._recorded = {record.name: record for record in load_phases(self._phases_file)}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        if self._state != "running":
+            raise CaptureError(f"{self._what()}: phase {name!r} entered while the capture is not running")
+        record = self._recorded.get(name)
+        if record is None:
+            raise CaptureError(f"{self._what()}: {self._phases_file} has no phase {name!r} "
+                               f"(has: {', '.join(self._recorded) or 'none'})")
+        yield
+        if all(existing.name != name for existing in self._phases):
+            self._phases.append(record)
+
+    def stop(self) -> CaptureStats:
+        if self._state == "running":
+            self._last_action = 0.0  # nothing to wait for: the file is complete
+        return super().stop()
+
+    def write_phases(self, dest: Path | None = None) -> Path:
+        if dest is None:
+            return self._phases_file  # never overwrite the input
+        return super().write_phases(dest)
+
+    def _stop(self) -> CaptureStats:
+        if not self._phases:  # nothing replayed: analyse every recorded phase
+            self._phases.extend(self._recorded.values())
+        return CaptureStats(source=self.source, pcap=self._pcap, received=len(self._packets()), dropped=None,
+                            phases=self.phases)
+
+
+# --- from an inventory entry ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaptureContext:
+    """What the harness knows at run time that devices.yaml cannot: the virtual phone's lab interface (for
+    ``interface: auto``), the adb server port of the virtual lab, and where capture files go."""
+
+    directory: Path
+    lab_interface: str | None = None
+    adb_server_port: int | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def capture_for(entry: DeviceEntry, context: CaptureContext, *, name: str) -> Capture:
+    """Build the capture that ``entry.capture`` describes, writing ``<directory>/<label>-<name>.pcapng``."""
+    spec = entry.capture
+    bpf = spec.bpf(entry.identifiers)
+    macs = entry.identifiers.get("wifi_mac")
+    # with a filter the file holds only the phone's packets; without one, the phone is known by its MACs
+    phone = PhoneMatch() if bpf else PhoneMatch.of(macs=macs)
+    pcap = Path(context.directory) / f"{entry.label}-{name}.pcapng"
+    label = entry.label
+    if spec.source == "interface":
+        interface = spec.interface
+        if interface in (None, "auto"):
+            if context.lab_interface is None:
+                raise InputError(entry.source, "capture.interface is 'auto' but this device has no lab interface",
+                                 where=f"line {entry.line}, {entry.key}.capture.interface",
+                                 fix="name the access point interface, e.g. interface: wlan0-ap")
+            interface = context.lab_interface
+        return DumpcapCapture(interface, pcap, bpf=bpf, phone=phone, label=label, buffer_mib=spec.buffer_mib)
+    if spec.source == "ssh":
+        assert spec.host is not None and spec.interface is not None  # validated by the inventory
+        return SshDumpcapCapture(spec.host, spec.interface, pcap, bpf=bpf, phone=phone, label=label)
+    if spec.source == "adb-tcpdump":
+        recorder = list(spec.command) if spec.command else None
+        return AdbTcpdumpCapture(entry.serial, pcap.with_suffix(".pcap"), interface=spec.interface or "wlan0",
+                                 bpf=bpf, server_port=context.adb_server_port, label=label, recorder=recorder)
+    if spec.source == "pcapdroid":
+        return PcapdroidCapture(entry.serial, pcap.with_suffix(".pcap"), server_port=context.adb_server_port,
+                                extras=spec.extras, label=label)
+    if spec.source == "file":
+        assert spec.file is not None
+        return FileCapture(spec.file, phases=spec.phases, phone=PhoneMatch.of(macs=macs), label=label)
+    raise InputError(entry.source, f"unknown capture source {spec.source!r}",
+                     where=f"line {entry.line}, {entry.key}.capture.source")
