@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from phonehome.capture import Capture
     from phonehome.devices.base import Phone
     from phonehome.inventory import DeviceEntry
-    from phonehome.scan.scanner import ScanResult
+    from phonehome.scan.scanner import Finding, Flow, ScanResult
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ ENTRY_FIXTURE = "_phonehome_entry"
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 #: a finding's excerpt is cut to this many characters in an assertion message
 EXCERPT_MAX_CHARS = 160
+#: frame numbers listed per finding in an assertion message
+FRAMES_SHOWN = 10
 
 
 # --- the device matrix ---------------------------------------------------------------------------------------
@@ -115,13 +117,13 @@ def _phonehome_device(request: pytest.FixtureRequest, _phonehome_entry: DeviceEn
     config = request.config
     state = run_state(config)
     entry = _phonehome_entry
-    phone = config.hook.phonehome_make_phone(entry=entry, settings=state.settings)
+    phone = config.hook.pytest_phonehome_make_phone(entry=entry, settings=state.settings)
     if phone is None:
-        raise PhonehomeError(f"device {entry.label}: no phonehome_make_phone implementation built a phone")
+        raise PhonehomeError(f"device {entry.label}: no pytest_phonehome_make_phone implementation built a phone")
     try:
         session = _open_session(state, entry, phone)
         info = {**phone.info(), "identifier_sources": dict(session.sources), "tools": tool_versions()}
-        config.hook.phonehome_device_info(device=entry.label, info=info)
+        config.hook.pytest_phonehome_device_info(device=entry.label, info=info)
     except BaseException:
         phone.close()
         raise
@@ -135,8 +137,8 @@ def _open_session(state: RunState, entry: DeviceEntry, phone: Phone) -> DeviceSe
     all_sources = {name: "inventory" for name in entry.identifiers.names()}
     all_sources.update(sources)
     if identifiers.is_empty():
-        raise InputError(state.settings.inventory, f"device {entry.label} has no identifiers to look for",
-                         where=f"{entry.label}.identifiers",
+        raise InputError(entry.source, f"device {entry.label} has no identifiers to look for",
+                         where=f"line {entry.line}, {entry.key}.identifiers",
                          fix="list its identifiers, or name readable ones under read_identifiers")
     return DeviceSession(entry=dataclasses.replace(entry, identifiers=identifiers), phone=phone,
                          identifiers=identifiers, sources=all_sources, lab_phone=state.lab_phone(entry),
@@ -145,7 +147,7 @@ def _open_session(state: RunState, entry: DeviceEntry, phone: Phone) -> DeviceSe
 
 def _secrets(entry: DeviceEntry) -> tuple[str, ...]:
     """The unlock secret, so that evidence text can be scrubbed of it; empty when there is none yet."""
-    if entry.unlock.method not in ("pin", "password"):
+    if not entry.unlock.needs_secret():
         return ()
     try:
         secret = entry.unlock.secret()
@@ -162,7 +164,7 @@ def phone(request: pytest.FixtureRequest, _phonehome_device: DeviceSession) -> I
     """The phone under test (one test per selected device), reset to screen on and unlocked.
 
     On failure its screenshot, the logcat of the test and ``dumpsys window`` go to the
-    ``phonehome_failure_evidence`` hook (the Allure reporter attaches them).
+    ``pytest_phonehome_failure_evidence`` hook (the Allure reporter attaches them).
     """
     session = _phonehome_device
     started = time.time()
@@ -193,9 +195,9 @@ def _report_evidence(request: pytest.FixtureRequest, session: DeviceSession, sta
         except Exception as exc:  # evidence is best effort: the test's own error is what matters
             evidence[f"{key}_error"] = session.redact(f"{type(exc).__name__}: {exc}", settings)
     try:
-        request.config.hook.phonehome_failure_evidence(item=request.node, device=session.label, evidence=evidence)
+        request.config.hook.pytest_phonehome_failure_evidence(item=request.node, device=session.label, evidence=evidence)
     except Exception as exc:  # a reporter's bug must not hide the test's result
-        log.warning("phonehome_failure_evidence for %s: %s", session.label, exc)
+        log.warning("pytest_phonehome_failure_evidence for %s: %s", session.label, exc)
 
 
 def _file_stem(item: pytest.Item) -> str:
@@ -205,7 +207,7 @@ def _file_stem(item: pytest.Item) -> str:
 
 @dataclass(frozen=True)
 class PhaseOutcome:
-    """A closed and scanned phase, as the ``phonehome_phase_finished`` hook receives it."""
+    """A closed and scanned phase, as the ``pytest_phonehome_phase_finished`` hook receives it."""
 
     name: str
     start: float
@@ -252,19 +254,31 @@ class Traffic:
                     time.sleep(settle_s)
 
     def _settle_s(self, name: str) -> float:
-        settle = self._session.entry.settle_s
-        return float(settle.get(name, settle.get("default", 0.0)))
+        """The inventory's ``settle_s`` for the event: phase ``power-on`` reads key ``power_on``."""
+        return self._session.entry.settle(name.replace("-", "_"))
+
+    def settle(self, event: str) -> None:
+        """Wait the device's settle time after an event outside any phase (``screen_off`` before
+        ``screen-on``), so its traffic does not spill into the next phase."""
+        settle_s = self._settle_s(event)
+        if settle_s > 0:
+            with self._step(f"settle {event}"):
+                time.sleep(settle_s)
 
     def _step(self, name: str) -> contextlib.AbstractContextManager[Any]:
-        return self._hook.phonehome_step(name=name, device=self._session.label) or contextlib.nullcontext()
+        return self._hook.pytest_phonehome_step(name=name, device=self._session.label) or contextlib.nullcontext()
 
     def scan(self) -> ScanResult:
         """Stop the capture, check its health (fail closed), scan it once and report each phase."""
         if self._result is not None:
             return self._result
+        from phonehome.capture import STOP_DELAY_S
         from phonehome.scan.scanner import Phase, scan_capture
 
         with self._step("scan"):
+            extra_s = self._settle_s("stop_delay") - STOP_DELAY_S
+            if extra_s > 0:
+                time.sleep(extra_s)
             self._capture.stop()
             phases = self._capture.phases
             if not phases:
@@ -278,16 +292,14 @@ class Traffic:
         return self._result
 
     def _report_phases(self, result: ScanResult) -> None:
-        data = result.to_json()
-        findings = [self._redact_json(finding) for finding in data.get("findings", [])]
-        flows = list(data.get("flows", []))
         for record in self._capture.phases:
             pcap = self._slice(record.name)
             outcome = PhaseOutcome(
                 name=record.name, start=record.start, end=record.end,
-                findings=[finding for finding in findings if finding.get("phase") == record.name],
-                flows=[flow for flow in flows if flow.get("phase", record.name) == record.name], pcap=pcap)
-            self._hook.phonehome_phase_finished(item=self._item, device=self._session.label, phase=outcome)
+                findings=[self._redact_json(finding.to_json()) for finding in result.in_phase(record.name)],
+                flows=[flow.to_json() for flow in result.flows
+                       if record.start <= flow.first_time <= record.end], pcap=pcap)
+            self._hook.pytest_phonehome_phase_finished(item=self._item, device=self._session.label, phase=outcome)
 
     def _slice(self, phase: str) -> Path | None:
         if self._settings.keep_pcaps == "none":
@@ -315,12 +327,7 @@ class Traffic:
         """Fail when the phone talked to a host its inventory policy denies, encrypted or not."""
         result = self.scan()
         policy = self._session.entry.policy
-        denied: list[str] = []
-        for flow in result.flows:
-            names = _flow_names(flow)
-            hit = next((name for name in names if policy.is_denied(name)), None)
-            if hit is not None:
-                denied.append(_describe_flow(flow, hit))
+        denied = [self._describe_flow(flow) for flow in result.flows if policy.is_denied(flow.host, flow.dst)]
         if denied:
             lines = "\n".join(f"  - {line}" for line in dict.fromkeys(denied))
             raise AssertionError(f"{self._session.label} talked to {len(denied)} denied host(s):\n{lines}")
@@ -331,21 +338,27 @@ class Traffic:
             lines.append("  - " + self._describe_finding(finding))
         return "\n".join(lines)
 
-    def _describe_finding(self, finding: Any) -> str:
-        name = str(getattr(finding, "identifier", "?"))
-        value = getattr(finding, "value", None)
-        shown = f" {self._show(str(value))}" if value else ""
-        host = getattr(finding, "host", None) or getattr(finding, "dst", None) or "?"
-        dport = getattr(finding, "dport", None)
-        where = f"{host}:{dport}" if dport else str(host)
-        frames = ", ".join(str(frame) for frame in (getattr(finding, "frames", None) or ())[:10]) or "?"
-        text = (f"{name}{shown} encoded as {getattr(finding, 'encoding', '?')} to {where} over "
-                f"{getattr(finding, 'protocol', '?')}, frame(s) {frames}, phase {getattr(finding, 'phase', '?')}")
-        excerpt = getattr(finding, "excerpt", None)
-        if excerpt:
-            clipped = self._session.redact(str(excerpt), self._settings)[:EXCERPT_MAX_CHARS]
+    def _describe_finding(self, finding: Finding) -> str:
+        """``imei 35*********81 as base64 to zzhc.example (203.0.113.7:80) over http, frames 4, 9, phase unlock``"""
+        values = self._session.identifiers.get(finding.identifier)
+        shown = f" {self._show(values[0])}" if len(values) == 1 else ""
+        host = f"{finding.host} ({finding.dst}:{finding.dport})" if finding.host else f"{finding.dst}:{finding.dport}"
+        frames = ", ".join(str(frame) for frame in finding.frames[:FRAMES_SHOWN])
+        if len(finding.frames) > FRAMES_SHOWN:
+            frames += f" and {len(finding.frames) - FRAMES_SHOWN} more"
+        text = (f"{finding.identifier}{shown} as {finding.encoding} to {host} over {finding.protocol}, "
+                f"frame(s) {frames}, phase {finding.phase or '(none)'}")
+        if finding.excerpt:
+            clipped = self._session.redact(finding.excerpt, self._settings)[:EXCERPT_MAX_CHARS]
             text += f": {clipped!r}"
         return text
+
+    def _describe_flow(self, flow: Flow) -> str:
+        where = f"{flow.host} ({flow.dst}:{flow.dport})" if flow.host else f"{flow.dst}:{flow.dport}"
+        phase = next((record.name for record in self._capture.phases
+                      if record.start <= flow.first_time <= record.end), "(none)")
+        return (f"{where} over {flow.protocol} ({'encrypted' if flow.encrypted else 'cleartext'}), "
+                f"{flow.frames} frame(s) from frame {flow.first_frame}, phase {phase}")
 
     def _show(self, value: str) -> str:
         return value if self._settings.show_identifiers else mask(value)
@@ -367,21 +380,6 @@ def _phases_file(pcap: Path) -> Path:
     from phonehome.capture import phases_path
 
     return phases_path(pcap)
-
-
-def _flow_names(flow: Any) -> list[str]:
-    """Every name a flow's destination is known by (DNS/SNI/Host name, then address)."""
-    names = [getattr(flow, attr, None) for attr in ("host", "sni", "dst")]
-    return [str(name) for name in names if name]
-
-
-def _describe_flow(flow: Any, hit: str) -> str:
-    dport = getattr(flow, "dport", None)
-    encrypted = getattr(flow, "encrypted", None)
-    state = "encrypted" if encrypted else "cleartext" if encrypted is not None else "?"
-    phase = getattr(flow, "phase", None)
-    return (f"{hit}{f':{dport}' if dport else ''} over {getattr(flow, 'protocol', '?')} ({state})"
-            + (f", phase {phase}" if phase else ""))
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ SAFE_DIST_MODES = ("no", "loadgroup")
 ADB_SERVER_HOST_ENV = "ANDROID_ADB_SERVER_HOST"
 ADB_SERVER_PORT_ENV = "ANDROID_ADB_SERVER_PORT"
 WORKERINPUT_LAB_KEY = "phonehome_lab"
+LAB_INSTANCE_PREFIX = "pytest-"
 
 
 # --- settings ------------------------------------------------------------------------------------------------
@@ -267,10 +268,14 @@ class RunState:
         return self.lab_state
 
     def start_lab(self) -> None:
-        from phonehome.virtual.lab import Lab
+        """One lab instance per run (named after this process), so parallel runs and nested pytester runs never
+        share or stop each other's lab."""
+        from phonehome.virtual.lab import Lab, LabDevice
 
         try:
-            self.lab_state = Lab.up(self.virtual_devices())
+            provide_virtual_secrets(self.virtual_devices())
+            devices = [LabDevice.from_entry(entry) for entry in self.virtual_devices()]
+            self.lab_state = Lab.up(devices, instance=f"{LAB_INSTANCE_PREFIX}{os.getpid()}")
         except PhonehomeError as exc:
             self.lab_error = f"virtual lab did not start: {exc}"
             raise
@@ -283,7 +288,7 @@ class RunState:
         from phonehome.virtual.lab import Lab
 
         try:
-            Lab.down(self.lab_state)
+            Lab.down(self.lab_state.instance)
         except Exception as exc:  # teardown never hides a result
             log.warning("phonehome: stopping the virtual lab: %s", exc)
         self.lab_owner = False
@@ -309,13 +314,28 @@ class RunState:
             return None
         state = self.ensure_lab()
         assert state is not None
-        for phone in state.phones:
-            if phone.label == entry.label:
-                return phone
-        raise PhonehomeError(f"device {entry.label}: the virtual lab has no phone with this label")
+        return state.phone(entry.label)
 
 
 STATE_KEY = pytest.StashKey[RunState]()
+#: digits of the PIN a virtual phone gets when its variable is unset
+VIRTUAL_PIN_DIGITS = 6
+
+
+def provide_virtual_secrets(entries: Sequence[DeviceEntry]) -> None:
+    """A virtual phone's lock credential is whatever its ``secret_env`` holds when the lab starts; when unset,
+    give it a random one for this run (the phone and the harness read the same variable, and nobody needs to
+    know it). Real phones never get one: their unset variable is an InputError naming it."""
+    import secrets
+
+    for entry in entries:
+        env = entry.unlock.secret_env
+        if entry.backend != "virtual" or not entry.unlock.needs_secret() or not env or os.environ.get(env):
+            continue
+        if entry.unlock.method == "pin":
+            os.environ[env] = "".join(secrets.choice("0123456789") for _ in range(VIRTUAL_PIN_DIGITS))
+        else:
+            os.environ[env] = secrets.token_urlsafe(12)
 
 
 def run_state(config: pytest.Config) -> RunState:
@@ -353,6 +373,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(fixtures, "phonehome-fixtures")
     if config.option.help or config.option.version:
         return
+    if config.getoption("allure_report_dir", default=None):
+        from phonehome.report.allure_results import register
+
+        register(config)  # the Allure reporter is a plugin object only when --alluredir asks for it
     _load_inventory(state)
     _check_dist_mode(config, state)
     workerinput = getattr(config, "workerinput", None)
@@ -466,8 +490,12 @@ REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Remember each phase's report (fixtures decide on evidence and pcaps from it); show bad input, wherever
+    it surfaces, as its one line instead of a traceback."""
     report = yield
     item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+    if call.excinfo is not None and call.excinfo.errisinstance(InputError) and report.failed:
+        report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
     return report
 
 
@@ -487,11 +515,11 @@ class DefaultImplementations:
         self._config = config
 
     @pytest.hookimpl(trylast=True)
-    def phonehome_make_phone(self, entry: DeviceEntry, settings: Settings) -> Phone:
+    def pytest_phonehome_make_phone(self, entry: DeviceEntry, settings: Settings) -> Phone:
         if entry.backend not in ("uiautomator2", "virtual"):
             raise InputError(settings.inventory, f"device {entry.label}: no phone controller for backend "
                              f"'{entry.backend}'", fix="use backend uiautomator2 or virtual, or implement the "
-                             "phonehome_make_phone hook")
+                             "pytest_phonehome_make_phone hook")
         from phonehome.devices.u2 import U2Phone
 
         state = run_state(self._config)
@@ -500,10 +528,10 @@ class DefaultImplementations:
         label = entry.label
 
         def power_cycle(phone: Any) -> bool | None:
-            return hook.phonehome_power_cycle(phone=phone)  # type: ignore[no-any-return]
+            return hook.pytest_phonehome_power_cycle(phone=phone)  # type: ignore[no-any-return]
 
         def step(name: str) -> AbstractContextManager[Any]:
-            return hook.phonehome_step(name=name, device=label) or nullcontext()
+            return hook.pytest_phonehome_step(name=name, device=label) or nullcontext()
 
         phone = U2Phone(entry, adb_host=host, adb_port=port, power_cycle=power_cycle, step=step)
         phone.connect()

@@ -1,7 +1,7 @@
 """The ``Phone`` protocol: what the fixtures need from any phone backend.
 
 Fixtures and hooks depend on this protocol, never on a backend, so a farm can plug in its own controller
-through the ``phonehome_make_phone`` hook. Every method that changes the phone verifies the change from the
+through the ``pytest_phonehome_make_phone`` hook. Every method that changes the phone verifies the change from the
 phone's own state and raises :class:`~phonehome.errors.DeviceError` (naming the device) when it did not happen.
 """
 

@@ -72,8 +72,13 @@ _SUBINFO_FIELDS = {"imei": ("Device ID", "IMEI"), "imsi": ("Subscriber ID", "IMS
                    "iccid": ("ICC Serial Number", "ICCID"), "phone": ("Line 1 Number", "Phone Number")}
 #: MACs Android reports when it hides the real one
 _PLACEHOLDER_MACS = frozenset({"02:00:00:00:00:00", "00:00:00:00:00:00"})
-#: ``service call iphonesubinfo`` code of getDeviceId (the IMEI), stable across the versions that allow it
-IPHONESUBINFO_DEVICE_ID = "1"
+#: ``service call iphonesubinfo`` transaction codes (IPhoneSubInfo.aidl) of getDeviceId, getSubscriberId,
+#: getIccSerialNumber and getLine1Number, before and from Android 10 (SDK 29), when the table was renumbered.
+#: Android 10+ refuses them to the shell (READ_PRIVILEGED_PHONE_STATE) unless the phone is rooted; values are
+#: checked for shape (and the IMEI's check digit) before use, so a wrong code cannot pass for an identifier.
+IPHONESUBINFO_CODES: dict[str, tuple[int, int]] = {"imei": (1, 1), "imsi": (7, 8), "iccid": (11, 13),
+                                                   "phone": (13, 16)}
+IPHONESUBINFO_RENUMBERED_SDK = 29
 
 PowerCycle = Callable[["U2Phone"], bool | None]
 StepFactory = Callable[[str], AbstractContextManager[Any]]
@@ -183,6 +188,7 @@ class U2Phone:
         self._power_cycle = power_cycle
         self._step = step or (lambda name: nullcontext())
         self._u2: Any = None
+        self._sdk: int | None = None
         self._adb_address = f"{adb_host}:{adb_port}"
 
     # --- identity ----------------------------------------------------------------------------------------
@@ -466,8 +472,8 @@ class U2Phone:
         readers: dict[str, Callable[[], tuple[str, str] | None]] = {
             "serial": self._read_serial, "android_id": self._read_android_id, "imei": self._read_imei,
             "wifi_mac": self._read_wifi_mac, "bt_mac": self._read_bt_mac,
-            "imsi": lambda: self._read_subinfo("imsi"), "iccid": lambda: self._read_subinfo("iccid"),
-            "phone": lambda: self._read_subinfo("phone"),
+            "imsi": lambda: self._read_iphonesubinfo("imsi"), "iccid": lambda: self._read_iphonesubinfo("iccid"),
+            "phone": lambda: self._read_iphonesubinfo("phone"),
         }
         raw: dict[str, object] = {}
         sources: dict[str, str] = {}
@@ -511,11 +517,23 @@ class U2Phone:
         return (value, "settings get secure android_id") if value and value != "null" else None
 
     def _read_imei(self) -> tuple[str, str] | None:
-        output = self._try_shell(["service", "call", "iphonesubinfo", IPHONESUBINFO_DEVICE_ID])
-        value = parse_parcel_string(output) if output else None
-        if value and luhn_ok(value.strip()):
-            return value.strip(), f"service call iphonesubinfo {IPHONESUBINFO_DEVICE_ID}"
-        return self._read_subinfo("imei")
+        found = self._read_iphonesubinfo("imei")
+        if found and luhn_ok(found[0]):
+            return found
+        return None
+
+    def _read_iphonesubinfo(self, name: str) -> tuple[str, str] | None:
+        """``service call iphonesubinfo CODE`` for this Android version, else ``dumpsys iphonesubinfo``."""
+        if self._sdk is None:
+            sdk = self._try_shell(["getprop", "ro.build.version.sdk"]) or ""
+            self._sdk = int(sdk) if sdk.isdigit() else 0
+        before, after = IPHONESUBINFO_CODES[name]
+        code = str(after if self._sdk >= IPHONESUBINFO_RENUMBERED_SDK else before)
+        output = self._try_shell(["service", "call", "iphonesubinfo", code])
+        value = (parse_parcel_string(output) or "").strip() if output else ""
+        if value and (name != "imei" or luhn_ok(value)):
+            return value, f"service call iphonesubinfo {code}"
+        return self._read_subinfo(name)
 
     def _read_subinfo(self, name: str) -> tuple[str, str] | None:
         output = self._try_shell(["dumpsys", "iphonesubinfo"])
