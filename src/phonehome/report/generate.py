@@ -173,7 +173,7 @@ def run_generator(results_dirs: Sequence[Path], out: Path, history: Path | None,
 
 def _is_local(url: str) -> bool:
     match = _URL_HOST.match(url)
-    return bool(match) and match.group(1).lower() in LOCAL_HOSTS
+    return match is not None and match.group(1).lower() in LOCAL_HOSTS
 
 
 def _is_off_machine(url: str) -> bool:
@@ -229,6 +229,17 @@ def find_leftovers(out: Path) -> list[Leftover]:
     return leftovers
 
 
+def make_clean(out: Path) -> None:
+    """Strip the report, then verify it; fail closed: a report that would still phone home is removed."""
+    strip_report(out)
+    leftovers = find_leftovers(out)
+    if leftovers:
+        shutil.rmtree(out)
+        listed = "; ".join(str(item) for item in leftovers[:5])
+        raise ReportError(f"the generated report still references hosts off this machine ({len(leftovers)}): "
+                          f"{listed}; the report was removed, not published")
+
+
 def generate(results_dirs: Sequence[Path], out: Path, *, history: Path | None = None) -> Path:
     """Generate the report into ``out`` (emptied first), strip it, verify it; returns ``out/index.html``."""
     results_dirs = [d.resolve() for d in results_dirs]
@@ -248,13 +259,7 @@ def generate(results_dirs: Sequence[Path], out: Path, *, history: Path | None = 
             changes = diff.add_changes(results_dirs, history, extra_dir)
             extra.append(extra_dir)
         run_generator([*results_dirs, *extra], out, history, workdir)
-    strip_report(out)
-    leftovers = find_leftovers(out)
-    if leftovers:
-        shutil.rmtree(out)
-        listed = "; ".join(str(item) for item in leftovers[:5])
-        raise ReportError(f"the generated report still references hosts off this machine ({len(leftovers)}): "
-                          f"{listed}; the report was removed, not published")
+    make_clean(out)
     if history is not None and changes is not None:
         diff.save_baseline(diff.baseline_path_for(history), *changes)
     return out / "index.html"

@@ -1,0 +1,594 @@
+"""The Allure reporter: the one module that imports ``allure``, registered only when ``--alluredir`` is given.
+
+phonehome's pytest plugin calls :func:`register` from ``pytest_configure``. The reporter then implements
+phonehome's own hooks (:mod:`phonehome.hooks`) to turn a run into what a firmware team needs in the morning:
+
+- lifecycle steps (connect, power-on, wait for boot, screen-on, unlock, settle, scan) with timings and outcomes;
+- per phase, a step with the findings as an HTML table and as JSON, the flows as CSV and the phase's capture
+  slice (pcapng, ``application/vnd.tcpdump.pcap``); on failure the screenshot, the logcat excerpt, ``dumpsys
+  window`` and the dissected frames the findings cite;
+- labels: a severity on every test (identifier in cleartext or traffic to a denied host = critical, cleartext
+  traffic without identifiers = minor, else normal), the lifecycle events as features, a story, the model and
+  Android build as tags, the device as a parameter (so one test on five phones is five results), and a
+  ``verdict`` label that the report's categories use (cleartext identifier leak, traffic to a denied host,
+  device fault, capture fault);
+- ``environment.properties`` (models, builds, fingerprints, tool versions) written once per run, by the
+  controller only — pytest-xdist workers send theirs to it;
+- what each device talked to (:class:`phonehome.report.diff.Observations`) for "what changed since last night".
+
+Identifier values are masked in every text attachment, step name, parameter and failure message unless
+``--phonehome-show-identifiers`` is given. Findings from the scanner already carry masked excerpts; the values
+to mask elsewhere come from each device's identifiers (device info, or the ``phone`` fixture's ``identifiers``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import html
+import io
+import json
+import platform
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import allure
+import pytest
+from allure_commons.model2 import TestResult
+
+from phonehome.errors import CaptureError, DeviceError
+from phonehome.identifiers import mask
+from phonehome.report.diff import Observations
+
+PLUGIN_NAME = "phonehome-allure"
+ENVIRONMENT_FILE = "environment.properties"
+#: where pytest-xdist workers put their device info for the controller (``config.workeroutput`` key)
+WORKEROUTPUT_KEY = "phonehome_device_info"
+
+MIME_HTML = "text/html"
+MIME_JSON = "application/json"
+MIME_CSV = "text/csv"
+MIME_TEXT = "text/plain"
+MIME_PCAP = "application/vnd.tcpdump.pcap"
+MIME_PNG = "image/png"
+MIME_JPEG = "image/jpeg"
+
+SEVERITY_CRITICAL = "critical"
+SEVERITY_MINOR = "minor"
+SEVERITY_NORMAL = "normal"
+
+VERDICT_LEAK = "cleartext identifier leak"
+VERDICT_DENIED = "traffic to a denied host"
+VERDICT_DEVICE = "device fault"
+VERDICT_CAPTURE = "capture fault"
+
+#: identifier values shorter than this are not searched for in free text (they would mask random digits)
+MIN_REDACT_LENGTH = 4
+#: how a flow or finding says it went to a host the device's policy denies (set by the harness)
+DENIED_KEYS = ("denied", "policy_denied")
+_DENIED_MESSAGE = re.compile(r"denied host", re.IGNORECASE)
+_SEPARATORS = re.compile(r"[\s:.\-()/]")
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+_PNG_MAGIC = b"\x89PNG"
+_JPEG_MAGIC = b"\xff\xd8"
+
+
+# --- masking -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Redactor:
+    """Replaces every known identifier value in free text by its mask (``phonehome.identifiers.mask``).
+
+    Values are matched case-insensitively, with and without separators (a MAC as ``ac:37:...`` or ``ac37...``, a
+    phone number with spaces or without): logcat and dissected frames print them in any of these spellings.
+    """
+
+    values: frozenset[str] = frozenset()
+    show: bool = False
+
+    def with_values(self, values: Iterable[str]) -> Redactor:
+        return Redactor(self.values | {v for v in values if len(v) >= MIN_REDACT_LENGTH}, self.show)
+
+    def _pattern(self) -> re.Pattern[str] | None:
+        spellings: dict[str, str] = {}
+        for value in self.values:
+            spellings.setdefault(value.lower(), value)
+            bare = _SEPARATORS.sub("", value)
+            if len(bare) >= MIN_REDACT_LENGTH:
+                spellings.setdefault(bare.lower(), value)
+        if not spellings:
+            return None
+        ordered = sorted(spellings, key=len, reverse=True)  # longest first: a value inside another stays hidden
+        return re.compile("|".join(re.escape(s) for s in ordered), re.IGNORECASE)
+
+    def __call__(self, text: str) -> str:
+        if self.show:
+            return text
+        pattern = self._pattern()
+        return pattern.sub(lambda m: mask(m.group(0)), text) if pattern else text
+
+
+def identifier_values(source: Any) -> list[str]:
+    """Every identifier value held by ``source``: a ``phonehome.identifiers.Identifiers``, its YAML mapping, or
+    an object with an ``identifiers`` attribute or key (a phone, an inventory entry, device info)."""
+    if source is None:
+        return []
+    pairs = getattr(source, "values", None)
+    if isinstance(pairs, tuple):  # phonehome.identifiers.Identifiers
+        found = [str(value) for _, value in pairs]
+        for loc in getattr(source, "locations", ()):
+            found.extend((f"{loc.lat}", f"{loc.lon}"))
+        return found
+    nested = source.get("identifiers") if isinstance(source, Mapping) else getattr(source, "identifiers", None)
+    if nested is not None and nested is not source:
+        return identifier_values(nested)
+    if isinstance(source, Mapping):
+        found = []
+        for value in source.values():
+            if isinstance(value, str | int) and not isinstance(value, bool):
+                found.append(str(value))
+            elif isinstance(value, Mapping | list | tuple):
+                found.extend(identifier_values(dict(enumerate(value)) if not isinstance(value, Mapping)
+                                               else value))
+            elif isinstance(value, float):
+                found.append(f"{value}")
+        return found
+    return []
+
+
+# --- rendering (pure) --------------------------------------------------------------------------------------------
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _endpoint(record: Mapping[str, Any], addr: str, port: str) -> str:
+    host = record.get(addr)
+    return f"{host}:{record.get(port)}" if record.get(port) is not None else _cell(host)
+
+
+FINDING_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("phase", "phase"), ("identifier", "identifier"), ("encoding", "encoding"), ("host", "host"),
+    ("destination", "dst"), ("protocol", "protocol"), ("transport", "transport"), ("encrypted", "encrypted"),
+    ("frames", "frames"), ("time", "time"), ("excerpt", "excerpt"),
+)
+
+
+def findings_html(findings: Sequence[Mapping[str, Any]], redact: Redactor) -> str:
+    """The findings as a table a firmware engineer reads without opening Wireshark."""
+    head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in FINDING_COLUMNS)
+    rows = []
+    for finding in findings:
+        cells = []
+        for _, key in FINDING_COLUMNS:
+            value = _endpoint(finding, "dst", "dport") if key == "dst" else _cell(finding.get(key))
+            cells.append(f"<td>{html.escape(redact(value))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    body = "".join(rows) or f"<tr><td colspan='{len(FINDING_COLUMNS)}'>no findings</td></tr>"
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><style>table{border-collapse:collapse}"
+            "td,th{border:1px solid #999;padding:2px 6px;font-family:monospace;vertical-align:top}</style>"
+            f"</head><body><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>")
+
+
+def findings_json(findings: Sequence[Mapping[str, Any]], redact: Redactor) -> str:
+    return redact(json.dumps(list(findings), indent=2, sort_keys=True, default=str))
+
+
+FLOW_COLUMNS = ("destination", "host", "protocol", "transport", "encrypted", "bytes", "source", "frames", "denied")
+
+
+def flows_csv(flows: Sequence[Mapping[str, Any]], redact: Redactor) -> str:
+    """The flows of a phase: where the phone talked, in what, encrypted or not, how much."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(FLOW_COLUMNS)
+    for flow in flows:
+        frames = flow.get("frames")
+        writer.writerow([redact(_cell(v)) for v in (
+            _endpoint(flow, "dst", "dport"), flow.get("host"), flow.get("protocol"), flow.get("transport"),
+            flow.get("encrypted"), flow.get("bytes"), _endpoint(flow, "src", "sport"),
+            len(frames) if isinstance(frames, list | tuple) else frames, is_denied(flow))])
+    return out.getvalue()
+
+
+def is_denied(record: Mapping[str, Any]) -> bool:
+    return any(bool(record.get(key)) for key in DENIED_KEYS)
+
+
+def cleartext_findings(findings: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [f for f in findings if not f.get("encrypted", False)]
+
+
+def severity_for(phases: Sequence[PhaseSeen], failure_message: str | None) -> str:
+    """Identifier in cleartext or traffic to a denied host = critical; cleartext without identifiers = minor."""
+    findings = [f for phase in phases for f in phase.findings]
+    flows = [f for phase in phases for f in phase.flows]
+    if cleartext_findings(findings) or any(is_denied(r) for r in (*flows, *findings)):
+        return SEVERITY_CRITICAL
+    if failure_message and _DENIED_MESSAGE.search(failure_message):
+        return SEVERITY_CRITICAL
+    if any(flow.get("encrypted") is False for flow in flows):
+        return SEVERITY_MINOR
+    return SEVERITY_NORMAL
+
+
+def verdict_for(excinfo: pytest.ExceptionInfo[BaseException] | None, phases: Sequence[PhaseSeen]) -> str | None:
+    """Which failure category a failed or broken test belongs to (the report's categories match on it)."""
+    if excinfo is None:
+        return None
+    if isinstance(excinfo.value, CaptureError):
+        return VERDICT_CAPTURE
+    if isinstance(excinfo.value, DeviceError):
+        return VERDICT_DEVICE
+    if isinstance(excinfo.value, AssertionError):
+        message = str(excinfo.value)
+        flows = [r for phase in phases for r in (*phase.flows, *phase.findings)]
+        denied = any(is_denied(r) for r in flows) or bool(_DENIED_MESSAGE.search(message))
+        leaked = bool(cleartext_findings(f for phase in phases for f in phase.findings))
+        if denied and not leaked:
+            return VERDICT_DENIED
+        return VERDICT_LEAK if leaked or "cleartext" in message.lower() else (VERDICT_DENIED if denied else None)
+    return None
+
+
+def capture_mime(path: Path) -> tuple[str, str]:
+    """(MIME type, extension) of a capture slice: pcapng or classic pcap, by magic number."""
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    return (MIME_PCAP, "pcapng") if magic == _PCAPNG_MAGIC else (MIME_PCAP, "pcap")
+
+
+def image_mime(path: Path) -> tuple[str, str]:
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic.startswith(_PNG_MAGIC):
+        return MIME_PNG, "png"
+    if magic.startswith(_JPEG_MAGIC):
+        return MIME_JPEG, "jpg"
+    return "application/octet-stream", "bin"
+
+
+def properties_line(key: str, value: str) -> str:
+    """One ``key=value`` line of a Java properties file (what Allure reads), escaped."""
+    def esc(text: str, is_key: bool) -> str:
+        out = []
+        for ch in text:
+            if ch in "\\=:#!" or (is_key and ch == " "):
+                out.append("\\" + ch)
+            elif ch == "\n":
+                out.append("\\n")
+            elif ord(ch) > 0x7E or ord(ch) < 0x20:
+                out.append(f"\\u{ord(ch):04x}")
+            else:
+                out.append(ch)
+        return "".join(out)
+    return f"{esc(key, True)}={esc(value, False)}"
+
+
+# --- per-test state ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhaseSeen:
+    """A finished phase as the reporter keeps it."""
+
+    name: str
+    findings: tuple[Mapping[str, Any], ...]
+    flows: tuple[Mapping[str, Any], ...]
+
+
+@dataclass
+class _TestState:
+    item: pytest.Item
+    device: str | None = None
+    phases: list[PhaseSeen] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    excinfo: pytest.ExceptionInfo[BaseException] | None = None
+    failure_message: str | None = None
+
+
+def _humanize(name: str) -> str:
+    base = name.split("[", 1)[0]
+    return base.removeprefix("test_").replace("_", " ")
+
+
+def _story(item: pytest.Item) -> str:
+    doc = getattr(getattr(item, "function", None), "__doc__", None)
+    if isinstance(doc, str) and doc.strip():
+        return doc.strip().splitlines()[0].rstrip(".")
+    return _humanize(item.name)
+
+
+def _has_label(item: pytest.Item, label_type: str) -> bool:
+    return any(mark.kwargs.get("label_type") == label_type for mark in item.iter_markers("allure_label"))
+
+
+class AllureReporter:
+    """The plugin object: phonehome hooks and a few pytest hooks, all translated into Allure calls."""
+
+    def __init__(self, config: pytest.Config, *, show_identifiers: bool = False) -> None:
+        self.config = config
+        self.redact = Redactor(show=show_identifiers)
+        self.device_info: dict[str, dict[str, Any]] = {}
+        self.observations = Observations()
+        self._tests: dict[str, _TestState] = {}
+        self._current: _TestState | None = None
+
+    # -- helpers
+
+    def _listener_result(self) -> TestResult | None:
+        """The allure-pytest result of the running test (allure-pytest 2.16's listener, registered by name)."""
+        listener = self.config.pluginmanager.get_plugin("allure_listener")
+        if listener is None:
+            return None
+        result = listener.allure_logger.get_test(None)
+        return result if isinstance(result, TestResult) else None
+
+    def _learn(self, source: Any) -> None:
+        values = identifier_values(source)
+        if values:
+            self.redact = self.redact.with_values(values)
+
+    def _attach_text(self, body: str, name: str, mime: str, extension: str) -> None:
+        allure.attach(self.redact(body), name=self.redact(name), attachment_type=mime, extension=extension)
+
+    def _set_device(self, state: _TestState | None, device: str) -> None:
+        if state is not None and state.device is None:
+            state.device = device
+            allure.dynamic.parameter("device", device)
+
+    # -- pytest hooks
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        state = self._tests.setdefault(item.nodeid, _TestState(item))
+        self._current = state
+        phone = getattr(item, "funcargs", {}).get("phone")
+        self._learn(phone)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item,
+                                  call: pytest.CallInfo[None]) -> Iterator[None]:
+        yield
+        state = self._tests.get(item.nodeid)
+        if state is None:
+            return
+        self._learn(getattr(item, "funcargs", {}).get("phone"))
+        if call.excinfo is not None and state.excinfo is None and not call.excinfo.errisinstance(
+                pytest.skip.Exception):
+            state.excinfo = call.excinfo
+            state.failure_message = str(call.excinfo.value)
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
+        """Label the finished test while allure-pytest still holds it open (its wrapper closes it after us)."""
+        state = self._tests.pop(nodeid, None)
+        self._current = None
+        if state is None:
+            return
+        result = self._listener_result()
+        if result is None:
+            return
+        self._label(state, result)
+        if not self.redact.show:
+            self._mask_result(result)
+
+    def _label(self, state: _TestState, result: TestResult) -> None:
+        from allure_commons.model2 import Label
+
+        labels: list[tuple[str, str]] = []
+        if not _has_label(state.item, "severity"):
+            labels.append(("severity", severity_for(state.phases, state.failure_message)))
+        features = list(dict.fromkeys(phase.name for phase in state.phases)) or state.steps[-1:]
+        if not _has_label(state.item, "feature"):
+            labels.extend(("feature", feature) for feature in features)
+        if not _has_label(state.item, "story"):
+            labels.append(("story", _story(state.item)))
+        verdict = verdict_for(state.excinfo, state.phases)
+        if verdict:
+            labels.append(("verdict", verdict))
+        if state.device is not None:
+            info = self.device_info.get(state.device, {})
+            for key in ("model", "android_build", "build"):
+                if info.get(key):
+                    labels.append(("tag", f"{key.replace('_', ' ')}: {info[key]}"))
+        result.labels.extend(Label(name=name, value=self.redact(value)) for name, value in labels)
+
+    def _mask_result(self, result: TestResult) -> None:
+        """Masks identifier values left in parameters (``repr`` of a device entry) and the failure text."""
+        for param in result.parameters:
+            if isinstance(param.value, str):
+                param.value = self.redact(param.value)
+        details = result.statusDetails
+        if details is not None:
+            if details.message:
+                details.message = self.redact(details.message)
+            if details.trace:
+                details.trace = self.redact(details.trace)
+        result.name = self.redact(result.name or "")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        workeroutput = getattr(self.config, "workeroutput", None)
+        results_dir = Path(self.config.option.allure_report_dir)
+        self.observations.write(results_dir)
+        if workeroutput is not None:  # an xdist worker: the controller writes the environment
+            workeroutput[WORKEROUTPUT_KEY] = json.dumps(self.device_info, default=str)
+            return
+        self.write_environment(results_dir)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: collect the device info a worker saw."""
+        raw = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
+        if raw:
+            for device, info in json.loads(raw).items():
+                self.device_info.setdefault(device, {}).update(info)
+
+    def environment(self) -> dict[str, str]:
+        env = {
+            "phonehome": _version("phonehome"), "pytest": pytest.__version__,
+            "allure-pytest": _version("allure-pytest"), "python": platform.python_version(),
+        }
+        for device, info in sorted(self.device_info.items()):
+            for key, value in sorted(info.items()):
+                if key == "identifiers":
+                    continue  # values, never written; their sources are reported separately by the harness
+                text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
+                env[f"{device}.{key}"] = self.redact(text)
+        return env
+
+    def write_environment(self, results_dir: Path) -> Path:
+        path = results_dir / ENVIRONMENT_FILE
+        lines = [properties_line(key, value) for key, value in self.environment().items()]
+        results_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    # -- phonehome hooks
+
+    def phonehome_step(self, name: str, device: str) -> contextlib.AbstractContextManager[Any]:
+        self._set_device(self._current, device)
+        if self._current is not None:
+            self._current.steps.append(name)
+        return allure.step(self.redact(name))
+
+    def phonehome_device_info(self, device: str, info: dict[str, Any]) -> None:
+        self._learn(info)
+        self.device_info[device] = dict(info)
+
+    def phonehome_phase_finished(self, item: pytest.Item, device: str, phase: Any) -> None:
+        state = self._tests.setdefault(item.nodeid, _TestState(item))
+        self._set_device(state, device)
+        seen = PhaseSeen(str(phase.name), tuple(phase.findings or ()), tuple(phase.flows or ()))
+        state.phases.append(seen)
+        self.observations.add(device, seen.flows, seen.findings)
+        leaks = cleartext_findings(seen.findings)
+        title = (f"phase {seen.name}: {len(leaks)} cleartext findings, "
+                 f"{len(seen.flows)} flows ({sum(1 for f in seen.flows if f.get('encrypted') is False)} cleartext)")
+        with allure.step(self.redact(title)):
+            self._attach_text(findings_html(seen.findings, self.redact), f"findings ({seen.name})", MIME_HTML, "html")
+            self._attach_text(findings_json(seen.findings, self.redact), f"findings ({seen.name}).json",
+                              MIME_JSON, "json")
+            self._attach_text(flows_csv(seen.flows, self.redact), f"flows ({seen.name}).csv", MIME_CSV, "csv")
+            pcap = getattr(phase, "pcap", None)
+            if pcap is not None:
+                path = Path(pcap)
+                if not path.is_file():
+                    raise CaptureError(f"the capture slice of phase {seen.name} on {device} is gone: {path}")
+                mime, extension = capture_mime(path)
+                allure.attach.file(str(path), name=f"capture ({seen.name}).{extension}",  # type: ignore[no-untyped-call]
+                                   attachment_type=mime, extension=extension)
+
+    def phonehome_failure_evidence(self, item: pytest.Item, device: str, evidence: dict[str, Any]) -> None:
+        state = self._tests.get(item.nodeid)
+        self._set_device(state, device)
+        for key, value in evidence.items():
+            if value is None:
+                continue
+            if key == "screenshot":
+                path = Path(value)
+                if path.is_file():
+                    mime, extension = image_mime(path)
+                    allure.attach.file(str(path), name="screenshot",  # type: ignore[no-untyped-call]
+                                       attachment_type=mime, extension=extension)
+                continue
+            if isinstance(value, Path):
+                if value.is_file():
+                    self._attach_text(value.read_text(encoding="utf-8", errors="replace"), key.replace("_", " "),
+                                      MIME_TEXT, "txt")
+                continue
+            text = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
+            self._attach_text(text, key.replace("_", " "), MIME_TEXT, "txt")
+
+
+    # aliases, in case phonehome's hookspecs carry pytest's prefix (pytest only collects ``pytest_*`` names)
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_phonehome_step(self, name: str, device: str) -> contextlib.AbstractContextManager[Any]:
+        return self.phonehome_step(name, device)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_phonehome_device_info(self, device: str, info: dict[str, Any]) -> None:
+        self.phonehome_device_info(device, info)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_phonehome_phase_finished(self, item: pytest.Item, device: str, phase: Any) -> None:
+        self.phonehome_phase_finished(item, device, phase)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_phonehome_failure_evidence(self, item: pytest.Item, device: str, evidence: dict[str, Any]) -> None:
+        self.phonehome_failure_evidence(item, device, evidence)
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def show_identifiers_requested(config: pytest.Config) -> bool:
+    """The harness's resolved setting (``--phonehome-show-identifiers`` > ``PHONEHOME_SHOW_IDENTIFIERS`` > ini)
+    when its plugin is active, else the option or the environment variable directly."""
+    import os
+
+    from phonehome import plugin
+
+    key = getattr(plugin, "SETTINGS_KEY", None)
+    settings = config.stash.get(key, None) if key is not None else None
+    if settings is not None and hasattr(settings, "show_identifiers"):
+        return bool(settings.show_identifiers)
+    option = config.getoption("phonehome_show_identifiers", default=None)
+    if option is not None:
+        return bool(option)
+    return os.environ.get("PHONEHOME_SHOW_IDENTIFIERS", "").lower() in {"1", "true", "yes"}
+
+
+#: phonehome's own hooks the reporter implements (:mod:`phonehome.hooks`)
+PHONEHOME_HOOKS = ("phonehome_step", "phonehome_device_info", "phonehome_phase_finished",
+                   "phonehome_failure_evidence")
+
+
+def _bind_phonehome_hooks(pluginmanager: pytest.PytestPluginManager, reporter: AllureReporter) -> None:
+    """Bind the reporter's ``phonehome_*`` methods to phonehome's hookspecs.
+
+    pytest collects hook implementations only from names that start with ``pytest_``
+    (``PytestPluginManager.parse_hookimpl_opts``), so ``register`` alone skips ``phonehome_*`` methods; they are
+    added to their hook callers here (pluggy's ``HookImpl``, the same object ``register`` would have made). Should
+    the hookspecs be renamed ``pytest_phonehome_*``, the ``pytest_phonehome_*`` aliases are picked up instead.
+    """
+    from pluggy import HookimplOpts
+    from pluggy._hooks import HookImpl
+
+    for name in PHONEHOME_HOOKS:
+        caller = getattr(pluginmanager.hook, name, None)
+        if caller is None or any(impl.plugin is reporter for impl in caller.get_hookimpls()):
+            continue
+        method = getattr(reporter, name)
+        opts: HookimplOpts = {"wrapper": False, "hookwrapper": False, "optionalhook": False, "tryfirst": False,
+                              "trylast": False, "specname": None}
+        caller._add_hookimpl(HookImpl(reporter, PLUGIN_NAME, method, opts))
+
+
+def register(config: pytest.Config) -> None:
+    """Register the reporter (phonehome's plugin calls this from ``pytest_configure`` when ``--alluredir`` is
+    set). Idempotent."""
+    if config.pluginmanager.has_plugin(PLUGIN_NAME):
+        return
+    reporter = AllureReporter(config, show_identifiers=show_identifiers_requested(config))
+    config.pluginmanager.register(reporter, PLUGIN_NAME)
+    _bind_phonehome_hooks(config.pluginmanager, reporter)
+
+
+__all__ = [
+    "PLUGIN_NAME", "AllureReporter", "PhaseSeen", "Redactor", "findings_html", "findings_json",
+    "flows_csv", "identifier_values", "register", "severity_for", "verdict_for",
+]

@@ -1,0 +1,208 @@
+"""The Allure reporter: steps, labels, parameters, attachments with MIME types, masking, environment under xdist."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from reportsuite import IMEI, SERIAL, WIFI_MAC, load_results, run_sample_suite, write_sample_suite
+
+from phonehome.identifiers import mask
+from phonehome.report.allure_results import (
+    MIME_PCAP,
+    PhaseSeen,
+    Redactor,
+    findings_html,
+    flows_csv,
+    identifier_values,
+    properties_line,
+    severity_for,
+)
+
+LEAKY = "test_unlock_sends_no_identifier_in_cleartext[nokia-7-plus]"
+FIXED = "test_unlock_sends_no_identifier_in_cleartext[fixed-phone]"
+RAW_SPELLINGS = (IMEI, WIFI_MAC, WIFI_MAC.upper(), WIFI_MAC.replace(":", ""), SERIAL)
+BINARY_SUFFIXES = (".pcapng", ".pcap", ".png")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("reporter")
+    out = base / "results"
+    proc = run_sample_suite(write_sample_suite(base / "suite"), out)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "3 failed, 2 passed" in proc.stdout, proc.stdout
+    return out
+
+
+def _labels(result: dict[str, Any], name: str) -> list[str]:
+    return [label["value"] for label in result["labels"] if label["name"] == name]
+
+
+def _attachments(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield from node.get("attachments", [])
+    for step in node.get("steps", []):
+        yield from _attachments(step)
+
+
+@pytest.mark.timeout(120)
+def test_outcomes_severity_and_verdict(results: Path) -> None:
+    by_name = load_results(results)
+    expected = {  # name: (status, severity, verdict)
+        LEAKY: ("failed", "critical", ["cleartext identifier leak"]),
+        FIXED: ("passed", "normal", []),
+        "test_power_on_capture_fault": ("broken", "normal", ["capture fault"]),
+        "test_no_traffic_to_denied_hosts": ("failed", "critical", ["traffic to a denied host"]),
+        "test_idle_cleartext_without_identifiers": ("passed", "minor", []),
+    }
+    assert set(by_name) == set(expected)
+    for name, (status, severity, verdict) in expected.items():
+        result = by_name[name]
+        assert result["status"] == status, name
+        assert _labels(result, "severity") == [severity], name
+        assert _labels(result, "verdict") == verdict, name
+
+
+@pytest.mark.timeout(120)
+def test_device_parameter_feature_story_and_tags(results: Path) -> None:
+    by_name = load_results(results)
+    leaky, fixed = by_name[LEAKY], by_name[FIXED]
+    assert {p["name"]: p["value"] for p in leaky["parameters"]}["device"] == "'nokia-7-plus'"
+    assert {p["name"]: p["value"] for p in fixed["parameters"]}["device"] == "'fixed-phone'"
+    assert leaky["historyId"] != fixed["historyId"]  # two results, not one with a retry
+    assert _labels(leaky, "feature") == ["unlock"]
+    assert _labels(leaky, "story") == ["Unlock sends no identifier in cleartext"]
+    assert set(_labels(leaky, "tag")) >= {"model: Nokia 7 Plus", "android build: 00WW_3_22C"}
+    assert _labels(by_name["test_power_on_capture_fault"], "feature") == ["power-on"]
+
+
+@pytest.mark.timeout(120)
+def test_steps_and_attachments_with_mime_types(results: Path) -> None:
+    leaky = load_results(results)[LEAKY]
+    step_names = [step["name"] for step in leaky["steps"]]
+    assert step_names[0] == "unlock"
+    assert step_names[1] == "phase unlock: 1 cleartext findings, 1 flows (1 cleartext)"
+    phase_step = leaky["steps"][1]
+    by_name = {a["name"]: a for a in phase_step["attachments"]}
+    assert by_name["findings (unlock)"]["type"] == "text/html"
+    assert by_name["findings (unlock).json"]["type"] == "application/json"
+    assert by_name["flows (unlock).csv"]["type"] == "text/csv"
+    pcap = by_name["capture (unlock).pcapng"]
+    assert pcap["type"] == MIME_PCAP and pcap["source"].endswith(".pcapng")
+    assert (results / pcap["source"]).read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
+    evidence = {a["name"]: a["type"] for a in leaky["attachments"]}
+    assert evidence == {"screenshot": "image/png", "logcat": "text/plain", "frames": "text/plain"}
+    for attachment in _attachments(leaky):
+        assert attachment["type"], attachment
+        assert (results / attachment["source"]).is_file()
+    findings = json.loads((results / by_name["findings (unlock).json"]["source"]).read_text())
+    assert findings[0]["identifier"] == "imei" and findings[0]["host"] == "fota.nokia-updates.example"
+    table = (results / by_name["findings (unlock)"]["source"]).read_text()
+    assert "<td>base64</td>" in table and "<td>fota.nokia-updates.example</td>" in table
+    rows = list(csv.DictReader(io.StringIO((results / by_name["flows (unlock).csv"]["source"]).read_text())))
+    assert rows == [{"destination": "203.0.113.7:80", "host": "fota.nokia-updates.example", "protocol": "http",
+                     "transport": "tcp", "encrypted": "False", "bytes": "420", "source": "10.23.0.2:40000",
+                     "frames": "3", "denied": "False"}]
+
+
+@pytest.mark.timeout(120)
+def test_identifiers_masked_everywhere_but_the_pcap(results: Path) -> None:
+    for path in results.iterdir():
+        if path.suffix in BINARY_SUFFIXES:
+            continue
+        text = path.read_text(encoding="utf-8")
+        for raw in RAW_SPELLINGS:
+            assert raw not in text, f"{raw} in {path.name}"
+    leaky = load_results(results)[LEAKY]
+    logcat = next(a for a in leaky["attachments"] if a["name"] == "logcat")
+    assert (results / logcat["source"]).read_text() == (
+        f"I/Checkin: sending imei={mask(IMEI)} mac={mask(WIFI_MAC.upper())} serial={mask(SERIAL)}")
+    assert mask(IMEI) in leaky["statusDetails"]["message"]
+
+
+@pytest.mark.timeout(120)
+def test_show_identifiers_keeps_them(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    proc = run_sample_suite(write_sample_suite(tmp_path / "suite"), results, "-k", "nokia",
+                            env={"PHONEHOME_SHOW_IDENTIFIERS": "1"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    leaky = load_results(results)[LEAKY]
+    logcat = next(a for a in leaky["attachments"] if a["name"] == "logcat")
+    assert IMEI in (results / logcat["source"]).read_text()
+    assert IMEI in leaky["statusDetails"]["message"]
+
+
+@pytest.mark.timeout(180)
+def test_environment_written_once_by_the_xdist_controller(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    proc = run_sample_suite(write_sample_suite(tmp_path / "suite"), results, "-n", "2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert len(load_results(results)) == 5
+    env = (results / "environment.properties").read_text(encoding="utf-8")
+    assert "nokia-7-plus.model=Nokia 7 Plus" in env
+    assert "fixed-phone.model=Pixel 7" in env
+    assert IMEI not in env
+    observed = list(results.glob("phonehome-observed-*.json"))
+    assert observed  # one per worker that saw a phase
+    devices = set()
+    for path in observed:
+        devices |= set(json.loads(path.read_text())["devices"])
+    assert devices == {"nokia-7-plus", "fixed-phone"}
+
+
+# --- pure parts ------------------------------------------------------------------------------------------------
+
+
+def test_redactor_masks_every_spelling() -> None:
+    redact = Redactor().with_values([IMEI, WIFI_MAC, "+49 30 1234567", "abc"])
+    text = f"imei {IMEI} mac {WIFI_MAC.upper()} bare {WIFI_MAC.replace(':', '')} tel +493012345 67 4930 1234567"
+    out = redact(text)
+    assert IMEI not in out and WIFI_MAC.upper() not in out and WIFI_MAC.replace(":", "") not in out
+    assert mask(IMEI) in out
+    assert "abc" in redact("abc")  # too short to search for in free text
+    assert Redactor(frozenset({IMEI}), show=True)(IMEI) == IMEI
+
+
+def test_identifier_values_from_schema_mapping_and_objects() -> None:
+    from phonehome.identifiers import parse_identifiers
+
+    ids = parse_identifiers({"imei": IMEI, "custom": {"account": "alice@example.org"}}, source="t")
+    assert set(identifier_values(ids)) == {IMEI, "alice@example.org"}
+    assert set(identifier_values({"identifiers": {"imei": [IMEI], "serial": SERIAL}})) == {IMEI, SERIAL}
+
+    class Phone:
+        identifiers = ids
+
+    assert IMEI in identifier_values(Phone())
+    assert identifier_values(None) == []
+
+
+def test_severity_rules() -> None:
+    leak = {"identifier": "imei", "encrypted": False}
+    clear_flow = {"dst": "1.2.3.4", "encrypted": False}
+    tls_flow = {"dst": "1.2.3.4", "encrypted": True}
+    assert severity_for([PhaseSeen("unlock", (leak,), (clear_flow,))], None) == "critical"
+    assert severity_for([PhaseSeen("idle", (), ({**tls_flow, "denied": True},))], None) == "critical"
+    assert severity_for([], "traffic to a denied host: x") == "critical"
+    assert severity_for([PhaseSeen("idle", (), (clear_flow, tls_flow))], None) == "minor"
+    assert severity_for([PhaseSeen("idle", (), (tls_flow,))], None) == "normal"
+    assert severity_for([], None) == "normal"
+
+
+def test_tables_escape_and_mask() -> None:
+    redact = Redactor().with_values([IMEI])
+    table = findings_html([{"identifier": "imei", "excerpt": f"<b>{IMEI}</b>", "frames": [4, 5]}], redact)
+    assert "&lt;b&gt;" in table and IMEI not in table and "<td>4, 5</td>" in table
+    assert "no findings" in findings_html([], redact)
+    assert flows_csv([], redact).splitlines() == [
+        "destination,host,protocol,transport,encrypted,bytes,source,frames,denied"]
+
+
+def test_properties_escaping() -> None:
+    assert properties_line("nokia 7.model", "a=b:c\nd") == "nokia\\ 7.model=a\\=b\\:c\\nd"
+    assert properties_line("x", "é") == "x=\\u00e9"
