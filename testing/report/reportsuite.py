@@ -98,18 +98,18 @@ def _finding(phase):
 def device(request):
     label = request.param
     info = {k: v for k, v in DEVICES[label].items() if k != "leaky"}
-    request.config.hook.phonehome_device_info(device=label, info=info)
+    request.config.hook.pytest_phonehome_device_info(device=label, info=info)
     return label
 
 
 def _phase(request, tmp_path, device, name, findings, flows):
-    step = request.config.hook.phonehome_step(name=name, device=device)
+    step = request.config.hook.pytest_phonehome_step(name=name, device=device)
     with step:
         pass
     pcap = tmp_path / f"{name}.pcapng"
     pcap.write_bytes(_pcapng([b"GET /checkin?imei=" + IMEI.encode(), b"ping"]))
     phase = SimpleNamespace(name=name, start=T0, end=T0 + 5, findings=findings, flows=flows, pcap=pcap)
-    request.config.hook.phonehome_phase_finished(item=request.node, device=device, phase=phase)
+    request.config.hook.pytest_phonehome_phase_finished(item=request.node, device=device, phase=phase)
 
 
 def test_unlock_sends_no_identifier_in_cleartext(request, tmp_path, device):
@@ -121,7 +121,7 @@ def test_unlock_sends_no_identifier_in_cleartext(request, tmp_path, device):
     if findings:
         screenshot = tmp_path / "screen.png"
         screenshot.write_bytes(b"\\x89PNG\\r\\n\\x1a\\n" + b"\\0" * 32)
-        request.config.hook.phonehome_failure_evidence(item=request.node, device=device, evidence={
+        request.config.hook.pytest_phonehome_failure_evidence(item=request.node, device=device, evidence={
             "screenshot": screenshot,
             "logcat": f"I/Checkin: sending imei={IMEI} mac={WIFI_MAC.upper()} serial={SERIAL}",
             "frames": f"Frame 4: GET /checkin?imei={IMEI}\\n  Host: fota.nokia-updates.example",
@@ -130,7 +130,7 @@ def test_unlock_sends_no_identifier_in_cleartext(request, tmp_path, device):
 
 
 def test_power_on_capture_fault(request, tmp_path):
-    with request.config.hook.phonehome_step(name="power-on", device="fixed-phone"):
+    with request.config.hook.pytest_phonehome_step(name="power-on", device="fixed-phone"):
         raise CaptureError("dumpcap saw no packet from the phone during phase power-on",
                            command=["dumpcap", "-i", "veth0"], returncode=0)
 

@@ -453,17 +453,17 @@ class AllureReporter:
 
     # -- phonehome hooks
 
-    def phonehome_step(self, name: str, device: str) -> contextlib.AbstractContextManager[Any]:
+    def pytest_phonehome_step(self, name: str, device: str) -> contextlib.AbstractContextManager[Any]:
         self._set_device(self._current, device)
         if self._current is not None:
             self._current.steps.append(name)
         return allure.step(self.redact(name))
 
-    def phonehome_device_info(self, device: str, info: dict[str, Any]) -> None:
+    def pytest_phonehome_device_info(self, device: str, info: dict[str, Any]) -> None:
         self._learn(info)
         self.device_info[device] = dict(info)
 
-    def phonehome_phase_finished(self, item: pytest.Item, device: str, phase: Any) -> None:
+    def pytest_phonehome_phase_finished(self, item: pytest.Item, device: str, phase: Any) -> None:
         state = self._tests.setdefault(item.nodeid, _TestState(item))
         self._set_device(state, device)
         seen = PhaseSeen(str(phase.name), tuple(phase.findings or ()), tuple(phase.flows or ()))
@@ -486,7 +486,7 @@ class AllureReporter:
                 allure.attach.file(str(path), name=f"capture ({seen.name}).{extension}",  # type: ignore[no-untyped-call]
                                    attachment_type=mime, extension=extension)
 
-    def phonehome_failure_evidence(self, item: pytest.Item, device: str, evidence: dict[str, Any]) -> None:
+    def pytest_phonehome_failure_evidence(self, item: pytest.Item, device: str, evidence: dict[str, Any]) -> None:
         state = self._tests.get(item.nodeid)
         self._set_device(state, device)
         for key, value in evidence.items():
@@ -506,24 +506,6 @@ class AllureReporter:
                 continue
             text = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
             self._attach_text(text, key.replace("_", " "), MIME_TEXT, "txt")
-
-
-    # aliases, in case phonehome's hookspecs carry pytest's prefix (pytest only collects ``pytest_*`` names)
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_phonehome_step(self, name: str, device: str) -> contextlib.AbstractContextManager[Any]:
-        return self.phonehome_step(name, device)
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_phonehome_device_info(self, device: str, info: dict[str, Any]) -> None:
-        self.phonehome_device_info(device, info)
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_phonehome_phase_finished(self, item: pytest.Item, device: str, phase: Any) -> None:
-        self.phonehome_phase_finished(item, device, phase)
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_phonehome_failure_evidence(self, item: pytest.Item, device: str, evidence: dict[str, Any]) -> None:
-        self.phonehome_failure_evidence(item, device, evidence)
 
 
 def _version(distribution: str) -> str:
@@ -552,32 +534,6 @@ def show_identifiers_requested(config: pytest.Config) -> bool:
     return os.environ.get("PHONEHOME_SHOW_IDENTIFIERS", "").lower() in {"1", "true", "yes"}
 
 
-#: phonehome's own hooks the reporter implements (:mod:`phonehome.hooks`)
-PHONEHOME_HOOKS = ("phonehome_step", "phonehome_device_info", "phonehome_phase_finished",
-                   "phonehome_failure_evidence")
-
-
-def _bind_phonehome_hooks(pluginmanager: pytest.PytestPluginManager, reporter: AllureReporter) -> None:
-    """Bind the reporter's ``phonehome_*`` methods to phonehome's hookspecs.
-
-    pytest collects hook implementations only from names that start with ``pytest_``
-    (``PytestPluginManager.parse_hookimpl_opts``), so ``register`` alone skips ``phonehome_*`` methods; they are
-    added to their hook callers here (pluggy's ``HookImpl``, the same object ``register`` would have made). Should
-    the hookspecs be renamed ``pytest_phonehome_*``, the ``pytest_phonehome_*`` aliases are picked up instead.
-    """
-    from pluggy import HookimplOpts
-    from pluggy._hooks import HookImpl
-
-    for name in PHONEHOME_HOOKS:
-        caller = getattr(pluginmanager.hook, name, None)
-        if caller is None or any(impl.plugin is reporter for impl in caller.get_hookimpls()):
-            continue
-        method = getattr(reporter, name)
-        opts: HookimplOpts = {"wrapper": False, "hookwrapper": False, "optionalhook": False, "tryfirst": False,
-                              "trylast": False, "specname": None}
-        caller._add_hookimpl(HookImpl(reporter, PLUGIN_NAME, method, opts))
-
-
 def register(config: pytest.Config) -> None:
     """Register the reporter (phonehome's plugin calls this from ``pytest_configure`` when ``--alluredir`` is
     set). Idempotent."""
@@ -585,7 +541,6 @@ def register(config: pytest.Config) -> None:
         return
     reporter = AllureReporter(config, show_identifiers=show_identifiers_requested(config))
     config.pluginmanager.register(reporter, PLUGIN_NAME)
-    _bind_phonehome_hooks(config.pluginmanager, reporter)
 
 
 __all__ = [
