@@ -271,7 +271,11 @@ class _PhasedCapture:
         if wait > 0:
             time.sleep(wait)
         self._state = "stopped"
-        stats = self._stop()
+        try:
+            stats = self._stop()
+        except BaseException:
+            self._abort_quietly()  # a failed stop must not leave a recorder running
+            raise
         _restrict(self._pcap)
         self._stats = stats
         self.write_phases()
@@ -357,6 +361,9 @@ class _PhasedCapture:
         if self._state != "running":
             return
         self._state = "stopped"
+        self._abort_quietly()
+
+    def _abort_quietly(self) -> None:
         try:
             self._abort()
         except Exception as exc:  # teardown logs and carries on

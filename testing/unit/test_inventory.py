@@ -385,3 +385,26 @@ def test_identifiers_block_is_optional_and_info_is_masked(tmp_path: Path) -> Non
     assert entry.identifiers == Identifiers(values=())
     info = load_inventory(write(tmp_path, REAL_PHONE)).devices[0].info()
     assert "352099001761481" not in json.dumps(info) and info["identifiers"] == ["imei", "wifi_mac"]
+
+
+def test_the_example_in_docs_devices_md_is_valid(tmp_path: Path) -> None:
+    """The format doc's example must stay a working inventory."""
+    doc = (REPO / "docs" / "devices.md").read_text(encoding="utf-8")
+    layout = doc.split("## Layout", 1)[1]
+    example = re.search(r"```yaml\n(.*?)```", layout, re.DOTALL)
+    assert example is not None
+    (tmp_path / "fixtures").symlink_to(REPO / "fixtures")
+    [entry] = load_inventory(write(tmp_path, example.group(1))).devices
+    assert entry.label == "nokia7plus-2019" and entry.unlock.secret_env == "PHONEHOME_PIN_NOKIA7PLUS_2019"
+    assert entry.capture.bpf(entry.identifiers) == "ether host 02:1a:11:f0:00:01"
+    assert entry.policy.is_denied("edge.ctlcdn.example", "198.18.0.9")
+
+
+def test_the_bench_example_in_the_readme_is_valid(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    guide = readme.split("## Testing real phones", 1)[1]
+    example = re.search(r"```yaml\n(.*?)```", guide, re.DOTALL)
+    assert example is not None
+    [entry] = load_inventory(write(tmp_path, example.group(1))).devices
+    assert entry.backend == "uiautomator2" and entry.capture.interface == "wlan0-ap"
+    assert entry.capture.bpf(entry.identifiers) == "ether host ac:37:43:4d:5e:6f"
