@@ -17,6 +17,8 @@ from phonehome.errors import InputError, PhonehomeError
 
 #: subcommand name -> module that implements it
 SUBCOMMANDS: dict[str, str] = {
+    "scan": "phonehome.scan.command",
+    "lab": "phonehome.virtual.command",
 }
 
 EXIT_OK = 0

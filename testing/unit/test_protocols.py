@@ -24,8 +24,8 @@ from phonehome.scan.protocols import (
     classify_stream,
     parse_client_hello,
     parse_dns,
+    content_chain,
     unmask,
-    url_decoded,
 )
 from phonehome.testing.captures import (
     dns_query,
@@ -45,10 +45,10 @@ from phonehome.testing.captures import (
 
 
 def _gzip_only(data: bytes, encoding: str) -> tuple[bytes, str | None]:
-    """A real content decoder for gzip (the scanner passes layers.decode_content)."""
+    """A real content decoder for gzip only (the scanner passes layers.decode_content)."""
     if encoding == "gzip":
-        return zlib.decompress(data, 31), "gzip"
-    return data, None
+        return zlib.decompress(data, 31), None
+    return data, f"unknown Content-Encoding {encoding!r}"
 
 
 def _feed_bytewise(decoder: HttpDecoder | WebSocketDecoder | MqttDecoder | RawDecoder, data: bytes) -> list[Unit]:
@@ -148,11 +148,18 @@ def test_http_chunked_gzip_body_is_decoded() -> None:
     assert bodies and bodies[0].data == b'{"imei": "356938035643809"}' and not bodies[0].exact
 
 
-def test_http_form_body_is_url_decoded() -> None:
-    stream = http_request("POST", "/f", host="h", body=b"email=alice%40example.org&x=a+b",
-                          headers={"Content-Type": "application/x-www-form-urlencoded"})
-    units = HttpDecoder().feed(stream)
-    assert any(u.chain == "url" and b"alice@example.org" in u.data for u in units)
+def test_http_unknown_content_encoding_is_scanned_as_sent_with_a_warning() -> None:
+    stream = http_response(b"imei=356938035643809", headers={"Content-Encoding": "snappy"})
+    decoder = HttpDecoder(decode_content=_gzip_only)
+    units = decoder.feed(stream)
+    assert any(u.data == b"imei=356938035643809" and u.chain == "" for u in units)
+    assert decoder.warnings and "snappy" in decoder.warnings[0]
+
+
+@pytest.mark.parametrize("header, chain", [("gzip", "gzip"), ("x-gzip", "gzip"), ("gzip, br", "brotli>gzip"),
+                                           ("identity, deflate", "deflate")])
+def test_content_chain_is_outermost_first(header: str, chain: str) -> None:
+    assert content_chain(header) == chain
 
 
 def test_http_host_is_recorded_and_websocket_upgrade_switches() -> None:
@@ -221,6 +228,3 @@ def test_raw_decoder_batches_with_overlap() -> None:
         assert b.start == a.end - 10
 
 
-def test_url_decoded() -> None:
-    assert url_decoded(b"a%2Bb+c") == b"a+b c"
-    assert url_decoded(b"nothing-here") is None

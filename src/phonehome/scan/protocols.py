@@ -20,7 +20,6 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes
 
 PROTO_HTTP = "http"
 PROTO_WEBSOCKET = "websocket"
@@ -283,6 +282,7 @@ class StreamDecoder:
         self.offset = offset
         self.host: str | None = None
         self.switch_to: str | None = None  # set when the protocol changes (HTTP upgrade to WebSocket)
+        self.warnings: list[str] = []  # content that could not be decoded (scanned as sent instead)
 
     def feed(self, data: bytes) -> list[Unit]:
         self.buf = self.buf + data if self.buf else data
@@ -337,8 +337,8 @@ class RawDecoder(StreamDecoder):
 
 
 _HEADER_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*:[ \t]*(.*?)[ \t]*\r?$")
-_URL_ESCAPE = re.compile(rb"%[0-9A-Fa-f]{2}|\+")
 
+#: ``layers.decode_content``: (body, Content-Encoding) -> (decoded body, problem or None)
 ContentDecoder = Callable[[bytes, str], tuple[bytes, "str | None"]]
 
 
@@ -379,13 +379,6 @@ def parse_http_head(raw: bytes) -> HttpHead | None:
         if match:
             headers.append((match.group(1).decode("latin-1").lower(), match.group(2).decode("latin-1")))
     return HttpHead(first, tuple(headers), is_request, status)
-
-
-def url_decoded(data: bytes) -> bytes | None:
-    """``data`` with %XX escapes and '+' decoded, or None when there is nothing to decode."""
-    if not _URL_ESCAPE.search(data):
-        return None
-    return unquote_to_bytes(data.replace(b"+", b" "))
 
 
 class HttpDecoder(StreamDecoder):
@@ -508,11 +501,9 @@ class HttpDecoder(StreamDecoder):
                 pos += 1
 
     def _emit_head(self, units: list[Unit], raw: bytes) -> None:
-        start, end = self.offset, self.offset + len(raw)
-        units.append(Unit(raw, start, end, True, "", PROTO_HTTP, peel=True))
-        decoded = url_decoded(raw)
-        if decoded is not None:
-            units.append(Unit(decoded, start, end, False, "url", PROTO_HTTP, peel=True))
+        # URL-decoding of the request line, cookies and forms is left to the nested decoders (layers.peel),
+        # which name it "url" in the chain
+        units.append(Unit(raw, self.offset, self.offset + len(raw), True, "", PROTO_HTTP, peel=True))
 
     def _emit_body(self, units: list[Unit], head: HttpHead, body: bytes, body_start: int, body_end: int,
                    chunked: bool) -> None:
@@ -520,15 +511,22 @@ class HttpDecoder(StreamDecoder):
         chain = ""
         content_encoding = (head.header("content-encoding") or "").strip().lower()
         if content_encoding and content_encoding != "identity" and self.decode_content is not None:
-            decoded, applied = self.decode_content(body, content_encoding)
-            if applied:
-                body, chain = decoded, applied
+            decoded, problem = self.decode_content(body, content_encoding)
+            if problem:
+                self.warnings.append(problem)
+            if decoded != body:
+                body, chain = decoded, content_chain(content_encoding)
         exact = not chunked and not chain
         units.append(Unit(body, start, end, exact, chain, PROTO_HTTP, peel=True))
-        decoded_form = url_decoded(body)
-        if decoded_form is not None:
-            units.append(Unit(decoded_form, start, end, False, f"{chain}>url" if chain else "url", PROTO_HTTP,
-                              peel=True))
+
+
+_CODING_NAMES = {"x-gzip": "gzip", "br": "brotli", "x-bzip2": "bzip2"}
+
+
+def content_chain(content_encoding: str) -> str:
+    """``Content-Encoding: gzip, br`` (gzip applied first) as a chain, outermost first: ``brotli>gzip``."""
+    codings = [c.strip() for c in content_encoding.lower().split(",") if c.strip() not in ("", "identity")]
+    return ">".join(_CODING_NAMES.get(c, c) for c in reversed(codings))
 
 
 class WebSocketDecoder(StreamDecoder):

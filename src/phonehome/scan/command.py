@@ -1,0 +1,121 @@
+"""``phonehome scan``: the leak scanner on the command line.
+
+Its exit codes and OUT.json are a contract that the plugin, CI jobs and users' scripts rely on (issue 2): keep
+them exactly as the help text below states.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from phonehome.errors import InputError
+from phonehome.identifiers import SCHEMA_KEYS, load_identifiers, mask
+
+EXIT_CLEAN = 0
+EXIT_LEAKS = 1
+EXIT_BAD_INPUT = 2
+#: frame numbers shown per finding in the table (OUT.json has all of them)
+TABLE_FRAMES = 4
+
+DESCRIPTION = f"""\
+Find a phone's identifiers sent in cleartext in a capture (pcap or pcapng), in any common encoding (plain, URL,
+base64, hex, hashes, BCD, UTF-16, binary integers/floats, nested layers such as gzip>base64>plain), after TCP
+reassembly and HTTP/WebSocket/DNS/TLS-ClientHello/MQTT decoding. Encrypted flows (TLS, DTLS, QUIC, SSH; decided
+by content, not port) are not leaks, except the cleartext parts of their handshake (SNI, ALPN).
+
+exit status:
+  0  no cleartext finding
+  1  at least one cleartext finding
+  2  bad input or usage (one line on stderr naming the file and the problem)
+  A partly readable capture still completes: a warning line on stderr says what could not be read.
+
+IDS.yaml keys (each a string or a list of strings, unless noted):
+  {", ".join(k for k in SCHEMA_KEYS if k not in ("location", "custom"))}
+  location: {{lat, lon}} or a list of them (decimal degrees)
+  custom:   {{name: value}} for anything else
+  The same schema is a device's `identifiers:` block in devices.yaml.
+
+OUT.json (--json):
+  {{"capture": {{path, format, link_types, packets, first_time, last_time, warnings, ...}},
+   "findings": [{{identifier, encoding, transport, src, sport, dst, dport, host, protocol, encrypted,
+                 frames (1-based, as Wireshark numbers them), time, phase, excerpt (identifier masked)}}, ...],
+   "flows": [{{transport, src, sport, dst, dport, host, protocol, encrypted, bytes, frames, ...}}, ...]}}
+  One finding per (flow, identifier, encoding) -- and per phase when --phases is given.
+
+PHASES.json (--phases): [{{"name": "boot", "start": <capture time>, "end": <capture time>}}, ...]
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "scan", help="find identifiers sent in cleartext in a capture", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("capture", metavar="CAPTURE", help="pcap or pcapng file")
+    parser.add_argument("--identifiers", "-i", required=True, metavar="IDS.yaml",
+                        help="the device's identifiers (schema above)")
+    parser.add_argument("--json", metavar="OUT.json", help="also write the full result as JSON")
+    parser.add_argument("--phases", metavar="PHASES.json", help="name windows of capture time")
+    parser.add_argument("--show-identifiers", action="store_true",
+                        help="print matched values in full in the table and OUT.json (default: masked)")
+    parser.add_argument("--evidence", action="store_true",
+                        help="also print tshark's dissection of the frames each finding cites (needs tshark)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from phonehome.scan.scanner import load_phases, scan_capture  # keeps `phonehome --help` light
+
+    identifiers = load_identifiers(args.identifiers)
+    phases = load_phases(args.phases) if args.phases else ()
+    json_path = Path(args.json) if args.json else None
+    if json_path is not None and not json_path.parent.is_dir():
+        raise InputError(json_path, "directory does not exist", fix="create it or write OUT.json elsewhere")
+    result = scan_capture(args.capture, identifiers, phases=phases)
+    if result.capture.packets == 0:
+        raise InputError(args.capture, "the capture holds no packets, so it proves nothing",
+                         fix="check that the capture ran while the phone was active")
+    for warning in result.warnings:
+        print(f"phonehome scan: warning: {args.capture}: {warning}", file=sys.stderr)
+    if json_path is not None:
+        try:
+            json_path.write_text(json.dumps(result.to_json(show_identifiers=args.show_identifiers), indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(json_path, f"cannot write: {exc.strerror}", fix="pass a writable path") from None
+    print(render_table(result, show_identifiers=args.show_identifiers))
+    if args.evidence and result.cleartext_findings:
+        from phonehome.scan.evidence import dissect_frames
+
+        for finding in result.cleartext_findings:
+            print(f"\n== {finding.identifier} ({finding.encoding}) -> {finding.host or finding.dst}")
+            print(dissect_frames(args.capture, finding.frames,
+                                 identifiers=None if args.show_identifiers else identifiers))
+    return EXIT_LEAKS if result.cleartext_findings else EXIT_CLEAN
+
+
+def _frames_text(frames: tuple[int, ...]) -> str:
+    shown = ",".join(map(str, frames[:TABLE_FRAMES]))
+    return shown + (f",+{len(frames) - TABLE_FRAMES}" if len(frames) > TABLE_FRAMES else "")
+
+
+def render_table(result: Any, *, show_identifiers: bool = False) -> str:
+    """The findings as an aligned text table, with a one-line summary under it."""
+    info = result.capture
+    findings = result.cleartext_findings
+    encrypted = sum(1 for f in result.flows if f.encrypted)
+    summary = (f"{info.packets} packets, {len(result.flows)} flows ({encrypted} encrypted) in {info.path}: "
+               f"{len(findings)} cleartext finding{'s' if len(findings) != 1 else ''}")
+    if not findings:
+        return summary
+    header = ("IDENTIFIER", "VALUE", "ENCODING", "PROTOCOL", "HOST", "DESTINATION", "FRAMES", "PHASE")
+    rows = [header]
+    for f in findings:
+        value = f.value if show_identifiers else mask(f.value)
+        dst = f"[{f.dst}]:{f.dport}" if ":" in f.dst else f"{f.dst}:{f.dport}"
+        rows.append((f.identifier, value, f.encoding, f.protocol, f.host or "-", dst, _frames_text(f.frames),
+                     f.phase or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join([*lines, "", summary])

@@ -1,0 +1,798 @@
+"""``scan_capture``: find a device's identifiers sent in cleartext in a pcap/pcapng file.
+
+The pipeline, per packet: chunked reader (:mod:`.pcapfile`) -> link/IP/TCP/UDP decoding and IPv4
+defragmentation (:mod:`.packets`) -> per-direction TCP reassembly (:mod:`.reassembly`) -> protocol decoding
+(:mod:`.protocols`) -> multi-pattern matching (:mod:`.matcher`) on the decoded bytes, plus nested decoders
+(:mod:`.layers`) on application content. Flows found encrypted by content (TLS, DTLS, QUIC, SSH) cost one dict
+lookup per packet after the handshake: that is what keeps the scan fast on real captures, which are mostly TLS.
+
+Results are frozen values: :class:`ScanResult` with one :class:`Finding` per (flow, identifier, encoding) —
+and per phase when phases are given, so a per-phase report sees each phase's leaks — every :class:`Flow`, and a
+:class:`CaptureInfo` that says what could not be read. Its ``to_json()`` is the OUT.json of ``phonehome scan``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import os
+import time as _time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from phonehome.errors import InputError
+from phonehome.identifiers import Identifiers, mask
+from phonehome.scan import layers
+from phonehome.scan.matcher import Match, Matcher, build_matcher
+from phonehome.scan.packets import (
+    PROTO_TCP,
+    PROTO_UDP,
+    SUPPORTED_LINK_TYPES,
+    Defragmenter,
+    address_text,
+    decode_ip,
+    ip_offset,
+)
+from phonehome.scan.pcapfile import CaptureReader
+from phonehome.scan.protocols import (
+    CLASSIFY_BYTES,
+    ENCRYPTED_PROTOCOLS,
+    MAX_CLIENT_HELLO_BYTES,
+    PROTO_DNS,
+    PROTO_HTTP,
+    PROTO_MQTT,
+    PROTO_SSH,
+    PROTO_TLS,
+    PROTO_TLS_HANDSHAKE,
+    PROTO_UNKNOWN,
+    PROTO_WEBSOCKET,
+    HttpDecoder,
+    MqttDecoder,
+    RawDecoder,
+    StreamDecoder,
+    Unit,
+    WebSocketDecoder,
+    classify_datagram,
+    classify_stream,
+    parse_client_hello,
+    parse_dns,
+)
+from phonehome.scan.reassembly import Budget, Stream
+
+#: bytes of context on each side of a match in a finding's excerpt
+EXCERPT_CONTEXT_BYTES = 32
+#: nested decoders (base64 of gzip of JSON...) look at most this much of one unit
+PEEL_INPUT_BYTES = 256 << 10
+#: and at most this much per flow direction, so a large unknown stream cannot make the scan crawl
+PEEL_BYTES_PER_DIRECTION = 2 << 20
+#: nesting depth for the nested decoders (the contract asks for at least three)
+PEEL_DEPTH = 3
+#: decoded output the nested decoders may produce per unit
+PEEL_OUTPUT_BYTES = 4 << 20
+#: distinct content-decoding problems listed in the warnings
+MAX_DECODE_WARNINGS = 20
+#: ports where UDP payloads are parsed as DNS (mDNS and LLMNR included)
+DNS_PORTS = frozenset((53, 5353, 5355))
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+
+#: layer names that are also needle encodings: "X>plain" and a needle "X" are the same finding
+LAYER_NAMES = frozenset(("url", "base64", "base64url", "base32", "hex", "utf16le", "utf16be", "html", "json", "qp"))
+#: unescaping layers that leave most of the text as it was
+TRANSPARENT_LAYERS = frozenset(("url", "html", "json", "qp"))
+
+_FIX_PHASES = 'write a JSON list of {"name": ..., "start": <capture time>, "end": <capture time>}'
+
+
+# --- result values ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A named window of capture time (seconds since the epoch, as in the capture's timestamps)."""
+
+    name: str
+    start: float
+    end: float
+
+    def contains(self, t: float) -> bool:
+        return self.start <= t <= self.end
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One identifier, in one encoding, sent over one flow (in one phase): the frames that carried it."""
+
+    identifier: str
+    encoding: str
+    transport: str
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    host: str | None
+    protocol: str
+    encrypted: bool
+    frames: tuple[int, ...]
+    time: float
+    phase: str | None
+    excerpt: str
+    value: str = ""  # the matched bytes as text (hex when binary); never in OUT.json unless asked for
+
+    def to_json(self, *, show_identifiers: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "identifier": self.identifier, "encoding": self.encoding, "transport": self.transport,
+            "src": self.src, "sport": self.sport, "dst": self.dst, "dport": self.dport, "host": self.host,
+            "protocol": self.protocol, "encrypted": self.encrypted, "frames": list(self.frames),
+            "time": self.time, "phase": self.phase, "excerpt": self.excerpt,
+        }
+        if show_identifiers:
+            out["value"] = self.value
+        return out
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A TCP connection or UDP conversation; ``src`` is the side that spoke first (the client)."""
+
+    transport: str
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    host: str | None
+    protocol: str
+    encrypted: bool
+    bytes: int  # payload bytes, both directions
+    frames: int
+    first_frame: int
+    first_time: float
+    last_time: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "transport": self.transport, "src": self.src, "sport": self.sport, "dst": self.dst,
+            "dport": self.dport, "host": self.host, "protocol": self.protocol, "encrypted": self.encrypted,
+            "bytes": self.bytes, "frames": self.frames, "first_frame": self.first_frame,
+            "first_time": self.first_time, "last_time": self.last_time,
+        }
+
+
+@dataclass(frozen=True)
+class CaptureInfo:
+    """What was read, and what could not be (the scan reports it instead of passing silently)."""
+
+    path: str
+    format: str
+    link_types: tuple[int, ...]
+    file_bytes: int
+    packets: int
+    first_time: float | None
+    last_time: float | None
+    non_ip_packets: int
+    undecodable_packets: int
+    snaplen_cut_packets: int
+    tcp_gaps: int
+    tcp_gap_bytes: int
+    retransmitted_bytes: int
+    dropped_fragments: int
+    scan_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "format": self.format, "link_types": list(self.link_types),
+            "file_bytes": self.file_bytes, "packets": self.packets, "first_time": self.first_time,
+            "last_time": self.last_time, "non_ip_packets": self.non_ip_packets,
+            "undecodable_packets": self.undecodable_packets, "snaplen_cut_packets": self.snaplen_cut_packets,
+            "tcp_gaps": self.tcp_gaps, "tcp_gap_bytes": self.tcp_gap_bytes,
+            "retransmitted_bytes": self.retransmitted_bytes, "dropped_fragments": self.dropped_fragments,
+            "scan_seconds": round(self.scan_seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """Everything one scan found; ``to_json()`` is the OUT.json of ``phonehome scan --json``."""
+
+    capture: CaptureInfo
+    findings: tuple[Finding, ...]
+    flows: tuple[Flow, ...]
+    warnings: tuple[str, ...] = ()
+    phases: tuple[Phase, ...] = ()
+
+    @property
+    def cleartext_findings(self) -> tuple[Finding, ...]:
+        """The findings that are leaks: identifiers readable on the wire."""
+        return tuple(f for f in self.findings if not f.encrypted)
+
+    def in_phase(self, name: str) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.phase == name)
+
+    def to_json(self, *, show_identifiers: bool = False) -> dict[str, Any]:
+        capture = self.capture.to_json()
+        capture["warnings"] = list(self.warnings)
+        if self.phases:
+            capture["phases"] = [{"name": p.name, "start": p.start, "end": p.end} for p in self.phases]
+        return {"capture": capture, "findings": [f.to_json(show_identifiers=show_identifiers) for f in self.findings],
+                "flows": [f.to_json() for f in self.flows]}
+
+
+# --- phases -------------------------------------------------------------------------------------------------
+
+
+def load_phases(path: str | os.PathLike[str]) -> tuple[Phase, ...]:
+    """Read a ``--phases`` JSON file: a list of ``{name, start, end}`` in capture time."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(source, "phases file not found", fix="pass the path of an existing PHASES.json") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(source, f"cannot read phases file: {exc}", fix=_FIX_PHASES) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(source, f"invalid JSON: {exc.msg}", where=f"line {exc.lineno}", fix=_FIX_PHASES) from None
+    return parse_phases(data, source=source)
+
+
+def parse_phases(data: object, *, source: str = "phases") -> tuple[Phase, ...]:
+    """Validate already-loaded phases (``[{name, start, end}, ...]``)."""
+    if not isinstance(data, list):
+        raise InputError(source, "phases must be a JSON list", fix=_FIX_PHASES)
+    phases = []
+    for index, item in enumerate(data):
+        where = f"[{index}]"
+        if not isinstance(item, dict) or not {"name", "start", "end"} <= set(item):
+            raise InputError(source, "each phase needs 'name', 'start' and 'end'", where=where, fix=_FIX_PHASES)
+        name, start, end = item["name"], item["start"], item["end"]
+        if not isinstance(name, str) or not name:
+            raise InputError(source, "phase name must be a non-empty string", where=f"{where}.name",
+                             fix=_FIX_PHASES)
+        for key, value in (("start", start), ("end", end)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InputError(source, f"phase {key} must be a number (capture time in seconds)",
+                                 where=f"{where}.{key}", fix=_FIX_PHASES)
+        if end < start:
+            raise InputError(source, f"phase '{name}' ends before it starts", where=where,
+                             fix="swap start and end")
+        phases.append(Phase(name, float(start), float(end)))
+    return tuple(phases)
+
+
+# --- mutable scan state ---------------------------------------------------------------------------------------
+
+
+class _Direction:
+    """One direction of a flow while scanning."""
+
+    __slots__ = ("decoder", "done", "dst", "dport", "head", "offsets", "frames", "times", "pos", "src", "sport",
+                 "stream", "peeled", "fin")
+
+    def __init__(self, src: bytes, sport: int, dst: bytes, dport: int, stream: Stream | None) -> None:
+        self.src, self.sport, self.dst, self.dport = src, sport, dst, dport
+        self.stream = stream
+        self.decoder: StreamDecoder | None = None
+        self.done = False  # encrypted: nothing more to scan
+        self.head = b""
+        self.offsets: list[int] = []
+        self.frames: list[int] = []
+        self.times: list[float] = []
+        self.pos = 0
+        self.peeled = 0
+        self.fin = False
+
+
+class _Flow:
+    __slots__ = ("bytes", "client", "dns_name", "encrypted", "first_frame", "first_time", "frames", "http_host",
+                 "ident", "last_time", "protocol", "server", "sni", "transport", "closed")
+
+    def __init__(self, ident: int, transport: str, client: _Direction, server: _Direction, frame: int,
+                 time: float) -> None:
+        self.ident = ident
+        self.transport = transport
+        self.client = client  # client -> server
+        self.server = server  # server -> client
+        self.protocol = PROTO_UNKNOWN
+        self.encrypted = False
+        self.bytes = 0
+        self.frames = 0
+        self.first_frame = frame
+        self.first_time = time
+        self.last_time = time
+        self.sni: str | None = None
+        self.http_host: str | None = None
+        self.dns_name: str | None = None
+        self.closed = False
+
+
+@dataclass
+class _FindingState:
+    identifier: str
+    encoding: str
+    flow: _Flow
+    direction: _Direction
+    protocol: str
+    phase: str | None
+    excerpt: str
+    value: str
+    frames: set[int] = field(default_factory=set)
+    time: float = math.inf
+
+
+# --- the scanner ------------------------------------------------------------------------------------------------
+
+
+class Scanner:
+    """One scan of one capture. Use :func:`scan_capture`."""
+
+    def __init__(self, identifiers: Identifiers, *, phases: Sequence[Phase] = (),
+                 matcher: Matcher | None = None) -> None:
+        self.matcher = matcher if matcher is not None else build_matcher(identifiers)
+        self.phases = tuple(phases)
+        self.budget = Budget()
+        self.defrag = Defragmenter()
+        self.flows: dict[tuple[int, bytes, bytes, int, int], tuple[_Flow, _Direction]] = {}
+        self.all_flows: list[_Flow] = []
+        self.findings: dict[tuple[int, str, str, str | None], _FindingState] = {}
+        self.dns_names: dict[bytes, str] = {}
+        self.non_ip = 0
+        self.undecodable = 0
+        self.warnings: list[str] = []
+        self.unsupported_links: dict[int, int] = {}
+        self.decode_problems: dict[str, int] = {}
+
+    # --- packets ----------------------------------------------------------------------------------------------
+
+    def scan(self, path: str | os.PathLike[str]) -> ScanResult:
+        started = _time.monotonic()
+        reader = CaptureReader(path)
+        first_time: float | None = None
+        last_time = 0.0
+        frame = 0
+        flows = self.flows
+        defrag = self.defrag
+        for ts, link, data, _orig in reader:
+            frame += 1
+            if first_time is None and link >= 0:
+                first_time = ts
+            last_time = ts
+            off = ip_offset(link, data)
+            if off < 0:
+                if link not in SUPPORTED_LINK_TYPES:
+                    self.unsupported_links[link] = self.unsupported_links.get(link, 0) + 1
+                else:
+                    self.non_ip += 1
+                continue
+            decoded = decode_ip(data, off, defrag, ts, frame)
+            if decoded is None:
+                # an IP fragment waiting for the rest, or not TCP/UDP (ICMP...), or malformed
+                continue
+            (proto, src, dst, sport, dport, payload, seq, flags), frag_frames = decoded
+            entry = flows.get((proto, src, dst, sport, dport))
+            if entry is None:
+                entry = self._new_flow(proto, src, dst, sport, dport, frame, ts, flags)
+            flow, direction = entry
+            if flow.closed and proto == PROTO_TCP and flags & TCP_SYN:  # the 4-tuple reused by a new connection
+                flow, direction = self._new_flow(proto, src, dst, sport, dport, frame, ts, flags)
+            flow.frames += 1
+            flow.bytes += len(payload)
+            flow.last_time = ts
+            if direction.done:
+                continue
+            if proto == PROTO_TCP:
+                self._tcp(flow, direction, payload, seq, flags, frame, ts)
+            else:
+                self._udp(flow, direction, payload, frag_frames or [frame], ts)
+        self.defrag.finish()
+        for flow in self.all_flows:
+            self._close(flow)
+        return self._result(reader, first_time, last_time if first_time is not None else None,
+                            _time.monotonic() - started)
+
+    def _new_flow(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int, frame: int, ts: float,
+                  flags: int) -> tuple[_Flow, _Direction]:
+        tcp = proto == PROTO_TCP
+        # a SYN+ACK seen first means we are looking at the server's side of a connection
+        if tcp and flags & 0x12 == 0x12:
+            src, dst, sport, dport = dst, src, dport, sport
+        client = _Direction(src, sport, dst, dport, Stream(self.budget) if tcp else None)
+        server = _Direction(dst, dport, src, sport, Stream(self.budget) if tcp else None)
+        flow = _Flow(len(self.all_flows), "tcp" if tcp else "udp", client, server, frame, ts)
+        self.all_flows.append(flow)
+        self.flows[(proto, src, dst, sport, dport)] = (flow, client)
+        self.flows[(proto, dst, src, dport, sport)] = (flow, server)
+        if tcp and flags & 0x12 == 0x12:
+            return flow, server
+        return flow, client
+
+    def _tcp(self, flow: _Flow, d: _Direction, payload: bytes, seq: int, flags: int, frame: int,
+             ts: float) -> None:
+        stream = d.stream
+        if stream is None:
+            return
+        if flags & TCP_SYN:
+            stream.syn(seq)
+            if not payload:
+                return
+            seq = (seq + 1) & 0xFFFFFFFF
+        if payload:
+            for data, pframe, ptime, hole in stream.add(seq, payload, frame, ts):
+                self._deliver(flow, d, data, pframe, ptime, hole)
+                if d.done:
+                    break
+        if flags & (TCP_FIN | TCP_RST):
+            d.fin = True
+            if flags & TCP_RST or (flow.client.fin and flow.server.fin):
+                self._close(flow)
+
+    def _udp(self, flow: _Flow, d: _Direction, payload: bytes, frames: list[int], ts: float) -> None:
+        if not payload:
+            return
+        encrypted = classify_datagram(payload)
+        if encrypted:
+            self._mark_encrypted(flow, encrypted)
+            return
+        n = len(payload)
+        if d.sport in DNS_PORTS or d.dport in DNS_PORTS:
+            message = parse_dns(payload)
+            if message is not None:
+                flow.protocol = PROTO_DNS
+                for name, addr in message.addresses:
+                    self.dns_names[addr] = name
+                if message.names and flow.dns_name is None:
+                    flow.dns_name = message.names[0]
+                units = [Unit(payload, 0, n, True, "", PROTO_DNS),
+                         Unit("\n".join(message.names).encode("latin-1"), 0, n, False, "", PROTO_DNS, peel=True)]
+                units += [Unit(text, 0, n, False, "", PROTO_DNS, peel=True) for text in message.texts]
+                self._scan_units(flow, d, units, frames=frames, time=ts)
+                return
+        self._scan_units(flow, d, [Unit(payload, 0, n, True, "", PROTO_UNKNOWN, peel=True)], frames=frames,
+                         time=ts)
+
+    def _mark_encrypted(self, flow: _Flow, protocol: str) -> None:
+        flow.encrypted = True
+        flow.protocol = protocol
+        for d in (flow.client, flow.server):
+            d.done = True
+            d.stream = None
+            d.decoder = None
+            d.head = b""
+            d.offsets, d.frames, d.times = [], [], []
+
+    # --- TCP streams ------------------------------------------------------------------------------------------
+
+    def _deliver(self, flow: _Flow, d: _Direction, data: bytes, frame: int, ts: float, hole: bool) -> None:
+        if hole and d.decoder is not None:
+            self._scan_units(flow, d, d.decoder.hole())
+        d.offsets.append(d.pos)
+        d.frames.append(frame)
+        d.times.append(ts)
+        d.pos += len(data)
+        decoder = d.decoder
+        if decoder is None:
+            d.head += data
+            decoder = self._start_decoder(flow, d)
+            if decoder is None:
+                return
+            data, d.head = d.head, b""
+        units = decoder.feed(data)
+        if decoder.switch_to == PROTO_WEBSOCKET:
+            units += self._switch_to_websocket(flow, d, decoder)
+        if decoder.host:
+            flow.http_host = decoder.host
+        if decoder.warnings:
+            self._decoder_warnings(decoder)
+        if units:
+            self._scan_units(flow, d, units)
+            self._trim(d)
+
+    def _decoder_warnings(self, decoder: StreamDecoder) -> None:
+        for warning in decoder.warnings:
+            self.decode_problems[warning] = self.decode_problems.get(warning, 0) + 1
+        decoder.warnings.clear()
+
+    def _start_decoder(self, flow: _Flow, d: _Direction) -> StreamDecoder | None:
+        """Classify the direction by its first bytes; None while undecided or once found encrypted."""
+        head = d.head
+        kind = classify_stream(head)
+        if not kind:
+            return None
+        if kind == PROTO_TLS:
+            return self._tls_start(flow, d)
+        if kind == PROTO_SSH:
+            line_end = head.find(b"\n")
+            if line_end < 0 and len(head) < 256:
+                return None
+            banner = head[:line_end + 1 if line_end >= 0 else 256]
+            self._scan_units(flow, d, [Unit(banner, 0, len(banner), True, "", PROTO_SSH)])
+            self._mark_encrypted(flow, PROTO_SSH)
+            return None
+        if kind == PROTO_UNKNOWN and flow.protocol in (PROTO_HTTP, PROTO_MQTT, PROTO_WEBSOCKET):
+            kind = flow.protocol
+        if kind == PROTO_HTTP:
+            decoder: StreamDecoder = HttpDecoder(decode_content=layers.decode_content)
+        elif kind == PROTO_MQTT:
+            decoder = MqttDecoder()
+        elif kind == PROTO_WEBSOCKET:
+            decoder = WebSocketDecoder()
+        else:
+            decoder = RawDecoder(overlap=self.matcher.overlap)
+        if flow.protocol == PROTO_UNKNOWN or kind != PROTO_UNKNOWN:
+            if not (flow.protocol == PROTO_WEBSOCKET and kind == PROTO_HTTP):
+                flow.protocol = kind
+        d.decoder = decoder
+        return decoder
+
+    def _tls_start(self, flow: _Flow, d: _Direction) -> None:
+        head = d.head
+        if len(head) >= 6 and head[0] == 22 and head[5] == 1:  # a handshake record holding a ClientHello
+            hello = parse_client_hello(head)
+            if hello is None and len(head) < MAX_CLIENT_HELLO_BYTES:
+                return None  # wait for the rest of the ClientHello (modern ones span two segments)
+            if hello is not None:
+                flow.sni = hello.sni or flow.sni
+                self._scan_units(flow, d, [Unit(head[:hello.length], 0, hello.length, True, "",
+                                                PROTO_TLS_HANDSHAKE)])
+        elif len(head) < 6:
+            return None
+        self._mark_encrypted(flow, PROTO_TLS)
+        return None
+
+    def _switch_to_websocket(self, flow: _Flow, d: _Direction, old: StreamDecoder) -> list[Unit]:
+        ws = WebSocketDecoder(old.offset)
+        d.decoder = ws
+        flow.protocol = PROTO_WEBSOCKET
+        return ws.feed(old.buf) if old.buf else []
+
+    def _trim(self, d: _Direction) -> None:
+        """Forget frame-map entries for stream bytes no decoder will report on again."""
+        if len(d.offsets) < 4096 or d.decoder is None:
+            return
+        keep_from = d.decoder.offset - self.matcher.overlap
+        index = bisect.bisect_right(d.offsets, keep_from) - 1
+        if index > 0:
+            del d.offsets[:index], d.frames[:index], d.times[:index]
+
+    def _close(self, flow: _Flow) -> None:
+        if flow.closed:
+            return
+        flow.closed = True
+        for d in (flow.client, flow.server):
+            if d.done:
+                continue
+            if d.stream is not None:
+                for data, frame, ts, hole in d.stream.flush():
+                    self._deliver(flow, d, data, frame, ts, hole)
+                    if d.done:
+                        break
+            if d.done:
+                continue
+            if d.decoder is None and d.head:
+                # too short to classify: scan as it is
+                d.decoder = RawDecoder(overlap=self.matcher.overlap)
+                data, d.head = d.head, b""
+                self._scan_units(flow, d, d.decoder.feed(data))
+            if d.decoder is not None:
+                self._scan_units(flow, d, d.decoder.finish())
+                if d.decoder.buf:
+                    self._scan_units(flow, d, d.decoder.hole())
+                self._decoder_warnings(d.decoder)
+            d.stream = None
+            d.decoder = None
+            d.offsets, d.frames, d.times = [], [], []
+
+    # --- matching ---------------------------------------------------------------------------------------------
+
+    def _scan_units(self, flow: _Flow, d: _Direction, units: Iterable[Unit], *,
+                    frames: list[int] | None = None, time: float | None = None) -> None:
+        find = self.matcher.find
+        for unit in units:
+            data = unit.data
+            if not data:
+                continue
+            matches = find(data)
+            if matches:
+                self._record(flow, d, unit, data, matches, "", frames, time)
+            if not unit.peel or (unit.protocol == PROTO_UNKNOWN and d.peeled >= PEEL_BYTES_PER_DIRECTION):
+                continue
+            sample = data[:PEEL_INPUT_BYTES]
+            d.peeled += len(sample)
+            for chain, decoded in self._layers(sample):
+                inner = find(decoded)
+                if inner and not TRANSPARENT_LAYERS.isdisjoint(chain.split(">")):
+                    # unescaping leaves most text as it was: what the raw bytes already showed is no new finding
+                    inner = [m for m in inner if decoded[m.start:m.end] not in sample]
+                if inner:
+                    self._record(flow, d, unit, decoded, inner, chain, frames, time)
+
+    @staticmethod
+    def _layers(sample: bytes) -> list[tuple[str, bytes]]:
+        """Nested layers of ``sample``, each distinct decoded output once, by its shortest chain.
+
+        ``url>base64>gzip`` and ``base64>gzip`` often decode to the same bytes (the URL-escaping touched
+        something else): reporting both would be one leak twice.
+        """
+        layers_found = [(c, out) for c, out in layers.peel(sample, max_depth=PEEL_DEPTH, max_output=PEEL_OUTPUT_BYTES)
+                        if out]
+        layers_found.sort(key=lambda item: item[0].count(">"))
+        unique: dict[bytes, str] = {}
+        for chain, decoded in layers_found:
+            unique.setdefault(decoded, chain)
+        return [(chain, decoded) for decoded, chain in unique.items()]
+
+    def _record(self, flow: _Flow, d: _Direction, unit: Unit, data: bytes, matches: list[Match], peel_chain: str,
+                frames: list[int] | None, time: float | None) -> None:
+        for match in matches:
+            needle = match.needle
+            encoding = compose_encoding(unit.chain, peel_chain, needle.encoding)
+            if frames is not None:
+                hit_frames = frames
+                hit_time = time if time is not None else 0.0
+            else:
+                exact = unit.exact and not peel_chain
+                lo = unit.start + match.start if exact else unit.start
+                hi = unit.start + match.end if exact else unit.end
+                hit_frames, hit_time = self._frames(d, lo, hi)
+            phase = self._phase(hit_time)
+            key = (flow.ident, needle.identifier, encoding, phase)
+            state = self.findings.get(key)
+            if state is None:
+                state = self.findings[key] = _FindingState(
+                    needle.identifier, encoding, flow, d, unit.protocol, phase,
+                    excerpt(data, match, matches), _text(data[match.start:match.end]))
+            state.frames.update(hit_frames)
+            state.time = min(state.time, hit_time)
+
+    def _frames(self, d: _Direction, lo: int, hi: int) -> tuple[list[int], float]:
+        offsets = d.offsets
+        if not offsets:
+            return [], 0.0
+        first = max(bisect.bisect_right(offsets, lo) - 1, 0)
+        last = max(bisect.bisect_left(offsets, max(hi, lo + 1)) - 1, first)
+        return d.frames[first:last + 1], d.times[first]
+
+    def _phase(self, t: float) -> str | None:
+        for phase in self.phases:
+            if phase.contains(t):
+                return phase.name
+        return None
+
+    # --- results ----------------------------------------------------------------------------------------------
+
+    def _host(self, flow: _Flow) -> str | None:
+        if flow.sni:
+            return flow.sni
+        if flow.http_host:
+            return flow.http_host
+        if flow.protocol == PROTO_DNS:
+            return self.dns_names.get(flow.client.dst)
+        return self.dns_names.get(flow.client.dst)
+
+    def _masked_host(self, host: str | None) -> str | None:
+        """A host name with any identifier in it masked (``<imei>.tracker.example`` is itself a leak)."""
+        if not host:
+            return host
+        raw = host.encode("latin-1", "replace")
+        matches = self.matcher.find(raw)
+        if not matches:
+            return host
+        out = bytearray(raw)
+        for m in matches:
+            out[m.start:m.end] = _masked(raw[m.start:m.end]).encode("latin-1", "replace")[:m.end - m.start].ljust(
+                m.end - m.start, b"*")
+        return out.decode("latin-1")
+
+    def _result(self, reader: CaptureReader, first_time: float | None, last_time: float | None,
+                seconds: float) -> ScanResult:
+        warnings = list(reader.warnings)
+        for link, count in sorted(self.unsupported_links.items()):
+            warnings.append(f"{count} packets have link type {link}, which phonehome cannot decode; they were not "
+                            f"scanned (supported: {', '.join(sorted(set(SUPPORTED_LINK_TYPES.values())))})")
+        if reader.snaplen_cut:
+            warnings.append(f"{reader.snaplen_cut} packets were cut short by the capture's snap length; bytes "
+                            "beyond it were not scanned (capture with -s 0)")
+        if self.budget.gaps:
+            warnings.append(f"{self.budget.gaps} gaps in TCP streams ({self.budget.gap_bytes} bytes never "
+                            "captured or given up on); identifiers across a gap cannot be found")
+        if self.defrag.dropped_datagrams:
+            warnings.append(f"{self.defrag.dropped_datagrams} fragmented IP datagrams could not be reassembled "
+                            "(fragments missing); they were not scanned")
+        for problem, count in list(self.decode_problems.items())[:MAX_DECODE_WARNINGS]:
+            warnings.append(f"{problem}" + (f" ({count} times)" if count > 1 else ""))
+        if reader.packets == 0:
+            warnings.append("the capture holds no packets: nothing was scanned")
+        hosts = {flow.ident: self._masked_host(self._host(flow)) for flow in self.all_flows}
+        findings = []
+        for state in self.findings.values():
+            flow, d = state.flow, state.direction
+            findings.append(Finding(
+                identifier=state.identifier, encoding=state.encoding, transport=flow.transport,
+                src=address_text(d.src), sport=d.sport, dst=address_text(d.dst), dport=d.dport,
+                host=hosts[flow.ident], protocol=state.protocol, encrypted=False,
+                frames=tuple(sorted(state.frames)), time=state.time if math.isfinite(state.time) else 0.0,
+                phase=state.phase, excerpt=state.excerpt, value=state.value))
+        findings.sort(key=lambda f: (f.frames[:1], f.identifier, f.encoding))
+        flows = tuple(Flow(
+            transport=flow.transport, src=address_text(flow.client.src), sport=flow.client.sport,
+            dst=address_text(flow.client.dst), dport=flow.client.dport, host=hosts[flow.ident],
+            protocol=flow.protocol, encrypted=flow.encrypted, bytes=flow.bytes, frames=flow.frames,
+            first_frame=flow.first_frame, first_time=flow.first_time, last_time=flow.last_time)
+            for flow in self.all_flows)
+        info = CaptureInfo(
+            path=str(reader.path), format=reader.format, link_types=reader.link_types,
+            file_bytes=reader.file_bytes, packets=reader.packets, first_time=first_time, last_time=last_time,
+            non_ip_packets=self.non_ip, undecodable_packets=self.undecodable,
+            snaplen_cut_packets=reader.snaplen_cut, tcp_gaps=self.budget.gaps, tcp_gap_bytes=self.budget.gap_bytes,
+            retransmitted_bytes=self.budget.retransmitted_bytes,
+            dropped_fragments=self.defrag.dropped_datagrams, scan_seconds=seconds)
+        return ScanResult(info, tuple(findings), flows, tuple(warnings), self.phases)
+
+
+def compose_encoding(unit_chain: str, peel_chain: str, needle_encoding: str) -> str:
+    """The finding's encoding: content decodings, then nested layers, then the needle's own encoding.
+
+    The same leak can be found two ways — base64 of the IMEI by a base64 needle in the raw bytes, and by the
+    plain needle after the nested decoders undid the base64 — so names are canonical: a single layer is named
+    alone (``base64``, ``url``, ``hex``), a layered chain ends in the innermost needle (``gzip>base64>plain``,
+    ``gzip>md5``), and ``X>plain`` equals a needle of encoding ``X`` under the same outer layers.
+    """
+    parts = [p for p in unit_chain.split(">") if p] + [p for p in peel_chain.split(">") if p]
+    parts.append(needle_encoding)
+    if len(parts) > 1 and parts[-1] in LAYER_NAMES:
+        parts.append("plain")  # a layer needle under outer layers: spell the chain out
+    if len(parts) == 2 and parts[1] == "plain" and parts[0] in LAYER_NAMES:
+        return parts[0]
+    return ">".join(parts)
+
+
+def _printable(data: bytes) -> str:
+    return "".join(chr(b) if 32 <= b < 127 else "." for b in data)
+
+
+def _text(data: bytes) -> str:
+    """Matched bytes as text: as they are when printable, else hex."""
+    if all(32 <= b < 127 for b in data):
+        return data.decode("ascii")
+    return data.hex()
+
+
+def _masked(data: bytes) -> str:
+    return mask(_text(data))
+
+
+def excerpt(data: bytes, match: Match, matches: Sequence[Match]) -> str:
+    """Context around ``match`` with every identifier in it masked (the matched one and any neighbours)."""
+    lo = max(match.start - EXCERPT_CONTEXT_BYTES, 0)
+    hi = min(match.end + EXCERPT_CONTEXT_BYTES, len(data))
+    spans = sorted((max(m.start, lo), min(m.end, hi)) for m in matches if m.start < hi and m.end > lo)
+    out = []
+    pos = lo
+    for start, end in spans:
+        if end <= pos:
+            continue
+        start = max(start, pos)
+        out.append(_printable(data[pos:start]))
+        out.append(_masked(data[start:end]))
+        pos = end
+    out.append(_printable(data[pos:hi]))
+    return "".join(out)
+
+
+def scan_capture(path: str | os.PathLike[str], identifiers: Identifiers, *, phases: Sequence[Phase] = (),
+                 matcher: Matcher | None = None) -> ScanResult:
+    """Scan one capture for one device's identifiers.
+
+    ``phases`` name windows of capture time: each finding gets the phase of its first frame, and a leak repeated
+    in two phases is one finding per phase. ``matcher`` lets a caller scanning many windows with the same
+    identifiers build it once. Bad input (not a capture, empty identifiers) raises :class:`InputError`; damage
+    inside a readable capture is reported in ``ScanResult.warnings`` and the capture info.
+    """
+    if identifiers.is_empty():
+        raise InputError(None, "no identifiers to look for", fix="give at least one identifier")
+    return Scanner(identifiers, phases=phases, matcher=matcher).scan(path)
