@@ -1,0 +1,102 @@
+"""The generated report in a real browser: served on 127.0.0.1, clicked into, and not a single request elsewhere.
+
+Debian's chromium driven by playwright-core (``browse.mjs``); see the notes on Allure for the launch flags.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phonehome.report import generate
+
+BROWSE_SCRIPT = Path(__file__).with_name("browse.mjs")
+#: Chromium start, page load and a few clicks: ~5 s; generous for a loaded CI machine
+BROWSE_TIMEOUT_S = 120
+
+NOKIA_SPEC: dict[str, Any] = {
+    "test": "test_unlock_sends_no_identifier_in_cleartext[nokia-7-plus]",
+    "texts": ["Failed", "Critical", "Cleartext identifier leak", "sent in cleartext (base64)"],
+    "step": "phase unlock:",
+    "findings": "findings (unlock)",
+    "findingsTexts": ["imei", "base64", "fota.nokia-updates.example", "MzU2OTM4MD***************DM4MDk="],
+    "pcap": "capture (unlock).pcapng",
+}
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # keep the test output to what matters
+        pass
+
+
+@functools.cache
+def _node() -> str:
+    node = shutil.which("node")
+    assert node, "node is not installed (bash ci/setup.sh installs it)"
+    return node
+
+
+def serve(directory: Path) -> Iterator[str]:
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def browse(url: str, spec: dict[str, Any], tmp_path: Path) -> tuple[int, dict[str, Any]]:
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps({**spec, "url": url}), encoding="utf-8")
+    proc = subprocess.run([_node(), str(BROWSE_SCRIPT), str(spec_path)], capture_output=True, text=True,
+                          timeout=BROWSE_TIMEOUT_S, check=False)
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"browse.mjs printed nothing; stderr: {proc.stderr[-2000:]}"
+    return proc.returncode, json.loads(lines[-1])
+
+
+@pytest.fixture(scope="module")
+def report(sample_results: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("browser") / "report"
+    generate.generate([sample_results], out)
+    return out
+
+
+@pytest.mark.timeout(BROWSE_TIMEOUT_S + 30)
+def test_failing_test_shows_finding_and_pcap_and_nothing_leaves_the_machine(report: Path, tmp_path: Path) -> None:
+    for url in serve(report):
+        returncode, result = browse(url, NOKIA_SPEC, tmp_path)
+        assert result["problems"] == [], result
+        assert returncode == 0
+        assert result["offMachine"] == []
+        assert result["pcapMagic"] == "0a0d0d0a"
+        assert any("/data/attachments/" in r for r in result["requests"])  # attachments load on demand
+        assert all(r.startswith((url.rsplit("/", 1)[0], "blob:", "data:")) for r in result["requests"])
+
+
+@pytest.mark.timeout(BROWSE_TIMEOUT_S + 30)
+def test_browser_check_catches_a_request_off_the_machine(report: Path, tmp_path: Path) -> None:
+    """The check must be able to fail: a report with a tracker pixel added is caught (and the pixel blocked)."""
+    tampered = tmp_path / "tampered"
+    shutil.copytree(report, tampered)
+    index = tampered / "index.html"
+    index.write_text(index.read_text().replace(
+        "</body>", '<img src="http://198.51.100.7/pixel.gif" alt=""></body>'), encoding="utf-8")
+    for url in serve(tampered):
+        returncode, result = browse(url, NOKIA_SPEC, tmp_path)
+    assert returncode == 1
+    assert result["offMachine"] == ["http://198.51.100.7/pixel.gif"]
+    assert any("left the machine" in p for p in result["problems"])
