@@ -62,6 +62,7 @@ CAPTURE_FILE_MODE = 0o600
 PCAPDROID_PACKAGE = "com.emanuelef.remote_capture"
 PCAPDROID_ACTIVITY = f"{PCAPDROID_PACKAGE}/.activities.CaptureCtrl"
 PCAPDROID_DIR = "/sdcard/Download/PCAPdroid"
+PCAPDROID_HINT = "is PCAPdroid 1.6 or later installed on the phone? see the README's bench guide"
 LINKTYPE_ETHERNET = 1
 
 #: dumpcap/tshark print this once the capture file is open and packets are being written
@@ -743,9 +744,12 @@ class RemoteCommandCapture(_PhasedCapture):
     """
 
     def __init__(self, shell: RemoteShell, recorder: Sequence[str], pcap: Path, *, ready: re.Pattern[str],
-                 source: str, phone: PhoneMatch | None = None, label: str | None = None) -> None:
+                 source: str, phone: PhoneMatch | None = None, label: str | None = None,
+                 hint: str = "") -> None:
         super().__init__(pcap, phone=phone, label=label)
         self.shell = shell
+        #: what to check when the recorder does not start (said in the error)
+        self.hint = hint
         self.recorder = tuple(recorder)
         self.source = source
         self._ready = ready
@@ -794,12 +798,14 @@ class RemoteCommandCapture(_PhasedCapture):
                 self._local_stderr.join(KILL_TIMEOUT_S)
                 local = self._local_stderr.text()
                 out.close()
-                raise CaptureError(f"{self._what()}: the recorder exited before capturing",
+                raise CaptureError(f"{self._what()}: the recorder exited before capturing"
+                                   + (f" ({self.hint})" if self.hint else ""),
                                    command=self._command, returncode=proc.returncode, stderr=stderr + local)
             if time.monotonic() > deadline:
                 self._abort()
                 raise CaptureError(f"{self._what()}: the recorder never became ready within "
-                                   f"{READY_TIMEOUT_S:g} s", command=self._command, stderr=stderr)
+                                   f"{READY_TIMEOUT_S:g} s" + (f" ({self.hint})" if self.hint else ""),
+                                   command=self._command, stderr=stderr)
             time.sleep(POLL_INTERVAL_S)
         log.info("%s: recording via %s into %s", self._what(), self.shell.name, self._pcap)
 
@@ -896,7 +902,9 @@ class SshDumpcapCapture(RemoteCommandCapture):
                  phone: PhoneMatch | None = None, label: str | None = None,
                  shell: RemoteShell | None = None) -> None:
         super().__init__(shell or ssh_shell(host), dumpcap_recorder(interface, bpf), pcap, ready=_DUMPCAP_READY,
-                         source="ssh", phone=phone, label=label)
+                         source="ssh", phone=phone, label=label,
+                         hint=f"check key login to {host}, dumpcap on its PATH and its permission to capture on "
+                              f"{interface}")
         self.host = host
 
 
@@ -908,7 +916,9 @@ class AdbTcpdumpCapture(RemoteCommandCapture):
                  recorder: Sequence[str] | None = None, shell: RemoteShell | None = None) -> None:
         super().__init__(shell or adb_shell(serial, server_port=server_port),
                          recorder or tcpdump_recorder(interface, bpf), pcap, ready=_TCPDUMP_READY,
-                         source="adb-tcpdump", phone=phone, label=label or serial)
+                         source="adb-tcpdump", phone=phone, label=label or serial,
+                         hint="adb-tcpdump needs a rooted phone with adbd as root ('adb root') and tcpdump on "
+                              "its PATH; without root use capture source pcapdroid")
         self.serial = serial
 
 
@@ -962,16 +972,21 @@ class PcapdroidCapture(_PhasedCapture):
     def _start(self) -> None:
         _prepare_output(self._pcap)
         self._started = time.time()
-        out = self._shell(self.intent("start"), "starting PCAPdroid")
-        if "Error" in out:
-            raise CaptureError(f"{self._what()}: PCAPdroid could not be started (is it installed?)",
-                               command=[*self._adb, "shell", *self.intent("start")], stderr=out)
+        command = [*self._adb, "shell", *self.intent("start")]
+        try:
+            out = self._shell(self.intent("start"), "starting PCAPdroid")
+        except CaptureError as exc:
+            raise CaptureError(f"{self._what()}: PCAPdroid could not be started ({PCAPDROID_HINT})",
+                               command=command, returncode=exc.returncode, stderr=exc.stderr) from None
+        if "Error" in out:  # older `am` prints errors on stdout with rc 0
+            raise CaptureError(f"{self._what()}: PCAPdroid could not be started ({PCAPDROID_HINT})",
+                               command=command, stderr=out)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while (size := self._size()) is None or size < 24:  # a pcap header: PCAPdroid is writing
             if time.monotonic() > deadline:
                 raise CaptureError(f"{self._what()}: PCAPdroid did not start dumping within {READY_TIMEOUT_S:g} s "
                                    "(grant com.android.shell the capture permission permanently in PCAPdroid)",
-                                   command=[*self._adb, "shell", *self.intent("start")])
+                                   command=command)
             time.sleep(POLL_INTERVAL_S)
 
     def _stop(self) -> CaptureStats:

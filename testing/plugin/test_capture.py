@@ -25,10 +25,12 @@ import pytest
 
 from phonehome.capture import (
     STOP_DELAY_S,
+    AdbTcpdumpCapture,
     Capture,
     CaptureContext,
     DumpcapCapture,
     FileCapture,
+    PcapdroidCapture,
     PhoneMatch,
     RemoteCommandCapture,
     capture_for,
@@ -42,6 +44,8 @@ from phonehome.capture import (
 )
 from phonehome.errors import CaptureError, InputError
 from phonehome.inventory import load_inventory
+from phonehome.virtual.adbserver import AdbServer
+from phonehome.virtual.phone import VirtualPhone, VirtualPhoneSpec
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="creating veth pairs and capturing needs root"),
@@ -391,3 +395,48 @@ devices:
         unfiltered.close()
     assert capture.assert_saw_traffic("unlock") == 4
     assert unfiltered.assert_saw_traffic("unlock") == 4  # matched by the phone's MAC
+
+
+@dataclass(frozen=True)
+class AdbPhone:
+    serial: str
+    port: int
+
+
+@pytest.fixture(scope="module")
+def adb_phone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdbPhone]:
+    """A virtual phone behind the lab's adb server, reached by Debian's real ``adb -P PORT`` (shared: stopping
+    the server takes a few seconds)."""
+    if shutil.which("adb") is None:
+        pytest.skip("needs Debian's adb (ci/setup.sh installs it)")
+    phone = VirtualPhone(VirtualPhoneSpec(serial="VCAPTURE0001", label="cap", model="Virtual"),
+                         storage_dir=tmp_path_factory.mktemp("phone"))
+    server = AdbServer([phone])
+    server.start()
+    try:
+        yield AdbPhone(serial="VCAPTURE0001", port=server.port)
+    finally:
+        server.stop()
+        phone.close()
+
+
+@pytest.mark.timeout(60)
+def test_pcapdroid_missing_on_the_phone_is_a_capture_error(adb_phone: AdbPhone, tmp_path: Path) -> None:
+    capture = PcapdroidCapture(adb_phone.serial, tmp_path / "droid.pcap", server_port=adb_phone.port)
+    assert capture.intent("start")[:4] == ["am", "start", "-e", "action"]
+    assert "pcap_file" in capture.intent("start") and capture.intent("stop")[-2:] == [
+        "-n", "com.emanuelef.remote_capture/.activities.CaptureCtrl"]
+    with pytest.raises(CaptureError, match=r"PCAPdroid could not be started \(is PCAPdroid") as info:
+        capture.start()
+    assert "CaptureCtrl" in (info.value.stderr or "") and info.value.command
+    assert f"-P {adb_phone.port} -s {adb_phone.serial} shell am start" in " ".join(info.value.command)
+
+
+@pytest.mark.timeout(60)
+def test_adb_tcpdump_on_a_phone_without_tcpdump_is_a_capture_error(adb_phone: AdbPhone, tmp_path: Path) -> None:
+    capture = AdbTcpdumpCapture(adb_phone.serial, tmp_path / "phone.pcap", server_port=adb_phone.port,
+                                bpf="not port 5555")
+    assert capture.recorder == ("tcpdump", "-i", "wlan0", "-s", "0", "-U", "-w", "-", "not port 5555")
+    with pytest.raises(CaptureError, match=r"the recorder exited before capturing \(adb-tcpdump needs a rooted"):
+        capture.start()
+    capture.close()
