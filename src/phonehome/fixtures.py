@@ -122,7 +122,7 @@ def _phonehome_device(request: pytest.FixtureRequest, _phonehome_entry: DeviceEn
         raise PhonehomeError(f"device {entry.label}: no pytest_phonehome_make_phone implementation built a phone")
     try:
         session = _open_session(state, entry, phone)
-        info = {**phone.info(), "identifier_sources": dict(session.sources), "tools": tool_versions()}
+        info = {**phone.info(), "identifier_sources": dict(session.sources), "tools": list(tool_versions())}
         config.hook.pytest_phonehome_device_info(device=entry.label, info=info)
     except BaseException:
         phone.close()

@@ -9,6 +9,7 @@ controller, or the only process) and only when a selected device is virtual.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import inspect
 import logging
@@ -459,15 +460,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
-def tool_versions() -> list[str]:
-    """dumpcap, adb and uiautomator2 versions, for the header (the effective lab setup)."""
+@functools.cache
+def tool_versions() -> tuple[str, ...]:
+    """dumpcap, adb and uiautomator2 versions, for the header and device info (the effective lab setup)."""
     versions = [_binary_version("dumpcap", ["--version"]), _binary_version("adb", ["version"])]
     for package in ("uiautomator2", "adbutils"):
         try:
             versions.append(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
             versions.append(f"{package} not installed")
-    return versions
+    return tuple(versions)
 
 
 def _binary_version(name: str, args: list[str]) -> str:

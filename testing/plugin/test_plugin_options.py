@@ -141,3 +141,119 @@ def test_resolve_settings_reads_the_given_environment(pytester: pytest.Pytester)
     settings = resolve_settings(config, {"PHONEHOME_DEVICE": "x", "PHONEHOME_LAB": "1"})
     assert settings.devices == ("x",)
     assert settings.lab is True
+
+
+# --- with an inventory ---------------------------------------------------------------------------------------
+
+FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "firmware"
+
+
+def write_inventory(pytester: pytest.Pytester, devices: list[tuple[str, str]]) -> Path:
+    """A devices.yaml of virtual phones: (label, model) pairs."""
+    lines = ["version: 1", "devices:"]
+    for index, (label, model) in enumerate(devices, start=1):
+        lines += [f"  - label: {label}", f"    model: {model}", f"    serial: VTEST{index:07d}",
+                  "    backend: virtual", f"    firmware: {FIRMWARE_DIR / 'clean.yaml'}",
+                  f"    identifiers: {{serial: VTEST{index:07d}, wifi_mac: '02:1a:11:f0:99:{index:02x}'}}"]
+    return pytester.makefile(".yaml", devices="\n".join(lines) + "\n")
+
+
+PHONE_TEST = """
+import pytest
+
+def test_on_every_phone(phone):
+    pass
+
+@pytest.mark.phonehome_device("beta")
+def test_only_beta(phone):
+    pass
+
+@pytest.mark.phonehome_model("Model A")
+def test_only_model_a(phone):
+    pass
+
+def test_without_phone():
+    pass
+"""
+
+
+def test_collect_only_lists_one_test_per_device_with_labels_as_ids(pytester: pytest.Pytester) -> None:
+    """Collecting needs no adb, no lab and no phone."""
+    write_inventory(pytester, [("alpha", "Model A"), ("beta", "Model B")])
+    pytester.makepyfile(test_phones=PHONE_TEST)
+    result = pytester.runpytest("--collect-only", "-q")
+    lines = result.stdout.lines
+    collected = [line for line in lines if line.startswith("test_phones.py::")]
+    assert sorted(collected) == [
+        "test_phones.py::test_on_every_phone[alpha]",
+        "test_phones.py::test_on_every_phone[beta]",
+        "test_phones.py::test_only_beta[beta]",
+        "test_phones.py::test_only_model_a[alpha]",
+        "test_phones.py::test_without_phone",
+    ]
+    result.stdout.fnmatch_lines(["5 tests collected*"])
+
+
+def test_device_and_model_options_select_devices(pytester: pytest.Pytester) -> None:
+    write_inventory(pytester, [("alpha", "Model A"), ("beta", "Model B"), ("gamma", "Model A")])
+    pytester.makepyfile(test_phones="def test_x(phone):\n    pass\n")
+    result = pytester.runpytest("--collect-only", "-q", "--phonehome-model", "model a")
+    result.stdout.fnmatch_lines(["*test_x[[]alpha[]]", "*test_x[[]gamma[]]", "2 tests collected*"])
+    result = pytester.runpytest("--collect-only", "-q", "--phonehome-device", "gamma")
+    result.stdout.fnmatch_lines(["*test_x[[]gamma[]]", "1 test collected*"])
+
+
+def test_marker_matching_no_selected_device_skips_with_a_reason(pytester: pytest.Pytester) -> None:
+    write_inventory(pytester, [("alpha", "Model A"), ("beta", "Model B")])
+    pytester.makepyfile(test_phones=PHONE_TEST)
+    result = pytester.runpytest("-rs", "--phonehome-device", "alpha", "-k", "only_beta")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*no selected device matches this test's phonehome_device/phonehome_model*"])
+
+
+def test_unknown_label_is_a_usage_error_listing_the_labels(pytester: pytest.Pytester) -> None:
+    write_inventory(pytester, [("alpha", "Model A"), ("beta", "Model B")])
+    result = pytester.runpytest("--phonehome-device", "gamma")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *devices.yaml: no device labelled 'gamma' (use one of: alpha, beta)"])
+
+
+def test_a_broken_inventory_is_one_line(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", devices="version: 1\ndevices:\n  - label: x\n    model: M\n    serial: S1\n"
+                                       "    backend: telepathy\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *devices.yaml: line 6*backend*telepathy*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+@pytest.mark.parametrize(("marker", "problem"), [
+    ('phonehome_device(labels=["alpha"])', "*phonehome_device(*labels): got an unexpected keyword argument*"),
+    ("phonehome_model()", "*phonehome_model needs one or more non-empty strings, got ()*"),
+    ("phonehome_device(7)", "*phonehome_device needs one or more non-empty strings, got (7,)*"),
+])
+def test_misused_markers_fail_collection_with_their_signature(pytester: pytest.Pytester, marker: str,
+                                                              problem: str) -> None:
+    write_inventory(pytester, [("alpha", "Model A")])
+    pytester.makepyfile(test_bad=f"import pytest\n\n@pytest.mark.{marker}\ndef test_x(phone):\n    pass\n")
+    result = pytester.runpytest("--collect-only")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([problem])
+
+
+def test_report_header_shows_inventory_devices_and_tools(pytester: pytest.Pytester) -> None:
+    inventory = write_inventory(pytester, [("alpha", "Model A"), ("beta", "Model B")])
+    result = pytester.runpytest("--collect-only", "--phonehome-device", "beta")
+    result.stdout.fnmatch_lines([
+        f"phonehome: inventory {inventory} (2 devices)",
+        "phonehome: devices beta (Model B, virtual)",
+        "phonehome: captures in *results/captures, keep failed; identifiers masked",
+        "phonehome: tools *umpcap*, Android Debug Bridge*, uiautomator2 3.7.1, adbutils 2.12.0",
+    ])
+
+
+def test_xdist_modes_that_could_share_a_phone_are_refused(pytester: pytest.Pytester) -> None:
+    write_inventory(pytester, [("alpha", "Model A")])
+    result = pytester.runpytest("-n", "2", "--dist", "loadfile", "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: phonehome: --dist loadfile could give one phone to two workers*"])
