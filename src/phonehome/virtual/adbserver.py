@@ -169,15 +169,13 @@ class AdbServer:
                 phone.unsubscribe(self._notify)
             self._notify()
             if self._listener is not None:
-                with contextlib.suppress(OSError):
-                    self._listener.close()
+                _close_listener(self._listener)
             with self._lock:
                 forwards = list(self._forwards.values())
                 self._forwards.clear()
                 clients = list(self._clients)
             for fwd in forwards:
-                with contextlib.suppress(OSError):
-                    fwd.listener.close()
+                _close_listener(fwd.listener)
             for sock in clients:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
@@ -572,8 +570,7 @@ class AdbServer:
                 fwd = self._forwards.pop(local, None)
                 victims = [fwd] if fwd else []
         for fwd in victims:
-            with contextlib.suppress(OSError):
-                fwd.listener.close()
+            _close_listener(fwd.listener)
         return bool(victims)
 
     # --- device services -----------------------------------------------------------------------------------
@@ -631,6 +628,14 @@ class AdbServer:
             _interactive_v1(conn, shell)
         else:
             _ShellV1(conn, shell).run(command)
+
+
+def _close_listener(listener: socket.socket) -> None:
+    """Close a listening socket so that a thread blocked in accept() wakes up (close alone does not on Linux)."""
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        listener.close()
 
 
 def _ends_with_service(rest: str) -> bool:
