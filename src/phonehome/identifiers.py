@@ -224,7 +224,7 @@ class _Context:
         field = ".".join(part for part in (self.prefix, path) if part) or None
         line = self._line(path)
         where = ", ".join(part for part in (f"line {line}" if line else None, field) if part) or None
-        return InputError(self.source, problem, where=where, fix=fix)
+        return InputError(self.source, _one_line(problem), where=_one_line(where) if where else None, fix=fix)
 
     def _line(self, path: str) -> int | None:
         while path:
@@ -254,6 +254,11 @@ def _parse(data: object, *, source: str, where: str, lines: Mapping[str, int]) -
             for path, text in _strings(raw, key, ctx):
                 values.append((key, _NORMALISERS[key](text, path, ctx)))
     return Identifiers(values=tuple(dict.fromkeys(values)), locations=tuple(dict.fromkeys(locations)))
+
+
+def _one_line(text: str) -> str:
+    """Errors are one line: escape control characters a key or value may carry."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def _kind(value: object) -> str:

@@ -1,0 +1,381 @@
+"""Nested decoders: everything an app may have wrapped an identifier in before sending it.
+
+:func:`peel` finds decodable layers *inside* a buffer (a gzip member in a raw TCP payload, a base64 run in a
+JSON value, percent-encoding in a query string) and decodes them recursively, so that ``base64(gzip(json))``
+is matched as ``base64>gzip>plain``. :func:`decode_content` undoes an HTTP ``Content-Encoding``.
+
+Both are hostile-input code: every decoder is bounded in output (zip bombs), in depth, and in the number of
+attempts; neither ever raises. Layer names (``gzip``, ``zlib``, ``deflate``, ``brotli``, ``bzip2``, ``lzma``,
+``base64``, ``base64url``, ``base32``, ``hex``, ``url``, ``html``, ``json``, ``qp``, ``utf16le``, ``utf16be``)
+are joined outermost first with ``>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bz2
+import html
+import lzma
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+#: default bounds of :func:`peel`
+MAX_DEPTH = 3
+MAX_OUTPUT_BYTES = 4 << 20
+#: default bound of one :func:`decode_content` call
+MAX_CONTENT_BYTES = 64 << 20
+#: shortest base64/base32/hex run worth decoding (shorter ones are mostly words and numbers)
+MIN_RUN_CHARS = 16
+#: compressed members tried per buffer and layer (each try is cheap but a buffer can hold many magics)
+MAX_COMPRESSED_TRIES = 32
+#: text decoders only look at buffers up to this size per layer (the matcher sees the raw bytes anyway)
+MAX_TEXT_DECODE_BYTES = 8 << 20
+_CHUNK = 64 << 10
+
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{%d,}={0,2}" % MIN_RUN_CHARS)
+_BASE32_RUN = re.compile(rb"[A-Z2-7]{%d,}=*" % MIN_RUN_CHARS)
+_HEX_RUN = re.compile(rb"[0-9A-Fa-f]{%d,}" % MIN_RUN_CHARS)
+_PERCENT = re.compile(rb"%[0-9A-Fa-f]{2}")
+_ENTITY = re.compile(rb"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+_JSON_ESCAPE = re.compile(rb"\\u([0-9A-Fa-f]{4})")
+_QP = re.compile(rb"=(?:[0-9A-F]{2}|\r?\n)")
+_UTF16LE_RUN = re.compile(rb"(?:[\x09\x0a\x0d\x20-\x7e]\x00){8,}")
+_UTF16BE_RUN = re.compile(rb"(?:\x00[\x09\x0a\x0d\x20-\x7e]){8,}")
+#: between decoded runs joined into one layer: no digit, no base64 character, so nothing matches across it
+_JOIN = b"\n\x00\n"
+
+_GZIP_MAGIC = b"\x1f\x8b\x08"
+_ZLIB_MAGICS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
+_BZIP2_MAGIC = re.compile(rb"BZh[1-9]1AY&SY")
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+@dataclass
+class _Budget:
+    """Output bytes left for this peel: shared by every layer so a bomb anywhere stops everything."""
+
+    left: int
+
+    def take(self, size: int) -> int:
+        granted = max(0, min(size, self.left))
+        self.left -= granted
+        return granted
+
+
+def peel(data: bytes, *, max_depth: int = MAX_DEPTH, max_output: int = MAX_OUTPUT_BYTES) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(chain, decoded)`` for every layer decodable inside ``data``, recursively (outermost first).
+
+    ``data`` itself is not yielded: the caller matches it directly. Total decoded output is at most
+    ``max_output`` bytes and chains at most ``max_depth`` long. Never raises.
+    """
+    budget = _Budget(max(0, max_output))
+    try:
+        yield from _peel(bytes(data), "", max_depth, budget)
+    except Exception:  # pragma: no cover - every decoder guards itself; this is the last line of defence
+        return
+
+
+def _peel(data: bytes, chain: str, depth: int, budget: _Budget) -> Iterator[tuple[str, bytes]]:
+    if depth <= 0 or budget.left <= 0 or not data:
+        return
+    for name, decoder in _DECODERS:
+        if budget.left <= 0:
+            return
+        try:
+            decoded = decoder(data, budget)
+        except Exception:
+            decoded = None
+        if not decoded or decoded == data:
+            continue
+        layer = f"{chain}>{name}" if chain else name
+        yield layer, decoded
+        yield from _peel(decoded, layer, depth - 1, budget)
+
+
+# --- compressed members found by their magic -----------------------------------------------------------------
+
+
+def _members(data: bytes, magics: tuple[bytes, ...]) -> Iterator[int]:
+    tries = 0
+    for magic in magics:
+        position = data.find(magic)
+        while position >= 0 and tries < MAX_COMPRESSED_TRIES:
+            tries += 1
+            yield position
+            position = data.find(magic, position + 1)
+
+
+def _inflate(data: bytes, wbits: int, budget: _Budget) -> bytes:
+    """Decompress one zlib/gzip/raw-deflate stream, at most what the budget allows; truncated input is fine."""
+    decompressor = zlib.decompressobj(wbits)
+    out = bytearray()
+    view = memoryview(data)
+    for offset in range(0, len(data), _CHUNK):
+        room = budget.left - len(out)
+        if room <= 0:
+            break
+        chunk = decompressor.decompress(view[offset:offset + _CHUNK], room)
+        out += chunk
+        while decompressor.unconsumed_tail and budget.left - len(out) > 0:
+            out += decompressor.decompress(decompressor.unconsumed_tail, budget.left - len(out))
+        if decompressor.eof:
+            break
+    budget.take(len(out))
+    return bytes(out)
+
+
+def _collect(data: bytes, starts: Iterator[int], decode: Callable[[bytes, _Budget], bytes],
+             budget: _Budget) -> bytes:
+    parts: list[bytes] = []
+    for start in starts:
+        if parts and budget.take(len(_JOIN)) < len(_JOIN):
+            break
+        try:
+            decoded = decode(data[start:], budget)
+        except Exception:
+            continue
+        if decoded:
+            parts.append(decoded)
+        if budget.left <= 0:
+            break
+    return _JOIN.join(parts)
+
+
+def _gzip(data: bytes, budget: _Budget) -> bytes:
+    return _collect(data, _members(data, (_GZIP_MAGIC,)), lambda d, b: _inflate(d, 31, b), budget)
+
+
+def _zlib(data: bytes, budget: _Budget) -> bytes:
+    return _collect(data, _members(data, _ZLIB_MAGICS), lambda d, b: _inflate(d, 15, b), budget)
+
+
+def _bzip2(data: bytes, budget: _Budget) -> bytes:
+    starts = (m.start() for _, m in zip(range(MAX_COMPRESSED_TRIES), _BZIP2_MAGIC.finditer(data), strict=False))
+    return _collect(data, starts, _bunzip, budget)
+
+
+def _bunzip(data: bytes, budget: _Budget) -> bytes:
+    decompressor = bz2.BZ2Decompressor()
+    out = decompressor.decompress(data, max_length=budget.left)
+    budget.take(len(out))
+    return out
+
+
+def _xz(data: bytes, budget: _Budget) -> bytes:
+    return _collect(data, _members(data, (_XZ_MAGIC,)), _unxz, budget)
+
+
+def _unxz(data: bytes, budget: _Budget) -> bytes:
+    decompressor = lzma.LZMADecompressor()
+    out = decompressor.decompress(data, max_length=budget.left)
+    budget.take(len(out))
+    return out
+
+
+# --- text encodings found as runs ----------------------------------------------------------------------------
+
+
+def _runs(data: bytes, pattern: re.Pattern[bytes], decode: Callable[[bytes], bytes | None],
+          budget: _Budget) -> bytes:
+    parts: list[bytes] = []
+    for found in pattern.finditer(data[:MAX_TEXT_DECODE_BYTES]):
+        decoded = decode(found.group())
+        if not decoded:
+            continue
+        if parts and budget.take(len(_JOIN)) < len(_JOIN):
+            break
+        granted = budget.take(len(decoded))
+        parts.append(decoded[:granted])
+        if budget.left <= 0:
+            break
+    return _JOIN.join(parts)
+
+
+def b64decode_loose(text: bytes) -> bytes | None:
+    """Decode a base64 or base64url run however it was padded or cut (a run may start mid-value)."""
+    body = text.rstrip(b"=")
+    urlsafe = b"-" in body or b"_" in body
+    if urlsafe and (b"+" in body or b"/" in body):
+        return None  # mixed alphabets: not one value
+    body = body[: len(body) - len(body) % 4] if len(body) % 4 == 1 else body
+    padded = body + b"=" * (-len(body) % 4)
+    try:
+        return base64.b64decode(padded, altchars=b"-_" if urlsafe else None, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _base64(data: bytes, budget: _Budget) -> bytes:
+    return _runs(data, _BASE64_RUN, _base64_std, budget)
+
+
+def _base64_std(text: bytes) -> bytes | None:
+    return None if b"-" in text or b"_" in text else b64decode_loose(text)
+
+
+def _base64url(data: bytes, budget: _Budget) -> bytes:
+    return _runs(data, _BASE64_RUN, _base64_url, budget)
+
+
+def _base64_url(text: bytes) -> bytes | None:
+    return b64decode_loose(text) if b"-" in text or b"_" in text else None
+
+
+def _base32(data: bytes, budget: _Budget) -> bytes:
+    def decode(text: bytes) -> bytes | None:
+        body = text.rstrip(b"=")
+        body = body[: len(body) - len(body) % 8] if len(body) % 8 in (1, 3, 6) else body
+        try:
+            return base64.b32decode(body + b"=" * (-len(body) % 8))
+        except (binascii.Error, ValueError):
+            return None
+    return _runs(data, _BASE32_RUN, decode, budget)
+
+
+def _hex(data: bytes, budget: _Budget) -> bytes:
+    def decode(text: bytes) -> bytes | None:
+        return bytes.fromhex(text[: len(text) // 2 * 2].decode("ascii"))
+    return _runs(data, _HEX_RUN, decode, budget)
+
+
+def _url(data: bytes, budget: _Budget) -> bytes:
+    if not _PERCENT.search(data):
+        return b""
+    decoded = _PERCENT.sub(lambda m: bytes([int(m.group()[1:], 16)]), data[:MAX_TEXT_DECODE_BYTES])
+    return decoded[: budget.take(len(decoded))]
+
+
+def _html(data: bytes, budget: _Budget) -> bytes:
+    if not _ENTITY.search(data):
+        return b""
+    text = html.unescape(data[:MAX_TEXT_DECODE_BYTES].decode("latin-1"))
+    decoded = text.encode("utf-8", "surrogatepass")
+    return decoded[: budget.take(len(decoded))]
+
+
+def _json(data: bytes, budget: _Budget) -> bytes:
+    if not _JSON_ESCAPE.search(data):
+        return b""
+    decoded = _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)).encode("utf-8", "surrogatepass"),
+                               data[:MAX_TEXT_DECODE_BYTES]).replace(b"\\/", b"/")
+    return decoded[: budget.take(len(decoded))]
+
+
+def _quoted_printable(data: bytes, budget: _Budget) -> bytes:
+    if not _QP.search(data):
+        return b""
+    decoded = binascii.a2b_qp(data[:MAX_TEXT_DECODE_BYTES])
+    return decoded[: budget.take(len(decoded))]
+
+
+def _utf16(pattern: re.Pattern[bytes], codec: str) -> Callable[[bytes, _Budget], bytes]:
+    def decode(data: bytes, budget: _Budget) -> bytes:
+        return _runs(data, pattern, lambda run: run.decode(codec).encode("ascii"), budget)
+    return decode
+
+
+_DECODERS: tuple[tuple[str, Callable[[bytes, _Budget], bytes]], ...] = (
+    ("gzip", _gzip),
+    ("zlib", _zlib),
+    ("bzip2", _bzip2),
+    ("lzma", _xz),
+    ("url", _url),
+    ("base64", _base64),
+    ("base64url", _base64url),
+    ("base32", _base32),
+    ("hex", _hex),
+    ("html", _html),
+    ("json", _json),
+    ("qp", _quoted_printable),
+    ("utf16le", _utf16(_UTF16LE_RUN, "utf-16-le")),
+    ("utf16be", _utf16(_UTF16BE_RUN, "utf-16-be")),
+)
+
+
+# --- HTTP Content-Encoding -----------------------------------------------------------------------------------
+
+
+def decode_content(data: bytes, content_encoding: str, *,
+                   max_output: int = MAX_CONTENT_BYTES) -> tuple[bytes, str | None]:
+    """Undo an HTTP ``Content-Encoding`` (``gzip``, ``x-gzip``, ``deflate``, ``br``, ``bzip2``, ``identity``),
+    right to left for chains like ``gzip, br``.
+
+    Returns the decoded bytes (as much as could be decoded, at most ``max_output``) and a warning when
+    something could not be decoded completely or the coding is unknown (then the body is returned as sent, so
+    the scanner still matches it raw). Never raises.
+    """
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    current = bytes(data)
+    for coding in reversed(codings):
+        if coding in ("identity", ""):
+            continue
+        decoder = _CONTENT_DECODERS.get(coding)
+        if decoder is None:
+            return current, f"unknown Content-Encoding {coding!r}: body scanned as sent"
+        try:
+            decoded, complete = decoder(current, max_output)
+        except Exception as exc:
+            return current, f"{coding} body could not be decoded ({type(exc).__name__}): body scanned as sent"
+        if not complete:
+            return decoded, f"{coding} body truncated or over {max_output} bytes: scanned what could be decoded"
+        current = decoded
+    return current, None
+
+
+def _content_inflate(wbits: int) -> Callable[[bytes, int], tuple[bytes, bool]]:
+    def decode(data: bytes, limit: int) -> tuple[bytes, bool]:
+        decompressor = zlib.decompressobj(wbits)
+        out = decompressor.decompress(data, limit)
+        return out, decompressor.eof and not decompressor.unconsumed_tail
+    return decode
+
+
+def _content_deflate(data: bytes, limit: int) -> tuple[bytes, bool]:
+    """HTTP ``deflate`` is zlib-wrapped by the RFC, raw deflate by many servers: try both."""
+    try:
+        return _content_inflate(15)(data, limit)
+    except zlib.error:
+        return _content_inflate(-15)(data, limit)
+
+
+def _content_gzip(data: bytes, limit: int) -> tuple[bytes, bool]:
+    """gzip, possibly several members back to back (concatenated gzip is valid)."""
+    out = bytearray()
+    rest = data
+    while rest:
+        decompressor = zlib.decompressobj(31)
+        out += decompressor.decompress(rest, limit - len(out))
+        if not decompressor.eof or decompressor.unconsumed_tail:
+            return bytes(out), False
+        rest = decompressor.unused_data
+        if rest and not rest.startswith(b"\x1f\x8b"):
+            break  # trailing garbage after the last member: ignore it
+    return bytes(out), True
+
+
+def _content_brotli(data: bytes, limit: int) -> tuple[bytes, bool]:
+    import brotli
+
+    decompressor = brotli.Decompressor()
+    out = bytearray(decompressor.process(data, output_buffer_limit=limit))
+    while not decompressor.is_finished() and len(out) < limit and not decompressor.can_accept_more_data():
+        more = decompressor.process(b"", output_buffer_limit=limit - len(out))
+        if not more:
+            break
+        out += more
+    return bytes(out[:limit]), bool(decompressor.is_finished())
+
+
+def _content_bzip2(data: bytes, limit: int) -> tuple[bytes, bool]:
+    decompressor = bz2.BZ2Decompressor()
+    out = decompressor.decompress(data, max_length=limit)
+    return out, decompressor.eof
+
+
+_CONTENT_DECODERS: dict[str, Callable[[bytes, int], tuple[bytes, bool]]] = {
+    "gzip": _content_gzip, "x-gzip": _content_gzip, "deflate": _content_deflate, "br": _content_brotli,
+    "bzip2": _content_bzip2,
+}

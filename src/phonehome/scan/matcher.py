@@ -1,0 +1,373 @@
+"""Multi-pattern matching of needles over big buffers: the scanner's hot path.
+
+hyperscan (block mode) when its wheel is installed, else a pure-Python engine (ARM has no wheel) that gives the
+same matches, slower. Raw hits are then verified here: digit boundaries for short numeric forms, and
+coordinates parsed, checked against the true point and paired (a latitude alone is not a location).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import struct
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+from phonehome.identifiers import Identifiers, Location
+from phonehome.scan.forms import (
+    LOCATION_RADIUS_M,
+    LOCATION_WINDOW_BYTES,
+    Needle,
+    build_needles,
+    distance_m,
+    tolerance_deg,
+)
+
+#: environment variable that forces the pure-Python engine (``PHONEHOME_MATCHER=python``)
+ENGINE_ENV = "PHONEHOME_MATCHER"
+#: bytes read around a coordinate hit to parse the whole number
+NUMBER_CONTEXT_BYTES = 24
+#: a binary latitude and longitude must be this close (struct fields), at a multiple of 4 bytes
+BINARY_PAIR_BYTES = 16
+#: upper bound for a regex needle whose width Python cannot compute
+DEFAULT_REGEX_WIDTH = 256
+_DIGITS = frozenset(b"0123456789")
+_WILDCARD = rb"[\x00-\xff]"
+_BINARY_ENCODINGS = ("e7-int32", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class Match:
+    """A verified occurrence of a needle: ``data[start:end]`` (a location spans its lat and its lon)."""
+
+    needle: Needle
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class _Coordinate:
+    """A coordinate hit that passed its own checks and waits for its partner."""
+
+    needle: Needle
+    location: Location
+    axis: str
+    value: float
+    start: int
+    end: int
+    binary: bool
+
+
+def _regex_width(pattern: bytes) -> tuple[int, int]:
+    try:
+        low, high = re._parser.parse(pattern).getwidth()  # type: ignore[attr-defined]
+    except Exception:  # pragma: no cover - private API guard
+        return 0, DEFAULT_REGEX_WIDTH
+    return int(low), int(min(high, DEFAULT_REGEX_WIDTH))
+
+
+class Matcher:
+    """Finds every needle in a buffer, verified.
+
+    ``engine`` is ``"hyperscan"``, ``"python"`` or None (hyperscan when importable, unless
+    ``PHONEHOME_MATCHER=python``). Build once per identifiers set (see :func:`build_matcher`): compiling
+    thousands of patterns takes a moment, scanning does not.
+    """
+
+    def __init__(self, needles: Sequence[Needle], *, engine: str | None = None) -> None:
+        self.needles: tuple[Needle, ...] = tuple(needles)
+        widths = [_regex_width(n.pattern) if n.regex else (len(n.pattern), len(n.pattern)) for n in self.needles]
+        self._fixed_width = [low if low == high else None for low, high in widths]
+        longest = max((high for _, high in widths), default=0)
+        has_location = any(n.location is not None for n in self.needles)
+        self._overlap = longest + NUMBER_CONTEXT_BYTES + (LOCATION_WINDOW_BYTES if has_location else 0)
+        self.engine = _choose_engine(engine)
+        self._scan: Callable[[bytes], list[tuple[int, int, int]]]
+        if not self.needles:
+            self._scan = lambda data: []
+        elif self.engine == "hyperscan":
+            self._scan = _HyperscanEngine(self.needles, self._fixed_width).scan
+        else:
+            self._scan = _PythonEngine(self.needles).scan
+
+    @property
+    def overlap(self) -> int:
+        """Bytes of context a caller must carry from one chunk of a stream into the next (matches that lie
+        entirely inside the carried bytes are found twice: deduplicate by finding)."""
+        return self._overlap
+
+    def find(self, data: bytes | memoryview) -> list[Match]:
+        """All verified matches in ``data``, ordered by start offset."""
+        buffer = data if isinstance(data, bytes) else bytes(data)
+        matches: dict[tuple[str, str, int, int], Match] = {}
+        coordinates: list[_Coordinate] = []
+        # sorted, so that both engines keep the same needle when two spell the same match
+        for index, start, end in sorted(self._scan(buffer), key=lambda hit: (hit[1], hit[2], hit[0])):
+            needle = self.needles[index]
+            if needle.location is not None:
+                coordinate = _verify_coordinate(buffer, needle, start, end)
+                if coordinate is not None:
+                    coordinates.append(coordinate)
+                continue
+            if needle.digit_boundary and not _at_digit_boundary(buffer, start, end):
+                continue
+            matches.setdefault((needle.identifier, needle.encoding, start, end), Match(needle, start, end))
+        for match in _pair_coordinates(coordinates):
+            matches.setdefault((match.needle.identifier, match.needle.encoding, match.start, match.end), match)
+        return sorted(matches.values(), key=lambda m: (m.start, m.end, m.needle.identifier))
+
+
+@lru_cache(maxsize=16)
+def _cached_matcher(ids: Identifiers, engine: str | None) -> Matcher:
+    return Matcher(build_needles(ids), engine=engine)
+
+
+def build_matcher(ids: Identifiers, *, engine: str | None = None) -> Matcher:
+    """The matcher for one identifiers set, built once and cached (a scan per phase reuses it)."""
+    return _cached_matcher(ids, _choose_engine(engine))
+
+
+def hyperscan_available() -> bool:
+    """True when the hyperscan wheel imports (x86_64); the pure-Python engine is used otherwise."""
+    try:
+        import hyperscan  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _choose_engine(engine: str | None) -> str:
+    if engine is None:
+        wanted = os.environ.get(ENGINE_ENV, "").strip().lower()
+        engine = wanted or ("hyperscan" if hyperscan_available() else "python")
+    if engine not in ("hyperscan", "python"):
+        raise ValueError(f"unknown matcher engine {engine!r}: use 'hyperscan' or 'python'")
+    if engine == "hyperscan" and not hyperscan_available():
+        return "python"
+    return engine
+
+
+def _at_digit_boundary(data: bytes, start: int, end: int) -> bool:
+    before = data[start - 1] if start > 0 else None
+    after = data[end] if end < len(data) else None
+    return before not in _DIGITS and after not in _DIGITS
+
+
+# --- engines -------------------------------------------------------------------------------------------------
+
+
+def _hs_on_match(index: int, start: int, end: int, flags: int, context: object) -> None:
+    """hyperscan's callback: a plain function (a bound method as callback crashed the binding)."""
+    assert isinstance(context, list)
+    context.append((index, start, end))
+
+
+def _escape_literal(pattern: bytes) -> bytes:
+    """A literal as a regex of ``\\xHH`` escapes: hyperscan's literal mode mishandles NUL bytes."""
+    return b"".join(b"\\x%02x" % byte for byte in pattern)
+
+
+class _HyperscanEngine:
+    """All needles in one hyperscan block-mode database; start offsets from widths where they are fixed."""
+
+    def __init__(self, needles: Sequence[Needle], fixed_width: Sequence[int | None]) -> None:
+        import hyperscan
+
+        self._hs = hyperscan
+        self._widths = list(fixed_width)
+        expressions: list[bytes] = []
+        flags: list[int] = []
+        for needle, width in zip(needles, fixed_width, strict=True):
+            expressions.append(needle.pattern if needle.regex else _escape_literal(needle.pattern))
+            flag = hyperscan.HS_FLAG_CASELESS if needle.caseless else 0
+            if width is None:
+                flag |= hyperscan.HS_FLAG_SOM_LEFTMOST
+            flags.append(flag)
+        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self._db.compile(expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions),
+                         flags=flags)
+        self._callback = _hs_on_match  # referenced for the database's whole life
+
+    def scan(self, data: bytes) -> list[tuple[int, int, int]]:
+        hits: list[tuple[int, int, int]] = []
+        self._db.scan(data, match_event_handler=self._callback, context=hits)
+        widths = self._widths
+        out: list[tuple[int, int, int]] = []
+        for index, start, end in hits:
+            width = widths[index]
+            out.append((index, end - width if width is not None else start, end))
+        return out
+
+
+class _PythonEngine:
+    """Pure Python, without a per-byte Python loop.
+
+    Literals of 7 bytes or more are indexed by their 4-byte grams at offsets 0-3: any occurrence contains one
+    of them at a 4-aligned offset of the buffer, so intersecting the set of aligned grams of the buffer (a
+    C-speed set operation over ``memoryview.cast('I')``) with the index leaves only real candidates, which are
+    then compared. Caseless needles use a lower-cased copy of the buffer. Shorter literals use ``bytes.find``;
+    regex needles run one by one (there are few), leading ``[\\x00-\\xff]`` wildcards (little-endian binary
+    numbers) stripped for the search and added back.
+    """
+
+    GRAM = 4
+    MIN_INDEXED = 2 * GRAM - 1
+
+    def __init__(self, needles: Sequence[Needle]) -> None:
+        self._index: dict[bool, dict[int, list[tuple[int, int, bytes]]]] = {False: {}, True: {}}
+        self._short: list[tuple[int, bytes, bool]] = []
+        self._regexes: list[tuple[int, re.Pattern[bytes], int]] = []
+        for index, needle in enumerate(needles):
+            if needle.regex:
+                lead, rest = _strip_wildcards(needle.pattern)
+                flags = re.DOTALL | (re.IGNORECASE if needle.caseless else 0)
+                self._regexes.append((index, re.compile(rest, flags), lead))
+                continue
+            pattern = needle.pattern.lower() if needle.caseless else needle.pattern
+            if len(pattern) < self.MIN_INDEXED:
+                self._short.append((index, pattern, needle.caseless))
+                continue
+            grams = self._index[needle.caseless]
+            for offset in range(self.GRAM):
+                key = int.from_bytes(pattern[offset:offset + self.GRAM], sys.byteorder)
+                grams.setdefault(key, []).append((index, offset, pattern))
+
+    def scan(self, data: bytes) -> list[tuple[int, int, int]]:
+        hits: list[tuple[int, int, int]] = []
+        lowered = data.lower()
+        for caseless, grams in self._index.items():
+            if grams:
+                self._scan_grams(lowered if caseless else data, grams, hits)
+        for index, pattern, caseless in self._short:
+            haystack = lowered if caseless else data
+            position = haystack.find(pattern)
+            while position >= 0:
+                hits.append((index, position, position + len(pattern)))
+                position = haystack.find(pattern, position + 1)
+        for index, regex, lead in self._regexes:
+            position = 0
+            while (found := regex.search(data, position)) is not None:
+                if found.start() >= lead:
+                    hits.append((index, found.start() - lead, found.end()))
+                position = found.start() + 1
+        return hits
+
+    def _scan_grams(self, data: bytes, grams: dict[int, list[tuple[int, int, bytes]]],
+                    hits: list[tuple[int, int, int]]) -> None:
+        aligned = len(data) // self.GRAM * self.GRAM
+        present = grams.keys() & set(memoryview(data)[:aligned].cast("I"))
+        for key in present:
+            gram = key.to_bytes(self.GRAM, sys.byteorder)
+            position = data.find(gram)
+            while 0 <= position < aligned:
+                if position % self.GRAM == 0:
+                    for index, offset, pattern in grams[key]:
+                        start = position - offset
+                        if start >= 0 and data.startswith(pattern, start):
+                            hits.append((index, start, start + len(pattern)))
+                position = data.find(gram, position + 1)
+
+
+def _strip_wildcards(pattern: bytes) -> tuple[int, bytes]:
+    lead = 0
+    while pattern.startswith(_WILDCARD):
+        pattern = pattern[len(_WILDCARD):]
+        lead += 1
+    return lead, pattern
+
+
+# --- coordinates ---------------------------------------------------------------------------------------------
+
+_NUMBER_TAIL = re.compile(rb"[0-9]*")
+
+
+def _axis_of(needle: Needle) -> str:
+    return needle.form.split("-", 1)[0]
+
+
+def _verify_coordinate(data: bytes, needle: Needle, start: int, end: int) -> _Coordinate | None:
+    """Parse the number the hit is part of; None unless it is the needle's coordinate (within tolerance)."""
+    location = needle.location
+    assert location is not None
+    axis = _axis_of(needle)
+    target = location.lat if axis == "lat" else location.lon
+    tolerance = tolerance_deg(location)[0 if axis == "lat" else 1]
+    encoding = needle.encoding
+    value: float | None
+    if encoding.startswith(_BINARY_ENCODINGS):
+        value = _binary_value(data[start:end], encoding)
+        if value is None or abs(value - target) > tolerance:
+            return None
+        return _Coordinate(needle, location, axis, value, start, end, True)
+    if start > 0 and (data[start - 1] in _DIGITS or (data[start - 1] in b".-" and not needle.pattern.startswith(b"-"))):
+        return None  # part of a longer number (or a negative one)
+    tail = _NUMBER_TAIL.match(data, end, min(len(data), end + NUMBER_CONTEXT_BYTES))
+    tail_end = tail.end() if tail else end
+    text = data[start:tail_end].decode("ascii")
+    if encoding == "plain":
+        value = float(text)
+    elif encoding == "e6":
+        number = int(text)
+        for scale, name in ((1e6, "e6"), (1e7, "e7")):
+            if abs(number / scale - target) <= tolerance:
+                return _Coordinate(replace(needle, encoding=name, form=f"{axis}-{name}"), location, axis,
+                                   number / scale, start, tail_end, False)
+        return None
+    elif encoding == "nmea":
+        value = _nmea_value(data, text, tail_end)
+    else:  # pragma: no cover - forms only makes the encodings above
+        return None
+    if value is None or abs(value - target) > tolerance:
+        return None
+    return _Coordinate(needle, location, axis, value, start, tail_end, False)
+
+
+def _binary_value(raw: bytes, encoding: str) -> float | None:
+    order = ">" if encoding.endswith("be") else "<"
+    if encoding.startswith("e7-int32"):
+        return float(struct.unpack(order + "i", raw)[0]) / 1e7
+    fmt = "f" if encoding.startswith("float32") else "d"
+    value = float(struct.unpack(order + fmt, raw)[0])
+    return value if math.isfinite(value) else None
+
+
+def _nmea_value(data: bytes, text: str, end: int) -> float | None:
+    """``ddmm.mmmm`` plus the hemisphere letter right after it (``,N``/``S``/``E``/``W``) -> signed degrees."""
+    hemisphere = data[end:end + 2].lstrip(b",")[:1]
+    if hemisphere not in (b"N", b"S", b"E", b"W"):
+        return None  # without its hemisphere it is just a number
+    whole, _, fraction = text.partition(".")
+    if len(whole) < 3:
+        return None
+    degrees = int(whole[:-2]) + float(f"{whole[-2:]}.{fraction}") / 60
+    return -degrees if hemisphere in (b"S", b"W") else degrees
+
+
+def _pair_coordinates(coordinates: list[_Coordinate]) -> list[Match]:
+    """A location is a latitude and a longitude of the same point close to each other, in either order."""
+    lats = [c for c in coordinates if c.axis == "lat"]
+    lons = [c for c in coordinates if c.axis == "lon"]
+    matches: list[Match] = []
+    for lat in lats:
+        partners = [lon for lon in lons if lon.location == lat.location and _close(lat, lon)
+                    and distance_m(Location(lat.value, lon.value), lat.location) <= LOCATION_RADIUS_M]
+        if not partners:
+            continue
+        # the same encoding nearby is the likeliest partner ("lat":..,"lon":.. ; N..,E..)
+        lon = min(partners, key=lambda c: (c.needle.encoding != lat.needle.encoding, abs(c.start - lat.start)))
+        first = lat if lat.start <= lon.start else lon
+        matches.append(Match(first.needle, min(lat.start, lon.start), max(lat.end, lon.end)))
+    return matches
+
+
+def _close(a: _Coordinate, b: _Coordinate) -> bool:
+    if a.end > b.start and b.end > a.start:
+        return False  # one number cannot be both
+    if a.binary or b.binary:
+        gap = b.start - a.start
+        return (a.binary and b.binary and a.needle.encoding == b.needle.encoding
+                and abs(gap) <= BINARY_PAIR_BYTES and gap % 4 == 0)
+    return abs(b.start - a.start) <= LOCATION_WINDOW_BYTES

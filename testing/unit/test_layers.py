@@ -1,0 +1,196 @@
+"""Nested decoders: layered encodings are found with their chain, bombs and garbage are bounded, nothing raises."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bz2
+import gzip
+import html
+import json
+import lzma
+import quopri
+import random
+import urllib.parse
+import zlib
+from collections.abc import Callable
+
+import brotli
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from phonehome.identifiers import parse_identifiers
+from phonehome.scan.layers import decode_content, peel
+from phonehome.scan.matcher import build_matcher
+
+IMEI = "352099001761481"
+DEVICE = parse_identifiers({"imei": IMEI, "wifi_mac": "ac:37:43:4d:5e:6f",
+                            "location": {"lat": 52.5163, "lon": 13.3777}}, source="test")
+
+
+def raw_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush()
+
+
+#: (name in the chain, encoder), each written with the standard library
+WRAPPERS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": gzip.compress,
+    "zlib": zlib.compress,
+    "bzip2": bz2.compress,
+    "lzma": lzma.compress,
+    "base64": base64.b64encode,
+    "base64url": lambda d: base64.urlsafe_b64encode(b"\xfb\xff" + d),  # force '-'/'_' into the run
+    "base32": base64.b32encode,
+    "hex": lambda d: binascii.hexlify(d),
+    "url": lambda d: urllib.parse.quote_from_bytes(d, safe="").encode(),
+    "html": lambda d: "".join(f"&#{b};" for b in d).encode(),
+    "json": lambda d: json.dumps(d.decode("latin-1"), ensure_ascii=True).encode()
+    .replace(b'"', b"").replace(b"3", b"\\u0033"),
+    "qp": lambda d: quopri.encodestring(d, quotetabs=True).replace(b"3", b"=33"),
+    "utf16le": lambda d: d.decode("latin-1").encode("utf-16-le"),
+    "utf16be": lambda d: d.decode("latin-1").encode("utf-16-be"),
+}
+#: wrappers whose output is text and may contain the next layer's raw bytes only as text
+BINARY_SAFE = ("gzip", "zlib", "bzip2", "lzma", "base64", "base64url", "base32", "hex", "url")
+
+
+def chains_found(data: bytes) -> set[str]:
+    """Every '<chain>><needle encoding>' the scanner would report for the IMEI in data."""
+    matcher = build_matcher(DEVICE)
+    out = {m.needle.encoding for m in matcher.find(data) if m.needle.identifier == "imei"}
+    for chain, decoded in peel(data):
+        out |= {f"{chain}>{m.needle.encoding}" for m in matcher.find(decoded) if m.needle.identifier == "imei"}
+    return out
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", sorted(WRAPPERS))
+def test_each_layer_round_trips(name: str) -> None:
+    payload = json.dumps({"device": {"imei": IMEI}}).encode()
+    data = b"POST /collect HTTP/1.1\r\n\r\nd=" + WRAPPERS[name](payload) + b"&v=2"
+    assert f"{name}>plain" in chains_found(data)
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(BINARY_SAFE), min_size=2, max_size=3), st.binary(max_size=40),
+       st.binary(max_size=40))
+def test_nested_layers_round_trip(names: list[str], before: bytes, after: bytes) -> None:
+    payload = b'{"imei":"' + IMEI.encode() + b'"}'
+    applied = []
+    for name in names:  # innermost first
+        wrapped = WRAPPERS[name](payload)
+        if wrapped != payload:  # url-encoding hex or base32 text changes nothing: no layer to find
+            applied.append(name)
+        payload = wrapped
+    chain = ">".join(reversed(applied))
+    data = before + b" " + payload + b" " + after
+    found = chains_found(data)
+    assert f"{chain}>plain" in found, (chain, found)
+
+
+@pytest.mark.timeout(60)
+def test_three_deep_base64_of_gzip_of_json() -> None:
+    payload = base64.b64encode(gzip.compress(json.dumps({"imei": IMEI}).encode()))
+    assert "base64>gzip>plain" in chains_found(b"data=" + payload)
+
+
+@pytest.mark.timeout(60)
+def test_hex_of_md5_is_found_directly_and_as_a_layer() -> None:
+    import hashlib
+
+    digest = hashlib.md5(IMEI.encode()).digest()
+    found = chains_found(b"h=" + base64.b64encode(digest.hex().encode()))
+    assert "base64>md5" in found
+
+
+@pytest.mark.timeout(60)
+def test_decode_content() -> None:
+    body = b'{"imei":"' + IMEI.encode() + b'"}'
+    assert decode_content(gzip.compress(body), "gzip") == (body, None)
+    assert decode_content(gzip.compress(body), "x-gzip") == (body, None)
+    assert decode_content(zlib.compress(body), "deflate") == (body, None)
+    assert decode_content(raw_deflate(body), "deflate") == (body, None)
+    assert decode_content(brotli.compress(body), "br") == (body, None)
+    assert decode_content(body, "identity") == (body, None)
+    assert decode_content(gzip.compress(brotli.compress(body)), "br, gzip") == (body, None)
+    assert decode_content(gzip.compress(body) + gzip.compress(body), "gzip") == (body + body, None)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("data", "coding", "warning"), [
+    (b"not gzip at all", "gzip", "could not be decoded"),
+    (gzip.compress(bytes(range(256)) * 8)[:200], "gzip", "truncated"),
+    (b"abc", "zstd", "unknown Content-Encoding 'zstd'"),
+    (b"\xff\xfe garbage", "br", "br"),
+])
+def test_decode_content_problems_are_warnings(data: bytes, coding: str, warning: str) -> None:
+    decoded, message = decode_content(data, coding)
+    assert message is not None and warning in message
+    assert isinstance(decoded, bytes)
+
+
+@pytest.mark.timeout(60)
+def test_zip_bombs_are_bounded() -> None:
+    bomb = gzip.compress(b"\x00" * (64 << 20))
+    total = sum(len(d) for _, d in peel(bomb, max_output=1 << 20))
+    assert total <= 1 << 20
+    decoded, warning = decode_content(bomb, "gzip", max_output=1 << 20)
+    assert len(decoded) <= 1 << 20 and warning
+    decoded, warning = decode_content(brotli.compress(b"\x00" * (16 << 20)), "br", max_output=1 << 20)
+    assert len(decoded) <= 1 << 20 and warning
+
+
+@pytest.mark.timeout(60)
+def test_depth_is_bounded() -> None:
+    payload = IMEI.encode()
+    for _ in range(6):
+        payload = base64.b64encode(payload)
+    chains = [chain for chain, _ in peel(payload, max_depth=3)]
+    assert chains and max(chain.count(">") + 1 for chain in chains) <= 3
+
+
+@pytest.mark.timeout(60)
+def test_html_entities_named() -> None:
+    text = html.escape(f"<imei>{IMEI}</imei>").encode().replace(b"3", b"&#51;")
+    assert "html>plain" in chains_found(text)
+
+
+# --- fuzz: never raises, bounded output, no hang --------------------------------------------------------------
+
+
+def _mutations() -> st.SearchStrategy[bytes]:
+    seeds = [gzip.compress(b"hello " * 50), zlib.compress(b"x" * 100), bz2.compress(b"y" * 100),
+             lzma.compress(b"z" * 100), base64.b64encode(b"q" * 60), b"%41%42%4" * 5, b"&#x41;&amp;&#99999999;",
+             b"\\u0041\\ud800\\u00", b"=41=4=\r\n", ("t" * 20).encode("utf-16-le"), brotli.compress(b"b" * 100)]
+    return st.builds(lambda seed, cut, junk, pos: seed[:cut] + junk + seed[pos:],
+                     st.sampled_from(seeds), st.integers(0, 200), st.binary(max_size=30), st.integers(0, 200))
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=2000), _mutations()), st.integers(1, 4), st.integers(0, 1 << 16))
+def test_fuzz_peel(data: bytes, depth: int, budget: int) -> None:
+    layers = list(peel(data, max_depth=depth, max_output=budget))
+    assert sum(len(decoded) for _, decoded in layers) <= budget
+    assert all(chain.count(">") < depth for chain, _ in layers)
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=2000), _mutations()),
+       st.lists(st.sampled_from(["gzip", "deflate", "br", "identity", "x-gzip", "bzip2", "weird", ""]),
+                max_size=3))
+def test_fuzz_decode_content(data: bytes, codings: list[str]) -> None:
+    decoded, warning = decode_content(data, ", ".join(codings), max_output=1 << 16)
+    assert isinstance(decoded, bytes) and len(decoded) <= max(len(data), 1 << 16)
+    assert warning is None or "\n" not in warning
+
+
+@pytest.mark.timeout(60)
+def test_large_random_input_is_quick() -> None:
+    data = random.Random(3).randbytes(2 << 20)
+    layers = list(peel(data))
+    assert sum(len(d) for _, d in layers) <= 4 << 20
