@@ -53,6 +53,8 @@ PULL_TIMEOUT_S = 300.0
 SLICE_TIMEOUT_S = 120.0
 #: polling interval while waiting for a remote readiness line or a file to settle
 POLL_INTERVAL_S = 0.1
+#: a remote recorder's clock measured only to the second is corrected only when it is off by this much or more
+CLOCK_SKEW_TOLERANCE_S = 2.0
 #: PCAPdroid: the dump file counts as complete once its size stayed the same this long
 PCAPDROID_SETTLE_S = 1.0
 #: only capture files are written by this module; nobody but the owner may read them (identifiers inside)
@@ -239,6 +241,8 @@ class _PhasedCapture:
         self._stats: CaptureStats | None = None
         self._index: list[_Packet] | None = None
         self._open_phase: str | None = None
+        #: recorder clock minus this host's clock: packets carry the recorder's time, phases must too
+        self._clock_offset_s = 0.0
 
     # -- public API --
 
@@ -307,11 +311,11 @@ class _PhasedCapture:
             raise CaptureError(f"{self._what()}: phase {name!r} entered while the capture is not running")
         self._check_alive()
         self._open_phase = name
-        start = time.time()
+        start = self._capture_time()
         try:
             yield
         finally:
-            end = time.time()
+            end = self._capture_time()
             self._open_phase = None
             self._phases.append(PhaseRecord(name=name, start=start, end=end))
             self._last_action = time.monotonic()
@@ -383,6 +387,15 @@ class _PhasedCapture:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _capture_time(self) -> float:
+        """Now, on the clock that stamps the packets."""
+        return time.time() + self._clock_offset_s
+
+    @property
+    def clock_offset_s(self) -> float:
+        """How far the recorder's clock is ahead of this host's (0 for a recorder on this host)."""
+        return self._clock_offset_s
+
     # -- for subclasses --
 
     def _start(self) -> None:
@@ -415,6 +428,17 @@ class _PhasedCapture:
                 return record
         known = ", ".join(record.name for record in self._phases) or "none"
         raise CaptureError(f"{self._what()}: no phase {name!r} was recorded (recorded: {known})")
+
+    def _sync_clock(self, control: Sequence[str]) -> None:
+        """Phase windows must be on the recorder's clock; a phone's clock can be off by seconds."""
+        offset = measure_clock_offset(control)
+        if offset is None:
+            log.warning("%s: cannot read the recorder's clock; assuming it matches this host's", self._what())
+            return
+        self._clock_offset_s = offset
+        if abs(offset) >= 1.0:
+            log.info("%s: the recorder's clock is %+.3f s off this host's; phases are shifted to match",
+                     self._what(), offset)
 
     def _require_stopped(self, action: str) -> None:
         if self._state != "stopped":
@@ -807,6 +831,7 @@ class RemoteCommandCapture(_PhasedCapture):
                                    f"{READY_TIMEOUT_S:g} s" + (f" ({self.hint})" if self.hint else ""),
                                    command=self._command, stderr=stderr)
             time.sleep(POLL_INTERVAL_S)
+        self._sync_clock(self.shell.control)
         log.info("%s: recording via %s into %s", self._what(), self.shell.name, self._pcap)
 
     def _check_alive(self) -> None:
@@ -883,6 +908,29 @@ class RemoteCommandCapture(_PhasedCapture):
 
     def info(self) -> dict[str, object]:
         return {**super().info(), "via": self.shell.name, "recorder": list(self.recorder)}
+
+
+def measure_clock_offset(control: Sequence[str]) -> float | None:
+    """The remote clock minus ours, in seconds, through a control shell; None when it cannot be read.
+
+    ``date +%s.%N`` where the remote ``date`` supports it (GNU, recent toybox), trusted beyond the round trip;
+    else whole seconds, trusted only for a skew above CLOCK_SKEW_TOLERANCE_S. Below those, 0: correcting by a
+    noisy estimate would shift phase boundaries by more than the clocks really differ.
+    """
+    for command, precise in (("date +%s.%N", True), ("date +%s", False)):
+        before = time.time()
+        try:
+            text = _run([*control, command], timeout_s=CONTROL_TIMEOUT_S, what="reading the clock").strip()
+        except CaptureError:
+            return None
+        after = time.time()
+        if not re.fullmatch(r"\d+(\.\d+)?" if precise else r"\d+", text):
+            continue
+        offset = float(text) - (before + after) / 2
+        # within the round trip (or a whole second) the clocks are indistinguishable: correcting would add noise
+        tolerance = (after - before) if precise else CLOCK_SKEW_TOLERANCE_S
+        return offset if abs(offset) > tolerance else 0.0
+    return None
 
 
 def dumpcap_recorder(interface: str, bpf: str | None, *, dumpcap: str = "dumpcap") -> list[str]:
@@ -988,6 +1036,7 @@ class PcapdroidCapture(_PhasedCapture):
                                    "(grant com.android.shell the capture permission permanently in PCAPdroid)",
                                    command=command)
             time.sleep(POLL_INTERVAL_S)
+        self._sync_clock((*self._adb, "shell"))
 
     def _stop(self) -> CaptureStats:
         self._shell(self.intent("stop"), "stopping PCAPdroid")

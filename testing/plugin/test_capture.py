@@ -37,6 +37,7 @@ from phonehome.capture import (
     dumpcap_recorder,
     load_phases,
     local_shell,
+    measure_clock_offset,
     parse_dumpcap_stats,
     parse_tcpdump_stats,
     phases_path,
@@ -271,6 +272,7 @@ def test_remote_recorder_mechanism_with_real_dumpcap(link: Link, tmp_path: Path)
     assert capture.assert_saw_traffic("screen_on") == 25
     assert mode(capture.pcap) == 0o600
     assert not Path(capture.remote_dir).exists(), "the remote work directory is removed"
+    assert capture.clock_offset_s == 0.0  # the same clock: no correction within the round trip
 
 
 @pytest.mark.timeout(60)
@@ -440,3 +442,12 @@ def test_adb_tcpdump_on_a_phone_without_tcpdump_is_a_capture_error(adb_phone: Ad
     with pytest.raises(CaptureError, match=r"the recorder exited before capturing \(adb-tcpdump needs a rooted"):
         capture.start()
     capture.close()
+
+
+@pytest.mark.timeout(60)
+def test_clock_offset_of_a_phone_whose_date_has_only_seconds(adb_phone: AdbPhone) -> None:
+    """toybox-style ``date`` without %N: whole seconds, so a sub-tolerance skew is not "corrected" into error."""
+    adb = shutil.which("adb") or "adb"
+    control = (adb, "-P", str(adb_phone.port), "-s", adb_phone.serial, "shell")
+    assert measure_clock_offset(control) == 0.0
+    assert measure_clock_offset((adb, "-P", str(adb_phone.port), "-s", "VNOSUCHPHONE", "shell")) is None
