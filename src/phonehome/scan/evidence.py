@@ -102,11 +102,13 @@ def _describe(packet: Any) -> str:
 
 
 def _main(argv: Sequence[str]) -> int:
-    """Child-process entry: dissect the frames and print the summary."""
+    """Child-process entry: dissect the frames (``all``: every frame, for the benchmark) and print the summary."""
     import pyshark  # the only pyshark import in phonehome, in a child process on purpose
 
-    pcap, frames = argv[0], [int(a) for a in argv[1:]]
-    capture = pyshark.FileCapture(pcap, display_filter=_display_filter(frames), keep_packets=False)
+    pcap = argv[0]
+    frames = [] if argv[1:] == ["all"] else [int(a) for a in argv[1:]]
+    display_filter = _display_filter(frames) if frames else None
+    capture = pyshark.FileCapture(pcap, display_filter=display_filter, keep_packets=False)
     try:
         blocks = [_describe(packet) for packet in capture]
     finally:

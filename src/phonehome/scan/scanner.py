@@ -17,6 +17,7 @@ import bisect
 import json
 import math
 import os
+import struct
 import time as _time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -148,7 +149,7 @@ class Flow:
     host: str | None
     protocol: str
     encrypted: bool
-    bytes: int  # payload bytes, both directions
+    bytes: int  # bytes on the wire (frame lengths), both directions, as Wireshark's Conversations counts them
     frames: int
     first_frame: int
     first_time: float
@@ -341,6 +342,8 @@ class Scanner:
         self.all_flows: list[_Flow] = []
         self.findings: dict[tuple[int, str, str, str | None], _FindingState] = {}
         self.dns_names: dict[bytes, str] = {}
+        #: encrypted flows by the raw bytes of (protocol, src, dst, sport, dport): the per-packet fast path
+        self.fast: dict[int, dict[bytes, _Flow]] = {PROTO_TCP: {}, PROTO_UDP: {}}
         self.non_ip = 0
         self.undecodable = 0
         self.warnings: list[str] = []
@@ -357,18 +360,36 @@ class Scanner:
         frame = 0
         flows = self.flows
         defrag = self.defrag
-        for ts, link, data, _orig in reader:
+        fast_tcp, fast_udp = self.fast[PROTO_TCP], self.fast[PROTO_UDP]
+        for ts, link, data, orig in reader:
             frame += 1
             if first_time is None and link >= 0:
                 first_time = ts
             last_time = ts
-            off = ip_offset(link, data)
+            off = 14 if link == 1 and data[12:14] == b"\x08\x00" else ip_offset(link, data)
             if off < 0:
                 if link not in SUPPORTED_LINK_TYPES:
                     self.unsupported_links[link] = self.unsupported_links.get(link, 0) + 1
                 else:
                     self.non_ip += 1
                 continue
+            # fast path: a packet of a flow already known to be encrypted costs a slice and a dict lookup
+            first = data[off]
+            if first == 0x45:
+                if not data[off + 6] & 0x3F and not data[off + 7]:  # no fragment
+                    known = (fast_tcp if data[off + 9] == PROTO_TCP else fast_udp).get(data[off + 12:off + 24])
+                    if known is not None:
+                        known.frames += 1
+                        known.bytes += orig
+                        known.last_time = ts
+                        continue
+            elif first >> 4 == 6:
+                known = (fast_tcp if data[off + 6] == PROTO_TCP else fast_udp).get(data[off + 8:off + 44])
+                if known is not None:
+                    known.frames += 1
+                    known.bytes += orig
+                    known.last_time = ts
+                    continue
             decoded = decode_ip(data, off, defrag, ts, frame)
             if decoded is None:
                 # an IP fragment waiting for the rest, or not TCP/UDP (ICMP...), or malformed
@@ -381,7 +402,7 @@ class Scanner:
             if flow.closed and proto == PROTO_TCP and flags & TCP_SYN:  # the 4-tuple reused by a new connection
                 flow, direction = self._new_flow(proto, src, dst, sport, dport, frame, ts, flags)
             flow.frames += 1
-            flow.bytes += len(payload)
+            flow.bytes += orig
             flow.last_time = ts
             if direction.done:
                 continue
@@ -458,7 +479,9 @@ class Scanner:
     def _mark_encrypted(self, flow: _Flow, protocol: str) -> None:
         flow.encrypted = True
         flow.protocol = protocol
+        fast = self.fast[PROTO_TCP if flow.transport == "tcp" else PROTO_UDP]
         for d in (flow.client, flow.server):
+            fast[d.src + d.dst + struct.pack("!HH", d.sport, d.dport)] = flow
             d.done = True
             d.stream = None
             d.decoder = None
@@ -603,13 +626,21 @@ class Scanner:
                 continue
             sample = data[:PEEL_INPUT_BYTES]
             d.peeled += len(sample)
+            # an identifier already found in these bytes is not found again inside a layer of them: the hex
+            # layer of an MD5 hex digest, or the base64 layer of a base64 needle's match, is the same leak
+            found: dict[str, list[str]] = {}
+            for m in matches:
+                found.setdefault(m.needle.identifier, []).append("")
             for chain, decoded in self._layers(sample):
                 inner = find(decoded)
                 if inner and not TRANSPARENT_LAYERS.isdisjoint(chain.split(">")):
                     # unescaping leaves most text as it was: what the raw bytes already showed is no new finding
                     inner = [m for m in inner if decoded[m.start:m.end] not in sample]
+                inner = [m for m in inner if not _covered(found.get(m.needle.identifier), chain)]
                 if inner:
                     self._record(flow, d, unit, decoded, inner, chain, frames, time)
+                    for m in inner:
+                        found.setdefault(m.needle.identifier, []).append(chain)
 
     @staticmethod
     def _layers(sample: bytes) -> list[tuple[str, bytes]]:
@@ -749,6 +780,13 @@ def compose_encoding(unit_chain: str, peel_chain: str, needle_encoding: str) -> 
     if len(parts) == 2 and parts[1] == "plain" and parts[0] in LAYER_NAMES:
         return parts[0]
     return ">".join(parts)
+
+
+def _covered(chains: list[str] | None, chain: str) -> bool:
+    """True when an identifier found at one of ``chains`` (""=the bytes themselves) explains a find at ``chain``."""
+    if not chains:
+        return False
+    return any(not c or chain.startswith(c + ">") for c in chains)
 
 
 def _printable(data: bytes) -> str:

@@ -1,0 +1,338 @@
+"""Scanner benchmark: ``phonehome scan`` vs a tshark pipeline vs a pyshark packet loop, on one capture.
+
+Builds a mixed "boot sequence" capture itself (mostly TLS bulk, plus DNS, HTTP, MQTT, QUIC and raw UDP with
+planted leaks), then measures, in the same run:
+
+- ``phonehome scan`` as a subprocess: MB/s end to end (including start-up) and peak RSS (``wait4``);
+- a tshark pipeline: ``tshark -r F -T fields -e tcp.payload -e udp.payload`` into Python matching with the same
+  matcher, per packet (no reassembly, so it misses split leaks);
+- a pyshark packet loop on a small slice of the file, extrapolated (labelled as such).
+
+Usage: ``.venv/bin/python benchmarks/bench_scan.py [--size-mb 200] [--also-mb 10 2000] [--skip-tshark]``.
+Not a test: numbers go in the README by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from phonehome.identifiers import load_identifiers
+from phonehome.scan.matcher import build_matcher
+from phonehome.testing.captures import (
+    PROTO_TCP,
+    PROTO_UDP,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_PSH,
+    TCP_SYN,
+    dns_query,
+    dns_response,
+    ethernet_frame,
+    gzip_bytes,
+    http_request,
+    http_response,
+    ip_packet,
+    mqtt_connect,
+    mqtt_publish,
+    quic_initial,
+    tcp_segment,
+    tls_application_data,
+    tls_client_hello,
+    tls_server_hello,
+    udp_datagram,
+)
+
+OUT_DIR = Path(__file__).parent / "out"
+IDS_YAML = """\
+imei: "356938035643809"
+imsi: "310260000000001"
+serial: R58M12ABCDE
+android_id: 9774d56d682e549c
+gaid: 38400000-8cf0-11bd-b23e-10b96e40000d
+wifi_mac: "AC:37:43:4D:5E:6F"
+phone: "+49 30 1234567"
+location: {lat: 52.5163, lon: 13.3777}
+"""
+PHONE = "10.23.0.2"
+SCAN_TIMEOUT_S = 3600
+TSHARK_TIMEOUT_S = 3600
+PYSHARK_TIMEOUT_S = 600
+PYSHARK_SLICE_BYTES = 1 << 20
+MSS = 1448
+STEP_S = 20e-6
+
+
+class PcapWriter:
+    """Streams a classic pcap to disk: the benchmark capture never sits in memory whole."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle = path.open("wb")
+        self.handle.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        self.time = 1_700_000_000.0
+        self.bytes = 24
+        self.packets = 0
+
+    def write(self, frame: bytes) -> None:
+        self.time += STEP_S
+        sec = int(self.time)
+        usec = int((self.time - sec) * 1e6)
+        self.handle.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
+        self.handle.write(frame)
+        self.bytes += 16 + len(frame)
+        self.packets += 1
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _tcp_flow(server: str, dport: int, sport: int, client_data: list[bytes], server_data: list[bytes],
+              rng: random.Random) -> Iterator[bytes]:
+    """One TCP connection, packet by packet: handshake, request/response exchanges, FIN."""
+    cseq, sseq = rng.getrandbits(32), rng.getrandbits(32)
+
+    def seg(from_client: bool, payload: bytes, flags: int) -> bytes:
+        if from_client:
+            tcp = tcp_segment(PHONE, server, sport, dport, payload, seq=cseq, ack=sseq, flags=flags)
+            return ethernet_frame(ip_packet(PHONE, server, PROTO_TCP, tcp))
+        tcp = tcp_segment(server, PHONE, dport, sport, payload, seq=sseq, ack=cseq, flags=flags)
+        return ethernet_frame(ip_packet(server, PHONE, PROTO_TCP, tcp))
+
+    yield seg(True, b"", TCP_SYN)
+    cseq += 1
+    yield seg(False, b"", TCP_SYN | TCP_ACK)
+    sseq += 1
+    for i in range(max(len(client_data), len(server_data))):
+        for from_client, blob in ((True, client_data[i] if i < len(client_data) else b""),
+                                  (False, server_data[i] if i < len(server_data) else b"")):
+            for off in range(0, len(blob), MSS):
+                chunk = blob[off:off + MSS]
+                yield seg(from_client, chunk, TCP_ACK | TCP_PSH)
+                if from_client:
+                    cseq += len(chunk)
+                else:
+                    sseq += len(chunk)
+    yield seg(True, b"", TCP_FIN | TCP_ACK)
+    cseq += 1
+    yield seg(False, b"", TCP_FIN | TCP_ACK)
+
+
+def _udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    return ethernet_frame(ip_packet(src, dst, PROTO_UDP, udp_datagram(src, dst, sport, dport, payload)))
+
+
+def _leaky_flows(rng: random.Random) -> list[tuple[str, Iterator[bytes]]]:
+    """Cleartext flows with one planted leak each; the name says what was planted."""
+    imei, serial, gaid = "356938035643809", "R58M12ABCDE", "38400000-8cf0-11bd-b23e-10b96e40000d"
+    flows: list[tuple[str, Iterator[bytes]]] = []
+    port = 50000
+    bodies = {
+        "http-query-imei": (http_request("GET", f"/v1/checkin?imei={imei}&v=3", host="checkin.example"), b""),
+        "http-gzip-serial": (http_request("POST", "/up", host="up.example", body=gzip_bytes(
+            json.dumps({"serial": serial}).encode()), headers={"Content-Encoding": "gzip"}), b""),
+        "http-chunked-gaid": (http_request("POST", "/ad", host="ads.example", body=f"adid={gaid}".encode(),
+                                           chunked=True, chunk_size=5), b""),
+        "http-b64-android-id": (http_request("GET", "/t?d=" + base64.urlsafe_b64encode(
+            b'{"aid":"9774d56d682e549c"}').decode(), host="t.example"), b""),
+        "http-md5-imei": (http_request("GET", "/h?i=" + hashlib.md5(imei.encode()).hexdigest(),
+                                       host="hash.example"), b""),
+        "http-cookie-mac": (http_request("GET", "/", host="c.example", headers={"Cookie": "m=ac:37:43:4d:5e:6f"}),
+                            b""),
+        "http-response-location": (http_request("GET", "/loc", host="geo.example"),
+                                   http_response(b'{"lat":52.51631,"lon":13.37768}')),
+        "mqtt-publish-imsi": (mqtt_connect("phone-1") + mqtt_publish("dev/imsi", b"310260000000001"), b""),
+        "raw-tcp-phone": (b"\x00\x07HELLO+4930 1234567\x00", b""),
+    }
+    for name, (client, server) in bodies.items():
+        port += 1
+        dport = 1883 if name.startswith("mqtt") else 8080 if name.startswith("raw") else 80
+        flows.append((name, _tcp_flow(f"198.51.100.{port % 200 + 1}", dport, port, [client], [server], rng)))
+    flows.append(("udp-raw-serial", iter([_udp(PHONE, "198.51.100.250", 40001, 9999,
+                                               b"\x01\x02serial=" + serial.encode())])))
+    flows.append(("dns-name-imei", iter([_udp(PHONE, "10.23.0.1", 40002, 53,
+                                              dns_query(f"{imei}.telemetry.example"))])))
+    return flows
+
+
+def build_capture(path: Path, size_mb: float, seed: int = 7) -> tuple[int, int, list[str]]:
+    """Write the benchmark capture; returns (bytes, packets, names of planted leaks)."""
+    rng = random.Random(seed)
+    target = int(size_mb * 1e6)
+    writer = PcapWriter(path)
+    bulk = rng.randbytes(1 << 16)
+    planted: list[str] = []
+    active: list[Iterator[bytes]] = []
+    flow_no = 0
+    hosts = [f"svc{i}.googleapis.example" for i in range(40)]
+    for i, host in enumerate(hosts):
+        writer.write(_udp(PHONE, "10.23.0.1", 30000 + i, 53, dns_query(host, qid=i)))
+        writer.write(_udp("10.23.0.1", PHONE, 53, 30000 + i, dns_response(host, [f"203.0.113.{i + 1}"], qid=i)))
+    leaky = _leaky_flows(rng)
+    leak_every = max(target // (len(leaky) + 1), 1)
+    next_leak = leak_every
+    while writer.bytes < target or active:
+        while len(active) < 16 and writer.bytes < target:
+            flow_no += 1
+            kind = flow_no % 10
+            if kind < 8:  # TLS: handshake then bulk download
+                host = hosts[flow_no % len(hosts)]
+                size = rng.choice((20_000, 60_000, 150_000, 400_000))
+                records = [tls_application_data(bulk[:16_000]) for _ in range(size // 16_000 + 1)]
+                active.append(_tcp_flow(f"203.0.113.{flow_no % 40 + 1}", 443, 20000 + flow_no % 40000,
+                                        [tls_client_hello(host), tls_application_data(bulk[:300])],
+                                        [tls_server_hello() + tls_application_data(bulk[:3000]),
+                                         b"".join(records)], rng))
+            elif kind == 8:  # QUIC
+                active.append(iter([_udp(PHONE, "203.0.113.99", 443 + 0 * flow_no, 443,
+                                         quic_initial(bulk[:1200]))] * 20))
+            else:  # plain HTTP without identifiers (noise with digits)
+                noise = " ".join(str(rng.randrange(10 ** 14, 10 ** 15)) for _ in range(200)).encode()
+                active.append(_tcp_flow("198.51.100.7", 80, 30000 + flow_no % 30000,
+                                        [http_request("POST", "/noise", host="noise.example", body=noise)],
+                                        [http_response(b"ok")], rng))
+        if writer.bytes >= next_leak and leaky:
+            name, flow = leaky.pop(0)
+            planted.append(name)
+            active.append(flow)
+            next_leak += leak_every
+        index = rng.randrange(len(active))
+        try:
+            writer.write(next(active[index]))
+        except StopIteration:
+            active.pop(index)
+    for name, flow in leaky:  # small captures: whatever did not fit yet
+        planted.append(name)
+        for frame in flow:
+            writer.write(frame)
+    writer.close()
+    return writer.bytes, writer.packets, planted
+
+
+def _run_measured(command: list[str], timeout_s: float) -> tuple[float, int, int, bytes]:
+    """(seconds, peak RSS in bytes, return code, stdout) of a child process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.perf_counter() - started
+    if elapsed > timeout_s:
+        raise RuntimeError(f"{command[0]} took {elapsed:.0f} s")
+    return elapsed, usage.ru_maxrss * 1024, proc.returncode, out
+
+
+def bench_phonehome(capture: Path, ids: Path) -> dict[str, float]:
+    out = capture.with_suffix(".json")
+    seconds, rss, rc, _ = _run_measured([sys.executable, "-m", "phonehome", "scan", str(capture), "-i", str(ids),
+                                         "--json", str(out)], SCAN_TIMEOUT_S)
+    if rc not in (0, 1):
+        raise RuntimeError(f"phonehome scan failed with exit {rc}")
+    result = json.loads(out.read_text())
+    return {"seconds": seconds, "rss": rss, "findings": len(result["findings"]),
+            "leaky_flows": len({(f["src"], f["sport"], f["dst"], f["dport"]) for f in result["findings"]})}
+
+
+def bench_tshark(capture: Path, ids: Path) -> dict[str, float]:
+    """tshark's per-packet payloads (hex) into the same matcher: what a tester can improvise."""
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        raise RuntimeError("tshark not installed")
+    matcher = build_matcher(load_identifiers(ids))
+    started = time.perf_counter()
+    proc = subprocess.Popen([tshark, "-r", str(capture), "-T", "fields", "-e", "tcp.payload", "-e", "udp.payload"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    hits = 0
+    for line in proc.stdout:
+        for field in line.split(b"\t"):
+            field = field.strip().replace(b":", b"")
+            if field and matcher.find(bytes.fromhex(field.decode())):
+                hits += 1
+    _pid, _status, usage = os.wait4(proc.pid, 0)
+    return {"seconds": time.perf_counter() - started, "rss": usage.ru_maxrss * 1024, "packets_with_hits": hits}
+
+
+def bench_pyshark(capture: Path, slice_bytes: int) -> dict[str, float]:
+    """pyshark's packet loop (in phonehome.scan.evidence's child process) over the first ``slice_bytes``."""
+    sliced = capture.with_name("pyshark-slice.pcap")
+    with capture.open("rb") as src, sliced.open("wb") as dst:
+        header = src.read(24)
+        dst.write(header)
+        written = 24
+        while written < slice_bytes:
+            head = src.read(16)
+            if len(head) < 16:
+                break
+            incl = struct.unpack("<IIII", head)[2]
+            dst.write(head + src.read(incl))
+            written += 16 + incl
+    seconds, rss, rc, _ = _run_measured([sys.executable, "-m", "phonehome.scan.evidence", str(sliced), "all"],
+                                        PYSHARK_TIMEOUT_S)
+    if rc != 0:
+        raise RuntimeError(f"pyshark loop failed with exit {rc}")
+    return {"seconds": seconds, "rss": rss, "slice_bytes": written}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=float, default=200.0, help="main capture size (all three tools)")
+    parser.add_argument("--also-mb", type=float, nargs="*", default=[10.0],
+                        help="extra sizes for phonehome scan only (flatness of speed and memory)")
+    parser.add_argument("--skip-tshark", action="store_true")
+    parser.add_argument("--skip-pyshark", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the generated captures in benchmarks/out")
+    args = parser.parse_args()
+    OUT_DIR.mkdir(exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(dir=OUT_DIR))
+    ids = workdir / "ids.yaml"
+    ids.write_text(IDS_YAML)
+    rows = []
+    try:
+        for size in [*args.also_mb, args.size_mb]:
+            capture = workdir / f"boot-{size:g}MB.pcap"
+            started = time.perf_counter()
+            nbytes, packets, planted = build_capture(capture, size)
+            print(f"built {capture.name}: {nbytes / 1e6:.1f} MB, {packets} packets, {len(planted)} planted leaks "
+                  f"({time.perf_counter() - started:.1f} s)", flush=True)
+            ph = bench_phonehome(capture, ids)
+            mbps = nbytes / 1e6 / ph["seconds"]
+            print(f"  phonehome scan : {mbps:8.1f} MB/s  peak RSS {ph['rss'] / 2**20:6.1f} MiB  "
+                  f"{ph['findings']} findings in {ph['leaky_flows']} flows (planted: {len(planted)})", flush=True)
+            rows.append((size, nbytes, mbps, ph["rss"]))
+            if size != args.size_mb:
+                capture.unlink()
+                continue
+            if not args.skip_tshark:
+                ts = bench_tshark(capture, ids)
+                ts_mbps = nbytes / 1e6 / ts["seconds"]
+                print(f"  tshark fields  : {ts_mbps:8.1f} MB/s  peak RSS {ts['rss'] / 2**20:6.1f} MiB (tshark)  "
+                      f"{ts['packets_with_hits']} packets with hits  -> phonehome is {mbps / ts_mbps:.0f}x faster",
+                      flush=True)
+            if not args.skip_pyshark:
+                py = bench_pyshark(capture, PYSHARK_SLICE_BYTES)
+                py_mbps = py["slice_bytes"] / 1e6 / py["seconds"]
+                print(f"  pyshark loop   : {py_mbps:8.2f} MB/s  peak RSS {py['rss'] / 2**20:6.1f} MiB (python+tshark "
+                      f"children: largest)  measured on the first {py['slice_bytes'] / 1e6:.1f} MB, extrapolated: "
+                      f"{nbytes / 1e6 / py_mbps / 60:.0f} min for the whole file -> phonehome is "
+                      f"{mbps / py_mbps:.0f}x faster", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,659 @@
+"""scan_capture end to end, on captures built with phonehome.testing.captures.
+
+One test per bullet of issue 2's "What it must catch" (forms, encodings, transport, protocols, encrypted vs
+cleartext, no false positives), plus the result's contract (frames, hosts, phases, JSON, masking, warnings).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import random
+import struct
+import zlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import brotli
+import pytest
+
+from phonehome.errors import InputError
+from phonehome.identifiers import Identifiers, parse_identifiers
+from phonehome.scan.forms import tbcd
+from phonehome.scan.scanner import (
+    Finding,
+    Phase,
+    ScanResult,
+    compose_encoding,
+    load_phases,
+    parse_phases,
+    scan_capture,
+)
+from phonehome.testing.captures import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_NULL,
+    LINKTYPE_RAW,
+    CaptureBuilder,
+    deflate_bytes,
+    dns_query,
+    dns_response,
+    dtls_record,
+    gzip_bytes,
+    http_request,
+    http_response,
+    merge_pcapng,
+    mqtt_connect,
+    mqtt_publish,
+    quic_initial,
+    ssh_banner,
+    tls_application_data,
+    tls_client_hello,
+    tls_server_hello,
+    websocket_accept,
+    websocket_frame,
+    websocket_upgrade,
+)
+
+IMEI = "356938035643809"
+IMSI = "310260000000001"
+ICCID = "8901260000000000001"
+SERIAL = "R58M12ABCDE"
+ANDROID_ID = "9774d56d682e549c"
+GAID = "38400000-8cf0-11bd-b23e-10b96e40000d"
+MAC = "ac:37:43:4d:5e:6f"
+PHONE = "+49 30 1234567"
+LAT, LON = 52.5163, 13.3777
+
+IDS: dict[str, object] = {
+    "imei": IMEI, "imsi": IMSI, "iccid": ICCID, "serial": SERIAL, "android_id": ANDROID_ID, "gaid": GAID,
+    "wifi_mac": MAC, "phone": PHONE, "location": {"lat": LAT, "lon": LON}, "custom": {"account": "alice@example.org"},
+}
+PHONE_IP = "10.0.0.2"
+SERVER_IP = "93.184.216.34"
+
+
+def _ids(data: Mapping[str, object] = IDS) -> Identifiers:
+    return parse_identifiers(dict(data), source="test")
+
+
+def _scan(tmp_path: Path, cap: CaptureBuilder, ids: Mapping[str, object] = IDS, **kwargs: object) -> ScanResult:
+    path = cap.write_pcap(tmp_path / "capture.pcap")
+    return scan_capture(path, _ids(ids), **kwargs)  # type: ignore[arg-type]
+
+
+def _raw_tcp(payload: bytes, *, segment_size: int | None = None, dport: int = 5000) -> CaptureBuilder:
+    """A capture where the phone sends ``payload`` over a plain TCP connection (unknown protocol)."""
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, dport)
+    conn.send(payload, segment_size=segment_size)
+    conn.close()
+    return cap
+
+
+def _post(body: bytes, headers: Mapping[str, str] | None = None, **kwargs: object) -> CaptureBuilder:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(http_request("POST", "/collect", host="collect.example", body=body, headers=headers,
+                           **kwargs))  # type: ignore[arg-type]
+    conn.reply(http_response(b"ok"))
+    conn.close()
+    return cap
+
+
+def _found(result: ScanResult, identifier: str) -> list[Finding]:
+    return [f for f in result.findings if f.identifier == identifier]
+
+
+def _encodings(result: ScanResult, identifier: str) -> set[str]:
+    return {f.encoding for f in _found(result, identifier)}
+
+
+def _assert_found(result: ScanResult, identifier: str, encoding: str | None = None) -> Finding:
+    hits = [f for f in _found(result, identifier) if encoding is None or f.encoding == encoding]
+    assert hits, f"{identifier} ({encoding}) not found; found: {[(f.identifier, f.encoding) for f in result.findings]}"
+    return hits[0]
+
+
+# --- forms of each identifier ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [SERIAL.lower(), SERIAL, "r58m12AbCdE", ANDROID_ID.upper()])
+def test_case_insensitive_where_letters_occur(tmp_path: Path, text: str) -> None:
+    result = _scan(tmp_path, _raw_tcp(b"id=" + text.encode() + b";"))
+    assert _found(result, "serial") or _found(result, "android_id")
+
+
+@pytest.mark.parametrize("text", [IMEI, "35-693803-564380-9", "35 693803 564380 9", "35693803564380" + "42"])
+def test_imei_with_and_without_separators_and_as_imeisv(tmp_path: Path, text: str) -> None:
+    result = _scan(tmp_path, _raw_tcp(b"dev:" + text.encode() + b"\n"))
+    _assert_found(result, "imei")
+
+
+@pytest.mark.parametrize("text", ["+49301234567", "030 1234567", "0049301234567", "+49 30 1234567",
+                                  "+49-30-1234567", "030-1234567"])
+def test_phone_numbers_in_every_notation(tmp_path: Path, text: str) -> None:
+    result = _scan(tmp_path, _raw_tcp(b"msisdn=" + text.encode() + b"&"))
+    _assert_found(result, "phone")
+
+
+def test_short_phone_forms_only_at_digit_boundaries(tmp_path: Path) -> None:
+    result = _scan(tmp_path, _raw_tcp(b"n=99301234567123;"))
+    assert not _found(result, "phone")
+
+
+@pytest.mark.parametrize("text", ["ac:37:43:4d:5e:6f", "AC-37-43-4D-5E-6F", "ac37434d5e6f", "AC37434D5E6F"])
+def test_macs_with_any_separator_and_case(tmp_path: Path, text: str) -> None:
+    result = _scan(tmp_path, _raw_tcp(b"bssid=" + text.encode() + b"&"))
+    _assert_found(result, "wifi_mac")
+
+
+@pytest.mark.parametrize("text", [GAID, GAID.replace("-", ""), GAID.upper()])
+def test_gaid_with_or_without_dashes(tmp_path: Path, text: str) -> None:
+    result = _scan(tmp_path, _raw_tcp(b"adid=" + text.encode() + b"&"))
+    _assert_found(result, "gaid")
+
+
+@pytest.mark.parametrize("text", [
+    b"lat=52.516&lon=13.378",                # 3 decimals, within ~100 m
+    b"lon=13.37771,lat=52.51634",           # reversed order
+    b'{"lat":52516300,"lng":13377700}',     # E6
+    b"p=525163000,133777000",                # E7
+    b"$GPGGA,123519,5230.978,N,01322.662,E,1,08,0.9,545.4,M,46.9,M,,*47",  # NMEA degrees + decimal minutes
+])
+def test_location_forms(tmp_path: Path, text: bytes) -> None:
+    result = _scan(tmp_path, _raw_tcp(text + b"\n"))
+    _assert_found(result, "location")
+
+
+# --- encodings ------------------------------------------------------------------------------------------------
+
+
+def test_url_encoding(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(http_request("GET", "/u?acct=alice%40example.org&m=ac%3A37%3A43%3A4d%3A5e%3A6f", host="u.example"))
+    conn.close()
+    result = _scan(tmp_path, cap)
+    assert _encodings(result, "account") == {"url"}
+    assert _encodings(result, "wifi_mac") == {"url"}
+
+
+@pytest.mark.parametrize("prefix", [b"", b"x", b"xy"])
+@pytest.mark.parametrize("urlsafe", [False, True])
+def test_base64_and_base64url_at_every_alignment(tmp_path: Path, prefix: bytes, urlsafe: bool) -> None:
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    blob = encode(prefix + b"imei:" + IMEI.encode() + b";more")
+    result = _scan(tmp_path, _raw_tcp(b"payload=" + blob + b"\n"))
+    finding = _assert_found(result, "imei")
+    assert "base64" in finding.encoding
+
+
+@pytest.mark.parametrize("upper", [False, True])
+def test_hex_either_case(tmp_path: Path, upper: bool) -> None:
+    text = SERIAL.encode().hex()
+    result = _scan(tmp_path, _raw_tcp(b"h=" + (text.upper() if upper else text).encode()))
+    _assert_found(result, "serial", "hex")
+
+
+@pytest.mark.parametrize("codec, name", [("utf-16-le", "utf16le"), ("utf-16-be", "utf16be")])
+def test_utf16(tmp_path: Path, codec: str, name: str) -> None:
+    result = _scan(tmp_path, _raw_tcp(b"\x00\x01" + f"imei={IMEI}".encode(codec)))
+    _assert_found(result, "imei", name)
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "sha1", "sha224", "sha256", "sha384", "sha512"])
+@pytest.mark.parametrize("form", ["hex", "base64", "raw"])
+def test_digests_as_hex_base64_and_raw(tmp_path: Path, algorithm: str, form: str) -> None:
+    digest = hashlib.new(algorithm, IMEI.encode()).digest()
+    encoded = {"hex": digest.hex().encode(), "base64": base64.b64encode(digest), "raw": digest}[form]
+    result = _scan(tmp_path, _raw_tcp(b"\x02h:" + encoded + b"\x03"))
+    finding = _assert_found(result, "imei")
+    assert algorithm in finding.encoding
+
+
+@pytest.mark.parametrize("name, value", [("imei", IMEI), ("imsi", IMSI), ("iccid", ICCID)])
+def test_bcd(tmp_path: Path, name: str, value: str) -> None:
+    result = _scan(tmp_path, _raw_tcp(b"\x17\x00" + tbcd(value) + b"\x00\x17"))
+    assert any("bcd" in f.encoding for f in _found(result, name))
+
+
+def test_phone_number_bcd(tmp_path: Path) -> None:
+    result = _scan(tmp_path, _raw_tcp(b"\x91" + tbcd("49301234567") + b"\x00"))
+    assert any("bcd" in f.encoding for f in _found(result, "phone"))
+
+
+@pytest.mark.parametrize("fmt, name", [(">Q", "int64be"), ("<Q", "int64le")])
+def test_numeric_identifiers_as_64_bit_integers(tmp_path: Path, fmt: str, name: str) -> None:
+    result = _scan(tmp_path, _raw_tcp(b"\x7f\x01" + struct.pack(fmt, int(IMEI)) + b"\x7f"))
+    _assert_found(result, "imei", name)
+
+
+@pytest.mark.parametrize("fmt", [">d", "<d", ">f", "<f"])
+def test_coordinates_as_ieee754(tmp_path: Path, fmt: str) -> None:
+    result = _scan(tmp_path, _raw_tcp(b"\x10pos" + struct.pack(fmt, LAT) + struct.pack(fmt, LON) + b"\x11"))
+    _assert_found(result, "location")
+
+
+def test_nested_layers_three_deep(tmp_path: Path) -> None:
+    """base64 of gzip of JSON, sent in an HTTP body."""
+    inner = json.dumps({"device": {"serial": SERIAL}}).encode()
+    result = _scan(tmp_path, _post(b"blob=" + base64.b64encode(gzip_bytes(inner))))
+    _assert_found(result, "serial", "base64>gzip>plain")
+
+
+def test_hex_of_md5(tmp_path: Path) -> None:
+    digest = hashlib.md5(IMEI.encode()).hexdigest().encode()
+    result = _scan(tmp_path, _post(b"k=" + digest.hex().encode()))
+    finding = _assert_found(result, "imei")
+    assert finding.encoding.startswith("hex>") and "md5" in finding.encoding
+
+
+def test_compose_encoding_names_are_canonical() -> None:
+    assert compose_encoding("", "", "plain") == "plain"
+    assert compose_encoding("", "base64", "plain") == "base64"
+    assert compose_encoding("", "", "base64") == "base64"
+    assert compose_encoding("gzip", "base64", "plain") == "gzip>base64>plain"
+    assert compose_encoding("gzip", "", "base64") == "gzip>base64>plain"
+    assert compose_encoding("", "url", "plain") == "url"
+    assert compose_encoding("gzip", "", "md5") == "gzip>md5"
+
+
+# --- transport ------------------------------------------------------------------------------------------------
+
+
+def test_identifier_split_across_segments(tmp_path: Path) -> None:
+    result = _scan(tmp_path, _raw_tcp(b"imei=" + IMEI.encode() + b";", segment_size=3))
+    finding = _assert_found(result, "imei", "plain")
+    assert len(finding.frames) >= 5  # every segment carrying a piece of it
+
+
+def test_out_of_order_segments(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 5000)
+    segments = conn.send(b"xxxx imei=" + IMEI.encode() + b"; yyyy", segment_size=4)
+    for packet in segments:
+        cap.packets.remove(packet)
+    random.Random(2).shuffle(segments)
+    cap.packets.extend(segments)
+    cap.retime()
+    result = _scan(tmp_path, cap)
+    _assert_found(result, "imei", "plain")
+
+
+def test_retransmission_is_still_one_finding(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 5000)
+    segments = conn.send(b"imei=" + IMEI.encode() + b";", segment_size=8)
+    cap.packets.extend(segments)  # everything sent twice
+    cap.retime()
+    result = _scan(tmp_path, cap)
+    assert len([f for f in _found(result, "imei") if f.encoding == "plain"]) == 1
+    assert result.capture.retransmitted_bytes == len(b"imei=" + IMEI.encode() + b";")
+
+
+def test_overlapping_segments(tmp_path: Path) -> None:
+    from phonehome.testing.captures import PROTO_TCP, TCP_ACK, ip_packet, tcp_segment
+
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 5000)
+    data = b"imei=" + IMEI.encode() + b";tail"
+    start = conn.client_seq
+    for offset, end in ((0, 10), (6, 16), (12, len(data))):  # each overlaps the one before
+        seg = tcp_segment(PHONE_IP, SERVER_IP, conn.sport, 5000, data[offset:end], seq=start + offset,
+                          ack=conn.server_seq, flags=TCP_ACK)
+        cap.add_ip(ip_packet(PHONE_IP, SERVER_IP, PROTO_TCP, seg))
+    result = _scan(tmp_path, cap)
+    assert len(_found(result, "imei")) == 1
+
+
+def test_ipv4_fragments(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    cap.udp_fragmented(PHONE_IP, SERVER_IP, 4000, 9000, b"A" * 50 + f"imei={IMEI}".encode() + b"B" * 100,
+                       fragment_size=16)
+    result = _scan(tmp_path, cap)
+    finding = _assert_found(result, "imei", "plain")
+    assert len(finding.frames) > 1
+
+
+def test_ipv6(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp("fd00::2", "2001:db8::1", 80)
+    conn.send(http_request("GET", f"/?imei={IMEI}", host="v6.example"))
+    cap.udp("fd00::2", "2001:db8::1", 4000, 9000, SERIAL.encode())
+    result = _scan(tmp_path, cap)
+    assert _assert_found(result, "imei").dst == "2001:db8::1"
+    assert _assert_found(result, "serial").transport == "udp"
+
+
+def test_udp(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    cap.udp(PHONE_IP, SERVER_IP, 4000, 9000, b"\x01\x02" + f"{{'gaid':'{GAID}'}}".encode())
+    finding = _assert_found(_scan(tmp_path, cap), "gaid")
+    assert (finding.transport, finding.sport, finding.dport, finding.protocol) == ("udp", 4000, 9000, "unknown")
+
+
+@pytest.mark.parametrize("link, vlan", [(LINKTYPE_ETHERNET, None), (LINKTYPE_ETHERNET, 7), (LINKTYPE_LINUX_SLL, None),
+                                        (LINKTYPE_LINUX_SLL2, None), (LINKTYPE_RAW, None), (LINKTYPE_NULL, None)])
+def test_link_types(tmp_path: Path, link: int, vlan: int | None) -> None:
+    cap = CaptureBuilder(link=link, vlan=vlan)
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(http_request("GET", f"/?imei={IMEI}", host="l.example"), segment_size=10)
+    _assert_found(_scan(tmp_path, cap), "imei", "plain")
+
+
+@pytest.mark.parametrize("fmt", ["pcap-us", "pcap-ns", "pcapng-multi"])
+def test_pcap_us_ns_and_pcapng_with_several_interfaces(tmp_path: Path, fmt: str) -> None:
+    a = _raw_tcp(f"imei={IMEI}".encode(), segment_size=5)
+    b = CaptureBuilder(link=LINKTYPE_LINUX_SLL2, start_time=a.start_time + 0.0005)
+    b.udp("10.9.0.2", SERVER_IP, 4000, 9000, SERIAL.encode())
+    path = tmp_path / "c"
+    if fmt == "pcapng-multi":
+        merge_pcapng(path, [a, b], nanosecond=[False, True])
+    else:
+        b_eth = CaptureBuilder(start_time=b.start_time)
+        b_eth.udp("10.9.0.2", SERVER_IP, 4000, 9000, SERIAL.encode())
+        a.packets += b_eth.packets
+        a.write_pcap(path, nanosecond=fmt == "pcap-ns")
+    result = scan_capture(path, _ids())
+    imei = _assert_found(result, "imei")
+    _assert_found(result, "serial")
+    # frames 1-3 are the handshake, frame 4 carries "imei=", frame 5 the identifier's first digits
+    assert imei.time == pytest.approx(a.start_time + a.step * 4, abs=1e-6)
+    # in the pcapng the other interface's packet (t0 + 0.5 ms) is frame 2, as Wireshark numbers it
+    assert imei.frames[0] == (6 if fmt == "pcapng-multi" else 5)
+
+
+# --- protocols ------------------------------------------------------------------------------------------------
+
+
+def test_http_url_headers_and_cookies(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(http_request("GET", f"/a?imei={IMEI}", host="h.example",
+                           headers={"X-Device-Serial": SERIAL, "Cookie": f"aid={ANDROID_ID}; x=1"}))
+    result = _scan(tmp_path, cap)
+    for name in ("imei", "serial", "android_id"):
+        finding = _assert_found(result, name, "plain")
+        assert finding.protocol == "http" and finding.host == "h.example"
+
+
+def test_http_form_body(tmp_path: Path) -> None:
+    result = _scan(tmp_path, _post(b"acct=alice%40example.org&imsi=" + IMSI.encode(),
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"}))
+    _assert_found(result, "account", "url")
+    _assert_found(result, "imsi", "plain")
+
+
+def test_http_chunked_body(tmp_path: Path) -> None:
+    result = _scan(tmp_path, _post(f'{{"gaid":"{GAID}"}}'.encode(), chunked=True, chunk_size=5))
+    finding = _assert_found(result, "gaid", "plain")
+    assert finding.protocol == "http"
+
+
+@pytest.mark.parametrize("coding, compress", [("gzip", gzip_bytes), ("deflate", deflate_bytes),
+                                              ("br", brotli.compress)])
+def test_http_compressed_bodies(tmp_path: Path, coding: str, compress: Callable[[bytes], bytes]) -> None:
+    body = compress(json.dumps({"imei": IMEI, "pad": "x" * 200}).encode())
+    result = _scan(tmp_path, _post(body, headers={"Content-Encoding": coding}, chunked=True, chunk_size=11))
+    finding = _assert_found(result, "imei")
+    assert finding.encoding == {"gzip": "gzip", "deflate": "deflate", "br": "brotli"}[coding] + ">plain"
+
+
+def test_http_pipelined_requests(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(http_request("GET", "/1", host="p.example") + http_request("POST", "/2", host="p.example",
+                                                                         body=b"x=1")
+              + http_request("GET", f"/3?serial={SERIAL}", host="p.example"), segment_size=50)
+    finding = _assert_found(_scan(tmp_path, cap), "serial", "plain")
+    assert finding.protocol == "http"
+
+
+def test_websocket_client_frames_unmasked(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(websocket_upgrade("/push", host="ws.example"))
+    conn.reply(websocket_accept())
+    conn.send(websocket_frame(json.dumps({"imei": IMEI}).encode(), mask_key=b"\x12\x34\x56\x78"), segment_size=9)
+    conn.reply(websocket_frame(b"ack", mask_key=None))
+    finding = _assert_found(_scan(tmp_path, cap), "imei", "plain")
+    assert finding.protocol == "websocket" and finding.host == "ws.example"
+
+
+def test_dns_names_matched_decoded(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    cap.udp(PHONE_IP, "10.0.0.1", 5353, 53, dns_query(f"{SERIAL.lower()}.telemetry.example"))
+    cap.udp(PHONE_IP, "10.0.0.1", 5354, 53, dns_query("ac-37-43-4d-5e-6f.mac.example"))
+    result = _scan(tmp_path, cap)
+    assert _assert_found(result, "serial").protocol == "dns"
+    _assert_found(result, "wifi_mac")
+
+
+def test_tls_client_hello_sni_is_cleartext_in_an_encrypted_flow(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 443)
+    conn.send(tls_client_hello(f"{IMEI}.push.example", padding=1500), segment_size=1000)  # spans two segments
+    conn.reply(tls_server_hello())
+    conn.send(tls_application_data(f"serial={SERIAL}".encode()))
+    result = _scan(tmp_path, cap)
+    finding = _assert_found(result, "imei", "plain")
+    assert finding.protocol == "tls-handshake" and finding.encrypted is False
+    assert not _found(result, "serial")
+    (flow,) = result.flows
+    assert flow.encrypted and flow.protocol == "tls"
+
+
+def test_tls_alpn_is_scanned(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 443)
+    conn.send(tls_client_hello("a.example", alpn=(f"dev-{ANDROID_ID}",)))
+    _assert_found(_scan(tmp_path, cap), "android_id")
+
+
+def test_mqtt_connect_and_publish(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 1883)
+    conn.send(mqtt_connect(f"dev-{IMEI}", username=SERIAL))
+    conn.send(mqtt_publish("telemetry/loc", gzip_bytes(f"{LAT},{LON}".encode())), segment_size=7)
+    result = _scan(tmp_path, cap)
+    assert _assert_found(result, "imei").protocol == "mqtt"
+    _assert_found(result, "serial")
+    assert _assert_found(result, "location").encoding == "gzip>plain"
+
+
+def test_unknown_tcp_and_udp_payloads_raw(tmp_path: Path) -> None:
+    cap = _raw_tcp(b"\x00\x00\x00\x20" + IMSI.encode() + b"\x00" * 8, dport=31337)
+    cap.udp(PHONE_IP, SERVER_IP, 4000, 31338, b"\xff\xfe" + GAID.encode())
+    result = _scan(tmp_path, cap)
+    assert _assert_found(result, "imsi").protocol == "unknown"
+    assert _assert_found(result, "gaid").protocol == "unknown"
+
+
+# --- encrypted vs cleartext, by content ---------------------------------------------------------------------------
+
+
+def test_plain_http_on_443_is_cleartext(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 443)
+    conn.send(http_request("GET", f"/?imei={IMEI}", host="h.example"))
+    finding = _assert_found(_scan(tmp_path, cap), "imei")
+    assert finding.protocol == "http" and not finding.encrypted
+
+
+def test_tls_on_an_odd_port_is_encrypted(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 31337)
+    conn.send(tls_client_hello(None))
+    conn.reply(tls_server_hello())
+    conn.send(tls_application_data(IMEI.encode()))
+    result = _scan(tmp_path, cap)
+    assert not result.findings and result.flows[0].encrypted
+
+
+@pytest.mark.parametrize("kind", ["dtls", "quic", "ssh"])
+def test_dtls_quic_ssh_payloads_are_not_leaks(tmp_path: Path, kind: str) -> None:
+    cap = CaptureBuilder()
+    secret = f"imei={IMEI}".encode()
+    if kind == "ssh":
+        conn = cap.tcp(PHONE_IP, SERVER_IP, 2222)
+        conn.send(ssh_banner() + secret)
+        conn.reply(ssh_banner())
+        conn.send(secret)
+    else:
+        first = dtls_record(secret) if kind == "dtls" else quic_initial(secret)
+        cap.udp(PHONE_IP, SERVER_IP, 4000, 4433, first)
+        cap.udp(PHONE_IP, SERVER_IP, 4000, 4433, b"\x41" + secret)  # a later short-header packet
+        cap.udp(SERVER_IP, PHONE_IP, 4433, 4000, secret)
+    result = _scan(tmp_path, cap)
+    assert result.cleartext_findings == ()
+    assert result.flows[0].encrypted and result.flows[0].protocol == kind
+
+
+# --- no false positives ---------------------------------------------------------------------------------------
+
+
+def test_no_false_positives(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    digits = " ".join(str(rng.randrange(10 ** 14, 10 ** 15)) for _ in range(2000)).encode()
+    other = (b"imei=356938035643817&serial=R58M12ABCDF&mac=ac:37:43:4d:5e:70&gaid=38400000-8cf0-11bd-b23e-"
+             b"10b96e40000e&imsi=310260000000002")
+    tac = b"tac=35693803&model=SM-G991B"
+    city = b"lat=52.5&lon=13.4&lat2=52.52&lon2=13.38"
+    result = _scan(tmp_path, _post(digits + b"&" + other + b"&" + tac + b"&" + city))
+    assert result.findings == (), [(f.identifier, f.encoding, f.excerpt) for f in result.findings]
+
+
+def test_another_devices_values_are_not_leaks(tmp_path: Path) -> None:
+    other = dict(IDS, imei="490154203237518", serial="ZX1G22ABCDE")
+    result = _scan(tmp_path, _raw_tcp(f"imei={IMEI}&serial={SERIAL}".encode()), ids=other)
+    assert not _found(result, "imei") and not _found(result, "serial")
+
+
+# --- the result -----------------------------------------------------------------------------------------------
+
+
+def test_frames_are_one_based_and_hosts_come_from_dns(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    cap.udp(PHONE_IP, "10.0.0.1", 5353, 53, dns_query("api.tracker.example"))
+    cap.udp("10.0.0.1", PHONE_IP, 53, 5353, dns_response("api.tracker.example", [SERVER_IP], cname="edge.example"))
+    cap.udp(PHONE_IP, SERVER_IP, 4000, 9000, IMEI.encode())
+    finding = _assert_found(_scan(tmp_path, cap), "imei")
+    assert finding.frames == (3,)
+    assert finding.host == "api.tracker.example"
+
+
+def test_one_finding_per_flow_identifier_encoding_with_all_frames(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    for _ in range(3):
+        conn.send(http_request("GET", f"/?imei={IMEI}", host="r.example"))
+    result = _scan(tmp_path, cap)
+    (finding,) = _found(result, "imei")
+    assert finding.frames == (4, 5, 6)
+
+
+def test_phases_split_findings(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(http_request("GET", f"/?imei={IMEI}", host="r.example"))  # frame 4
+    conn.send(http_request("GET", f"/?imei={IMEI}", host="r.example"))  # frame 5
+    t4, t5 = cap.packets[3].time, cap.packets[4].time
+    phases = (Phase("boot", t4 - 0.0001, t4 + 0.0001), Phase("unlock", t5 - 0.0001, t5 + 0.0001))
+    result = _scan(tmp_path, cap, phases=phases)
+    assert sorted((f.phase, f.frames) for f in _found(result, "imei")) == [("boot", (4,)), ("unlock", (5,))]
+    assert result.to_json()["capture"]["phases"][0]["name"] == "boot"
+
+
+def test_json_shape_and_masking(tmp_path: Path) -> None:
+    result = _scan(tmp_path, _raw_tcp(f"serial={SERIAL} imei={IMEI}".encode()))
+    data = json.loads(json.dumps(result.to_json()))
+    assert set(data) == {"capture", "findings", "flows"}
+    keys = {"identifier", "encoding", "transport", "src", "sport", "dst", "dport", "host", "protocol", "encrypted",
+            "frames", "time", "phase", "excerpt"}
+    for finding in data["findings"]:
+        assert keys <= set(finding)
+        assert SERIAL not in finding["excerpt"] and IMEI not in finding["excerpt"]
+    assert "value" not in data["findings"][0]
+    assert result.to_json(show_identifiers=True)["findings"][0]["value"] in (SERIAL, IMEI)
+    (flow,) = data["flows"]
+    assert {"transport", "src", "sport", "dst", "dport", "host", "protocol", "encrypted", "bytes", "frames"} <= set(flow)
+    assert SERIAL not in json.dumps(data) and IMEI not in json.dumps(data)
+
+
+def test_identifier_in_a_host_name_is_masked(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(http_request("GET", "/", host=f"{IMEI}.t.example"))
+    result = _scan(tmp_path, cap)
+    assert IMEI not in json.dumps(result.to_json())
+
+
+def test_truncated_capture_completes_with_a_warning(tmp_path: Path) -> None:
+    path = _raw_tcp(f"imei={IMEI}".encode()).write_pcap(tmp_path / "t.pcap")
+    path.write_bytes(path.read_bytes()[:-10])
+    result = scan_capture(path, _ids())
+    assert any("truncated" in w for w in result.warnings)
+    _assert_found(result, "imei")
+
+
+def test_sequence_gap_is_reported(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 5000)
+    segments = conn.send(b"a" * 100 + f"imei={IMEI}".encode(), segment_size=50)
+    cap.packets.remove(segments[0])
+    result = _scan(tmp_path, cap)
+    assert result.capture.tcp_gaps == 1 and any("gaps in TCP" in w for w in result.warnings)
+    _assert_found(result, "imei")
+
+
+@pytest.mark.timeout(60)
+def test_many_open_flows_keep_memory_bounded(tmp_path: Path) -> None:
+    """2,000 connections each waiting on a missing first segment: held bytes stay under the budget."""
+    cap = CaptureBuilder()
+    for i in range(2000):
+        conn = cap.tcp(PHONE_IP, SERVER_IP, 6000 + i % 50, sport=10000 + i)
+        segments = conn.send(b"z" * 3000, segment_size=1000)
+        cap.packets.remove(segments[0])
+    result = _scan(tmp_path, cap)
+    assert len(result.flows) == 2000
+    assert result.capture.tcp_gaps == 2000
+
+
+def test_empty_identifiers_are_rejected(tmp_path: Path) -> None:
+    path = _raw_tcp(b"x").write_pcap(tmp_path / "c.pcap")
+    with pytest.raises(InputError):
+        scan_capture(path, Identifiers(values=()))
+
+
+def test_load_phases(tmp_path: Path) -> None:
+    path = tmp_path / "phases.json"
+    path.write_text('[{"name": "boot", "start": 1.0, "end": 2.5}]')
+    assert load_phases(path) == (Phase("boot", 1.0, 2.5),)
+
+
+@pytest.mark.parametrize("data, problem", [
+    ({"name": "x"}, "must be a JSON list"),
+    ([{"name": "x", "start": 1}], "needs 'name', 'start' and 'end'"),
+    ([{"name": "", "start": 1, "end": 2}], "non-empty string"),
+    ([{"name": "x", "start": "a", "end": 2}], "must be a number"),
+    ([{"name": "x", "start": 3, "end": 2}], "ends before it starts"),
+])
+def test_bad_phases(data: object, problem: str) -> None:
+    with pytest.raises(InputError, match=problem):
+        parse_phases(data, source="p.json")
+
+
+def test_bad_phases_json_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text('[\n{"name": "x",,}\n]')
+    with pytest.raises(InputError, match="line 2"):
+        load_phases(path)
+
+
+def test_zlib_in_raw_udp_is_peeled(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    cap.udp(PHONE_IP, SERVER_IP, 4000, 9000, b"\x00\x01" + zlib.compress(f"wifi={MAC}".encode()))
+    _assert_found(_scan(tmp_path, cap), "wifi_mac")
