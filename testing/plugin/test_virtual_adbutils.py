@@ -169,7 +169,7 @@ def test_reboot_as_track_devices_and_wait_for_see_it(client: adbutils.AdbClient,
         if state != "device":
             break
         time.sleep(0.05)
-    with pytest.raises(adbutils.AdbError, match="not found|offline"):
+    with pytest.raises(adbutils.AdbError, match=r"not found|offline"):
         host_request(client, f"host:tport:serial:{serial}")
     client.wait_for(serial, state="device", timeout=REBOOT_WAIT_S)
     while dev.getprop("sys.boot_completed") != "1":

@@ -80,7 +80,7 @@ def test_pipes_and_redirections(phone: VirtualPhone) -> None:
     assert sh(phone, "dumpsys power | grep mWakefulness=")[1].strip() == "mWakefulness=Asleep"
     assert sh(phone, "echo hi > /data/local/tmp/f; cat /data/local/tmp/f")[1] == "hi\n"
     assert sh(phone, "echo more >> /data/local/tmp/f; cat /data/local/tmp/f | wc -l")[1] == "2\n"
-    status, out, err = sh(phone, "cat /nope 2>/dev/null; echo $?")
+    _, out, err = sh(phone, "cat /nope 2>/dev/null; echo $?")
     assert (out, err) == ("1\n", "")
     assert sh(phone, "cat /nope 2>&1")[1] == "cat: /nope: No such file or directory\n"
     assert "Read-only file system" in sh(phone, "echo x > /system/f")[2]
@@ -167,7 +167,7 @@ def test_screencap_is_a_png_of_the_screen(phone: VirtualPhone) -> None:
 
 def keyguard_fields(phone: VirtualPhone) -> dict[str, str]:
     out = sh(phone, "dumpsys window policy")[1]
-    fields = {}
+    fields: dict[str, str] = {}
     for token in out.split():
         if "=" in token:
             key, _, value = token.partition("=")
@@ -304,7 +304,7 @@ def test_reboot_runs_the_boot_state_machine(tmp_path: Path, transport: str, gone
 
 
 def test_spec_validation_names_the_field_and_the_fix() -> None:
-    with pytest.raises(InputError, match="unlock.*use one of none, swipe, pin, password"):
+    with pytest.raises(InputError, match=r"unlock.*use one of none, swipe, pin, password"):
         VirtualPhoneSpec(serial="S1", label="x", model="m", unlock_method="face")
     with pytest.raises(InputError, match="needs a secret"):
         VirtualPhoneSpec(serial="S1", label="x", model="m", unlock_method="pin")

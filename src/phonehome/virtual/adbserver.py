@@ -697,6 +697,14 @@ class _ShellV2:
             self._broken = True
             self._shell.hangup.set()
 
+    def _stdout(self, data: bytes) -> None:
+        if data:
+            self._frame(SHELL_ID_STDOUT, data)
+
+    def _stderr(self, data: bytes) -> None:
+        if data:
+            self._frame(SHELL_ID_STDERR, data)
+
     def _watch(self) -> None:
         try:
             while True:
@@ -711,8 +719,7 @@ class _ShellV2:
     def run(self, command: str) -> None:
         watcher = threading.Thread(target=self._watch, name="adb-shell-v2-watch", daemon=True)
         watcher.start()
-        status = self._shell.run(command, lambda d: d and self._frame(SHELL_ID_STDOUT, d),
-                                 lambda d: d and self._frame(SHELL_ID_STDERR, d)) if command.strip() else 0
+        status = self._shell.run(command, self._stdout, self._stderr) if command.strip() else 0
         self._frame(SHELL_ID_EXIT, bytes([status & 0xFF]))
         with contextlib.suppress(OSError):
             self._conn.shutdown(socket.SHUT_RDWR)

@@ -13,12 +13,15 @@ Lifecycle events (``boot_completed``, ``screen_on``, ``screen_off``, ``unlocked`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
 import logging
+import os
 import posixpath
 import queue
+import shutil
 import socket
 import stat
 import threading
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from phonehome.errors import InputError, LabError
+from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers
 
 log = logging.getLogger(__name__)
@@ -115,7 +118,7 @@ class VirtualPhoneSpec:
     manufacturer: str = "Virtual"
     android_release: str = "9"
     sdk: int = 28
-    identifiers: Identifiers = Identifiers(values=())
+    identifiers: Identifiers = field(default_factory=lambda: Identifiers(values=()))
     unlock_method: str = "none"
     unlock_secret: str | None = field(default=None, repr=False)
     transport: str = "usb"
@@ -231,7 +234,7 @@ class VirtualFS:
 
     def _host(self, path: str) -> Path | None:
         norm = self.normalize(path)
-        if not any(norm == w or norm.startswith(w + "/") for w in self._writable + ("/data/local/tmp",)):
+        if not any(norm == w or norm.startswith(w + "/") for w in (*self._writable, "/data/local/tmp")):
             return None
         return self._root / norm.lstrip("/")
 
@@ -279,7 +282,6 @@ class VirtualFS:
             fh.write(data)
         host.chmod(mode & 0o777 or 0o644)
         if mtime:
-            import os  # only here: utime is the one os call this class needs
             os.utime(host, (mtime, mtime))
 
     def listdir(self, path: str) -> list[tuple[str, FileStat]]:
@@ -319,7 +321,6 @@ class VirtualFS:
         if host.is_dir():
             if not recursive:
                 raise IsADirectoryError(norm)
-            import shutil  # only here: recursive delete
             shutil.rmtree(host)
         elif host.exists():
             host.unlink()
@@ -1057,10 +1058,8 @@ class VirtualPhone:
             streams = list(self._streams)
             self._streams.clear()
         for sock in streams:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def wait_boot_completed(self, timeout_s: float) -> bool:
         """For lab code and tests: block until booted and ``device``."""
@@ -1114,8 +1113,3 @@ def iter_props(props: dict[str, str]) -> Iterator[str]:
     for name, value in props.items():
         yield f"[{name}]: [{value}]"
 
-
-def require_running(phone: VirtualPhone) -> None:
-    """For lab code: a closed phone cannot serve."""
-    if phone._closing.is_set():
-        raise LabError(f"virtual phone {phone.spec.label} is closed")

@@ -11,8 +11,8 @@ Parcel dumps of ``service call iphonesubinfo``). An unknown command fails as on 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
-import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from phonehome.virtual.phone import (
-    KEYCODE_ENTER,
     LAUNCHER,
     LAUNCHER_ACTIVITY,
     iter_props,
@@ -283,7 +282,6 @@ def parse(line: str) -> list[AndOr]:
                 redirects.append(Redirect(fd, op, target.word))
                 continue
             assert tok.word is not None
-            literal = tok.word.literal if tok.word.parts and not tok.word.parts[0].is_var else None
             first = tok.word.parts[0].text if tok.word.parts and not tok.word.parts[0].is_var else ""
             if not args and "=" in first and _NAME.fullmatch(first.split("=", 1)[0]):
                 name, rest = first.split("=", 1)
@@ -291,7 +289,6 @@ def parse(line: str) -> list[AndOr]:
                 assignments.append((name, Word(value_parts)))
             else:
                 args.append(tok.word)
-            del literal
             pos += 1
         return Command(tuple(assignments), tuple(args), tuple(redirects))
 
@@ -869,10 +866,10 @@ def _dump_window(phone: VirtualPhone, args: list[str]) -> list[str]:
     policy = [
         "WINDOW MANAGER POLICY STATE (dumpsys window policy)",
         f"    mSafeMode=false mSystemReady=true mSystemBooted={'true' if phone.boot_completed else 'false'}",
-        f"    mLidState=-1 mLidOpenRotation=-1 mCameraLensCoverState=-1 mHdmiPlugged=false",
+        "    mLidState=-1 mLidOpenRotation=-1 mCameraLensCoverState=-1 mHdmiPlugged=false",
         f"    mAwake={'true' if on else 'false'}",
         f"    mScreenOnEarly={'true' if on else 'false'} mScreenOnFully={'true' if on else 'false'}",
-        f"    mKeyguardDrawComplete=true mWindowManagerDrawComplete=true",
+        "    mKeyguardDrawComplete=true mWindowManagerDrawComplete=true",
         f"    mShowingLockscreen={'true' if showing else 'false'} mShowingDream=false"
         f" mDreamingLockscreen={'true' if locked else 'false'} mDreamingSleepToken=null",
         f"    isStatusBarKeyguard={'true' if showing else 'false'}",
@@ -891,7 +888,7 @@ def _dump_window(phone: VirtualPhone, args: list[str]) -> list[str]:
     ]
     windows = [
         "WINDOW MANAGER WINDOWS (dumpsys window windows)",
-        f"  Window #0 Window{{2b3c4d5 u0 StatusBar}}:",
+        "  Window #0 Window{2b3c4d5 u0 StatusBar}:",
         "    mDisplayId=0 stackId=0 mSession=Session{1a2b3c 1234:u0a10023} mClient=android.os.BinderProxy@1",
         f"    mHasSurface={'true' if on else 'false'} isReadyForDisplay()={'true' if on else 'false'}",
         f"  Window #1 Window{{8d9e0f1 u0 {resumed_pkg}/{resumed_act}}}:",
@@ -903,7 +900,7 @@ def _dump_window(phone: VirtualPhone, args: list[str]) -> list[str]:
     ]
     displays = [
         "WINDOW MANAGER DISPLAY CONTENTS (dumpsys window displays)",
-        f"  Display: mDisplayId=0",
+        "  Display: mDisplayId=0",
         f"    init={phone.spec.screen[0]}x{phone.spec.screen[1]} {phone.spec.density}dpi "
         f"cur={width}x{height} app={width}x{height} rng={width}x{width}-{height}x{height}",
         f"    mCurrentFocus={focus}",
@@ -924,15 +921,15 @@ def _dump_display(phone: VirtualPhone, args: list[str]) -> list[str]:
     state = "ON" if phone.screen_on else "OFF"
     return [
         "DISPLAY MANAGER (dumpsys display)",
-        f"  mOnlyCode=false",
-        f"  mSafeMode=false",
-        f"  mPendingTraversal=false",
+        "  mOnlyCode=false",
+        "  mSafeMode=false",
+        "  mPendingTraversal=false",
         f"  mGlobalDisplayState={state}",
         f"  mViewports=[DisplayViewport{{type=INTERNAL, valid=true, displayId=0, uniqueId='local:0', "
         f"orientation={rot}, logicalFrame=Rect(0, 0 - {width}, {height}), physicalFrame=Rect(0, 0 - {width}, "
         f"{height}), deviceWidth={width}, deviceHeight={height}}}]",
-        f"  mDefaultDisplayDefaultModeId=1",
-        f"Display Devices: size=1",
+        "  mDefaultDisplayDefaultModeId=1",
+        "Display Devices: size=1",
         f"  DisplayDeviceInfo{{\"Built-in Screen\": uniqueId=\"local:0\", {width} x {height}, modeId 1, "
         f"density {phone.density}, {phone.density}.0 x {phone.density}.0 dpi, touch INTERNAL, rotation {rot}, "
         f"type BUILT_IN, state {state}}}",
@@ -1013,15 +1010,12 @@ DUMPSYS: dict[str, Callable[[VirtualPhone, list[str]], list[str]]] = {
 
 
 def _keycode(name: str) -> int:
-    upper = name.upper()
-    if upper.isdigit() and len(upper) > 1 or (upper.isdigit() and name not in KEYCODES):
-        return int(upper)
-    if upper.startswith("KEYCODE_"):
-        upper = upper[len("KEYCODE_"):]
+    """A key code from a number (``66``) or a name with or without ``KEYCODE_`` (``ENTER``, ``KEYCODE_HOME``)."""
+    if name.isdigit():
+        return int(name)
+    upper = name.upper().removeprefix("KEYCODE_")
     if upper in KEYCODES:
         return KEYCODES[upper]
-    if upper.isdigit():
-        return int(upper)
     raise ValueError(name)
 
 
@@ -1040,7 +1034,7 @@ def _input(ctx: CommandContext) -> int:
         longpress = "--longpress" in rest
         for key in (r for r in rest if not r.startswith("--")):
             try:
-                code = _keycode(key) if not key.isdigit() else int(key)
+                code = _keycode(key)
             except ValueError:
                 ctx.error(f"Error: Unknown keycode {key}")
                 return 1
@@ -1106,16 +1100,8 @@ def _wm(ctx: CommandContext) -> int:
 
 def _intent_component(args: list[str]) -> tuple[str | None, str | None, str | None]:
     """(package, activity, data uri) from ``am start`` arguments."""
-    component = data = action = None
-    it = iter(range(len(args)))
-    for i in it:
-        if args[i] == "-n" and i + 1 < len(args):
-            component = args[i + 1]
-        elif args[i] == "-d" and i + 1 < len(args):
-            data = args[i + 1]
-        elif args[i] == "-a" and i + 1 < len(args):
-            action = args[i + 1]
-    del it
+    options = {flag: value for flag, value in itertools.pairwise(args) if flag in ("-n", "-d", "-a")}
+    component, data, action = options.get("-n"), options.get("-d"), options.get("-a")
     if component and "/" in component:
         package, activity = component.split("/", 1)
         return package, activity, data
@@ -1245,7 +1231,7 @@ def iphonesubinfo_parcel(phone: VirtualPhone, code: int) -> bytes:
     if phone.spec.sdk >= PRIVILEGED_IDS_SDK and not phone.spec.rooted:
         message = ("getDeviceId: The user 2000 does not meet the requirements to access device identifiers."
                    if name == "imei" else
-                   f"getSubscriberId: The user 2000 does not meet the requirements to access device identifiers.")
+                   "getSubscriberId: The user 2000 does not meet the requirements to access device identifiers.")
         ex_security = (-1).to_bytes(4, "little", signed=True)
         return ex_security + parcel_string16(message) + (0).to_bytes(4, "little")
     values = phone.identifiers_all(name)
@@ -1418,11 +1404,3 @@ def _locksettings(ctx: CommandContext) -> int:
 TOYBOX_APPLETS = frozenset(("md5sum", "cat", "ls", "rm", "mkdir", "echo", "id", "uname", "date", "ps", "grep",
                             "head", "tail", "wc", "true", "false", "sleep", "whoami", "pidof"))
 
-
-def quote(args: list[str]) -> str:
-    """Join arguments the way adbutils does (for callers that build command lines)."""
-    return " ".join(shlex.quote(a) for a in args)
-
-
-def enter_key() -> int:
-    return KEYCODE_ENTER

@@ -275,7 +275,8 @@ class U2Server:
         """Serve HTTP on one adb ``tcp:`` stream until the client closes it."""
         sock.settimeout(HTTP_IDLE_TIMEOUT_S)
         try:
-            _Handler(sock, ("127.0.0.1", 0), self)
+            # BaseHTTPRequestHandler only keeps its "server" argument; the JSON-RPC methods live on self
+            _Handler(sock, ("127.0.0.1", 0), self)  # type: ignore[arg-type]
         except OSError as exc:  # the client went away mid-request, or the phone rebooted
             log.debug("u2 connection ended: %s", exc)
 
