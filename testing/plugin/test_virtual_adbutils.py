@@ -133,6 +133,27 @@ def test_tcp_stream_and_forward_with_a_real_local_listener(client: adbutils.AdbC
     server.stop()
 
 
+def test_exec_out_and_legacy_transport(client: adbutils.AdbClient) -> None:
+    with client.make_connection() as conn:  # servers before version 41: host:transport, no transport id
+        conn.send_command("host:transport:VIRTUSB1")
+        conn.check_okay()
+        conn.send_command("exec:getprop ro.product.model")
+        conn.check_okay()
+        assert conn.read_until_close() == "Nokia 7 Plus\n"
+
+
+def test_forward_norebind_and_killforward_all(client: adbutils.AdbClient) -> None:
+    dev = client.device("VIRTUSB1")
+    port = adbutils._utils.get_free_port()
+    dev.forward(f"tcp:{port}", "tcp:9008")
+    with pytest.raises(adbutils.AdbError, match="cannot rebind"):
+        host_request(client, f"host-serial:VIRTUSB1:forward:norebind:tcp:{port};tcp:9009")
+    dev.forward(f"tcp:{port}", "tcp:9009")  # rebinding is allowed without norebind
+    assert [(f.local, f.remote) for f in dev.forward_list()] == [(f"tcp:{port}", "tcp:9009")]
+    dev.forward_remove_all()
+    assert dev.forward_list() == []
+
+
 def _track(client: adbutils.AdbClient, snapshots: list[dict[str, str]], stop: threading.Event) -> None:
     """Record every ``host:track-devices`` update as {serial: state} (adbutils' own track_devices() turns a
     state change into absent + new state, which would hide the difference between USB and TCP)."""

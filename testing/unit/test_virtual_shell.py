@@ -310,3 +310,35 @@ def test_spec_validation_names_the_field_and_the_fix() -> None:
         VirtualPhoneSpec(serial="S1", label="x", model="m", unlock_method="pin")
     spec = VirtualPhoneSpec(serial="S1", label="x", model="m", unlock_method="pin", unlock_secret="1234")
     assert "1234" not in repr(spec)
+
+
+def test_am_start_and_home(phone: VirtualPhone) -> None:
+    sh(phone, f"input keyevent 224; input text {PIN}; input keyevent 66")
+    status, out, _ = sh(phone, "am start -a android.intent.action.MAIN -n com.android.settings/.Settings")
+    assert status == 0 and "cmp=com.android.settings/.Settings" in out
+    assert phone.foreground_activity == ("com.android.settings", "com.android.settings.Settings")
+    sh(phone, "input keyevent KEYCODE_HOME")
+    assert phone.foreground == "com.android.launcher3"
+    assert sh(phone, "am start -n com.example.none/.Main")[0] == 1
+
+
+def test_dumpsys_trust_reports_the_lock(phone: VirtualPhone) -> None:
+    assert "deviceLocked=1" in sh(phone, "dumpsys trust")[1]
+    sh(phone, f"input keyevent 224; input text {PIN}; input keyevent 66")
+    assert "deviceLocked=0" in sh(phone, "dumpsys trust")[1]
+
+
+@pytest.mark.timeout(10)
+def test_logcat_follows_until_hangup(phone: VirtualPhone) -> None:
+    shell = Shell(phone)
+    out: list[bytes] = []
+    runner = threading.Thread(target=shell.run, args=("logcat -v threadtime", out.append, out.append))
+    runner.start()
+    phone.log("I", "Tester", "first line after start")
+    deadline = threading.Event()
+    while b"first line after start" not in b"".join(out) and not deadline.wait(0.05):
+        pass
+    shell.hangup.set()
+    runner.join(5)
+    assert not runner.is_alive()
+    assert b"I Tester: first line after start" in b"".join(out)

@@ -986,6 +986,15 @@ def _dump_activity(phone: VirtualPhone, args: list[str]) -> list[str]:
     return [*activities, "", *top]
 
 
+def _dump_trust(phone: VirtualPhone, args: list[str]) -> list[str]:
+    locked = 1 if phone.locked else 0
+    secure = phone.spec.unlock_method in ("pin", "password")
+    return ["Trust manager state:",
+            f' User "Owner" (id=0, flags=0x13) (current): trusted=0, trustManaged=0, deviceLocked={locked}, '
+            f"strongAuthRequired=0x{1 if secure and locked else 0}",
+            "   Enabled agents:", "   Events:"]
+
+
 def _dump_battery(phone: VirtualPhone, args: list[str]) -> list[str]:
     return ["Current Battery Service state:", "  AC powered: false", "  USB powered: true",
             "  Wireless powered: false", "  Max charging current: 500000", "  status: 2", "  health: 2",
@@ -1005,6 +1014,7 @@ def _dump_package(phone: VirtualPhone, args: list[str]) -> list[str]:
 DUMPSYS: dict[str, Callable[[VirtualPhone, list[str]], list[str]]] = {
     "power": _dump_power, "window": _dump_window, "display": _dump_display, "location": _dump_location,
     "iphonesubinfo": _dump_iphonesubinfo, "activity": _dump_activity, "battery": _dump_battery,
+    "trust": _dump_trust,
     "package": _dump_package,
 }
 
