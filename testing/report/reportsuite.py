@@ -141,6 +141,14 @@ def test_no_traffic_to_denied_hosts(request, tmp_path):
     assert False, "traffic to a denied host: telemetry.denied.example:443 (encrypted) in phase idle"
 
 
+@pytest.mark.parametrize("_entry", [SimpleNamespace(label="nokia-7-plus", identifiers={"imei": IMEI})],
+                         ids=["nokia-7-plus"])
+def test_connect_only(request, _entry):
+    """A plugin-internal parameter (``_entry``, like the harness's inventory entry) stays out of the report."""
+    with request.config.hook.pytest_phonehome_step(name="connect", device=_entry.label):
+        pass
+
+
 def test_idle_cleartext_without_identifiers(request, tmp_path):
     _phase(request, tmp_path, "fixed-phone", "idle", [], [_flow("time.example", 80, False)])
 '''

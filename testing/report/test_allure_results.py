@@ -36,7 +36,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = base / "results"
     proc = run_sample_suite(write_sample_suite(base / "suite"), out)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "3 failed, 2 passed" in proc.stdout, proc.stdout
+    assert "3 failed, 3 passed" in proc.stdout, proc.stdout
     return out
 
 
@@ -59,6 +59,7 @@ def test_outcomes_severity_and_verdict(results: Path) -> None:
         "test_power_on_capture_fault": ("broken", "normal", ["capture fault"]),
         "test_no_traffic_to_denied_hosts": ("failed", "critical", ["traffic to a denied host"]),
         "test_idle_cleartext_without_identifiers": ("passed", "minor", []),
+        "test_connect_only[nokia-7-plus]": ("passed", "normal", []),
     }
     assert set(by_name) == set(expected)
     for name, (status, severity, verdict) in expected.items():
@@ -79,6 +80,8 @@ def test_device_parameter_feature_story_and_tags(results: Path) -> None:
     assert _labels(leaky, "story") == ["Unlock sends no identifier in cleartext"]
     assert set(_labels(leaky, "tag")) >= {"model: Nokia 7 Plus", "android build: 00WW_3_22C"}
     assert _labels(by_name["test_power_on_capture_fault"], "feature") == ["power-on"]
+    connect = by_name["test_connect_only[nokia-7-plus]"]
+    assert [p["name"] for p in connect["parameters"]] == ["device"]  # "_entry" (plugin-internal) dropped
 
 
 @pytest.mark.timeout(120)
@@ -142,7 +145,7 @@ def test_environment_written_once_by_the_xdist_controller(tmp_path: Path) -> Non
     results = tmp_path / "results"
     proc = run_sample_suite(write_sample_suite(tmp_path / "suite"), results, "-n", "2")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert len(load_results(results)) == 5
+    assert len(load_results(results)) == 6
     env = (results / "environment.properties").read_text(encoding="utf-8")
     assert "nokia-7-plus.model=Nokia 7 Plus" in env
     assert "fixed-phone.model=Pixel 7" in env
@@ -174,6 +177,8 @@ def test_identifier_values_from_schema_mapping_and_objects() -> None:
     ids = parse_identifiers({"imei": IMEI, "custom": {"account": "alice@example.org"}}, source="t")
     assert set(identifier_values(ids)) == {IMEI, "alice@example.org"}
     assert set(identifier_values({"identifiers": {"imei": [IMEI], "serial": SERIAL}})) == {IMEI, SERIAL}
+    info = {"model": "Nokia 7 Plus", "serial": SERIAL, "label": "nokia-7-plus", "location": {"lat": 1.5, "lon": 2}}
+    assert set(identifier_values(info)) == {SERIAL, "1.5", "2"}  # schema keys only: the model is no identifier
 
     class Phone:
         identifiers = ids

@@ -113,7 +113,7 @@ def test_shards_merge_into_one_report(sample_results: Path, tmp_path: Path) -> N
             (shard_b / path.name).write_bytes(text)
     out = tmp_path / "merged"
     generate.generate([shard_a, shard_b], out)
-    assert len(list((out / "data" / "test-results").glob("*.json"))) == 10
+    assert len(list((out / "data" / "test-results").glob("*.json"))) == 12
 
 
 def test_empty_results_are_an_input_error(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ import pytest
 from allure_commons.model2 import TestResult
 
 from phonehome.errors import CaptureError, DeviceError
-from phonehome.identifiers import mask
+from phonehome.identifiers import SCHEMA_KEYS, mask
 from phonehome.report.diff import Observations
 
 PLUGIN_NAME = "phonehome-allure"
@@ -113,9 +113,10 @@ class Redactor:
 
 
 def identifier_values(source: Any) -> list[str]:
-    """Every identifier value held by ``source``: a ``phonehome.identifiers.Identifiers``, its YAML mapping, or
-    an object with an ``identifiers`` attribute or key (a phone, an inventory entry, device info)."""
-    if source is None:
+    """Every identifier value held by ``source``: a ``phonehome.identifiers.Identifiers``, a mapping in the
+    identifiers schema (only its schema keys count: ``serial`` in device info is one, ``model`` is not), or an
+    object with an ``identifiers`` attribute or key (an inventory entry, a phone, device info)."""
+    if source is None or isinstance(source, str | bytes | int | float):
         return []
     pairs = getattr(source, "values", None)
     if isinstance(pairs, tuple):  # phonehome.identifiers.Identifiers
@@ -123,20 +124,26 @@ def identifier_values(source: Any) -> list[str]:
         for loc in getattr(source, "locations", ()):
             found.extend((f"{loc.lat}", f"{loc.lon}"))
         return found
+    found = []
     nested = source.get("identifiers") if isinstance(source, Mapping) else getattr(source, "identifiers", None)
     if nested is not None and nested is not source:
-        return identifier_values(nested)
+        found.extend(identifier_values(nested))
     if isinstance(source, Mapping):
-        found = []
-        for value in source.values():
-            if isinstance(value, str | int) and not isinstance(value, bool):
-                found.append(str(value))
-            elif isinstance(value, Mapping | list | tuple):
-                found.extend(identifier_values(dict(enumerate(value)) if not isinstance(value, Mapping)
-                                               else value))
-            elif isinstance(value, float):
-                found.append(f"{value}")
-        return found
+        for key in SCHEMA_KEYS:
+            found.extend(_scalars(source.get(key)))
+    return found
+
+
+def _scalars(value: object) -> list[str]:
+    """The leaf values of one schema entry (a string, a list, ``{lat, lon}``, a custom mapping)."""
+    if value is None or isinstance(value, bool):
+        return []
+    if isinstance(value, str | int | float):
+        return [str(value)]
+    if isinstance(value, Mapping):
+        return [leaf for item in value.values() for leaf in _scalars(item)]
+    if isinstance(value, list | tuple):
+        return [leaf for item in value for leaf in _scalars(item)]
     return []
 
 
@@ -229,12 +236,15 @@ def verdict_for(excinfo: pytest.ExceptionInfo[BaseException] | None, phases: Seq
         return VERDICT_DEVICE
     if isinstance(excinfo.value, AssertionError):
         message = str(excinfo.value)
-        flows = [r for phase in phases for r in (*phase.flows, *phase.findings)]
-        denied = any(is_denied(r) for r in flows) or bool(_DENIED_MESSAGE.search(message))
-        leaked = bool(cleartext_findings(f for phase in phases for f in phase.findings))
-        if denied and not leaked:
+        if _DENIED_MESSAGE.search(message):
             return VERDICT_DENIED
-        return VERDICT_LEAK if leaked or "cleartext" in message.lower() else (VERDICT_DENIED if denied else None)
+        if "cleartext" in message.lower():
+            return VERDICT_LEAK
+        records = [r for phase in phases for r in (*phase.flows, *phase.findings)]
+        if cleartext_findings(f for phase in phases for f in phase.findings):
+            return VERDICT_LEAK
+        if any(is_denied(r) for r in records):
+            return VERDICT_DENIED
     return None
 
 
@@ -350,8 +360,9 @@ class AllureReporter:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         state = self._tests.setdefault(item.nodeid, _TestState(item))
         self._current = state
-        phone = getattr(item, "funcargs", {}).get("phone")
-        self._learn(phone)
+        callspec = getattr(item, "callspec", None)
+        for value in (callspec.params.values() if callspec is not None else ()):
+            self._learn(value)  # an inventory entry parametrizing the test carries the device's identifiers
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item,
@@ -376,8 +387,16 @@ class AllureReporter:
         if result is None:
             return
         self._label(state, result)
+        self._drop_internal_parameters(result)
         if not self.redact.show:
             self._mask_result(result)
+
+    @staticmethod
+    def _drop_internal_parameters(result: TestResult) -> None:
+        """Parameters named ``_...`` are a plugin's internals (the harness parametrizes with the whole inventory
+        entry): noise in the report, identifiers in its ``repr``. The ``device`` parameter names the phone, and
+        allure-pytest computed the history id from all parameters before this point, so results stay apart."""
+        result.parameters = [p for p in result.parameters if not str(p.name).startswith("_")]
 
     def _label(self, state: _TestState, result: TestResult) -> None:
         from allure_commons.model2 import Label
@@ -401,7 +420,7 @@ class AllureReporter:
         result.labels.extend(Label(name=name, value=self.redact(value)) for name, value in labels)
 
     def _mask_result(self, result: TestResult) -> None:
-        """Masks identifier values left in parameters (``repr`` of a device entry) and the failure text."""
+        """Masks identifier values left in parameters and the failure text."""
         for param in result.parameters:
             if isinstance(param.value, str):
                 param.value = self.redact(param.value)
