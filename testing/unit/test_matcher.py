@@ -219,7 +219,7 @@ def test_imei_written_for_humans(engine: str, text: str) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("text", [
-    "+49 30 1234567", "+49-30-123-4567", "0049 (30) 123 45 67", "tel:030/1234567", "030 123 45 67",
+    "+49 30 1234567", "+49-30-123-4567", "0049(30)123 45 67", "tel:030/1234567", "030 123 45 67",
     "msisdn=4930 1234567&", "phone=%2B49301234567", "1234567 is not it, but 301234567 is",
 ])
 def test_phone_forms(engine: str, text: str) -> None:

@@ -49,7 +49,9 @@ MAX_LON_TOLERANCE_DEG = 0.05
 LOCATION_WINDOW_BYTES = 256
 EARTH_RADIUS_M = 6_371_008.8
 #: separators allowed between the digits of an IMEI or phone number written for humans
-_DIGIT_SEPARATOR = rb"(?:[ ./()\-+]|%20|%2[dD]){0,2}"
+#: (one character: two-character separators and '.' cost hyperscan its literal anchors and '.' would match
+#: decimal numbers; %20 and friends are decoded by the url layer first)
+_DIGIT_SEPARATOR = rb"[ ()/\-]?"
 _IMEI_SEPARATOR = rb"[ ./\-]?"
 
 
@@ -644,20 +646,13 @@ def scaled_prefixes(lo: float, hi: float) -> tuple[str, ...]:
 
 def nmea_prefixes(lo: float, hi: float, width: int) -> tuple[str, ...]:
     """Texts of ``ddmm.mm`` / ``dddmm.mm`` (NMEA, hemisphere letter separate) for a coordinate in [lo, hi]."""
+    magnitudes = (0.0, max(-lo, hi)) if lo < 0 < hi else (min(abs(lo), abs(hi)), max(abs(lo), abs(hi)))
     out: dict[str, None] = {}
-    for value in (lo, hi, *_steps(lo, hi, 0.01 / 60)):
-        degrees = abs(value)
-        whole = int(degrees)
-        minutes = (degrees - whole) * 60
-        hundredths = int(minutes * 100)
+    # in hundredths of a minute: 6000 per degree
+    for k in range(max(0, math.floor(magnitudes[0] * 6000) - 1), math.ceil(magnitudes[1] * 6000) + 2):
+        whole, hundredths = divmod(k, 6000)
         out[f"{whole:0{width}d}{hundredths // 100:02d}.{hundredths % 100:02d}"] = None
     return tuple(out)
-
-
-def _steps(lo: float, hi: float, step: float) -> Iterator[float]:
-    count = min(int((hi - lo) / step) + 1, 1000)
-    for i in range(count + 1):
-        yield lo + i * step
 
 
 def binary_coordinate_patterns(lo: float, hi: float) -> Iterator[tuple[bytes, str]]:

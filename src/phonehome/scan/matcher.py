@@ -80,7 +80,6 @@ class Matcher:
     def __init__(self, needles: Sequence[Needle], *, engine: str | None = None) -> None:
         self.needles: tuple[Needle, ...] = tuple(needles)
         widths = [_regex_width(n.pattern) if n.regex else (len(n.pattern), len(n.pattern)) for n in self.needles]
-        self._fixed_width = [low if low == high else None for low, high in widths]
         longest = max((high for _, high in widths), default=0)
         has_location = any(n.location is not None for n in self.needles)
         self._overlap = longest + NUMBER_CONTEXT_BYTES + (LOCATION_WINDOW_BYTES if has_location else 0)
@@ -89,7 +88,7 @@ class Matcher:
         if not self.needles:
             self._scan = lambda data: []
         elif self.engine == "hyperscan":
-            self._scan = _HyperscanEngine(self.needles, self._fixed_width).scan
+            self._scan = _HyperscanEngine(self.needles, widths).scan
         else:
             self._scan = _PythonEngine(self.needles).scan
 
@@ -171,20 +170,36 @@ def _escape_literal(pattern: bytes) -> bytes:
 
 
 class _HyperscanEngine:
-    """All needles in one hyperscan block-mode database; start offsets from widths where they are fixed."""
+    """All needles in one hyperscan block-mode database.
 
-    def __init__(self, needles: Sequence[Needle], fixed_width: Sequence[int | None]) -> None:
+    No start-of-match tracking (it slows every scan): literal and fixed-width starts follow from the end;
+    leading and trailing ``[\\x00-\\xff]`` of binary patterns are cut off before compiling (they give hyperscan
+    nothing to anchor on) and added back; the rare hits of variable-width regexes get their start from
+    :mod:`re`.
+    """
+
+    def __init__(self, needles: Sequence[Needle], widths: Sequence[tuple[int, int]]) -> None:
         import hyperscan
 
-        self._hs = hyperscan
-        self._widths = list(fixed_width)
+        self._shapes: list[tuple[int, int, int, re.Pattern[bytes] | None]] = []  # lead, width, trail, regex
         expressions: list[bytes] = []
         flags: list[int] = []
-        for needle, width in zip(needles, fixed_width, strict=True):
-            expressions.append(needle.pattern if needle.regex else _escape_literal(needle.pattern))
+        for needle, (low, high) in zip(needles, widths, strict=True):
             flag = hyperscan.HS_FLAG_CASELESS if needle.caseless else 0
-            if width is None:
-                flag |= hyperscan.HS_FLAG_SOM_LEFTMOST
+            if not needle.regex:
+                expressions.append(_escape_literal(needle.pattern))
+                self._shapes.append((0, len(needle.pattern), 0, None))
+            elif low == high:
+                lead, core = _strip_wildcards(needle.pattern)
+                trail, core = _strip_trailing_wildcards(core)
+                if not core:  # all wildcards: keep as is
+                    lead, trail, core = 0, 0, needle.pattern
+                expressions.append(core)
+                self._shapes.append((lead, low - lead - trail, trail, None))
+            else:
+                expressions.append(needle.pattern)
+                compiled = re.compile(needle.pattern, re.DOTALL | (re.IGNORECASE if needle.caseless else 0))
+                self._shapes.append((low, high, -1, compiled))
             flags.append(flag)
         self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         self._db.compile(expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions),
@@ -194,12 +209,35 @@ class _HyperscanEngine:
     def scan(self, data: bytes) -> list[tuple[int, int, int]]:
         hits: list[tuple[int, int, int]] = []
         self._db.scan(data, match_event_handler=self._callback, context=hits)
-        widths = self._widths
+        shapes = self._shapes
+        size = len(data)
         out: list[tuple[int, int, int]] = []
-        for index, start, end in hits:
-            width = widths[index]
-            out.append((index, end - width if width is not None else start, end))
+        for index, _, end in hits:
+            lead, width, trail, regex = shapes[index]
+            if regex is not None:
+                start = _leftmost_start(regex, data, end, lead, width)
+                if start is not None:
+                    out.append((index, start, end))
+                continue
+            start, stop = end - width - lead, end + trail
+            if start >= 0 and stop <= size:
+                out.append((index, start, stop))
         return out
+
+
+def _leftmost_start(regex: re.Pattern[bytes], data: bytes, end: int, low: int, high: int) -> int | None:
+    for start in range(max(0, end - high), end - low + 1):
+        if regex.fullmatch(data, start, end):
+            return start
+    return None
+
+
+def _strip_trailing_wildcards(pattern: bytes) -> tuple[int, bytes]:
+    trail = 0
+    while pattern.endswith(_WILDCARD):
+        pattern = pattern[: -len(_WILDCARD)]
+        trail += 1
+    return trail, pattern
 
 
 class _PythonEngine:
