@@ -342,3 +342,23 @@ def test_logcat_follows_until_hangup(phone: VirtualPhone) -> None:
     runner.join(5)
     assert not runner.is_alive()
     assert b"I Tester: first line after start" in b"".join(out)
+
+
+@pytest.mark.timeout(20)
+def test_reboot_while_going_down_is_ignored_and_while_booting_starts_over(tmp_path: Path) -> None:
+    slow = BootTimings(adbd_linger_s=0.2, absent_s=0.1, offline_s=0.1, booting_s=1.0)
+    phone = make_phone(tmp_path, timings=slow)
+    boots: list[str] = []
+    phone.subscribe(lambda: boots.append(phone.boot_id) if phone.state == "offline" else None)
+    try:
+        phone.reboot()
+        phone.reboot()  # adbd still lingering: the phone is already going down
+        while not (phone.state == "device" and not phone.boot_completed):
+            threading.Event().wait(0.02)
+        assert phone.getprop("sys.boot_completed") == ""
+        phone.reboot()  # during the boot: a new reboot starts over
+        assert phone.wait_boot_completed(10)
+        assert len(set(boots)) == 2
+        assert phone.boot_id == boots[-1]
+    finally:
+        phone.close()

@@ -371,8 +371,10 @@ class VirtualPhone:
         self._boot_id = str(uuid.uuid4())
         self._boot_completed = True
         self._booted_at = time.monotonic()
-        self._rebooting = False
-        self._boot_thread: threading.Thread | None = None
+        # running -> shutting_down (adbd lingers) -> down (absent/offline) -> booting (device, not completed)
+        self._phase = "running"
+        self._generation = 0
+        self._boot_threads: list[threading.Thread] = []
         self._screen_on = False
         self._keyguard = spec.unlock_method != "none"
         self._bouncer = False
@@ -429,8 +431,9 @@ class VirtualPhone:
 
     @property
     def rebooting(self) -> bool:
+        """True from reboot() until ``sys.boot_completed`` is 1 again."""
         with self._lock:
-            return self._rebooting
+            return self._phase != "running"
 
     @property
     def screen_on(self) -> bool:
@@ -727,7 +730,7 @@ class VirtualPhone:
     def wake(self) -> None:
         """Screen on (KEYCODE_WAKEUP): the keyguard shows if armed."""
         with self._lock:
-            if self._screen_on or self._rebooting:
+            if self._screen_on or self._phase != "running":
                 return
             self._screen_on = True
         self.log("I", "PowerManagerService", "Waking up from sleep (uid=2000 reason=android.policy:POWER)...")
@@ -981,11 +984,14 @@ class VirtualPhone:
 
     def reboot(self) -> None:
         """Reboot: apps die and the screen goes off before this returns; the rest of the boot state machine
-        runs in a background thread. A reboot already under way is not restarted."""
+        runs in a background thread. While the phone is already going down the request is ignored (as a phone
+        ignores it); during the boot after that it starts over."""
         with self._lock:
-            if self._rebooting or self._closing.is_set():
+            if self._closing.is_set() or self._phase in ("shutting_down", "down"):
                 return
-            self._rebooting = True
+            self._phase = "shutting_down"
+            self._generation += 1
+            generation = self._generation
             was_on = self._screen_on
             self._screen_on = False
             self._bouncer = False
@@ -998,10 +1004,11 @@ class VirtualPhone:
         if was_on:
             self._emit("screen_off")
         self._emit("shutdown")
+        thread = threading.Thread(target=self._boot_sequence, args=(generation,), name=f"boot-{self.serial}",
+                                  daemon=True)
         with self._lock:
-            self._boot_thread = threading.Thread(target=self._boot_sequence, name=f"boot-{self.serial}",
-                                                 daemon=True)
-            self._boot_thread.start()
+            self._boot_threads.append(thread)
+        thread.start()
 
     def _set_state(self, state: str | None) -> None:
         with self._lock:
@@ -1014,44 +1021,49 @@ class VirtualPhone:
             except Exception:  # a listener must not break the boot
                 log.exception("state listener failed")
 
-    def _pause(self, seconds: float) -> bool:
-        """Sleep unless the phone is being closed; False when closed."""
-        return not self._closing.wait(max(0.0, seconds))
+    def _pause(self, seconds: float, generation: int) -> bool:
+        """Sleep; False when the phone is being closed or a newer reboot took over."""
+        if self._closing.wait(max(0.0, seconds)):
+            return False
+        with self._lock:
+            return self._generation == generation
 
-    def _boot_sequence(self) -> None:
+    def _boot_sequence(self, generation: int) -> None:
         timings = self.spec.timings
-        try:
-            if not self._pause(timings.adbd_linger_s):
+        if not self._pause(timings.adbd_linger_s, generation):
+            return
+        with self._lock:
+            self._phase = "down"
+        self._kill_adbd()
+        self._set_state(None if self.spec.transport == "usb" else "offline")
+        if not self._pause(timings.absent_s, generation):
+            return
+        with self._lock:
+            self._boot_id = str(uuid.uuid4())
+            self._boot_completed = False
+            self._booted_at = time.monotonic()
+            self._wrong_attempts = 0
+            self._transport_id = _next_transport_id()
+            self._props = {k: v for k, v in self._props.items() if k.startswith("persist.")}
+            self._log.clear()
+        self.log("I", "init", "init first stage started!")
+        self._set_state("offline")
+        if not self._pause(timings.offline_s, generation):
+            return
+        with self._lock:
+            self._phase = "booting"
+        self._set_state("device")
+        self._start_system_apps()
+        if not self._pause(timings.booting_s, generation):
+            return
+        with self._lock:
+            if self._generation != generation:
                 return
-            self._kill_adbd()
-            self._set_state(None if self.spec.transport == "usb" else "offline")
-            if not self._pause(timings.absent_s):
-                return
-            with self._lock:
-                self._boot_id = str(uuid.uuid4())
-                self._boot_completed = False
-                self._booted_at = time.monotonic()
-                self._wrong_attempts = 0
-                self._transport_id = _next_transport_id()
-                self._props = {k: v for k, v in self._props.items() if k.startswith("persist.")}
-                self._log.clear()
-            self.log("I", "init", "init first stage started!")
-            self._set_state("offline")
-            if not self._pause(timings.offline_s):
-                return
-            self._set_state("device")
-            self._start_system_apps()
-            if not self._pause(timings.booting_s):
-                return
-            with self._lock:
-                self._boot_completed = True
-                self._rebooting = False
-                self._changed.notify_all()
-            self.log("I", "ActivityManager", "Boot completed")
-            self._emit("boot_completed")
-        finally:
-            with self._lock:
-                self._rebooting = False
+            self._boot_completed = True
+            self._phase = "running"
+            self._changed.notify_all()
+        self.log("I", "ActivityManager", "Boot completed")
+        self._emit("boot_completed")
 
     def _kill_adbd(self) -> None:
         with self._lock:
@@ -1065,7 +1077,7 @@ class VirtualPhone:
         """For lab code and tests: block until booted and ``device``."""
         deadline = time.monotonic() + timeout_s
         with self._changed:
-            while not (self._boot_completed and self._state == "device" and not self._rebooting):
+            while not (self._boot_completed and self._state == "device" and self._phase == "running"):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -1095,8 +1107,10 @@ class VirtualPhone:
         self._closing.set()
         self._kill_adbd()
         self._events.put(None)
-        for thread in (self._boot_thread, self._event_thread):
-            if thread is not None and thread is not threading.current_thread():
+        with self._lock:
+            threads = [*self._boot_threads, self._event_thread]
+        for thread in threads:
+            if thread is not threading.current_thread():
                 thread.join(THREAD_JOIN_TIMEOUT_S)
         with self._lock:
             self._ports.clear()
