@@ -236,3 +236,8 @@ def test_stop_closes_everything(phones: list[VirtualPhone]) -> None:
     assert not [name for name in leftover if name.startswith("adb")]
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", srv.port)) != 0
+
+
+def test_unknown_serial_with_colons_is_named_in_the_error(client: adbutils.AdbClient) -> None:
+    with pytest.raises(adbutils.AdbError, match="device '10.0.0.9:5555' not found"):
+        host_request(client, "host-serial:10.0.0.9:5555:get-state")

@@ -303,13 +303,7 @@ class AdbServer:
 
     def _split_target(self, request: str, default: VirtualPhone | None) -> tuple[Target, str]:
         if request.startswith("host-serial:"):
-            rest = request[len("host-serial:"):]
-            for phone in sorted(self._phones, key=lambda p: -len(p.serial)):
-                if rest.startswith(phone.serial + ":"):
-                    return Target("serial", phone.serial), rest[len(phone.serial) + 1:]
-            serial, _, command = rest.rpartition(":") if rest.count(":") > 1 and _ends_with_service(rest) \
-                else rest.partition(":")
-            return Target("serial", serial), command
+            return _split_serial(request[len("host-serial:"):], [p.serial for p in self._phones])
         if request.startswith("host-transport-id:"):
             ident, _, command = request[len("host-transport-id:"):].partition(":")
             return Target("id", ident), command
@@ -638,9 +632,21 @@ def _close_listener(listener: socket.socket) -> None:
         listener.close()
 
 
-def _ends_with_service(rest: str) -> bool:
-    return rest.rsplit(":", 1)[-1] in ("features", "get-state", "get-serialno", "get-devpath", "list-forward",
-                                       "killforward-all")
+_SERIAL_COMMANDS: tuple[str, ...] = ("features", "get-state", "get-serialno", "get-devpath", "list-forward",
+                                     "killforward-all", "killforward:", "forward:", "wait-for-")
+
+
+def _split_serial(rest: str, known: Sequence[str]) -> tuple[Target, str]:
+    """``SERIAL:command`` where the serial may itself hold colons (``127.0.0.1:5555``): a known serial first,
+    else the first colon that is followed by a host command."""
+    for serial in sorted(known, key=len, reverse=True):
+        if rest.startswith(serial + ":"):
+            return Target("serial", serial), rest[len(serial) + 1:]
+    for index, char in enumerate(rest):
+        if char == ":" and rest.startswith(_SERIAL_COMMANDS, index + 1):
+            return Target("serial", rest[:index]), rest[index + 1:]
+    serial, _, command = rest.partition(":")
+    return Target("serial", serial), command
 
 
 class _ShellV1:
