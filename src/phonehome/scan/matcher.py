@@ -243,70 +243,107 @@ def _strip_trailing_wildcards(pattern: bytes) -> tuple[int, bytes]:
 class _PythonEngine:
     """Pure Python, without a per-byte Python loop.
 
-    Literals of 7 bytes or more are indexed by their 4-byte grams at offsets 0-3: any occurrence contains one
-    of them at a 4-aligned offset of the buffer, so intersecting the set of aligned grams of the buffer (a
-    C-speed set operation over ``memoryview.cast('I')``) with the index leaves only real candidates, which are
-    then compared. Caseless needles use a lower-cased copy of the buffer. Shorter literals use ``bytes.find``;
-    regex needles run one by one (there are few), leading ``[\\x00-\\xff]`` wildcards (little-endian binary
-    numbers) stripped for the search and added back.
+    Literals of 7 bytes or more are indexed by their (lower-cased) 4-byte grams at offsets 0-3: any occurrence
+    contains one of them at a 4-aligned offset of the buffer, so intersecting the set of aligned grams of the
+    lower-cased buffer (a C-speed set operation over ``memoryview.cast('I')``) with the index leaves only real
+    candidates, which are then compared. Shorter literals use ``bytes.find``. Fixed-width regexes (binary
+    numbers) are found by their longest literal run and checked with :mod:`re`; the few variable-width ones
+    run as they are.
     """
 
     GRAM = 4
     MIN_INDEXED = 2 * GRAM - 1
 
     def __init__(self, needles: Sequence[Needle]) -> None:
-        self._index: dict[bool, dict[int, list[tuple[int, int, bytes]]]] = {False: {}, True: {}}
+        self._index: dict[int, list[tuple[int, int, bytes, bool]]] = {}
         self._short: list[tuple[int, bytes, bool]] = []
-        self._regexes: list[tuple[int, re.Pattern[bytes], int]] = []
+        self._anchored: list[tuple[int, re.Pattern[bytes], bytes, int]] = []  # index, regex, literal, offset
+        self._regexes: list[tuple[int, re.Pattern[bytes]]] = []
         for index, needle in enumerate(needles):
             if needle.regex:
-                lead, rest = _strip_wildcards(needle.pattern)
                 flags = re.DOTALL | (re.IGNORECASE if needle.caseless else 0)
-                self._regexes.append((index, re.compile(rest, flags), lead))
+                compiled = re.compile(needle.pattern, flags)
+                anchor = _literal_anchor(needle.pattern)
+                if anchor is not None and not needle.caseless:
+                    self._anchored.append((index, compiled, anchor[0], anchor[1]))
+                else:
+                    self._regexes.append((index, compiled))
                 continue
             pattern = needle.pattern.lower() if needle.caseless else needle.pattern
             if len(pattern) < self.MIN_INDEXED:
                 self._short.append((index, pattern, needle.caseless))
                 continue
-            grams = self._index[needle.caseless]
+            lowered = pattern.lower()
             for offset in range(self.GRAM):
-                key = int.from_bytes(pattern[offset:offset + self.GRAM], sys.byteorder)
-                grams.setdefault(key, []).append((index, offset, pattern))
+                key = int.from_bytes(lowered[offset:offset + self.GRAM], sys.byteorder)
+                self._index.setdefault(key, []).append((index, offset, pattern, needle.caseless))
 
     def scan(self, data: bytes) -> list[tuple[int, int, int]]:
         hits: list[tuple[int, int, int]] = []
         lowered = data.lower()
-        for caseless, grams in self._index.items():
-            if grams:
-                self._scan_grams(lowered if caseless else data, grams, hits)
+        if self._index:
+            self._scan_grams(data, lowered, hits)
         for index, pattern, caseless in self._short:
             haystack = lowered if caseless else data
             position = haystack.find(pattern)
             while position >= 0:
                 hits.append((index, position, position + len(pattern)))
                 position = haystack.find(pattern, position + 1)
-        for index, regex, lead in self._regexes:
+        for index, regex, literal, offset in self._anchored:
+            position = data.find(literal)
+            while position >= 0:
+                start = position - offset
+                found = regex.match(data, start) if start >= 0 else None
+                if found is not None:
+                    hits.append((index, start, found.end()))
+                position = data.find(literal, position + 1)
+        for index, regex in self._regexes:
             position = 0
-            while (found := regex.search(data, position)) is not None:
-                if found.start() >= lead:
-                    hits.append((index, found.start() - lead, found.end()))
-                position = found.start() + 1
+            while (match := regex.search(data, position)) is not None:
+                hits.append((index, match.start(), match.end()))
+                position = match.start() + 1
         return hits
 
-    def _scan_grams(self, data: bytes, grams: dict[int, list[tuple[int, int, bytes]]],
-                    hits: list[tuple[int, int, int]]) -> None:
+    def _scan_grams(self, data: bytes, lowered: bytes, hits: list[tuple[int, int, int]]) -> None:
         aligned = len(data) // self.GRAM * self.GRAM
-        present = grams.keys() & set(memoryview(data)[:aligned].cast("I"))
+        present = self._index.keys() & set(memoryview(lowered)[:aligned].cast("I"))
         for key in present:
             gram = key.to_bytes(self.GRAM, sys.byteorder)
-            position = data.find(gram)
+            position = lowered.find(gram)
             while 0 <= position < aligned:
                 if position % self.GRAM == 0:
-                    for index, offset, pattern in grams[key]:
+                    for index, offset, pattern, caseless in self._index[key]:
                         start = position - offset
-                        if start >= 0 and data.startswith(pattern, start):
+                        if start >= 0 and (lowered if caseless else data).startswith(pattern, start):
                             hits.append((index, start, start + len(pattern)))
-                position = data.find(gram, position + 1)
+                position = lowered.find(gram, position + 1)
+
+
+_TOKEN = re.compile(rb"\\x([0-9a-fA-F]{2})|\[\\x[0-9a-fA-F]{2}-\\x[0-9a-fA-F]{2}\]")
+
+
+def _literal_anchor(pattern: bytes) -> tuple[bytes, int] | None:
+    """For a pattern made only of ``\\xHH`` bytes and ``[\\xHH-\\xHH]`` classes: its longest literal run and
+    that run's offset, so it can be found with ``bytes.find``; None for any other pattern."""
+    position = 0
+    runs: list[tuple[bytes, int]] = []
+    current = bytearray()
+    width = 0
+    while position < len(pattern):
+        token = _TOKEN.match(pattern, position)
+        if token is None:
+            return None
+        position = token.end()
+        if token.group(1) is not None:
+            if not current:
+                runs.append((b"", width))
+            current.append(int(token.group(1), 16))
+            runs[-1] = (bytes(current), runs[-1][1])
+        else:
+            current = bytearray()
+        width += 1
+    best = max(runs, key=lambda run: len(run[0]), default=None)
+    return best if best is not None and len(best[0]) >= 2 else None
 
 
 def _strip_wildcards(pattern: bytes) -> tuple[int, bytes]:
