@@ -188,8 +188,8 @@ def decode_ip(data: bytes, off: int, defrag: Defragmenter, time: float, frame: i
             if done is None:
                 return None
             body, frames = done
-            return _transport(proto, src, dst, body, 0, len(body)), frames
-        return _transport(proto, src, dst, data, start, end), None
+            return _with_frames(_transport(proto, src, dst, body, 0, len(body)), frames)
+        return _with_frames(_transport(proto, src, dst, data, start, end), None)
     if version == 6:
         if n < off + 40:
             return None
@@ -210,9 +210,13 @@ def decode_ip(data: bytes, off: int, defrag: Defragmenter, time: float, frame: i
             if done is None:
                 return None
             body, frames = done
-            return _transport(inner, src, dst, body, 0, len(body)), frames
-        return _transport(proto, src, dst, data, start, end), None
+            return _with_frames(_transport(inner, src, dst, body, 0, len(body)), frames)
+        return _with_frames(_transport(proto, src, dst, data, start, end), None)
     return None
+
+
+def _with_frames(decoded: Decoded | None, frames: list[int] | None) -> tuple[Decoded, list[int] | None] | None:
+    return None if decoded is None else (decoded, frames)
 
 
 def _transport(proto: int, src: bytes, dst: bytes, data: bytes, start: int, end: int) -> Decoded | None:

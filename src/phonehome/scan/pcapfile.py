@@ -147,14 +147,14 @@ class CaptureReader:
             end = len(buf)
             while pos + 16 <= end:
                 sec, frac, incl, orig = unpack(buf, pos)
-                if incl > MAX_RECORD_BYTES:
-                    self.warn(f"corrupt packet record at byte {consumed + pos} (claims {incl} bytes); "
-                              f"stopped reading after {packets} packets")
-                    self.packets = packets
-                    self.snaplen_cut = cut
-                    return
                 stop = pos + 16 + incl
                 if stop > end:
+                    if incl > MAX_RECORD_BYTES:  # checked only here: a corrupt length never fits in the buffer
+                        self.warn(f"corrupt packet record at byte {consumed + pos} (claims {incl} bytes); "
+                                  f"stopped reading after {packets} packets")
+                        self.packets = packets
+                        self.snaplen_cut = cut
+                        return
                     break
                 packets += 1
                 if orig > incl:

@@ -373,6 +373,9 @@ class Scanner:
                 else:
                     self.non_ip += 1
                 continue
+            if len(data) < off + 20:
+                self.undecodable += 1
+                continue
             # fast path: a packet of a flow already known to be encrypted costs a slice and a dict lookup
             first = data[off]
             if first == 0x45:

@@ -1,0 +1,173 @@
+"""``phonehome scan``: exit codes, table, OUT.json, one-line errors (the contract of issue 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from phonehome.cli import main
+from phonehome.testing.captures import CaptureBuilder, http_request, tls_client_hello, tls_server_hello
+
+IMEI = "356938035643809"
+IDS_YAML = f'imei: "{IMEI}"\nserial: R58M12ABCDE\n'
+CLI_TIMEOUT_S = 60
+
+
+@pytest.fixture
+def ids(tmp_path: Path) -> Path:
+    path = tmp_path / "ids.yaml"
+    path.write_text(IDS_YAML)
+    return path
+
+
+def _leaky(tmp_path: Path) -> Path:
+    cap = CaptureBuilder()
+    conn = cap.tcp("10.0.0.2", "93.184.216.34", 80)
+    conn.send(http_request("GET", f"/?imei={IMEI}", host="leak.example"))
+    return cap.write_pcap(tmp_path / "leaky.pcap")
+
+
+def _clean(tmp_path: Path) -> Path:
+    cap = CaptureBuilder()
+    conn = cap.tcp("10.0.0.2", "93.184.216.34", 443)
+    conn.send(tls_client_hello("clean.example"))
+    conn.reply(tls_server_hello())
+    return cap.write_pcapng(tmp_path / "clean.pcapng")
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["scan", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_exit_1_with_masked_table(tmp_path: Path, ids: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, str(_leaky(tmp_path)), "--identifiers", str(ids))
+    assert code == 1
+    assert IMEI not in out
+    header = out.splitlines()[0].split()
+    assert header == ["IDENTIFIER", "VALUE", "ENCODING", "PROTOCOL", "HOST", "DESTINATION", "FRAMES", "PHASE"]
+    row = out.splitlines()[1].split()
+    assert row[0] == "imei" and row[2] == "plain" and row[3] == "http" and row[4] == "leak.example"
+    assert row[5] == "93.184.216.34:80" and row[6] == "4"
+    assert "1 cleartext finding" in out
+    assert err == ""
+
+
+def test_show_identifiers(tmp_path: Path, ids: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_json = tmp_path / "out.json"
+    code, out, _ = _run(capsys, str(_leaky(tmp_path)), "-i", str(ids), "--show-identifiers", "--json", str(out_json))
+    assert code == 1 and IMEI in out
+    assert json.loads(out_json.read_text())["findings"][0]["value"] == IMEI
+
+
+def test_exit_0_when_clean(tmp_path: Path, ids: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, str(_clean(tmp_path)), "--identifiers", str(ids))
+    assert code == 0
+    assert "0 cleartext findings" in out and "(1 encrypted)" in out
+
+
+def test_json_and_phases(tmp_path: Path, ids: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    phases = tmp_path / "phases.json"
+    phases.write_text(json.dumps([{"name": "boot", "start": 0, "end": 2_000_000_000}]))
+    out_json = tmp_path / "out.json"
+    code, out, _ = _run(capsys, str(_leaky(tmp_path)), "-i", str(ids), "--json", str(out_json), "--phases",
+                        str(phases))
+    assert code == 1
+    data = json.loads(out_json.read_text())
+    assert set(data) == {"capture", "findings", "flows"}
+    (finding,) = data["findings"]
+    assert finding["phase"] == "boot" and finding["frames"] == [4] and finding["identifier"] == "imei"
+    assert IMEI not in out_json.read_text()
+    assert "boot" in out
+
+
+@pytest.mark.parametrize("make, problem", [
+    (lambda p: p.write_bytes(b""), "empty file, not a capture"),
+    (lambda p: p.write_bytes(b"garbage garbage garbage"), "not a pcap or pcapng file"),
+    (lambda p: None, "capture file not found"),
+])
+def test_bad_capture_is_one_line_exit_2(tmp_path: Path, ids: Path, capsys: pytest.CaptureFixture[str],
+                                        make: object, problem: str) -> None:
+    path = tmp_path / "bad.pcap"
+    make(path)  # type: ignore[operator]
+    code, out, err = _run(capsys, str(path), "-i", str(ids))
+    assert code == 2
+    assert err.count("\n") == 1
+    assert err.startswith(f"phonehome scan: error: {path}: {problem}")
+    assert "(" in err and "Traceback" not in err
+
+
+def test_capture_without_packets_is_exit_2(tmp_path: Path, ids: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = CaptureBuilder().write_pcap(tmp_path / "nothing.pcap")
+    code, _, err = _run(capsys, str(path), "-i", str(ids))
+    assert code == 2 and "holds no packets" in err
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("imei: [", "YAML syntax error"),
+    ("imei: '12'", "IMEI must be 15 digits"),
+    ("colour: blue", "unknown identifier 'colour'"),
+])
+def test_bad_identifiers_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str,
+                                            problem: str) -> None:
+    ids = tmp_path / "ids.yaml"
+    ids.write_text(content)
+    code, _, err = _run(capsys, str(_leaky(tmp_path)), "-i", str(ids))
+    assert code == 2 and err.count("\n") == 1 and problem in err and str(ids) in err
+
+
+def test_bad_phases_is_exit_2(tmp_path: Path, ids: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    phases = tmp_path / "phases.json"
+    phases.write_text('{"boot": 1}')
+    code, _, err = _run(capsys, str(_leaky(tmp_path)), "-i", str(ids), "--phases", str(phases))
+    assert code == 2 and err.count("\n") == 1 and "phases must be a JSON list" in err
+
+
+def test_json_into_missing_directory_is_exit_2(tmp_path: Path, ids: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, str(_leaky(tmp_path)), "-i", str(ids), "--json", str(tmp_path / "no" / "o.json"))
+    assert code == 2 and "directory does not exist" in err
+
+
+def test_missing_identifiers_option_is_usage_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(["scan", str(_leaky(tmp_path))])
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--identifiers" in err
+
+
+def test_truncated_capture_warns_and_completes(tmp_path: Path, ids: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _leaky(tmp_path)
+    path.write_bytes(path.read_bytes() + b"\x01\x02\x03")
+    code, out, err = _run(capsys, str(path), "-i", str(ids))
+    assert code == 1
+    assert err.startswith(f"phonehome scan: warning: {path}: capture truncated")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.timeout(CLI_TIMEOUT_S)
+def test_help_states_the_contract() -> None:
+    proc = subprocess.run([sys.executable, "-m", "phonehome", "scan", "--help"], capture_output=True, text=True,
+                          timeout=CLI_TIMEOUT_S, check=False)
+    assert proc.returncode == 0
+    text = proc.stdout
+    for needle in ("exit status", "0  no cleartext finding", "1  at least one", "2  bad input", "imei", "gaid",
+                   "wifi_mac", "location", "custom", "OUT.json", "findings", "flows", "excerpt", "phase",
+                   "One finding per (flow, identifier, encoding)"):
+        assert needle in text, needle
+
+
+@pytest.mark.timeout(CLI_TIMEOUT_S)
+def test_console_run_exit_codes(tmp_path: Path, ids: Path) -> None:
+    """The real entry point, as scripts call it."""
+    leaky = subprocess.run([sys.executable, "-m", "phonehome", "scan", str(_leaky(tmp_path)), "-i", str(ids)],
+                           capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
+    assert leaky.returncode == 1 and "imei" in leaky.stdout
+    bad = subprocess.run([sys.executable, "-m", "phonehome", "scan", str(ids), "-i", str(ids)],
+                         capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
