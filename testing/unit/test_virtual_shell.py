@@ -362,3 +362,10 @@ def test_reboot_while_going_down_is_ignored_and_while_booting_starts_over(tmp_pa
         assert phone.boot_id == boots[-1]
     finally:
         phone.close()
+
+
+def test_bad_arguments_fail_without_echoing_them(phone: VirtualPhone) -> None:
+    status, _, err = sh(phone, "input swipe 1 2 x3 4")
+    assert status == 1 and "x3" not in err
+    assert sh(phone, "echo x > /data/local/tmp")[0] == 1
+    assert sh(phone, "sleep")[0] == 1

@@ -413,7 +413,6 @@ class Shell:
         local_env = dict(env)
         for name, word in command.assignments:
             local_env[name] = word.expand(env)
-        collected: dict[int, list[bytes]] = {}
         targets: dict[int, Writer] = {1: out, 2: err}
         for redirect in command.redirects:
             target = redirect.target.expand(env)
@@ -432,10 +431,12 @@ class Shell:
                 if not self.phone.fs.writable(target):
                     err(f"{SH}: can't create {target}: Read-only file system\n".encode())
                     return 1
-                buffer: list[bytes] = []
-                collected.setdefault(redirect.fd, buffer)
                 if redirect.op == ">":
-                    self.phone.fs.write(target, b"")
+                    try:
+                        self.phone.fs.write(target, b"")
+                    except OSError:
+                        err(f"{SH}: can't create {target}: Is a directory\n".encode())
+                        return 1
                 targets[redirect.fd] = _appender(self.phone, target)
         ctx = CommandContext(self.phone, args, local_env, stdin, targets[1], targets[2], self.hangup)
         name = args[0]
@@ -457,8 +458,11 @@ class Shell:
         except _Exit:
             raise
         except (ValueError, IndexError):
-            ctx.error(f"{name}: bad arguments: {' '.join(args[1:])}")
+            ctx.error(f"{name}: bad arguments")  # not echoed: they may hold a PIN
             return EX_USAGE
+        except OSError as exc:
+            ctx.error(f"{name}: {exc.strerror or exc}")
+            return 1
 
 
 def _discard(_: bytes) -> None:
