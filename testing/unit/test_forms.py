@@ -26,6 +26,8 @@ from phonehome.scan.forms import (
     md2,
     md4,
     mobile_identity,
+    murmur3_32,
+    murmur_texts,
     nmea_prefixes,
     parse_phone,
     phone_forms,
@@ -111,6 +113,16 @@ def test_md2_md4_rfc_vectors() -> None:
     assert md4(b"").hex() == "31d6cfe0d16ae931b73c59d7e0c089c0"
     assert md4(b"message digest").hex() == "d9130a8164549fe818874806e1c7014b"
     assert md4(b"a" * 200) != md4(b"a" * 201)
+
+
+def test_murmur3_reference_values() -> None:
+    """The values the python ``mmh3`` package documents, which LeakDetector sends through ``str()``."""
+    assert murmur_texts(b"foo") == {
+        "mmh3_32": "-156908512", "mmh3_64_1": "-2129773440516405919", "mmh3_64_2": "9128664383759220103",
+        "mmh3_128": "168394135621993849475852668931176482145",
+    }
+    assert murmur3_32(b"", 1) == 0x514E28B7
+    assert murmur3_32(b"Hello, world!", 1234) == 0xFAF6CDB3
 
 
 def test_hash_list_covers_the_issue() -> None:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from phonehome.identifiers import Identifiers, Location, parse_identifiers
-from phonehome.scan.forms import MIN_CHECKSUM_DIGITS, build_needles
+from phonehome.scan.forms import MIN_CHECKSUM_DIGITS, build_needles, murmur_texts
 from phonehome.scan.matcher import Match, Matcher, build_matcher, hyperscan_available
 
 ENGINES = [
@@ -102,6 +102,7 @@ for _name in ("md5", "sha1", "sha224", "sha256", "sha384", "sha512", "sha3_256",
     TEXT_ENCODINGS[f"base64>{_name}"] = (
         lambda h: lambda v: base64.b64encode(hashlib.new(h, v.encode()).digest()))(_name)
 TEXT_ENCODINGS["crc32"] = lambda v: str(zlib.crc32(v.encode())).encode()
+TEXT_ENCODINGS["mmh3_64_1"] = lambda v: murmur_texts(v.encode())["mmh3_64_1"].encode()  # checked in test_forms
 TEXT_ENCODINGS["hex>adler32"] = lambda v: f"{zlib.adler32(v.encode()):08x}".encode()
 
 

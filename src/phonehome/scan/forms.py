@@ -495,8 +495,8 @@ def md2(data: bytes) -> bytes:
     return bytes(x[:16])
 
 
-#: digests of each canonical form: LeakDetector's list minus what neither hashlib nor a few lines of Python
-#: give (whirlpool, MurmurHash), plus sha512_224/256 and sm3 that hashlib has anyway
+#: digests of each canonical form: LeakDetector's list minus whirlpool (neither hashlib nor a few lines of
+#: Python), plus sha512_224/256 and sm3 that hashlib has anyway; MurmurHash3 and checksums are below
 HASHES: dict[str, Callable[[bytes], bytes]] = {
     "md2": md2, "md4": md4, "md5": _hashlib("md5"), "sha1": _hashlib("sha1"), "sha224": _hashlib("sha224"),
     "sha256": _hashlib("sha256"), "sha384": _hashlib("sha384"), "sha512": _hashlib("sha512"),
@@ -536,6 +536,9 @@ def hash_needles(form: Form, raw: bytes) -> Iterator[Needle]:
         if len(str(value)) >= MIN_CHECKSUM_DIGITS:
             yield needle(str(value).encode(), name, boundary=True)
         yield needle(f"{value:08x}".encode(), f"hex>{name}", nocase=True)
+    for name, text in murmur_texts(raw).items():
+        if sum(ch.isdigit() for ch in text) >= MIN_CHECKSUM_DIGITS:
+            yield needle(text.encode(), name, boundary=True)
 
 
 # --- binary encodings of numbers -----------------------------------------------------------------------------
@@ -715,3 +718,89 @@ def _byte_range_regex(lo: int, hi: int, width: int, order: str) -> bytes:
     if order == "le":
         parts.reverse()
     return b"".join(parts)
+
+
+# --- MurmurHash3 (LeakDetector's mmh3_32, mmh3_64_1, mmh3_64_2, mmh3_128), pure Python ---------------------
+
+_M32 = 0xFFFFFFFF
+_M64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _rotl32(x: int, r: int) -> int:
+    return ((x << r) | (x >> (32 - r))) & _M32
+
+
+def _rotl64(x: int, r: int) -> int:
+    return ((x << r) | (x >> (64 - r))) & _M64
+
+
+def _fmix64(k: int) -> int:
+    k ^= k >> 33
+    k = (k * 0xFF51AFD7ED558CCD) & _M64
+    k ^= k >> 33
+    k = (k * 0xC4CEB9FE1A85EC53) & _M64
+    return k ^ (k >> 33)
+
+
+def murmur3_32(data: bytes, seed: int = 0) -> int:
+    """MurmurHash3 x86_32 as an unsigned int (``mmh3.hash`` is the same value, signed)."""
+    c1, c2 = 0xCC9E2D51, 0x1B873593
+    h = seed & _M32
+    blocks = len(data) // 4
+    for (k,) in struct.iter_unpack("<I", data[: blocks * 4]):
+        k = _rotl32((k * c1) & _M32, 15) * c2 & _M32
+        h = (_rotl32(h ^ k, 13) * 5 + 0xE6546B64) & _M32
+    tail = data[blocks * 4:]
+    if tail:
+        k = int.from_bytes(tail, "little")
+        h ^= _rotl32((k * c1) & _M32, 15) * c2 & _M32
+    h ^= len(data)
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & _M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & _M32
+    return h ^ (h >> 16)
+
+
+def murmur3_x64_128(data: bytes, seed: int = 0) -> tuple[int, int]:
+    """MurmurHash3 x64_128 as two unsigned 64-bit halves (``mmh3.hash64`` gives them signed)."""
+    c1, c2 = 0x87C37B91114253D5, 0x4CF5AD432745937F
+    h1 = h2 = seed & _M64
+    blocks = len(data) // 16
+    for k1, k2 in struct.iter_unpack("<QQ", data[: blocks * 16]):
+        h1 ^= _rotl64((k1 * c1) & _M64, 31) * c2 & _M64
+        h1 = (_rotl64(h1, 27) + h2) & _M64
+        h1 = (h1 * 5 + 0x52DCE729) & _M64
+        h2 ^= _rotl64((k2 * c2) & _M64, 33) * c1 & _M64
+        h2 = (_rotl64(h2, 31) + h1) & _M64
+        h2 = (h2 * 5 + 0x38495AB5) & _M64
+    tail = data[blocks * 16:]
+    if len(tail) > 8:
+        k2 = int.from_bytes(tail[8:], "little")
+        h2 ^= _rotl64((k2 * c2) & _M64, 33) * c1 & _M64
+    if tail:
+        k1 = int.from_bytes(tail[:8], "little")
+        h1 ^= _rotl64((k1 * c1) & _M64, 31) * c2 & _M64
+    h1 ^= len(data)
+    h2 ^= len(data)
+    h1 = (h1 + h2) & _M64
+    h2 = (h2 + h1) & _M64
+    h1, h2 = _fmix64(h1), _fmix64(h2)
+    h1 = (h1 + h2) & _M64
+    h2 = (h2 + h1) & _M64
+    return h1, h2
+
+
+def _signed(value: int, bits: int) -> int:
+    return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+
+def murmur_texts(data: bytes) -> dict[str, str]:
+    """What LeakDetector looks for: ``str()`` of the python ``mmh3`` results (signed ints, a 128-bit int)."""
+    h1, h2 = murmur3_x64_128(data)
+    return {
+        "mmh3_32": str(_signed(murmur3_32(data), 32)),
+        "mmh3_64_1": str(_signed(h1, 64)),
+        "mmh3_64_2": str(_signed(h2, 64)),
+        "mmh3_128": str(h1 | h2 << 64),
+    }
