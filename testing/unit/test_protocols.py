@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import zlib
 
 import pytest
@@ -22,9 +23,9 @@ from phonehome.scan.protocols import (
     WebSocketDecoder,
     classify_datagram,
     classify_stream,
+    content_chain,
     parse_client_hello,
     parse_dns,
-    content_chain,
     unmask,
 )
 from phonehome.testing.captures import (
@@ -224,7 +225,7 @@ def test_raw_decoder_batches_with_overlap() -> None:
         units += decoder.feed(b"a" * 60)
     units += decoder.finish()
     assert sum(len(u.data) for u in units) == 300 + 10 * (len(units) - 1)
-    for a, b in zip(units, units[1:], strict=False):
+    for a, b in itertools.pairwise(units):
         assert b.start == a.end - 10
 
 

@@ -95,7 +95,7 @@ def test_bad_capture_is_one_line_exit_2(tmp_path: Path, ids: Path, capsys: pytes
                                         make: object, problem: str) -> None:
     path = tmp_path / "bad.pcap"
     make(path)  # type: ignore[operator]
-    code, out, err = _run(capsys, str(path), "-i", str(ids))
+    code, _out, err = _run(capsys, str(path), "-i", str(ids))
     assert code == 2
     assert err.count("\n") == 1
     assert err.startswith(f"phonehome scan: error: {path}: {problem}")
@@ -144,7 +144,7 @@ def test_missing_identifiers_option_is_usage_exit_2(tmp_path: Path, capsys: pyte
 def test_truncated_capture_warns_and_completes(tmp_path: Path, ids: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _leaky(tmp_path)
     path.write_bytes(path.read_bytes() + b"\x01\x02\x03")
-    code, out, err = _run(capsys, str(path), "-i", str(ids))
+    code, _out, err = _run(capsys, str(path), "-i", str(ids))
     assert code == 1
     assert err.startswith(f"phonehome scan: warning: {path}: capture truncated")
     assert err.count("\n") == 1

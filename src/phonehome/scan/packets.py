@@ -233,7 +233,7 @@ def _transport(proto: int, src: bytes, dst: bytes, data: bytes, start: int, end:
             return None
         sport, dport = _ports(data, start)
         length = _u16(data, start + 4)[0]
-        stop = start + length if 8 <= length and start + length <= end else end
+        stop = start + length if length >= 8 and start + length <= end else end
         return proto, src, dst, sport, dport, data[start + 8:stop], 0, 0
     return None
 

@@ -210,7 +210,7 @@ class CaptureReader:
                 stop = pos + length
                 if stop > end:
                     break
-                if block_type == BLOCK_EPB or block_type == BLOCK_OPB:
+                if block_type in (BLOCK_EPB, BLOCK_OPB):
                     iface, hi, lo, incl, orig = epb.unpack_from(buf, pos + 8)
                     if block_type == BLOCK_OPB:
                         iface &= 0xFFFF

@@ -39,8 +39,6 @@ from phonehome.scan.packets import (
 )
 from phonehome.scan.pcapfile import CaptureReader
 from phonehome.scan.protocols import (
-    CLASSIFY_BYTES,
-    ENCRYPTED_PROTOCOLS,
     MAX_CLIENT_HELLO_BYTES,
     PROTO_DNS,
     PROTO_HTTP,
@@ -272,8 +270,22 @@ def parse_phases(data: object, *, source: str = "phases") -> tuple[Phase, ...]:
 class _Direction:
     """One direction of a flow while scanning."""
 
-    __slots__ = ("decoder", "done", "dst", "dport", "head", "offsets", "frames", "times", "pos", "src", "sport",
-                 "stream", "peeled", "fin")
+    __slots__ = (
+        "decoder",
+        "done",
+        "dport",
+        "dst",
+        "fin",
+        "frames",
+        "head",
+        "offsets",
+        "peeled",
+        "pos",
+        "sport",
+        "src",
+        "stream",
+        "times",
+    )
 
     def __init__(self, src: bytes, sport: int, dst: bytes, dport: int, stream: Stream | None) -> None:
         self.src, self.sport, self.dst, self.dport = src, sport, dst, dport
@@ -290,8 +302,23 @@ class _Direction:
 
 
 class _Flow:
-    __slots__ = ("bytes", "client", "dns_name", "encrypted", "first_frame", "first_time", "frames", "http_host",
-                 "ident", "last_time", "protocol", "server", "sni", "transport", "closed")
+    __slots__ = (
+        "bytes",
+        "client",
+        "closed",
+        "dns_name",
+        "encrypted",
+        "first_frame",
+        "first_time",
+        "frames",
+        "http_host",
+        "ident",
+        "last_time",
+        "protocol",
+        "server",
+        "sni",
+        "transport",
+    )
 
     def __init__(self, ident: int, transport: str, client: _Direction, server: _Direction, frame: int,
                  time: float) -> None:
@@ -530,7 +557,8 @@ class Scanner:
         if not kind:
             return None
         if kind == PROTO_TLS:
-            return self._tls_start(flow, d)
+            self._tls_start(flow, d)
+            return None
         if kind == PROTO_SSH:
             line_end = head.find(b"\n")
             if line_end < 0 and len(head) < 256:
@@ -549,9 +577,9 @@ class Scanner:
             decoder = WebSocketDecoder()
         else:
             decoder = RawDecoder(overlap=self.matcher.overlap)
-        if flow.protocol == PROTO_UNKNOWN or kind != PROTO_UNKNOWN:
-            if not (flow.protocol == PROTO_WEBSOCKET and kind == PROTO_HTTP):
-                flow.protocol = kind
+        upgraded = flow.protocol == PROTO_WEBSOCKET and kind == PROTO_HTTP  # the flow already is WebSocket
+        if (flow.protocol == PROTO_UNKNOWN or kind != PROTO_UNKNOWN) and not upgraded:
+            flow.protocol = kind
         d.decoder = decoder
         return decoder
 
@@ -560,15 +588,14 @@ class Scanner:
         if len(head) >= 6 and head[0] == 22 and head[5] == 1:  # a handshake record holding a ClientHello
             hello = parse_client_hello(head)
             if hello is None and len(head) < MAX_CLIENT_HELLO_BYTES:
-                return None  # wait for the rest of the ClientHello (modern ones span two segments)
+                return  # wait for the rest of the ClientHello (modern ones span two segments)
             if hello is not None:
                 flow.sni = hello.sni or flow.sni
                 self._scan_units(flow, d, [Unit(head[:hello.length], 0, hello.length, True, "",
                                                 PROTO_TLS_HANDSHAKE)])
         elif len(head) < 6:
-            return None
+            return
         self._mark_encrypted(flow, PROTO_TLS)
-        return None
 
     def _switch_to_websocket(self, flow: _Flow, d: _Direction, old: StreamDecoder) -> list[Unit]:
         ws = WebSocketDecoder(old.offset)

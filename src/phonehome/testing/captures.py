@@ -75,7 +75,7 @@ def internet_checksum(data: bytes) -> int:
     """RFC 1071 checksum, so tshark with checksum validation on still accepts the packets."""
     if len(data) % 2:
         data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
