@@ -170,6 +170,7 @@ def test_json_bodies_are_rendered_as_json(tmp_path: Path) -> None:
     ("- protocol: http\n  host: a.example\n  port: 70000", "port", "1-65535"),
     ("- protocol: dns\n  host: '{imei}'", "host", "fixed zone"),
     ("- protocol: http\n  host: 'bad_host!'", "host", "not a host name"),
+    ("- protocol: tcp\n  host: 8.8.8.8\n  port: 53", "host", "outside the lab's fake internet"),
     ("- protocol: http\n  host: a.example\n  path: nope", "path", "starts with '/'"),
     ("- protocol: udp\n  host: a.example\n  port: 9\n  method: GET", "method", "does not apply"),
 ])

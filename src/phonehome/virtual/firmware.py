@@ -38,6 +38,7 @@ import yaml
 
 from phonehome.errors import InputError
 from phonehome.identifiers import IDENTIFIER_KEYS, Identifiers, field_lines, mask, parse_identifiers
+from phonehome.virtual.netlab import INTERNET
 
 PROFILE_VERSION = 1
 #: events a phone reports (``VirtualPhone`` on_event), plus ``periodic`` for timers that run while booted
@@ -63,6 +64,8 @@ ENCODINGS: Mapping[str, Callable[[str], str]] = {
 LOCATION_FIELDS = ("location.lat", "location.lon")
 CLOCK_FIELDS = ("timestamp", "timestamp_ms")
 MAX_DELAY_S = 3600.0
+#: hard-coded addresses must be ones the lab's fake internet owns
+FAKE_INTERNET = INTERNET
 MIN_PERIOD_S = 1.0
 
 #: one DNS query; the fake resolver answers in microseconds
@@ -476,7 +479,11 @@ def _check_host(host: Template, path: str, fields: _Fields) -> None:
                                "put placeholders in the leading labels, e.g. '{imei|md5}.t.ads.example'")
         return
     name = host.render(_NO_IDS, 0)
-    if not (_is_ip(name) and ":" not in name) and not _valid_name(name):
+    if _is_ip(name):
+        if ":" in name or ipaddress.ip_address(name) not in FAKE_INTERNET:
+            raise fields.error(path, f"{name} is outside the lab's fake internet ({FAKE_INTERNET})",
+                               f"use a host name, or an IPv4 address in {FAKE_INTERNET}")
+    elif not _valid_name(name):
         raise fields.error(path, f"{name!r} is not a host name or IPv4 address", "write e.g. api.example.com")
 
 

@@ -173,12 +173,14 @@ def plan(instance: str, phones: Sequence[tuple[str, str, str | None]]) -> NetPla
 
 
 def _proc_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks, or None if it is gone: a pid plus this names one process."""
+    """The process's start time in clock ticks, or None if it is gone or a zombie (exited, not yet reaped by
+    its parent): a pid plus this names one living process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def process_alive(pid: int, start_time: int | None) -> bool:
@@ -407,31 +409,13 @@ def _terminate(pids: Sequence[int]) -> list[int]:
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + TERM_GRACE_S
     while time.monotonic() < deadline and any(process_alive(p, s) for p, s in targets.items()):
-        _reap()
         time.sleep(0.05)
     for pid, start in targets.items():
         if process_alive(pid, start):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     time.sleep(0.05)
-    _reap()
-    return [pid for pid, start in targets.items() if process_alive(pid, start) and not _is_zombie(pid)]
-
-
-def _reap() -> None:
-    """Collect our own exited children so they do not linger as zombies."""
-    with contextlib.suppress(ChildProcessError):
-        while True:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                return
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    return [pid for pid, start in targets.items() if process_alive(pid, start)]
 
 
 def teardown_state(state: StateFile) -> list[str]:
