@@ -144,3 +144,26 @@ def test_unknown_method_is_json_rpc_32601(phone: VirtualPhone) -> None:
 def test_u2_error_from_server_surfaces_as_rpc_error(device: u2.Device) -> None:
     with pytest.raises(u2.RPCUnknownError, match="-32601"):
         device.jsonrpc.noSuchMethod()
+
+
+def test_password_set_text_then_enter(tmp_path: Path) -> None:
+    spec = VirtualPhoneSpec(serial="VIRTPW01", label="pw", model="Pixel 3", unlock_method="password",
+                            unlock_secret="hunter22", timings=FAST)
+    phone = VirtualPhone(spec, storage_dir=tmp_path)
+    srv = AdbServer([phone])
+    srv.start()
+    try:
+        d = u2.connect(adbutils.AdbClient(host="127.0.0.1", port=srv.port).device("VIRTPW01"))
+        d.unlock()  # uiautomator2's own unlock: power + swipe up, which only brings up the bouncer here
+        assert phone.screen_on and phone.locked
+        field = d(resourceId="com.android.systemui:id/passwordEntry")
+        field.set_text("wrong")
+        d.press("enter")
+        assert phone.locked and phone.wrong_unlock_attempts == 1
+        field.set_text("hunter22")
+        d.press("enter")
+        assert not phone.locked
+        d.stop_uiautomator(wait=False)
+    finally:
+        srv.stop()
+        phone.close()

@@ -816,6 +816,11 @@ class VirtualPhone:
                 self._type_on_keyguard(text)
             return
 
+    def clear_entry(self) -> None:
+        """Empty the PIN/password field (uiautomator2's clearTextField on it)."""
+        with self._lock:
+            self._entry = ""
+
     def _submit_credential(self) -> None:
         with self._lock:
             entry, self._entry = self._entry, ""

@@ -251,6 +251,7 @@ class U2Server:
             "exist": self.exist, "waitForExists": self.wait_for_exists, "waitUntilGone": self.wait_until_gone,
             "objInfo": self.obj_info, "count": self.count, "objInfoOfAllInstances": self.all_infos,
             "getText": lambda sel: self._one(sel).text, "ping": lambda: "pong",
+            "setText": self.set_text, "clearTextField": self.clear_text_field, "longClick": self.click,
         }
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -406,6 +407,18 @@ class U2Server:
             raise RpcError(ERR_UI_OBJECT_NOT_FOUND, "uiautomator.UiObjectNotFoundException",
                            f"UiSelector[{selector}]")
         return nodes[0]
+
+    def set_text(self, selector: dict[str, Any], text: str) -> bool:
+        """Typing into the keyguard's PIN/password field types the credential (ENTER still submits it)."""
+        node = self._one(selector)
+        if node.password:
+            self.phone.clear_entry()
+            self.phone.type_text(str(text))
+        return True
+
+    def clear_text_field(self, selector: dict[str, Any]) -> None:
+        if self._one(selector).password:
+            self.phone.clear_entry()
 
     def exist(self, selector: dict[str, Any]) -> bool:
         return bool(find_nodes(self.phone, selector))
