@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from phonehome.cli import main
+from phonehome.errors import CaptureError
+from phonehome.identifiers import mask
+from phonehome.scan.evidence import dissect_frames
 from phonehome.testing.captures import CaptureBuilder, http_request, tls_client_hello, tls_server_hello
 
 IMEI = "356938035643809"
@@ -171,3 +175,21 @@ def test_console_run_exit_codes(tmp_path: Path, ids: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "phonehome", "scan", str(ids), "-i", str(ids)],
                          capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
+
+
+@pytest.mark.timeout(CLI_TIMEOUT_S * 2)
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_evidence_dissects_the_cited_frames_masked(tmp_path: Path, ids: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, str(_leaky(tmp_path)), "-i", str(ids), "--evidence")
+    assert code == 1
+    evidence = out.split("== imei (plain)", 1)[1]
+    assert "frame 4" in evidence and "http.host: leak.example" in evidence
+    assert "10.0.0.2:40000 -> 93.184.216.34:80" in evidence
+    assert IMEI not in out and mask(IMEI) in evidence
+
+
+def test_evidence_without_tshark_is_a_capture_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no tshark on it
+    with pytest.raises(CaptureError, match="tshark is not installed"):
+        dissect_frames(_leaky(tmp_path), [4])
