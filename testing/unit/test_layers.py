@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phonehome.identifiers import parse_identifiers
-from phonehome.scan.layers import decode_content, peel
+from phonehome.scan.layers import DECODERS, Budget, decode_content, peel
 from phonehome.scan.matcher import build_matcher
 
 IMEI = "352099001761481"
@@ -167,6 +167,18 @@ def _mutations() -> st.SearchStrategy[bytes]:
              b"\\u0041\\ud800\\u00", b"=41=4=\r\n", ("t" * 20).encode("utf-16-le"), brotli.compress(b"b" * 100)]
     return st.builds(lambda seed, cut, junk, pos: seed[:cut] + junk + seed[pos:],
                      st.sampled_from(seeds), st.integers(0, 200), st.binary(max_size=30), st.integers(0, 200))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("name", "decoder"), DECODERS, ids=[name for name, _ in DECODERS])
+@settings(max_examples=150, deadline=None)
+@given(data=st.one_of(st.binary(max_size=2000), _mutations()), limit=st.integers(0, 1 << 14))
+def test_fuzz_each_decoder(name: str, decoder: Callable[[bytes, Budget], bytes], data: bytes, limit: int) -> None:
+    """Each decoder on its own (peel would hide an exception): no exception, output within its budget."""
+    budget = Budget(limit)
+    out = decoder(data, budget)
+    assert isinstance(out, bytes)
+    assert len(out) <= limit and budget.left >= 0
 
 
 @pytest.mark.timeout(120)

@@ -54,8 +54,8 @@ _XZ_MAGIC = b"\xfd7zXZ\x00"
 
 
 @dataclass
-class _Budget:
-    """Output bytes left for this peel: shared by every layer so a bomb anywhere stops everything."""
+class Budget:
+    """Output bytes left for one :func:`peel`: shared by every layer so a bomb anywhere stops everything."""
 
     left: int
 
@@ -71,17 +71,17 @@ def peel(data: bytes, *, max_depth: int = MAX_DEPTH, max_output: int = MAX_OUTPU
     ``data`` itself is not yielded: the caller matches it directly. Total decoded output is at most
     ``max_output`` bytes and chains at most ``max_depth`` long. Never raises.
     """
-    budget = _Budget(max(0, max_output))
+    budget = Budget(max(0, max_output))
     try:
         yield from _peel(bytes(data), "", max_depth, budget)
     except Exception:  # pragma: no cover - every decoder guards itself; this is the last line of defence
         return
 
 
-def _peel(data: bytes, chain: str, depth: int, budget: _Budget) -> Iterator[tuple[str, bytes]]:
+def _peel(data: bytes, chain: str, depth: int, budget: Budget) -> Iterator[tuple[str, bytes]]:
     if depth <= 0 or budget.left <= 0 or not data:
         return
-    for name, decoder in _DECODERS:
+    for name, decoder in DECODERS:
         if budget.left <= 0:
             return
         try:
@@ -108,7 +108,7 @@ def _members(data: bytes, magics: tuple[bytes, ...]) -> Iterator[int]:
             position = data.find(magic, position + 1)
 
 
-def _inflate(data: bytes, wbits: int, budget: _Budget) -> bytes:
+def _inflate(data: bytes, wbits: int, budget: Budget) -> bytes:
     """Decompress one zlib/gzip/raw-deflate stream, at most what the budget allows; truncated input is fine."""
     decompressor = zlib.decompressobj(wbits)
     out = bytearray()
@@ -127,14 +127,15 @@ def _inflate(data: bytes, wbits: int, budget: _Budget) -> bytes:
     return bytes(out)
 
 
-def _collect(data: bytes, starts: Iterator[int], decode: Callable[[bytes, _Budget], bytes],
-             budget: _Budget) -> bytes:
+def _collect(data: bytes, starts: Iterator[int], decode: Callable[[bytes, Budget], bytes],
+             budget: Budget) -> bytes:
     parts: list[bytes] = []
+    view = memoryview(data)  # no copy per member tried
     for start in starts:
         if parts and budget.take(len(_JOIN)) < len(_JOIN):
             break
         try:
-            decoded = decode(data[start:], budget)
+            decoded = decode(view[start:], budget)  # type: ignore[arg-type]  # bytes-like is enough
         except Exception:
             continue
         if decoded:
@@ -144,31 +145,31 @@ def _collect(data: bytes, starts: Iterator[int], decode: Callable[[bytes, _Budge
     return _JOIN.join(parts)
 
 
-def _gzip(data: bytes, budget: _Budget) -> bytes:
+def _gzip(data: bytes, budget: Budget) -> bytes:
     return _collect(data, _members(data, (_GZIP_MAGIC,)), lambda d, b: _inflate(d, 31, b), budget)
 
 
-def _zlib(data: bytes, budget: _Budget) -> bytes:
+def _zlib(data: bytes, budget: Budget) -> bytes:
     return _collect(data, _members(data, _ZLIB_MAGICS), lambda d, b: _inflate(d, 15, b), budget)
 
 
-def _bzip2(data: bytes, budget: _Budget) -> bytes:
+def _bzip2(data: bytes, budget: Budget) -> bytes:
     starts = (m.start() for _, m in zip(range(MAX_COMPRESSED_TRIES), _BZIP2_MAGIC.finditer(data), strict=False))
     return _collect(data, starts, _bunzip, budget)
 
 
-def _bunzip(data: bytes, budget: _Budget) -> bytes:
+def _bunzip(data: bytes, budget: Budget) -> bytes:
     decompressor = bz2.BZ2Decompressor()
     out = decompressor.decompress(data, max_length=budget.left)
     budget.take(len(out))
     return out
 
 
-def _xz(data: bytes, budget: _Budget) -> bytes:
+def _xz(data: bytes, budget: Budget) -> bytes:
     return _collect(data, _members(data, (_XZ_MAGIC,)), _unxz, budget)
 
 
-def _unxz(data: bytes, budget: _Budget) -> bytes:
+def _unxz(data: bytes, budget: Budget) -> bytes:
     decompressor = lzma.LZMADecompressor()
     out = decompressor.decompress(data, max_length=budget.left)
     budget.take(len(out))
@@ -179,7 +180,7 @@ def _unxz(data: bytes, budget: _Budget) -> bytes:
 
 
 def _runs(data: bytes, pattern: re.Pattern[bytes], decode: Callable[[bytes], bytes | None],
-          budget: _Budget) -> bytes:
+          budget: Budget) -> bytes:
     parts: list[bytes] = []
     for found in pattern.finditer(data[:MAX_TEXT_DECODE_BYTES]):
         decoded = decode(found.group())
@@ -208,7 +209,7 @@ def b64decode_loose(text: bytes) -> bytes | None:
         return None
 
 
-def _base64(data: bytes, budget: _Budget) -> bytes:
+def _base64(data: bytes, budget: Budget) -> bytes:
     return _runs(data, _BASE64_RUN, _base64_std, budget)
 
 
@@ -216,7 +217,7 @@ def _base64_std(text: bytes) -> bytes | None:
     return None if b"-" in text or b"_" in text else b64decode_loose(text)
 
 
-def _base64url(data: bytes, budget: _Budget) -> bytes:
+def _base64url(data: bytes, budget: Budget) -> bytes:
     return _runs(data, _BASE64_RUN, _base64_url, budget)
 
 
@@ -224,7 +225,7 @@ def _base64_url(text: bytes) -> bytes | None:
     return b64decode_loose(text) if b"-" in text or b"_" in text else None
 
 
-def _base32(data: bytes, budget: _Budget) -> bytes:
+def _base32(data: bytes, budget: Budget) -> bytes:
     def decode(text: bytes) -> bytes | None:
         body = text.rstrip(b"=")
         body = body[: len(body) - len(body) % 8] if len(body) % 8 in (1, 3, 6) else body
@@ -235,20 +236,20 @@ def _base32(data: bytes, budget: _Budget) -> bytes:
     return _runs(data, _BASE32_RUN, decode, budget)
 
 
-def _hex(data: bytes, budget: _Budget) -> bytes:
+def _hex(data: bytes, budget: Budget) -> bytes:
     def decode(text: bytes) -> bytes | None:
         return bytes.fromhex(text[: len(text) // 2 * 2].decode("ascii"))
     return _runs(data, _HEX_RUN, decode, budget)
 
 
-def _url(data: bytes, budget: _Budget) -> bytes:
+def _url(data: bytes, budget: Budget) -> bytes:
     if not _PERCENT.search(data):
         return b""
     decoded = _PERCENT.sub(lambda m: bytes([int(m.group()[1:], 16)]), data[:MAX_TEXT_DECODE_BYTES])
     return decoded[: budget.take(len(decoded))]
 
 
-def _html(data: bytes, budget: _Budget) -> bytes:
+def _html(data: bytes, budget: Budget) -> bytes:
     if not _ENTITY.search(data):
         return b""
     text = html.unescape(data[:MAX_TEXT_DECODE_BYTES].decode("latin-1"))
@@ -256,7 +257,7 @@ def _html(data: bytes, budget: _Budget) -> bytes:
     return decoded[: budget.take(len(decoded))]
 
 
-def _json(data: bytes, budget: _Budget) -> bytes:
+def _json(data: bytes, budget: Budget) -> bytes:
     if not _JSON_ESCAPE.search(data):
         return b""
     decoded = _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)).encode("utf-8", "surrogatepass"),
@@ -264,20 +265,23 @@ def _json(data: bytes, budget: _Budget) -> bytes:
     return decoded[: budget.take(len(decoded))]
 
 
-def _quoted_printable(data: bytes, budget: _Budget) -> bytes:
+def _quoted_printable(data: bytes, budget: Budget) -> bytes:
     if not _QP.search(data):
         return b""
     decoded = binascii.a2b_qp(data[:MAX_TEXT_DECODE_BYTES])
     return decoded[: budget.take(len(decoded))]
 
 
-def _utf16(pattern: re.Pattern[bytes], codec: str) -> Callable[[bytes, _Budget], bytes]:
-    def decode(data: bytes, budget: _Budget) -> bytes:
+def _utf16(pattern: re.Pattern[bytes], codec: str) -> Callable[[bytes, Budget], bytes]:
+    def decode(data: bytes, budget: Budget) -> bytes:
         return _runs(data, pattern, lambda run: run.decode(codec).encode("ascii"), budget)
     return decode
 
 
-_DECODERS: tuple[tuple[str, Callable[[bytes, _Budget], bytes]], ...] = (
+#: every layer decoder, in the order :func:`peel` tries them: ``decoder(data, budget)`` returns the decoded
+#: bytes (b"" when there is no such layer), takes what it returns from the budget, and does not raise on bad
+#: input (peel guards it anyway)
+DECODERS: tuple[tuple[str, Callable[[bytes, Budget], bytes]], ...] = (
     ("gzip", _gzip),
     ("zlib", _zlib),
     ("bzip2", _bzip2),
