@@ -26,13 +26,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from phonehome.errors import CaptureError, InputError
+from phonehome.identifiers import mask
 
 if TYPE_CHECKING:
+    from phonehome.identifiers import Identifiers
     from phonehome.inventory import DeviceEntry
 
 log = logging.getLogger(__name__)
@@ -173,6 +175,9 @@ class Capture(Protocol):
     @property
     def phases(self) -> tuple[PhaseRecord, ...]: ...
 
+    @property
+    def stats(self) -> CaptureStats | None: ...
+
     def start(self) -> None: ...
 
     def stop(self) -> CaptureStats: ...
@@ -231,10 +236,13 @@ class _PhasedCapture:
 
     source = "?"
 
-    def __init__(self, pcap: Path, *, phone: PhoneMatch | None = None, label: str | None = None) -> None:
+    def __init__(self, pcap: Path, *, phone: PhoneMatch | None = None, label: str | None = None,
+                 redact: Sequence[str] = ()) -> None:
         self._pcap = Path(pcap)
         self._phone = phone or PhoneMatch()
         self._label = label
+        #: identifier values (a MAC in the filter...) masked in every error message and in info()
+        self._redact = tuple(sorted({value for value in redact if value}, key=len, reverse=True))
         self._phases: list[PhaseRecord] = []
         self._state = "new"  # new -> running -> stopped
         self._last_action = 0.0
@@ -262,7 +270,8 @@ class _PhasedCapture:
         """Start recording and return only once the recorder really captures."""
         if self._state != "new":
             raise CaptureError(f"{self._what()}: start() called twice")
-        self._start()
+        with self._masked_errors():
+            self._start()
         self._state = "running"
         self._last_action = time.monotonic()
 
@@ -277,7 +286,8 @@ class _PhasedCapture:
             time.sleep(wait)
         self._state = "stopped"
         try:
-            stats = self._stop()
+            with self._masked_errors():
+                stats = self._stop()
         except BaseException:
             self._abort_quietly()  # a failed stop must not leave a recorder running
             raise
@@ -309,7 +319,8 @@ class _PhasedCapture:
             raise ValueError(f"phase {name!r} opened inside phase {self._open_phase!r}; phases do not nest")
         if self._state != "running":
             raise CaptureError(f"{self._what()}: phase {name!r} entered while the capture is not running")
-        self._check_alive()
+        with self._masked_errors():
+            self._check_alive()
         self._open_phase = name
         start = self._capture_time()
         try:
@@ -319,7 +330,8 @@ class _PhasedCapture:
             self._open_phase = None
             self._phases.append(PhaseRecord(name=name, start=start, end=end))
             self._last_action = time.monotonic()
-        self._check_alive()
+        with self._masked_errors():
+            self._check_alive()
 
     def packets_in(self, phase: str) -> int:
         """How many packets of the phone the stopped capture holds in the phase window."""
@@ -333,11 +345,11 @@ class _PhasedCapture:
         count = self.packets_in(phase)
         if count == 0:
             record = self._phase(phase)
-            raise CaptureError(
+            raise CaptureError(self._mask(
                 f"{self._what()}: no traffic from the phone during phase {phase!r} "
                 f"({record.end - record.start:.1f} s window, {len(self._packets())} packets in the capture, "
                 f"looked for {self._phone.describe()}); check the capture filter and that the phone is on the "
-                "captured network")
+                "captured network"))
         return count
 
     def slice(self, phase: str, dest: Path | None = None) -> Path:
@@ -348,7 +360,8 @@ class _PhasedCapture:
         editcap = _which("editcap", "install Debian's wireshark-common / tshark")
         command = [editcap, "-F", "pcapng", "-A", f"{record.start:.6f}", "-B", f"{record.end + 1e-6:.6f}",
                    str(self._pcap), str(dest)]
-        _run(command, timeout_s=SLICE_TIMEOUT_S, what=f"slicing phase {phase!r}")
+        with self._masked_errors():
+            _run(command, timeout_s=SLICE_TIMEOUT_S, what=f"slicing phase {phase!r}")
         _restrict(dest)
         return dest
 
@@ -377,7 +390,7 @@ class _PhasedCapture:
     def info(self) -> dict[str, object]:
         """Serializable description for the report header and Allure environment."""
         return {"source": self.source, "pcap": str(self._pcap), "device": self._label,
-                "phone_match": self._phone.describe(), "state": self._state,
+                "phone_match": self._mask(self._phone.describe()), "state": self._state,
                 "stats": self._stats.to_json() if self._stats else None}
 
     def __enter__(self) -> _PhasedCapture:
@@ -386,6 +399,28 @@ class _PhasedCapture:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _masked_command(self) -> tuple[str, ...]:
+        return tuple(self._mask(arg) for arg in getattr(self, "_command", ()))
+
+    def _mask(self, text: str) -> str:
+        """The text with every identifier value this capture knows masked."""
+        for value in self._redact:
+            for spelling in dict.fromkeys((value, value.lower(), value.upper())):
+                text = text.replace(spelling, mask(value))
+        return text
+
+    @contextlib.contextmanager
+    def _masked_errors(self) -> Iterator[None]:
+        """Re-raise a CaptureError with identifiers masked in its problem, command and stderr."""
+        try:
+            yield
+        except CaptureError as exc:
+            if not self._redact:
+                raise
+            raise CaptureError(self._mask(exc.problem), command=[self._mask(arg) for arg in exc.command or ()],
+                               returncode=exc.returncode,
+                               stderr=self._mask(exc.stderr) if exc.stderr else exc.stderr) from None
 
     def _capture_time(self) -> float:
         """Now, on the clock that stamps the packets."""
@@ -589,8 +624,8 @@ class DumpcapCapture(_PhasedCapture):
     source = "interface"
 
     def __init__(self, interface: str, pcap: Path, *, bpf: str | None = None, phone: PhoneMatch | None = None,
-                 label: str | None = None, buffer_mib: int | None = None) -> None:
-        super().__init__(pcap, phone=phone, label=label)
+                 label: str | None = None, buffer_mib: int | None = None, redact: Sequence[str] = ()) -> None:
+        super().__init__(pcap, phone=phone, label=label, redact=redact)
         self.interface = interface
         self.bpf = bpf
         self.buffer_mib = buffer_mib
@@ -666,7 +701,7 @@ class DumpcapCapture(_PhasedCapture):
             raise CaptureError(f"{self._what()}: dumpcap printed no packet counts; cannot tell whether packets "
                                "were lost", command=self._command, returncode=returncode, stderr=stderr)
         return CaptureStats(source=self.source, pcap=self._pcap, received=received, dropped=dropped,
-                            interface_dropped=ifdrop, command=self._command, returncode=returncode,
+                            interface_dropped=ifdrop, command=self._masked_command(), returncode=returncode,
                             started=self._started, stopped=time.time(), phases=self.phases)
 
     def _abort(self) -> None:
@@ -691,7 +726,8 @@ class DumpcapCapture(_PhasedCapture):
         return self._proc.pid if self._proc else None
 
     def info(self) -> dict[str, object]:
-        return {**super().info(), "interface": self.interface, "filter": self.bpf}
+        return {**super().info(), "interface": self.interface,
+                "filter": self._mask(self.bpf) if self.bpf else None}
 
 
 def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
@@ -769,8 +805,8 @@ class RemoteCommandCapture(_PhasedCapture):
 
     def __init__(self, shell: RemoteShell, recorder: Sequence[str], pcap: Path, *, ready: re.Pattern[str],
                  source: str, phone: PhoneMatch | None = None, label: str | None = None,
-                 hint: str = "") -> None:
-        super().__init__(pcap, phone=phone, label=label)
+                 hint: str = "", redact: Sequence[str] = ()) -> None:
+        super().__init__(pcap, phone=phone, label=label, redact=redact)
         self.shell = shell
         #: what to check when the recorder does not start (said in the error)
         self.hint = hint
@@ -883,7 +919,7 @@ class RemoteCommandCapture(_PhasedCapture):
                                "packets were lost", command=self._command, returncode=proc.returncode,
                                stderr=stderr)
         return CaptureStats(source=self.source, pcap=self._pcap, received=received, dropped=dropped,
-                            interface_dropped=ifdrop, command=self._command, returncode=proc.returncode,
+                            interface_dropped=ifdrop, command=self._masked_command(), returncode=proc.returncode,
                             started=self._started, stopped=time.time(), phases=self.phases)
 
     def _cleanup_remote(self) -> None:
@@ -907,7 +943,7 @@ class RemoteCommandCapture(_PhasedCapture):
         return self._dir
 
     def info(self) -> dict[str, object]:
-        return {**super().info(), "via": self.shell.name, "recorder": list(self.recorder)}
+        return {**super().info(), "via": self.shell.name, "recorder": [self._mask(arg) for arg in self.recorder]}
 
 
 def measure_clock_offset(control: Sequence[str]) -> float | None:
@@ -948,11 +984,11 @@ class SshDumpcapCapture(RemoteCommandCapture):
 
     def __init__(self, host: str, interface: str, pcap: Path, *, bpf: str | None = None,
                  phone: PhoneMatch | None = None, label: str | None = None,
-                 shell: RemoteShell | None = None) -> None:
+                 shell: RemoteShell | None = None, redact: Sequence[str] = ()) -> None:
         super().__init__(shell or ssh_shell(host), dumpcap_recorder(interface, bpf), pcap, ready=_DUMPCAP_READY,
                          source="ssh", phone=phone, label=label,
                          hint=f"check key login to {host}, dumpcap on its PATH and its permission to capture on "
-                              f"{interface}")
+                              f"{interface}", redact=redact)
         self.host = host
 
 
@@ -961,12 +997,13 @@ class AdbTcpdumpCapture(RemoteCommandCapture):
 
     def __init__(self, serial: str, pcap: Path, *, interface: str = "wlan0", bpf: str | None = None,
                  server_port: int | None = None, phone: PhoneMatch | None = None, label: str | None = None,
-                 recorder: Sequence[str] | None = None, shell: RemoteShell | None = None) -> None:
+                 recorder: Sequence[str] | None = None, shell: RemoteShell | None = None,
+                 redact: Sequence[str] = ()) -> None:
         super().__init__(shell or adb_shell(serial, server_port=server_port),
                          recorder or tcpdump_recorder(interface, bpf), pcap, ready=_TCPDUMP_READY,
                          source="adb-tcpdump", phone=phone, label=label or serial,
                          hint="adb-tcpdump needs a rooted phone with adbd as root ('adb root') and tcpdump on "
-                              "its PATH; without root use capture source pcapdroid")
+                              "its PATH; without root use capture source pcapdroid", redact=redact)
         self.serial = serial
 
 
@@ -1079,8 +1116,8 @@ class FileCapture(_PhasedCapture):
     source = "file"
 
     def __init__(self, pcap: Path, *, phases: Path | None = None, phone: PhoneMatch | None = None,
-                 label: str | None = None) -> None:
-        super().__init__(pcap, phone=phone, label=label)
+                 label: str | None = None, redact: Sequence[str] = ()) -> None:
+        super().__init__(pcap, phone=phone, label=label, redact=redact)
         self._phases_file = Path(phases) if phases is not None else phases_path(Path(pcap))
         self._recorded: dict[str, PhaseRecord] = {}
 
@@ -1124,21 +1161,31 @@ class FileCapture(_PhasedCapture):
 @dataclass(frozen=True)
 class CaptureContext:
     """What the harness knows at run time that devices.yaml cannot: the virtual phone's lab interface (for
-    ``interface: auto``), the adb server port of the virtual lab, and where capture files go."""
+    ``interface: auto``), the adb server port of the virtual lab, where capture files go, and whether the user
+    asked to see identifiers unmasked in messages."""
 
     directory: Path
     lab_interface: str | None = None
     adb_server_port: int | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
+    show_identifiers: bool = False
 
 
-def capture_for(entry: DeviceEntry, context: CaptureContext, *, name: str) -> Capture:
-    """Build the capture that ``entry.capture`` describes, writing ``<directory>/<label>-<name>.pcapng``."""
+def capture_for(entry: DeviceEntry, context: CaptureContext, *, name: str,
+                identifiers: Identifiers | None = None) -> Capture:
+    """Build the capture that ``entry.capture`` describes, writing ``<directory>/<label>-<name>.pcapng``.
+
+    ``identifiers`` are the device's identifiers as the harness knows them (the inventory's merged with those
+    read from the phone); they fill the filter template. Default: the inventory's alone.
+    """
     spec = entry.capture
-    bpf = spec.bpf(entry.identifiers)
-    macs = entry.identifiers.get("wifi_mac")
+    ids = identifiers if identifiers is not None else entry.identifiers
+    bpf = spec.bpf(ids)
+    macs = ids.get("wifi_mac")
     # with a filter the file holds only the phone's packets; without one, the phone is known by its MACs
     phone = PhoneMatch() if bpf else PhoneMatch.of(macs=macs)
+    redact: tuple[str, ...] = ()
+    if not context.show_identifiers:
+        redact = tuple(value for key in (*spec.placeholders(), "wifi_mac") for value in ids.get(key))
     pcap = Path(context.directory) / f"{entry.label}-{name}.pcapng"
     label = entry.label
     if spec.source == "interface":
@@ -1149,19 +1196,22 @@ def capture_for(entry: DeviceEntry, context: CaptureContext, *, name: str) -> Ca
                                  where=f"line {entry.line}, {entry.key}.capture.interface",
                                  fix="name the access point interface, e.g. interface: wlan0-ap")
             interface = context.lab_interface
-        return DumpcapCapture(interface, pcap, bpf=bpf, phone=phone, label=label, buffer_mib=spec.buffer_mib)
+        return DumpcapCapture(interface, pcap, bpf=bpf, phone=phone, label=label, buffer_mib=spec.buffer_mib,
+                              redact=redact)
     if spec.source == "ssh":
         assert spec.host is not None and spec.interface is not None  # validated by the inventory
-        return SshDumpcapCapture(spec.host, spec.interface, pcap, bpf=bpf, phone=phone, label=label)
+        return SshDumpcapCapture(spec.host, spec.interface, pcap, bpf=bpf, phone=phone, label=label, redact=redact)
     if spec.source == "adb-tcpdump":
         recorder = list(spec.command) if spec.command else None
         return AdbTcpdumpCapture(entry.serial, pcap.with_suffix(".pcap"), interface=spec.interface or "wlan0",
-                                 bpf=bpf, server_port=context.adb_server_port, label=label, recorder=recorder)
+                                 bpf=bpf, server_port=context.adb_server_port, label=label, recorder=recorder,
+                                 redact=redact)
     if spec.source == "pcapdroid":
         return PcapdroidCapture(entry.serial, pcap.with_suffix(".pcap"), server_port=context.adb_server_port,
                                 extras=spec.extras, label=label)
     if spec.source == "file":
         assert spec.file is not None
-        return FileCapture(spec.file, phases=spec.phases, phone=PhoneMatch.of(macs=macs), label=label)
+        return FileCapture(spec.file, phases=spec.phases, phone=PhoneMatch.of(macs=macs), label=label,
+                           redact=redact)
     raise InputError(entry.source, f"unknown capture source {spec.source!r}",
                      where=f"line {entry.line}, {entry.key}.capture.source")

@@ -31,6 +31,7 @@ from phonehome.identifiers import (
     LOCATION_KEY,
     Identifiers,
     IdentifiersLoader,
+    mask,
     parse_identifiers,
 )
 
@@ -210,9 +211,20 @@ class DeviceEntry:
         """Seconds to wait after a lifecycle event (0 for an event with no settle time)."""
         return float(self.settle_s.get(phase, 0.0))
 
-    def info(self) -> dict[str, object]:
-        """Serializable, identifiers masked: for the report header and the Allure environment."""
-        return {"label": self.label, "model": self.model, "serial": self.serial, "backend": self.backend,
+    def serial_is_identifier(self) -> bool:
+        """A USB serial is normally the phone's hardware serial (``ro.serialno``): an identifier to mask."""
+        if self.serial in self.identifiers.get("serial"):
+            return True
+        return self.backend == "uiautomator2" and ":" not in self.serial
+
+    def shown_serial(self, show_identifiers: bool = False) -> str:
+        """The adb serial for messages and reports: masked when it is the hardware serial."""
+        return self.serial if show_identifiers or not self.serial_is_identifier() else mask(self.serial)
+
+    def info(self, show_identifiers: bool = False) -> dict[str, object]:
+        """Serializable, identifiers masked unless asked: for the report header and the Allure environment."""
+        return {"label": self.label, "model": self.model, "serial": self.shown_serial(show_identifiers),
+                "backend": self.backend,
                 "firmware": str(self.firmware) if self.firmware else None, "transport": self.transport,
                 "unlock": self.unlock.method, "identifiers": list(self.identifiers.names()),
                 "read_identifiers": list(self.read_identifiers), "capture": self.capture.to_json(),
@@ -444,8 +456,9 @@ class _Loader:
         for entry in devices:
             value = getattr(entry, key)
             if value in seen:
+                shown = entry.shown_serial() if key == "serial" else value
                 raise self.error(f"{entry.key}.{key}",
-                                 f"{key} {value!r} is also used by {seen[value].key} (line {seen[value].line})",
+                                 f"{key} {shown!r} is also used by {seen[value].key} (line {seen[value].line})",
                                  f"give every device its own {key}")
             seen[value] = entry
 

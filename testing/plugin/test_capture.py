@@ -44,6 +44,7 @@ from phonehome.capture import (
     read_packet_index,
 )
 from phonehome.errors import CaptureError, InputError
+from phonehome.identifiers import mask
 from phonehome.inventory import load_inventory
 from phonehome.virtual.adbserver import AdbServer
 from phonehome.virtual.phone import VirtualPhone, VirtualPhoneSpec
@@ -451,3 +452,30 @@ def test_clock_offset_of_a_phone_whose_date_has_only_seconds(adb_phone: AdbPhone
     control = (adb, "-P", str(adb_phone.port), "-s", adb_phone.serial, "shell")
     assert measure_clock_offset(control) == 0.0
     assert measure_clock_offset((adb, "-P", str(adb_phone.port), "-s", "VNOSUCHPHONE", "shell")) is None
+
+
+@pytest.mark.timeout(60)
+def test_identifiers_in_the_filter_are_masked_in_errors(tmp_path: Path) -> None:
+    mac = "02:1a:11:f0:00:09"
+    inventory = tmp_path / "devices.yaml"
+    inventory.write_text(f"""\
+version: 1
+devices:
+  - label: lab1
+    model: Bench phone
+    serial: S1
+    backend: uiautomator2
+    capture: {{interface: phnosuchif2, filter: "ether host {{wifi_mac}}"}}
+    identifiers: {{wifi_mac: "{mac.upper()}"}}
+""")
+    [entry] = load_inventory(inventory).devices
+    capture = capture_for(entry, CaptureContext(directory=tmp_path), name="masked")
+    with pytest.raises(CaptureError) as info:
+        capture.start()
+    message = str(info.value)
+    assert "phnosuchif2" in message and f"ether host {mask(mac)}" in message, message
+    assert mac not in message.lower()
+    assert mac not in str(capture.info()).lower()
+    shown = capture_for(entry, CaptureContext(directory=tmp_path, show_identifiers=True), name="shown")
+    with pytest.raises(CaptureError, match=f"ether host {mac}"):
+        shown.start()

@@ -315,6 +315,7 @@ def test_duplicate_labels_and_serials(tmp_path: Path) -> None:
     assert "also used by devices[0] (line 3)" in str(error)
     error = load_error(tmp_path, REAL_PHONE + second.replace("lab1", "lab2"))
     assert_points_at(error, tmp_path / "devices.yaml", 10, "devices[1].serial")
+    assert "2A031FDH2005LX" not in str(error) and "'2A**********LX'" in str(error)
 
 
 def test_virtual_phone_firmware(tmp_path: Path) -> None:
@@ -383,8 +384,13 @@ def test_identifiers_block_is_optional_and_info_is_masked(tmp_path: Path) -> Non
     assert isinstance(inventory, Inventory)
     [entry] = inventory.devices
     assert entry.identifiers == Identifiers(values=())
-    info = load_inventory(write(tmp_path, REAL_PHONE)).devices[0].info()
+    entry = load_inventory(write(tmp_path, REAL_PHONE)).devices[0]
+    info = entry.info()
     assert "352099001761481" not in json.dumps(info) and info["identifiers"] == ["imei", "wifi_mac"]
+    assert info["serial"] == "2A**********LX", "a USB serial is the hardware serial: masked"
+    assert entry.info(show_identifiers=True)["serial"] == "2A031FDH2005LX"
+    tcp = load_inventory(write(tmp_path, REAL_PHONE.replace("2A031FDH2005LX", "10.0.0.7:5555"))).devices[0]
+    assert tcp.info()["serial"] == "10.0.0.7:5555"
 
 
 def test_the_example_in_docs_devices_md_is_valid(tmp_path: Path) -> None:
