@@ -274,11 +274,8 @@ def test_out_of_order_segments(tmp_path: Path) -> None:
     cap = CaptureBuilder()
     conn = cap.tcp(PHONE_IP, SERVER_IP, 5000)
     segments = conn.send(b"xxxx imei=" + IMEI.encode() + b"; yyyy", segment_size=4)
-    for packet in segments:
-        cap.packets.remove(packet)
-    random.Random(2).shuffle(segments)
-    cap.packets.extend(segments)
-    cap.retime()
+    cap.shuffle(segments, seed=2)
+    assert cap.packets[3:] != segments
     result = _scan(tmp_path, cap)
     _assert_found(result, "imei", "plain")
 
@@ -287,8 +284,7 @@ def test_retransmission_is_still_one_finding(tmp_path: Path) -> None:
     cap = CaptureBuilder()
     conn = cap.tcp(PHONE_IP, SERVER_IP, 5000)
     segments = conn.send(b"imei=" + IMEI.encode() + b";", segment_size=8)
-    cap.packets.extend(segments)  # everything sent twice
-    cap.retime()
+    cap.retransmit(segments)  # everything sent twice
     result = _scan(tmp_path, cap)
     assert len([f for f in _found(result, "imei") if f.encoding == "plain"]) == 1
     assert result.capture.retransmitted_bytes == len(b"imei=" + IMEI.encode() + b";")
@@ -603,7 +599,7 @@ def test_sequence_gap_is_reported(tmp_path: Path) -> None:
     cap = CaptureBuilder()
     conn = cap.tcp(PHONE_IP, SERVER_IP, 5000)
     segments = conn.send(b"a" * 100 + f"imei={IMEI}".encode(), segment_size=50)
-    cap.packets.remove(segments[0])
+    cap.drop(segments[:1])
     result = _scan(tmp_path, cap)
     assert result.capture.tcp_gaps == 1 and any("gaps in TCP" in w for w in result.warnings)
     _assert_found(result, "imei")

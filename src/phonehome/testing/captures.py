@@ -373,6 +373,25 @@ class CaptureBuilder:
         return [self.add_ip(part) for part in ipv4_fragments(src, dst, PROTO_UDP, datagram,
                                                              fragment_size=fragment_size)]
 
+    def shuffle(self, packets: Sequence[Packet], *, seed: int = 0) -> None:
+        """Deliver ``packets`` (already added) in a random order, in the slots they occupied."""
+        slots = sorted(self.packets.index(p) for p in packets)
+        order = list(packets)
+        random.Random(seed).shuffle(order)
+        for slot, packet in zip(slots, order, strict=True):
+            self.packets[slot] = packet
+        self.retime()
+
+    def retransmit(self, packets: Sequence[Packet]) -> None:
+        """Send ``packets`` again at the end (a retransmission: same sequence numbers, same bytes)."""
+        self.packets.extend(packets)
+        self.retime()
+
+    def drop(self, packets: Sequence[Packet]) -> None:
+        """Remove ``packets`` (lost before the capture point: a sequence gap)."""
+        for packet in packets:
+            self.packets.remove(packet)
+
     def retime(self) -> None:
         """Give the packets increasing timestamps again in list order (after a test rearranged them)."""
         self.packets = [Packet(p.data, self.start_time + self.step * i, p.orig_len)
