@@ -178,6 +178,9 @@ class Capture(Protocol):
     @property
     def stats(self) -> CaptureStats | None: ...
 
+    @property
+    def owns_pcap(self) -> bool: ...
+
     def start(self) -> None: ...
 
     def stop(self) -> CaptureStats: ...
@@ -265,6 +268,12 @@ class _PhasedCapture:
     @property
     def stats(self) -> CaptureStats | None:
         return self._stats
+
+    @property
+    def owns_pcap(self) -> bool:
+        """True when this capture wrote ``pcap`` (and its phases file), so a cleanup may delete them; False for
+        a user's file under re-analysis, which must never be deleted."""
+        return True
 
     def start(self) -> None:
         """Start recording and return only once the recorder really captures."""
@@ -1114,6 +1123,10 @@ class FileCapture(_PhasedCapture):
     """
 
     source = "file"
+
+    @property
+    def owns_pcap(self) -> bool:
+        return False
 
     def __init__(self, pcap: Path, *, phases: Path | None = None, phone: PhoneMatch | None = None,
                  label: str | None = None, redact: Sequence[str] = ()) -> None:

@@ -303,7 +303,9 @@ def test_file_capture_replays_the_recorded_phases(link: Link, tmp_path: Path) ->
     with live.phase("unlock"):
         link.send(3)
     live.stop()
+    assert live.owns_pcap
     replay = FileCapture(live.pcap, phone=PhoneMatch.of(macs=[link.phone_mac.upper()]))
+    assert not replay.owns_pcap, "a cleanup must never delete the user's capture"
     replay.start()
     with replay.phase("unlock"):
         pass
