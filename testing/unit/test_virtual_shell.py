@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -369,3 +370,13 @@ def test_bad_arguments_fail_without_echoing_them(phone: VirtualPhone) -> None:
     assert status == 1 and "x3" not in err
     assert sh(phone, "echo x > /data/local/tmp")[0] == 1
     assert sh(phone, "sleep")[0] == 1
+
+
+def test_logcat_since_epoch_time(phone: VirtualPhone) -> None:
+    phone.log("I", "Old", "before")
+    threading.Event().wait(0.05)
+    since = time.time()
+    phone.log("I", "New", "after")
+    out = sh(phone, f"logcat -d -v threadtime -T {since:.3f}")[1]
+    assert "New: after" in out and "Old: before" not in out
+    assert sh(phone, "logcat -d -t 1")[1].strip().endswith("New: after")

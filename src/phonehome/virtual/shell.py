@@ -1304,13 +1304,16 @@ def _logcat(ctx: CommandContext) -> int:
         phone.clear_log()
         return 0
     dump = "-d" in args
-    tail: int | None = None
-    if "-t" in args[:-1]:
-        tail = int(args[args.index("-t") + 1])
     lines, index = phone.log_lines()
-    if tail is not None:
-        lines = lines[-tail:]
+    if "-t" in args[:-1]:  # the last N lines, then exit
+        lines = lines[-int(args[args.index("-t") + 1]):]
         dump = True
+    if "-T" in args[:-1]:  # a count, or lines since 'sec.nsec' (epoch), as logcat accepts
+        since = args[args.index("-T") + 1]
+        if since.isdigit():
+            lines = lines[-int(since):]
+        else:
+            lines = [line for line in lines if round(line.when, 3) >= round(float(since), 3)]
     for line in lines:
         ctx.print(line.render())
     if dump:
