@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import warnings
@@ -102,7 +103,7 @@ def assert_nothing_left(state: LabState, pids: list[int]) -> None:
         assert f" {phone.interface}:" not in links and f" {phone.interface}@" not in links
     assert f"phonehome-{state.instance}-net" not in namespaces
     for pid in pids:
-        assert netlab._proc_start_time(pid) is None, f"pid {pid} still runs"
+        assert netlab.process_start_time(pid) is None, f"pid {pid} still runs"
     assert not netlab.state_path(state.instance).exists()
     assert Lab.status(state.instance) is None
 
@@ -207,7 +208,7 @@ def test_a_crashed_daemons_lab_is_cleaned_on_the_next_up() -> None:
     pids = recorded_pids(instance)
     os.kill(first.pid, signal.SIGKILL)  # no teardown runs: namespaces and children stay
     deadline = time.monotonic() + CHILD_TIMEOUT_S
-    while netlab._proc_start_time(first.pid) is not None and time.monotonic() < deadline:
+    while netlab.process_start_time(first.pid) is not None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert Lab.status(instance) is None
     assert Path("/run/netns", first.phones[0].netns).exists()
@@ -215,7 +216,7 @@ def test_a_crashed_daemons_lab_is_cleaned_on_the_next_up() -> None:
     try:
         assert second.pid != first.pid
         for pid in pids[1:]:
-            assert netlab._proc_start_time(pid) is None, "an old child survived"
+            assert netlab.process_start_time(pid) is None, "an old child survived"
     finally:
         Lab.down(instance)
     assert_nothing_left(second, [])
@@ -234,7 +235,7 @@ def test_a_dead_firmware_runner_takes_the_whole_lab_down() -> None:
         deadline = time.monotonic() + WATCHDOG_GRACE_S
         while Lab.status(instance) is not None and time.monotonic() < deadline:
             time.sleep(0.2)
-        while netlab._proc_start_time(state.pid) is not None and time.monotonic() < deadline:
+        while netlab.process_start_time(state.pid) is not None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert_nothing_left(state, pids)
         assert "tearing the lab down" in Path(state.log_path).read_text()
@@ -305,3 +306,47 @@ devices:
     bad = subprocess.run([sys.executable, "-m", "phonehome", "lab", "up", "--devices", str(tmp_path / "none.yaml")],
                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.timeout(90)
+def test_a_lab_stops_by_itself_when_the_run_that_started_it_dies() -> None:
+    instance = instance_name()
+    script = ("import json, sys\n"
+              "from pathlib import Path\n"
+              "from phonehome.identifiers import parse_identifiers\n"
+              "from phonehome.virtual.lab import Lab, LabDevice\n"
+              "from phonehome.virtual.phone import VirtualPhoneSpec\n"
+              "ids = parse_identifiers({'serial': 'ORPHAN01', 'wifi_mac': '02:1a:11:f0:00:31'}, source='t')\n"
+              "spec = VirtualPhoneSpec(serial='VORPHAN01', label='orphan', model='M', identifiers=ids)\n"
+              "state = Lab.up([LabDevice(spec, Path(sys.argv[2]))], instance=sys.argv[1])\n"
+              "print(json.dumps(state.to_json()), flush=True)\n")
+    run = subprocess.run([sys.executable, "-c", script, instance, str(FIRMWARE / "clean.yaml")],
+                         capture_output=True, text=True, timeout=CHILD_TIMEOUT_S + 30, check=False)
+    try:
+        assert run.returncode == 0, run.stderr
+        state = LabState.from_json(json.loads(run.stdout))
+        deadline = time.monotonic() + WATCHDOG_GRACE_S
+        while time.monotonic() < deadline and (Lab.status(instance) is not None
+                                               or netlab.process_start_time(state.pid) is not None):
+            time.sleep(0.2)
+        assert_nothing_left(state, [state.pid])
+    finally:
+        Lab.down(instance)
+
+
+@pytest.mark.timeout(60)
+def test_without_root_lab_up_says_so_in_one_line() -> None:
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        inventory = Path(tmp) / "devices.yaml"
+        inventory.write_text("version: 1\ndevices:\n  - {label: a, model: M, serial: VA01, backend: virtual, "
+                             f"firmware: {FIRMWARE / 'clean.yaml'}, identifiers: {{serial: VA01}}}}\n")
+        os.chmod(inventory, 0o644)
+        run = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                              "phonehome", "lab", "up", "--devices", str(inventory), "--instance", instance_name()],
+                             capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False, cwd=tmp)
+    assert run.returncode == 3, run
+    assert run.stderr.count("\n") == 1 and "needs root" in run.stderr and "sudo" in run.stderr, run.stderr

@@ -43,7 +43,8 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.lab_action == "up":
-        state = Lab.up(_devices(args.devices, args.only), instance=args.instance, adb_port=args.adb_port)
+        state = Lab.up(_devices(args.devices, args.only), instance=args.instance, adb_port=args.adb_port,
+                       detach=True)
         _print_state(state, args.json)
         return EXIT_OK
     if args.lab_action == "down":

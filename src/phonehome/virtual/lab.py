@@ -132,6 +132,8 @@ class _DaemonConfig:
     devices: tuple[LabDevice, ...]
     adb_host: str
     adb_port: int
+    #: (pid, start time) of the process whose exit stops the lab; None for a detached lab
+    caller: tuple[int, int | None] | None = None
 
 
 def log_path(instance: str) -> Path:
@@ -152,11 +154,13 @@ class Lab:
     @staticmethod
     def up(specs: Sequence[VirtualPhoneSpec | LabDevice], firmware: Mapping[str, Path] | None = None, *,
            instance: str = DEFAULT_INSTANCE, adb_host: str = "127.0.0.1", adb_port: int = 0,
-           ready_timeout_s: float = LAB_READY_TIMEOUT_S) -> LabState:
+           detach: bool = False, ready_timeout_s: float = LAB_READY_TIMEOUT_S) -> LabState:
         """Start the lab and return its state once the adb server answers and every phone's firmware runs.
 
         ``firmware`` maps a serial or label to a profile for plain specs (a LabDevice carries its own).
-        Raises InputError for bad profiles or identifiers, LabError (saying how to fix it) for the rest.
+        Unless ``detach`` (``phonehome lab up``), the lab stops by itself when the calling process exits, so a
+        test run that crashes or is killed leaves nothing behind. Raises InputError for bad profiles or
+        identifiers, LabError (saying how to fix it) for the rest.
         """
         netlab.check_instance(instance)
         netlab.require_root()
@@ -167,7 +171,9 @@ class Lab:
         if running is not None:
             raise LabError(f"lab {instance!r} is already running (pid {running.pid}, adb port {running.adb_port}); "
                            f"stop it with 'phonehome lab down --instance {instance}' or pick another --instance")
-        config = _DaemonConfig(instance=instance, devices=devices, adb_host=adb_host, adb_port=adb_port)
+        caller = None if detach else (os.getpid(), netlab.process_start_time(os.getpid()))
+        config = _DaemonConfig(instance=instance, devices=devices, adb_host=adb_host, adb_port=adb_port,
+                               caller=caller)
         return _start_daemon(config, ready_timeout_s)
 
     @staticmethod
@@ -455,6 +461,10 @@ class _Daemon:
     def serve(self) -> None:
         """Until asked to stop, check every WATCHDOG_INTERVAL_S that all children still run."""
         while not self.stop_requested.wait(WATCHDOG_INTERVAL_S):
+            if self.config.caller is not None and not netlab.process_alive(*self.config.caller):
+                log.info("phonehome lab %s: the process that started it (pid %s) exited; tearing down",
+                         self.config.instance, self.config.caller[0])
+                return
             dead = [child.name for child in self.children if not child.alive()]
             if dead:
                 log.error("phonehome lab %s: %s stopped; tearing the lab down so that no test passes on a "

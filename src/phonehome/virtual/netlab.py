@@ -172,7 +172,7 @@ def plan(instance: str, phones: Sequence[tuple[str, str, str | None]]) -> NetPla
 # --- the state file ------------------------------------------------------------------------------------------
 
 
-def _proc_start_time(pid: int) -> int | None:
+def process_start_time(pid: int) -> int | None:
     """The process's start time in clock ticks, or None if it is gone or a zombie (exited, not yet reaped by
     its parent): a pid plus this names one living process."""
     try:
@@ -185,7 +185,7 @@ def _proc_start_time(pid: int) -> int | None:
 
 def process_alive(pid: int, start_time: int | None) -> bool:
     """True if the process recorded as (pid, start_time) still runs (not a reused pid)."""
-    now = _proc_start_time(pid)
+    now = process_start_time(pid)
     return now is not None and (start_time is None or now == start_time)
 
 
@@ -234,7 +234,7 @@ class StateFile:
         self.save()
 
     def add_process(self, pid: int, name: str) -> None:
-        self.processes.append(RecordedProcess(pid=pid, start_time=_proc_start_time(pid), name=name))
+        self.processes.append(RecordedProcess(pid=pid, start_time=process_start_time(pid), name=name))
         self.save()
 
     def owner_alive(self) -> bool:
@@ -265,7 +265,7 @@ class StateFile:
                 raise LabError(f"lab {instance!r} is already running (pid {old.owner_pid}); stop it with "
                                f"'phonehome lab down --instance {instance}' or pick another --instance")
             teardown_state(old)
-        state = cls(instance=instance, owner_pid=os.getpid(), owner_start=_proc_start_time(os.getpid()))
+        state = cls(instance=instance, owner_pid=os.getpid(), owner_start=process_start_time(os.getpid()))
         state.save()
         return state
 
@@ -403,7 +403,7 @@ def netns_pids(netns: str) -> list[int]:
 def _terminate(pids: Sequence[int]) -> list[int]:
     """SIGTERM, wait up to TERM_GRACE_S, then SIGKILL; returns the pids that would not die."""
     me = os.getpid()
-    targets = {pid: _proc_start_time(pid) for pid in pids if pid != me}
+    targets = {pid: process_start_time(pid) for pid in pids if pid != me}
     for pid in targets:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
