@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import textwrap
 from importlib import resources
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, parse_identifiers
@@ -414,3 +417,52 @@ def test_the_bench_example_in_the_readme_is_valid(tmp_path: Path) -> None:
     [entry] = load_inventory(write(tmp_path, example.group(1))).devices
     assert entry.backend == "uiautomator2" and entry.capture.interface == "wlan0-ap"
     assert entry.capture.bpf(entry.identifiers) == "ether host ac:37:43:4d:5e:6f"
+
+
+_labels = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
+_serials = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9:._-]{3,20}", fullmatch=True)
+_seconds = st.one_of(st.integers(0, 600), st.floats(0, 600, allow_nan=False).map(lambda x: round(x, 3)))
+_patterns = st.lists(st.from_regex(r"[a-z0-9*.?-]{1,30}", fullmatch=True), max_size=3)
+
+
+@st.composite
+def _devices(draw: st.DrawFn) -> list[dict[str, object]]:
+    labels = draw(st.lists(_labels, min_size=1, max_size=4, unique=True))
+    serials = draw(st.lists(_serials, min_size=len(labels), max_size=len(labels), unique=True))
+    devices: list[dict[str, object]] = []
+    for label, serial in zip(labels, serials, strict=True):
+        method = draw(st.sampled_from(["none", "swipe", "pin", "password"]))
+        unlock: dict[str, object] = {"method": method}
+        if method in ("pin", "password"):
+            unlock["secret_env"] = "PHONEHOME_" + re.sub(r"[^A-Za-z0-9]", "_", label).upper()
+        devices.append({
+            "label": label, "model": draw(st.sampled_from(["Pixel 7", "Nokia 7 Plus", "SM-G991B"])),
+            "serial": serial, "backend": "uiautomator2", "unlock": unlock,
+            "settle_s": {"idle": draw(_seconds), "unlock": draw(_seconds),
+                         "stop_delay": draw(st.floats(0.5, 10, allow_nan=False).map(lambda x: round(x, 3)))},
+            "boot_timeout_s": draw(st.integers(1, 900)),
+            "policy": {"denied_hosts": draw(_patterns), "allowed_hosts": draw(_patterns)},
+        })
+    return devices
+
+
+@settings(max_examples=40, deadline=None)
+@given(devices=_devices())
+def test_what_is_written_is_what_is_loaded(devices: list[dict[str, object]]) -> None:
+    """Round trip: any valid inventory, dumped by a YAML library, loads back to the same values."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "devices.yaml"
+        path.write_text(yaml.safe_dump({"version": 1, "devices": devices}, sort_keys=False), encoding="utf-8")
+        loaded = load_inventory(path).devices
+    assert [entry.label for entry in loaded] == [device["label"] for device in devices]
+    for entry, device in zip(loaded, devices, strict=True):
+        assert (entry.serial, entry.model) == (device["serial"], device["model"])
+        assert entry.unlock == UnlockSpec(**device["unlock"])  # type: ignore[arg-type]
+        settle = device["settle_s"]
+        assert isinstance(settle, dict)
+        for key, value in settle.items():
+            assert entry.settle(key) == pytest.approx(float(value))
+        assert entry.boot_timeout_s == device["boot_timeout_s"]
+        policy = device["policy"]
+        assert isinstance(policy, dict)
+        assert entry.policy == Policy(tuple(policy["denied_hosts"]), tuple(policy["allowed_hosts"]))
