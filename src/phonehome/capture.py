@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -252,6 +253,8 @@ class _PhasedCapture:
         self._stats: CaptureStats | None = None
         self._index: list[_Packet] | None = None
         self._open_phase: str | None = None
+        #: the first fault (recorder died, dropped packets...): every later stop() raises it again
+        self._failure: CaptureError | None = None
         #: recorder clock minus this host's clock: packets carry the recorder's time, phases must too
         self._clock_offset_s = 0.0
 
@@ -285,7 +288,12 @@ class _PhasedCapture:
         self._last_action = time.monotonic()
 
     def stop(self) -> CaptureStats:
-        """Stop recording at least STOP_DELAY_S after the last action; check the recorder's own counts."""
+        """Stop recording at least STOP_DELAY_S after the last action; check the recorder's own counts.
+
+        Calling it again returns the same stats — or raises the same fault: incomplete evidence stays an error.
+        """
+        if self._failure is not None:
+            raise self._failure
         if self._state == "stopped" and self._stats is not None:
             return self._stats
         if self._state != "running":
@@ -295,7 +303,7 @@ class _PhasedCapture:
             time.sleep(wait)
         self._state = "stopped"
         try:
-            with self._masked_errors():
+            with self._remember_failure():
                 stats = self._stop()
         except BaseException:
             self._abort_quietly()  # a failed stop must not leave a recorder running
@@ -304,10 +312,11 @@ class _PhasedCapture:
         self._stats = stats
         self.write_phases()
         if stats.dropped:
-            raise CaptureError(
+            self._failure = CaptureError(
                 f"{self._what()}: the recorder dropped {stats.dropped} of {stats.received} packets; the evidence "
                 "is incomplete (reduce traffic, raise the capture buffer, or capture closer to the phone)",
                 command=stats.command, returncode=stats.returncode)
+            raise self._failure
         if stats.interface_dropped:
             log.warning("%s: the interface dropped %d packets during the capture", self._what(),
                         stats.interface_dropped)
@@ -328,7 +337,7 @@ class _PhasedCapture:
             raise ValueError(f"phase {name!r} opened inside phase {self._open_phase!r}; phases do not nest")
         if self._state != "running":
             raise CaptureError(f"{self._what()}: phase {name!r} entered while the capture is not running")
-        with self._masked_errors():
+        with self._remember_failure():
             self._check_alive()
         self._open_phase = name
         start = self._capture_time()
@@ -339,7 +348,7 @@ class _PhasedCapture:
             self._open_phase = None
             self._phases.append(PhaseRecord(name=name, start=start, end=end))
             self._last_action = time.monotonic()
-        with self._masked_errors():
+        with self._remember_failure():
             self._check_alive()
 
     def packets_in(self, phase: str) -> int:
@@ -367,8 +376,10 @@ class _PhasedCapture:
         self._require_stopped("slice")
         dest = Path(dest) if dest is not None else self._pcap.with_name(f"{self._stem()}.{phase}.pcapng")
         editcap = _which("editcap", "install Debian's wireshark-common / tshark")
-        command = [editcap, "-F", "pcapng", "-A", f"{record.start:.6f}", "-B", f"{record.end + 1e-6:.6f}",
-                   str(self._pcap), str(dest)]
+        # microseconds, rounded outwards: a packet stamped exactly at a boundary belongs to the window
+        after = f"{math.floor(record.start * 1e6) / 1e6:.6f}"
+        before = f"{(math.ceil(record.end * 1e6) + 1) / 1e6:.6f}"
+        command = [editcap, "-F", "pcapng", "-A", after, "-B", before, str(self._pcap), str(dest)]
         with self._masked_errors():
             _run(command, timeout_s=SLICE_TIMEOUT_S, what=f"slicing phase {phase!r}")
         _restrict(dest)
@@ -430,6 +441,17 @@ class _PhasedCapture:
             raise CaptureError(self._mask(exc.problem), command=[self._mask(arg) for arg in exc.command or ()],
                                returncode=exc.returncode,
                                stderr=self._mask(exc.stderr) if exc.stderr else exc.stderr) from None
+
+    @contextlib.contextmanager
+    def _remember_failure(self) -> Iterator[None]:
+        """Masked errors, and the first one kept so that a later stop() cannot return as if all was well."""
+        try:
+            with self._masked_errors():
+                yield
+        except CaptureError as exc:
+            if self._failure is None:
+                self._failure = exc
+            raise
 
     def _capture_time(self) -> float:
         """Now, on the clock that stamps the packets."""

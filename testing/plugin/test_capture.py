@@ -195,6 +195,9 @@ def test_killing_dumpcap_mid_capture_is_an_error(link: Link, tmp_path: Path) -> 
     error = info.value
     assert "dumpcap exited during the capture" in str(error)
     assert error.returncode == -signal.SIGKILL and error.command and error.command[0].endswith("dumpcap")
+    with pytest.raises(CaptureError) as again:
+        capture.stop()
+    assert again.value is error
     capture.close()  # never raises
 
 
@@ -208,6 +211,8 @@ def test_killing_dumpcap_after_the_last_phase_fails_the_stop(link: Link, tmp_pat
     os.kill(capture.pid, signal.SIGKILL)
     with pytest.raises(CaptureError, match="dumpcap exited before it was stopped"):
         capture.stop()
+    with pytest.raises(CaptureError, match="dumpcap exited before it was stopped"):
+        capture.stop()  # asked again, still the same fault: never stats as if all was well
 
 
 @pytest.mark.timeout(60)
@@ -481,3 +486,23 @@ devices:
     shown = capture_for(entry, CaptureContext(directory=tmp_path, show_identifiers=True), name="shown")
     with pytest.raises(CaptureError, match=f"ether host {mac}"):
         shown.start()
+
+
+@pytest.mark.timeout(60)
+def test_a_stalled_recorder_that_drops_packets_is_an_error(link: Link, tmp_path: Path) -> None:
+    """dumpcap paused while a burst overflows its 1 MiB kernel buffer: the drops it reports fail the capture."""
+    capture = DumpcapCapture(link.ap, tmp_path / "drops.pcapng", bpf="udp", buffer_mib=1)
+    capture.start()
+    assert capture.pid is not None
+    os.kill(capture.pid, signal.SIGSTOP)
+    try:
+        with capture.phase("burst"):
+            link.send(6000, payload=b"x" * 1200)
+    finally:
+        os.kill(capture.pid, signal.SIGCONT)
+    with pytest.raises(CaptureError, match=r"the recorder dropped \d+ of \d+ packets; the evidence is incomplete"):
+        capture.stop()
+    stats = capture.stats
+    assert stats is not None and stats.dropped and stats.dropped > 0
+    with pytest.raises(CaptureError, match="dropped"):
+        capture.stop()
