@@ -169,11 +169,16 @@ def phone(request: pytest.FixtureRequest, _phonehome_device: DeviceSession) -> I
     session = _phonehome_device
     started = time.time()
     try:
-        session.phone.screen_on()
-        session.phone.unlock()
+        woke = session.phone.screen_on()
+        unlocked = session.phone.unlock()
     except BaseException:
         _report_evidence(request, session, started)
         raise
+    # the phone reacts to the reset with traffic of its own: let it pass before the test's capture starts
+    settle_s = max(session.entry.settle("screen_on") if woke else 0.0, session.entry.settle("unlock") if unlocked
+                   else 0.0)
+    if settle_s > 0:
+        time.sleep(settle_s)
     yield session.phone
     if item_failed(request.node):
         _report_evidence(request, session, started)
@@ -319,7 +324,8 @@ class Traffic:
     def assert_no_cleartext_identifiers(self) -> None:
         """Fail when any identifier of the phone left it unencrypted, listing each finding."""
         result = self.scan()
-        findings = list(result.cleartext_findings)
+        # traffic outside every phase (late echoes of the per-test reset) is not this test's to judge
+        findings = [finding for finding in result.cleartext_findings if finding.phase is not None]
         if findings:
             raise AssertionError(self._describe_findings(findings))
 
@@ -327,15 +333,28 @@ class Traffic:
         """Fail when the phone talked to a host its inventory policy denies, encrypted or not."""
         result = self.scan()
         policy = self._session.entry.policy
-        denied = [self._describe_flow(flow) for flow in result.flows if policy.is_denied(flow.host, flow.dst)]
+        denied = [self._describe_flow(flow) for flow in result.flows
+                  if self._phase_of(flow.first_time) is not None and policy.is_denied(flow.host, flow.dst)]
         if denied:
             lines = "\n".join(f"  - {line}" for line in dict.fromkeys(denied))
             raise AssertionError(f"{self._session.label} talked to {len(denied)} denied host(s):\n{lines}")
 
-    def _describe_findings(self, findings: Sequence[Any]) -> str:
-        lines = [f"{self._session.label} sent {len(findings)} identifier(s) in cleartext:"]
+    def _phase_of(self, timestamp: float) -> str | None:
+        return next((record.name for record in self._capture.phases if record.start <= timestamp <= record.end),
+                    None)
+
+    def _describe_findings(self, findings: Sequence[Finding]) -> str:
+        """One line per leak: the same identifier, encoding, destination and phase sent again only adds frames."""
+        groups: dict[tuple[object, ...], list[Finding]] = {}
         for finding in findings:
-            lines.append("  - " + self._describe_finding(finding))
+            key = (finding.identifier, finding.encoding, finding.host, finding.dst, finding.dport, finding.protocol,
+                   finding.phase)
+            groups.setdefault(key, []).append(finding)
+        names = sorted({finding.identifier for finding in findings})
+        lines = [f"{self._session.label} sent {len(names)} identifier(s) in cleartext ({', '.join(names)}):"]
+        for group in groups.values():
+            frames = tuple(sorted({frame for finding in group for frame in finding.frames}))
+            lines.append("  - " + self._describe_finding(dataclasses.replace(group[0], frames=frames)))
         return "\n".join(lines)
 
     def _describe_finding(self, finding: Finding) -> str:
@@ -355,8 +374,7 @@ class Traffic:
 
     def _describe_flow(self, flow: Flow) -> str:
         where = f"{flow.host} ({flow.dst}:{flow.dport})" if flow.host else f"{flow.dst}:{flow.dport}"
-        phase = next((record.name for record in self._capture.phases
-                      if record.start <= flow.first_time <= record.end), "(none)")
+        phase = self._phase_of(flow.first_time) or "(none)"
         return (f"{where} over {flow.protocol} ({'encrypted' if flow.encrypted else 'cleartext'}), "
                 f"{flow.frames} frame(s) from frame {flow.first_frame}, phase {phase}")
 

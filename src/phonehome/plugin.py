@@ -14,8 +14,10 @@ import importlib.metadata
 import inspect
 import logging
 import os
+import secrets
 import shutil
 import subprocess
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -276,7 +278,10 @@ class RunState:
         try:
             provide_virtual_secrets(self.virtual_devices())
             devices = [LabDevice.from_entry(entry) for entry in self.virtual_devices()]
-            self.lab_state = Lab.up(devices, instance=f"{LAB_INSTANCE_PREFIX}{os.getpid()}")
+            with warnings.catch_warnings():
+                # the lab daemon outlives Lab.up by design; its Popen handle is dropped while it runs
+                warnings.simplefilter("ignore", ResourceWarning)
+                self.lab_state = Lab.up(devices, instance=f"{LAB_INSTANCE_PREFIX}{os.getpid()}-{secrets.token_hex(3)}")
         except PhonehomeError as exc:
             self.lab_error = f"virtual lab did not start: {exc}"
             raise
@@ -327,8 +332,6 @@ def provide_virtual_secrets(entries: Sequence[DeviceEntry]) -> None:
     """A virtual phone's lock credential is whatever its ``secret_env`` holds when the lab starts; when unset,
     give it a random one for this run (the phone and the harness read the same variable, and nobody needs to
     know it). Real phones never get one: their unset variable is an InputError naming it."""
-    import secrets
-
     for entry in entries:
         env = entry.unlock.secret_env
         if entry.backend != "virtual" or not entry.unlock.needs_secret() or not env or os.environ.get(env):

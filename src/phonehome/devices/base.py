@@ -45,16 +45,18 @@ class Phone(Protocol):
         reconnects, so that callers never talk to a half-booted phone."""
         ...
 
-    def screen_off(self) -> None:
-        """Turn the display off; verified from the phone's power state."""
+    def screen_off(self) -> bool:
+        """Turn the display off; verified from the phone's power state. True when it was on (the phone may
+        react with traffic), False when there was nothing to do."""
         ...
 
-    def screen_on(self) -> None:
-        """Turn the display on; verified from the phone's power state."""
+    def screen_on(self) -> bool:
+        """Turn the display on; verified from the phone's power state. True when it was off."""
         ...
 
-    def unlock(self) -> None:
-        """Wake the phone if needed and dismiss the keyguard (swipe, PIN or password); verified gone."""
+    def unlock(self) -> bool:
+        """Wake the phone if needed and dismiss the keyguard (swipe, PIN or password); verified gone. True when
+        the phone was asleep or locked, False when it already was awake and unlocked."""
         ...
 
     def read_identifiers(self) -> tuple[Identifiers, IdentifierSources]:

@@ -9,9 +9,11 @@ server on its own port is used exactly like a USB phone's.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -170,6 +172,23 @@ def parse_subinfo_dump(dumpsys_iphonesubinfo: str) -> dict[str, str]:
     return found
 
 
+class _AdbFailure(Exception):
+    """An adb request failed; carries only the text that may be shown."""
+
+
+@contextmanager
+def _quiet_adb_sockets() -> Iterator[None]:
+    """adbutils leaves a socket to the adb server unclosed when a device request fails (the phone just went
+    away during a reboot); it is garbage either way, so its ResourceWarning is noise, not a finding."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            yield
+        except _AdbFailure:
+            gc.collect()  # the failed request's socket may sit in a reference cycle: free it while quiet
+            raise
+
+
 def is_tcp_serial(serial: str) -> bool:
     """``host:port`` serials are adb-over-TCP phones: they go offline on reboot instead of vanishing."""
     return bool(_TCP_SERIAL.match(serial)) and not serial.startswith("emulator-")
@@ -229,11 +248,17 @@ class U2Phone:
     def _shell(self, args: Sequence[str], *, timeout_s: float = SHELL_TIMEOUT_S, secret: bool = False) -> str:
         """Run a shell command; a failure is a DeviceError. ``secret`` keeps the command out of the message."""
         what = "a credential command" if secret else " ".join(args)
+        failure: str | None = None
         try:
-            result = self._device.shell2(list(args), timeout=timeout_s)
-        except self._adbutils.AdbError as exc:
-            detail = type(exc).__name__ if secret else str(exc)
-            raise DeviceError(self.label, f"adb shell {what} failed: {detail}") from None
+            with _quiet_adb_sockets():
+                try:
+                    result = self._device.shell2(list(args), timeout=timeout_s)
+                except (self._adbutils.AdbError, self._adbutils.AdbTimeout, OSError) as exc:
+                    raise _AdbFailure(type(exc).__name__ if secret else str(exc)) from None
+        except _AdbFailure as failed:
+            failure = str(failed)
+        if failure is not None:  # raised outside the except block: no chained error can carry the command
+            raise DeviceError(self.label, f"adb shell {what} failed: {failure}")
         if result.returncode != 0:
             output = "" if secret else f": {result.output.strip()[-300:]}"
             raise DeviceError(self.label, f"adb shell {what} exited {result.returncode}{output}")
@@ -250,11 +275,20 @@ class U2Phone:
         return self._shell(["getprop", name]).strip()
 
     def _transport_state(self) -> str:
-        """``device``, ``offline``, ``unauthorized``..., or ``absent`` when the server does not list it."""
+        """``device``, ``offline``, ``unauthorized``..., or ``absent`` when the server does not list it.
+
+        Read from ``host:devices`` (which lists offline devices too) rather than ``get-state``, whose failure
+        path in adbutils leaves its socket open.
+        """
         try:
-            return str(self._device.get_state())
-        except (self._adbutils.AdbError, self._adbutils.AdbTimeout, OSError):
+            with _quiet_adb_sockets():
+                try:
+                    infos = self._client.list()
+                except (self._adbutils.AdbError, self._adbutils.AdbTimeout, OSError):
+                    raise _AdbFailure("adb server did not list devices") from None
+        except _AdbFailure:
             return "absent"
+        return next((str(info.state) for info in infos if info.serial == self.serial), "absent")
 
     def _reconnect_tcp(self) -> None:
         """A TCP phone stays listed as offline after a reboot until the server connects again."""
@@ -395,17 +429,21 @@ class U2Phone:
         except ValueError as exc:
             raise DeviceError(self.label, str(exc)) from None
 
-    def screen_on(self) -> None:
+    def screen_on(self) -> bool:
         with self._step("screen-on"):
-            if not self.screen_state().awake:
+            changed = not self.screen_state().awake
+            if changed:
                 self._ui().screen_on()
             self._wait_screen(awake=True)
+        return changed
 
-    def screen_off(self) -> None:
+    def screen_off(self) -> bool:
         with self._step("screen-off"):
-            if self.screen_state().awake:
+            changed = self.screen_state().awake
+            if changed:
                 self._ui().screen_off()
             self._wait_screen(awake=False)
+        return changed
 
     def _wait_screen(self, *, awake: bool) -> None:
         deadline = time.monotonic() + SCREEN_TIMEOUT_S
@@ -418,14 +456,15 @@ class U2Phone:
             time.sleep(POLL_INTERVAL_S)
             state = self.screen_state()
 
-    def unlock(self) -> None:
+    def unlock(self) -> bool:
         method = self._entry.unlock.method
         with self._step("unlock"):
-            if not self.screen_state().awake:
+            woke = not self.screen_state().awake
+            if woke:
                 self._ui().screen_on()
                 self._wait_screen(awake=True)
             if not self.keyguard_showing():
-                return
+                return woke
             if method == "none":
                 raise DeviceError(self.label, "keyguard is showing but the inventory says unlock: none "
                                   "(set unlock.method to swipe, pin or password)")
@@ -433,6 +472,7 @@ class U2Phone:
             if method in ("pin", "password"):
                 self._enter_secret()
             self._wait_keyguard_gone(method)
+        return True
 
     def _swipe_up(self) -> None:
         """Swipe from the bottom to reveal the bouncer (or dismiss an insecure keyguard)."""
