@@ -889,6 +889,7 @@ class RemoteCommandCapture(_PhasedCapture):
                 self._local_stderr.join(KILL_TIMEOUT_S)
                 local = self._local_stderr.text()
                 out.close()
+                self._cleanup_remote()
                 raise CaptureError(f"{self._what()}: the recorder exited before capturing"
                                    + (f" ({self.hint})" if self.hint else ""),
                                    command=self._command, returncode=proc.returncode, stderr=stderr + local)
@@ -932,7 +933,7 @@ class RemoteCommandCapture(_PhasedCapture):
                                command=self._command, returncode=proc.returncode,
                                stderr=self._remote_stderr() + self._local_text())
         d = shlex.quote(self._dir)
-        self._control(f"kill -INT $(cat {d}/pid)", what="stopping the recorder")
+        self._control(f"kill -INT $(cat {d}/pid)", what="stopping the recorder")  # as Ctrl-C: flush, print counts
         try:
             proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:

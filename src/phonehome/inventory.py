@@ -613,7 +613,9 @@ class _Loader:
                                          fix="give MiB, e.g. buffer_mib: 64"))
         if data.get("extras") is not None:
             raw_extras = self.mapping(data["extras"], at("extras"), "extras")
-            extras = {str(key): str(val) for key, val in raw_extras.items()}
+            # intent extras travel as strings (`am start -e`); PCAPdroid parses ints and bools from them
+            extras = {str(key): str(val).lower() if isinstance(val, bool) else str(val)
+                      for key, val in raw_extras.items()}
         line = self._line(at("filter"))
         origin_where = ", ".join(part for part in (f"line {line}" if line else None, at("filter")) if part)
         return CaptureSpec(source=source, interface=interface, filter=bpf, host=host,

@@ -297,6 +297,7 @@ def test_remote_recorder_that_dies_is_an_error(link: Link, tmp_path: Path) -> No
     with pytest.raises(CaptureError, match="exited before capturing") as info:
         bad.start()
     assert "phnosuchif1" in (info.value.stderr or "")
+    assert not Path(bad.remote_dir).exists(), "a recorder that failed to start leaves nothing behind"
 
 
 @pytest.mark.timeout(60)

@@ -372,9 +372,10 @@ def test_other_sources_keep_what_they_need(tmp_path: Path) -> None:
         """), "    "))
     [entry] = load_inventory(path).devices
     assert entry.capture.interface == "wlan0" and entry.capture.buffer_mib == 32
-    path = write(tmp_path, REAL_PHONE + "    capture: {source: pcapdroid, extras: {app_filter: com.example}}\n")
+    path = write(tmp_path, REAL_PHONE + "    capture: {source: pcapdroid, extras: {app_filter: com.example, "
+                                        "root_capture: true, snaplen: 1500}}\n")
     [entry] = load_inventory(path).devices
-    assert dict(entry.capture.extras) == {"app_filter": "com.example"}
+    assert dict(entry.capture.extras) == {"app_filter": "com.example", "root_capture": "true", "snaplen": "1500"}
     path = write(tmp_path, REAL_PHONE + "    capture: {source: ssh, host: root@ap.lab, interface: wlan0}\n")
     [entry] = load_inventory(path).devices
     assert (entry.capture.host, entry.capture.interface) == ("root@ap.lab", "wlan0")
