@@ -17,6 +17,7 @@ from phonehome.report.allure_results import (
     MIME_PCAP,
     PhaseSeen,
     Redactor,
+    device_tags,
     findings_html,
     flows_csv,
     identifier_values,
@@ -78,7 +79,7 @@ def test_device_parameter_feature_story_and_tags(results: Path) -> None:
     assert leaky["historyId"] != fixed["historyId"]  # two results, not one with a retry
     assert _labels(leaky, "feature") == ["unlock"]
     assert _labels(leaky, "story") == ["Unlock sends no identifier in cleartext"]
-    assert set(_labels(leaky, "tag")) >= {"model: Nokia 7 Plus", "android build: 00WW_3_22C"}
+    assert set(_labels(leaky, "tag")) >= {"model: Nokia 7 Plus", "build: 00WW_3_22C"}
     assert _labels(by_name["test_power_on_capture_fault"], "feature") == ["power-on"]
     connect = by_name["test_connect_only[nokia-7-plus]"]
     assert [p["name"] for p in connect["parameters"]] == ["device"]  # "_entry" (plugin-internal) dropped
@@ -206,6 +207,13 @@ def test_tables_escape_and_mask() -> None:
     assert "no findings" in findings_html([], redact)
     assert flows_csv([], redact).splitlines() == [
         "destination,host,protocol,transport,encrypted,bytes,source,frames,denied"]
+
+
+def test_device_tags() -> None:
+    info = {"model": "Nokia 7 Plus", "android": "9",
+            "fingerprint": "Nokia/Onyx_00WW/B2N_sprout:9/PPR1.180610.011/00WW_3_22C:user/release-keys"}
+    assert device_tags(info) == ["model: Nokia 7 Plus", "android: 9", "build: PPR1.180610.011/00WW_3_22C"]
+    assert device_tags({"model": "X", "fingerprint": "not a fingerprint"}) == ["model: X"]
 
 
 def test_properties_escaping() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -19,7 +20,10 @@ import pytest
 
 from phonehome.report import generate
 
+ROOT = Path(__file__).resolve().parents[2]
 BROWSE_SCRIPT = Path(__file__).with_name("browse.mjs")
+#: the README's main job on two virtual phones, unlock only: lab start, two tests, the report
+MAIN_JOB_TIMEOUT_S = 420
 #: Chromium start, page load and a few clicks: ~5 s; generous for a loaded CI machine
 BROWSE_TIMEOUT_S = 120
 
@@ -100,3 +104,34 @@ def test_browser_check_catches_a_request_off_the_machine(report: Path, tmp_path:
     assert returncode == 1
     assert result["offMachine"] == ["http://198.51.100.7/pixel.gif"]
     assert any("left the machine" in p for p in result["problems"])
+
+
+@pytest.mark.timeout(MAIN_JOB_TIMEOUT_S + BROWSE_TIMEOUT_S)
+def test_main_job_report_from_virtual_phones(tmp_path: Path) -> None:
+    """The README's main job (``bash ci/nightly.sh``) on the Nokia-incident phone and its fixed twin leaves a
+    browsable report: the incident phone fails unlock with its findings and pcap, the fixed phone is green,
+    and nothing in the report reaches off the machine."""
+    env = {**os.environ, "PHONEHOME_RESULTS": str(tmp_path / "results"), "PHONEHOME_REPORT": str(tmp_path / "report"),
+           "PHONEHOME_HISTORY": str(tmp_path / "history" / "history.jsonl"),
+           "PHONEHOME_CAPTURE_DIR": str(tmp_path / "captures")}
+    proc = subprocess.run(["bash", "ci/nightly.sh", "-k", "unlock", "-p", "no:cacheprovider",
+                           "--phonehome-device", "nokia7plus-2019", "--phonehome-device", "nokia7plus-fixed"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=MAIN_JOB_TIMEOUT_S, check=False)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # the incident phone leaks
+    assert "1 failed, 1 passed" in proc.stdout, proc.stdout[-3000:]
+    report = tmp_path / "report"
+    results = {r["name"]: r for r in (json.loads(p.read_text()) for p in (report / "data" / "test-results").glob("*.json"))}
+    assert results["test_unlock_sends_no_identifier_in_cleartext[nokia7plus-2019]"]["status"] == "failed"
+    assert results["test_unlock_sends_no_identifier_in_cleartext[nokia7plus-fixed]"]["status"] == "passed"
+    spec = {
+        "test": "test_unlock_sends_no_identifier_in_cleartext[nokia7plus-2019]",
+        "texts": ["Failed", "Critical", "Cleartext identifier leak", "in cleartext"],
+        "step": "phase unlock:",
+        "findings": "findings (unlock)",
+        "findingsTexts": ["imei", "zzhc.vnet-cn.example", "http"],
+        "pcap": "capture (unlock).pcapng",
+    }
+    for url in serve(report):
+        returncode, result = browse(url, spec, tmp_path)
+        assert result["problems"] == [], result
+        assert returncode == 0 and result["offMachine"] == []

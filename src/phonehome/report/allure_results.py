@@ -59,6 +59,8 @@ MIME_JPEG = "image/jpeg"
 SEVERITY_CRITICAL = "critical"
 SEVERITY_MINOR = "minor"
 SEVERITY_NORMAL = "normal"
+#: step names that are lifecycle events (the Allure feature of a test whose phases never got scanned)
+LIFECYCLE_EVENTS = ("power-on", "screen-off", "screen-on", "unlock", "idle")
 
 VERDICT_LEAK = "cleartext identifier leak"
 VERDICT_DENIED = "traffic to a denied host"
@@ -248,6 +250,27 @@ def verdict_for(excinfo: pytest.ExceptionInfo[BaseException] | None, phases: Seq
     return None
 
 
+def device_tags(info: Mapping[str, Any]) -> list[str]:
+    """Tags for the model and the Android build, so a morning reader filters by either."""
+    tags = []
+    if info.get("model"):
+        tags.append(f"model: {info['model']}")
+    if info.get("android"):
+        tags.append(f"android: {info['android']}")
+    build = info.get("android_build") or info.get("build") or _build_from_fingerprint(str(info.get("fingerprint") or ""))
+    if build:
+        tags.append(f"build: {build}")
+    return tags
+
+
+def _build_from_fingerprint(fingerprint: str) -> str | None:
+    """``brand/product/device:release/BUILD_ID/incremental:type/tags`` -> ``BUILD_ID/incremental``."""
+    parts = fingerprint.split("/")
+    if len(parts) >= 5 and ":" in parts[4]:
+        return f"{parts[3]}/{parts[4].split(':', 1)[0]}"
+    return None
+
+
 def capture_mime(path: Path) -> tuple[str, str]:
     """(MIME type, extension) of a capture slice: pcapng or classic pcap, by magic number."""
     with path.open("rb") as fh:
@@ -404,7 +427,9 @@ class AllureReporter:
         labels: list[tuple[str, str]] = []
         if not _has_label(state.item, "severity"):
             labels.append(("severity", severity_for(state.phases, state.failure_message)))
-        features = list(dict.fromkeys(phase.name for phase in state.phases)) or state.steps[-1:]
+        features = (list(dict.fromkeys(phase.name for phase in state.phases))
+                    or list(dict.fromkeys(step for step in state.steps if step in LIFECYCLE_EVENTS))
+                    or state.steps[-1:])
         if not _has_label(state.item, "feature"):
             labels.extend(("feature", feature) for feature in features)
         if not _has_label(state.item, "story"):
@@ -413,10 +438,7 @@ class AllureReporter:
         if verdict:
             labels.append(("verdict", verdict))
         if state.device is not None:
-            info = self.device_info.get(state.device, {})
-            for key in ("model", "android_build", "build"):
-                if info.get(key):
-                    labels.append(("tag", f"{key.replace('_', ' ')}: {info[key]}"))
+            labels.extend(("tag", tag) for tag in device_tags(self.device_info.get(state.device, {})))
         result.labels.extend(Label(name=name, value=self.redact(value)) for name, value in labels)
 
     def _mask_result(self, result: TestResult) -> None:

@@ -274,6 +274,8 @@ def _title(change: DeviceChanges, since: str) -> str:
 
 
 def _severity(change: DeviceChanges) -> str:
+    if change.first_run:  # everything is "new" on the first night: the tests themselves carry the verdicts
+        return "normal"
     if change.new_findings:
         return "critical"
     return "normal" if change.new_destinations else "trivial"
