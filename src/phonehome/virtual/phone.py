@@ -352,7 +352,9 @@ class VirtualPhone:
     """A phone that the real adbutils, uiautomator2 and ``adb`` drive through :class:`AdbServer`.
 
     The phone starts booted, screen off, keyguard armed (unless ``unlock_method`` is none), like a phone that has
-    been on for a while. :meth:`reboot` runs the boot state machine in a background thread.
+    been on for a while; it is in the same state after every boot (as if the boot screen had timed out), so that
+    the harness's screen-on and unlock phases always do something. :meth:`reboot` runs the boot state machine in
+    a background thread. Files under /data/local/tmp and /sdcard live in ``storage_dir`` and survive reboots.
     """
 
     def __init__(self, spec: VirtualPhoneSpec, *, storage_dir: Path,
@@ -453,6 +455,7 @@ class VirtualPhone:
 
     @property
     def wrong_unlock_attempts(self) -> int:
+        """Wrong PINs/passwords entered since boot (a right one does not reset it, so a lab can see them)."""
         with self._lock:
             return self._wrong_attempts
 
