@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import logging
+import re
 import socket
 import threading
 import time
@@ -239,5 +241,14 @@ def test_stop_closes_everything(phones: list[VirtualPhone]) -> None:
 
 
 def test_unknown_serial_with_colons_is_named_in_the_error(client: adbutils.AdbClient) -> None:
-    with pytest.raises(adbutils.AdbError, match="device '10.0.0.9:5555' not found"):
+    with pytest.raises(adbutils.AdbError, match=re.escape("device '10.0.0.9:5555' not found")):
         host_request(client, "host-serial:10.0.0.9:5555:get-state")
+
+
+def test_debug_log_never_shows_a_typed_pin(client: adbutils.AdbClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="phonehome")
+    dev = client.device("VIRTUSB1")
+    assert dev.shell2("input keyevent 224; input text 836215; input keyevent 66", v2=True).returncode == 0
+    assert dev.shell2("input text 836215").returncode == 0
+    assert "adb request" in caplog.text  # the server did log the requests
+    assert "836215" not in caplog.text
