@@ -49,7 +49,7 @@ rules:
         host: plain.probe.example
         port: 8080
         path: "/p/{location.lat}"
-        headers: {X-Id: "{serial|base64}"}
+        headers: {X-Id: "{serial|base64}", Connection: keep-alive}
       - protocol: https
         host: secure.probe.example
         path: /s
@@ -204,3 +204,11 @@ def test_the_logs_never_show_identifiers(probe_capture: tuple[LabState, Path, st
     assert label not in log
     for name in ("imei", "imsi", "serial", "android_id"):
         assert IDS.get(name)[0] not in log, name
+
+
+@pytest.mark.timeout(90)
+def test_every_request_of_the_profile_was_sent_and_answered(probe_capture: tuple[LabState, Path, str]) -> None:
+    _, _, log = probe_capture
+    outcomes = [line for line in log.splitlines() if "firmware[probe]" in line and '"event": "screen_on"' in line]
+    assert len(outcomes) == 8, outcomes
+    assert all('"ok": true' in line for line in outcomes), outcomes

@@ -256,6 +256,11 @@ def test_two_phones_with_one_mac_are_bad_input() -> None:
         Lab.up([spec("VA", "a", CLEAN_IDS), spec("VB", "b", CLEAN_IDS)], instance=instance_name())
 
 
+def test_a_lab_without_phones_is_bad_input() -> None:
+    with pytest.raises(InputError, match="no phones"):
+        Lab.up([], instance=instance_name())
+
+
 def test_down_of_a_lab_that_is_not_running_is_quiet() -> None:
     Lab.down(instance_name())
 

@@ -680,8 +680,7 @@ def send(rendered: Rendered, resolver: str) -> str:
             sock = _client_tls_context().wrap_socket(raw, server_hostname=rendered.host)
         if rendered.protocol in ("http", "https"):
             sock.sendall(http_request_bytes(rendered))
-            status = _read_until_close(sock).split(b"\r\n", 1)[0].decode("latin-1")
-            return status or "no response"
+            return _read_http_response(sock)
         if rendered.protocol == "mqtt":
             return _mqtt_exchange(sock, rendered)
         sock.sendall(rendered.body)
@@ -690,14 +689,26 @@ def send(rendered: Rendered, resolver: str) -> str:
         return f"{len(rendered.body)} bytes"
 
 
-def _read_until_close(sock: socket.socket) -> bytes:
+def _read_http_response(sock: socket.socket) -> str:
+    """Read one response (headers, then Content-Length bytes, or up to close) and return its status line; a
+    profile that asks for keep-alive must not wait for a close that never comes."""
     data = b""
-    while len(data) < MAX_RESPONSE_BYTES:
+    while b"\r\n\r\n" not in data and len(data) < MAX_RESPONSE_BYTES:
         chunk = sock.recv(65536)
         if not chunk:
             break
         data += chunk
-    return data
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].decode("latin-1")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+                   if line.lower().startswith(b"content-length:") and line.split(b":", 1)[1].strip().isdigit()),
+                  None)
+    while len(body) < (length if length is not None else MAX_RESPONSE_BYTES):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return status or "no response"
 
 
 def _mqtt_string(text: str) -> bytes:

@@ -165,6 +165,8 @@ class Lab:
         netlab.check_instance(instance)
         netlab.require_root()
         devices = _devices(specs, firmware or {})
+        if not devices:
+            raise InputError(None, "no phones to start", fix="give Lab.up at least one VirtualPhoneSpec or LabDevice")
         _validate(instance, devices)
         netlab.clean_stale()
         running = Lab.status(instance)
@@ -258,7 +260,9 @@ def _start_daemon(config: _DaemonConfig, ready_timeout_s: float) -> LabState:
             os.killpg(proc.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(netlab.TERM_GRACE_S + DOWN_TIMEOUT_S)
-    netlab.teardown(config.instance)
+    leftover = netlab.StateFile.load(config.instance)
+    if leftover is not None and (leftover.owner_pid == proc.pid or not leftover.owner_alive()):
+        netlab.teardown_state(leftover)  # only what our daemon built: never another run's lab
     problem = verdict.get("error") or (f"the lab daemon did not report ready within {ready_timeout_s} s"
                                        if proc.returncode is None else
                                        f"the lab daemon exited with rc={proc.returncode}")
@@ -480,9 +484,9 @@ class _Daemon:
         steps += [(child.name, child.stop) for child in reversed(self.children)]
         for name, step in steps:
             _bounded(step, name, self.config.instance)
-        if self.state is not None:
+        if self.state is not None:  # None: the instance belongs to another owner, touch nothing of it
             netlab.teardown_state(self.state)
-        shutil.rmtree(storage_path(self.config.instance), ignore_errors=True)
+            shutil.rmtree(storage_path(self.config.instance), ignore_errors=True)
 
 
 def _bounded(step: Any, name: str, instance: str) -> None:

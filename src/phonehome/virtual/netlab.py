@@ -250,7 +250,9 @@ class StateFile:
             return cls(**data)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except PermissionError:
+            raise LabError(f"cannot read the lab state {path}: {root_message()}") from None
+        except (ValueError, TypeError, KeyError) as exc:
             log.warning("unreadable lab state %s (%s): moved aside", path, exc)
             with contextlib.suppress(OSError):
                 path.rename(path.with_suffix(".broken"))
