@@ -48,7 +48,7 @@ WRAPPERS: dict[str, Callable[[bytes], bytes]] = {
     "html": lambda d: "".join(f"&#{b};" for b in d).encode(),
     "json": lambda d: json.dumps(d.decode("latin-1"), ensure_ascii=True).encode()
     .replace(b'"', b"").replace(b"3", b"\\u0033"),
-    "qp": lambda d: quopri.encodestring(d, quotetabs=True).replace(b"3", b"=33"),
+    "qp": lambda d: quopri.encodestring(d[:25]) + b"=\r\n" + quopri.encodestring(d[25:]),  # a soft break
     "utf16le": lambda d: d.decode("latin-1").encode("utf-16-le"),
     "utf16be": lambda d: d.decode("latin-1").encode("utf-16-be"),
 }

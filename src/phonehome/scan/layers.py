@@ -15,11 +15,13 @@ from __future__ import annotations
 import base64
 import binascii
 import bz2
+import functools
 import html
 import lzma
 import re
+import urllib.parse
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 #: default bounds of :func:`peel`
@@ -41,7 +43,7 @@ _HEX_RUN = re.compile(rb"[0-9A-Fa-f]{%d,}" % MIN_RUN_CHARS)
 _PERCENT = re.compile(rb"%[0-9A-Fa-f]{2}")
 _ENTITY = re.compile(rb"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _JSON_ESCAPE = re.compile(rb"\\u([0-9A-Fa-f]{4})")
-_QP = re.compile(rb"=(?:[0-9A-F]{2}|\r?\n)")
+_QP_EQUALS = re.compile(rb"=3D")
 _UTF16LE_RUN = re.compile(rb"(?:[\x09\x0a\x0d\x20-\x7e]\x00){8,}")
 _UTF16BE_RUN = re.compile(rb"(?:\x00[\x09\x0a\x0d\x20-\x7e]){8,}")
 #: between decoded runs joined into one layer: no digit, no base64 character, so nothing matches across it
@@ -181,18 +183,8 @@ def _unxz(data: bytes, budget: Budget) -> bytes:
 
 def _runs(data: bytes, pattern: re.Pattern[bytes], decode: Callable[[bytes], bytes | None],
           budget: Budget) -> bytes:
-    parts: list[bytes] = []
-    for found in pattern.finditer(data[:MAX_TEXT_DECODE_BYTES]):
-        decoded = decode(found.group())
-        if not decoded:
-            continue
-        if parts and budget.take(len(_JOIN)) < len(_JOIN):
-            break
-        granted = budget.take(len(decoded))
-        parts.append(decoded[:granted])
-        if budget.left <= 0:
-            break
-    return _JOIN.join(parts)
+    runs = (found.group() for found in pattern.finditer(data[:MAX_TEXT_DECODE_BYTES]))
+    return _decode_runs(runs, decode, budget)
 
 
 def b64decode_loose(text: bytes) -> bytes | None:
@@ -209,20 +201,35 @@ def b64decode_loose(text: bytes) -> bytes | None:
         return None
 
 
+@functools.lru_cache(maxsize=4)
+def _base64_runs(data: bytes) -> tuple[bytes, ...]:
+    """Runs of the base64/base64url alphabet, found once for both decoders (bytes cache their hash)."""
+    return tuple(found.group() for found in _BASE64_RUN.finditer(data[:MAX_TEXT_DECODE_BYTES]))
+
+
+def _decode_runs(runs: Iterable[bytes], decode: Callable[[bytes], bytes | None], budget: Budget) -> bytes:
+    parts: list[bytes] = []
+    for run in runs:
+        decoded = decode(run)
+        if not decoded:
+            continue
+        if parts and budget.take(len(_JOIN)) < len(_JOIN):
+            break
+        granted = budget.take(len(decoded))
+        parts.append(decoded[:granted])
+        if budget.left <= 0:
+            break
+    return _JOIN.join(parts)
+
+
 def _base64(data: bytes, budget: Budget) -> bytes:
-    return _runs(data, _BASE64_RUN, _base64_std, budget)
-
-
-def _base64_std(text: bytes) -> bytes | None:
-    return None if b"-" in text or b"_" in text else b64decode_loose(text)
+    runs = (run for run in _base64_runs(data) if b"-" not in run and b"_" not in run)
+    return _decode_runs(runs, b64decode_loose, budget)
 
 
 def _base64url(data: bytes, budget: Budget) -> bytes:
-    return _runs(data, _BASE64_RUN, _base64_url, budget)
-
-
-def _base64_url(text: bytes) -> bytes | None:
-    return b64decode_loose(text) if b"-" in text or b"_" in text else None
+    runs = (run for run in _base64_runs(data) if b"-" in run or b"_" in run)
+    return _decode_runs(runs, b64decode_loose, budget)
 
 
 def _base32(data: bytes, budget: Budget) -> bytes:
@@ -242,34 +249,80 @@ def _hex(data: bytes, budget: Budget) -> bytes:
     return _runs(data, _HEX_RUN, decode, budget)
 
 
-def _url(data: bytes, budget: Budget) -> bytes:
-    if not _PERCENT.search(data):
+def _escaped_tokens(data: bytes, marker: bytes, escape: re.Pattern[bytes], delimiters: re.Pattern[bytes],
+                    decode: Callable[[bytes], bytes], budget: Budget) -> bytes:
+    """Decode only the tokens (runs between delimiters) that hold an escape, joined.
+
+    Unescaping a whole buffer would copy megabytes of text to change three bytes, and every deeper layer would
+    then run on the copy; the tokens are where anything new can appear. ``marker`` is a cheap pre-check; token
+    ends are found by regex search forward, and backward on the reversed buffer.
+    """
+    if marker not in data:
         return b""
-    decoded = _PERCENT.sub(lambda m: bytes([int(m.group()[1:], 16)]), data[:MAX_TEXT_DECODE_BYTES])
-    return decoded[: budget.take(len(decoded))]
+    text = data[:MAX_TEXT_DECODE_BYTES]
+    size = len(text)
+    backwards = text[::-1]
+    parts: list[bytes] = []
+    position = 0
+    while (found := escape.search(text, position)) is not None:
+        before = delimiters.search(backwards, size - found.start())
+        start = size - before.start() if before is not None else 0
+        after = delimiters.search(text, found.end())
+        end = after.start() if after is not None else size
+        position = end
+        decoded = decode(text[start:end])
+        if parts and budget.take(len(_JOIN)) < len(_JOIN):
+            break
+        granted = budget.take(len(decoded))
+        parts.append(decoded[:granted])
+        if budget.left <= 0:
+            break
+    return _JOIN.join(parts)
+
+
+_URL_DELIMITERS = re.compile(rb"[\s&?\"'<>]")
+_HTML_DELIMITERS = re.compile(rb"[\s\"'<>]")
+_JSON_DELIMITERS = re.compile(rb"[\s\"]")
+_QP_DELIMITERS = re.compile(rb"\s")  # soft line breaks split a value: rare for identifiers
+
+
+def _url(data: bytes, budget: Budget) -> bytes:
+    return _escaped_tokens(data, b"%", _PERCENT, _URL_DELIMITERS, _unquote, budget)
+
+
+def _unquote(token: bytes) -> bytes:
+    return urllib.parse.unquote_to_bytes(token.replace(b"+", b" "))
 
 
 def _html(data: bytes, budget: Budget) -> bytes:
-    if not _ENTITY.search(data):
-        return b""
-    text = html.unescape(data[:MAX_TEXT_DECODE_BYTES].decode("latin-1"))
-    decoded = text.encode("utf-8", "surrogatepass")
-    return decoded[: budget.take(len(decoded))]
+    return _escaped_tokens(data, b"&", _ENTITY, _HTML_DELIMITERS, _unescape_entities, budget)
+
+
+def _unescape_entities(token: bytes) -> bytes:
+    return _ENTITY.sub(lambda m: html.unescape(m.group().decode("ascii")).encode("utf-8", "surrogatepass"), token)
 
 
 def _json(data: bytes, budget: Budget) -> bytes:
-    if not _JSON_ESCAPE.search(data):
-        return b""
-    decoded = _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)).encode("utf-8", "surrogatepass"),
-                               data[:MAX_TEXT_DECODE_BYTES]).replace(b"\\/", b"/")
-    return decoded[: budget.take(len(decoded))]
+    return _escaped_tokens(data, b"\\u", _JSON_ESCAPE, _JSON_DELIMITERS, _unescape_json, budget)
+
+
+def _unescape_json(token: bytes) -> bytes:
+    return _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)).encode("utf-8", "surrogatepass"),
+                            token).replace(b"\\/", b"/")
+
+
+def _mostly_text(data: bytes) -> bool:
+    head = data[:4096]
+    return sum(1 for byte in head if 32 <= byte < 127 or byte in (9, 10, 13)) >= 0.95 * len(head)
 
 
 def _quoted_printable(data: bytes, budget: Budget) -> bytes:
-    if not _QP.search(data):
-        return b""
-    decoded = binascii.a2b_qp(data[:MAX_TEXT_DECODE_BYTES])
-    return decoded[: budget.take(len(decoded))]
+    """Quoted-printable only hides a value by breaking its line (``=\\r\\n``) or escaping ``=`` as ``=3D``:
+    decode bodies with soft line breaks whole, elsewhere only tokens holding ``=3D``."""
+    if (b"=\r\n" in data or b"=\n" in data) and _mostly_text(data):
+        decoded = binascii.a2b_qp(data[:MAX_TEXT_DECODE_BYTES])
+        return decoded[: budget.take(len(decoded))]
+    return _escaped_tokens(data, b"=3D", _QP_EQUALS, _QP_DELIMITERS, binascii.a2b_qp, budget)
 
 
 def _utf16(pattern: re.Pattern[bytes], codec: str) -> Callable[[bytes, Budget], bytes]:
