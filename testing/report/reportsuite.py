@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 #: the sample suite takes ~2 s; xdist start-up adds a few more
 SUITE_TIMEOUT_S = 120
@@ -171,7 +172,7 @@ def run_sample_suite(suite: Path, results: Path, *args: str,
                           cwd=suite, env={**os.environ, **(env or {})})
 
 
-def load_results(results: Path) -> dict[str, dict[str, object]]:
+def load_results(results: Path) -> dict[str, dict[str, Any]]:
     """Allure results by test name (``name`` includes the parametrize id)."""
     by_name = {}
     for path in results.glob("*-result.json"):

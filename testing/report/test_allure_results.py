@@ -219,3 +219,23 @@ def test_device_tags() -> None:
 def test_properties_escaping() -> None:
     assert properties_line("nokia 7.model", "a=b:c\nd") == "nokia\\ 7.model=a\\=b\\:c\\nd"
     assert properties_line("x", "é") == "x=\\u00e9"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("with_alluredir", [True, False], ids=["alluredir", "no-alluredir"])
+def test_phonehome_plugin_registers_the_reporter_only_with_alluredir(pytester: pytest.Pytester,
+                                                                      with_alluredir: bool) -> None:
+    pytester.makepyfile(test_probe="""
+        import sys
+
+        def test_probe(request):
+            registered = request.config.pluginmanager.has_plugin("phonehome-allure")
+            imported = "phonehome.report.allure_results" in sys.modules
+            print(f"PROBE registered={registered} imported={imported}")
+    """)
+    args = ["-s", "-p", "no:cacheprovider"]
+    if with_alluredir:
+        args.append(f"--alluredir={pytester.path / 'results'}")
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*PROBE registered={with_alluredir} imported={with_alluredir}"])
