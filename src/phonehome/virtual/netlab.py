@@ -11,7 +11,8 @@ Address plan (only ever configured inside our own namespaces)::
     10.200.0.1/16        the fake internet's LAN side: DNS resolver and default gateway of every phone
     10.200.0.(10+n)/16   phone n
     198.18.0.0/15        the fake internet's hosts (RFC 2544 benchmark range); the fake-internet namespace owns
-                         every address through a local route, so even a hard-coded IP gets a real TCP handshake
+                         every address through a local route, so even a hard-coded IP gets a real TCP handshake;
+                         other destinations get "no route" from the fake internet, as off-line
 
 Every created namespace, link and process is recorded in a state file (``/run/phonehome/<instance>.json``) before
 it is created, so :func:`teardown` can remove what a crashed run left behind.
@@ -337,7 +338,10 @@ def create(netplan: NetPlan, state: StateFile) -> None:
 
 def _create_bridge(bridge: str, state: StateFile) -> None:
     state.add_link(bridge)
-    ip("link", "add", bridge, "type", "bridge")
+    # bridged lab frames skip the host's iptables (br_netfilter): a FORWARD DROP policy, as Docker sets, would
+    # otherwise cut the phones off from the fake internet; the frames never reach the host's network anyway
+    ip("link", "add", bridge, "type", "bridge", "nf_call_iptables", "0", "nf_call_ip6tables", "0",
+       "nf_call_arptables", "0")
     _disable_ipv6_here(bridge)
     # no IPv6 link-local address either: the root namespace must have no address on the lab at all
     ip("link", "set", "dev", bridge, "addrgenmode", "none")
@@ -381,7 +385,6 @@ def _create_fakenet(netplan: NetPlan, state: StateFile) -> None:
     _add_netns(ns, state)
     _add_veth(netplan.fakenet_link, ns, FAKENET_IFNAME, netplan.bridge, state)
     ip("-n", ns, "addr", "add", f"{netplan.gateway_ip}/{LAN.prefixlen}", "dev", FAKENET_IFNAME)
-    ip("-n", ns, "route", "add", "default", "dev", FAKENET_IFNAME)
     # AnyIP: every fake-internet address is local here, so servers bound to 0.0.0.0 answer all of them
     ip("-n", ns, "route", "add", "local", str(INTERNET), "dev", "lo")
 
