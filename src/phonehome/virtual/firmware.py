@@ -8,7 +8,8 @@ the fake internet's DNS with real queries and connects for real, so a capture on
 DNS, TCP handshakes, HTTP and TLS exactly as a phone's traffic would.
 
 Runner protocol: the first stdin line is a JSON object ``{"profile": PATH, "identifiers": MAPPING, "resolver":
-IP}``; every further line is an event name (``boot_completed``, ``screen_on``, ``screen_off``, ``unlocked``,
+IP, "booted": BOOL}`` (``booted``: the phone is already up, start the periodic timers now); every further line is
+an event name (``boot_completed``, ``screen_on``, ``screen_off``, ``unlocked``,
 ``shutdown``). Each request it sends is reported as one JSON line on stdout (host names masked where they carry
 a placeholder). EOF on stdin stops it.
 """
