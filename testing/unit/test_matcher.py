@@ -137,6 +137,7 @@ CANONICAL = [
     ("wifi_mac", "ac37434d5e6f"),
     ("bt_mac", "AC:37:43:4D:5E:70"),
     ("account", "alice@example.org"),
+    ("account", "ALICE@EXAMPLE.ORG"),
 ]
 
 

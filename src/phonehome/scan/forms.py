@@ -143,7 +143,12 @@ def _serial_forms(name: str, value: str) -> Iterator[Form]:
 
 
 def _custom_forms(name: str, value: str) -> Iterator[Form]:
-    yield Form(name, name, value, digit_boundary=value[:1].isdigit() or value[-1:].isdigit())
+    """As given, and lower/upper case: apps normalise e-mail addresses and account names before hashing."""
+    boundary = value[:1].isdigit() or value[-1:].isdigit()
+    yield Form(name, name, value, digit_boundary=boundary)
+    if _has_letters(value):
+        yield Form(name, name, value.lower(), digit_boundary=boundary)
+        yield Form(name, f"{name}-upper", value.upper(), digit_boundary=boundary)
 
 
 def _android_id_forms(name: str, value: str) -> Iterator[Form]:
