@@ -1,0 +1,226 @@
+"""The privacy suite in tests/, run by pytester against virtual phones: real uiautomator2 over the virtual adb
+server, real dumpcap on the lab interfaces, the real scanner.
+
+One heavy end-to-end run (module-scoped) and several checks on its outcome: the Nokia-incident phone fails
+power-on, screen-on and unlock with findings naming identifiers, encodings and the host; the fixed phone passes;
+a phone whose capture sees nothing, and one whose dumpcap is killed mid-phase, are errors (CaptureError), never
+passes; the PIN never appears in any output.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from phonehome.identifiers import IdentifiersLoader
+
+pytestmark = [
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(shutil.which("dumpcap") is None or shutil.which("ip") is None,
+                       reason="needs dumpcap and iproute2 (run ci/setup.sh)"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+#: short settle times: the phones' firmware answers each event within about a second
+FAST_SETTLE_S = {"power_on": 4, "screen_off": 0.5, "screen_on": 2, "unlock": 2, "idle": 2, "stop_delay": 0.5}
+#: the whole inner run; the outer timeout marker leaves room for set-up
+SUITE_TIMEOUT_S = 480
+INCIDENT = "nokia7plus-2019"
+FIXED = "nokia7plus-fixed"
+SILENT = "silent-capture"
+KILLED = "killed-capture"
+INCIDENT_HOST = "zzhc.vnet-cn.example"
+INCIDENT_IDENTIFIERS = ("iccid", "imei", "imsi", "location", "phone", "serial", "wifi_mac")
+
+#: a conftest that sabotages one phone's capture the way a crash would: dumpcap killed in the middle of a phase
+SABOTAGE_CONFTEST = f'''
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+
+def _dumpcap_pids(label: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"dumpcap") and any(label.encode() in arg for arg in argv):
+            pids.append(int(proc.name))
+    return pids
+
+
+def pytest_phonehome_step(name: str, device: str) -> None:
+    if device == "{KILLED}" and name.startswith("settle "):
+        for pid in _dumpcap_pids(device):
+            os.kill(pid, signal.SIGKILL)
+    return None
+'''
+
+
+def suite_inventory(labels: tuple[str, ...], *, sabotage: bool) -> dict[str, Any]:
+    """The repository's default devices.yaml, narrowed to ``labels``, with fast settle times and absolute
+    firmware paths; with ``sabotage``, two clones of the fixed phone whose capture is broken."""
+    data = yaml.load((REPO / "devices.yaml").read_text(encoding="utf-8"), Loader=IdentifiersLoader)
+    data["defaults"]["settle_s"] = dict(FAST_SETTLE_S)
+    data["defaults"]["boot_timeout_s"] = 60
+    devices = {device["label"]: device for device in data["devices"]}
+    chosen = [dict(devices[label]) for label in labels]
+    if sabotage:
+        for index, label in enumerate((SILENT, KILLED), start=5):
+            clone = dict(devices[FIXED])
+            clone["label"] = label
+            clone["serial"] = f"VSABOTAGE{index:03d}"
+            clone["identifiers"] = {**devices[FIXED]["identifiers"], "serial": clone["serial"],
+                                    "wifi_mac": f"02:1a:11:f0:00:{index:02x}", "bt_mac": f"02:1a:11:f0:10:{index:02x}"}
+            chosen.append(clone)
+        # a filter that matches no phone: the capture runs and records nothing of it
+        chosen[-2]["capture"] = {"filter": "ether host 02:00:5e:00:53:ff"}
+    for device in chosen:
+        device["firmware"] = str(REPO / "fixtures" / "firmware" / f"{device['firmware']}.yaml")
+    data["devices"] = chosen
+    return data
+
+
+def copy_suite(path: Path, inventory: dict[str, Any], tests: tuple[str, ...]) -> None:
+    """A project of its own: the inventory, the suite's test files and root conftest, pytest settings."""
+    (path / "devices.yaml").write_text(yaml.safe_dump(inventory, sort_keys=False), encoding="utf-8")
+    suite = path / "tests"
+    suite.mkdir()
+    for name in tests:
+        shutil.copy(REPO / "tests" / name, suite / name)
+    shutil.copy(REPO / "conftest.py", path / "conftest.py")
+    (path / "pytest.ini").write_text("[pytest]\ntestpaths = tests\naddopts = --strict-markers\n"
+                                     "filterwarnings = error\n", encoding="utf-8")
+
+
+def run_suite(path: Path, args: list[str], env: dict[str, str], timeout_s: float) -> str:
+    """``python -m pytest`` in ``path``, as a user runs it; stdout and stderr together."""
+    result = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=path, capture_output=True, text=True,
+                            env={**os.environ, "ADBUTILS_ADB_PATH": "/bin/false", **env}, timeout=timeout_s,
+                            check=False)
+    return result.stdout + result.stderr
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One test case of the inner run, from its JUnit XML."""
+
+    test: str
+    device: str
+    verdict: str  # passed | leak | error | skipped
+    message: str
+
+
+def read_junit(path: Path) -> dict[tuple[str, str], Outcome]:
+    outcomes: dict[tuple[str, str], Outcome] = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        name = case.get("name", "")
+        test, _, rest = name.partition("[")
+        device = rest.split("]")[0]
+        verdict, message = "passed", ""
+        for child in case:
+            text = f"{child.get('message', '')}\n{child.text or ''}"
+            if child.tag == "failure":
+                leak = child.get("message", "").startswith("AssertionError")
+                verdict, message = ("leak" if leak else "error"), text
+            elif child.tag == "error":
+                verdict, message = "error", text
+            elif child.tag == "skipped":
+                verdict, message = "skipped", text
+        outcomes[(test, device)] = Outcome(test=test, device=device, verdict=verdict, message=message)
+    return outcomes
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    outcomes: dict[tuple[str, str], Outcome]
+    output: str
+    pin: str
+    files_text: str
+
+
+@pytest.fixture(scope="module")
+def suite_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
+    """Run power-on, screen-on and unlock on the incident and fixed phones, and screen-on/unlock on the two
+    sabotaged phones, once for all checks below."""
+    path = tmp_path_factory.mktemp("suite")
+    pin = "".join(secrets.choice("0123456789") for _ in range(8))
+    copy_suite(path, suite_inventory((INCIDENT, FIXED), sabotage=True),
+               ("test_power_on.py", "test_screen_on.py", "test_unlock.py"))
+    (path / "tests" / "conftest.py").write_text(SABOTAGE_CONFTEST, encoding="utf-8")
+    junit = path / "junit.xml"
+    output = run_suite(path, ["-p", "no:cacheprovider", "-rA", "--log-level=DEBUG", f"--junitxml={junit}",
+                              "--phonehome-keep-pcaps=failed", "-k", f"not (power_on and ({SILENT} or {KILLED}))"],
+                       {"PHONEHOME_PIN_NOKIA7PLUS_2019": pin}, SUITE_TIMEOUT_S)
+    files_text = "\n".join(file.read_text(encoding="utf-8", errors="replace")
+                           for file in path.rglob("*") if file.is_file()
+                           and file.suffix not in (".pcapng", ".pcap") and file.stat().st_size < 5_000_000)
+    return SuiteRun(outcomes=read_junit(junit), output=output, pin=pin, files_text=files_text)
+
+
+def test_incident_phone_fails_every_lifecycle_test_with_its_findings(suite_run: SuiteRun) -> None:
+    for test, phase in (("test_power_on_sends_no_identifier_in_cleartext", "power-on"),
+                        ("test_screen_on_sends_no_identifier_in_cleartext", "screen-on"),
+                        ("test_unlock_sends_no_identifier_in_cleartext", "unlock")):
+        outcome = suite_run.outcomes[(test, INCIDENT)]
+        assert outcome.verdict == "leak", outcome.message
+        for name in INCIDENT_IDENTIFIERS:
+            assert f"- {name} " in outcome.message, (name, outcome.message)
+        assert "as plain to" in outcome.message
+        assert f"to {INCIDENT_HOST} (" in outcome.message
+        assert "over http" in outcome.message
+        assert f"phase {phase}" in outcome.message
+
+
+def test_findings_mask_the_identifiers(suite_run: SuiteRun) -> None:
+    message = suite_run.outcomes[("test_unlock_sends_no_identifier_in_cleartext", INCIDENT)].message
+    for secret in ("460011234567890", "8986011234567890123", "VNOKIA7P0001", "+8613800138000"):
+        assert secret not in message
+    assert "46***********90" in message
+
+
+def test_fixed_phone_passes(suite_run: SuiteRun) -> None:
+    fixed = {test: outcome.verdict for (test, device), outcome in suite_run.outcomes.items() if device == FIXED}
+    assert fixed == {"test_power_on_sends_no_identifier_in_cleartext": "passed",
+                     "test_screen_on_sends_no_identifier_in_cleartext": "passed",
+                     "test_unlock_sends_no_identifier_in_cleartext": "passed"}, suite_run.output[-3000:]
+
+
+def test_a_capture_that_sees_nothing_is_an_error_not_a_pass(suite_run: SuiteRun) -> None:
+    for test in ("test_screen_on_sends_no_identifier_in_cleartext", "test_unlock_sends_no_identifier_in_cleartext"):
+        outcome = suite_run.outcomes[(test, SILENT)]
+        assert outcome.verdict == "error", outcome.message
+        assert "CaptureError" in outcome.message
+        assert "no traffic from the phone during phase" in outcome.message
+
+
+def test_a_killed_capture_is_an_error_not_a_pass(suite_run: SuiteRun) -> None:
+    for test in ("test_screen_on_sends_no_identifier_in_cleartext", "test_unlock_sends_no_identifier_in_cleartext"):
+        outcome = suite_run.outcomes[(test, KILLED)]
+        assert outcome.verdict == "error", outcome.message
+        assert "CaptureError" in outcome.message
+        assert "dumpcap exited" in outcome.message
+
+
+def test_the_pin_never_appears_in_any_output(suite_run: SuiteRun) -> None:
+    """The incident phone is PIN-locked and unlocked with it in every test; not one byte of output, report or
+    evidence file may carry it (run with --log-level=DEBUG, so library debug logs are included)."""
+    assert suite_run.outcomes[("test_unlock_sends_no_identifier_in_cleartext", INCIDENT)].verdict == "leak"
+    assert suite_run.pin not in suite_run.output
+    assert suite_run.pin not in suite_run.files_text
