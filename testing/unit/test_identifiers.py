@@ -174,3 +174,26 @@ def test_fuzz_parse_identifiers_raises_only_input_error(data: object) -> None:
         again = parse_identifiers(ids.to_mapping(), source="again")
         assert set(again.values) == set(ids.values)  # custom names move after the standard keys
         assert again.locations == ids.locations
+
+
+_digits = st.text(alphabet="0123456789", min_size=15, max_size=15)
+_mac = st.binary(min_size=6, max_size=6).map(lambda b: "-".join(f"{x:02X}" for x in b))
+_point = st.fixed_dictionaries({"lat": st.floats(-90, 90), "lon": st.floats(-180, 180)})
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.fixed_dictionaries({}, optional={
+    "imei": st.lists(_digits, min_size=1, max_size=3), "imsi": _digits, "wifi_mac": _mac,
+    "gaid": st.uuids().map(str), "serial": st.text(alphabet="ABCDEFGHJKLMNPRSTUVWXYZ0123456789", min_size=4,
+                                                   max_size=20),
+    "location": st.lists(_point, min_size=1, max_size=3),
+    "custom": st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True).filter(
+        lambda n: n not in IDENTIFIER_KEYS and n not in ("location", "custom")),
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz@.0123456789", min_size=4, max_size=30), min_size=1, max_size=3),
+}))
+def test_valid_identifiers_round_trip(data: dict[str, object]) -> None:
+    ids = parse_identifiers(data, source="gen")
+    again = parse_identifiers(ids.to_mapping(), source="again")
+    assert set(again.values) == set(ids.values)
+    assert again.locations == ids.locations
+    assert again.merged(ids) == again

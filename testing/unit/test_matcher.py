@@ -390,3 +390,19 @@ def test_throughput_printout(engine: str) -> None:
     elapsed = time.perf_counter() - start
     print(f"\n{engine}: {len(matcher.needles)} needles, {len(data) / elapsed / 1e6:.0f} MB/s on random bytes")
     assert matches == []
+
+
+def test_without_hyperscan_the_python_engine_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ARM has no hyperscan wheel: asking for hyperscan there still gives a working matcher."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "hyperscan", None)  # import hyperscan -> ImportError
+    monkeypatch.delenv("PHONEHOME_MATCHER", raising=False)
+    assert not hyperscan_available()
+    needles = build_needles(DEVICE)
+    for engine in (None, "hyperscan"):
+        matcher = Matcher(needles, engine=engine)
+        assert matcher.engine == "python"
+        assert ("imei", "plain") in found(matcher.find(b"imei=352099001761481"))
+    with pytest.raises(ValueError, match="unknown matcher engine"):
+        Matcher(needles, engine="grep")
