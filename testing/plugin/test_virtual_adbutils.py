@@ -252,3 +252,16 @@ def test_debug_log_never_shows_a_typed_pin(client: adbutils.AdbClient, caplog: p
     assert dev.shell2("input text 836215").returncode == 0
     assert "adb request" in caplog.text  # the server did log the requests
     assert "836215" not in caplog.text
+
+
+def test_refused_push_leaves_nothing_and_keeps_the_connection_usable(client: adbutils.AdbClient,
+                                                                     phones: list[VirtualPhone]) -> None:
+    dev = client.device("VIRTUSB1")
+    dev.sync.push(b"old", "/data/local/tmp/kept.txt")
+    with pytest.raises(adbutils.AdbError):
+        dev.sync.push(b"x" * 200_000, "/data/local/tmp/kept.txt/below")  # a parent that is a file
+    with pytest.raises(adbutils.AdbError):
+        dev.sync.push(b"x" * 200_000, "/proc/evil")
+    assert dev.sync.read_bytes("/data/local/tmp/kept.txt") == b"old"
+    names = [entry.path for entry in dev.sync.list("/data/local/tmp")]
+    assert not [n for n in names if ".push-" in n]

@@ -20,6 +20,7 @@ import struct
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from phonehome.errors import LabError
 from phonehome.virtual.phone import VirtualPhone
@@ -817,31 +818,48 @@ class SyncSession:
             mode = int(mode_text)
         except ValueError:
             mode = 0o100644
-        chunks: list[bytes] = []
-        mtime = 0
-        while True:
-            header = _recv_exact(self._conn, 8)
-            ident = header[:4]
-            value = struct.unpack("<I", header[4:])[0]
-            if ident == b"DATA":
-                if value > SYNC_DATA_MAX:
-                    self._fail("data chunk too large")
-                    raise _ClientGone
-                chunks.append(_recv_exact(self._conn, value))
-            elif ident == b"DONE":
-                mtime = value
-                break
-            else:
-                self._fail(f"invalid data message {ident.decode(errors='replace')!r}")
-                raise _ClientGone
+        # Streamed to a temporary file beside the target and renamed at DONE: a big push costs no memory, and a
+        # push cut short leaves the old file. The client sends everything before it reads an answer, so a
+        # refused path still reads the data through, then fails.
+        error = None
+        target: Path | None = None
         try:
-            self._phone.fs.write(path, b"".join(chunks), mode=mode & 0o7777, mtime=mtime or None)
+            target = self._phone.fs.host_path_for_write(path)
         except PermissionError:
-            self._fail(f"couldn't create file: Read-only file system ({path})")
-            return
+            error = f"couldn't create file: Read-only file system ({path})"
         except IsADirectoryError:
-            self._fail(f"couldn't create file: Is a directory ({path})")
-            return
+            error = f"couldn't create file: Is a directory ({path})"
+        except OSError as exc:  # a parent is a file, ...
+            error = f"couldn't create file: {exc.strerror or 'Not a directory'} ({path})"
+        partial = target.with_name(f".{target.name}.push-{threading.get_ident()}") if target else None
+        try:
+            with contextlib.ExitStack() as stack:
+                sink = stack.enter_context(partial.open("wb")) if partial else None
+                while True:
+                    header = _recv_exact(self._conn, 8)
+                    ident = header[:4]
+                    value = struct.unpack("<I", header[4:])[0]
+                    if ident == b"DATA":
+                        if value > SYNC_DATA_MAX:
+                            self._fail("data chunk too large")
+                            raise _ClientGone
+                        chunk = _recv_exact(self._conn, value)
+                        if sink is not None:
+                            sink.write(chunk)
+                    elif ident == b"DONE":
+                        break
+                    else:
+                        self._fail(f"invalid data message {ident.decode(errors='replace')!r}")
+                        raise _ClientGone
+            if error is not None or target is None or partial is None:
+                self._fail(error or f"couldn't create file ({path})")
+                return
+            partial.replace(target)
+            partial = None
+            self._phone.fs.finish_write(target, mode=mode & 0o7777, mtime=value or None)
+        finally:
+            if partial is not None:
+                partial.unlink(missing_ok=True)
         self._conn.sendall(b"OKAY" + b"\x00" * 4)
 
     def _recv(self, path: str) -> None:

@@ -271,6 +271,14 @@ class VirtualFS:
     def write(self, path: str, data: bytes, *, mode: int = 0o644, mtime: int | None = None,
               append: bool = False) -> None:
         """Raises PermissionError outside the writable areas, IsADirectoryError on a directory."""
+        host = self.host_path_for_write(path)
+        with host.open("ab" if append else "wb") as fh:
+            fh.write(data)
+        self.finish_write(host, mode=mode, mtime=mtime)
+
+    def host_path_for_write(self, path: str) -> Path:
+        """Where a file being written lives on this host (parents created, as adbd's push does); raises
+        PermissionError outside the writable areas, IsADirectoryError on a directory."""
         norm = self.normalize(path)
         host = self._host(norm)
         if host is None or not self.writable(norm):
@@ -278,8 +286,10 @@ class VirtualFS:
         if host.is_dir():
             raise IsADirectoryError(norm)
         host.parent.mkdir(parents=True, exist_ok=True)
-        with host.open("ab" if append else "wb") as fh:
-            fh.write(data)
+        return host
+
+    @staticmethod
+    def finish_write(host: Path, *, mode: int, mtime: int | None) -> None:
         host.chmod(mode & 0o777 or 0o644)
         if mtime:
             os.utime(host, (mtime, mtime))
