@@ -864,14 +864,13 @@ class SyncSession:
 
     def _recv(self, path: str) -> None:
         try:
-            data = self._phone.fs.read(path)
+            chunks = self._phone.fs.iter_chunks(path, SYNC_DATA_MAX)
         except IsADirectoryError:
             self._fail("open failed: Is a directory")
             return
         except OSError:
             self._fail("open failed: No such file or directory")
             return
-        for offset in range(0, len(data), SYNC_DATA_MAX):
-            chunk = data[offset:offset + SYNC_DATA_MAX]
+        for chunk in chunks:
             self._conn.sendall(b"DATA" + struct.pack("<I", len(chunk)) + chunk)
         self._conn.sendall(b"DONE" + b"\x00" * 4)

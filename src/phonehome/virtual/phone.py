@@ -268,6 +268,17 @@ class VirtualFS:
             raise IsADirectoryError(norm)
         raise FileNotFoundError(norm)
 
+    def iter_chunks(self, path: str, chunk_size: int) -> Iterator[bytes]:
+        """A file's content in pieces (a pull of a big file costs no memory); raises like :meth:`read` before the
+        first piece."""
+        norm = self.normalize(path)
+        host = self._host(norm)
+        if host is not None and host.is_file():
+            fh = host.open("rb")
+            return _chunks_of(fh, chunk_size)
+        data = self.read(norm)
+        return iter([data[i:i + chunk_size] for i in range(0, len(data), chunk_size)])
+
     def write(self, path: str, data: bytes, *, mode: int = 0o644, mtime: int | None = None,
               append: bool = False) -> None:
         """Raises PermissionError outside the writable areas, IsADirectoryError on a directory."""
@@ -336,6 +347,12 @@ class VirtualFS:
             host.unlink()
         else:
             raise FileNotFoundError(norm)
+
+
+def _chunks_of(fh: io.BufferedReader, chunk_size: int) -> Iterator[bytes]:
+    with fh:
+        while chunk := fh.read(chunk_size):
+            yield chunk
 
 
 @dataclass(frozen=True)
