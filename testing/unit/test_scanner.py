@@ -579,6 +579,16 @@ def test_json_shape_and_masking(tmp_path: Path) -> None:
     assert SERIAL not in json.dumps(data) and IMEI not in json.dumps(data)
 
 
+def test_streamed_json_equals_to_json(tmp_path: Path) -> None:
+    cap = _raw_tcp(f"serial={SERIAL} imei={IMEI}".encode())
+    cap.udp(PHONE_IP, SERVER_IP, 4000, 9000, b"nothing")
+    result = _scan(tmp_path, cap, phases=(Phase("all", 0, 2e9),))
+    out = tmp_path / "out.json"
+    with out.open("w") as handle:
+        result.write_json(handle)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result.to_json()))
+
+
 def test_identifier_in_a_host_name_is_masked(tmp_path: Path) -> None:
     cap = CaptureBuilder()
     conn = cap.tcp(PHONE_IP, SERVER_IP, 80)

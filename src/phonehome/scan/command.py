@@ -7,7 +7,6 @@ them exactly as the help text below states.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"phonehome scan: warning: {args.capture}: {warning}", file=sys.stderr)
     if json_path is not None:
         try:
-            json_path.write_text(json.dumps(result.to_json(show_identifiers=args.show_identifiers), indent=2) + "\n", encoding="utf-8")
+            with json_path.open("w", encoding="utf-8") as handle:
+                result.write_json(handle, show_identifiers=args.show_identifiers)
         except OSError as exc:
             raise InputError(json_path, f"cannot write: {exc.strerror}", fix="pass a writable path") from None
     print(render_table(result, show_identifiers=args.show_identifiers))
