@@ -48,6 +48,9 @@ STOP_DELAY_S = 0.5
 STOP_TIMEOUT_S = 10.0
 #: after SIGKILL, how long to wait for the group to be reaped
 KILL_TIMEOUT_S = 5.0
+#: dumpcap stops itself after this long: a recorder orphaned by a killed test run must not fill the disk
+#: (a capture that hits it exits early, which is an error, never a silent pass)
+MAX_CAPTURE_S = 2 * 3600
 #: one control command on a phone or remote host (cat, kill, am start)
 CONTROL_TIMEOUT_S = 20.0
 #: pulling a capture file from a phone
@@ -667,7 +670,7 @@ class DumpcapCapture(_PhasedCapture):
 
     def command(self) -> list[str]:
         dumpcap = _which("dumpcap", "install Debian's tshark; see the README's real-bench guide for permissions")
-        command = [dumpcap, "-i", self.interface, "-q", "-w", str(self._pcap)]
+        command = [dumpcap, "-i", self.interface, "-q", "-a", f"duration:{MAX_CAPTURE_S}", "-w", str(self._pcap)]
         if self.buffer_mib:
             command += ["-B", str(self.buffer_mib)]
         if self.bpf:
@@ -1003,7 +1006,8 @@ def measure_clock_offset(control: Sequence[str]) -> float | None:
 
 def dumpcap_recorder(interface: str, bpf: str | None, *, dumpcap: str = "dumpcap") -> list[str]:
     """dumpcap writing pcapng to stdout (remote side, so the binary is looked up there)."""
-    return [dumpcap, "-i", interface, "-q", "-w", "-", *(["-f", bpf] if bpf else [])]
+    return [dumpcap, "-i", interface, "-q", "-a", f"duration:{MAX_CAPTURE_S}", "-w", "-",
+            *(["-f", bpf] if bpf else [])]
 
 
 def tcpdump_recorder(interface: str, bpf: str | None, *, tcpdump: str = "tcpdump") -> list[str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import phonehome.capture as capture_module
 from phonehome.capture import (
     STOP_DELAY_S,
     AdbTcpdumpCapture,
@@ -507,3 +508,18 @@ def test_a_stalled_recorder_that_drops_packets_is_an_error(link: Link, tmp_path:
     assert stats is not None and stats.dropped and stats.dropped > 0
     with pytest.raises(CaptureError, match="dropped"):
         capture.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_capture_that_outlives_its_cap_is_an_error(link: Link, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """dumpcap's own autostop (which keeps orphans from filling the disk) ends the capture early: an error."""
+    monkeypatch.setattr(capture_module, "MAX_CAPTURE_S", 1)
+    capture = DumpcapCapture(link.ap, tmp_path / "capped.pcapng")
+    capture.start()
+    assert "duration:1" in capture.command()
+    deadline = time.monotonic() + 10
+    while capture.pid is not None and alive(capture.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(CaptureError, match="dumpcap exited during the capture"), capture.phase("idle"):
+        pass
