@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import html
 import io
 import json
@@ -95,7 +96,9 @@ class Redactor:
     def with_values(self, values: Iterable[str]) -> Redactor:
         return Redactor(self.values | {v for v in values if len(v) >= MIN_REDACT_LENGTH}, self.show)
 
+    @functools.cached_property
     def _pattern(self) -> re.Pattern[str] | None:
+        """One alternation of every spelling, compiled once per set of values (the reporter masks a lot of text)."""
         spellings: dict[str, str] = {}
         for value in self.values:
             spellings.setdefault(value.lower(), value)
@@ -110,7 +113,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         if self.show:
             return text
-        pattern = self._pattern()
+        pattern = self._pattern
         return pattern.sub(lambda m: mask(m.group(0)), text) if pattern else text
 
 
