@@ -167,3 +167,11 @@ def test_password_set_text_then_enter(tmp_path: Path) -> None:
     finally:
         srv.stop()
         phone.close()
+
+
+def test_closing_the_app_process_stream_stops_the_server(device: u2.Device, phone: VirtualPhone) -> None:
+    assert phone.port_handler(9008) is not None
+    device.stop_uiautomator(wait=True)  # closes the app_process stream, then waits for /ping to fail
+    assert phone.port_handler(9008) is None
+    assert device.info["sdkInt"] == 28  # the next call starts it again
+    assert phone.port_handler(9008) is not None

@@ -739,7 +739,7 @@ class VirtualPhone:
 
     def unlisten(self, port: int, handler: PortHandler | None = None) -> None:
         with self._lock:
-            if handler is None or self._ports.get(port) is handler:
+            if handler is None or self._ports.get(port) == handler:  # bound methods compare equal, not identical
                 self._ports.pop(port, None)
 
     def port_handler(self, port: int) -> PortHandler | None:
