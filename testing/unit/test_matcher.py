@@ -406,3 +406,27 @@ def test_without_hyperscan_the_python_engine_is_used(monkeypatch: pytest.MonkeyP
         assert ("imei", "plain") in found(matcher.find(b"imei=352099001761481"))
     with pytest.raises(ValueError, match="unknown matcher engine"):
         Matcher(needles, engine="grep")
+
+
+@pytest.mark.parametrize("point", [(0.00012, -0.0003), (-33.8568, -70.6483), (64.1466, -21.9426)])
+def test_locations_in_every_hemisphere(engine: str, point: tuple[float, float]) -> None:
+    lat, lon = point
+    ids = Identifiers(values=(), locations=(Location(lat, lon),))
+    matcher = build_matcher(ids, engine=engine)
+    near_lat, near_lon = lat + 0.0002, lon - 0.0002
+    for text in (f'{{"lat":{near_lat:.5f},"lon":{near_lon:.5f}}}', f"{near_lon:.4f},{near_lat:.4f}"):
+        assert matcher.find(text.encode()), text
+    if abs(lat) > 1 and abs(lon) > 1:  # near 0, binary coordinates are not evidence (any small number)
+        for fmt in ("<ii", ">ii"):
+            assert matcher.find(struct.pack(fmt, round(near_lat * 1e7), round(near_lon * 1e7)))
+    else:
+        assert not matcher.find(random.Random(1).randbytes(1 << 16) + b"?>?>?>?>" * 1000)
+    mirrored = f'{{"lat":{-lat - 0.01:.5f},"lon":{-lon - 0.01:.5f}}}'
+    assert not matcher.find(mirrored.encode())
+
+
+def test_two_nearby_locations_each_found(engine: str) -> None:
+    ids = Identifiers(values=(), locations=(Location(52.5163, 13.3777), Location(52.5171, 13.3790)))
+    matcher = build_matcher(ids, engine=engine)
+    for lat, lon in ((52.5163, 13.3777), (52.5171, 13.3790)):
+        assert matcher.find(f"lat={lat:.4f}&lon={lon:.4f}".encode())

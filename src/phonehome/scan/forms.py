@@ -45,6 +45,8 @@ MIN_SCALED_PREFIX_DIGITS = 4
 LOCATION_RADIUS_M = 160.0
 #: near the poles a degree of longitude is a few metres: cap the longitude window (and the needle count)
 MAX_LON_TOLERANCE_DEG = 0.05
+#: binary encodings (E7 int32, float, double) only for coordinates at least this far from 0
+MIN_BINARY_COORDINATE_DEG = 0.1
 #: a latitude and a longitude count as one location only when this close to each other in the payload
 LOCATION_WINDOW_BYTES = 256
 EARTH_RADIUS_M = 6_371_008.8
@@ -87,10 +89,15 @@ class Form:
 
 
 def build_needles(ids: Identifiers) -> tuple[Needle, ...]:
-    """Every needle for every identifier and location, without duplicates (first spelling wins)."""
-    needles: dict[tuple[bytes, bool, bool], Needle] = {}
+    """Every needle for every identifier and location, without duplicates (first spelling wins).
+
+    Coordinate needles stay apart per point and axis: the same prefix (``-0.000``, or two nearby points) means
+    a different check.
+    """
+    needles: dict[tuple[bytes, bool, bool, Location | None, str], Needle] = {}
     for needle in _all_needles(ids):
-        needles.setdefault((needle.pattern, needle.caseless, needle.regex), needle)
+        axis = needle.form.split("-", 1)[0] if needle.location is not None else ""
+        needles.setdefault((needle.pattern, needle.caseless, needle.regex, needle.location, axis), needle)
     return tuple(needles.values())
 
 
@@ -617,6 +624,8 @@ def location_needles(location: Location) -> Iterator[Needle]:
                 yield Needle(text.encode(), "location", encoding, f"{axis}-{encoding}", location=location)
         for text in nmea_prefixes(lo, hi, width):
             yield Needle(text.encode(), "location", "nmea", f"{axis}-nmea", location=location)
+        if abs(value) - tolerance < MIN_BINARY_COORDINATE_DEG:
+            continue  # near 0 a binary coordinate is any small number or tiny float: no evidence
         for pattern, encoding in binary_coordinate_patterns(lo, hi):
             yield Needle(pattern, "location", encoding, f"{axis}-{encoding}", regex=True, location=location)
 
