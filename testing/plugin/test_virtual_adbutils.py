@@ -265,3 +265,11 @@ def test_refused_push_leaves_nothing_and_keeps_the_connection_usable(client: adb
     assert dev.sync.read_bytes("/data/local/tmp/kept.txt") == b"old"
     names = [entry.path for entry in dev.sync.list("/data/local/tmp")]
     assert not [n for n in names if ".push-" in n]
+
+
+def test_wait_for_disconnect_of_a_tcp_phone_and_of_an_absent_one(client: adbutils.AdbClient,
+                                                                 phones: list[VirtualPhone]) -> None:
+    client.wait_for("NOTHERE", state="disconnect", timeout=2)  # never connected: already disconnected
+    phones[1].reboot()
+    client.wait_for("127.0.0.1:5555", state="disconnect", timeout=REBOOT_WAIT_S)  # offline, new transport
+    assert phones[1].wait_boot_completed(REBOOT_WAIT_S)

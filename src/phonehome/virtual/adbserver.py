@@ -458,14 +458,15 @@ class AdbServer:
             return
         if target.kind == "any":
             target = Target(transport)
-        watched, _ = self._find(target) if target.kind in ("serial", "id") else (None, "")
+        specific = target.kind in ("serial", "id")
+        watched, _ = self._find(target) if specific else (None, "")
         watched_id = watched.transport_id if watched is not None else None
         _okay(conn)
 
         def done() -> bool:
-            if state == "disconnect":
-                if watched is not None:
-                    return watched.state is None or watched.transport_id != watched_id
+            if state == "disconnect":  # the transport seen at the start is gone (TCP phones get a new one)
+                if specific:
+                    return watched is None or watched.state is None or watched.transport_id != watched_id
                 return not any(p.state is not None and self._kind_matches(p, transport) for p in self._phones)
             if target.kind in ("serial", "id"):
                 phones = [p for p in self._phones if (p.serial == target.value if target.kind == "serial"
