@@ -133,7 +133,7 @@ def test_unlock_sends_no_identifier_in_cleartext(request, tmp_path, device):
 def test_power_on_capture_fault(request, tmp_path):
     with request.config.hook.pytest_phonehome_step(name="power-on", device="fixed-phone"):
         raise CaptureError("dumpcap saw no packet from the phone during phase power-on",
-                           command=["dumpcap", "-i", "veth0"], returncode=0)
+                           command=["dumpcap", "-i", "veth0", "-f", f"ether host {WIFI_MAC}"], returncode=0)
 
 
 def test_no_traffic_to_denied_hosts(request, tmp_path):

@@ -449,13 +449,19 @@ class AllureReporter:
         for param in result.parameters:
             if isinstance(param.value, str):
                 param.value = self.redact(param.value)
-        details = result.statusDetails
+        self._mask_details(result)
+        result.name = self.redact(result.name or "")
+
+    def _mask_details(self, node: Any) -> None:
+        """The failure message and trace of a result and of each of its steps (a broken step keeps its own)."""
+        details = getattr(node, "statusDetails", None)
         if details is not None:
             if details.message:
                 details.message = self.redact(details.message)
             if details.trace:
                 details.trace = self.redact(details.trace)
-        result.name = self.redact(result.name or "")
+        for step in getattr(node, "steps", None) or ():
+            self._mask_details(step)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
