@@ -22,6 +22,7 @@ decodes them and the matcher runs on each layer. The needle names say exactly wh
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import math
 import re
@@ -427,10 +428,10 @@ def md4(data: bytes) -> bytes:
     return struct.pack("<4I", *state)
 
 
+@functools.cache
 def _md2_table() -> bytes:
-    """MD2's S-table: the digits of pi permutation, computed as RFC 1319 describes (no hand-copied constants)."""
-    # RFC 1319's table is a permutation of 0..255 derived from pi; computing it needs pi to many digits, so we
-    # derive it with the published algorithm (a Fisher-Yates shuffle driven by pi's digits).
+    """MD2's S-table (RFC 1319): a permutation of 0..255 shuffled by the digits of pi, computed rather than
+    copied (256 hand-copied constants would be easy to get wrong unnoticed)."""
     digits = _pi_digits(800)
     position = 0
 
@@ -441,7 +442,6 @@ def _md2_table() -> bytes:
         return value
 
     def rand(n: int) -> int:
-        # a uniform-ish value in [0, n) from pi's decimal digits, as in the reference generator
         x = next_digit()
         y = 10
         if n > 10:
@@ -474,15 +474,9 @@ def _pi_digits(count: int) -> list[int]:
     return out
 
 
-_MD2_TABLE: bytes | None = None
-
-
 def md2(data: bytes) -> bytes:
     """MD2 (RFC 1319) in pure Python: LeakDetector checks it, OpenSSL 3 dropped it."""
-    global _MD2_TABLE
-    if _MD2_TABLE is None:
-        _MD2_TABLE = _md2_table()
-    s = _MD2_TABLE
+    s = _md2_table()
     pad = 16 - len(data) % 16
     message = data + bytes([pad]) * pad
     checksum = bytearray(16)
