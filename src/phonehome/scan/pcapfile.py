@@ -12,6 +12,7 @@ a warning (``CaptureReader.warnings``) saying what was lost, so the scan complet
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from phonehome.errors import InputError
 
 #: bytes read from the file at a time; large reads amortise Python's per-call cost
 CHUNK_BYTES = 4 << 20
+#: memory-mapped pages already parsed are released in steps of this size
+RELEASE_BYTES = 4 << 20
 #: a record claiming more than this is corrupt (no link layer has frames this large)
 MAX_RECORD_BYTES = 64 << 20
 
@@ -133,18 +136,13 @@ class CaptureReader:
         link = network & 0x0FFFFFFF  # upper bits carry FCS information
         self.interfaces.append(Interface(link, snaplen, scale))
         unpack = struct.Struct(order + "IIII").unpack_from
-        buf = b""
-        pos = 0
-        consumed = 24  # file offset of buf[0]
+        window = _Window(handle, self.chunk_bytes, start=24)
+        buf, pos, consumed = window.buf, window.pos, window.consumed
         packets = 0
         cut = 0
         while True:
-            chunk = handle.read(self.chunk_bytes)
-            if chunk:
-                buf = buf[pos:] + chunk if pos < len(buf) else chunk
-                consumed += pos
-                pos = 0
-            end = len(buf)
+            chunk = window.more(pos)
+            buf, pos, consumed, end = window.buf, window.pos, window.consumed, window.end
             while pos + 16 <= end:
                 sec, frac, incl, orig = unpack(buf, pos)
                 stop = pos + 16 + incl
@@ -154,6 +152,7 @@ class CaptureReader:
                                   f"stopped reading after {packets} packets")
                         self.packets = packets
                         self.snaplen_cut = cut
+                        window.close()
                         return
                     break
                 packets += 1
@@ -163,18 +162,18 @@ class CaptureReader:
                 pos = stop
             if not chunk:
                 break
+        window.close()
         self.packets = packets
         self.snaplen_cut = cut
-        if pos < len(buf):
-            self.warn(f"capture truncated: last {len(buf) - pos} bytes are an incomplete packet record "
+        if pos < end:
+            self.warn(f"capture truncated: last {end - pos} bytes are an incomplete packet record "
                       f"(after packet {packets}); the file was probably copied while being written")
 
     # --- pcapng -----------------------------------------------------------------------------------------------
 
     def _pcapng(self, handle: BinaryIO) -> Iterator[Record]:
-        buf = b""
-        pos = 0
-        consumed = 0
+        window = _Window(handle, self.chunk_bytes, start=0)
+        buf, pos, consumed, end = window.buf, window.pos, window.consumed, window.end
         packets = 0
         cut = 0
         order = "<"
@@ -182,12 +181,8 @@ class CaptureReader:
         epb = struct.Struct("<IIIII")
         interfaces: list[Interface] = []
         while True:
-            chunk = handle.read(self.chunk_bytes)
-            if chunk:
-                buf = buf[pos:] + chunk if pos < len(buf) else chunk
-                consumed += pos
-                pos = 0
-            end = len(buf)
+            chunk = window.more(pos)
+            buf, pos, consumed, end = window.buf, window.pos, window.consumed, window.end
             while pos + 12 <= end:
                 block_type, length = head.unpack_from(buf, pos)
                 if block_type == PCAPNG_SHB:
@@ -198,7 +193,7 @@ class CaptureReader:
                     if not order:
                         self.warn(f"corrupt section header at byte {consumed + pos}; stopped reading after "
                                   f"{packets} packets")
-                        return self._done(packets, cut)
+                        return self._done(packets, cut, window)
                     head = struct.Struct(order + "II")
                     epb = struct.Struct(order + "IIIII")
                     length = head.unpack_from(buf, pos)[1]
@@ -206,7 +201,7 @@ class CaptureReader:
                 if length < 12 or length % 4 or length > MAX_RECORD_BYTES:
                     self.warn(f"corrupt pcapng block at byte {consumed + pos} (length {length}); stopped reading "
                               f"after {packets} packets")
-                    return self._done(packets, cut)
+                    return self._done(packets, cut, window)
                 stop = pos + length
                 if stop > end:
                     break
@@ -244,16 +239,17 @@ class CaptureReader:
                 pos = stop
             if not chunk:
                 break
-        if pos < len(buf):
-            self.warn(f"capture truncated: last {len(buf) - pos} bytes are an incomplete pcapng block "
+        if pos < end:
+            self.warn(f"capture truncated: last {end - pos} bytes are an incomplete pcapng block "
                       f"(after packet {packets}); the file was probably copied while being written")
-        return self._done(packets, cut)
+        return self._done(packets, cut, window)
 
-    def _done(self, packets: int, cut: int) -> None:
+    def _done(self, packets: int, cut: int, window: _Window) -> None:
         self.packets = packets
         self.snaplen_cut = cut
+        window.close()
 
-    def _interface(self, buf: bytes, pos: int, length: int, order: str) -> Interface:
+    def _interface(self, buf: bytes | mmap.mmap, pos: int, length: int, order: str) -> Interface:
         link, _reserved, snaplen = struct.unpack_from(order + "HHI", buf, pos + 8)
         resolution = 1e-6
         offset_s = 0
@@ -270,6 +266,60 @@ class CaptureReader:
                 offset_s = struct.unpack_from(order + "q", value)[0]
             opt += 4 + size + (-size % 4)
         return Interface(link, snaplen, resolution, offset_s)
+
+
+class _Window:
+    """The bytes the parsers look at: the whole file memory-mapped, or chunks read into a buffer.
+
+    Memory-mapped, each packet is copied once (its slice) instead of three times (read, join, slice), and pages
+    already parsed are handed back to the kernel so the resident size stays flat however large the file. Where
+    mmap is impossible (a pipe, a special file) or small chunks are asked for (tests), it reads chunks.
+    """
+
+    def __init__(self, handle: BinaryIO, chunk_bytes: int, *, start: int) -> None:
+        self.handle = handle
+        self.chunk_bytes = chunk_bytes
+        self.mm: mmap.mmap | None = None
+        if chunk_bytes == CHUNK_BYTES:
+            try:
+                self.mm = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                self.mm = None
+        self.buf: bytes | mmap.mmap = self.mm if self.mm is not None else b""
+        self.pos = start if self.mm is not None else 0  # where the parser is in buf
+        self.consumed = 0 if self.mm is not None else start  # file offset of buf[0]
+        self.end = self.pos  # parsable bytes end here
+        self.released = 0
+
+    def more(self, pos: int) -> bool:
+        """Make more bytes parsable after the parser stopped at ``pos``; False at the end of the file."""
+        mm = self.mm
+        if mm is not None:
+            self.pos = pos
+            if self.end >= len(mm):
+                return False
+            upto = pos - pos % mmap.PAGESIZE
+            if upto - self.released >= RELEASE_BYTES:
+                mm.madvise(mmap.MADV_DONTNEED, self.released, upto - self.released)
+                self.released = upto
+            self.end = min(self.end + self.chunk_bytes, len(mm))
+            return True
+        chunk = self.handle.read(self.chunk_bytes)
+        buf = self.buf
+        if chunk:
+            self.buf = buf[pos:] + chunk if pos < len(buf) else chunk
+            self.consumed += pos
+            self.pos = 0
+        else:
+            self.pos = pos
+        self.end = len(self.buf)
+        return bool(chunk)
+
+    def close(self) -> None:
+        if self.mm is not None:
+            self.buf = b""
+            self.mm.close()
+            self.mm = None
 
 
 def read_capture(path: str | os.PathLike[str]) -> Iterator[Record]:
