@@ -174,3 +174,20 @@ def test_tshark_reads_the_written_captures(tmp_path: Path, link: int) -> None:
         fields = proc.stdout.split()
         assert "/x?imei=356938035643809" in fields
         assert "6000" in fields
+
+
+@pytest.mark.parametrize("writer", ["pcap", "pcapng"])
+def test_memory_mapped_reading_across_windows_matches_chunked_reading(tmp_path: Path, writer: str) -> None:
+    """Files over one window (4 MiB) with records straddling window edges read the same either way."""
+    packets = [Packet(bytes([i % 251]) * (60_001 + i), 1_700_000_000.0 + i) for i in range(120)]
+    path = tmp_path / f"big.{writer}"
+    if writer == "pcap":
+        path.write_bytes(pcap_bytes(packets))
+    else:
+        from phonehome.testing.captures import pcapng_bytes
+
+        path.write_bytes(pcapng_bytes((0, p) for p in packets))
+    mapped = list(CaptureReader(path))
+    chunked = list(CaptureReader(path, chunk_bytes=1 << 20))
+    assert len(mapped) == 120 and mapped == chunked
+    assert [r[2] for r in mapped] == [p.data for p in packets]
