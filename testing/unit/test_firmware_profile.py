@@ -226,3 +226,16 @@ def test_dns_query_and_answer_round_trip(name: str, rcode: int, answers: list[st
     reply, question, _ = fakenet.dns_answer(dns_query_packet(name, 0x4242), hosts)
     assert question.name == name
     assert parse_dns_response(reply, 0x4242) == (rcode, answers)
+
+
+def test_the_documented_example_profile_is_valid(tmp_path: Path) -> None:
+    """docs/firmware-profiles.md shows the format with a full example: it must load as written."""
+    doc = (Path(__file__).parents[2] / "docs" / "firmware-profiles.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    profile = load_profile(write(tmp_path, example))
+    assert profile.name == "my-phone-2024"
+    assert {rule.event for rule in profile.rules} == {"boot_completed", "periodic"}
+    request = profile.rules[0].requests[0]
+    rendered = render(request, IDS, NOW)
+    assert rendered.target == "/register?imei=352099001761481"
+    assert json.loads(rendered.body) == {"serial": "B2NGAA8801234567", "lat": "59.9127"}
