@@ -209,6 +209,10 @@ def test_imei_mobile_identity_ie(engine: str) -> None:
     digits = "352099001761481"
     ie = bytes([int(digits[0]) << 4 | 1 << 3 | 2]) + tbcd(digits[1:])  # odd length, type IMEI
     assert ("imei", "bcd-mi") in found(matcher_for(engine).find(b"\x17\x08" + ie + b"\x00"))
+    sv = "35209900176148" + "07"
+    ie_sv = bytes([int(sv[0]) << 4 | 3]) + tbcd(sv[1:])  # even length, type IMEISV
+    matches = [m for m in matcher_for(engine).find(b"\x17\x09" + ie_sv + b"\x00") if m.needle.form == "imeisv"]
+    assert [m.needle.encoding for m in matches] == ["bcd-mi"]
 
 
 @pytest.mark.timeout(60)

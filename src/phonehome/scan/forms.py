@@ -274,6 +274,7 @@ def _special_needles(name: str, value: str) -> Iterator[Needle]:
                      digit_boundary=True)
         yield Needle(_IMEI_SEPARATOR.join(d.encode() for d in value), name, "plain", "imei-separated",
                      regex=True, digit_boundary=True)
+        yield Needle(imeisv_identity_pattern(body), name, "bcd-mi", "imeisv", regex=True)
     elif name == "phone":
         for form in phone_forms(value):
             if form.name == "as-given":
@@ -561,6 +562,14 @@ def mobile_identity(digits: str, kind: int) -> bytes:
     odd = len(digits) % 2
     head = int(digits[0]) << 4 | odd << 3 | kind
     return bytes([head]) + tbcd(digits[1:])
+
+
+def imeisv_identity_pattern(body: str) -> bytes:
+    """A regex for the TS 24.008 mobile identity of an IMEISV (type 3, 16 digits: even) with any 2-digit SVN."""
+    fixed = bytes([int(body[0]) << 4 | 3]) + tbcd(body[1:13])
+    last_body = int(body[13])
+    svn_first = b"[" + b"".join(b"\\x%02x" % (s << 4 | last_body) for s in range(10)) + b"]"
+    return b"".join(b"\\x%02x" % byte for byte in fixed) + svn_first + rb"[\xf0-\xf9]"
 
 
 #: TS 24.008 type of identity
