@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import os
 import random
 import struct
@@ -388,12 +389,15 @@ def test_location_needles_need_both_coordinates() -> None:
 def test_throughput_printout(engine: str) -> None:
     """Not a timed assertion: prints MB/s on a no-hit buffer so regressions are visible in -s output."""
     matcher = matcher_for(engine)
-    data = os.urandom(4 << 20) if engine == "hyperscan" else os.urandom(1 << 20)
-    start = time.perf_counter()
-    matches = matcher.find(data)
-    elapsed = time.perf_counter() - start
-    print(f"\n{engine}: {len(matcher.needles)} needles, {len(data) / elapsed / 1e6:.0f} MB/s on random bytes")
-    assert matches == []
+    data = os.urandom(1 << 20)
+    best = math.inf
+    for _ in range(10 if engine == "hyperscan" else 2):
+        start = time.process_time()  # CPU time: other jobs on a shared machine distort wall time
+        matches = matcher.find(data)
+        best = min(best, time.process_time() - start)
+        assert matches == []
+    print(f"\n{engine}: {len(matcher.needles)} needles, {len(data) / max(best, 1e-9) / 1e6:.0f} MB/s "
+          "on random bytes (best CPU time of a 1 MiB find)")
 
 
 def test_without_hyperscan_the_python_engine_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
