@@ -150,6 +150,16 @@ def test_connect_only(request, _entry):
         pass
 
 
+@pytest.fixture
+def wifi_off(request):
+    request.config.hook.pytest_phonehome_device_info(device="nokia-7-plus", info=DEVICES["nokia-7-plus"])
+    raise RuntimeError(f"adb: svc wifi disable failed on {SERIAL}")
+
+
+def test_fixture_error_is_masked(wifi_off):
+    pass
+
+
 def test_idle_cleartext_without_identifiers(request, tmp_path):
     _phase(request, tmp_path, "fixed-phone", "idle", [], [_flow("time.example", 80, False)])
 '''

@@ -37,7 +37,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = base / "results"
     proc = run_sample_suite(write_sample_suite(base / "suite"), out)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "3 failed, 3 passed" in proc.stdout, proc.stdout
+    assert "3 failed, 3 passed, 1 error" in proc.stdout, proc.stdout
     return out
 
 
@@ -61,6 +61,7 @@ def test_outcomes_severity_and_verdict(results: Path) -> None:
         "test_no_traffic_to_denied_hosts": ("failed", "critical", ["traffic to a denied host"]),
         "test_idle_cleartext_without_identifiers": ("passed", "minor", []),
         "test_connect_only[nokia-7-plus]": ("passed", "normal", []),
+        "test_fixture_error_is_masked": ("broken", "normal", []),
     }
     assert set(by_name) == set(expected)
     for name, (status, severity, verdict) in expected.items():
@@ -127,6 +128,10 @@ def test_identifiers_masked_everywhere_but_the_pcap(results: Path) -> None:
     assert (results / logcat["source"]).read_text() == (
         f"I/Checkin: sending imei={mask(IMEI)} mac={mask(WIFI_MAC.upper())} serial={mask(SERIAL)}")
     assert mask(IMEI) in leaky["statusDetails"]["message"]
+    containers = [json.loads(p.read_text()) for p in results.glob("*-container.json")]
+    fixture_errors = [before["statusDetails"]["message"].strip() for c in containers for before in c.get("befores", [])
+                      if before["name"] == "wifi_off"]
+    assert fixture_errors == [f"RuntimeError: adb: svc wifi disable failed on {mask(SERIAL)}"]
 
 
 @pytest.mark.timeout(120)
@@ -146,7 +151,7 @@ def test_environment_written_once_by_the_xdist_controller(tmp_path: Path) -> Non
     results = tmp_path / "results"
     proc = run_sample_suite(write_sample_suite(tmp_path / "suite"), results, "-n", "2")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert len(load_results(results)) == 6
+    assert len(load_results(results)) == 7
     env = (results / "environment.properties").read_text(encoding="utf-8")
     assert "nokia-7-plus.model=Nokia 7 Plus" in env
     assert "fixed-phone.model=Pixel 7" in env

@@ -106,14 +106,14 @@ def test_shards_merge_into_one_report(sample_results: Path, tmp_path: Path) -> N
         if path.name.endswith("-result.json"):
             data = json.loads(text)
             data["uuid"] = "b-" + data["uuid"]
-            data["parameters"] = [*data["parameters"], {"name": "shard", "value": "b"}]
+            data["parameters"] = [*data.get("parameters", []), {"name": "shard", "value": "b"}]
             data["historyId"] = "b-" + str(data["historyId"])
             (shard_b / ("b-" + path.name)).write_text(json.dumps(data))
         elif "-attachment" in path.name:
             (shard_b / path.name).write_bytes(text)
     out = tmp_path / "merged"
     generate.generate([shard_a, shard_b], out)
-    assert len(list((out / "data" / "test-results").glob("*.json"))) == 12
+    assert len(list((out / "data" / "test-results").glob("*.json"))) == 14
 
 
 def test_empty_results_are_an_input_error(tmp_path: Path) -> None:

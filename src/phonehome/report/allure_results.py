@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import allure
+import allure_commons
 import pytest
 from allure_commons.model2 import TestResult
 
@@ -584,6 +585,21 @@ def show_identifiers_requested(config: pytest.Config) -> bool:
     return os.environ.get("PHONEHOME_SHOW_IDENTIFIERS", "").lower() in {"1", "true", "yes"}
 
 
+class _ContainerMasker:
+    """Masks fixture set-up/tear-down failures (allure-pytest writes them as containers, after the test closed)
+    before allure-commons' file logger writes them: a fixture's error may quote a device's identifiers."""
+
+    def __init__(self, reporter: AllureReporter) -> None:
+        self._reporter = reporter
+
+    @allure_commons.hookimpl(tryfirst=True)
+    def report_container(self, container: Any) -> None:
+        if self._reporter.redact.show:
+            return
+        for fixture in (*(container.befores or ()), *(container.afters or ())):
+            self._reporter._mask_details(fixture)
+
+
 def register(config: pytest.Config) -> None:
     """Register the reporter (phonehome's plugin calls this from ``pytest_configure`` when ``--alluredir`` is
     set). Idempotent."""
@@ -591,6 +607,9 @@ def register(config: pytest.Config) -> None:
         return
     reporter = AllureReporter(config, show_identifiers=show_identifiers_requested(config))
     config.pluginmanager.register(reporter, PLUGIN_NAME)
+    masker = _ContainerMasker(reporter)
+    allure_commons.plugin_manager.register(masker)
+    config.add_cleanup(lambda: allure_commons.plugin_manager.unregister(masker))
 
 
 __all__ = [
