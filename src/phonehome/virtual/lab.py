@@ -407,6 +407,8 @@ class _Daemon:
         self._start_fakenet(netplan, [p for p in profiles if p is not None], storage)
         runners = [self._start_runner(netplan, phone, device, profile)
                    for phone, device, profile in zip(netplan.phones, self.config.devices, profiles, strict=True)]
+        for child in self.children:  # started side by side: each takes a Python start-up to get ready
+            child.wait_ready()
         self._start_phones(netplan, runners, storage)
         lab_state = LabState(instance=self.config.instance, adb_host=self.config.adb_host,
                              adb_port=int(self.adb.port), pid=os.getpid(),
@@ -431,7 +433,6 @@ class _Daemon:
         child = _Child("fakenet", [*netlab.netns_exec_prefix(netplan.fakenet_netns), sys.executable, "-m",
                                    "phonehome.virtual.fakenet", "--config", str(config_path)], self._state())
         self.children.append(child)
-        child.wait_ready()
 
     def _start_runner(self, netplan: netlab.NetPlan, phone: netlab.PhoneNet, device: LabDevice,
                       profile: FirmwareProfile | None) -> _Child | None:
@@ -442,7 +443,6 @@ class _Daemon:
         self.children.append(child)
         child.send(json.dumps({"profile": str(device.firmware), "resolver": netplan.gateway_ip, "booted": True,
                                "identifiers": device.spec.identifiers.to_mapping()}))
-        child.wait_ready()
         return child
 
     def _start_phones(self, netplan: netlab.NetPlan, runners: Sequence[_Child | None], storage: Path) -> None:
