@@ -25,7 +25,7 @@ import struct
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,7 +194,7 @@ class Fakenet:
     serve, ``stop()`` closes them. ``events`` receives one dict per exchange for the log."""
 
     config: FakenetConfig
-    emit: Any = None  # Callable[[dict[str, Any]], None]
+    emit: Callable[[dict[str, Any]], None] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _sockets: list[socket.socket] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)

@@ -519,6 +519,10 @@ def _redirect_output(path: Path) -> None:
 
 def daemon_main() -> int:
     """``python -m phonehome.virtual.lab``: the config arrives pickled on stdin (only ``Lab.up`` starts this)."""
+    if sys.stdin.isatty():
+        print("python -m phonehome.virtual.lab is the lab daemon that Lab.up starts; "
+              "use 'phonehome lab up' instead", file=sys.stderr)
+        return 2
     config: _DaemonConfig = pickle.loads(sys.stdin.buffer.read())
     path = log_path(config.instance)
     path.parent.mkdir(parents=True, exist_ok=True)
