@@ -91,7 +91,7 @@ def _flow(host, dport, encrypted, *, denied=False, nbytes=420):
 def _finding(phase):
     return {"identifier": "imei", "encoding": "base64", "transport": "tcp", "src": PHONE_IP, "sport": 40000,
             "dst": "203.0.113.7", "dport": 80, "host": "fota.nokia-updates.example", "protocol": "http",
-            "encrypted": False, "frames": [4, 5], "time": T0 + 1, "phase": phase,
+            "encrypted": False, "frames": [1], "time": T0 + 1, "phase": phase,
             "excerpt": "GET /checkin?id=MzU2OTM4MD***************DM4MDk= HTTP/1.1"}
 
 
@@ -101,6 +101,14 @@ def device(request):
     info = {k: v for k, v in DEVICES[label].items() if k != "leaky"}
     request.config.hook.pytest_phonehome_device_info(device=label, info=info)
     return label
+
+
+@pytest.fixture
+def traffic(tmp_path):
+    """Like the harness's ``traffic``: ``traffic.capture.pcap`` is the test's whole capture."""
+    pcap = tmp_path / "whole.pcapng"
+    pcap.write_bytes(_pcapng([b"GET /checkin?imei=" + IMEI.encode(), b"ping"]))
+    return SimpleNamespace(capture=SimpleNamespace(pcap=pcap))
 
 
 def _phase(request, tmp_path, device, name, findings, flows):
@@ -113,7 +121,7 @@ def _phase(request, tmp_path, device, name, findings, flows):
     request.config.hook.pytest_phonehome_phase_finished(item=request.node, device=device, phase=phase)
 
 
-def test_unlock_sends_no_identifier_in_cleartext(request, tmp_path, device):
+def test_unlock_sends_no_identifier_in_cleartext(request, tmp_path, device, traffic):
     """Unlock sends no identifier in cleartext."""
     leaky = DEVICES[device]["leaky"]
     findings = [_finding("unlock")] if leaky else []

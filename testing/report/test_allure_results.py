@@ -101,7 +101,12 @@ def test_steps_and_attachments_with_mime_types(results: Path) -> None:
     assert pcap["type"] == MIME_PCAP and pcap["source"].endswith(".pcapng")
     assert (results / pcap["source"]).read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
     evidence = {a["name"]: a["type"] for a in leaky["attachments"]}
-    assert evidence == {"screenshot": "image/png", "logcat": "text/plain", "frames": "text/plain"}
+    assert evidence == {"screenshot": "image/png", "logcat": "text/plain", "frames": "text/plain",
+                        "frames cited by findings": "text/plain"}
+    dissected = next(a for a in leaky["attachments"] if a["name"] == "frames cited by findings")
+    first, addresses = (results / dissected["source"]).read_text().splitlines()[:2]
+    assert first.startswith("frame 1 ") and first.endswith("raw:ip:udp:DATA")
+    assert addresses == "  10.23.0.2:40000 -> 203.0.113.7:80 (UDP)"
     for attachment in _attachments(leaky):
         assert attachment["type"], attachment
         assert (results / attachment["source"]).is_file()

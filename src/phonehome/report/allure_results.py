@@ -403,6 +403,25 @@ class AllureReporter:
                 pytest.skip.Exception):
             state.excinfo = call.excinfo
             state.failure_message = str(call.excinfo.value)
+            if call.excinfo.errisinstance(AssertionError):
+                self._attach_dissected_frames(item, state)
+
+    def _attach_dissected_frames(self, item: pytest.Item, state: _TestState) -> None:
+        """Wireshark's view of the frames the cleartext findings cite, read from the test's whole capture
+        (finding frame numbers count from its start, not from a phase slice's)."""
+        frames = sorted({int(n) for phase in state.phases for f in cleartext_findings(phase.findings)
+                         for n in (f.get("frames") or ())})
+        pcap = _whole_capture(item)
+        if not frames or pcap is None:
+            return
+        from phonehome.errors import PhonehomeError
+        from phonehome.scan.evidence import dissect_frames
+
+        try:
+            text = dissect_frames(pcap, frames)
+        except PhonehomeError as exc:  # evidence is best effort: the failure itself is already recorded
+            text = f"could not dissect frames {frames} of {pcap}: {exc}"
+        self._attach_text(text, "frames cited by findings", MIME_TEXT, "txt")
 
     def pytest_runtest_logfinish(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
         """Label the finished test while allure-pytest still holds it open (its wrapper closes it after us)."""
@@ -557,6 +576,16 @@ class AllureReporter:
                 continue
             text = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
             self._attach_text(text, key.replace("_", " "), MIME_TEXT, "txt")
+
+
+def _whole_capture(item: pytest.Item) -> Path | None:
+    """The capture file of the test's ``traffic`` fixture (``traffic.capture.pcap``), when it still exists."""
+    traffic = getattr(item, "funcargs", {}).get("traffic")
+    pcap = getattr(getattr(traffic, "capture", None), "pcap", None)
+    if pcap is None:
+        return None
+    path = Path(pcap)
+    return path if path.is_file() else None
 
 
 def _version(distribution: str) -> str:
