@@ -14,7 +14,8 @@ decodes them and the matcher runs on each layer. The needle names say exactly wh
   ``rot13`` (and ``rotN``), ``bcd`` (3GPP TBCD, swapped nibbles), ``bcd-mi`` (24.008 mobile identity),
   ``bcd-packed``, ``int64be``/``int64le``, ``raw`` (the binary value: MAC octets, UUID bytes);
   a digest ``H`` of the form is ``H`` when written in hex, ``H-raw`` as raw bytes, ``base64>H`` and
-  ``base64url>H`` when its raw bytes are base64-encoded, and for checksums ``H`` is decimal and ``hex>H`` hex;
+  ``base64url>H`` when its raw bytes are base64-encoded; checksums and MurmurHash3 (``crc32``, ``mmh3_128``...)
+  are decimal text;
   coordinates are ``plain`` (decimal degrees), ``e6``/``e7`` (scaled integers as text), ``nmea`` (degrees and
   decimal minutes), ``e7-int32be``/``e7-int32le``, ``float32be``/``le``, ``float64be``/``le``.
 """
@@ -516,7 +517,7 @@ if "ripemd160" in hashlib.algorithms_available:
 if "sm3" in hashlib.algorithms_available:
     HASHES["sm3"] = _hashlib("sm3")
 
-#: 32-bit checksums, sent as decimal (LeakDetector) or hex
+#: 32-bit checksums, sent as decimal (as LeakDetector looks for them)
 CHECKSUMS: dict[str, Callable[[bytes], int]] = {
     "crc32": lambda data: zlib.crc32(data) & 0xFFFFFFFF,
     "adler32": lambda data: zlib.adler32(data) & 0xFFFFFFFF,
@@ -526,7 +527,8 @@ MIN_CHECKSUM_DIGITS = 9
 
 
 def hash_needles(form: Form, raw: bytes) -> Iterator[Needle]:
-    """Digests of one form as hex (caseless), raw bytes, base64 and base64url; checksums as decimal and hex."""
+    """Digests of one form as hex (caseless), raw bytes, base64 and base64url; checksums and MurmurHash3 as
+    decimal text."""
     def needle(pattern: bytes, encoding: str, *, nocase: bool = False, boundary: bool = False) -> Needle:
         return Needle(pattern, form.identifier, encoding, form.name, caseless=nocase, digit_boundary=boundary)
 
@@ -540,9 +542,8 @@ def hash_needles(form: Form, raw: bytes) -> Iterator[Needle]:
             yield needle(url, f"base64url>{name}")
     for name, checksum in CHECKSUMS.items():
         value = checksum(raw)
-        if len(str(value)) >= MIN_CHECKSUM_DIGITS:
+        if len(str(value)) >= MIN_CHECKSUM_DIGITS:  # 8 hex digits would turn up in any hex-heavy traffic
             yield needle(str(value).encode(), name, boundary=True)
-        yield needle(f"{value:08x}".encode(), f"hex>{name}", nocase=True)
     for name, text in murmur_texts(raw).items():
         if sum(ch.isdigit() for ch in text) >= MIN_CHECKSUM_DIGITS:
             yield needle(text.encode(), name, boundary=True)
@@ -572,6 +573,12 @@ def imeisv_identity_pattern(body: str) -> bytes:
     return b"".join(b"\\x%02x" % byte for byte in fixed) + svn_first + rb"[\xf0-\xf9]"
 
 
+#: shorter digit strings make BCD needles of 4 bytes or less: chance matches in binary data
+MIN_BCD_DIGITS = 10
+#: smaller numbers leave 4+ zero bytes in a 64-bit integer, and zero-padded binary data is everywhere
+MIN_INT64_VALUE = 1 << 32
+
+
 #: TS 24.008 type of identity
 _IDENTITY_TYPE = {"imsi": 1, "imei": 2}
 
@@ -582,7 +589,7 @@ def _numeric_needles(form: Form) -> Iterator[Needle]:
         return Needle(pattern, form.identifier, encoding, form.name)
 
     digits = form.text
-    if len(digits) >= 8:
+    if len(digits) >= MIN_BCD_DIGITS:
         yield needle(tbcd(digits), "bcd")
         if len(digits) % 2 == 0:
             yield needle(bytes.fromhex(digits), "bcd-packed")
@@ -590,7 +597,7 @@ def _numeric_needles(form: Form) -> Iterator[Needle]:
         if kind is not None and form.name in ("imei", "imsi"):
             yield needle(mobile_identity(digits, kind), "bcd-mi")
     number = int(digits)
-    if number >= 1 << 24 and number < 1 << 64:
+    if MIN_INT64_VALUE <= number < 1 << 64:
         yield needle(number.to_bytes(8, "big"), "int64be")
         yield needle(number.to_bytes(8, "little"), "int64le")
 

@@ -12,7 +12,7 @@ import os
 import re
 import struct
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -253,6 +253,8 @@ class _PythonEngine:
 
     GRAM = 4
     MIN_INDEXED = 2 * GRAM - 1
+    #: above this many distinct grams present, one pass over all aligned grams beats a find per gram
+    FEW_GRAMS = 16
 
     def __init__(self, needles: Sequence[Needle]) -> None:
         self._index: dict[int, list[tuple[int, int, bytes, bool]]] = {}
@@ -270,11 +272,14 @@ class _PythonEngine:
                     self._regexes.append((index, compiled))
                 continue
             pattern = needle.pattern.lower() if needle.caseless else needle.pattern
-            if len(pattern) < self.MIN_INDEXED:
+            lowered = pattern.lower()
+            first = _distinctive_window(lowered, self.GRAM) if len(pattern) >= self.MIN_INDEXED else -1
+            if first < 0 or any(lowered[i:i + self.GRAM].count(0) >= self.GRAM - 1
+                                for i in range(first, first + self.GRAM)):
+                # short, or mostly zero bytes (a TBCD IMSI): its grams are everywhere, bytes.find is faster
                 self._short.append((index, pattern, needle.caseless))
                 continue
-            lowered = pattern.lower()
-            for offset in range(self.GRAM):
+            for offset in range(first, first + self.GRAM):
                 key = int.from_bytes(lowered[offset:offset + self.GRAM], sys.byteorder)
                 self._index.setdefault(key, []).append((index, offset, pattern, needle.caseless))
 
@@ -306,17 +311,39 @@ class _PythonEngine:
 
     def _scan_grams(self, data: bytes, lowered: bytes, hits: list[tuple[int, int, int]]) -> None:
         aligned = len(data) // self.GRAM * self.GRAM
-        present = self._index.keys() & set(memoryview(lowered)[:aligned].cast("I"))
-        for key in present:
-            gram = key.to_bytes(self.GRAM, sys.byteorder)
-            position = lowered.find(gram)
-            while 0 <= position < aligned:
-                if position % self.GRAM == 0:
-                    for index, offset, pattern, caseless in self._index[key]:
-                        start = position - offset
-                        if start >= 0 and (lowered if caseless else data).startswith(pattern, start):
-                            hits.append((index, start, start + len(pattern)))
-                position = lowered.find(gram, position + 1)
+        grams = memoryview(lowered)[:aligned].cast("I")
+        present = self._index.keys() & set(grams)
+        if not present:
+            return
+        if len(present) <= self.FEW_GRAMS:  # usual case: find the few grams' aligned occurrences directly
+            candidates: Iterable[tuple[int, int]] = (
+                (position, key) for key in present for position in _aligned_occurrences(lowered, key, aligned))
+        else:  # hex or base64 text shares many grams with digests: one pass over the aligned grams
+            candidates = ((i * self.GRAM, key) for i, key in enumerate(grams) if key in present)
+        index = self._index
+        for position, key in candidates:
+            for needle_index, offset, pattern, caseless in index[key]:
+                start = position - offset
+                if start >= 0 and (lowered if caseless else data).startswith(pattern, start):
+                    hits.append((needle_index, start, start + len(pattern)))
+
+
+def _distinctive_window(pattern: bytes, gram: int) -> int:
+    """Where the ``gram`` consecutive grams of a needle are least common in traffic (zero bytes and repeats
+    are everywhere: a TBCD IMSI full of zeros must not be indexed by ``00000000``)."""
+    def commonness(start: int) -> int:
+        window = pattern[start:start + 2 * gram - 1]
+        return sum(2 * window[i:i + gram].count(0) + gram - len(set(window[i:i + gram])) for i in range(gram))
+    return min(range(len(pattern) - 2 * gram + 2), key=commonness)
+
+
+def _aligned_occurrences(haystack: bytes, key: int, limit: int) -> Iterator[int]:
+    gram = key.to_bytes(_PythonEngine.GRAM, sys.byteorder)
+    position = haystack.find(gram, 0, limit)
+    while position >= 0:
+        if position % _PythonEngine.GRAM == 0:
+            yield position
+        position = haystack.find(gram, position + 1, limit)
 
 
 _TOKEN = re.compile(rb"\\x([0-9a-fA-F]{2})|\[\\x[0-9a-fA-F]{2}-\\x[0-9a-fA-F]{2}\]")
