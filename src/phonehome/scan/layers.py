@@ -36,6 +36,8 @@ MAX_COMPRESSED_TRIES = 32
 #: text decoders only look at buffers up to this size per layer (the matcher sees the raw bytes anyway)
 MAX_TEXT_DECODE_BYTES = 8 << 20
 _CHUNK = 64 << 10
+#: escaped tokens decoded one by one; beyond that the whole buffer is decoded in one pass
+MAX_TOKENS = 4096
 
 _BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{%d,}={0,2}" % MIN_RUN_CHARS)
 _BASE32_RUN = re.compile(rb"[A-Z2-7]{%d,}=*" % MIN_RUN_CHARS)
@@ -265,6 +267,10 @@ def _escaped_tokens(data: bytes, marker: bytes, escape: re.Pattern[bytes], delim
     parts: list[bytes] = []
     position = 0
     while (found := escape.search(text, position)) is not None:
+        if len(parts) >= MAX_TOKENS:  # escapes everywhere: one pass over the whole buffer is cheaper
+            budget.left += sum(len(part) for part in parts) + len(_JOIN) * (len(parts) - 1)
+            decoded = decode(text)
+            return decoded[: budget.take(len(decoded))]
         before = delimiters.search(backwards, size - found.start())
         start = size - before.start() if before is not None else 0
         after = delimiters.search(text, found.end())
