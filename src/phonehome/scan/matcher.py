@@ -74,7 +74,8 @@ class Matcher:
 
     ``engine`` is ``"hyperscan"``, ``"python"`` or None (hyperscan when importable, unless
     ``PHONEHOME_MATCHER=python``). Build once per identifiers set (see :func:`build_matcher`): compiling
-    thousands of patterns takes a moment, scanning does not.
+    thousands of patterns takes a moment, scanning does not. One matcher serves one thread at a time
+    (hyperscan's scratch space belongs to the database); processes each build their own.
     """
 
     def __init__(self, needles: Sequence[Needle], *, engine: str | None = None) -> None:
