@@ -229,3 +229,35 @@ def test_raw_decoder_batches_with_overlap() -> None:
         assert b.start == a.end - 10
 
 
+
+
+def test_large_bodies_are_not_joined_per_segment() -> None:
+    """A 4 MB body fed in 1,448-byte segments is joined once, not once per segment (quadratic)."""
+    body = b"x" * (4 << 20)
+    stream = http_response(body)
+    decoder = HttpDecoder()
+    units: list[Unit] = []
+    joins = 0
+    for i in range(0, len(stream), 1448):
+        before = decoder.buf
+        units += decoder.feed(stream[i:i + 1448])
+        joins += decoder.buf is not before
+    assert any(u.data == body for u in units)
+    assert joins < 10
+
+
+def test_oversized_body_falls_back_to_raw_batches() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n"
+    decoder = HttpDecoder()
+    units = decoder.feed(head + b"y" * 100)
+    units += decoder.feed(b"y" * (2 << 20))
+    units += decoder.finish()
+    assert decoder.raw_mode
+    assert sum(len(u.data) for u in units) == len(head) + 100 + (2 << 20)
+
+
+def test_websocket_oversized_frame_falls_back_to_raw() -> None:
+    frame_head = bytes([0x82, 127]) + (1 << 40).to_bytes(8, "big")
+    decoder = WebSocketDecoder()
+    units = decoder.feed(frame_head + b"z" * 1000) + decoder.finish()
+    assert decoder.raw_mode and sum(len(u.data) for u in units) == len(frame_head) + 1000

@@ -283,13 +283,31 @@ class StreamDecoder:
         self.host: str | None = None
         self.switch_to: str | None = None  # set when the protocol changes (HTTP upgrade to WebSocket)
         self.warnings: list[str] = []  # content that could not be decoded (scanned as sent instead)
+        #: parse again only once buf would hold this many bytes (set by parse while it waits for a known size)
+        self.need = 0
+        self._parts: list[bytes] = []
+        self._pending = 0
 
     def feed(self, data: bytes) -> list[Unit]:
-        self.buf = self.buf + data if self.buf else data
+        # pieces are joined only when a parse can make progress: joining per segment would copy a large body
+        # once per segment (quadratic)
+        self._parts.append(data)
+        self._pending += len(data)
+        if len(self.buf) + self._pending < self.need:
+            return []
+        self._join()
         return self.parse(final=False)
 
     def finish(self) -> list[Unit]:
+        self._join()
         return self.parse(final=True)
+
+    def _join(self) -> None:
+        if self._parts:
+            self.buf = b"".join((self.buf, *self._parts))
+            self._parts = []
+            self._pending = 0
+        self.need = 0
 
     def parse(self, final: bool) -> list[Unit]:
         raise NotImplementedError
@@ -318,9 +336,11 @@ class RawDecoder(StreamDecoder):
         self.protocol = protocol
         self.batch_bytes = batch_bytes
         self.carry = b""
+        self.need = batch_bytes
 
     def parse(self, final: bool) -> list[Unit]:
         if not self.buf or (len(self.buf) < self.batch_bytes and not final):
+            self.need = self.batch_bytes
             return []
         data = self.carry + self.buf
         start = self.offset - len(self.carry)
@@ -328,10 +348,11 @@ class RawDecoder(StreamDecoder):
         keep = min(self.overlap, len(data))
         self.carry = data[len(data) - keep:] if keep else b""
         self.consume(len(self.buf))
+        self.need = self.batch_bytes
         return [unit]
 
     def hole(self) -> list[Unit]:
-        units = self.parse(final=True)
+        units = self.finish()
         self.carry = b""
         return units
 
@@ -396,9 +417,11 @@ class HttpDecoder(StreamDecoder):
         while self.buf and not self.raw_mode and self.switch_to is None:
             if not self._message(units, final):
                 break
-        if self.raw_mode and self.buf and (final or len(self.buf) >= RAW_BATCH_BYTES):
-            units.append(Unit(self.buf, self.offset, self.offset + len(self.buf), True, "", self.protocol, True))
-            self.consume(len(self.buf))
+        if self.raw_mode:
+            if self.buf and (final or len(self.buf) >= RAW_BATCH_BYTES):
+                units.append(Unit(self.buf, self.offset, self.offset + len(self.buf), True, "", self.protocol, True))
+                self.consume(len(self.buf))
+            self.need = RAW_BATCH_BYTES
         return units
 
     def _give_up(self) -> None:
@@ -415,6 +438,7 @@ class HttpDecoder(StreamDecoder):
         if head_end < 0:
             if len(buf) >= MAX_HTTP_HEAD_BYTES or final:
                 self._give_up()
+            self.need = len(buf) + 1
             return False
         head = parse_http_head(buf[:head_end])
         if head is None:
@@ -422,9 +446,10 @@ class HttpDecoder(StreamDecoder):
             return False
         body_start = head_end + sep
         body, body_end, chunked = self._body(head, body_start, final)
-        if body is None:
-            if final or body_end - body_start > MAX_MESSAGE_BYTES:
-                self._give_up()
+        if body is None:  # body_end: how many bytes buf must hold before the message can be complete
+            if final or body_end - body_start > MAX_MESSAGE_BYTES or len(buf) - body_start >= MAX_MESSAGE_BYTES:
+                self._give_up()  # too large to hold (or malformed): scan the rest of the stream as raw bytes
+            self.need = body_end
             return False
         self._emit_head(units, buf[:body_start])
         if body:
@@ -453,19 +478,17 @@ class HttpDecoder(StreamDecoder):
             except ValueError:
                 length = -1
             if length < 0:
-                return None, len(buf), False
+                return None, start + MAX_MESSAGE_BYTES + 1, False
             if start + length > len(buf):
                 if final:  # cut short: scan what there is
                     return buf[start:], len(buf), False
-                return None, len(buf), False
+                return None, start + length, False
             return buf[start:start + length], start + length, False
         if head.is_request:
             return b"", start, False
         if final:  # response delimited by connection close
             return buf[start:], len(buf), False
-        if len(buf) - start > MAX_MESSAGE_BYTES:
-            return None, len(buf), False
-        return None, len(buf), False
+        return None, start + MAX_MESSAGE_BYTES, False
 
     def _dechunk(self, start: int, final: bool) -> tuple[bytes | None, int, bool]:
         buf = self.buf
@@ -476,7 +499,7 @@ class HttpDecoder(StreamDecoder):
             if line_end < 0:
                 if final:
                     return b"".join(parts) + buf[pos:], len(buf), True
-                return None, len(buf), True
+                return None, len(buf) + 1, True
             size_text = buf[pos:line_end].split(b";")[0].strip()
             try:
                 size = int(size_text, 16)
@@ -487,12 +510,12 @@ class HttpDecoder(StreamDecoder):
                 trailer_end = buf.find(b"\r\n\r\n", line_end - 1)
                 end = trailer_end + 4 if trailer_end >= 0 else len(buf)
                 if trailer_end < 0 and not final:
-                    return None, len(buf), True
+                    return None, len(buf) + 1, True
                 return b"".join(parts), end, True
             if data_start + size > len(buf):
                 if final:
                     return b"".join(parts) + buf[data_start:], len(buf), True
-                return None, len(buf), True
+                return None, data_start + size + 2, True
             parts.append(buf[data_start:data_start + size])
             pos = data_start + size
             if buf[pos:pos + 2] == b"\r\n":
@@ -533,9 +556,12 @@ class WebSocketDecoder(StreamDecoder):
     """WebSocket frames after an HTTP upgrade: client frames unmasked, permessage-deflate inflated."""
 
     protocol = PROTO_WEBSOCKET
+    raw_mode = False  # after a frame too large to hold: the rest of the stream is scanned as raw bytes
 
     def parse(self, final: bool) -> list[Unit]:
         units: list[Unit] = []
+        if self.raw_mode:
+            return _raw_batches(self, units, final)
         while len(self.buf) >= 2:
             buf = self.buf
             b0, b1 = buf[0], buf[1]
@@ -557,13 +583,13 @@ class WebSocketDecoder(StreamDecoder):
                 key = buf[pos:pos + 4]
                 pos += 4
             if n > MAX_MESSAGE_BYTES:
-                units.append(Unit(buf, self.offset, self.offset + len(buf), True, "", self.protocol, True))
-                self.consume(len(buf))
-                break
+                self.raw_mode = True
+                return _raw_batches(self, units, final)
             if pos + n > len(buf):
                 if final:
                     n = len(buf) - pos
                 else:
+                    self.need = pos + n
                     break
             payload = buf[pos:pos + n]
             exact = True
@@ -596,9 +622,12 @@ class MqttDecoder(StreamDecoder):
     """MQTT 3.1/3.1.1/5 packets; CONNECT fields and PUBLISH topics/payloads are cleartext."""
 
     protocol = PROTO_MQTT
+    raw_mode = False  # after a malformed or oversized packet: the rest of the stream is scanned as raw bytes
 
     def parse(self, final: bool) -> list[Unit]:
         units: list[Unit] = []
+        if self.raw_mode:
+            return _raw_batches(self, units, final)
         while len(self.buf) >= 2:
             buf = self.buf
             length = 0
@@ -613,14 +642,16 @@ class MqttDecoder(StreamDecoder):
                     break
             else:
                 if pos > 4:
-                    self._raw(units)
+                    self.raw_mode = True
+                    return _raw_batches(self, units, final)
                 break
             if length > MAX_MESSAGE_BYTES:
-                self._raw(units)
-                break
+                self.raw_mode = True
+                return _raw_batches(self, units, final)
             if pos + length > len(buf):
                 if final:
-                    self._raw(units)
+                    return _raw_batches(self, units, final)
+                self.need = pos + length
                 break
             packet = buf[:pos + length]
             units.append(Unit(packet, self.offset, self.offset + len(packet), True, "", self.protocol,
@@ -628,6 +659,13 @@ class MqttDecoder(StreamDecoder):
             self.consume(len(packet))
         return units
 
-    def _raw(self, units: list[Unit]) -> None:
-        units.append(Unit(self.buf, self.offset, self.offset + len(self.buf), True, "", self.protocol, True))
-        self.consume(len(self.buf))
+
+
+def _raw_batches(decoder: StreamDecoder, units: list[Unit], final: bool) -> list[Unit]:
+    """Emit a decoder's buffer as raw bytes once a batch is full (or at the end); wait for a batch otherwise."""
+    if decoder.buf and (final or len(decoder.buf) >= RAW_BATCH_BYTES):
+        units.append(Unit(decoder.buf, decoder.offset, decoder.offset + len(decoder.buf), True, "",
+                          decoder.protocol, True))
+        decoder.consume(len(decoder.buf))
+    decoder.need = RAW_BATCH_BYTES
+    return units
