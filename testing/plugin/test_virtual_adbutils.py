@@ -273,3 +273,13 @@ def test_wait_for_disconnect_of_a_tcp_phone_and_of_an_absent_one(client: adbutil
     phones[1].reboot()
     client.wait_for("127.0.0.1:5555", state="disconnect", timeout=REBOOT_WAIT_S)  # offline, new transport
     assert phones[1].wait_boot_completed(REBOOT_WAIT_S)
+
+
+def test_adbutils_dump_hierarchy_and_app_current(client: adbutils.AdbClient) -> None:
+    dev = client.device("VIRTUSB1")
+    dev.keyevent(224)
+    xml = dev.dump_hierarchy()  # uiautomator dump to a file, then a sync pull
+    assert xml.startswith("<?xml") and "com.android.launcher3" in xml
+    assert dev.app_current().package == "com.android.launcher3"
+    assert dev.is_screen_on() and dev.rotation() == 0
+    assert dev.window_size() == (1080, 2160)

@@ -1359,6 +1359,25 @@ def _app_process(ctx: CommandContext) -> int:
     return 0
 
 
+@command("uiautomator")
+def _uiautomator(ctx: CommandContext) -> int:
+    """``uiautomator dump [FILE]``: the window hierarchy as the uiautomator2 server dumps it (adbutils uses it)."""
+    from phonehome.virtual.u2server import hierarchy_xml
+
+    args = ctx.args[1:]
+    if not args or args[0] != "dump":
+        ctx.error("Usage: uiautomator dump [--compressed] [file]")
+        return 1
+    target = next((a for a in args[1:] if not a.startswith("-")), "/sdcard/window_dump.xml")
+    try:
+        ctx.phone.fs.write(target, hierarchy_xml(ctx.phone).encode())
+    except OSError:
+        ctx.error(f"ERROR: could not write to {target}")
+        return 1
+    ctx.print(f"UI hierchary dumped to: {target}")  # sic: Android's spelling
+    return 0
+
+
 @command("reboot")
 def _reboot(ctx: CommandContext) -> int:
     """Like on a phone, the shell that asked for the reboot never returns: adbd dies under it."""
