@@ -63,10 +63,12 @@ from phonehome.scan.reassembly import Budget, Stream
 
 #: bytes of context on each side of a match in a finding's excerpt
 EXCERPT_CONTEXT_BYTES = 32
-#: nested decoders (base64 of gzip of JSON...) look at most this much of one unit
-PEEL_INPUT_BYTES = 256 << 10
-#: and at most this much per flow direction, so a large unknown stream cannot make the scan crawl
-PEEL_BYTES_PER_DIRECTION = 2 << 20
+#: nested decoders (base64 of gzip of JSON...) look at most this much of one unit (message or raw batch)
+PEEL_INPUT_BYTES = 64 << 10
+#: and at most this much per flow direction, so large downloads and bulk streams cannot make the scan crawl...
+PEEL_BYTES_PER_DIRECTION = 1 << 20
+#: ...except that units this small (API calls, DNS, MQTT messages: where leaks are) are always peeled
+PEEL_ALWAYS_BYTES = 16 << 10
 #: nesting depth for the nested decoders (the contract asks for at least three)
 PEEL_DEPTH = 3
 #: decoded output the nested decoders may produce per unit
@@ -673,7 +675,7 @@ class Scanner:
             matches = find(data)
             if matches:
                 self._record(flow, d, unit, data, matches, "", frames, time)
-            if not unit.peel or (unit.protocol == PROTO_UNKNOWN and d.peeled >= PEEL_BYTES_PER_DIRECTION):
+            if not unit.peel or (len(data) > PEEL_ALWAYS_BYTES and d.peeled >= PEEL_BYTES_PER_DIRECTION):
                 continue
             sample = data[:PEEL_INPUT_BYTES]
             d.peeled += len(sample)
