@@ -663,3 +663,34 @@ def test_zlib_in_raw_udp_is_peeled(tmp_path: Path) -> None:
     cap = CaptureBuilder()
     cap.udp(PHONE_IP, SERVER_IP, 4000, 9000, b"\x00\x01" + zlib.compress(f"wifi={MAC}".encode()))
     _assert_found(_scan(tmp_path, cap), "wifi_mac")
+
+
+def test_unknown_link_type_only_is_input_error(tmp_path: Path) -> None:
+    from phonehome.testing.captures import Packet, pcap_bytes
+
+    path = tmp_path / "wifi.pcap"
+    path.write_bytes(pcap_bytes([Packet(b"\x00" * 60, 1.0), Packet(b"\x00" * 60, 2.0)], link=127))  # radiotap
+    with pytest.raises(InputError, match="link type 127 is not supported"):
+        scan_capture(path, _ids())
+
+
+def test_unknown_link_type_beside_known_ones_is_a_warning(tmp_path: Path) -> None:
+    from phonehome.testing.captures import Packet, pcapng_bytes
+
+    known = _raw_tcp(f"imei={IMEI}".encode())
+    path = tmp_path / "mixed.pcapng"
+    packets = [(0, p) for p in known.packets] + [(1, Packet(b"\x00" * 60, known.now))]
+    path.write_bytes(pcapng_bytes(packets, links=(LINKTYPE_ETHERNET, 127)))
+    result = scan_capture(path, _ids())
+    _assert_found(result, "imei")
+    assert any("link type 127" in w for w in result.warnings)
+
+
+def test_snaplen_cut_packets_are_a_warning(tmp_path: Path) -> None:
+    from phonehome.testing.captures import Packet
+
+    cap = _raw_tcp(f"imei={IMEI}".encode())
+    last = cap.packets[-1]
+    cap.packets[-1] = Packet(last.data[:40], last.time, orig_len=len(last.data))
+    result = _scan(tmp_path, cap)
+    assert any("snap length" in w for w in result.warnings)

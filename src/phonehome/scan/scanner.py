@@ -464,6 +464,12 @@ class Scanner:
             else:
                 self._udp(flow, direction, payload, frag_frames or [frame], ts)
         self.defrag.finish()
+        unsupported = sum(self.unsupported_links.values())
+        if unsupported and unsupported == frame:
+            names = ", ".join(str(link) for link in sorted(self.unsupported_links))
+            raise InputError(reader.path, f"no packet could be decoded: link type {names} is not supported",
+                             fix="capture with a supported link type: "
+                                 f"{', '.join(sorted(set(SUPPORTED_LINK_TYPES.values())))}")
         for flow in self.all_flows:
             self._close(flow)
         return self._result(reader, first_time, last_time if first_time is not None else None,
