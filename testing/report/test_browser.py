@@ -123,6 +123,9 @@ def test_main_job_report_from_virtual_phones(tmp_path: Path) -> None:
     results = {r["name"]: r for r in (json.loads(p.read_text()) for p in (report / "data" / "test-results").glob("*.json"))}
     assert results["test_unlock_sends_no_identifier_in_cleartext[nokia7plus-2019]"]["status"] == "failed"
     assert results["test_unlock_sends_no_identifier_in_cleartext[nokia7plus-fixed]"]["status"] == "passed"
+    nokia = results["test_unlock_sends_no_identifier_in_cleartext[nokia7plus-2019]"]
+    evidence = {a["link"]["name"] for a in nokia["attachments"]}  # the generated report's attachment links
+    assert "frames cited by findings" in evidence, evidence
     spec = {
         "test": "test_unlock_sends_no_identifier_in_cleartext[nokia7plus-2019]",
         "texts": ["Failed", "Critical", "Cleartext identifier leak", "in cleartext"],
