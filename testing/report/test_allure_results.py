@@ -212,8 +212,10 @@ def test_severity_rules() -> None:
 
 def test_tables_escape_and_mask() -> None:
     redact = Redactor().with_values([IMEI])
-    table = findings_html([{"identifier": "imei", "excerpt": f"<b>{IMEI}</b>", "frames": [4, 5]}], redact)
+    table = findings_html([{"identifier": "imei", "excerpt": f"<b>{IMEI}</b>", "frames": [4, 5],
+                            "time": 1764400001.25}], redact)
     assert "&lt;b&gt;" in table and IMEI not in table and "<td>4, 5</td>" in table
+    assert "<td>2025-11-29 07:06:41.250Z</td>" in table
     assert "no findings" in findings_html([], redact)
     assert flows_csv([], redact).splitlines() == [
         "destination,host,protocol,transport,encrypted,bytes,source,frames,denied"]

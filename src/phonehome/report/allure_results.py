@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import functools
 import html
 import io
@@ -167,6 +168,14 @@ def _endpoint(record: Mapping[str, Any], addr: str, port: str) -> str:
     return f"{host}:{record.get(port)}" if record.get(port) is not None else _cell(host)
 
 
+def _utc(value: object) -> str:
+    """Capture time (epoch seconds) as UTC with milliseconds, the way a reader matches it against logcat."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        stamp = datetime.datetime.fromtimestamp(value, tz=datetime.UTC)
+        return stamp.strftime("%Y-%m-%d %H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+    return _cell(value)
+
+
 FINDING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("phase", "phase"), ("identifier", "identifier"), ("encoding", "encoding"), ("host", "host"),
     ("destination", "dst"), ("protocol", "protocol"), ("transport", "transport"), ("encrypted", "encrypted"),
@@ -181,7 +190,12 @@ def findings_html(findings: Sequence[Mapping[str, Any]], redact: Redactor) -> st
     for finding in findings:
         cells = []
         for _, key in FINDING_COLUMNS:
-            value = _endpoint(finding, "dst", "dport") if key == "dst" else _cell(finding.get(key))
+            if key == "dst":
+                value = _endpoint(finding, "dst", "dport")
+            elif key == "time":
+                value = _utc(finding.get("time"))
+            else:
+                value = _cell(finding.get(key))
             cells.append(f"<td>{html.escape(redact(value))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     body = "".join(rows) or f"<tr><td colspan='{len(FINDING_COLUMNS)}'>no findings</td></tr>"
