@@ -56,6 +56,7 @@ SERIAL = "%(serial)s"
 T0 = 1764400000.0
 DEVICES = {
     "nokia-7-plus": {"model": "Nokia 7 Plus", "android_build": "00WW_3_22C", "leaky": True,
+                     "tools": ["dumpcap 4.0.17", "adb 1.0.41"], "adb_server": "127.0.0.1:5037",
                      "fingerprint": "Nokia/Onyx_00WW/B2N_sprout:10/QKQ1.190828.002/00WW_3_22C:user/release-keys",
                      "identifiers": {"imei": IMEI, "wifi_mac": WIFI_MAC, "serial": SERIAL}},
     "fixed-phone": {"model": "Pixel 7", "android_build": "TQ3A.230901.001", "leaky": False,

@@ -160,7 +160,9 @@ def test_environment_written_once_by_the_xdist_controller(tmp_path: Path) -> Non
     env = (results / "environment.properties").read_text(encoding="utf-8")
     assert "nokia-7-plus.model=Nokia 7 Plus" in env
     assert "fixed-phone.model=Pixel 7" in env
-    assert IMEI not in env
+    assert "fixed-phone.fingerprint=google/panther/panther\\:13/TQ3A.230901.001/10750268\\:user/release-keys" in env
+    assert IMEI not in env and SERIAL not in env and "identifiers" not in env and "adb_server" not in env
+    assert "tools=dumpcap 4.0.17; adb 1.0.41" in env
     observed = list(results.glob("phonehome-observed-*.json"))
     assert observed  # one per worker that saw a phase
     devices = set()

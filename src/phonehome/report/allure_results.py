@@ -48,6 +48,8 @@ from phonehome.report.diff import Observations
 
 PLUGIN_NAME = "phonehome-allure"
 ENVIRONMENT_FILE = "environment.properties"
+#: device info written to the environment section (never identifier values, nor lab plumbing such as ports)
+ENVIRONMENT_KEYS = ("model", "manufacturer", "android", "sdk", "android_build", "build", "fingerprint", "backend")
 #: where pytest-xdist workers put their device info for the controller (``config.workeroutput`` key)
 WORKEROUTPUT_KEY = "phonehome_device_info"
 
@@ -516,16 +518,23 @@ class AllureReporter:
                 self.device_info.setdefault(device, {}).update(info)
 
     def environment(self) -> dict[str, str]:
+        """Models, builds and fingerprints per device, and the tool versions: what a reader needs to reproduce."""
         env = {
             "phonehome": _version("phonehome"), "pytest": pytest.__version__,
             "allure-pytest": _version("allure-pytest"), "python": platform.python_version(),
         }
+        tools: dict[str, None] = {}
         for device, info in sorted(self.device_info.items()):
-            for key, value in sorted(info.items()):
-                if key == "identifiers":
-                    continue  # values, never written; their sources are reported separately by the harness
-                text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
-                env[f"{device}.{key}"] = self.redact(text)
+            for key in ENVIRONMENT_KEYS:
+                value = info.get(key)
+                if value not in (None, "", [], {}):
+                    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+                    env[f"{device}.{key}"] = self.redact(text)
+            raw_tools = info.get("tools") or ()
+            tools.update(dict.fromkeys(str(t) for t in (raw_tools if isinstance(raw_tools, list | tuple)
+                                                        else [raw_tools])))
+        if tools:
+            env["tools"] = self.redact("; ".join(tools))
         return env
 
     def write_environment(self, results_dir: Path) -> Path:
