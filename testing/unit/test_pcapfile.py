@@ -191,3 +191,20 @@ def test_memory_mapped_reading_across_windows_matches_chunked_reading(tmp_path: 
     chunked = list(CaptureReader(path, chunk_bytes=1 << 20))
     assert len(mapped) == 120 and mapped == chunked
     assert [r[2] for r in mapped] == [p.data for p in packets]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_tshark_decrypts_the_written_quic_initials(tmp_path: Path) -> None:
+    """The QUIC Initial builder really encrypts: tshark derives the keys and reads the SNI."""
+    from phonehome.testing.captures import quic_client_initials
+
+    cap = CaptureBuilder()
+    for datagram in quic_client_initials("quic.example.org", padding=1500):
+        cap.udp("10.0.0.2", "93.184.216.34", 50000, 443, datagram)
+    path = cap.write_pcapng(tmp_path / "quic.pcapng")
+    proc = subprocess.run([shutil.which("tshark") or "tshark", "-r", str(path), "-T", "fields",
+                           "-e", "tls.handshake.extensions_server_name"],
+                          capture_output=True, text=True, timeout=TSHARK_TIMEOUT_S, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "quic.example.org" in proc.stdout.split()

@@ -261,3 +261,23 @@ def test_websocket_oversized_frame_falls_back_to_raw() -> None:
     decoder = WebSocketDecoder()
     units = decoder.feed(frame_head + b"z" * 1000) + decoder.finish()
     assert decoder.raw_mode and sum(len(u.data) for u in units) == len(frame_head) + 1000
+
+
+def test_quic_initials_decrypt_to_the_client_hello_in_any_order() -> None:
+    from phonehome.scan.protocols import client_hello_from_crypto, quic_initial_crypto
+    from phonehome.testing.captures import quic_client_initials
+
+    datagrams = quic_client_initials("q.example", padding=2500, crypto_bytes_per_packet=700)
+    assert len(datagrams) == 4
+    frames = [f for d in reversed(datagrams) for f in quic_initial_crypto(d)]
+    found = client_hello_from_crypto(frames)
+    assert found is not None and found[1].sni == "q.example" and found[1].alpn == ("h3",)
+    assert client_hello_from_crypto(frames[1:]) is None  # offset 0 missing: not whole yet
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\xc0" + b"\x00" * 30, quic_initial(b"\x00" * 64),
+                                     b"\xc3\x00\x00\x00\x01\x08" + bytes(8) + b"\x00\x00\x44\xd0" + bytes(40)])
+def test_quic_garbage_gives_no_crypto_frames(garbage: bytes) -> None:
+    from phonehome.scan.protocols import quic_initial_crypto
+
+    assert quic_initial_crypto(garbage) == []

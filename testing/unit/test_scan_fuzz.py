@@ -25,6 +25,7 @@ from phonehome.scan.protocols import (
     classify_stream,
     parse_client_hello,
     parse_dns,
+    quic_initial_crypto,
 )
 from phonehome.scan.scanner import ScanResult, scan_capture
 from phonehome.testing.captures import (
@@ -115,6 +116,7 @@ def test_link_and_ip_decoding(link: int, data: bytes) -> None:
 def test_protocol_parsers(data: bytes) -> None:
     parse_dns(data)
     parse_client_hello(data)
+    assert isinstance(quic_initial_crypto(b"\xc3\x00\x00\x00\x01" + data), list)
     classify_stream(data)
     classify_datagram(data)
 

@@ -694,3 +694,32 @@ def test_snaplen_cut_packets_are_a_warning(tmp_path: Path) -> None:
     cap.packets[-1] = Packet(last.data[:40], last.time, orig_len=len(last.data))
     result = _scan(tmp_path, cap)
     assert any("snap length" in w for w in result.warnings)
+
+
+def test_quic_initial_client_hello_is_decrypted_and_scanned(tmp_path: Path) -> None:
+    """QUIC Initial keys are public: the SNI inside is cleartext, and names the flow's host."""
+    from phonehome.testing.captures import quic_client_initials
+
+    cap = CaptureBuilder()
+    for datagram in quic_client_initials(f"{IMEI}.quic.example", padding=1500):  # two Initial packets
+        cap.udp(PHONE_IP, SERVER_IP, 50000, 443, datagram)
+    cap.udp(SERVER_IP, PHONE_IP, 443, 50000, quic_initial(b"\x00" * 100))
+    cap.udp(PHONE_IP, SERVER_IP, 50000, 443, b"\x41" + f"imei={IMEI}".encode())  # 1-RTT: encrypted
+    result = _scan(tmp_path, cap)
+    (finding,) = _found(result, "imei")
+    assert finding.protocol == "quic-handshake" and finding.frames == (1, 2) and not finding.encrypted
+    (flow,) = result.flows
+    assert flow.encrypted and flow.protocol == "quic" and flow.host is not None and flow.host.endswith("quic.example")
+    assert flow.frames == 4
+
+
+def test_quic_flow_host_comes_from_its_sni(tmp_path: Path) -> None:
+    from phonehome.testing.captures import quic_client_initials
+
+    cap = CaptureBuilder()
+    for datagram in quic_client_initials("www.example.net"):
+        cap.udp(PHONE_IP, SERVER_IP, 50001, 443, datagram)
+    cap.udp(PHONE_IP, SERVER_IP, 50001, 443, b"\x41" + SERIAL.encode())
+    result = _scan(tmp_path, cap)
+    assert result.findings == ()
+    assert result.flows[0].host == "www.example.net"

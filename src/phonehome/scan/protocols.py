@@ -669,3 +669,146 @@ def _raw_batches(decoder: StreamDecoder, units: list[Unit], final: bool) -> list
         decoder.consume(len(decoder.buf))
     decoder.need = RAW_BATCH_BYTES
     return units
+
+
+# --- QUIC Initial packets -------------------------------------------------------------------------------------
+# A QUIC client's Initial packets are encrypted with keys derived from the packet's own destination connection
+# ID (RFC 9001 section 5.2): anyone on the path can read them, so the ClientHello inside (SNI, ALPN) is as
+# cleartext as TLS's. Decrypting it is how a QUIC flow gets its host name and its handshake gets scanned.
+
+QUIC_V1 = 0x00000001
+QUIC_V1_INITIAL_SALT = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
+PROTO_QUIC_HANDSHAKE = "quic-handshake"
+#: client Initial packets looked at per flow for the ClientHello (Chrome's spans two)
+MAX_QUIC_INITIALS = 4
+
+
+def _hkdf_expand_label(secret: bytes, label: bytes, length: int) -> bytes:
+    import hashlib
+    import hmac
+
+    full = b"tls13 " + label
+    info = struct.pack("!HB", length, len(full)) + full + b"\x00"
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(secret, block + info + bytes([counter]), hashlib.sha256).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def quic_initial_keys(dcid: bytes) -> tuple[bytes, bytes, bytes]:
+    """(key, iv, header-protection key) of a QUIC v1 client's Initial packets."""
+    import hashlib
+    import hmac
+
+    initial_secret = hmac.new(QUIC_V1_INITIAL_SALT, dcid, hashlib.sha256).digest()
+    client = _hkdf_expand_label(initial_secret, b"client in", 32)
+    return (_hkdf_expand_label(client, b"quic key", 16), _hkdf_expand_label(client, b"quic iv", 12),
+            _hkdf_expand_label(client, b"quic hp", 16))
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    first = data[pos]
+    size = 1 << (first >> 6)
+    if pos + size > len(data):
+        raise IndexError("varint cut short")
+    value = first & 0x3F
+    for i in range(1, size):
+        value = (value << 8) | data[pos + i]
+    return value, pos + size
+
+
+def quic_initial_crypto(datagram: bytes) -> list[tuple[int, bytes]]:
+    """The CRYPTO frames ``(offset, data)`` of the QUIC v1 client Initial packets in one datagram.
+
+    Returns [] for anything else (other versions, server packets that fail to decrypt, garbage): never raises.
+    """
+    frames: list[tuple[int, bytes]] = []
+    pos = 0
+    try:
+        while pos + 7 < len(datagram) and datagram[pos] & 0xC0 == 0xC0:
+            end, found = _one_initial(datagram, pos)
+            frames += found
+            if end <= pos:
+                break
+            pos = end
+    except (IndexError, ValueError, struct.error):
+        pass
+    return frames
+
+
+def _one_initial(data: bytes, start: int) -> tuple[int, list[tuple[int, bytes]]]:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    first = data[start]
+    version = struct.unpack_from("!I", data, start + 1)[0]
+    pos = start + 5
+    dcid = data[pos + 1:pos + 1 + data[pos]]
+    pos += 1 + data[pos]
+    pos += 1 + data[pos]  # source connection ID
+    if version != QUIC_V1 or (first >> 4) & 0x03 != 0:  # not a v1 Initial
+        return start, []
+    token_length, pos = _varint(data, pos)
+    pos += token_length
+    length, pn_offset = _varint(data, pos)
+    end = pn_offset + length
+    if end > len(data) or length < 20:
+        return start, []
+    key, iv, hp = quic_initial_keys(dcid)
+    encryptor = Cipher(algorithms.AES(hp), modes.ECB()).encryptor()
+    mask = encryptor.update(data[pn_offset + 4:pn_offset + 20]) + encryptor.finalize()
+    first_clear = first ^ (mask[0] & 0x0F)
+    pn_length = (first_clear & 0x03) + 1
+    pn_bytes = bytes(b ^ m for b, m in zip(data[pn_offset:pn_offset + pn_length], mask[1:], strict=False))
+    header = bytes([first_clear]) + data[start + 1:pn_offset] + pn_bytes
+    nonce = (int.from_bytes(iv, "big") ^ int.from_bytes(pn_bytes, "big")).to_bytes(12, "big")
+    try:
+        plain = AESGCM(key).decrypt(nonce, data[pn_offset + pn_length:end], header)
+    except InvalidTag:
+        return end, []
+    return end, _crypto_frames(plain)
+
+
+def _crypto_frames(plain: bytes) -> list[tuple[int, bytes]]:
+    frames: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos < len(plain):
+        kind = plain[pos]
+        if kind in (0x00, 0x01):  # PADDING, PING
+            pos += 1
+        elif kind in (0x02, 0x03):  # ACK: largest, delay, range count, first range, ranges (+ ECN counts)
+            pos += 1
+            _largest, pos = _varint(plain, pos)
+            _delay, pos = _varint(plain, pos)
+            count, pos = _varint(plain, pos)
+            _first, pos = _varint(plain, pos)
+            for _ in range(count * 2 + (3 if kind == 0x03 else 0)):
+                _value, pos = _varint(plain, pos)
+        elif kind == 0x06:  # CRYPTO
+            offset, pos = _varint(plain, pos + 1)
+            size, pos = _varint(plain, pos)
+            frames.append((offset, plain[pos:pos + size]))
+            pos += size
+        else:  # CONNECTION_CLOSE or something an Initial should not carry: stop
+            break
+    return frames
+
+
+def client_hello_from_crypto(frames: list[tuple[int, bytes]]) -> tuple[bytes, ClientHello] | None:
+    """Reassemble CRYPTO frames (any order) and parse the ClientHello once its bytes from offset 0 are whole."""
+    stream = bytearray()
+    for offset, data in sorted(frames):
+        if offset > len(stream):
+            break
+        stream[offset:offset + len(data)] = data
+    if len(stream) < 4 or stream[0] != 1:
+        return None
+    need = 4 + int.from_bytes(stream[1:4], "big")
+    if len(stream) < need:
+        return None
+    handshake = bytes(stream[:need])
+    sni, alpn = _hello_extensions(handshake[4:])
+    return handshake, ClientHello(sni, alpn, need)

@@ -40,9 +40,12 @@ from phonehome.scan.packets import (
 from phonehome.scan.pcapfile import CaptureReader
 from phonehome.scan.protocols import (
     MAX_CLIENT_HELLO_BYTES,
+    MAX_QUIC_INITIALS,
     PROTO_DNS,
     PROTO_HTTP,
     PROTO_MQTT,
+    PROTO_QUIC,
+    PROTO_QUIC_HANDSHAKE,
     PROTO_SSH,
     PROTO_TLS,
     PROTO_TLS_HANDSHAKE,
@@ -56,8 +59,10 @@ from phonehome.scan.protocols import (
     WebSocketDecoder,
     classify_datagram,
     classify_stream,
+    client_hello_from_crypto,
     parse_client_hello,
     parse_dns,
+    quic_initial_crypto,
 )
 from phonehome.scan.reassembly import Budget, Stream
 
@@ -338,6 +343,10 @@ class _Flow:
         "ident",
         "last_time",
         "protocol",
+        "quic_crypto",
+        "quic_frames",
+        "quic_seen",
+        "quic_time",
         "server",
         "sni",
         "transport",
@@ -360,6 +369,11 @@ class _Flow:
         self.http_host: str | None = None
         self.dns_name: str | None = None
         self.closed = False
+        # a QUIC flow's client Initials until its ClientHello is whole (see _quic_initial)
+        self.quic_seen = 0
+        self.quic_crypto: list[tuple[int, bytes]] = []
+        self.quic_frames: list[int] = []
+        self.quic_time = 0.0
 
 
 @dataclass
@@ -514,7 +528,16 @@ class Scanner:
     def _udp(self, flow: _Flow, d: _Direction, payload: bytes, frames: list[int], ts: float) -> None:
         if not payload:
             return
+        if flow.encrypted:  # a QUIC flow still collecting its client's Initial packets
+            if d is flow.client and classify_datagram(payload) == PROTO_QUIC:
+                self._quic_initial(flow, d, payload, frames, ts)
+            return
         encrypted = classify_datagram(payload)
+        if encrypted == PROTO_QUIC and d is flow.client:
+            flow.encrypted = True
+            flow.protocol = PROTO_QUIC
+            self._quic_initial(flow, d, payload, frames, ts)
+            return
         if encrypted:
             self._mark_encrypted(flow, encrypted)
             return
@@ -535,9 +558,30 @@ class Scanner:
         self._scan_units(flow, d, [Unit(payload, 0, n, True, "", PROTO_UNKNOWN, peel=True)], frames=frames,
                          time=ts)
 
+    def _quic_initial(self, flow: _Flow, d: _Direction, payload: bytes, frames: list[int], ts: float) -> None:
+        """Decrypt a client Initial (its keys are public) and scan the ClientHello once it is whole."""
+        flow.quic_seen += 1
+        crypto = quic_initial_crypto(payload)
+        if crypto:
+            if not flow.quic_frames:
+                flow.quic_time = ts
+            flow.quic_crypto += crypto
+            flow.quic_frames += frames
+            found = client_hello_from_crypto(flow.quic_crypto)
+            if found is not None:
+                handshake, hello = found
+                flow.sni = hello.sni or flow.sni
+                self._scan_units(flow, d, [Unit(handshake, 0, len(handshake), False, "", PROTO_QUIC_HANDSHAKE)],
+                                 frames=flow.quic_frames, time=flow.quic_time)
+                self._mark_encrypted(flow, PROTO_QUIC)
+                return
+        if flow.quic_seen >= MAX_QUIC_INITIALS:
+            self._mark_encrypted(flow, PROTO_QUIC)
+
     def _mark_encrypted(self, flow: _Flow, protocol: str) -> None:
         flow.encrypted = True
         flow.protocol = protocol
+        flow.quic_crypto, flow.quic_frames = [], []
         fast = self.fast[PROTO_TCP if flow.transport == "tcp" else PROTO_UDP]
         for d in (flow.client, flow.server):
             fast[d.src + d.dst + struct.pack("!HH", d.sport, d.dport)] = flow

@@ -615,3 +615,43 @@ def websocket_frame(payload: bytes, *, mask_key: bytes | None = b"\x37\xfa\x21\x
         return head + payload
     masked = bytes(b ^ mask_key[i % 4] for i, b in enumerate(payload))
     return head + mask_key + masked
+
+
+def quic_client_initials(sni: str | None, *, alpn: Sequence[str] = ("h3",), dcid: bytes = bytes(range(8)),
+                         crypto_bytes_per_packet: int = 1000, padding: int = 0) -> list[bytes]:
+    """A QUIC v1 client's Initial packets carrying a ClientHello, really encrypted (RFC 9001 Initial keys), so
+    tshark and phonehome both decrypt them. Each is one datagram padded to 1,200 bytes; a ClientHello larger
+    than ``crypto_bytes_per_packet`` (``padding`` makes it so, like Chrome's) is spread over several packets.
+    """
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from phonehome.scan.protocols import quic_initial_keys
+
+    handshake = tls_client_hello(sni, alpn=alpn, padding=padding)[5:]
+    key, iv, hp = quic_initial_keys(dcid)
+    datagrams = []
+    for number, offset in enumerate(range(0, len(handshake), crypto_bytes_per_packet)):
+        chunk = handshake[offset:offset + crypto_bytes_per_packet]
+        frame = b"\x06" + _quic_varint(offset) + _quic_varint(len(chunk)) + chunk
+        head_len = 1 + 4 + 1 + len(dcid) + 1 + 1 + 2 + 4
+        payload = frame + b"\x00" * max(0, 1200 - head_len - 16 - len(frame))
+        pn = number.to_bytes(4, "big")
+        header = (bytes([0xC3]) + struct.pack("!I", 1) + bytes([len(dcid)]) + dcid + b"\x00" + b"\x00"
+                  + struct.pack("!H", 0x4000 | (len(pn) + len(payload) + 16)))
+        nonce = (int.from_bytes(iv, "big") ^ number).to_bytes(12, "big")
+        sealed = AESGCM(key).encrypt(nonce, payload, header + pn)
+        encryptor = Cipher(algorithms.AES(hp), modes.ECB()).encryptor()
+        mask = encryptor.update(sealed[:16]) + encryptor.finalize()
+        first = bytes([header[0] ^ (mask[0] & 0x0F)])
+        protected_pn = bytes(b ^ m for b, m in zip(pn, mask[1:5], strict=True))
+        datagrams.append(first + header[1:] + protected_pn + sealed)
+    return datagrams
+
+
+def _quic_varint(value: int) -> bytes:
+    if value < 0x40:
+        return bytes([value])
+    if value < 0x4000:
+        return struct.pack("!H", 0x4000 | value)
+    return struct.pack("!I", 0x80000000 | value)
