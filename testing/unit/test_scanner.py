@@ -723,3 +723,19 @@ def test_quic_flow_host_comes_from_its_sni(tmp_path: Path) -> None:
     result = _scan(tmp_path, cap)
     assert result.findings == ()
     assert result.flows[0].host == "www.example.net"
+
+
+def test_ports_reused_after_an_encrypted_connection_start_a_new_flow(tmp_path: Path) -> None:
+    """A finished TLS connection's 4-tuple reused for plain HTTP must not hide the HTTP leak."""
+    cap = CaptureBuilder()
+    tls = cap.tcp(PHONE_IP, SERVER_IP, 8080, sport=41000)
+    tls.send(tls_client_hello("a.example"))
+    tls.reply(tls_server_hello())
+    tls.send(tls_application_data(b"x" * 100))
+    tls.close()
+    plain = cap.tcp(PHONE_IP, SERVER_IP, 8080, sport=41000)
+    plain.send(http_request("GET", f"/?imei={IMEI}", host="reuse.example"))
+    result = _scan(tmp_path, cap)
+    assert len(result.flows) == 2
+    assert [f.encrypted for f in result.flows] == [True, False]
+    _assert_found(result, "imei", "plain")

@@ -445,14 +445,17 @@ class Scanner:
             if first == 0x45:
                 if not data[off + 6] & 0x3F and not data[off + 7]:  # no fragment
                     known = (fast_tcp if data[off + 9] == PROTO_TCP else fast_udp).get(data[off + 12:off + 24])
-                    if known is not None:
+                    # a SYN may open a new connection on a finished flow's ports: the slow path decides
+                    if known is not None and (data[off + 9] != PROTO_TCP
+                                              or (len(data) > off + 33 and not data[off + 33] & TCP_SYN)):
                         known.frames += 1
                         known.bytes += orig
                         known.last_time = ts
                         continue
             elif first >> 4 == 6:
                 known = (fast_tcp if data[off + 6] == PROTO_TCP else fast_udp).get(data[off + 8:off + 44])
-                if known is not None:
+                if known is not None and (data[off + 6] != PROTO_TCP
+                                          or (len(data) > off + 53 and not data[off + 53] & TCP_SYN)):
                     known.frames += 1
                     known.bytes += orig
                     known.last_time = ts
@@ -466,7 +469,8 @@ class Scanner:
             if entry is None:
                 entry = self._new_flow(proto, src, dst, sport, dport, frame, ts, flags)
             flow, direction = entry
-            if flow.closed and proto == PROTO_TCP and flags & TCP_SYN:  # the 4-tuple reused by a new connection
+            if proto == PROTO_TCP and flags & 0x12 == TCP_SYN and _carried_data(flow):
+                # a bare SYN on a flow that already carried data: the 4-tuple reused by a new connection
                 flow, direction = self._new_flow(proto, src, dst, sport, dport, frame, ts, flags)
             flow.frames += 1
             flow.bytes += orig
@@ -495,6 +499,9 @@ class Scanner:
         # a SYN+ACK seen first means we are looking at the server's side of a connection
         if tcp and flags & 0x12 == 0x12:
             src, dst, sport, dport = dst, src, dport, sport
+        fast = self.fast[proto]
+        fast.pop(src + dst + struct.pack("!HH", sport, dport), None)  # a reused 4-tuple: the old flow is over
+        fast.pop(dst + src + struct.pack("!HH", dport, sport), None)
         client = _Direction(src, sport, dst, dport, Stream(self.budget) if tcp else None)
         server = _Direction(dst, dport, src, sport, Stream(self.budget) if tcp else None)
         flow = _Flow(len(self.all_flows), "tcp" if tcp else "udp", client, server, frame, ts)
@@ -883,6 +890,10 @@ def compose_encoding(unit_chain: str, peel_chain: str, needle_encoding: str) -> 
     if len(parts) == 2 and parts[1] == "plain" and parts[0] in LAYER_NAMES:
         return parts[0]
     return ">".join(parts)
+
+
+def _carried_data(flow: _Flow) -> bool:
+    return flow.closed or flow.encrypted or flow.client.pos > 0 or flow.server.pos > 0
 
 
 def _covered(chains: list[str] | None, chain: str) -> bool:
