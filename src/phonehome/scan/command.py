@@ -24,7 +24,8 @@ DESCRIPTION = f"""\
 Find a phone's identifiers sent in cleartext in a capture (pcap or pcapng), in any common encoding (plain, URL,
 base64, hex, hashes, BCD, UTF-16, binary integers/floats, nested layers such as gzip>base64>plain), after TCP
 reassembly and HTTP/WebSocket/DNS/TLS-ClientHello/MQTT decoding. Encrypted flows (TLS, DTLS, QUIC, SSH; decided
-by content, not port) are not leaks, except the cleartext parts of their handshake (SNI, ALPN).
+by content, not port) are not leaks, except the cleartext parts of their handshake (SNI, ALPN of TLS
+ClientHellos and of QUIC Initials, whose keys are public).
 
 exit status:
   0  no cleartext finding
