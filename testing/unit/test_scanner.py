@@ -739,3 +739,20 @@ def test_ports_reused_after_an_encrypted_connection_start_a_new_flow(tmp_path: P
     assert len(result.flows) == 2
     assert [f.encrypted for f in result.flows] == [True, False]
     _assert_found(result, "imei", "plain")
+
+
+@pytest.mark.timeout(120)
+def test_many_half_received_messages_keep_decoder_memory_bounded(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """40 connections each in the middle of a 1 MB body: over the (lowered) budget they are scanned early."""
+    from phonehome.scan import scanner as scanner_module
+
+    monkeypatch.setattr(scanner_module, "MAX_DECODER_BYTES_TOTAL", 8 << 20)
+    cap = CaptureBuilder()
+    conns = [cap.tcp(PHONE_IP, SERVER_IP, 80, sport=20000 + i) for i in range(40)]
+    for conn in conns:
+        conn.send(b"POST /u HTTP/1.1\r\nHost: big.example\r\nContent-Length: 2000000\r\n\r\n" + f"imei={IMEI}&".encode()
+                  + b"x" * 1_000_000)
+    result = _scan(tmp_path, cap)
+    assert any("scanned undecoded to keep memory bounded" in w for w in result.warnings)
+    assert len({(f.sport) for f in _found(result, "imei")}) == 40

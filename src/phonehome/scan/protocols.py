@@ -302,6 +302,11 @@ class StreamDecoder:
         self._join()
         return self.parse(final=True)
 
+    @property
+    def held(self) -> int:
+        """Bytes buffered, waiting for the rest of a message (the scanner bounds the total)."""
+        return len(self.buf) + self._pending
+
     def _join(self) -> None:
         if self._parts:
             self.buf = b"".join((self.buf, *self._parts))

@@ -78,6 +78,10 @@ PEEL_ALWAYS_BYTES = 16 << 10
 PEEL_DEPTH = 3
 #: decoded output the nested decoders may produce per unit
 PEEL_OUTPUT_BYTES = 4 << 20
+#: bytes all protocol decoders may buffer together (partial HTTP bodies, WebSocket frames...)
+MAX_DECODER_BYTES_TOTAL = 64 << 20
+#: when over that, directions buffering at least this much are scanned as they are and emptied
+SHED_DIRECTION_BYTES = 256 << 10
 #: distinct content-decoding problems listed in the warnings
 MAX_DECODE_WARNINGS = 20
 #: ports where UDP payloads are parsed as DNS (mDNS and LLMNR included)
@@ -306,6 +310,7 @@ class _Direction:
         "fin",
         "frames",
         "head",
+        "held",
         "offsets",
         "peeled",
         "pos",
@@ -327,6 +332,7 @@ class _Direction:
         self.pos = 0
         self.peeled = 0
         self.fin = False
+        self.held = 0  # bytes its decoder buffers (counted against MAX_DECODER_BYTES_TOTAL)
 
 
 class _Flow:
@@ -413,6 +419,8 @@ class Scanner:
         self.warnings: list[str] = []
         self.unsupported_links: dict[int, int] = {}
         self.decode_problems: dict[str, int] = {}
+        self.decoder_held = 0
+        self.shed = 0
 
     # --- packets ----------------------------------------------------------------------------------------------
 
@@ -591,6 +599,8 @@ class Scanner:
         flow.quic_crypto, flow.quic_frames = [], []
         fast = self.fast[PROTO_TCP if flow.transport == "tcp" else PROTO_UDP]
         for d in (flow.client, flow.server):
+            self.decoder_held -= d.held
+            d.held = 0
             fast[d.src + d.dst + struct.pack("!HH", d.sport, d.dport)] = flow
             d.done = True
             d.stream = None
@@ -615,6 +625,11 @@ class Scanner:
                 return
             data, d.head = d.head, b""
         units = decoder.feed(data)
+        held = decoder.held
+        self.decoder_held += held - d.held
+        d.held = held
+        if self.decoder_held > MAX_DECODER_BYTES_TOTAL:
+            self._shed_decoder_memory()
         if decoder.switch_to == PROTO_WEBSOCKET:
             units += self._switch_to_websocket(flow, d, decoder)
         if decoder.host:
@@ -624,6 +639,25 @@ class Scanner:
         if units:
             self._scan_units(flow, d, units)
             self._trim(d)
+
+    def _shed_decoder_memory(self) -> None:
+        """Too many half-received messages held at once (many flows, huge bodies): scan the large ones as they
+        are, raw, and let them go. Counted and reported, never silently dropped."""
+        for threshold in (SHED_DIRECTION_BYTES, 1):  # the large holders first; everyone if that was not enough
+            for flow in self.all_flows:
+                for d in (flow.client, flow.server):
+                    if d.decoder is not None and d.held >= threshold:
+                        self._scan_units(flow, d, d.decoder.hole())
+                        self._account(d)
+                        self.shed += 1
+                if self.decoder_held <= MAX_DECODER_BYTES_TOTAL // 2:
+                    return
+
+    def _account(self, d: _Direction) -> None:
+        """Re-count what ``d``'s decoder holds (after it was emptied or dropped)."""
+        held = d.decoder.held if d.decoder is not None else 0
+        self.decoder_held += held - d.held
+        d.held = held
 
     def _decoder_warnings(self, decoder: StreamDecoder) -> None:
         for warning in decoder.warnings:
@@ -718,6 +752,7 @@ class Scanner:
                 self._decoder_warnings(d.decoder)
             d.stream = None
             d.decoder = None
+            self._account(d)
             d.offsets, d.frames, d.times = _NO_INTS, _NO_INTS, _NO_FLOATS
 
     # --- matching ---------------------------------------------------------------------------------------------
@@ -844,6 +879,9 @@ class Scanner:
         if self.defrag.dropped_datagrams:
             warnings.append(f"{self.defrag.dropped_datagrams} fragmented IP datagrams could not be reassembled "
                             "(fragments missing); they were not scanned")
+        if self.shed:
+            warnings.append(f"{self.shed} partly received messages were scanned undecoded to keep memory bounded "
+                            f"(more than {MAX_DECODER_BYTES_TOTAL >> 20} MiB of messages in flight at once)")
         for problem, count in list(self.decode_problems.items())[:MAX_DECODE_WARNINGS]:
             warnings.append(f"{problem}" + (f" ({count} times)" if count > 1 else ""))
         if reader.packets == 0:
