@@ -3,6 +3,7 @@
 // record every request the page makes. Any request to a host other than the report's own 127.0.0.1 server is
 // recorded, aborted, and fails the run: a privacy tool's report must not phone home.
 //
+// playwright-core launches Chromium with a fresh temporary profile (its own --user-data-dir) every time.
 // usage: node browse.mjs SPEC.json   (SPEC: {url, test, texts[], step, findings, findingsTexts[], pcap})
 // prints one JSON object: {ok, problems[], requests[], offMachine[], pcapMagic}
 import { readFileSync } from 'node:fs';
@@ -34,8 +35,8 @@ async function expectText(scope, text, what) {
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
   headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-         '--disable-sync', '--no-first-run'],
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync', '--no-first-run'],
 });
 try {
   const context = await browser.newContext({ acceptDownloads: true, serviceWorkers: 'block' });
