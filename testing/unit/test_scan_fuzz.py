@@ -17,6 +17,7 @@ from phonehome.scan.matcher import build_matcher
 from phonehome.scan.packets import Defragmenter, decode_frame
 from phonehome.scan.pcapfile import CaptureReader
 from phonehome.scan.protocols import (
+    DnsTcpDecoder,
     HttpDecoder,
     MqttDecoder,
     RawDecoder,
@@ -130,7 +131,7 @@ def test_protocol_parsers(data: bytes) -> None:
 def test_stream_decoders(prefix: bytes, data: bytes, pieces: int) -> None:
     stream = prefix + data
     step = max(len(stream) // pieces, 1)
-    for decoder in (HttpDecoder(), WebSocketDecoder(), MqttDecoder(), RawDecoder(overlap=8)):
+    for decoder in (HttpDecoder(), WebSocketDecoder(), MqttDecoder(), DnsTcpDecoder(), RawDecoder(overlap=8)):
         for i in range(0, len(stream), step):
             for unit in decoder.feed(stream[i:i + step]):
                 assert unit.start <= unit.end

@@ -756,3 +756,16 @@ def test_many_half_received_messages_keep_decoder_memory_bounded(tmp_path: Path,
     result = _scan(tmp_path, cap)
     assert any("scanned undecoded to keep memory bounded" in w for w in result.warnings)
     assert len({(f.sport) for f in _found(result, "imei")}) == 40
+
+
+def test_dns_over_tcp(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, "10.0.0.1", 53)
+    query = dns_query(f"{SERIAL}.t.example")
+    answer = dns_response("cdn.example", [SERVER_IP])
+    conn.send(len(query).to_bytes(2, "big") + query, segment_size=7)
+    conn.reply(len(answer).to_bytes(2, "big") + answer)
+    cap.udp(PHONE_IP, SERVER_IP, 4000, 9000, IMEI.encode())
+    result = _scan(tmp_path, cap)
+    assert _assert_found(result, "serial").protocol == "dns"
+    assert _assert_found(result, "imei").host == "cdn.example"

@@ -283,6 +283,7 @@ class StreamDecoder:
         self.host: str | None = None
         self.switch_to: str | None = None  # set when the protocol changes (HTTP upgrade to WebSocket)
         self.warnings: list[str] = []  # content that could not be decoded (scanned as sent instead)
+        self.addresses: list[tuple[str, bytes]] = []  # DNS answers seen (the scanner drains them for host names)
         #: parse again only once buf would hold this many bytes (set by parse while it waits for a known size)
         self.need = 0
         self._parts: list[bytes] = []
@@ -664,6 +665,31 @@ class MqttDecoder(StreamDecoder):
             self.consume(len(packet))
         return units
 
+
+
+class DnsTcpDecoder(StreamDecoder):
+    """DNS over TCP (large answers, zone data, some resolvers): 2-byte length-prefixed DNS messages."""
+
+    protocol = PROTO_DNS
+
+    def parse(self, final: bool) -> list[Unit]:
+        units: list[Unit] = []
+        while len(self.buf) >= 2:
+            size = struct.unpack_from("!H", self.buf)[0]
+            if len(self.buf) < 2 + size and not final:
+                self.need = 2 + size
+                break
+            message = self.buf[2:2 + size]
+            start = self.offset + 2
+            units.append(Unit(message, start, start + len(message), True, "", PROTO_DNS))
+            parsed = parse_dns(message)
+            if parsed is not None:
+                names = "\n".join(parsed.names).encode("latin-1")
+                units.append(Unit(names, start, start + len(message), False, "", PROTO_DNS, peel=True))
+                units += [Unit(t, start, start + len(message), False, "", PROTO_DNS, peel=True) for t in parsed.texts]
+                self.addresses += parsed.addresses
+            self.consume(min(2 + size, len(self.buf)))
+        return units
 
 
 def _raw_batches(decoder: StreamDecoder, units: list[Unit], final: bool) -> list[Unit]:

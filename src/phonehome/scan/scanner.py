@@ -51,6 +51,7 @@ from phonehome.scan.protocols import (
     PROTO_TLS_HANDSHAKE,
     PROTO_UNKNOWN,
     PROTO_WEBSOCKET,
+    DnsTcpDecoder,
     HttpDecoder,
     MqttDecoder,
     RawDecoder,
@@ -86,6 +87,8 @@ SHED_DIRECTION_BYTES = 256 << 10
 MAX_DECODE_WARNINGS = 20
 #: ports where UDP payloads are parsed as DNS (mDNS and LLMNR included)
 DNS_PORTS = frozenset((53, 5353, 5355))
+#: TCP port where streams that are not recognisable otherwise are parsed as DNS (length-prefixed messages)
+DNS_TCP_PORT = 53
 
 TCP_FIN = 0x01
 TCP_SYN = 0x02
@@ -634,6 +637,10 @@ class Scanner:
             units += self._switch_to_websocket(flow, d, decoder)
         if decoder.host:
             flow.http_host = decoder.host
+        if decoder.addresses:
+            for name, addr in decoder.addresses:
+                self.dns_names[addr] = name
+            decoder.addresses.clear()
         if decoder.warnings:
             self._decoder_warnings(decoder)
         if units:
@@ -683,12 +690,16 @@ class Scanner:
             return None
         if kind == PROTO_UNKNOWN and flow.protocol in (PROTO_HTTP, PROTO_MQTT, PROTO_WEBSOCKET):
             kind = flow.protocol
+        if kind == PROTO_UNKNOWN and DNS_TCP_PORT in (d.sport, d.dport):
+            kind = PROTO_DNS
         if kind == PROTO_HTTP:
             decoder: StreamDecoder = HttpDecoder(decode_content=layers.decode_content)
         elif kind == PROTO_MQTT:
             decoder = MqttDecoder()
         elif kind == PROTO_WEBSOCKET:
             decoder = WebSocketDecoder()
+        elif kind == PROTO_DNS:
+            decoder = DnsTcpDecoder()
         else:
             decoder = RawDecoder(overlap=self.matcher.overlap)
         upgraded = flow.protocol == PROTO_WEBSOCKET and kind == PROTO_HTTP  # the flow already is WebSocket
