@@ -111,12 +111,33 @@ def _phonehome_entry() -> DeviceEntry:
                 pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def _phonehome_device(request: pytest.FixtureRequest, _phonehome_entry: DeviceEntry) -> Iterator[DeviceSession]:
-    """Connect to one device for the whole session, read its identifiers and report its info."""
-    config = request.config
-    state = run_state(config)
+@pytest.fixture
+def _phonehome_device(request: pytest.FixtureRequest, _phonehome_entry: DeviceEntry) -> DeviceSession:
+    """The device's connection: made on first use, then kept for the whole session and closed when it ends.
+
+    Not a session-scoped fixture on purpose: pytest tears a parametrized higher-scoped fixture down whenever the
+    next test has another parameter, and under xdist one worker's tests of several phones interleave; a phone
+    would be reconnected (and uiautomator2 restarted on it) again and again.
+    """
+    state = run_state(request.config)
     entry = _phonehome_entry
+    session = state.devices.get(entry.label)
+    if session is not None:
+        return session  # type: ignore[no-any-return]
+    earlier = state.device_failures.get(entry.label)
+    if earlier is not None:
+        raise PhonehomeError(f"device {entry.label}: not connected (failed earlier in this session: {earlier})")
+    try:
+        session = _connect(request.config, state, entry)
+    except PhonehomeError as exc:
+        state.device_failures[entry.label] = str(exc)
+        raise
+    state.devices[entry.label] = session
+    return session
+
+
+def _connect(config: pytest.Config, state: RunState, entry: DeviceEntry) -> DeviceSession:
+    """Build the phone through the hook, read its identifiers and report its info."""
     phone = config.hook.pytest_phonehome_make_phone(entry=entry, settings=state.settings)
     if phone is None:
         raise PhonehomeError(f"device {entry.label}: no pytest_phonehome_make_phone implementation built a phone")
@@ -127,8 +148,7 @@ def _phonehome_device(request: pytest.FixtureRequest, _phonehome_entry: DeviceEn
     except BaseException:
         phone.close()
         raise
-    yield session
-    phone.close()
+    return session
 
 
 def _open_session(state: RunState, entry: DeviceEntry, phone: Phone) -> DeviceSession:

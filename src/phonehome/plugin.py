@@ -45,6 +45,7 @@ SAFE_DIST_MODES = ("no", "loadgroup")
 ADB_SERVER_HOST_ENV = "ANDROID_ADB_SERVER_HOST"
 ADB_SERVER_PORT_ENV = "ANDROID_ADB_SERVER_PORT"
 WORKERINPUT_LAB_KEY = "phonehome_lab"
+WORKERINPUT_LOADGROUP_KEY = "phonehome_loadgroup"
 LAB_INSTANCE_PREFIX = "pytest-"
 
 
@@ -250,7 +251,16 @@ class RunState:
     lab_instance: Any = None
     lab_owner: bool = False
     lab_error: str | None = None
-    _lab_handle: Any = field(default=None, repr=False)
+    #: label -> ``phonehome.fixtures.DeviceSession``: one connection per device for the whole session
+    devices: dict[str, Any] = field(default_factory=dict)
+    #: label -> why connecting failed (not retried: a dead phone must not cost a boot timeout per test)
+    device_failures: dict[str, str] = field(default_factory=dict)
+
+    def close_devices(self) -> None:
+        """Close every phone connection. Never raises (``Phone.close`` does not)."""
+        for session in self.devices.values():
+            session.phone.close()
+        self.devices.clear()
 
     def virtual_devices(self) -> tuple[DeviceEntry, ...]:
         return tuple(entry for entry in self.selected if entry.backend == "virtual")
@@ -384,6 +394,9 @@ def pytest_configure(config: pytest.Config) -> None:
     _load_inventory(state)
     _check_dist_mode(config, state)
     workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and workerinput.get(WORKERINPUT_LOADGROUP_KEY):
+        # workers compute loadgroup from their own command line, where -n alone means "load"
+        config.option.loadgroup = True
     if workerinput is not None and workerinput.get(WORKERINPUT_LAB_KEY):
         from phonehome.virtual.lab import LabState
 
@@ -436,15 +449,63 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """Hand the controller's lab (adb server, interfaces) to each xdist worker."""
+    """Hand the controller's lab (adb server, interfaces) and its phone-by-phone scheduling to each worker."""
+    node.workerinput[WORKERINPUT_LOADGROUP_KEY] = getattr(node.config.option, "dist", "no") == "loadgroup"
     state = node.config.stash.get(STATE_KEY, None)
     if state is not None and state.lab_state is not None:
         node.workerinput[WORKERINPUT_LAB_KEY] = state.lab_state.to_json()
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.close_devices()
+
+
+def device_of(nodeid: str, labels: Sequence[str]) -> str | None:
+    """The device label a test id was parametrized with (``test_x[nokia]``, ``test_y[nokia-3]`` with another
+    parameter, or xdist's ``...@nokia`` group suffix); the longest label wins when labels share a prefix."""
+    at, bracket = nodeid.rfind("@"), nodeid.rfind("]")
+    if at > bracket and nodeid[at + 1:] in labels:
+        return nodeid[at + 1:]
+    start = nodeid.find("[")
+    if start < 0 or bracket < start:
+        return None
+    params = nodeid[start + 1:bracket]
+    matches = [label for label in labels if params == label or params.startswith(f"{label}-")
+               or params.endswith(f"-{label}") or f"-{label}-" in params]
+    return max(matches, key=len) if matches else None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Schedule by phone: all tests of one device go to one worker, which owns that phone for the run.
+
+    pytest-xdist's own ``loadgroup`` cannot be relied on here: it marks groups by rewriting ``item._nodeid``,
+    which pytest 9.2 no longer reads, so tests of one ``xdist_group`` still spread over workers.
+    """
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or not state.selected or getattr(config.option, "dist", "no") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    labels = tuple(entry.label for entry in state.selected)
+
+    class DeviceScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        """``loadscope`` where a test's scope is its device (tests without one are scheduled one by one)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            device = device_of(nodeid, labels)
+            return f"phonehome-device:{device}" if device is not None else nodeid
+
+    return DeviceScheduling(config, log)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
     if state is not None:
+        state.close_devices()
         state.stop_lab()
 
 

@@ -32,7 +32,7 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[2]
 #: short settle times: the phones' firmware answers each event within about a second
-FAST_SETTLE_S = {"power_on": 4, "screen_off": 0.5, "screen_on": 2, "unlock": 2, "idle": 2, "stop_delay": 0.5}
+FAST_SETTLE_S = {"power_on": 4, "screen_off": 0.5, "screen_on": 2.5, "unlock": 2.5, "idle": 2, "stop_delay": 1}
 #: the whole inner run; the outer timeout marker leaves room for set-up
 SUITE_TIMEOUT_S = 480
 INCIDENT = "nokia7plus-2019"
@@ -73,24 +73,32 @@ def pytest_phonehome_step(name: str, device: str) -> None:
 '''
 
 
-def suite_inventory(labels: tuple[str, ...], *, sabotage: bool) -> dict[str, Any]:
+def clone(device: dict[str, Any], label: str, index: int) -> dict[str, Any]:
+    """Another phone with the same model and firmware: its own label, serial and MACs."""
+    copy = dict(device)
+    copy["label"] = label
+    copy["serial"] = f"VCLONE{index:06d}"
+    copy["identifiers"] = {**device["identifiers"], "serial": copy["serial"],
+                           "wifi_mac": f"02:1a:11:f0:00:{index:02x}", "bt_mac": f"02:1a:11:f0:10:{index:02x}"}
+    return copy
+
+
+def suite_inventory(labels: tuple[str, ...], *, clones: tuple[tuple[str, str], ...] = (),
+                    sabotage: bool = False) -> dict[str, Any]:
     """The repository's default devices.yaml, narrowed to ``labels``, with fast settle times and absolute
-    firmware paths; with ``sabotage``, two clones of the fixed phone whose capture is broken."""
+    firmware paths; ``clones`` adds (label, copy-of-label) phones; with ``sabotage``, two clones of the fixed
+    phone whose capture is broken."""
     data = yaml.load((REPO / "devices.yaml").read_text(encoding="utf-8"), Loader=IdentifiersLoader)
     data["defaults"]["settle_s"] = dict(FAST_SETTLE_S)
     data["defaults"]["boot_timeout_s"] = 60
     devices = {device["label"]: device for device in data["devices"]}
     chosen = [dict(devices[label]) for label in labels]
+    chosen += [clone(devices[source], label, index) for index, (label, source) in enumerate(clones, start=16)]
     if sabotage:
-        for index, label in enumerate((SILENT, KILLED), start=5):
-            clone = dict(devices[FIXED])
-            clone["label"] = label
-            clone["serial"] = f"VSABOTAGE{index:03d}"
-            clone["identifiers"] = {**devices[FIXED]["identifiers"], "serial": clone["serial"],
-                                    "wifi_mac": f"02:1a:11:f0:00:{index:02x}", "bt_mac": f"02:1a:11:f0:10:{index:02x}"}
-            chosen.append(clone)
+        silent, killed = clone(devices[FIXED], SILENT, 5), clone(devices[FIXED], KILLED, 6)
         # a filter that matches no phone: the capture runs and records nothing of it
-        chosen[-2]["capture"] = {"filter": "ether host 02:00:5e:00:53:ff"}
+        silent["capture"] = {"filter": "ether host 02:00:5e:00:53:ff"}
+        chosen += [silent, killed]
     for device in chosen:
         device["firmware"] = str(REPO / "fixtures" / "firmware" / f"{device['firmware']}.yaml")
     data["devices"] = chosen

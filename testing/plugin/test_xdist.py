@@ -1,0 +1,78 @@
+"""Several phones on one host: four virtual phones on ``-n 2`` give the same verdicts as a serial run, and each
+phone is owned by exactly one worker (one connection, one capture filter), never two."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from test_privacy_suite import SUITE_TIMEOUT_S, Outcome, copy_suite, read_junit, run_suite, suite_inventory
+
+pytestmark = [
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(shutil.which("dumpcap") is None or shutil.which("ip") is None,
+                       reason="needs dumpcap and iproute2 (run ci/setup.sh)"),
+]
+
+PHONES = ("nokia7plus-2019", "nokia7plus-fixed", "clean-phone")
+#: a fourth phone: a second fixed Nokia (the ad-SDK profile's verdicts depend on request timing under load)
+CLONES = (("nokia7plus-fixed-2", "nokia7plus-fixed"),)
+LABELS = (*PHONES, *(label for label, _ in CLONES))
+TESTS = ("test_screen_on.py", "test_unlock.py")
+
+#: records which worker connected which phone (the device-info hook runs once per connection)
+OWNERSHIP_CONFTEST = '''
+from __future__ import annotations
+
+import json
+import os
+
+
+def pytest_phonehome_device_info(device: str, info: dict) -> None:
+    record = {"worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "device": device, "pid": os.getpid()}
+    with open(os.environ["OWNERS_FILE"], "a", encoding="utf-8") as out:
+        out.write(json.dumps(record) + "\\n")
+'''
+
+
+def run(path: Path, *extra: str) -> tuple[dict[tuple[str, str], Outcome], list[dict[str, object]], str]:
+    junit = path / f"junit{len(extra)}.xml"
+    owners = path / f"owners{len(extra)}.jsonl"
+    output = run_suite(path, ["-p", "no:cacheprovider", "-v", f"--junitxml={junit}", *extra],
+                       {"OWNERS_FILE": str(owners), "PHONEHOME_PIN_NOKIA7PLUS_2019": "135790",
+                        }, SUITE_TIMEOUT_S)
+    verdicts = read_junit(junit)
+    records = [json.loads(line) for line in owners.read_text(encoding="utf-8").splitlines()] \
+        if owners.exists() else []
+    return verdicts, records, output
+
+
+def test_four_phones_on_two_workers_match_the_serial_run(tmp_path: Path) -> None:
+    copy_suite(tmp_path, suite_inventory(PHONES, clones=CLONES), TESTS)
+    (tmp_path / "tests" / "conftest.py").write_text(OWNERSHIP_CONFTEST, encoding="utf-8")
+
+    serial, serial_owners, serial_output = run(tmp_path)
+    parallel, parallel_owners, parallel_output = run(tmp_path, "-n", "2")
+
+    assert len(serial) == len(LABELS) * len(TESTS), serial_output[-3000:]
+    differences = [f"{key}: serial {serial[key].verdict}, -n 2 {parallel[key].verdict if key in parallel else None}"
+                   f"\n  serial: {serial[key].message[:400]}\n  -n 2: {parallel[key].message[:400] if key in parallel else ''}"
+                   for key in serial if key not in parallel or parallel[key].verdict != serial[key].verdict]
+    assert not differences, "\n".join(differences)
+    assert set(parallel) == set(serial)
+    # the verdicts are the phones' own, not an artefact of scheduling
+    assert serial[("test_unlock_sends_no_identifier_in_cleartext", "nokia7plus-2019")].verdict == "leak"
+    assert serial[("test_unlock_sends_no_identifier_in_cleartext", "nokia7plus-fixed")].verdict == "passed"
+    # one connection per phone in each run; under xdist every phone belongs to exactly one worker
+    assert sorted(record["device"] for record in serial_owners) == sorted(LABELS)
+    assert sorted(record["device"] for record in parallel_owners) == sorted(LABELS), parallel_owners
+    workers = {str(record["worker"]) for record in parallel_owners}
+    assert workers <= {"gw0", "gw1"}
+    assert len(workers) == 2, f"both workers should own phones: {parallel_owners}"
+    # xdist's own log agrees: each phone's tests ran on its owner
+    for record in parallel_owners:
+        for line in parallel_output.splitlines():
+            if f"[{record['device']}]" in line and line.startswith("[gw"):
+                assert line.startswith(f"[{record['worker']}]"), line
