@@ -342,7 +342,7 @@ class U2Phone:
 
     @contextmanager
     def handle_reboot(self) -> Iterator[None]:
-        old_boot = self._boot_id()
+        old_boot = self.boot_id()
         self._drop_u2()
         yield
         with self._step("wait for boot"):
@@ -350,7 +350,8 @@ class U2Phone:
         with self._step("reconnect"):
             self._connect_u2()
 
-    def _boot_id(self) -> str:
+    def boot_id(self) -> str:
+        """This boot's id: it changes with every boot, which is how a reboot is told from a hiccup."""
         boot_id = self._shell(["cat", BOOT_ID_PATH]).strip()
         if not boot_id:
             raise DeviceError(self.label, f"{BOOT_ID_PATH} is empty: cannot tell one boot from the next")
