@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,7 +209,7 @@ def _report_evidence(request: pytest.FixtureRequest, session: DeviceSession, sta
     settings = run_state(request.config).settings
     evidence: dict[str, Any] = {}
     shot = settings.capture_dir / "evidence" / f"{session.label}-{_file_stem(request.node)}.png"
-    collectors = {
+    collectors: dict[str, Callable[[], object]] = {
         "screenshot": lambda: session.phone.screenshot(shot),
         "logcat": lambda: session.redact(session.phone.logcat_since(started), settings),
         "dumpsys_window": lambda: session.redact(session.phone.dumpsys_window(), settings),

@@ -66,8 +66,8 @@ def test_four_phones_on_two_workers_match_the_serial_run(tmp_path: Path) -> None
     assert serial[("test_unlock_sends_no_identifier_in_cleartext", "nokia7plus-2019")].verdict == "leak"
     assert serial[("test_unlock_sends_no_identifier_in_cleartext", "nokia7plus-fixed")].verdict == "passed"
     # one connection per phone in each run; under xdist every phone belongs to exactly one worker
-    assert sorted(record["device"] for record in serial_owners) == sorted(LABELS)
-    assert sorted(record["device"] for record in parallel_owners) == sorted(LABELS), parallel_owners
+    assert sorted(str(record["device"]) for record in serial_owners) == sorted(LABELS)
+    assert sorted(str(record["device"]) for record in parallel_owners) == sorted(LABELS), parallel_owners
     workers = {str(record["worker"]) for record in parallel_owners}
     assert workers <= {"gw0", "gw1"}
     assert len(workers) == 2, f"both workers should own phones: {parallel_owners}"

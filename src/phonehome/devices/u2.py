@@ -334,11 +334,10 @@ class U2Phone:
     # --- power -------------------------------------------------------------------------------------------
 
     def power_on(self) -> None:
-        with self.handle_reboot():
-            with self._step("power-on"):
-                cycled = self._power_cycle(self) if self._power_cycle else None
-                if not cycled:
-                    self._reboot()
+        with self.handle_reboot(), self._step("power-on"):
+            cycled = self._power_cycle(self) if self._power_cycle else None
+            if not cycled:
+                self._reboot()
 
     @contextmanager
     def handle_reboot(self) -> Iterator[None]:
