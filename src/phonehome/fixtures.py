@@ -258,6 +258,7 @@ class Traffic:
         self._hook = item.config.hook
         self._result: ScanResult | None = None
         self._slices: list[Path] = []
+        self._quiet_phases: set[str] = set()
 
     @property
     def capture(self) -> Capture:
@@ -269,9 +270,16 @@ class Traffic:
         return self._result
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Record the block, and the device's settle time for this phase after it, as the window ``name``."""
+    def phase(self, name: str, *, expect_traffic: bool = True) -> Iterator[None]:
+        """Record the block, and the device's settle time for this phase after it, as the window ``name``.
+
+        A phase must show traffic from the phone, else the capture proves nothing (CaptureError). Only a window
+        where silence is the phone's normal behaviour (an idle window) passes ``expect_traffic=False``; the test
+        must then record another phase that does show the phone, as proof that the capture sees it.
+        """
         settle_s = self._settle_s(name)
+        if not expect_traffic:
+            self._quiet_phases.add(name)
         with self._capture.phase(name):
             yield
             if settle_s > 0:
@@ -309,12 +317,22 @@ class Traffic:
             if not phases:
                 raise CaptureError(f"{self._session.label}: no phase was recorded; wrap the actions in "
                                    "'with traffic.phase(name):'")
-            for record in phases:
-                self._capture.assert_saw_traffic(record.name)
+            self._check_traffic([record.name for record in phases])
             self._result = scan_capture(self._capture.pcap, self._session.identifiers,
                                         phases=[Phase(record.name, record.start, record.end) for record in phases])
         self._report_phases(self._result)
         return self._result
+
+    def _check_traffic(self, phases: Sequence[str]) -> None:
+        """Fail closed: every phase that expects traffic saw the phone, and at least one phase did."""
+        for name in phases:
+            if name not in self._quiet_phases:
+                self._capture.assert_saw_traffic(name)
+        if all(name in self._quiet_phases for name in phases) and \
+                not any(self._capture.packets_in(name) for name in phases):
+            raise CaptureError(f"{self._session.label}: no traffic from the phone in any phase "
+                               f"({', '.join(phases)}); silence proves nothing unless another phase of the same "
+                               "capture shows the phone")
 
     def _report_phases(self, result: ScanResult) -> None:
         for record in self._capture.phases:
@@ -341,11 +359,13 @@ class Traffic:
         return {key: self._session.redact(value, self._settings) if isinstance(value, str) else value
                 for key, value in finding.items()}
 
-    def assert_no_cleartext_identifiers(self) -> None:
-        """Fail when any identifier of the phone left it unencrypted, listing each finding."""
+    def assert_no_cleartext_identifiers(self, phases: Sequence[str] | None = None) -> None:
+        """Fail when any identifier of the phone left it unencrypted, listing each finding; only in ``phases``
+        when given (the others only prove the capture works)."""
         result = self.scan()
         # traffic outside every phase (late echoes of the per-test reset) is not this test's to judge
-        findings = [finding for finding in result.cleartext_findings if finding.phase is not None]
+        findings = [finding for finding in result.cleartext_findings if finding.phase is not None
+                    and (phases is None or finding.phase in phases)]
         if findings:
             raise AssertionError(self._describe_findings(findings))
 
