@@ -15,6 +15,7 @@ from phonehome.identifiers import Identifiers, Location, parse_identifiers
 from phonehome.scan.forms import (
     HASHES,
     LOCATION_RADIUS_M,
+    MD2_S_TABLE,
     base32_middles,
     base58,
     base64_middles,
@@ -113,6 +114,39 @@ def test_md2_md4_rfc_vectors() -> None:
     assert md4(b"").hex() == "31d6cfe0d16ae931b73c59d7e0c089c0"
     assert md4(b"message digest").hex() == "d9130a8164549fe818874806e1c7014b"
     assert md4(b"a" * 200) != md4(b"a" * 201)
+
+
+def _pi_digits(count: int) -> list[int]:
+    """Decimal digits of pi (Gibbons' spigot)."""
+    q, r, t, k, n, m = 1, 0, 1, 1, 3, 3
+    out: list[int] = []
+    while len(out) < count:
+        if 4 * q + r - t < n * t:
+            out.append(n)
+            q, r, t, k, n, m = 10 * q, 10 * (r - n * t), t, k, (10 * (3 * q + r)) // t - 10 * n, m
+        else:
+            q, r, t, k, n, m = q * k, (2 * q + r) * m, t * m, k + 1, (q * (7 * k + 2) + r * m) // (t * m), m + 2
+    return out
+
+
+def test_md2_table_is_rfc1319_pi_permutation() -> None:
+    """The constant table is the one RFC 1319 derives from pi (rejection-sampled digits shuffle 0..255)."""
+    digits = iter(_pi_digits(800))
+
+    def rand(n: int) -> int:
+        x, y = next(digits), 10
+        if n > 10:
+            x, y = x * 10 + next(digits), 100
+        if n > 100:
+            x, y = x * 10 + next(digits), 1000
+        return x % n if x < n * (y // n) else rand(n)
+
+    table = list(range(256))
+    for i in range(2, 257):
+        j = rand(i)
+        table[j], table[i - 1] = table[i - 1], table[j]
+    assert bytes(table) == MD2_S_TABLE
+    assert MD2_S_TABLE[:4] == bytes([41, 46, 67, 201])  # RFC 1319's first entries
 
 
 def test_murmur3_reference_values() -> None:

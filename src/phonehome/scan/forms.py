@@ -23,7 +23,6 @@ decodes them and the matcher runs on each layer. The needle names say exactly wh
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import math
 import re
@@ -310,7 +309,7 @@ def encode_form(form: Form) -> Iterator[Needle]:
     # case-preserving encodings: one caseless needle covers both case variants
     if not upper_variant:
         yield needle(raw, "plain", nocase=caseless, boundary=form.digit_boundary)
-        for url in {urllib.parse.quote(form.text, safe=""), urllib.parse.quote_plus(form.text, safe="")}:
+        for url in sorted({urllib.parse.quote(form.text, safe=""), urllib.parse.quote_plus(form.text, safe="")}):
             if url != form.text:
                 yield needle(url.encode(), "url", nocase=True)
         if len(raw) < MIN_ENCODED_FORM_LENGTH:
@@ -430,55 +429,24 @@ def md4(data: bytes) -> bytes:
     return struct.pack("<4I", *state)
 
 
-@functools.cache
-def _md2_table() -> bytes:
-    """MD2's S-table (RFC 1319): a permutation of 0..255 shuffled by the digits of pi, computed rather than
-    copied (256 hand-copied constants would be easy to get wrong unnoticed)."""
-    digits = _pi_digits(800)
-    position = 0
-
-    def next_digit() -> int:
-        nonlocal position
-        value = digits[position]
-        position += 1
-        return value
-
-    def rand(n: int) -> int:
-        x = next_digit()
-        y = 10
-        if n > 10:
-            x = x * 10 + next_digit()
-            y = 100
-        if n > 100:
-            x = x * 10 + next_digit()
-            y = 1000
-        if x < n * (y // n):  # rejection sampling keeps it uniform
-            return x % n
-        return rand(n)
-
-    table = list(range(256))
-    for i in range(2, 257):
-        j = rand(i)
-        table[j], table[i - 1] = table[i - 1], table[j]
-    return bytes(table)
-
-
-def _pi_digits(count: int) -> list[int]:
-    """Decimal digits of pi (Gibbons' spigot), enough for MD2's table."""
-    q, r, t, k, n, m = 1, 0, 1, 1, 3, 3
-    out: list[int] = []
-    while len(out) < count:
-        if 4 * q + r - t < n * t:
-            out.append(n)
-            q, r, t, k, n, m = 10 * q, 10 * (r - n * t), t, k, (10 * (3 * q + r)) // t - 10 * n, m
-        else:
-            q, r, t, k, n, m = q * k, (2 * q + r) * m, t * m, k + 1, (q * (7 * k + 2) + r * m) // (t * m), m + 2
-    return out
+#: MD2's S-table (RFC 1319): a permutation of 0..255 shuffled by the digits of pi. A constant, since deriving
+#: it (a pi spigot) took a third of the needle build; testing/unit/test_forms.py derives it from pi again and
+#: compares, so a wrong byte here cannot go unnoticed.
+MD2_S_TABLE = bytes.fromhex(
+    "292e43c9a2d87c013d3654a1ecf0061362a705f3c0c7738c98932bd9bc4c82ca"
+    "1e9b573cfdd4e01667426f188a17e512be4ec4d6da9ede49a0fbf58ebb2fee7a"
+    "a968799115b2073f94c210890b225f21807f5d9a5a903227353ecce7bff79703"
+    "ff1930b348a5b5d1d75e922aac56aac64fb838d296a47db676fc6be29c7404f1"
+    "459d705964718720865bcf65e62da8021b6025adaeb0b9f61c46616934407e0f"
+    "5547a323dd51af3ac35cf9cebac5ea262c530d6e85288409d3dfcdf441814d52"
+    "6adc37c86cc1abfa24e17b080cbdb14a7888958be363e86de9cbd5fe3b001d39"
+    "f2efb70e6658d0e4a67772f8eb754b0a314450b48fed1f1adb998d339f118314"
+)
 
 
 def md2(data: bytes) -> bytes:
     """MD2 (RFC 1319) in pure Python: LeakDetector checks it, OpenSSL 3 dropped it."""
-    s = _md2_table()
+    s = MD2_S_TABLE
     pad = 16 - len(data) % 16
     message = data + bytes([pad]) * pad
     checksum = bytearray(16)

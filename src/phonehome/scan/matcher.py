@@ -3,10 +3,17 @@
 hyperscan (block mode) when its wheel is installed, else a pure-Python engine (ARM has no wheel) that gives the
 same matches, slower. Raw hits are then verified here: digit boundaries for short numeric forms, and
 coordinates parsed, checked against the true point and paired (a latitude alone is not a location).
+
+Compiling the hyperscan database is most of a small scan's start-up, so compiled databases are cached on disk
+(:class:`DatabaseCache`). A compiled database holds its literals (the identifiers' spellings) in the clear, so
+each cache file is encrypted with a key derived from the needles themselves: only someone who already knows the
+identifiers can read it back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 import os
 import re
@@ -15,6 +22,8 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from phonehome.identifiers import Identifiers, Location
 from phonehome.scan.forms import (
@@ -28,6 +37,14 @@ from phonehome.scan.forms import (
 
 #: environment variable that forces the pure-Python engine (``PHONEHOME_MATCHER=python``)
 ENGINE_ENV = "PHONEHOME_MATCHER"
+#: environment variable naming the directory of cached hyperscan databases (else $XDG_CACHE_HOME/phonehome)
+CACHE_DIR_ENV = "PHONEHOME_CACHE_DIR"
+#: cached databases kept (one per identifiers set); the least recently written go first
+MAX_CACHED_DATABASES = 32
+#: bumped whenever the way expressions are made or the file layout changes: old entries then simply miss
+CACHE_FORMAT = b"phonehome-hsdb-1"
+_CACHE_SUFFIX = ".hsdb"
+_NONCE_BYTES = 12
 #: bytes read around a coordinate hit to parse the whole number
 NUMBER_CONTEXT_BYTES = 24
 #: a binary latitude and longitude must be this close (struct fields), at a multiple of 4 bytes
@@ -86,10 +103,14 @@ class Matcher:
         self._overlap = longest + NUMBER_CONTEXT_BYTES + (LOCATION_WINDOW_BYTES if has_location else 0)
         self.engine = _choose_engine(engine)
         self._scan: Callable[[bytes], list[tuple[int, int, int]]]
+        #: True when the hyperscan database came from the on-disk cache (None: no database to cache)
+        self.cache_hit: bool | None = None
         if not self.needles:
             self._scan = lambda data: []
         elif self.engine == "hyperscan":
-            self._scan = _HyperscanEngine(self.needles, widths).scan
+            hs_engine = _HyperscanEngine(self.needles, widths)
+            self.cache_hit = hs_engine.cache_hit
+            self._scan = hs_engine.scan
         else:
             self._scan = _PythonEngine(self.needles).scan
 
@@ -165,9 +186,113 @@ def _hs_on_match(index: int, start: int, end: int, flags: int, context: object) 
     context.append((index, start, end))
 
 
+_HEX_ESCAPES = tuple(b"\\x%02x" % byte for byte in range(256))
+
+
 def _escape_literal(pattern: bytes) -> bytes:
     """A literal as a regex of ``\\xHH`` escapes: hyperscan's literal mode mishandles NUL bytes."""
-    return b"".join(b"\\x%02x" % byte for byte in pattern)
+    return b"".join(map(_HEX_ESCAPES.__getitem__, pattern))
+
+
+def _database_material(expressions: Sequence[bytes], flags: Sequence[int]) -> bytes:
+    """Everything a compiled database depends on, as bytes: the cache key and the cache file's key derive from
+    it (length-prefixed, so that two expression lists cannot run together into the same bytes)."""
+    import hyperscan
+
+    parts = [CACHE_FORMAT, str(getattr(hyperscan, "__version__", "?")).encode(), b"%d" % hyperscan.HS_MODE_BLOCK,
+             os.uname().machine.encode()]
+    for expression, flag in zip(expressions, flags, strict=True):
+        parts.append(b"%d:%d:" % (flag, len(expression)) + expression)
+    return b"\n".join(parts)
+
+
+@dataclass(frozen=True)
+class DatabaseCache:
+    """Compiled hyperscan databases on disk, so a scan does not recompile the same needles every run.
+
+    The file name is a hash of the needles (with hyperscan's version and the engine's flags); the content is the
+    serialized database encrypted with AES-GCM under another hash of the same needles. A compiled database holds
+    its literals in the clear, so without that a cache file would reveal the identifiers; with it, reading one
+    back takes the identifiers it was built from. Files are 0600 in a 0700 directory. Anything wrong with an
+    entry (unreadable, truncated, tampered, another hyperscan build) makes it a miss that is rebuilt and
+    rewritten; a cache that cannot be written only costs the compile time, never the scan.
+    """
+
+    directory: Path
+
+    @classmethod
+    def default(cls) -> DatabaseCache | None:
+        """$PHONEHOME_CACHE_DIR, else $XDG_CACHE_HOME/phonehome, else ~/.cache/phonehome (None when no home)."""
+        configured = os.environ.get(CACHE_DIR_ENV, "").strip()
+        if configured:
+            return cls(Path(configured))
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+        if xdg:
+            return cls(Path(xdg) / "phonehome")
+        try:
+            return cls(Path.home() / ".cache" / "phonehome")
+        except RuntimeError:  # no home directory to be found
+            return None
+
+    def path_for(self, material: bytes) -> Path:
+        name = hashlib.sha256(b"name\n" + material).hexdigest()
+        return self.directory / (name + _CACHE_SUFFIX)
+
+    def load(self, material: bytes) -> Any:
+        """The cached database for ``material`` (scratch space allocated), or None on any miss."""
+        import hyperscan
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        try:
+            blob = self.path_for(material).read_bytes()
+        except OSError:
+            return None
+        nonce, sealed = blob[:_NONCE_BYTES], blob[_NONCE_BYTES:]
+        if len(nonce) != _NONCE_BYTES:
+            return None
+        try:
+            serialized = AESGCM(_file_key(material)).decrypt(nonce, sealed, CACHE_FORMAT)
+            db = hyperscan.loadb(serialized, hyperscan.HS_MODE_BLOCK)
+            db.scratch = hyperscan.Scratch(db)
+        except (InvalidTag, hyperscan.error, TypeError, ValueError):
+            return None
+        return db
+
+    def store(self, material: bytes, serialized: bytes) -> None:
+        """Write one entry atomically (0600), then drop the oldest entries beyond :data:`MAX_CACHED_DATABASES`.
+        Errors are ignored: the cache only saves time."""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        nonce = os.urandom(_NONCE_BYTES)
+        blob = nonce + AESGCM(_file_key(material)).encrypt(nonce, serialized, CACHE_FORMAT)
+        target = self.path_for(material)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(blob)
+            os.chmod(temporary, 0o600)  # exactly 0600 whatever the umask
+            os.replace(temporary, target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            return
+        self._evict()
+
+    def _evict(self) -> None:
+        try:
+            entries = sorted(self.directory.glob("*" + _CACHE_SUFFIX), key=lambda p: p.stat().st_mtime)
+            for stale in entries[:-MAX_CACHED_DATABASES]:
+                stale.unlink(missing_ok=True)
+        except OSError:
+            return
+
+
+def _file_key(material: bytes) -> bytes:
+    """AES-256 key of a cache file: derived from the needles, never stored."""
+    return hashlib.sha256(b"key\n" + material).digest()
 
 
 class _HyperscanEngine:
@@ -202,9 +327,17 @@ class _HyperscanEngine:
                 compiled = re.compile(needle.pattern, re.DOTALL | (re.IGNORECASE if needle.caseless else 0))
                 self._shapes.append((low, high, -1, compiled))
             flags.append(flag)
-        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._db.compile(expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions),
-                         flags=flags)
+        cache = DatabaseCache.default()
+        material = _database_material(expressions, flags)
+        db = cache.load(material) if cache is not None else None
+        self.cache_hit = db is not None
+        if db is None:
+            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            db.compile(expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions),
+                       flags=flags)
+            if cache is not None:
+                cache.store(material, hyperscan.dumpb(db))
+        self._db = db
         self._callback = _hs_on_match  # referenced for the database's whole life
 
     def scan(self, data: bytes) -> list[tuple[int, int, int]]:
