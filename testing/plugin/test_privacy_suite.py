@@ -39,16 +39,30 @@ INCIDENT = "nokia7plus-2019"
 FIXED = "nokia7plus-fixed"
 SILENT = "silent-capture"
 KILLED = "killed-capture"
+POWER_CYCLED = "power-cycled.txt"
 INCIDENT_HOST = "zzhc.vnet-cn.example"
 INCIDENT_IDENTIFIERS = ("iccid", "imei", "imsi", "location", "phone", "serial", "wifi_mac")
 
-#: a conftest that sabotages one phone's capture the way a crash would: dumpcap killed in the middle of a phase
+#: a conftest that sabotages one phone's capture the way a crash would (dumpcap killed in the middle of a phase),
+#: and power-cycles the fixed phone the way a lab's relay hook would: by its own means (here Debian's adb CLI)
 SABOTAGE_CONFTEST = f'''
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 from pathlib import Path
+
+
+def pytest_phonehome_power_cycle(phone):
+    if phone.label != "{FIXED}":
+        return None
+    host, port = phone.info()["adb_server"].rsplit(":", 1)
+    subprocess.run([shutil.which("adb"), "-H", host, "-P", port, "-s", phone.serial, "reboot"], check=True,
+                   timeout=30, capture_output=True)
+    Path("{POWER_CYCLED}").write_text(phone.label, encoding="utf-8")
+    return True
 
 
 def _dumpcap_pids(label: str) -> list[int]:
@@ -161,6 +175,7 @@ class SuiteRun:
     output: str
     pin: str
     files_text: str
+    path: Path
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +195,7 @@ def suite_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
     files_text = "\n".join(file.read_text(encoding="utf-8", errors="replace")
                            for file in path.rglob("*") if file.is_file()
                            and file.suffix not in (".pcapng", ".pcap") and file.stat().st_size < 5_000_000)
-    return SuiteRun(outcomes=read_junit(junit), output=output, pin=pin, files_text=files_text)
+    return SuiteRun(outcomes=read_junit(junit), output=output, pin=pin, files_text=files_text, path=path)
 
 
 def test_incident_phone_fails_every_lifecycle_test_with_its_findings(suite_run: SuiteRun) -> None:
@@ -233,3 +248,21 @@ def test_the_pin_never_appears_in_any_output(suite_run: SuiteRun) -> None:
     assert suite_run.outcomes[("test_unlock_sends_no_identifier_in_cleartext", INCIDENT)].verdict == "leak"
     assert suite_run.pin not in suite_run.output
     assert suite_run.pin not in suite_run.files_text
+
+
+def test_a_power_cycle_hook_replaces_the_reboot(suite_run: SuiteRun) -> None:
+    """The lab's hook power-cycled the fixed phone; the harness still saw the new boot and the test passed."""
+    assert (suite_run.path / POWER_CYCLED).read_text(encoding="utf-8") == FIXED
+    assert suite_run.outcomes[("test_power_on_sends_no_identifier_in_cleartext", FIXED)].verdict == "passed"
+
+
+def test_failures_leave_evidence_of_the_phone(suite_run: SuiteRun) -> None:
+    """A failed test's screenshot lands beside the captures (reporters get it, with logcat and dumpsys window,
+    through the failure-evidence hook); passed tests leave none, and no pcap under keep=failed."""
+    evidence = suite_run.path / "results" / "captures" / "evidence"
+    shot = evidence / f"{INCIDENT}-test_unlock_sends_no_identifier_in_cleartext.png"
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    assert not list(evidence.glob(f"{FIXED}-*"))
+    captures = suite_run.path / "results" / "captures"
+    assert list(captures.glob(f"{INCIDENT}-test_unlock*.pcapng"))
+    assert not list(captures.glob(f"{FIXED}-*.pcapng"))
