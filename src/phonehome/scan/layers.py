@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import bz2
 import functools
 import html
-import lzma
 import re
 import urllib.parse
 import zlib
@@ -163,6 +161,8 @@ def _bzip2(data: bytes, budget: Budget) -> bytes:
 
 
 def _bunzip(data: bytes, budget: Budget) -> bytes:
+    import bz2  # here: rare in traffic, and each import at module level is start-up time of every scan
+
     decompressor = bz2.BZ2Decompressor()
     out = decompressor.decompress(data, max_length=budget.left)
     budget.take(len(out))
@@ -174,6 +174,8 @@ def _xz(data: bytes, budget: Budget) -> bytes:
 
 
 def _unxz(data: bytes, budget: Budget) -> bytes:
+    import lzma  # here: rare in traffic (see _bunzip)
+
     decompressor = lzma.LZMADecompressor()
     out = decompressor.decompress(data, max_length=budget.left)
     budget.take(len(out))
@@ -433,6 +435,8 @@ def _content_brotli(data: bytes, limit: int) -> tuple[bytes, bool]:
 
 
 def _content_bzip2(data: bytes, limit: int) -> tuple[bytes, bool]:
+    import bz2  # see _bunzip
+
     decompressor = bz2.BZ2Decompressor()
     out = decompressor.decompress(data, max_length=limit)
     return out, decompressor.eof

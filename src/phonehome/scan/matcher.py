@@ -12,6 +12,7 @@ identifiers can read it back.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import hashlib
 import math
@@ -78,7 +79,13 @@ class _Coordinate:
     binary: bool
 
 
+_BYTE_TOKENS = re.compile(rb"(?:\\x[0-9a-fA-F]{2}|\[\\x[0-9a-fA-F]{2}-\\x[0-9a-fA-F]{2}\])+")
+
+
 def _regex_width(pattern: bytes) -> tuple[int, int]:
+    if _BYTE_TOKENS.fullmatch(pattern):  # binary numbers: one byte per token, no need for re's parser
+        width = pattern.count(b"\\x") - pattern.count(b"-\\x")
+        return width, width
     try:
         low, high = re._parser.parse(pattern).getwidth()  # type: ignore[attr-defined]
     except Exception:  # pragma: no cover - private API guard
@@ -194,16 +201,16 @@ def _escape_literal(pattern: bytes) -> bytes:
     return b"".join(map(_HEX_ESCAPES.__getitem__, pattern))
 
 
-def _database_material(expressions: Sequence[bytes], flags: Sequence[int]) -> bytes:
+def _database_material(expressions: Sequence[bytes], flags: Sequence[int], literals: bytes) -> bytes:
     """Everything a compiled database depends on, as bytes: the cache key and the cache file's key derive from
-    it (length-prefixed, so that two expression lists cannot run together into the same bytes)."""
+    it. Counts, lengths, flags and kinds come first as fixed-width arrays, so that two different needle lists
+    can never give the same bytes."""
     import hyperscan
 
-    parts = [CACHE_FORMAT, str(getattr(hyperscan, "__version__", "?")).encode(), b"%d" % hyperscan.HS_MODE_BLOCK,
-             os.uname().machine.encode()]
-    for expression, flag in zip(expressions, flags, strict=True):
-        parts.append(b"%d:%d:" % (flag, len(expression)) + expression)
-    return b"\n".join(parts)
+    header = b"\n".join([CACHE_FORMAT, str(getattr(hyperscan, "__version__", "?")).encode(),
+                         b"%d" % hyperscan.HS_MODE_BLOCK, os.uname().machine.encode(), b"%d" % len(expressions)])
+    return b"".join([header, b"\n", array.array("Q", map(len, expressions)).tobytes(),
+                     array.array("Q", flags).tobytes(), literals, *expressions])
 
 
 @dataclass(frozen=True)
@@ -310,10 +317,12 @@ class _HyperscanEngine:
         self._shapes: list[tuple[int, int, int, re.Pattern[bytes] | None]] = []  # lead, width, trail, regex
         expressions: list[bytes] = []
         flags: list[int] = []
+        literals = bytearray()  # escaped only when compiling: a cache hit needs no expressions
         for needle, (low, high) in zip(needles, widths, strict=True):
             flag = hyperscan.HS_FLAG_CASELESS if needle.caseless else 0
+            literals.append(not needle.regex)
             if not needle.regex:
-                expressions.append(_escape_literal(needle.pattern))
+                expressions.append(needle.pattern)
                 self._shapes.append((0, len(needle.pattern), 0, None))
             elif low == high:
                 lead, core = _strip_wildcards(needle.pattern)
@@ -328,10 +337,12 @@ class _HyperscanEngine:
                 self._shapes.append((low, high, -1, compiled))
             flags.append(flag)
         cache = DatabaseCache.default()
-        material = _database_material(expressions, flags)
+        material = _database_material(expressions, flags, bytes(literals))
         db = cache.load(material) if cache is not None else None
         self.cache_hit = db is not None
         if db is None:
+            expressions = [_escape_literal(e) if literal else e
+                           for e, literal in zip(expressions, literals, strict=True)]
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             db.compile(expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions),
                        flags=flags)
