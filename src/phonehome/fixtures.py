@@ -265,6 +265,12 @@ class Traffic:
         return self._capture
 
     @property
+    def identifiers(self) -> Identifiers:
+        """The phone's identifiers as scanned for (inventory merged with those read from the phone): the
+        reporter masks them in evidence it attaches."""
+        return self._session.identifiers
+
+    @property
     def result(self) -> ScanResult | None:
         """The scan result, once an assertion ran."""
         return self._result

@@ -22,6 +22,8 @@ SUITE_TIMEOUT_S = 120
 IMEI = "356938035643809"
 WIFI_MAC = "ac:37:43:4d:5e:6f"
 SERIAL = "NOKIA7PLUSX1"
+#: an identifier only the ``traffic`` object knows (the harness reads some from the phone at run time)
+READ_ANDROID_ID = "9774d56d682e549c"
 
 SAMPLE_CONFTEST = '''
 from __future__ import annotations
@@ -49,10 +51,12 @@ from types import SimpleNamespace
 import pytest
 
 from phonehome.errors import CaptureError
+from phonehome.identifiers import parse_identifiers
 
 IMEI = "%(imei)s"
 WIFI_MAC = "%(mac)s"
 SERIAL = "%(serial)s"
+READ_ANDROID_ID = "%(android_id)s"
 T0 = 1764400000.0
 DEVICES = {
     "nokia-7-plus": {"model": "Nokia 7 Plus", "android_build": "00WW_3_22C", "leaky": True,
@@ -66,8 +70,9 @@ DEVICES = {
 PHONE_IP = "10.23.0.2"
 
 
-def _pcapng(payloads):
-    """A pcapng slice: section header, one raw-IPv4 interface, one enhanced packet per UDP payload."""
+def _pcapng(payloads, dports=()):
+    """A pcapng slice: section header, one raw-IPv4 interface, one enhanced packet per UDP payload (to port 80,
+    or to the port at the same index of ``dports``)."""
     def block(kind, body):
         body += b"\\0" * (-len(body) %% 4)
         size = 12 + len(body)
@@ -75,7 +80,8 @@ def _pcapng(payloads):
     out = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
     out += block(1, struct.pack("<HHI", 101, 0, 65535))
     for i, payload in enumerate(payloads):
-        udp = struct.pack("!HHHH", 40000 + i, 80, 8 + len(payload), 0) + payload
+        dport = dports[i] if i < len(dports) else 80
+        udp = struct.pack("!HHHH", 40000 + i, dport, 8 + len(payload), 0) + payload
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i, 0, 64, 17, 0,
                          bytes([10, 23, 0, 2]), bytes([203, 0, 113, 7])) + udp
         ts = int((T0 + i) * 1e6)
@@ -92,7 +98,7 @@ def _flow(host, dport, encrypted, *, denied=False, nbytes=420):
 def _finding(phase):
     return {"identifier": "imei", "encoding": "base64", "transport": "tcp", "src": PHONE_IP, "sport": 40000,
             "dst": "203.0.113.7", "dport": 80, "host": "fota.nokia-updates.example", "protocol": "http",
-            "encrypted": False, "frames": [1], "time": T0 + 1, "phase": phase,
+            "encrypted": False, "frames": [1, 2], "time": T0 + 1, "phase": phase,
             "excerpt": "GET /checkin?id=MzU2OTM4MD***************DM4MDk= HTTP/1.1"}
 
 
@@ -106,10 +112,14 @@ def device(request):
 
 @pytest.fixture
 def traffic(tmp_path):
-    """Like the harness's ``traffic``: ``traffic.capture.pcap`` is the test's whole capture."""
+    """Like the harness's ``traffic``: ``traffic.capture.pcap`` is the test's whole capture (frame 2: a DNS query
+    naming an identifier that only ``traffic.identifiers`` holds)."""
     pcap = tmp_path / "whole.pcapng"
-    pcap.write_bytes(_pcapng([b"GET /checkin?imei=" + IMEI.encode(), b"ping"]))
-    return SimpleNamespace(capture=SimpleNamespace(pcap=pcap))
+    name = b"".join(bytes([len(label)]) + label for label in (READ_ANDROID_ID.encode(), b"checkin", b"example"))
+    query = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + name + b"\\0" + struct.pack("!HH", 1, 1)
+    pcap.write_bytes(_pcapng([b"GET /checkin?imei=" + IMEI.encode(), query, b"ping"], dports=(80, 53)))
+    identifiers = parse_identifiers({"imei": IMEI, "android_id": READ_ANDROID_ID}, source="phone")
+    return SimpleNamespace(capture=SimpleNamespace(pcap=pcap), identifiers=identifiers)
 
 
 def _phase(request, tmp_path, device, name, findings, flows):
@@ -178,7 +188,7 @@ def write_sample_suite(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "conftest.py").write_text(SAMPLE_CONFTEST, encoding="utf-8")
     (path / "test_sample_suite.py").write_text(
-        SAMPLE_TESTS % {"imei": IMEI, "mac": WIFI_MAC, "serial": SERIAL}, encoding="utf-8")
+        SAMPLE_TESTS % {"imei": IMEI, "mac": WIFI_MAC, "serial": SERIAL, "android_id": READ_ANDROID_ID}, encoding="utf-8")
     return path
 
 

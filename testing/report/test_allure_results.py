@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reportsuite import IMEI, SERIAL, WIFI_MAC, load_results, run_sample_suite, write_sample_suite
+from reportsuite import (
+    IMEI,
+    READ_ANDROID_ID,
+    SERIAL,
+    WIFI_MAC,
+    load_results,
+    run_sample_suite,
+    write_sample_suite,
+)
 
 from phonehome.identifiers import mask
 from phonehome.report.allure_results import (
@@ -27,7 +35,7 @@ from phonehome.report.allure_results import (
 
 LEAKY = "test_unlock_sends_no_identifier_in_cleartext[nokia-7-plus]"
 FIXED = "test_unlock_sends_no_identifier_in_cleartext[fixed-phone]"
-RAW_SPELLINGS = (IMEI, WIFI_MAC, WIFI_MAC.upper(), WIFI_MAC.replace(":", ""), SERIAL)
+RAW_SPELLINGS = (IMEI, WIFI_MAC, WIFI_MAC.upper(), WIFI_MAC.replace(":", ""), SERIAL, READ_ANDROID_ID)
 BINARY_SUFFIXES = (".pcapng", ".pcap", ".png")
 
 
@@ -104,9 +112,13 @@ def test_steps_and_attachments_with_mime_types(results: Path) -> None:
     assert evidence == {"screenshot": "image/png", "logcat": "text/plain", "frames": "text/plain",
                         "frames cited by findings": "text/plain"}
     dissected = next(a for a in leaky["attachments"] if a["name"] == "frames cited by findings")
-    first, addresses = (results / dissected["source"]).read_text().splitlines()[:2]
+    dissected_text = (results / dissected["source"]).read_text()
+    first, addresses = dissected_text.splitlines()[:2]
     assert first.startswith("frame 1 ") and first.endswith("raw:ip:udp:DATA")
     assert addresses == "  10.23.0.2:40000 -> 203.0.113.7:80 (UDP)"
+    # frame 2 names an identifier only ``traffic.identifiers`` holds (read from the phone): masked all the same
+    assert f"  dns.qry_name: {mask(READ_ANDROID_ID)}.checkin.example" in dissected_text.splitlines()
+    assert READ_ANDROID_ID not in dissected_text.lower()
     for attachment in _attachments(leaky):
         assert attachment["type"], attachment
         assert (results / attachment["source"]).is_file()

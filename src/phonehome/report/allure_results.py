@@ -414,7 +414,9 @@ class AllureReporter:
         state = self._tests.get(item.nodeid)
         if state is None:
             return
-        self._learn(getattr(item, "funcargs", {}).get("phone"))
+        funcargs = getattr(item, "funcargs", {})
+        self._learn(funcargs.get("phone"))
+        self._learn(funcargs.get("traffic"))  # identifiers read from the phone at run time are only there
         if call.excinfo is not None and state.excinfo is None and not call.excinfo.errisinstance(
                 pytest.skip.Exception):
             state.excinfo = call.excinfo
@@ -433,8 +435,10 @@ class AllureReporter:
         from phonehome.errors import PhonehomeError
         from phonehome.scan.evidence import dissect_frames
 
+        traffic = getattr(item, "funcargs", {}).get("traffic")
+        identifiers = None if self.redact.show else getattr(traffic, "identifiers", None)
         try:
-            text = dissect_frames(pcap, frames)
+            text = dissect_frames(pcap, frames, identifiers=identifiers)
         except PhonehomeError as exc:  # evidence is best effort: the failure itself is already recorded
             text = f"could not dissect frames {frames} of {pcap}: {exc}"
         self._attach_text(text, "frames cited by findings", MIME_TEXT, "txt")
