@@ -46,6 +46,7 @@ ADB_SERVER_HOST_ENV = "ANDROID_ADB_SERVER_HOST"
 ADB_SERVER_PORT_ENV = "ANDROID_ADB_SERVER_PORT"
 WORKERINPUT_LAB_KEY = "phonehome_lab"
 WORKERINPUT_LOADGROUP_KEY = "phonehome_loadgroup"
+WORKERINPUT_LAB_ERROR_KEY = "phonehome_lab_error"
 LAB_INSTANCE_PREFIX = "pytest-"
 
 
@@ -277,6 +278,9 @@ class RunState:
             return self.lab_state
         if self.lab_error is not None:
             raise PhonehomeError(self.lab_error)
+        if hasattr(self.config, "workerinput"):
+            # one lab per run: a worker uses the controller's, it never starts its own
+            raise PhonehomeError("virtual lab not available: the xdist controller did not start it")
         self.start_lab()
         return self.lab_state
 
@@ -401,6 +405,8 @@ def pytest_configure(config: pytest.Config) -> None:
         from phonehome.virtual.lab import LabState
 
         state.lab_state = LabState.from_json(workerinput[WORKERINPUT_LAB_KEY])
+    if workerinput is not None and workerinput.get(WORKERINPUT_LAB_ERROR_KEY):
+        state.lab_error = str(workerinput[WORKERINPUT_LAB_ERROR_KEY])
 
 
 def _load_inventory(state: RunState) -> None:
@@ -439,7 +445,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if state is None or not _is_xdist_controller(config) or config.option.collectonly:
         return
     if state.virtual_devices():
-        state.ensure_lab()
+        try:
+            state.ensure_lab()
+        except PhonehomeError as exc:  # every phone test reports it; the session itself goes on
+            log.error("phonehome: %s", exc)
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
@@ -454,6 +463,8 @@ def pytest_configure_node(node: Any) -> None:
     state = node.config.stash.get(STATE_KEY, None)
     if state is not None and state.lab_state is not None:
         node.workerinput[WORKERINPUT_LAB_KEY] = state.lab_state.to_json()
+    if state is not None and state.lab_error is not None:
+        node.workerinput[WORKERINPUT_LAB_ERROR_KEY] = state.lab_error
 
 
 @pytest.hookimpl(trylast=True)
@@ -514,7 +525,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if state is None or state.inventory is None:
         return []
     settings = state.settings
-    devices = ", ".join(f"{entry.label} ({entry.model}, {entry.backend})" for entry in state.selected) or "none"
+    devices = ", ".join(f"{entry.label} ({entry.model}, {entry.backend}, capture {_capture_summary(entry)})"
+                        for entry in state.selected) or "none"
     return [
         f"phonehome: inventory {settings.inventory} ({len(state.inventory.devices)} devices)",
         f"phonehome: devices {devices}",
@@ -522,6 +534,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"{'shown' if settings.show_identifiers else 'masked'}",
         f"phonehome: tools {', '.join(tool_versions())}",
     ]
+
+
+def _capture_summary(entry: DeviceEntry) -> str:
+    """``interface auto ether host {wifi_mac}``: where and how the device's traffic is recorded."""
+    spec = entry.capture
+    where = spec.interface or spec.host or (str(spec.file) if spec.file else "")
+    return " ".join(part for part in (spec.source, where, f"'{spec.filter}'" if spec.filter else "") if part)
 
 
 @functools.cache

@@ -246,7 +246,7 @@ def test_report_header_shows_inventory_devices_and_tools(pytester: pytest.Pytest
     result = pytester.runpytest("--collect-only", "--phonehome-device", "beta")
     result.stdout.fnmatch_lines([
         f"phonehome: inventory {inventory} (2 devices)",
-        "phonehome: devices beta (Model B, virtual)",
+        "phonehome: devices beta (Model B, virtual, capture interface auto)",
         "phonehome: captures in *results/captures, keep failed; identifiers masked",
         "phonehome: tools *umpcap*, Android Debug Bridge*, uiautomator2 3.7.1, adbutils 2.12.0",
     ])
