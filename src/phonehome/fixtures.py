@@ -266,6 +266,16 @@ class Traffic:
 
     @property
     def identifiers(self) -> Identifiers:
+        """What this test looks for: the inventory's identifiers merged with those read from the phone."""
+        return self._session.identifiers
+
+    @property
+    def device(self) -> str:
+        """The label of the phone under test."""
+        return self._session.label
+
+    @property
+    def identifiers(self) -> Identifiers:
         """The phone's identifiers as scanned for (inventory merged with those read from the phone): the
         reporter masks them in evidence it attaches."""
         return self._session.identifiers
