@@ -265,11 +265,6 @@ class Traffic:
         return self._capture
 
     @property
-    def identifiers(self) -> Identifiers:
-        """What this test looks for: the inventory's identifiers merged with those read from the phone."""
-        return self._session.identifiers
-
-    @property
     def device(self) -> str:
         """The label of the phone under test."""
         return self._session.label
