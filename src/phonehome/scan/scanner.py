@@ -102,6 +102,8 @@ TRANSPARENT_LAYERS = frozenset(("url", "html", "json", "qp"))
 #: frame maps of finished directions: shared and never appended to, so a closed flow costs no list memory
 _NO_INTS: list[int] = []
 _NO_FLOATS: list[float] = []
+#: a flow's QUIC Initial crypto until it has some: shared, never appended to (replaced by a list first)
+_NO_CRYPTO: list[tuple[int, bytes]] = []
 
 _FIX_PHASES = 'write a JSON list of {"name": ..., "start": <capture time>, "end": <capture time>}'
 
@@ -121,7 +123,7 @@ class Phase:
         return self.start <= t <= self.end
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     """One identifier, in one encoding, sent over one flow (in one phase): the frames that carried it."""
 
@@ -153,7 +155,7 @@ class Finding:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Flow:
     """A TCP connection or UDP conversation; ``src`` is the side that spoke first (the client)."""
 
@@ -380,8 +382,8 @@ class _Flow:
         self.closed = False
         # a QUIC flow's client Initials until its ClientHello is whole (see _quic_initial)
         self.quic_seen = 0
-        self.quic_crypto: list[tuple[int, bytes]] = []
-        self.quic_frames: list[int] = []
+        self.quic_crypto = _NO_CRYPTO  # most flows never have any: two empty lists per flow add up
+        self.quic_frames = _NO_INTS
         self.quic_time = 0.0
 
 
@@ -501,6 +503,10 @@ class Scanner:
                                  f"{', '.join(sorted(set(SUPPORTED_LINK_TYPES.values())))}")
         for flow in self.all_flows:
             self._close(flow)
+        # the lookups hold a few hundred bytes per flow: free them before the results are built
+        self.flows.clear()
+        self.fast[PROTO_TCP].clear()
+        self.fast[PROTO_UDP].clear()
         return self._result(reader, first_time, last_time if first_time is not None else None,
                             _time.monotonic() - started)
 
@@ -583,6 +589,7 @@ class Scanner:
         if crypto:
             if not flow.quic_frames:
                 flow.quic_time = ts
+                flow.quic_crypto, flow.quic_frames = [], []
             flow.quic_crypto += crypto
             flow.quic_frames += frames
             found = client_hello_from_crypto(flow.quic_crypto)
@@ -599,7 +606,7 @@ class Scanner:
     def _mark_encrypted(self, flow: _Flow, protocol: str) -> None:
         flow.encrypted = True
         flow.protocol = protocol
-        flow.quic_crypto, flow.quic_frames = [], []
+        flow.quic_crypto, flow.quic_frames = _NO_CRYPTO, _NO_INTS
         fast = self.fast[PROTO_TCP if flow.transport == "tcp" else PROTO_UDP]
         for d in (flow.client, flow.server):
             self.decoder_held -= d.held
