@@ -904,7 +904,13 @@ class Scanner:
             warnings.append(f"{problem}" + (f" ({count} times)" if count > 1 else ""))
         if reader.packets == 0:
             warnings.append("the capture holds no packets: nothing was scanned")
-        hosts = {flow.ident: self._masked_host(self._host(flow)) for flow in self.all_flows}
+        masked: dict[str | None, str | None] = {}  # a few dozen hosts serve thousands of flows: match each once
+        hosts = {}
+        for flow in self.all_flows:
+            host = self._host(flow)
+            if host not in masked:
+                masked[host] = self._masked_host(host)
+            hosts[flow.ident] = masked[host]
         findings = []
         for state in self.findings.values():
             flow, d = state.flow, state.direction
