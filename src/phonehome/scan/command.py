@@ -47,6 +47,11 @@ OUT.json (--json):
   One finding per (flow, identifier, encoding) -- and per phase when --phases is given.
 
 PHASES.json (--phases): [{{"name": "boot", "start": <capture time>, "end": <capture time>}}, ...]
+
+environment:
+  PHONEHOME_CACHE_DIR  where compiled matchers are cached (default $XDG_CACHE_HOME/phonehome or
+                       ~/.cache/phonehome): files 0600, encrypted with a key derived from the identifiers
+  PHONEHOME_MATCHER    "python" forces the pure-Python matcher (no hyperscan)
 """
 
 
