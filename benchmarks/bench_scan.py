@@ -221,10 +221,11 @@ def build_capture(path: Path, size_mb: float, seed: int = 7) -> tuple[int, int, 
     return writer.bytes, writer.packets, planted
 
 
-def _run_measured(command: list[str], timeout_s: float) -> tuple[float, int, int, bytes]:
+def _run_measured(command: list[str], timeout_s: float,
+                  env: dict[str, str] | None = None) -> tuple[float, int, int, bytes]:
     """(seconds, peak RSS in bytes, return code, stdout) of a child process."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     assert proc.stdout is not None
     out = proc.stdout.read()
     _pid, status, usage = os.wait4(proc.pid, 0)
@@ -235,10 +236,19 @@ def _run_measured(command: list[str], timeout_s: float) -> tuple[float, int, int
     return elapsed, usage.ru_maxrss * 1024, proc.returncode, out
 
 
-def bench_phonehome(capture: Path, ids: Path) -> dict[str, float]:
+def scan_env(cache_dir: Path) -> dict[str, str]:
+    """The child's environment: its own matcher cache (the first run of a benchmark compiles, as a user's first
+    scan of a phone does; later runs load the compiled database), and bytecode caching on as for an installed
+    package (PYTHONDONTWRITEBYTECODE would make every run recompile phonehome's sources, ~50 ms)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PHONEHOME_CACHE_DIR"] = str(cache_dir)
+    return env
+
+
+def bench_phonehome(capture: Path, ids: Path, env: dict[str, str] | None = None) -> dict[str, float]:
     out = capture.with_suffix(".json")
     seconds, rss, rc, _ = _run_measured([sys.executable, "-m", "phonehome", "scan", str(capture), "-i", str(ids),
-                                         "--json", str(out)], SCAN_TIMEOUT_S)
+                                         "--json", str(out)], SCAN_TIMEOUT_S, env)
     if rc not in (0, 1):
         raise RuntimeError(f"phonehome scan failed with exit {rc}")
     result = json.loads(out.read_text())
@@ -310,8 +320,12 @@ def main() -> int:
             nbytes, packets, planted = build_capture(capture, size)
             print(f"built {capture.name}: {nbytes / 1e6:.1f} MB, {packets} packets, {len(planted)} planted leaks "
                   f"({time.perf_counter() - started:.1f} s)", flush=True)
+            env = scan_env(workdir / f"cache-{size:g}")
+            cold = bench_phonehome(capture, ids, env)  # compiles the matcher and caches it
+            print(f"  first run (matcher compiled, then cached): {nbytes / 1e6 / cold['seconds']:8.1f} MB/s end to "
+                  f"end, peak RSS {cold['rss'] / 2**20:6.1f} MiB", flush=True)
             # best of N: the machine is shared, and the fastest run is the one least disturbed by other jobs
-            ph = min((bench_phonehome(capture, ids) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+            ph = min((bench_phonehome(capture, ids, env) for _ in range(args.repeat)), key=lambda r: r["seconds"])
             mbps = nbytes / 1e6 / ph["seconds"]
             startup = ph["seconds"] - ph["scan_seconds"]
             print(f"  phonehome scan : {mbps:8.1f} MB/s  peak RSS {ph['rss'] / 2**20:6.1f} MiB  "
