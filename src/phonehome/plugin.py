@@ -581,7 +581,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
     if call.excinfo is not None and call.excinfo.errisinstance(InputError) and report.failed:
         report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
+    if (report.when == "call" and report.failed and call.excinfo is not None
+            and call.excinfo.errisinstance(PhonehomeError) and not call.excinfo.errisinstance(AssertionError)):
+        # a device or capture fault in the test body: the evidence is missing, not bad (Allure: broken)
+        report.phonehome_fault = call.excinfo.typename  # type: ignore[attr-defined]
     return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
+    """Show a device or capture fault raised in a test body as an ERROR, like a fixture's, never as a verdict:
+    only a finding (an AssertionError) makes a phone FAIL."""
+    if report.when == "call" and report.failed and getattr(report, "phonehome_fault", None):
+        return "error", "E", "ERROR"
+    return None
 
 
 def item_failed(item: pytest.Item) -> bool:

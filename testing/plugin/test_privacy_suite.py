@@ -232,6 +232,9 @@ def test_a_capture_that_sees_nothing_is_an_error_not_a_pass(suite_run: SuiteRun)
         assert outcome.verdict == "error", outcome.message
         assert "CaptureError" in outcome.message
         assert "no traffic from the phone during phase" in outcome.message
+        # pytest itself reports it as an error, not as a failed (leaking) phone
+        assert f"ERROR tests/test_screen_on.py::{test}[{SILENT}]" in suite_run.output
+        assert f"FAILED tests/test_screen_on.py::{test}[{SILENT}]" not in suite_run.output
 
 
 def test_a_killed_capture_is_an_error_not_a_pass(suite_run: SuiteRun) -> None:
