@@ -584,7 +584,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if (report.when == "call" and report.failed and call.excinfo is not None
             and call.excinfo.errisinstance(PhonehomeError) and not call.excinfo.errisinstance(AssertionError)):
         # a device or capture fault in the test body: the evidence is missing, not bad (Allure: broken)
-        report.phonehome_fault = call.excinfo.typename  # type: ignore[attr-defined]
+        report.phonehome_fault = call.excinfo.typename
     return report
 
 
