@@ -6,4 +6,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/ci/setup.sh"
 cd "$root"
 export ADBUTILS_ADB_PATH=/bin/false  # never let adbutils start a real adb server behind a test's back
+echo "phonehome selftest: ruff and mypy --strict"
+.venv/bin/ruff check --quiet .
+.venv/bin/mypy src
+for tier in testing/unit testing/plugin testing/report testing/lab tests benchmarks; do .venv/bin/mypy "$tier"; done
 exec .venv/bin/python -m pytest testing -p no:cacheprovider "$@"
