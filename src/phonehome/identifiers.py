@@ -238,7 +238,7 @@ class _Context:
 def _parse(data: object, *, source: str, where: str, lines: Mapping[str, int]) -> Identifiers:
     ctx = _Context(source, where, lines)
     if not isinstance(data, Mapping):
-        raise ctx.error("", f"identifiers must be a mapping, not {_kind(data)}",
+        raise ctx.error("", f"identifiers must be a mapping, not {yaml_kind(data)}",
                         f"write 'key: value' lines with keys from: {', '.join(SCHEMA_KEYS)}")
     values: list[tuple[str, str]] = []
     locations: list[Location] = []
@@ -261,7 +261,9 @@ def _one_line(text: str) -> str:
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
-def _kind(value: object) -> str:
+def yaml_kind(value: object) -> str:
+    """How a loaded YAML value reads in an error ("empty", "a mapping", "a list", "a str"), so that the
+    identifiers and inventory loaders describe a wrong type the same way."""
     if value is None:
         return "empty"
     if isinstance(value, Mapping):
@@ -279,7 +281,7 @@ def _strings(raw: object, path: str, ctx: _Context) -> Iterable[tuple[str, str]]
     for index, item in items:
         item_path = path if index is None else f"{path}[{index}]"
         if isinstance(item, bool) or not isinstance(item, str | int):
-            raise ctx.error(item_path, f"expected a string, got {_kind(item)}",
+            raise ctx.error(item_path, f"expected a string, got {yaml_kind(item)}",
                             "write the value as a quoted string, or a list of them")
         text = str(item).strip()
         if not text:

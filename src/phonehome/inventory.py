@@ -33,6 +33,7 @@ from phonehome.identifiers import (
     IdentifiersLoader,
     mask,
     parse_identifiers,
+    yaml_kind,
 )
 
 FORMAT_VERSION = 1
@@ -326,16 +327,6 @@ def _placeholders(template: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _kind(value: object) -> str:
-    if value is None:
-        return "empty"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"a {type(value).__name__}"
-
-
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """``override`` on top of ``base``; nested mappings merge, anything else (lists too) is replaced."""
     merged = dict(base)
@@ -398,12 +389,12 @@ class _Loader:
 
     def mapping(self, value: object, path: str, what: str) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
-            raise self.error(path, f"{what} must be a mapping, not {_kind(value)}", "write 'key: value' lines")
+            raise self.error(path, f"{what} must be a mapping, not {yaml_kind(value)}", "write 'key: value' lines")
         return value
 
     def text(self, value: object, path: str, what: str, *, fix: str) -> str:
         if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
-            raise self.error(path, f"{what} must be a non-empty string, got {_kind(value)}", fix)
+            raise self.error(path, f"{what} must be a non-empty string, got {yaml_kind(value)}", fix)
         return str(value).strip()
 
     def number(self, value: object, path: str, what: str, *, minimum: float, fix: str) -> float:
@@ -541,7 +532,7 @@ class _Loader:
 
     def read_identifiers(self, value: object, path: str) -> tuple[str, ...]:
         if not isinstance(value, list):
-            raise self.error(path, f"read_identifiers must be a list, not {_kind(value)}",
+            raise self.error(path, f"read_identifiers must be a list, not {yaml_kind(value)}",
                              f"list names from: {', '.join(READABLE_IDENTIFIERS)}")
         for index, name in enumerate(value):
             if name not in READABLE_IDENTIFIERS:
