@@ -7,14 +7,12 @@ import base64
 import hashlib
 import os
 import shutil
-import signal
-import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from labtools import Dumpcap, instance_name, tshark_fields
 
 from phonehome.identifiers import parse_identifiers
 from phonehome.virtual.lab import Lab, LabDevice, LabState
@@ -25,9 +23,6 @@ pytestmark = [
                        reason="dumpcap/tshark not installed (ci/setup.sh installs them)"),
 ]
 
-DUMPCAP_READY_TIMEOUT_S = 10.0
-CAPTURE_TAIL_S = 0.6
-CHILD_TIMEOUT_S = 30.0
 #: time for every request of the screen-on rule to be sent and answered
 SETTLE_S = 3.0
 
@@ -84,37 +79,6 @@ rules:
 """
 
 
-class Dumpcap:
-    """dumpcap on one interface, started and stopped the way the capture notes say is safe."""
-
-    def __init__(self, interface: str, out: Path) -> None:
-        self.proc = subprocess.Popen([str(shutil.which("dumpcap")), "-i", interface, "-w", str(out)],
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + DUMPCAP_READY_TIMEOUT_S
-        seen = []
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            seen.append(line)
-            if line.startswith("File:") or not line:
-                break
-        assert seen[-1].startswith("File:"), "".join(seen)
-
-    def stop(self) -> None:
-        time.sleep(CAPTURE_TAIL_S)
-        self.proc.send_signal(signal.SIGINT)
-        _, rest = self.proc.communicate(timeout=CHILD_TIMEOUT_S)
-        assert self.proc.returncode == 0, rest
-
-
-def fields(path: Path, display_filter: str, *names: str) -> list[str]:
-    args = [str(shutil.which("tshark")), "-r", str(path), "-Y", display_filter, "-T", "fields"]
-    for name in names:
-        args += ["-e", name]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=True).stdout
-    return [line for line in out.split("\n") if line]
-
-
 @pytest.fixture(scope="module")
 def probe_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabState, Path, str]]:
     """One lab phone with the all-protocols profile; its screen is switched on while dumpcap records."""
@@ -125,7 +89,7 @@ def probe_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[La
     profile.write_text(ALL_PROTOCOLS)
     from phonehome.virtual.phone import VirtualPhoneSpec
 
-    instance = f"t-{uuid.uuid4().hex[:8]}"
+    instance = instance_name()
     state = Lab.up([LabDevice(VirtualPhoneSpec(serial="VPROBE0001", label="probe", model="Probe", identifiers=IDS),
                               profile)], instance=instance)
     try:
@@ -145,26 +109,26 @@ def probe_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[La
 def test_dns_label_leak_is_a_real_query_answered_by_the_zone(probe_capture: tuple[LabState, Path, str]) -> None:
     _, pcap, _ = probe_capture
     label = hashlib.md5(IDS.get("imei")[0].encode()).hexdigest()
-    answers = fields(pcap, f'dns.qry.name == "{label}.t.probe.example" && dns.flags.response == 1', "dns.a")
+    answers = tshark_fields(pcap, f'dns.qry.name == "{label}.t.probe.example" && dns.flags.response == 1', "dns.a")
     assert answers and answers[0].startswith("198.1")
 
 
 @pytest.mark.timeout(90)
 def test_http_on_any_port_with_the_identifier_in_path_and_header(probe_capture: tuple[LabState, Path, str]) -> None:
     _, pcap, _ = probe_capture
-    rows = fields(pcap, "http.request && tcp.dstport == 8080", "http.request.uri", "http.request.line")
+    rows = tshark_fields(pcap, "http.request && tcp.dstport == 8080", "http.request.uri", "http.request.line")
     assert len(rows) == 1
     assert "/p/48.8584" in rows[0]
     assert base64.b64encode(IDS.get("serial")[0].encode()).decode() in rows[0]
-    assert fields(pcap, "http.response.code == 200 && tcp.srcport == 8080", "frame.number")
+    assert tshark_fields(pcap, "http.response.code == 200 && tcp.srcport == 8080", "frame.number")
 
 
 @pytest.mark.timeout(90)
 def test_https_and_raw_tls_are_real_handshakes_with_sni(probe_capture: tuple[LabState, Path, str]) -> None:
     _, pcap, log = probe_capture
-    sni = fields(pcap, "tls.handshake.type == 1", "tls.handshake.extensions_server_name")
+    sni = tshark_fields(pcap, "tls.handshake.type == 1", "tls.handshake.extensions_server_name")
     assert sorted(sni) == ["raw-tls.probe.example", "secure.probe.example"]
-    assert len(fields(pcap, "tls.handshake.type == 2", "frame.number")) == 2  # ServerHello from the fake internet
+    assert len(tshark_fields(pcap, "tls.handshake.type == 2", "frame.number")) == 2  # ServerHello from the fake internet
     raw = pcap.read_bytes()
     assert IDS.get("imsi")[0].encode() in raw  # in the cleartext TCP payload...
     assert raw.count(IDS.get("imsi")[0].encode()) == 1  # ...but not in the TLS one
@@ -174,26 +138,26 @@ def test_https_and_raw_tls_are_real_handshakes_with_sni(probe_capture: tuple[Lab
 @pytest.mark.timeout(90)
 def test_raw_tcp_udp_and_a_hard_coded_address(probe_capture: tuple[LabState, Path, str]) -> None:
     _, pcap, log = probe_capture
-    assert fields(pcap, 'tcp.dstport == 7000 && tcp.payload contains "IMSI=242017100000001"', "frame.number")
-    assert fields(pcap, 'udp.dstport == 5683 && udp.payload contains "aid=9774d56d682e549c"', "frame.number")
-    assert fields(pcap, "ip.dst == 198.18.7.7 && tcp.flags.syn == 1 && tcp.flags.ack == 0", "frame.number")
-    assert fields(pcap, "ip.src == 198.18.7.7 && tcp.flags.syn == 1 && tcp.flags.ack == 1", "frame.number")
+    assert tshark_fields(pcap, 'tcp.dstport == 7000 && tcp.payload contains "IMSI=242017100000001"', "frame.number")
+    assert tshark_fields(pcap, 'udp.dstport == 5683 && udp.payload contains "aid=9774d56d682e549c"', "frame.number")
+    assert tshark_fields(pcap, "ip.dst == 198.18.7.7 && tcp.flags.syn == 1 && tcp.flags.ack == 0", "frame.number")
+    assert tshark_fields(pcap, "ip.src == 198.18.7.7 && tcp.flags.syn == 1 && tcp.flags.ack == 1", "frame.number")
     assert '"proto": "udp"' in log and '"port": 7000' in log
 
 
 @pytest.mark.timeout(90)
 def test_mqtt_connect_gets_a_connack_and_the_publish_is_captured(probe_capture: tuple[LabState, Path, str]) -> None:
     _, pcap, log = probe_capture
-    assert fields(pcap, 'mqtt.clientid == "c-PROBE0001"', "frame.number")
-    assert fields(pcap, "mqtt.msgtype == 2", "mqtt.conack.val") == ["0"]
-    assert fields(pcap, "mqtt.msgtype == 3", "mqtt.topic") == ["t/1"]
+    assert tshark_fields(pcap, 'mqtt.clientid == "c-PROBE0001"', "frame.number")
+    assert tshark_fields(pcap, "mqtt.msgtype == 2", "mqtt.conack.val") == ["0"]
+    assert tshark_fields(pcap, "mqtt.msgtype == 3", "mqtt.topic") == ["t/1"]
     assert '"packet": "CONNECT"' in log
 
 
 @pytest.mark.timeout(90)
 def test_periodic_rules_tick_while_the_phone_is_up(probe_capture: tuple[LabState, Path, str]) -> None:
     _, pcap, _ = probe_capture
-    assert len(fields(pcap, 'http.host == "tick.probe.example"', "frame.number")) >= 2
+    assert len(tshark_fields(pcap, 'http.host == "tick.probe.example"', "frame.number")) >= 2
 
 
 @pytest.mark.timeout(90)

@@ -12,12 +12,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from labtools import Dumpcap, instance_name, tshark_fields
 
 from phonehome.errors import InputError, LabError
 from phonehome.identifiers import Identifiers, parse_identifiers
@@ -31,8 +31,6 @@ pytestmark = [
                        reason="dumpcap/tshark not installed (ci/setup.sh installs them)"),
 ]
 
-DUMPCAP_READY_TIMEOUT_S = 10.0
-CAPTURE_TAIL_S = 0.6
 CHILD_TIMEOUT_S = 30.0
 #: the daemon notices a dead child within its watchdog interval and then tears down
 WATCHDOG_GRACE_S = 15.0
@@ -53,40 +51,6 @@ def spec(serial: str, label: str, ids: Identifiers, unlock_method: str = "none",
     fast = BootTimings(adbd_linger_s=0.2, absent_s=0.2, offline_s=0.1, booting_s=0.3)
     return VirtualPhoneSpec(serial=serial, label=label, model="Nokia 7 Plus", identifiers=ids, timings=fast,
                             unlock_method=unlock_method, unlock_secret=unlock_secret)
-
-
-def instance_name() -> str:
-    return f"t-{uuid.uuid4().hex[:8]}"
-
-
-class Dumpcap:
-    """dumpcap on one interface, started and stopped the way the capture notes say is safe."""
-
-    def __init__(self, interface: str, out: Path) -> None:
-        self.proc = subprocess.Popen([str(shutil.which("dumpcap")), "-i", interface, "-w", str(out)],
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + DUMPCAP_READY_TIMEOUT_S
-        seen = []
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            seen.append(line)
-            if line.startswith("File:") or not line:
-                break
-        assert seen[-1].startswith("File:"), "".join(seen)
-
-    def stop(self) -> None:
-        time.sleep(CAPTURE_TAIL_S)
-        self.proc.send_signal(signal.SIGINT)
-        _, rest = self.proc.communicate(timeout=CHILD_TIMEOUT_S)
-        assert self.proc.returncode == 0, rest
-
-
-def tshark_fields(path: Path, display_filter: str, *fields: str) -> list[str]:
-    args = [str(shutil.which("tshark")), "-r", str(path), "-Y", display_filter, "-T", "fields"]
-    for field in fields:
-        args += ["-e", field]
-    return subprocess.run(args, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=True).stdout.split("\n")
 
 
 def recorded_pids(instance: str) -> list[int]:

@@ -11,13 +11,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from labtools import TSHARK_TIMEOUT_S, Dumpcap, instance_name
 
 from phonehome.errors import LabError
 from phonehome.identifiers import Identifiers, parse_identifiers
@@ -31,12 +30,7 @@ pytestmark = [
                        reason="dumpcap/tshark not installed (ci/setup.sh installs them)"),
 ]
 
-#: dumpcap prints its "File:" line once it really captures
-DUMPCAP_READY_TIMEOUT_S = 10.0
-#: dumpcap drops the kernel's last ring block when stopped sooner than ~250 ms after the last packet
-CAPTURE_TAIL_S = 0.6
 CHILD_TIMEOUT_S = 15.0
-TSHARK_TIMEOUT_S = 30.0
 
 IDS = parse_identifiers({
     "imei": "352099001761481", "imsi": "242017100000001", "iccid": "8947080012345678901", "serial": "B2NGAA8801234567",
@@ -55,34 +49,6 @@ rules:
         host: secure.probe.example
         path: /hello
 """
-
-
-class Dumpcap:
-    """dumpcap on one interface, started and stopped the way the capture notes say is safe."""
-
-    def __init__(self, interface: str, out: Path, capture_filter: str | None = None) -> None:
-        command = [str(shutil.which("dumpcap")), "-i", interface, "-w", str(out)]
-        if capture_filter:
-            command += ["-f", capture_filter]
-        self.out = out
-        self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        self.stderr: list[str] = []
-        deadline = time.monotonic() + DUMPCAP_READY_TIMEOUT_S
-        assert self.proc.stderr is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            self.stderr.append(line)
-            if line.startswith("File:") or not line:
-                break
-        assert any(line.startswith("File:") for line in self.stderr), "".join(self.stderr)
-
-    def stop(self) -> str:
-        time.sleep(CAPTURE_TAIL_S)
-        self.proc.send_signal(signal.SIGINT)
-        _, rest = self.proc.communicate(timeout=CHILD_TIMEOUT_S)
-        assert self.proc.returncode == 0, rest
-        assert "dropped" not in rest or "/0 " in rest, rest
-        return rest
 
 
 def tshark(path: Path, *args: str) -> str:
@@ -125,7 +91,7 @@ def fire(runner: subprocess.Popen[str], *events: str, expect: int) -> list[dict[
 
 @contextlib.contextmanager
 def mini_lab(tmp_path: Path, profiles: list[Path], phones: int = 2) -> Iterator[MiniLab]:
-    instance = f"t-{uuid.uuid4().hex[:8]}"
+    instance = instance_name()
     netplan = netlab.plan(instance, [(f"SER{i}", f"phone{i}", IDS.get("wifi_mac")[0] if i == 0 else None)
                                      for i in range(phones)])
     state = netlab.StateFile.claim(instance)
@@ -181,7 +147,8 @@ def test_capture_on_the_lab_interface_shows_dns_http_with_identifier_and_tls_sni
         # the filter an access point would use: this phone's Wi-Fi MAC
         capture = Dumpcap(phone.interface, pcap, f"ether host {phone.wifi_mac}")
         outcomes = fire(runner, "boot_completed", expect=1) + fire(tls_runner, "screen_on", expect=1)
-        capture.stop()
+        rest = capture.stop()
+        assert "dropped" not in rest or "/0 " in rest, rest
         pids = [runner.pid, tls_runner.pid, lab.fakenet.pid]
         assert all(o["ok"] for o in outcomes), outcomes
         netplan = lab.plan
@@ -236,7 +203,7 @@ def test_root_namespace_has_no_address_and_phones_cannot_reach_the_host(tmp_path
 
 @pytest.mark.timeout(60)
 def test_a_dead_owners_leftovers_are_cleaned(tmp_path: Path) -> None:
-    instance = f"t-{uuid.uuid4().hex[:8]}"
+    instance = instance_name()
     script = ("import os,sys,time\n"
               "from phonehome.virtual import netlab\n"
               "p = netlab.plan(sys.argv[1], [('S1','one',None)])\n"
