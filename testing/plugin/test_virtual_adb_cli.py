@@ -36,14 +36,6 @@ def phones(tmp_path: Path) -> Iterator[list[VirtualPhone]]:
 
 
 @pytest.fixture
-def server(phones: list[VirtualPhone]) -> Iterator[AdbServer]:
-    srv = AdbServer(phones)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
 def adb(server: AdbServer, tmp_path: Path) -> Iterator[AdbRunner]:
     if ADB is None:
         pytest.fail("adb is not installed: run ci/setup.sh (Debian package 'adb')")

@@ -22,13 +22,7 @@ FAST = BootTimings(adbd_linger_s=0.3, absent_s=0.3, offline_s=0.2, booting_s=0.3
 #: how long a test waits for a virtual reboot with FAST timings
 REBOOT_WAIT_S = 10.0
 
-pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture(autouse=True)
-def _no_real_adb(monkeypatch: pytest.MonkeyPatch) -> None:
-    """adbutils must never start a real adb server behind the test's back."""
-    monkeypatch.setenv("ADBUTILS_ADB_PATH", "/bin/false")
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("no_real_adb")]
 
 
 @pytest.fixture
@@ -40,14 +34,6 @@ def phones(tmp_path: Path) -> Iterator[list[VirtualPhone]]:
     yield [usb, tcp]
     usb.close()
     tcp.close()
-
-
-@pytest.fixture
-def server(phones: list[VirtualPhone]) -> Iterator[AdbServer]:
-    srv = AdbServer(phones)
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture

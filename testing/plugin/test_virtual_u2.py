@@ -22,12 +22,7 @@ SERIAL = "VIRTU2001"
 FAST = BootTimings(adbd_linger_s=0.3, absent_s=0.3, offline_s=0.2, booting_s=0.3)
 REBOOT_WAIT_S = 15.0
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def _no_real_adb(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ADBUTILS_ADB_PATH", "/bin/false")
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_real_adb")]
 
 
 @pytest.fixture
@@ -40,11 +35,9 @@ def phone(tmp_path: Path) -> Iterator[VirtualPhone]:
 
 
 @pytest.fixture
-def server(phone: VirtualPhone) -> Iterator[AdbServer]:
-    srv = AdbServer([phone])
-    srv.start()
-    yield srv
-    srv.stop()
+def phones(phone: VirtualPhone) -> list[VirtualPhone]:
+    """The one phone, for the shared ``server`` fixture (conftest.py)."""
+    return [phone]
 
 
 @pytest.fixture
