@@ -25,7 +25,7 @@ if ((${#apt_packages[@]})); then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+  apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
 # The virtualenv is rebuilt only when pyproject.toml changed since the last install.
