@@ -215,15 +215,18 @@ def _decode_runs(runs: Iterable[bytes], decode: Callable[[bytes], bytes | None],
     parts: list[bytes] = []
     for run in runs:
         decoded = decode(run)
-        if not decoded:
-            continue
-        if parts and budget.take(len(_JOIN)) < len(_JOIN):
-            break
-        granted = budget.take(len(decoded))
-        parts.append(decoded[:granted])
-        if budget.left <= 0:
+        if decoded and not _add_part(parts, decoded, budget):
             break
     return _JOIN.join(parts)
+
+
+def _add_part(parts: list[bytes], decoded: bytes, budget: Budget) -> bool:
+    """Append ``decoded`` to ``parts`` as far as the budget allows (a separator first, if it is not the first
+    part); False once the budget is spent, so the caller stops decoding what it could not keep."""
+    if parts and budget.take(len(_JOIN)) < len(_JOIN):
+        return False
+    parts.append(decoded[:budget.take(len(decoded))])
+    return budget.left > 0
 
 
 def _base64(data: bytes, budget: Budget) -> bytes:
@@ -278,12 +281,7 @@ def _escaped_tokens(data: bytes, marker: bytes, escape: re.Pattern[bytes], delim
         after = delimiters.search(text, found.end())
         end = after.start() if after is not None else size
         position = end
-        decoded = decode(text[start:end])
-        if parts and budget.take(len(_JOIN)) < len(_JOIN):
-            break
-        granted = budget.take(len(decoded))
-        parts.append(decoded[:granted])
-        if budget.left <= 0:
+        if not _add_part(parts, decode(text[start:end]), budget):
             break
     return _JOIN.join(parts)
 
