@@ -186,6 +186,17 @@ def field_lines(text: str) -> dict[str, int]:
     return lines
 
 
+def line_of(lines: Mapping[str, int], path: str) -> int | None:
+    """The line of ``path`` in a :func:`field_lines` map, else of its nearest parent (``imei[1]`` -> ``imei``):
+    an error about a field the file lacks (a missing key, a value taken from defaults) still points near it."""
+    while path:
+        if path in lines:
+            return lines[path]
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else ""
+    return None
+
+
 def _collect_lines(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
@@ -222,17 +233,9 @@ class _Context:
 
     def error(self, path: str, problem: str, fix: str) -> InputError:
         field = ".".join(part for part in (self.prefix, path) if part) or None
-        line = self._line(path)
+        line = line_of(self.lines, path)
         where = ", ".join(part for part in (f"line {line}" if line else None, field) if part) or None
         return InputError(self.source, _one_line(problem), where=_one_line(where) if where else None, fix=fix)
-
-    def _line(self, path: str) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            cut = max(path.rfind("."), path.rfind("["))
-            path = path[:cut] if cut > 0 else ""
-        return None
 
 
 def _parse(data: object, *, source: str, where: str, lines: Mapping[str, int]) -> Identifiers:

@@ -31,6 +31,7 @@ from phonehome.identifiers import (
     LOCATION_KEY,
     Identifiers,
     IdentifiersLoader,
+    line_of,
     mask,
     parse_identifiers,
     yaml_kind,
@@ -349,17 +350,9 @@ class _Loader:
     # -- errors --
 
     def error(self, field_path: str, problem: str, fix: str) -> InputError:
-        line = self._line(field_path)
+        line = line_of(self.lines, field_path)
         where = ", ".join(part for part in (f"line {line}" if line else None, field_path or None) if part)
         return InputError(self.source, problem, where=where or None, fix=fix)
-
-    def _line(self, path: str) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            cut = max(path.rfind("."), path.rfind("["))
-            path = path[:cut] if cut > 0 else ""
-        return None
 
     def origin(self, device: str, key: str) -> str:
         """Where a merged field came from: the device's own key, else the defaults block."""
@@ -484,7 +477,7 @@ class _Loader:
         return DeviceEntry(label=label, serial=serial, model=model, backend=backend, firmware=firmware,
                            transport=transport, unlock=unlock, identifiers=identifiers,
                            read_identifiers=read_ids, capture=capture, settle_s=MappingProxyType(settle),
-                           boot_timeout_s=boot_timeout, policy=policy, line=self._line(path) or 0,
+                           boot_timeout_s=boot_timeout, policy=policy, line=line_of(self.lines, path) or 0,
                            path=self.path, index=index)
 
     def firmware(self, value: object, backend: str, device: str) -> Path | None:
@@ -607,7 +600,7 @@ class _Loader:
             # intent extras travel as strings (`am start -e`); PCAPdroid parses ints and bools from them
             extras = {str(key): str(val).lower() if isinstance(val, bool) else str(val)
                       for key, val in raw_extras.items()}
-        line = self._line(at("filter"))
+        line = line_of(self.lines, at("filter"))
         origin_where = ", ".join(part for part in (f"line {line}" if line else None, at("filter")) if part)
         return CaptureSpec(source=source, interface=interface, filter=bpf, host=host,
                            command=tuple(command) if command else None, file=file, phases=phases,
