@@ -154,7 +154,7 @@ def load_identifiers(path: str | Path) -> Identifiers:
                          fix="pass a readable UTF-8 YAML file") from None
     try:
         data = yaml.load(text, Loader=IdentifiersLoader)  # a SafeLoader subclass: safe
-        lines = field_lines(text)
+        lines = field_lines(text, source=source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}" if mark is not None else None
@@ -173,16 +173,17 @@ def load_identifiers(path: str | Path) -> Identifiers:
     return ids
 
 
-def field_lines(text: str) -> dict[str, int]:
+def field_lines(text: str, *, source: str | None = None) -> dict[str, int]:
     """Map field paths (``imei``, ``imei[1]``, ``location[0].lat``, ``custom.name``) to 1-based line numbers.
 
     Lets errors on a field say where it is in the file; the same paths are what :func:`parse_identifiers`
-    names in ``InputError.where``.
+    names in ``InputError.where``. A key given twice in one mapping is an :class:`InputError` (YAML would
+    silently keep the last one, and a value nobody meant would be the one checked); ``source`` names the file.
     """
     node = yaml.compose(text, Loader=IdentifiersLoader)
     lines: dict[str, int] = {}
     if node is not None:
-        _collect_lines(node, "", lines)
+        _collect_lines(node, "", lines, source)
     return lines
 
 
@@ -197,17 +198,23 @@ def line_of(lines: Mapping[str, int], path: str) -> int | None:
     return None
 
 
-def _collect_lines(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
+def _collect_lines(node: yaml.Node, path: str, lines: dict[str, int], source: str | None) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
         for key_node, value_node in node.value:
             key = str(key_node.value)
             child = f"{path}.{key}" if path else key
+            if key in seen:
+                raise InputError(source, f"duplicate key {_one_line(key)!r}",
+                                 where=f"line {key_node.start_mark.line + 1}, {_one_line(child)}",
+                                 fix="keep one of them (YAML would silently use the last)")
+            seen.add(key)
             lines[child] = key_node.start_mark.line + 1
-            _collect_lines(value_node, child, lines)
+            _collect_lines(value_node, child, lines, source)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _collect_lines(item, f"{path}[{index}]", lines)
+            _collect_lines(item, f"{path}[{index}]", lines, source)
 
 
 # --- parsing -------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from phonehome.identifiers import (
     LOCATION_KEY,
     Identifiers,
     IdentifiersLoader,
+    field_lines,
     line_of,
     mask,
     parse_identifiers,
@@ -288,10 +289,7 @@ def load_inventory(path: str | Path) -> Inventory:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(source, f"cannot read inventory: {exc}", fix="pass a readable UTF-8 YAML file") from None
     try:
-        node = yaml.compose(text, Loader=IdentifiersLoader)
-        lines: dict[str, int] = {}
-        if node is not None:
-            _collect_lines(node, "", lines, source)
+        lines = field_lines(text, source=source)
         data = yaml.load(text, Loader=IdentifiersLoader)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -301,26 +299,6 @@ def load_inventory(path: str | Path) -> Inventory:
     except yaml.YAMLError as exc:
         raise InputError(source, f"YAML error: {exc}", fix="fix the YAML syntax") from None
     return _Loader(path, lines).inventory(data)
-
-
-def _collect_lines(node: yaml.Node, path: str, lines: dict[str, int], source: str) -> None:
-    """Field path -> 1-based line; duplicate keys are errors (YAML would silently keep the last one)."""
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            child = f"{path}.{key}" if path else key
-            if key in seen:
-                raise InputError(source, f"duplicate key {key!r}",
-                                 where=f"line {key_node.start_mark.line + 1}, {child}",
-                                 fix="keep one of them (YAML would silently use the last)")
-            seen.add(key)
-            lines[child] = key_node.start_mark.line + 1
-            _collect_lines(value_node, child, lines, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _collect_lines(item, f"{path}[{index}]", lines, source)
 
 
 def _placeholders(template: str) -> tuple[str, ...]:

@@ -197,3 +197,14 @@ def test_valid_identifiers_round_trip(data: dict[str, object]) -> None:
     assert set(again.values) == set(ids.values)
     assert again.locations == ids.locations
     assert again.merged(ids) == again
+
+
+def test_a_key_given_twice_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys; a second `imei:` would silently replace the first one."""
+    ids = tmp_path / "ids.yaml"
+    ids.write_text('imei: "352099001761481"\nserial: ABC123\nimei: "490154203237518"\n', encoding="utf-8")
+    with pytest.raises(InputError) as excinfo:
+        load_identifiers(ids)
+    message = str(excinfo.value)
+    assert message.startswith(f"{ids}: line 3, imei: duplicate key 'imei'")
+    assert "keep one of them" in message

@@ -369,7 +369,7 @@ def load_profile(path: str | Path) -> FirmwareProfile:
         raise InputError(source, f"cannot read firmware profile: {exc.strerror}") from None
     try:
         data = yaml.safe_load(text)
-        lines = field_lines(text)
+        lines = field_lines(text, source=source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else None
