@@ -235,6 +235,24 @@ def test_phone_forms(engine: str, text: str) -> None:
         ("phone", "url") in found(matcher_for(engine).find(text.encode()))
 
 
+US_PHONE = parse_identifiers({"phone": "+14155552671"}, source="test")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("text", [
+    "(415) 555-2671", "+1 (415) 555-2671", "tel=1 (415) 555-2671&", "415.555.2671", "+1.415.555.2671",
+])
+def test_phone_written_the_north_american_way(engine: str, text: str) -> None:
+    """A US number is usually written ``(415) 555-2671``: two separators in a row, or dots between groups."""
+    assert ("phone", "plain") in found(matcher_for(engine, US_PHONE).find(text.encode()))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("text", ["(415) 555-2672", "415..555..2671 is not", "(415)  555-2671"])
+def test_phone_separators_do_not_stretch(engine: str, text: str) -> None:
+    assert ("phone", "plain") not in found(matcher_for(engine, US_PHONE).find(text.encode()))
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("text", "encoding"), [
     ('{"lat": 52.51634, "lng": 13.37771}', "plain"),

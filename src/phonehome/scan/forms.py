@@ -56,6 +56,8 @@ EARTH_RADIUS_M = 6_371_008.8
 #: decimal numbers; %20 and friends are decoded by the url layer first)
 _DIGIT_SEPARATOR = rb"[ ()/\-]?"
 _IMEI_SEPARATOR = rb"[ ./\-]?"
+#: digits of a North American national number: area code, exchange, line
+NANP_DIGITS = 10
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,18 @@ def _separated(digits: str) -> bytes:
     return _DIGIT_SEPARATOR.join(re.escape(d).encode() for d in digits)
 
 
+def nanp_pattern(number: PhoneNumber) -> bytes | None:
+    """``+1 (415) 555-2671`` and ``415.555.2671``: how North American numbers are written, which the
+    one-character separators of ``_DIGIT_SEPARATOR`` miss (``) `` is two, and it has no '.'). Anchored on the
+    literal digit groups, so it stays a cheap pattern."""
+    if number.country_code != "1" or len(number.national) != NANP_DIGITS:
+        return None
+    area, exchange, line = (re.escape(part).encode() for part in
+                            (number.national[:3], number.national[3:6], number.national[6:]))
+    return (rb"(?:(?:\+|%2[bB])?1[ .\-]?)?(?:\(" + area + rb"\) ?|" + area + rb"[ .\-]?)"
+            + exchange + rb"[ .\-]?" + line)
+
+
 def _special_needles(name: str, value: str) -> Iterator[Needle]:
     """Plain-text needles that are patterns rather than forms: separators, IMEISV."""
     if name == "imei":
@@ -284,6 +298,9 @@ def _special_needles(name: str, value: str) -> Iterator[Needle]:
             else:
                 pattern = _separated(form.text)
             yield Needle(pattern, name, "plain", f"{form.name}-separated", regex=True, digit_boundary=True)
+        nanp = nanp_pattern(parse_phone(value))
+        if nanp is not None:
+            yield Needle(nanp, name, "plain", "nanp", regex=True, digit_boundary=True)
     elif name == "gaid":
         yield Needle(bytes.fromhex(value.replace("-", "")), name, "raw", "gaid")
     elif name in ("wifi_mac", "bt_mac"):
