@@ -248,6 +248,16 @@ def test_phone_written_the_north_american_way(engine: str, text: str) -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("value", ["0000000000000001", "00000000000f4240"])
+def test_android_id_with_leading_zeros_is_no_small_number(engine: str, value: str) -> None:
+    """An Android ID with many leading zeros (emulators, test builds) is a small decimal: ``1``, ``1000000``.
+    Matching that would flag every ``HTTP/1.1``; the full value must still be found."""
+    matcher = matcher_for(engine, parse_identifiers({"android_id": value}, source="test"))
+    assert not found(matcher.find(b"GET /v1/items?page=1&limit=1000000 HTTP/1.1\r\nHost: 127.0.0.1\r\n"))
+    assert ("android_id", "plain") in found(matcher.find(b"aid=" + value.encode() + b"&"))
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("text", ["(415) 555-2672", "415..555..2671 is not", "(415)  555-2671"])
 def test_phone_separators_do_not_stretch(engine: str, text: str) -> None:
     assert ("phone", "plain") not in found(matcher_for(engine, US_PHONE).find(text.encode()))

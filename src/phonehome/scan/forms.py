@@ -58,6 +58,8 @@ _DIGIT_SEPARATOR = rb"[ ()/\-]?"
 _IMEI_SEPARATOR = rb"[ ./\-]?"
 #: digits of a North American national number: area code, exchange, line
 NANP_DIGITS = 10
+#: shortest decimal spelling of a hex identifier worth matching: fewer digits occur in ordinary traffic
+MIN_DECIMAL_ID_DIGITS = 10
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,8 @@ def _android_id_forms(name: str, value: str) -> Iterator[Form]:
     if stripped != value and len(stripped) >= 8:  # Long.toHexString drops leading zeros
         yield from _cased(name, "android_id-short", stripped)
     number = int(value, 16)
-    yield Form(name, "android_id-decimal", str(number), digit_boundary=True)
+    if len(str(number)) >= MIN_DECIMAL_ID_DIGITS:  # 0000000000000001 would be "1": in every HTTP/1.1
+        yield Form(name, "android_id-decimal", str(number), digit_boundary=True)
     if number >= 1 << 63:  # as a signed Java long
         yield Form(name, "android_id-signed", str(number - (1 << 64)), digit_boundary=True)
 
