@@ -48,6 +48,8 @@ MAX_PHONE_DIGITS = 15
 
 _SEPARATORS = re.compile(r"[\s\-./]")
 _HEX = re.compile(r"[0-9a-fA-F]+")
+#: MACs Android reports to apps instead of the real one (the same on every phone), written without separators
+_PLACEHOLDER_MACS = frozenset({"020000000000", "000000000000"})
 _CUSTOM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
 _PHONE_CHARS = re.compile(r"\+?[0-9 ()./-]+")
 
@@ -345,6 +347,9 @@ def _android_id(text: str, path: str, ctx: _Context) -> str:
     if not _HEX.fullmatch(text) or not 8 <= len(text) <= 16:
         raise ctx.error(path, f"android_id '{mask(text)}' must be 8-16 hex digits",
                         "copy it from 'adb shell settings get secure android_id'")
+    if int(text, 16) == 0:
+        raise ctx.error(path, "android_id is all zeros: no phone has it (it would match any run of zeros)",
+                        "copy it from 'adb shell settings get secure android_id'")
     return text.lower()
 
 
@@ -353,6 +358,10 @@ def _gaid(text: str, path: str, ctx: _Context) -> str:
     if len(compact) != 32 or not _HEX.fullmatch(compact):
         raise ctx.error(path, f"gaid '{mask(text)}' must be a UUID (32 hex digits, dashes optional)",
                         "copy it from Settings > Google > Ads")
+    if int(compact, 16) == 0:
+        raise ctx.error(path, "gaid is all zeros: the placeholder Android reports when ad personalisation is off, "
+                        "the same on every phone (it would match any run of zero bytes)",
+                        "remove it, or give the phone's real advertising ID")
     c = compact.lower()
     return f"{c[:8]}-{c[8:12]}-{c[12:16]}-{c[16:20]}-{c[20:]}"
 
@@ -363,6 +372,9 @@ def _mac(text: str, path: str, ctx: _Context) -> str:
         raise ctx.error(path, f"MAC address '{mask(text)}' must be 6 octets",
                         "write it as 'aa:bb:cc:dd:ee:ff' (':', '-' or no separators)")
     c = compact.lower()
+    if c in _PLACEHOLDER_MACS:
+        raise ctx.error(path, "MAC address is the placeholder Android reports when it hides the real one, "
+                        "the same on every phone", "remove it, or give the MAC from Settings > About phone")
     return ":".join(c[i:i + 2] for i in range(0, 12, 2))
 
 

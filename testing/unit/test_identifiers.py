@@ -103,6 +103,10 @@ def test_plain_safe_load_integers_are_accepted() -> None:
     ("imei: [352099001761481\n", "YAML syntax error"),
     ("", "identifiers file is empty"),
     ("imei: []\n", "imei: empty list"),
+    ("gaid: 00000000-0000-0000-0000-000000000000\n", "gaid: gaid is all zeros"),
+    ("wifi_mac: '02:00:00:00:00:00'\n", "wifi_mac: MAC address is the placeholder"),
+    ("bt_mac: 000000000000\n", "bt_mac: MAC address is the placeholder"),
+    ("android_id: '0000000000000000'\n", "android_id: android_id is all zeros"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path: Path, text: str, needle: str) -> None:
     path = write(tmp_path, text)
@@ -177,14 +181,14 @@ def test_fuzz_parse_identifiers_raises_only_input_error(data: object) -> None:
 
 
 _digits = st.text(alphabet="0123456789", min_size=15, max_size=15)
-_mac = st.binary(min_size=6, max_size=6).map(lambda b: "-".join(f"{x:02X}" for x in b))
+_mac = st.binary(min_size=6, max_size=6).filter(lambda b: b.rstrip(b"\0") not in (b"", b"\2")).map(lambda b: "-".join(f"{x:02X}" for x in b))
 _point = st.fixed_dictionaries({"lat": st.floats(-90, 90), "lon": st.floats(-180, 180)})
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.fixed_dictionaries({}, optional={
     "imei": st.lists(_digits, min_size=1, max_size=3), "imsi": _digits, "wifi_mac": _mac,
-    "gaid": st.uuids().map(str), "serial": st.text(alphabet="ABCDEFGHJKLMNPRSTUVWXYZ0123456789", min_size=4,
+    "gaid": st.uuids().filter(lambda u: u.int != 0).map(str), "serial": st.text(alphabet="ABCDEFGHJKLMNPRSTUVWXYZ0123456789", min_size=4,
                                                    max_size=20),
     "location": st.lists(_point, min_size=1, max_size=3),
     "custom": st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True).filter(
