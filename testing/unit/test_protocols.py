@@ -73,6 +73,22 @@ def test_classify_stream_by_content(head: bytes, kind: str) -> None:
     assert classify_stream(head) == kind
 
 
+@pytest.mark.parametrize("head", [
+    b"\x16\x03\x01 imei=490154203237518",  # a handshake record must hold a handshake message
+    b"\x17\x03\x03\xff\xff" + b"x" * 20,  # longer than any TLS record may be
+    b"\x15\x03\x01\x00\x00" + b"x" * 20,  # an empty record
+])
+def test_plaintext_starting_like_a_tls_record_is_not_tls(head: bytes) -> None:
+    """A stream classified TLS is never scanned: three lucky bytes must not hide a cleartext stream."""
+    assert classify_stream(head) == PROTO_UNKNOWN
+
+
+def test_a_tls_record_header_split_across_segments_waits_for_more() -> None:
+    hello = tls_client_hello("a.example")
+    assert [classify_stream(hello[:n]) for n in range(1, 6)] == [""] * 5
+    assert classify_stream(hello[:6]) == PROTO_TLS
+
+
 def test_plain_http_on_443_is_http_and_tls_on_8080_is_tls() -> None:
     """Ports play no part: classification sees only bytes."""
     assert classify_stream(b"POST /x HTTP/1.1\r\n") == PROTO_HTTP

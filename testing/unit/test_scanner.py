@@ -198,6 +198,11 @@ def test_hex_either_case(tmp_path: Path, upper: bool) -> None:
     _assert_found(result, "serial", "hex")
 
 
+def test_cleartext_starting_like_a_tls_record_is_scanned(tmp_path: Path) -> None:
+    result = _scan(tmp_path, _raw_tcp(b"\x16\x03\x01 imei=" + IMEI.encode(), dport=443))
+    _assert_found(result, "imei", "plain")
+
+
 @pytest.mark.parametrize("codec, name", [("utf-16-le", "utf16le"), ("utf-16-be", "utf16be")])
 def test_utf16(tmp_path: Path, codec: str, name: str) -> None:
     result = _scan(tmp_path, _raw_tcp(b"\x00\x01" + f"imei={IMEI}".encode(codec)))

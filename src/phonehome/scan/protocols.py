@@ -44,6 +44,15 @@ MAX_MESSAGE_BYTES = 8 << 20
 MAX_CLIENT_HELLO_BYTES = 64 << 10
 #: bytes needed to tell protocols apart at the start of a stream
 CLASSIFY_BYTES = 8
+#: a TLS record header (type, version, length) plus the handshake type of a first handshake record
+TLS_HEAD_BYTES = 6
+#: the largest TLS record the protocol allows (RFC 8446 5.2: 2^14 plus 2048 of expansion)
+MAX_TLS_RECORD_BYTES = (1 << 14) + 2048
+TLS_HANDSHAKE = 22
+#: content type (change_cipher_spec, alert, handshake, application_data), major version 3, minor 0-4
+_TLS_RECORD_START = (range(20, 24), (3,), range(0, 5))
+#: handshake message types (RFC 5246 7.4, RFC 8446 4): a capture may start mid-handshake (a Certificate...)
+_TLS_HANDSHAKE_TYPES = frozenset((0, 1, 2, 3, 4, 5, 6, 8, 11, 12, 13, 14, 15, 16, 20, 21, 22, 23, 24, 25, 254))
 
 _HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ",
                  b"TRACE ")
@@ -73,8 +82,9 @@ class Unit:
 
 def classify_stream(head: bytes) -> str:
     """The protocol of a TCP byte stream from its first bytes ("" when more bytes are needed to tell)."""
-    if len(head) >= 3 and 20 <= head[0] <= 23 and head[1] == 3 and head[2] <= 4:
-        return PROTO_TLS
+    tls = _tls_verdict(head)
+    if tls is not None:
+        return tls
     if head.startswith(b"SSH-"):
         return PROTO_SSH
     if head.startswith(b"HTTP/1.") or head.startswith(_HTTP_METHODS):
@@ -86,6 +96,23 @@ def classify_stream(head: bytes) -> str:
                                        or (head[:1] == b"\x10")):
         return ""
     return PROTO_UNKNOWN
+
+
+def _tls_verdict(head: bytes) -> str | None:
+    """PROTO_TLS when ``head`` starts with a plausible TLS record, "" while too short to tell, None when it is
+    not TLS. A stream called TLS is never scanned, so three lucky bytes (content type, 0x03, minor version) are
+    not enough: the record length must be legal and a handshake record must hold a known handshake type."""
+    for byte, allowed in zip(head[:3], _TLS_RECORD_START, strict=False):  # head may be shorter
+        if byte not in allowed:
+            return None
+    if len(head) < TLS_HEAD_BYTES:
+        return ""
+    length = int.from_bytes(head[3:5], "big")
+    if not 0 < length <= MAX_TLS_RECORD_BYTES:
+        return None
+    if head[0] == TLS_HANDSHAKE and head[5] not in _TLS_HANDSHAKE_TYPES:
+        return None
+    return PROTO_TLS
 
 
 def _looks_like_mqtt_connect(head: bytes) -> bool:
