@@ -8,7 +8,7 @@
 #   bash ci/nightly.sh shard NAME [PYTEST_ARGS...]   suite only; raw results in results/shards/NAME
 #   bash ci/nightly.sh report [RESULTS_DIR...]       one report from shards' results (default: results/shards/*)
 #
-# PYTEST_ARGS go to pytest (e.g. --phonehome-device=nokia7plus-2019, -m 'model("Nokia 7 Plus")').
+# PYTEST_ARGS go to pytest (e.g. --phonehome-device=nokia7plus-2019, --phonehome-model="Nokia 7 Plus").
 # Environment:
 #   PHONEHOME_RESULTS  raw results folder of a full run or a shard (never publish it: it holds unmasked values)
 #   PHONEHOME_REPORT   the report folder, emptied first (default reports/allure): the only thing to publish

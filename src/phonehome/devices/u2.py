@@ -184,8 +184,11 @@ def _quiet_adb_sockets() -> Iterator[None]:
         warnings.simplefilter("ignore", ResourceWarning)
         try:
             yield
-        except _AdbFailure:
-            gc.collect()  # the failed request's socket may sit in a reference cycle: free it while quiet
+        except _AdbFailure as failure:
+            # the adbutils error stays chained as __context__ (``from None`` only hides it), and its traceback
+            # holds the failed request's socket: drop it, then free the socket while quiet
+            failure.__context__ = None
+            gc.collect()
             raise
 
 
