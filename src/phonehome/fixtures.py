@@ -374,11 +374,24 @@ class Traffic:
         """Fail when any identifier of the phone left it unencrypted, listing each finding; only in ``phases``
         when given (the others only prove the capture works)."""
         result = self.scan()
+        if phases is not None:
+            self._check_recorded(phases)  # after the scan: a replayed file knows its phases only once stopped
         # traffic outside every phase (late echoes of the per-test reset) is not this test's to judge
         findings = [finding for finding in result.cleartext_findings if finding.phase is not None
                     and (phases is None or finding.phase in phases)]
         if findings:
             raise AssertionError(self._describe_findings(findings))
+
+    def _check_recorded(self, phases: Sequence[str]) -> None:
+        """A phase name that was never recorded (``screen_on`` for ``screen-on``) would judge an empty window and
+        pass a leaking phone: refuse it, naming the phases that were recorded."""
+        recorded = [record.name for record in self._capture.phases]
+        unknown = [name for name in phases if name not in recorded]
+        if unknown or not phases:
+            problem = (f"phase(s) never recorded: {', '.join(repr(name) for name in unknown)}" if unknown
+                       else "an empty list judges nothing")
+            raise InputError(f"test {self._item.name}", f"assert_no_cleartext_identifiers(phases=...): {problem}",
+                             fix=f"use the names given to traffic.phase(): {', '.join(recorded) or '(none recorded)'}")
 
     def assert_no_denied_hosts(self) -> None:
         """Fail when the phone talked to a host its inventory policy denies, encrypted or not."""

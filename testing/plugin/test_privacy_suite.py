@@ -87,6 +87,23 @@ def pytest_phonehome_step(name: str, device: str) -> None:
 '''
 
 
+#: a test that judges a phase it never recorded (a typo): it must not pass for want of findings in that phase
+PHASE_TYPO_TEST = f'''
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.phonehome_device("{INCIDENT}")
+def test_judges_a_phase_it_never_recorded(phone, traffic):
+    phone.screen_off()
+    traffic.settle("screen_off")
+    with traffic.phase("screen-on"):
+        phone.screen_on()
+    traffic.assert_no_cleartext_identifiers(phases=["screen_on"])
+'''
+
+
 def clone(device: dict[str, Any], label: str, index: int) -> dict[str, Any]:
     """Another phone with the same model and firmware: its own label, serial and MACs."""
     copy = dict(device)
@@ -187,6 +204,7 @@ def suite_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
     copy_suite(path, suite_inventory((INCIDENT, FIXED), sabotage=True),
                ("test_power_on.py", "test_screen_on.py", "test_unlock.py"))
     (path / "tests" / "conftest.py").write_text(SABOTAGE_CONFTEST, encoding="utf-8")
+    (path / "tests" / "test_phase_typo.py").write_text(PHASE_TYPO_TEST, encoding="utf-8")
     junit = path / "junit.xml"
     output = run_suite(path, ["-p", "no:cacheprovider", "-rA", "--log-level=DEBUG", f"--junitxml={junit}",
                               "--phonehome-keep-pcaps=failed", "-k",
@@ -243,6 +261,15 @@ def test_a_killed_capture_is_an_error_not_a_pass(suite_run: SuiteRun) -> None:
         assert outcome.verdict == "error", outcome.message
         assert "CaptureError" in outcome.message
         assert "dumpcap exited" in outcome.message
+
+
+def test_judging_a_phase_that_was_never_recorded_is_an_error_not_a_pass(suite_run: SuiteRun) -> None:
+    """``phases=["screen_on"]`` for the phase recorded as ``screen-on``: filtering on it would find nothing and
+    pass a leaking phone."""
+    outcome = suite_run.outcomes[("test_judges_a_phase_it_never_recorded", INCIDENT)]
+    assert outcome.verdict == "error", outcome.message
+    assert "InputError" in outcome.message and "'screen_on'" in outcome.message, outcome.message
+    assert "screen-on" in outcome.message, outcome.message
 
 
 def test_the_pin_never_appears_in_any_output(suite_run: SuiteRun) -> None:
