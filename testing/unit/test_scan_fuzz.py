@@ -100,8 +100,11 @@ def test_corrupted_captures(seed: int, flips: list[tuple[int, int]]) -> None:
     for position, value in flips:
         data[position % len(data)] = value
     result = _scan_bytes(bytes(data))
-    if result is not None:
-        assert result.capture.packets >= 0
+    if result is not None:  # whatever was read is consistent: every cited frame is one the reader counted
+        for finding in result.findings:
+            assert finding.frames and all(1 <= frame <= result.capture.packets for frame in finding.frames)
+        for flow in result.flows:
+            assert 1 <= flow.first_frame <= result.capture.packets
 
 
 @pytest.mark.timeout(120 + FUZZ_EXAMPLES // 10)
