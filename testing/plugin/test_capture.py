@@ -514,7 +514,7 @@ def test_a_stalled_recorder_that_drops_packets_is_an_error(link: Link, tmp_path:
 def test_a_capture_that_outlives_its_cap_is_an_error(link: Link, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """dumpcap's own autostop (which keeps orphans from filling the disk) ends the capture early: an error."""
-    monkeypatch.setattr(capture_module, "MAX_CAPTURE_S", 1)
+    monkeypatch.setattr(capture_module.dumpcap, "MAX_CAPTURE_S", 1)
     capture = DumpcapCapture(link.ap, tmp_path / "capped.pcapng")
     capture.start()
     assert "duration:1" in capture.command()
