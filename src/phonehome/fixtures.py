@@ -23,7 +23,8 @@ import pytest
 
 from phonehome.errors import CaptureError, InputError, PhonehomeError
 from phonehome.identifiers import Identifiers, mask
-from phonehome.plugin import RunState, Settings, item_failed, marker_values, run_state, tool_versions
+from phonehome.markers import marker_values
+from phonehome.runstate import RunState, Settings, item_failed, run_state, tool_versions
 
 if TYPE_CHECKING:
     from phonehome.capture import Capture

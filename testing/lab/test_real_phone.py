@@ -13,7 +13,7 @@ import pytest
 
 from phonehome.devices.u2 import U2Phone
 from phonehome.inventory import DeviceEntry
-from phonehome.plugin import run_state
+from phonehome.runstate import run_state
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(600)]
 

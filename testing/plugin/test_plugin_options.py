@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from phonehome.plugin import OPTIONS, SETTINGS_KEY, Settings, resolve_settings
+from phonehome.plugin import OPTIONS, resolve_settings
+from phonehome.runstate import SETTINGS_KEY, Settings
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -629,10 +629,9 @@ def show_identifiers_requested(config: pytest.Config) -> bool:
     when its plugin is active, else the option or the environment variable directly."""
     import os
 
-    from phonehome import plugin
+    from phonehome.runstate import SETTINGS_KEY
 
-    key = getattr(plugin, "SETTINGS_KEY", None)
-    settings = config.stash.get(key, None) if key is not None else None
+    settings = config.stash.get(SETTINGS_KEY, None)
     if settings is not None and hasattr(settings, "show_identifiers"):
         return bool(settings.show_identifiers)
     option = config.getoption("phonehome_show_identifiers", default=None)

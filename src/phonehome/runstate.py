@@ -1,0 +1,218 @@
+"""The state of one phonehome run, shared by the plugin, the fixtures and the reporters.
+
+The plugin creates it at configure time and keeps it in ``config.stash``; fixtures and reporters read it from
+there. It imports neither side, so neither must import the other.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from phonehome.errors import InputError, PhonehomeError
+
+if TYPE_CHECKING:
+    from phonehome.inventory import DeviceEntry, Inventory
+    from phonehome.virtual.lab import LabState
+
+log = logging.getLogger(__name__)
+
+ADB_SERVER_HOST_ENV = "ANDROID_ADB_SERVER_HOST"
+ADB_SERVER_PORT_ENV = "ANDROID_ADB_SERVER_PORT"
+LAB_INSTANCE_PREFIX = "pytest-"
+#: a ``--version`` call for the report header
+TOOL_VERSION_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective phonehome options of this run."""
+
+    inventory: Path
+    devices: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    capture_dir: Path = Path("results/captures")
+    keep_pcaps: str = "failed"
+    show_identifiers: bool = False
+    lab: bool = False
+    #: True when the inventory was named (option, env or ini): then a missing file is an error
+    inventory_given: bool = False
+
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+
+
+# --- run state -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """What the plugin knows about this run beyond the options: the inventory, the selected devices and the
+    virtual lab (started lazily, or handed over by the xdist controller)."""
+
+    config: pytest.Config
+    settings: Settings
+    inventory: Inventory | None = None
+    selected: tuple[DeviceEntry, ...] = ()
+    lab_state: LabState | None = None
+    lab_instance: Any = None
+    lab_owner: bool = False
+    lab_error: str | None = None
+    #: label -> ``phonehome.fixtures.DeviceSession``: one connection per device for the whole session
+    devices: dict[str, Any] = field(default_factory=dict)
+    #: label -> why connecting failed (not retried: a dead phone must not cost a boot timeout per test)
+    device_failures: dict[str, str] = field(default_factory=dict)
+
+    def close_devices(self) -> None:
+        """Close every phone connection. Never raises (``Phone.close`` does not)."""
+        for session in self.devices.values():
+            session.phone.close()
+        self.devices.clear()
+
+    def virtual_devices(self) -> tuple[DeviceEntry, ...]:
+        return tuple(entry for entry in self.selected if entry.backend == "virtual")
+
+    def require_inventory(self) -> Inventory:
+        if self.inventory is None:
+            raise InputError(self.settings.inventory, "device inventory not found",
+                             fix="create devices.yaml or pass --phonehome-inventory PATH")
+        return self.inventory
+
+    def ensure_lab(self) -> LabState | None:
+        """The virtual lab for the selected virtual devices; started here unless a controller already did."""
+        if self.lab_state is not None or not self.virtual_devices():
+            return self.lab_state
+        if self.lab_error is not None:
+            raise PhonehomeError(self.lab_error)
+        if hasattr(self.config, "workerinput"):
+            # one lab per run: a worker uses the controller's, it never starts its own
+            raise PhonehomeError("virtual lab not available: the xdist controller did not start it")
+        self.start_lab()
+        return self.lab_state
+
+    def start_lab(self) -> None:
+        """One lab instance per run (named after this process), so parallel runs and nested pytester runs never
+        share or stop each other's lab."""
+        from phonehome.virtual.lab import Lab, LabDevice
+
+        try:
+            provide_virtual_secrets(self.virtual_devices())
+            devices = [LabDevice.from_entry(entry) for entry in self.virtual_devices()]
+            with warnings.catch_warnings():
+                # the lab daemon outlives Lab.up by design; its Popen handle is dropped while it runs
+                warnings.simplefilter("ignore", ResourceWarning)
+                self.lab_state = Lab.up(devices, instance=f"{LAB_INSTANCE_PREFIX}{os.getpid()}-{secrets.token_hex(3)}")
+        except PhonehomeError as exc:
+            self.lab_error = f"virtual lab did not start: {exc}"
+            raise
+        self.lab_owner = True
+
+    def stop_lab(self) -> None:
+        """Stop the lab this process started. Logs and carries on: teardown must not hide results."""
+        if not self.lab_owner or self.lab_state is None:
+            return
+        from phonehome.virtual.lab import Lab
+
+        try:
+            Lab.down(self.lab_state.instance)
+        except Exception as exc:  # teardown never hides a result
+            log.warning("phonehome: stopping the virtual lab: %s", exc)
+        self.lab_owner = False
+        self.lab_state = None
+
+    def adb_address(self, entry: DeviceEntry) -> tuple[str, int]:
+        """The adb server that serves this device: the lab's for virtual devices, else the usual one."""
+        if entry.backend == "virtual":
+            state = self.ensure_lab()
+            assert state is not None
+            return state.adb_host, int(state.adb_port)
+        host = os.environ.get(ADB_SERVER_HOST_ENV, "127.0.0.1")
+        port = os.environ.get(ADB_SERVER_PORT_ENV, "5037")
+        try:
+            return host, int(port)
+        except ValueError:
+            raise InputError(ADB_SERVER_PORT_ENV, f"'{port}' is not a port number",
+                             fix="set it to the adb server's TCP port, e.g. 5037") from None
+
+    def lab_phone(self, entry: DeviceEntry) -> Any:
+        """The virtual lab's record of one phone (interface, MAC, IP), or None for a real phone."""
+        if entry.backend != "virtual":
+            return None
+        state = self.ensure_lab()
+        assert state is not None
+        return state.phone(entry.label)
+
+
+STATE_KEY = pytest.StashKey[RunState]()
+#: digits of the PIN a virtual phone gets when its variable is unset
+VIRTUAL_PIN_DIGITS = 6
+
+
+def provide_virtual_secrets(entries: Sequence[DeviceEntry]) -> None:
+    """A virtual phone's lock credential is whatever its ``secret_env`` holds when the lab starts; when unset,
+    give it a random one for this run (the phone and the harness read the same variable, and nobody needs to
+    know it). Real phones never get one: their unset variable is an InputError naming it."""
+    for entry in entries:
+        env = entry.unlock.secret_env
+        if entry.backend != "virtual" or not entry.unlock.needs_secret() or not env or os.environ.get(env):
+            continue
+        if entry.unlock.method == "pin":
+            os.environ[env] = "".join(secrets.choice("0123456789") for _ in range(VIRTUAL_PIN_DIGITS))
+        else:
+            os.environ[env] = secrets.token_urlsafe(12)
+
+
+def run_state(config: pytest.Config) -> RunState:
+    """The plugin's state for this run (fixtures use it)."""
+    return config.stash[STATE_KEY]
+
+
+
+@functools.cache
+def tool_versions() -> tuple[str, ...]:
+    """dumpcap, adb and uiautomator2 versions, for the header and device info (the effective lab setup)."""
+    versions = [_binary_version("dumpcap", ["--version"]), _binary_version("adb", ["version"])]
+    for package in ("uiautomator2", "adbutils"):
+        try:
+            versions.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{package} not installed")
+    return tuple(versions)
+
+
+def _binary_version(name: str, args: list[str]) -> str:
+    path = shutil.which(name)
+    if path is None:
+        return f"{name} not found"
+    try:
+        result = subprocess.run([path, *args], capture_output=True, text=True, timeout=TOOL_VERSION_TIMEOUT_S,
+                                check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{name} unusable ({exc})"
+    lines = (result.stdout or result.stderr).strip().splitlines()
+    return lines[0] if lines else f"{name} (no version output)"
+
+
+
+REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+
+def item_failed(item: pytest.Item) -> bool:
+    """True when the set-up or the test body of ``item`` failed or errored (so far)."""
+    reports = item.stash.get(REPORTS_KEY, {})
+    return any(report.failed for report in reports.values())
+
+
