@@ -43,6 +43,15 @@ class DeviceError(PhonehomeError):
         super().__init__(f"device {device}: {problem}")
 
 
+class CredentialError(DeviceError):
+    """An unlock credential was refused, or the phone's lock is not what the inventory says. Never retried: a
+    real phone locks out (and some wipe) after a few wrong attempts, so the phone is quarantined instead."""
+
+
+class AdbServerGone(DeviceError):
+    """No adb server answers where the phone is expected: nothing to wait for, no evidence to collect."""
+
+
 class CaptureError(PhonehomeError):
     """A capture could not start, stopped early, dropped packets or saw nothing: the evidence is incomplete."""
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from phonehome.errors import CaptureError, InputError, PhonehomeError
+from phonehome.errors import AdbServerGone, CaptureError, DeviceError, InputError, PhonehomeError
 from phonehome.identifiers import Identifiers, mask
 from phonehome.markers import marker_values
-from phonehome.runstate import RunState, Settings, item_failed, run_state, tool_versions
+from phonehome.redaction import Redactor
+from phonehome.runstate import RunState, Settings, item_failed, recoverable, run_state, tool_versions
+from phonehome.runstate import fault_reason as _reason
 
 if TYPE_CHECKING:
     from phonehome.capture import Capture
@@ -89,10 +93,19 @@ class DeviceSession:
     sources: dict[str, str]
     lab_phone: Any = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: the run this session belongs to: its redactor knows every phone's identifiers, as the run learns them
+    run: RunState | None = field(default=None, repr=False)
+
+    @property
+    def redactor(self) -> Redactor:
+        return self.run.redactor if self.run is not None else Redactor().with_identifiers(self.identifiers)
 
     @property
     def label(self) -> str:
         return self.entry.label
+
+    def __repr__(self) -> str:  # pytest prints a failing fixture's value: no serial, no identifier in it
+        return f"DeviceSession(label={self.label!r}, identifiers={self.identifiers!r})"
 
     def redact(self, text: str, settings: Settings) -> str:
         """Mask every identifier of this phone (and always the unlock secret) in text bound for a report."""
@@ -100,9 +113,7 @@ class DeviceSession:
             text = text.replace(secret, "*" * len(secret))
         if settings.show_identifiers:
             return text
-        for value in sorted({value for _, value in self.identifiers.values}, key=len, reverse=True):
-            text = text.replace(value, mask(value))
-        return text
+        return self.redactor.deep(text)
 
 
 @pytest.fixture(scope="session")
@@ -122,19 +133,53 @@ def _phonehome_device(request: pytest.FixtureRequest, _phonehome_entry: DeviceEn
     """
     state = run_state(request.config)
     entry = _phonehome_entry
-    session = state.devices.get(entry.label)
+    label = entry.label
+    quarantined = state.quarantine.get(label)
+    if quarantined is not None:
+        raise DeviceError(label, f"quarantined for the rest of this run: {quarantined}")
+    session = state.devices.get(label)
+    fault = state.pending_recovery.pop(label, None)
+    if fault is not None:
+        session = _recover(request.config, state, entry, session, fault)
     if session is not None:
         return session  # type: ignore[no-any-return]
-    earlier = state.device_failures.get(entry.label)
-    if earlier is not None:
-        raise PhonehomeError(f"device {entry.label}: not connected (failed earlier in this session: {earlier})")
     try:
         session = _connect(request.config, state, entry)
     except PhonehomeError as exc:
-        state.device_failures[entry.label] = str(exc)
-        raise
-    state.devices[entry.label] = session
+        if label in state.recovered or not recoverable(exc):
+            state.quarantine_device(label, _reason(exc))
+            raise
+        state.recovered.add(label)
+        log.warning("%s: %s; one recovery attempt", label, state.redactor(_reason(exc)))
+        try:
+            session = _connect(request.config, state, entry)
+        except PhonehomeError as again:
+            state.quarantine_device(label, f"{_reason(exc)} (recovery: {_reason(again)})")
+            raise again from None
+    state.devices[label] = session
     return session
+
+
+def _recover(config: pytest.Config, state: RunState, entry: DeviceEntry, session: DeviceSession | None,
+             fault: str) -> DeviceSession | None:
+    """The one recovery attempt (after TradeFed's device recovery): reconnect, ``adb connect`` for TCP phones.
+    Success keeps the session; failure quarantines the phone and raises with the original fault."""
+    label = entry.label
+    state.recovered.add(label)
+    log.warning("%s: recovering after: %s", label, state.redactor(fault))
+    try:
+        recover = getattr(session.phone, "recover", None) if session is not None else None
+        if recover is not None:
+            recover()
+            return session
+        if session is not None:
+            session.phone.close()
+            state.devices.pop(label, None)
+        return _connect(config, state, entry)
+    except PhonehomeError as exc:
+        cause = f"{fault} (recovery: {_reason(exc)})"
+        state.quarantine_device(label, cause)
+        raise DeviceError(label, f"quarantined for the rest of this run: {cause}") from None
 
 
 def _connect(config: pytest.Config, state: RunState, entry: DeviceEntry) -> DeviceSession:
@@ -156,14 +201,21 @@ def _open_session(state: RunState, entry: DeviceEntry, phone: Phone) -> DeviceSe
     read, sources = phone.read_identifiers()
     identifiers = entry.identifiers.merged(read)
     all_sources = {name: "inventory" for name in entry.identifiers.names()}
-    all_sources.update(sources)
+    all_sources.update({name: f"read from the phone ({how})" for name, how in sources.items()})
     if identifiers.is_empty():
         raise InputError(entry.source, f"device {entry.label} has no identifiers to look for",
                          where=f"line {entry.line}, {entry.key}.identifiers",
                          fix="list its identifiers, or name readable ones under read_identifiers")
+    state.learn(identifiers=read, secrets=_secrets(entry))
+    state.checked[entry.label] = list(all_sources.items())
+    unreadable = dict(getattr(phone, "unreadable", {}) or {})
+    state.unreadable[entry.label] = [
+        (name, why + ("; the inventory's value is checked" if name in entry.identifiers.names() else
+                      "; not checked"))
+        for name, why in unreadable.items()]
     return DeviceSession(entry=dataclasses.replace(entry, identifiers=identifiers), phone=phone,
                          identifiers=identifiers, sources=all_sources, lab_phone=state.lab_phone(entry),
-                         secrets=_secrets(entry))
+                         secrets=_secrets(entry), run=state)
 
 
 def _secrets(entry: DeviceEntry) -> tuple[str, ...]:
@@ -192,6 +244,11 @@ def phone(request: pytest.FixtureRequest, _phonehome_device: DeviceSession) -> I
     try:
         woke = session.phone.screen_on()
         unlocked = session.phone.unlock()
+    except PhonehomeError as exc:
+        run_state(request.config).note_fault(session.label, exc)
+        if not isinstance(exc, AdbServerGone):  # with no adb server there is no evidence to collect
+            _report_evidence(request, session, started)
+        raise
     except BaseException:
         _report_evidence(request, session, started)
         raise
@@ -215,11 +272,15 @@ def _report_evidence(request: pytest.FixtureRequest, session: DeviceSession, sta
         "logcat": lambda: session.redact(session.phone.logcat_since(started), settings),
         "dumpsys_window": lambda: session.redact(session.phone.dumpsys_window(), settings),
     }
-    for key, collect in collectors.items():
-        try:
-            evidence[key] = collect()
-        except Exception as exc:  # evidence is best effort: the test's own error is what matters
-            evidence[f"{key}_error"] = session.redact(f"{type(exc).__name__}: {exc}", settings)
+    with warnings.catch_warnings():
+        # a phone that just went away leaves adb sockets behind: noise, not a second error after the first
+        warnings.simplefilter("ignore", ResourceWarning)
+        for key, collect in collectors.items():
+            try:
+                evidence[key] = collect()
+            except Exception as exc:  # evidence is best effort: the test's own error is what matters
+                evidence[f"{key}_error"] = session.redact(f"{type(exc).__name__}: {exc}", settings)
+        gc.collect()
     try:
         request.config.hook.pytest_phonehome_failure_evidence(item=request.node, device=session.label, evidence=evidence)
     except Exception as exc:  # a reporter's bug must not hide the test's result
@@ -275,6 +336,13 @@ class Traffic:
         """The phone's identifiers as scanned for (inventory merged with those read from the phone): the
         reporter masks them in evidence it attaches."""
         return self._session.identifiers
+
+    @property
+    def policy_configured(self) -> bool:
+        """True when the device's inventory entry sets denied or allowed hosts (else a policy test checks
+        nothing and should say so by skipping)."""
+        policy = self._session.entry.policy
+        return bool(policy.denied_hosts or policy.allowed_hosts)
 
     @property
     def result(self) -> ScanResult | None:

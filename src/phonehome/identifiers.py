@@ -61,6 +61,9 @@ class Location:
     lat: float
     lon: float
 
+    def __repr__(self) -> str:  # a traceback's locals must not show where the phone was
+        return f"Location(lat={mask(str(self.lat))}, lon={mask(str(self.lon))})"
+
 
 @dataclass(frozen=True)
 class Identifiers:
@@ -72,6 +75,12 @@ class Identifiers:
 
     values: tuple[tuple[str, str], ...]
     locations: tuple[Location, ...] = ()
+
+    def __repr__(self) -> str:
+        """Masked: pytest prints a failing fixture's arguments and, with ``-l``, every local's repr."""
+        shown = ", ".join(f"{name}={mask(value)}" for name, value in self.values)
+        places = f", locations={list(self.locations)!r}" if self.locations else ""
+        return f"Identifiers({shown}{places})"
 
     def get(self, name: str) -> tuple[str, ...]:
         """All values of one identifier (several SIMs, several MACs...)."""

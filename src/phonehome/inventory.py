@@ -185,6 +185,11 @@ class DeviceEntry:
 
     label: str
     serial: str
+
+    def __repr__(self) -> str:
+        """Masked: pytest prints a failing fixture's arguments, and the serial and identifiers are sensitive."""
+        return (f"DeviceEntry(label={self.label!r}, model={self.model!r}, serial={mask(self.serial)!r}, "
+                f"backend={self.backend!r}, identifiers={self.identifiers!r})")
     model: str
     backend: str
     firmware: Path | None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from phonehome.errors import InputError, PhonehomeError
+from phonehome.errors import DeviceError, InputError, PhonehomeError
 from phonehome.markers import MARKERS, marker_signature
+from phonehome.redaction import Redactor
 from phonehome.runstate import (
     REPORTS_KEY,
     SETTINGS_KEY,
@@ -214,6 +215,7 @@ def pytest_configure(config: pytest.Config) -> None:
         register(config)  # the Allure reporter is a plugin object only when --alluredir asks for it
     _load_inventory(state)
     _check_dist_mode(config, state)
+    config.add_cleanup(install_log_redaction(state))
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and workerinput.get(WORKERINPUT_LOADGROUP_KEY):
         # workers compute loadgroup from their own command line, where -n alone means "load"
@@ -240,6 +242,8 @@ def _load_inventory(state: RunState) -> None:
         state.selected = tuple(state.inventory.select(settings.devices, settings.models))
     except InputError as exc:
         raise pytest.UsageError(str(exc)) from None
+    state.redactor = Redactor(show=settings.show_identifiers)
+    state.learn_inventory()
     if (settings.devices or settings.models) and not state.selected:
         labels = ", ".join(entry.label for entry in state.inventory.devices)
         models = ", ".join(dict.fromkeys(entry.model for entry in state.inventory.devices))
@@ -330,6 +334,26 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return DeviceScheduling(config, log)
 
 
+def install_log_redaction(state: RunState) -> Callable[[], None]:
+    """Mask identifiers and secrets in every log record made during the run (live logging, ``--log-file``,
+    captured logs): a record's message is rendered and masked once, when it is made. Returns the undo."""
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string is logging's own error to report, later
+            return record
+        masked = state.redactor.deep(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    return lambda: logging.setLogRecordFactory(previous)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
     if state is not None:
@@ -344,13 +368,44 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = state.settings
     devices = ", ".join(f"{entry.label} ({entry.model}, {entry.backend}, capture {_capture_summary(entry)})"
                         for entry in state.selected) or "none"
+    checks = [f"phonehome: {entry.label} checks {_checked_summary(entry)}" for entry in state.selected]
     return [
         f"phonehome: inventory {settings.inventory} ({len(state.inventory.devices)} devices)",
         f"phonehome: devices {devices}",
+        *checks,
         f"phonehome: captures in {settings.capture_dir}, keep {settings.keep_pcaps}; identifiers "
         f"{'shown' if settings.show_identifiers else 'masked'}",
         f"phonehome: tools {', '.join(tool_versions())}",
     ]
+
+
+def _checked_summary(entry: DeviceEntry) -> str:
+    """``imei, serial (inventory); android_id, imsi (to read from the phone)``: what a pass will have covered."""
+    listed = entry.identifiers.names()
+    to_read = [name for name in entry.read_identifiers if name not in listed]
+    parts = []
+    if listed:
+        parts.append(f"{', '.join(listed)} (inventory)")
+    if to_read:
+        parts.append(f"{', '.join(to_read)} (to read from the phone)")
+    return "; ".join(parts) or "nothing (no identifiers listed or to read)"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Per phone: the identifiers checked and where each value came from, what could not be read, and the
+    phones quarantined with their cause."""
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or not (state.checked or state.quarantine or state.unreadable):
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("phonehome: what was checked")
+    for label, checked in state.checked.items():
+        write(f"{label}: " + ", ".join(f"{name} from {source}" for name, source in checked))
+        for name, why in state.unreadable.get(label, ()):
+            write(f"{label}: could not read {name}: {why}")
+    for label, cause in state.quarantine.items():
+        write(f"{label}: QUARANTINED for the rest of the run: {state.redactor(cause)}")
 
 
 def _capture_summary(entry: DeviceEntry) -> str:
@@ -365,7 +420,8 @@ def _capture_summary(entry: DeviceEntry) -> str:
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Remember each phase's report (fixtures decide on evidence and pcaps from it); show bad input, wherever
-    it surfaces, as its one line instead of a traceback."""
+    it surfaces, as its one line instead of a traceback; mask every identifier and secret in what pytest will
+    print or hand to reporters (tracebacks with their locals and fixture arguments, captured output and logs)."""
     report = yield
     item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
     if call.excinfo is not None and call.excinfo.errisinstance(InputError) and report.failed:
@@ -374,7 +430,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             and call.excinfo.errisinstance(PhonehomeError) and not call.excinfo.errisinstance(AssertionError)):
         # a device or capture fault in the test body: the evidence is missing, not bad (Allure: broken)
         report.phonehome_fault = call.excinfo.typename
+    state = item.config.stash.get(STATE_KEY, None)
+    if state is None:
+        return report
+    if report.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(DeviceError):
+        fault = call.excinfo.value
+        assert isinstance(fault, DeviceError)
+        state.note_fault(fault.device, fault)
+    redact_report(report, state.redactor)
     return report
+
+
+def redact_report(report: pytest.TestReport, redactor: Redactor) -> None:
+    """Mask identifiers and secrets in a report's text, in place (the long form is kept as masked text)."""
+    if isinstance(report.longrepr, tuple):  # a skip: (path, line, reason)
+        path, line, reason = report.longrepr
+        report.longrepr = (path, line, redactor.deep(reason))
+    elif report.longrepr is not None:
+        text = str(report.longrepr)
+        masked = redactor.deep(text)
+        if masked != text:
+            report.longrepr = masked
+    report.sections = [(title, redactor.deep(body)) for title, body in report.sections]
 
 
 @pytest.hookimpl(tryfirst=True)

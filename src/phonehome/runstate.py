@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from phonehome.errors import InputError, PhonehomeError
+from phonehome.errors import CredentialError, DeviceError, InputError, PhonehomeError
+from phonehome.identifiers import Identifiers
+from phonehome.redaction import Redactor
 
 if TYPE_CHECKING:
     from phonehome.inventory import DeviceEntry, Inventory
@@ -72,8 +74,48 @@ class RunState:
     lab_error: str | None = None
     #: label -> ``phonehome.fixtures.DeviceSession``: one connection per device for the whole session
     devices: dict[str, Any] = field(default_factory=dict)
-    #: label -> why connecting failed (not retried: a dead phone must not cost a boot timeout per test)
-    device_failures: dict[str, str] = field(default_factory=dict)
+    #: label -> the fault that ended a phone's use for this run (shown in the summary and the report)
+    quarantine: dict[str, str] = field(default_factory=dict)
+    #: label -> a fault not yet followed by the phone's one recovery attempt
+    pending_recovery: dict[str, str] = field(default_factory=dict)
+    #: labels whose one recovery attempt was spent
+    recovered: set[str] = field(default_factory=set)
+    #: label -> [(identifier, where its value came from)], and the identifiers that could not be read and why
+    checked: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    unreadable: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    #: masks every identifier of every inventory phone (and every unlock secret) in what the run writes
+    redactor: Redactor = field(default_factory=Redactor)
+
+    def quarantine_device(self, label: str, cause: str) -> None:
+        """End a phone's use for this run: every later test that needs it errors at once with ``cause``."""
+        if label not in self.quarantine:
+            self.quarantine[label] = cause
+            log.error("%s: quarantined for the rest of the run: %s", label, self.redactor(cause))
+
+    def note_fault(self, label: str, exc: BaseException) -> None:
+        """A device fault during a test: the phone gets one recovery attempt before its next test, or, when it
+        already had one (or a retry would repeat the fault), is quarantined."""
+        if label in self.quarantine:
+            return
+        if label in self.recovered or not recoverable(exc):
+            self.quarantine_device(label, fault_reason(exc))
+        else:
+            self.pending_recovery[label] = fault_reason(exc)
+
+    def learn(self, *, identifiers: Identifiers | None = None, values: Sequence[str] = (),
+              secrets: Sequence[str] = ()) -> None:
+        """Teach the run's redactor more values (identifiers read from a phone, serials, secrets)."""
+        redactor = self.redactor.with_values(values).with_secrets(secrets)
+        if identifiers is not None:
+            redactor = redactor.with_identifiers(identifiers)
+        self.redactor = redactor
+
+    def learn_inventory(self) -> None:
+        """Every phone of the inventory, selected or not: one phone's messages may name another."""
+        if self.inventory is None:
+            return
+        for entry in self.inventory.devices:
+            self.learn(identifiers=entry.identifiers, values=(entry.serial,), secrets=_secret_of(entry))
 
     def close_devices(self) -> None:
         """Close every phone connection. Never raises (``Phone.close`` does not)."""
@@ -109,6 +151,7 @@ class RunState:
 
         try:
             provide_virtual_secrets(self.virtual_devices())
+            self.learn_inventory()  # the virtual phones' generated secrets
             devices = [LabDevice.from_entry(entry) for entry in self.virtual_devices()]
             with warnings.catch_warnings():
                 # the lab daemon outlives Lab.up by design; its Popen handle is dropped while it runs
@@ -172,6 +215,27 @@ def provide_virtual_secrets(entries: Sequence[DeviceEntry]) -> None:
             os.environ[env] = "".join(secrets.choice("0123456789") for _ in range(VIRTUAL_PIN_DIGITS))
         else:
             os.environ[env] = secrets.token_urlsafe(12)
+
+
+def recoverable(exc: BaseException) -> bool:
+    """Whether one reconnect may help: not for bad input, a refused credential or a lock the inventory does not
+    describe (typing again would spend another of a real phone's few attempts)."""
+    return isinstance(exc, PhonehomeError) and not isinstance(exc, InputError | CredentialError)
+
+
+def fault_reason(exc: BaseException) -> str:
+    """The fault in one line, without the ``device LABEL:`` prefix a quarantine message adds again."""
+    if isinstance(exc, DeviceError):
+        return exc.problem
+    return str(exc) or type(exc).__name__
+
+
+def _secret_of(entry: DeviceEntry) -> tuple[str, ...]:
+    """The entry's unlock secret when its variable is set (never raises: a missing one is reported at unlock)."""
+    if not entry.unlock.needs_secret() or not entry.unlock.secret_env:
+        return ()
+    value = os.environ.get(entry.unlock.secret_env, "")
+    return (value,) if value else ()
 
 
 def run_state(config: pytest.Config) -> RunState:

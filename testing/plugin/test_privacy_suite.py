@@ -193,6 +193,7 @@ class SuiteRun:
     pin: str
     files_text: str
     path: Path
+    inventory: Path
 
 
 @pytest.fixture(scope="module")
@@ -206,14 +207,17 @@ def suite_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
     (path / "tests" / "conftest.py").write_text(SABOTAGE_CONFTEST, encoding="utf-8")
     (path / "tests" / "test_phase_typo.py").write_text(PHASE_TYPO_TEST, encoding="utf-8")
     junit = path / "junit.xml"
+    # the most talkative run a user can ask for: every verbosity, locals in tracebacks, Allure results
     output = run_suite(path, ["-p", "no:cacheprovider", "-rA", "--log-level=DEBUG", f"--junitxml={junit}",
+                              "-vv", "-l", "--tb=long", "--alluredir=allure-results",
                               "--phonehome-keep-pcaps=failed", "-k",
                               f"not ((power_on or test_unlock) and ({SILENT} or {KILLED}))"],
                        {"PHONEHOME_PIN_NOKIA7PLUS_2019": pin}, SUITE_TIMEOUT_S)
     files_text = "\n".join(file.read_text(encoding="utf-8", errors="replace")
                            for file in path.rglob("*") if file.is_file()
                            and file.suffix not in (".pcapng", ".pcap") and file.stat().st_size < 5_000_000)
-    return SuiteRun(outcomes=read_junit(junit), output=output, pin=pin, files_text=files_text, path=path)
+    return SuiteRun(outcomes=read_junit(junit), output=output, pin=pin, files_text=files_text, path=path,
+                    inventory=path / "devices.yaml")
 
 
 def test_incident_phone_fails_every_lifecycle_test_with_its_findings(suite_run: SuiteRun) -> None:
@@ -296,3 +300,39 @@ def test_failures_leave_evidence_of_the_phone(suite_run: SuiteRun) -> None:
     captures = suite_run.path / "results" / "captures"
     assert list(captures.glob(f"{INCIDENT}-test_unlock*.pcapng"))
     assert not list(captures.glob(f"{FIXED}-*.pcapng"))
+
+
+#: what phonehome writes that may hold identifiers as evidence: captures (and their slices attached to reports)
+EVIDENCE_MAGICS = (b"\x0a\x0d\x0d\x0a", b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
+                   b"\x89PNG")
+
+
+def test_canary_no_identifier_of_any_phone_in_anything_phonehome_wrote(suite_run: SuiteRun) -> None:
+    """The canary: the run above was as talkative as pytest gets (-vv -l --tb=long, DEBUG logs, Allure results)
+    on leaking and faulty phones. phonehome's own matcher, every form of every identifier of every inventory
+    phone, and encoded runs peeled, finds nothing in stdout/stderr nor in any file it wrote but the captures
+    (evidence) and screenshots."""
+    from phonehome.identifiers import Identifiers
+    from phonehome.inventory import load_inventory
+    from phonehome.redaction import leak_spans
+    from phonehome.scan.matcher import build_matcher
+
+    inventory = load_inventory(suite_run.inventory)
+    ids = Identifiers(values=())
+    for entry in inventory.devices:
+        ids = ids.merged(entry.identifiers)
+    matcher = build_matcher(ids)
+    written = {"<output>": suite_run.output.encode()}
+    for file in suite_run.path.rglob("*"):
+        if not file.is_file() or file.name == "devices.yaml" or file.suffix in (".py", ".ini"):
+            continue  # the inputs the test itself wrote
+        data = file.read_bytes()
+        if not data.startswith(EVIDENCE_MAGICS):
+            written[str(file.relative_to(suite_run.path))] = data
+    assert any(name.startswith("allure-results") for name in written), sorted(written)
+    hits = {}
+    for name, data in written.items():
+        spans = leak_spans(data, matcher)
+        if spans:
+            hits[name] = [data[max(start - 40, 0):end + 40] for start, end in spans[:3]]
+    assert not hits, hits

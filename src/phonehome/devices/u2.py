@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phonehome.errors import DeviceError, InputError
-from phonehome.identifiers import Identifiers, parse_identifiers
+from phonehome.devices.adbprobe import AdbServerStatus, query_adb_server, transport_problem
+from phonehome.errors import AdbServerGone, CredentialError, DeviceError, InputError
+from phonehome.identifiers import Identifiers, mask, parse_identifiers
 
 if TYPE_CHECKING:
     from phonehome.inventory import DeviceEntry
@@ -50,6 +51,10 @@ REBOOT_REQUEST_TIMEOUT_S = 10.0
 TCP_RECONNECT_TIMEOUT_S = 2.0
 #: at most this many logcat lines go into failure evidence
 LOGCAT_MAX_LINES = 2000
+#: the one recovery attempt of a phone whose set-up failed waits this long for it on the adb server
+RECOVERY_TIMEOUT_S = 20.0
+#: transport states that do not change by themselves during a run: waiting for them is a wasted timeout
+FAIL_FAST_STATES = frozenset({"unauthorized", "recovery", "bootloader", "sideload"})
 #: default boot timeout when the inventory entry does not set one
 DEFAULT_BOOT_TIMEOUT_S = 180.0
 
@@ -66,6 +71,7 @@ _KEYGUARD_FLAGS = re.compile(
     r"\b(mShowingLockscreen|mDreamingLockscreen|isStatusBarKeyguard|mKeyguardShowing)=(true|false)")
 _KEYGUARD_MONITOR = re.compile(r"KeyguardStateMonitor\s+mIsShowing=(true|false)")
 _KEYGUARD_DELEGATE = re.compile(r"KeyguardServiceDelegate\b[^\n]*(?:\n[ \t]+[^\n]*){0,6}?\bshowing=(true|false)")
+_KEYGUARD_SECURE = re.compile(r"KeyguardServiceDelegate\b[^\n]*(?:\n[ \t]+[^\n]*){0,12}?\n[ \t]+secure=(true|false)")
 _WM_SIZE = re.compile(r"(?:Override|Physical) size:\s*(\d+)x(\d+)")
 _PARCEL_WORD = re.compile(r"\b([0-9a-fA-F]{8})\b")
 _MAC = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
@@ -121,6 +127,13 @@ def parse_keyguard_showing(dumpsys_window: str) -> bool:
         raise ValueError("no keyguard field (mShowingLockscreen, isStatusBarKeyguard, KeyguardStateMonitor "
                          "mIsShowing, KeyguardServiceDelegate showing) in dumpsys window")
     return any(seen)
+
+
+def parse_keyguard_secure(dumpsys_window: str) -> bool | None:
+    """Whether the phone's lock is secure (PIN, password, pattern), from ``secure=`` in the keyguard service's
+    state (``KeyguardServiceDelegate`` in ``dumpsys window`` / ``dumpsys window policy``); None when absent."""
+    match = _KEYGUARD_SECURE.search(dumpsys_window)
+    return None if match is None else match.group(1) == "true"
 
 
 def parse_parcel_string(service_call_output: str) -> str | None:
@@ -197,6 +210,11 @@ def is_tcp_serial(serial: str) -> bool:
     return bool(_TCP_SERIAL.match(serial)) and not serial.startswith("emulator-")
 
 
+def _after_label(problem: str, label: str) -> str:
+    """``transport_problem`` names the phone; the DeviceError around it names it already."""
+    return problem.removeprefix(f"phone {label} ")
+
+
 class U2Phone:
     """A phone driven by uiautomator2 over an adb server (USB, TCP, or the virtual lab's server)."""
 
@@ -212,6 +230,16 @@ class U2Phone:
         self._u2: Any = None
         self._sdk: int | None = None
         self._adb_address = f"{adb_host}:{adb_port}"
+        self._adb_host, self._adb_port = adb_host, adb_port
+        self._last_status = AdbServerStatus(self._adb_address, None)
+        #: credentials typed into the phone this run: a failed one is never typed again (a real phone locks out)
+        self.credential_attempts = 0
+        self._credential_refused: str | None = None
+        #: identifiers ``read_identifiers`` was asked for but could not read, with why
+        self.unreadable: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"U2Phone(label={self.label!r}, serial={mask(self.serial)!r}, adb_server={self._adb_address!r})"
 
     # --- identity ----------------------------------------------------------------------------------------
 
@@ -261,6 +289,8 @@ class U2Phone:
         except _AdbFailure as failed:
             failure = str(failed)
         if failure is not None:  # raised outside the except block: no chained error can carry the command
+            self._transport_state()  # no adb server at all is its own, clearer fault
+            failure = failure.replace(self.serial, mask(self.serial))
             raise DeviceError(self.label, f"adb shell {what} failed: {failure}")
         if result.returncode != 0:
             output = "" if secret else f": {result.output.strip()[-300:]}"
@@ -280,18 +310,17 @@ class U2Phone:
     def _transport_state(self) -> str:
         """``device``, ``offline``, ``unauthorized``..., or ``absent`` when the server does not list it.
 
-        Read from ``host:devices`` (which lists offline devices too) rather than ``get-state``, whose failure
-        path in adbutils leaves its socket open.
+        Asked with the adb host protocol directly (:mod:`phonehome.devices.adbprobe`): adbutils would start an adb
+        server of its own where none answers, and its failure paths leave sockets open. No server at all is not
+        a state to wait out: it raises at once, naming the address and the refusal.
         """
-        try:
-            with _quiet_adb_sockets():
-                try:
-                    infos = self._client.list()
-                except (self._adbutils.AdbError, self._adbutils.AdbTimeout, OSError):
-                    raise _AdbFailure("adb server did not list devices") from None
-        except _AdbFailure:
-            return "absent"
-        return next((str(info.state) for info in infos if info.serial == self.serial), "absent")
+        status = query_adb_server(self._adb_host, self._adb_port)
+        self._last_status = status
+        if not status.reachable:
+            problem = transport_problem(status, self.serial, self.label)
+            assert problem is not None
+            raise AdbServerGone(self.label, problem)
+        return status.state_of(self.serial)
 
     def _reconnect_tcp(self) -> None:
         """A TCP phone stays listed as offline after a reboot until the server connects again."""
@@ -301,16 +330,28 @@ class U2Phone:
             log.debug("device %s: adb connect: %s", self.label, exc)
 
     def _wait_for_transport(self, timeout_s: float) -> None:
+        """Wait for ``device``; an unauthorised phone or a missing server ends the wait at once (neither goes
+        away by itself during a run), absent and offline phones are given ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         state = self._transport_state()
         while state != "device":
-            if time.monotonic() >= deadline:
-                raise DeviceError(self.label, f"not online on the adb server {self._adb_address} within "
-                                  f"{timeout_s:g} s (state: {state}); check 'adb devices' and the serial")
+            if state in FAIL_FAST_STATES or time.monotonic() >= deadline:
+                problem = transport_problem(self._last_status, self.serial, self.label) or state
+                waited = "" if state in FAIL_FAST_STATES else f" (waited {timeout_s:g} s)"
+                raise DeviceError(self.label, f"not online{waited}: {_after_label(problem, self.label)}")
             if is_tcp_serial(self.serial) and state in ("absent", "offline"):
                 self._reconnect_tcp()
             time.sleep(BOOT_POLL_INTERVAL_S)
             state = self._transport_state()
+
+    def recover(self) -> None:
+        """One recovery attempt after a failed set-up (after TradeFed's device recovery): ``adb connect`` for a
+        TCP phone, then wait for it on the server and restart uiautomator2. Raises what stands in the way."""
+        self._drop_u2()
+        if is_tcp_serial(self.serial):
+            self._reconnect_tcp()
+        self._wait_for_transport(RECOVERY_TIMEOUT_S)
+        self._connect_u2()
 
     def _connect_u2(self) -> None:
         import uiautomator2  # the one place that imports it
@@ -460,22 +501,57 @@ class U2Phone:
             state = self.screen_state()
 
     def unlock(self) -> bool:
+        """Unlock the phone with the inventory's method, checking the lock screen before any credential is typed.
+
+        A credential goes only into a phone showing a secure lock screen, and only once per run: a refused one
+        raises :class:`CredentialError` and is never typed again (a real phone locks out after five, and some
+        wipe). A lock that is not what the inventory says is an error naming both, before anything is typed.
+        """
         method = self._entry.unlock.method
         with self._step("unlock"):
+            if self._credential_refused is not None:
+                raise CredentialError(self.label, self._credential_refused)
             woke = not self.screen_state().awake
             if woke:
                 self._ui().screen_on()
                 self._wait_screen(awake=True)
-            if not self.keyguard_showing():
+            window = self.dumpsys_window()
+            showing = self._parsed(parse_keyguard_showing, window)
+            secure = parse_keyguard_secure(window)
+            self._check_lock_kind(method, secure)
+            if not showing:
                 return woke
             if method == "none":
-                raise DeviceError(self.label, "keyguard is showing but the inventory says unlock: none "
-                                  "(set unlock.method to swipe, pin or password)")
+                raise CredentialError(self.label, "keyguard is showing but the inventory says unlock: none "
+                                      "(set unlock.method to swipe, pin or password)")
             self._swipe_up()
             if method in ("pin", "password"):
                 self._enter_secret()
             self._wait_keyguard_gone(method)
         return True
+
+    def _parsed(self, parse: Callable[[str], bool], text: str) -> bool:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise DeviceError(self.label, str(exc)) from None
+
+    def _check_lock_kind(self, method: str, secure: bool | None) -> None:
+        """The inventory's unlock method against the phone's own lock (``secure=`` in ``dumpsys window``)."""
+        wants_secret = method in ("pin", "password")
+        if secure is None:
+            if wants_secret:  # cannot tell: typing a PIN into an unknown screen could land anywhere
+                raise CredentialError(self.label, f"the inventory says unlock: {method}, but dumpsys window shows "
+                                      "no keyguard 'secure=' field, so whether the phone has a secure lock cannot "
+                                      "be checked; no credential was typed")
+            return
+        if wants_secret and not secure:
+            raise CredentialError(self.label, f"the inventory says unlock: {method}, but the phone has no secure "
+                                  "lock screen (swipe or none); no credential was typed (set unlock.method to "
+                                  "swipe or none, or set the phone's lock)")
+        if not wants_secret and secure:
+            raise CredentialError(self.label, f"the inventory says unlock: {method}, but the phone has a secure "
+                                  "lock screen (PIN, password or pattern); set unlock.method and secret_env")
 
     def _swipe_up(self) -> None:
         """Swipe from the bottom to reveal the bouncer (or dismiss an insecure keyguard)."""
@@ -494,7 +570,8 @@ class U2Phone:
         """Type the PIN/password and press ENTER, without ever putting the secret in a message or log."""
         secret = self._entry.unlock.secret()
         if not secret:
-            raise DeviceError(self.label, f"unlock secret from ${self._entry.unlock.secret_env} is empty")
+            raise CredentialError(self.label, f"unlock secret from ${self._entry.unlock.secret_env} is empty")
+        self.credential_attempts += 1
         self._shell(["input", "text", secret], secret=True)
         self._shell(["input", "keyevent", KEYCODE_ENTER])
 
@@ -502,10 +579,14 @@ class U2Phone:
         deadline = time.monotonic() + UNLOCK_TIMEOUT_S
         while self.keyguard_showing():
             if time.monotonic() >= deadline:
-                hint = (" (wrong PIN/password in the environment variable?)" if method in ("pin", "password")
-                        else "")
+                if method in ("pin", "password"):
+                    self._credential_refused = (
+                        f"the {method} from ${self._entry.unlock.secret_env} was refused (keyguard still showing "
+                        f"{UNLOCK_TIMEOUT_S:g} s after it was entered); it is not typed again in this run, so "
+                        "that the phone does not lock out: check the variable, then unlock the phone by hand")
+                    raise CredentialError(self.label, self._credential_refused)
                 raise DeviceError(self.label, f"keyguard still showing {UNLOCK_TIMEOUT_S:g} s after the "
-                                  f"{method} unlock{hint}")
+                                  f"{method} unlock")
             time.sleep(POLL_INTERVAL_S)
 
     # --- identifiers -------------------------------------------------------------------------------------
@@ -525,17 +606,22 @@ class U2Phone:
                 found_location = self._read_location()
                 if found_location:
                     raw["location"], sources["location"] = found_location
+                else:
+                    self.unreadable["location"] = "dumpsys location shows no last known location"
                 continue
             reader = readers.get(name)
             found = reader() if reader else None
             if found is None:
-                log.info("device %s: %s not readable from the phone; the inventory's value is used", self.label,
-                         name)
+                why = "no reader for it" if reader is None else "the phone did not reveal it (or no valid value)"
+                self.unreadable[name] = why
+                log.info("device %s: %s not readable from the phone: %s", self.label, name, why)
                 continue
             value, source = found
             if self._valid(name, value):
                 raw[name] = value
                 sources[name] = source
+            else:
+                self.unreadable[name] = f"{source} gave a malformed value"
         ids = parse_identifiers(raw, source=f"device {self.label}", where="read_identifiers")
         return ids, sources
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
-import functools
 import html
 import io
 import json
@@ -43,7 +42,7 @@ import pytest
 from allure_commons.model2 import TestResult
 
 from phonehome.errors import CaptureError, DeviceError
-from phonehome.identifiers import SCHEMA_KEYS, mask
+from phonehome.redaction import Redactor, identifier_values
 from phonehome.report.diff import Observations
 
 PLUGIN_NAME = "phonehome-allure"
@@ -72,88 +71,15 @@ VERDICT_DENIED = "traffic to a denied host"
 VERDICT_DEVICE = "device fault"
 VERDICT_CAPTURE = "capture fault"
 
-#: identifier values shorter than this are not searched for in free text (they would mask random digits)
-MIN_REDACT_LENGTH = 4
 #: how a flow or finding says it went to a host the device's policy denies (set by the harness)
 DENIED_KEYS = ("denied", "policy_denied")
 _DENIED_MESSAGE = re.compile(r"denied host", re.IGNORECASE)
-_SEPARATORS = re.compile(r"[\s:.\-()/]")
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _PNG_MAGIC = b"\x89PNG"
 _JPEG_MAGIC = b"\xff\xd8"
 
 
 # --- masking -----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Redactor:
-    """Replaces every known identifier value in free text by its mask (``phonehome.identifiers.mask``).
-
-    Values are matched case-insensitively, with and without separators (a MAC as ``ac:37:...`` or ``ac37...``, a
-    phone number with spaces or without): logcat and dissected frames print them in any of these spellings.
-    """
-
-    values: frozenset[str] = frozenset()
-    show: bool = False
-
-    def with_values(self, values: Iterable[str]) -> Redactor:
-        return Redactor(self.values | {v for v in values if len(v) >= MIN_REDACT_LENGTH}, self.show)
-
-    @functools.cached_property
-    def _pattern(self) -> re.Pattern[str] | None:
-        """One alternation of every spelling, compiled once per set of values (the reporter masks a lot of text)."""
-        spellings: dict[str, str] = {}
-        for value in self.values:
-            spellings.setdefault(value.lower(), value)
-            bare = _SEPARATORS.sub("", value)
-            if len(bare) >= MIN_REDACT_LENGTH:
-                spellings.setdefault(bare.lower(), value)
-        if not spellings:
-            return None
-        ordered = sorted(spellings, key=len, reverse=True)  # longest first: a value inside another stays hidden
-        return re.compile("|".join(re.escape(s) for s in ordered), re.IGNORECASE)
-
-    def __call__(self, text: str) -> str:
-        if self.show:
-            return text
-        pattern = self._pattern
-        return pattern.sub(lambda m: mask(m.group(0)), text) if pattern else text
-
-
-def identifier_values(source: Any) -> list[str]:
-    """Every identifier value held by ``source``: a ``phonehome.identifiers.Identifiers``, a mapping in the
-    identifiers schema (only its schema keys count: ``serial`` in device info is one, ``model`` is not), or an
-    object with an ``identifiers`` attribute or key (an inventory entry, a phone, device info)."""
-    if source is None or isinstance(source, str | bytes | int | float):
-        return []
-    pairs = getattr(source, "values", None)
-    if isinstance(pairs, tuple):  # phonehome.identifiers.Identifiers
-        found = [str(value) for _, value in pairs]
-        for loc in getattr(source, "locations", ()):
-            found.extend((f"{loc.lat}", f"{loc.lon}"))
-        return found
-    found = []
-    nested = source.get("identifiers") if isinstance(source, Mapping) else getattr(source, "identifiers", None)
-    if nested is not None and nested is not source:
-        found.extend(identifier_values(nested))
-    if isinstance(source, Mapping):
-        for key in SCHEMA_KEYS:
-            found.extend(_scalars(source.get(key)))
-    return found
-
-
-def _scalars(value: object) -> list[str]:
-    """The leaf values of one schema entry (a string, a list, ``{lat, lon}``, a custom mapping)."""
-    if value is None or isinstance(value, bool):
-        return []
-    if isinstance(value, str | int | float):
-        return [str(value)]
-    if isinstance(value, Mapping):
-        return [leaf for item in value.values() for leaf in _scalars(item)]
-    if isinstance(value, list | tuple):
-        return [leaf for item in value for leaf in _scalars(item)]
-    return []
 
 
 # --- rendering (pure) --------------------------------------------------------------------------------------------
@@ -368,7 +294,8 @@ class AllureReporter:
 
     def __init__(self, config: pytest.Config, *, show_identifiers: bool = False) -> None:
         self.config = config
-        self.redact = Redactor(show=show_identifiers)
+        self._own = Redactor(show=show_identifiers)
+        self._combined: tuple[Redactor | None, Redactor, Redactor] | None = None
         self.device_info: dict[str, dict[str, Any]] = {}
         self.observations = Observations()
         self._tests: dict[str, _TestState] = {}
@@ -384,13 +311,26 @@ class AllureReporter:
         result = listener.allure_logger.get_test(None)
         return result if isinstance(result, TestResult) else None
 
+    @property
+    def redact(self) -> Redactor:
+        """The run's redactor (every inventory phone, values read from phones, secrets) with what this reporter
+        learned itself; rebuilt only when either changed."""
+        from phonehome.runstate import STATE_KEY
+
+        state = self.config.stash.get(STATE_KEY, None)
+        run = state.redactor if state is not None else None
+        cached = self._combined
+        if cached is None or cached[0] is not run or cached[1] is not self._own:
+            cached = self._combined = (run, self._own, self._own if run is None else run.merged(self._own))
+        return cached[2]
+
     def _learn(self, source: Any) -> None:
         values = identifier_values(source)
         if values:
-            self.redact = self.redact.with_values(values)
+            self._own = self._own.with_values(values)
 
     def _attach_text(self, body: str, name: str, mime: str, extension: str) -> None:
-        allure.attach(self.redact(body), name=self.redact(name), attachment_type=mime, extension=extension)
+        allure.attach(self.redact.deep(body), name=self.redact(name), attachment_type=mime, extension=extension)
 
     def _set_device(self, state: _TestState | None, device: str) -> None:
         if state is not None and state.device is None:
@@ -497,9 +437,9 @@ class AllureReporter:
         details = getattr(node, "statusDetails", None)
         if details is not None:
             if details.message:
-                details.message = self.redact(details.message)
+                details.message = self.redact.deep(details.message)
             if details.trace:
-                details.trace = self.redact(details.trace)
+                details.trace = self.redact.deep(details.trace)
         for step in getattr(node, "steps", None) or ():
             self._mask_details(step)
 

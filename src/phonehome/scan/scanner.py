@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, mask
+from phonehome.redaction import leak_spans
 from phonehome.scan import layers
 from phonehome.scan.matcher import Match, Matcher, build_matcher
 from phonehome.scan.packets import (
@@ -839,7 +840,7 @@ class Scanner:
             if state is None:
                 state = self.findings[key] = _FindingState(
                     needle.identifier, encoding, flow, d, unit.protocol, phase,
-                    excerpt(data, match, matches), _text(data[match.start:match.end]))
+                    excerpt(data, match, matches, self.matcher), _text(data[match.start:match.end]))
             state.frames.update(hit_frames)
             state.time = min(state.time, hit_time)
 
@@ -980,11 +981,15 @@ def _masked(data: bytes) -> str:
     return mask(_text(data))
 
 
-def excerpt(data: bytes, match: Match, matches: Sequence[Match]) -> str:
-    """Context around ``match`` with every identifier in it masked (the matched one and any neighbours)."""
+def excerpt(data: bytes, match: Match, matches: Sequence[Match], matcher: Matcher | None = None) -> str:
+    """Context around ``match`` with every identifier in it masked: the matched one, any neighbours and, given
+    the ``matcher``, every encoded run (base64, hex, url, compressed...) that decodes to an identifier."""
     lo = max(match.start - EXCERPT_CONTEXT_BYTES, 0)
     hi = min(match.end + EXCERPT_CONTEXT_BYTES, len(data))
-    spans = sorted((max(m.start, lo), min(m.end, hi)) for m in matches if m.start < hi and m.end > lo)
+    spans = [(max(m.start, lo), min(m.end, hi)) for m in matches if m.start < hi and m.end > lo]
+    if matcher is not None:
+        spans.extend(leak_spans(data, matcher, lo, hi))
+    spans.sort()
     out = []
     pos = lo
     for start, end in spans:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from phonehome.errors import InputError, LabError
+from phonehome.identifiers import mask
 from phonehome.virtual import netlab
 from phonehome.virtual.fakenet import FakenetConfig
 from phonehome.virtual.firmware import FirmwareProfile, check_profile_for, load_profile
@@ -95,6 +96,10 @@ class LabPhone:
     interface: str
     wifi_mac: str
     ip: str
+
+    def __repr__(self) -> str:
+        return (f"LabPhone(label={self.label!r}, serial={mask(self.serial)!r}, interface={self.interface!r}, "
+                f"wifi_mac={mask(self.wifi_mac)!r}, ip={self.ip!r})")
 
 
 @dataclass(frozen=True)

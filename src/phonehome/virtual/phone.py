@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from phonehome.errors import InputError
-from phonehome.identifiers import Identifiers
+from phonehome.identifiers import Identifiers, mask
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,10 @@ class VirtualPhoneSpec:
     rooted: bool = False
     packages: tuple[str, ...] = ()
     wlan_ip: str | None = None
+
+    def __repr__(self) -> str:
+        return (f"VirtualPhoneSpec(label={self.label!r}, serial={mask(self.serial)!r}, model={self.model!r}, "
+                f"sdk={self.sdk}, unlock_method={self.unlock_method!r}, identifiers={self.identifiers!r})")
 
     def __post_init__(self) -> None:
         where = f"virtual phone {self.label or self.serial}"
