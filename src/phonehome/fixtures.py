@@ -150,12 +150,13 @@ def _phonehome_device(request: pytest.FixtureRequest, _phonehome_entry: DeviceEn
             state.quarantine_device(label, _reason(exc))
             raise
         state.recovered.add(label)
+        state.first_fault.setdefault(label, _reason(exc))
         log.warning("%s: %s; one recovery attempt", label, state.redactor(_reason(exc)))
         try:
             session = _connect(request.config, state, entry)
         except PhonehomeError as again:
-            state.quarantine_device(label, f"{_reason(exc)} (recovery: {_reason(again)})")
-            raise again from None
+            state.quarantine_device(label, _reason(again))
+            raise DeviceError(label, f"quarantined for the rest of this run: {state.quarantine[label]}") from None
     state.devices[label] = session
     return session
 
@@ -177,9 +178,8 @@ def _recover(config: pytest.Config, state: RunState, entry: DeviceEntry, session
             state.devices.pop(label, None)
         return _connect(config, state, entry)
     except PhonehomeError as exc:
-        cause = f"{fault} (recovery: {_reason(exc)})"
-        state.quarantine_device(label, cause)
-        raise DeviceError(label, f"quarantined for the rest of this run: {cause}") from None
+        state.quarantine_device(label, _reason(exc))
+        raise DeviceError(label, f"quarantined for the rest of this run: {state.quarantine[label]}") from None
 
 
 def _connect(config: pytest.Config, state: RunState, entry: DeviceEntry) -> DeviceSession:
@@ -201,7 +201,7 @@ def _open_session(state: RunState, entry: DeviceEntry, phone: Phone) -> DeviceSe
     read, sources = phone.read_identifiers()
     identifiers = entry.identifiers.merged(read)
     all_sources = {name: "inventory" for name in entry.identifiers.names()}
-    all_sources.update({name: f"read from the phone ({how})" for name, how in sources.items()})
+    all_sources.update({name: f"phone: {how}" for name, how in sources.items()})
     if identifiers.is_empty():
         raise InputError(entry.source, f"device {entry.label} has no identifiers to look for",
                          where=f"line {entry.line}, {entry.key}.identifiers",

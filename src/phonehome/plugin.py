@@ -401,7 +401,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     write = terminalreporter.write_line
     terminalreporter.section("phonehome: what was checked")
     for label, checked in state.checked.items():
-        write(f"{label}: " + ", ".join(f"{name} from {source}" for name, source in checked))
+        write(f"{label}: checked " + ", ".join(f"{name} ({source})" for name, source in checked))
         for name, why in state.unreadable.get(label, ()):
             write(f"{label}: could not read {name}: {why}")
     for label, cause in state.quarantine.items():

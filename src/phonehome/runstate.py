@@ -80,6 +80,8 @@ class RunState:
     pending_recovery: dict[str, str] = field(default_factory=dict)
     #: labels whose one recovery attempt was spent
     recovered: set[str] = field(default_factory=set)
+    #: label -> the phone's first fault in this run (the cause a quarantine names)
+    first_fault: dict[str, str] = field(default_factory=dict)
     #: label -> [(identifier, where its value came from)], and the identifiers that could not be read and why
     checked: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     unreadable: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
@@ -87,20 +89,31 @@ class RunState:
     redactor: Redactor = field(default_factory=Redactor)
 
     def quarantine_device(self, label: str, cause: str) -> None:
-        """End a phone's use for this run: every later test that needs it errors at once with ``cause``."""
-        if label not in self.quarantine:
-            self.quarantine[label] = cause
-            log.error("%s: quarantined for the rest of the run: %s", label, self.redactor(cause))
+        """End a phone's use for this run: every later test that needs it errors at once with the phone's first
+        fault (``cause`` is added when the recovery attempt failed otherwise)."""
+        if label in self.quarantine:
+            return
+        first = self.first_fault.setdefault(label, cause)
+        if cause == first:
+            text = first
+        elif cause.startswith(first):
+            text = cause
+        else:
+            text = f"{first} (then, after one recovery attempt: {cause})"
+        self.quarantine[label] = text
+        log.error("%s: quarantined for the rest of the run: %s", label, self.redactor(text))
 
     def note_fault(self, label: str, exc: BaseException) -> None:
         """A device fault during a test: the phone gets one recovery attempt before its next test, or, when it
         already had one (or a retry would repeat the fault), is quarantined."""
         if label in self.quarantine:
             return
+        reason = fault_reason(exc)
+        self.first_fault.setdefault(label, reason)
         if label in self.recovered or not recoverable(exc):
-            self.quarantine_device(label, fault_reason(exc))
+            self.quarantine_device(label, reason)
         else:
-            self.pending_recovery[label] = fault_reason(exc)
+            self.pending_recovery[label] = reason
 
     def learn(self, *, identifiers: Identifiers | None = None, values: Sequence[str] = (),
               secrets: Sequence[str] = ()) -> None:

@@ -351,6 +351,9 @@ class U2Phone:
         if is_tcp_serial(self.serial):
             self._reconnect_tcp()
         self._wait_for_transport(RECOVERY_TIMEOUT_S)
+        if self._try_shell(["getprop", "sys.boot_completed"]) != "1":
+            raise DeviceError(self.label, "online on adb, but its boot has not completed (sys.boot_completed "
+                              "is not 1)")
         self._connect_u2()
 
     def _connect_u2(self) -> None:

@@ -14,6 +14,7 @@ Lifecycle events (``boot_completed``, ``screen_on``, ``screen_off``, ``unlocked`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 UNLOCK_METHODS: tuple[str, ...] = ("none", "swipe", "pin", "password")
 TRANSPORTS: tuple[str, ...] = ("usb", "tcp")
+#: a persistent property that makes every later boot hang before ``sys.boot_completed`` (fault rehearsal)
+BOOT_HANG_PROP = "persist.phonehome.fault.boot_hang"
 EVENTS: tuple[str, ...] = ("boot_completed", "screen_on", "screen_off", "unlocked", "shutdown")
 
 #: how long close() waits for the boot and event threads
@@ -603,6 +606,17 @@ class VirtualPhone:
             props.update(self._props)
             return dict(sorted(props.items()))
 
+    def change_lock(self, old: str | None, new_pin: str | None) -> bool:
+        """``locksettings``: a secure lock changes only with its current credential; ``new_pin`` None clears it
+        (the keyguard stays as a swipe screen, as on Android)."""
+        with self._lock:
+            if self.spec.unlock_method in ("pin", "password") and old != self.spec.unlock_secret:
+                return False
+            method = "pin" if new_pin is not None else "swipe"
+            self.spec = dataclasses.replace(self.spec, unlock_method=method, unlock_secret=new_pin)
+        self.log("I", "LockSettingsService", f"lock changed to {method}")
+        return True
+
     def setprop(self, name: str, value: str) -> bool:
         """False for read-only ``ro.*`` properties (a real setprop fails on them too)."""
         with self._lock:
@@ -1094,6 +1108,9 @@ class VirtualPhone:
         self._set_state("device")
         self._start_system_apps()
         if not self._pause(timings.booting_s, generation):
+            return
+        if self.getprop(BOOT_HANG_PROP) == "1":  # a rehearsed fault: a boot that never completes
+            self.log("E", "init", f"{BOOT_HANG_PROP}=1: the boot never completes")
             return
         with self._lock:
             if self._generation != generation:

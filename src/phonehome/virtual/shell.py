@@ -582,6 +582,34 @@ def _setprop(ctx: CommandContext) -> int:
     return 0
 
 
+@command("locksettings")
+def _locksettings(ctx: CommandContext) -> int:
+    """``locksettings clear --old CREDENTIAL`` and ``locksettings set-pin [--old CREDENTIAL] PIN``, as Android's
+    LockSettingsShellCommand: how a lab changes a phone's lock over adb (and rehearses a lock the inventory does
+    not describe)."""
+    args = ctx.args[1:]
+    old = None
+    if "--old" in args:
+        at = args.index("--old")
+        old = args[at + 1] if at + 1 < len(args) else ""
+        args = args[:at] + args[at + 2:]
+    if args == ["get-disabled"]:
+        ctx.print("true" if ctx.phone.spec.unlock_method == "none" else "false")
+        return 0
+    if not args or args[0] not in ("clear", "set-pin"):
+        ctx.error("usage: locksettings get-disabled | clear --old CREDENTIAL | set-pin [--old CREDENTIAL] PIN")
+        return 1
+    new_pin = args[1] if args[0] == "set-pin" and len(args) > 1 else None
+    if args[0] == "set-pin" and (new_pin is None or not new_pin.isdigit()):
+        ctx.error("usage: locksettings set-pin [--old CREDENTIAL] PIN (digits)")
+        return 1
+    if not ctx.phone.change_lock(old, new_pin):
+        ctx.print(f"Old password '{old or ''}' didn't match")
+        return 255
+    ctx.print("Lock credential cleared" if new_pin is None else f"Pin set to '{new_pin}'")
+    return 0
+
+
 @command("settings")
 def _settings(ctx: CommandContext) -> int:
     args = [a for a in ctx.args[1:] if not a.startswith("--user")]
@@ -1425,16 +1453,6 @@ def _cmd(ctx: CommandContext) -> int:
         return 0
     ctx.error(f"cmd: Can't find service: {args[0] if args else ''}")
     return 20
-
-
-@command("locksettings")
-def _locksettings(ctx: CommandContext) -> int:
-    """Only ``get-disabled`` (whether there is a keyguard): credentials go through the keyguard UI."""
-    if ctx.args[1:2] == ["get-disabled"]:
-        ctx.print("true" if ctx.phone.spec.unlock_method == "none" else "false")
-        return 0
-    ctx.error("locksettings: only get-disabled is supported on a virtual phone")
-    return 1
 
 
 TOYBOX_APPLETS = frozenset(("md5sum", "cat", "ls", "rm", "mkdir", "echo", "id", "uname", "date", "ps", "grep",

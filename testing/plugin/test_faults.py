@@ -1,0 +1,200 @@
+"""Bench faults injected into a real run of the privacy suite on virtual phones: each fault costs one clear
+error, the phone is quarantined instead of failing slowly test after test, no credential is typed twice (or
+into a phone without a secure lock), and nothing ends as a pass.
+
+One inner run (module-scoped), four phones, each with its own fault:
+- ``wrong-pin``: the PIN variable changes after the phone was built (as a wrong secret in a CI variable would);
+- ``no-secure-lock``: the inventory says ``pin``, but the phone's lock was cleared (``locksettings clear``);
+- ``boot-hang``: the phone's boots never complete (``persist.phonehome.fault.boot_hang``);
+- ``no-adb-server``: a ``backend: uiautomator2`` phone whose adb server does not exist.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_privacy_suite import (
+    FIXED,
+    INCIDENT,
+    Outcome,
+    clone,
+    copy_suite,
+    read_junit,
+    run_suite,
+    suite_inventory,
+)
+
+pytestmark = [pytest.mark.timeout(400)]
+
+WRONG_PIN = "wrong-pin"
+NO_SECURE_LOCK = "no-secure-lock"
+BOOT_HANG = "boot-hang"
+NO_SERVER = "no-adb-server"
+RIGHT_PIN = "246813"
+BOOT_HANG_TIMEOUT_S = 6
+TESTS = ("test_power_on_sends_no_identifier_in_cleartext", "test_screen_on_sends_no_identifier_in_cleartext",
+         "test_unlock_sends_no_identifier_in_cleartext")
+
+#: the faults, injected by the lab's own means once each phone is built; and, at the end, what each phone's
+#: keyguard saw (its logcat counts wrong credentials), read over the lab's adb server with Debian's adb
+FAULTS_CONFTEST = f'''
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from phonehome.runstate import run_state
+
+
+def _adb(phone, *args):
+    host, port = phone.info()["adb_server"].rsplit(":", 1)
+    return subprocess.run([shutil.which("adb"), "-H", host, "-P", port, "-s", phone.serial, *args],
+                          check=True, timeout=30, capture_output=True, text=True).stdout
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_phonehome_make_phone(entry, settings):
+    phone = yield
+    if entry.label == "{WRONG_PIN}":
+        os.environ["PHONEHOME_PIN_WRONG"] = "135790"
+    elif entry.label == "{NO_SECURE_LOCK}":
+        _adb(phone, "shell", "locksettings", "clear", "--old", "{RIGHT_PIN}")
+    elif entry.label == "{BOOT_HANG}":
+        _adb(phone, "shell", "setprop", "persist.phonehome.fault.boot_hang", "1")
+    return phone
+
+
+def pytest_sessionfinish(session):
+    state = run_state(session.config)
+    lines = []
+    for label, device in state.devices.items():
+        log = _adb(device.phone, "shell", "logcat", "-d")
+        lines.append(f"{{label}} {{log.count('wrong pin entered')}} {{log.count('pin accepted')}}")
+    Path("keyguard.txt").write_text("\\n".join(lines), encoding="utf-8")
+'''
+
+
+@dataclass(frozen=True)
+class FaultRun:
+    outcomes: dict[tuple[str, str], Outcome]
+    output: str
+    keyguard: dict[str, tuple[int, int]]
+    seconds: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def fault_run(tmp_path_factory: pytest.TempPathFactory) -> FaultRun:
+    path = tmp_path_factory.mktemp("faults")
+    inventory: dict[str, Any] = suite_inventory(())
+    devices = {device["label"]: device for device in suite_inventory((INCIDENT, FIXED))["devices"]}
+    wrong = clone(devices[INCIDENT], WRONG_PIN, 1)
+    wrong["unlock"] = {"method": "pin", "secret_env": "PHONEHOME_PIN_WRONG"}
+    no_lock = clone(devices[INCIDENT], NO_SECURE_LOCK, 2)
+    no_lock["unlock"] = {"method": "pin", "secret_env": "PHONEHOME_PIN_NO_LOCK"}
+    hang = clone(devices[FIXED], BOOT_HANG, 3)
+    hang["boot_timeout_s"] = BOOT_HANG_TIMEOUT_S
+    absent = clone(devices[FIXED], NO_SERVER, 4)
+    absent["backend"] = "uiautomator2"
+    absent.pop("firmware")
+    absent["capture"] = {"interface": "lo"}
+    inventory["devices"] = [wrong, no_lock, hang, absent]
+    copy_suite(path, inventory, ("test_power_on.py", "test_screen_on.py", "test_unlock.py"))
+    (path / "tests" / "conftest.py").write_text(FAULTS_CONFTEST, encoding="utf-8")
+    junit = path / "junit.xml"
+    started = time.monotonic()
+    output = run_suite(path, ["-p", "no:cacheprovider", "-rA", f"--junitxml={junit}"],
+                       {"PHONEHOME_PIN_WRONG": RIGHT_PIN, "PHONEHOME_PIN_NO_LOCK": RIGHT_PIN,
+                        "ANDROID_ADB_SERVER_PORT": str(free_port())}, 360)
+    seconds = time.monotonic() - started
+    keyguard = {}
+    keyguard_file = path / "keyguard.txt"
+    for line in (keyguard_file.read_text(encoding="utf-8").splitlines() if keyguard_file.exists() else ()):
+        label, wrong_count, accepted = line.split()
+        keyguard[label] = (int(wrong_count), int(accepted))
+    assert junit.exists(), output[-3000:]
+    return FaultRun(read_junit(junit), output, keyguard, seconds)
+
+
+def outcomes_of(run: FaultRun, device: str) -> list[Outcome]:
+    return [run.outcomes[(test, device)] for test in TESTS]
+
+
+def test_nothing_ends_as_a_pass(fault_run: FaultRun) -> None:
+    for (test, device), outcome in fault_run.outcomes.items():
+        if device != BOOT_HANG or test == TESTS[0]:
+            assert outcome.verdict == "error", (test, device, outcome.message)
+
+
+def test_a_wrong_pin_is_typed_once_then_the_phone_is_quarantined(fault_run: FaultRun) -> None:
+    first, *later = outcomes_of(fault_run, WRONG_PIN)
+    assert "CredentialError" in first.message and "was refused" in first.message, first.message
+    assert "not typed again" in first.message
+    for outcome in later:
+        assert "quarantined for the rest of this run" in outcome.message, outcome.message
+        assert "was refused" in outcome.message  # the original cause, not a new one
+    assert fault_run.keyguard[WRONG_PIN] == (1, 0), fault_run.keyguard
+    assert f"{WRONG_PIN}: QUARANTINED" in fault_run.output
+
+
+def test_no_credential_goes_into_a_phone_without_a_secure_lock(fault_run: FaultRun) -> None:
+    first, *later = outcomes_of(fault_run, NO_SECURE_LOCK)
+    assert "the inventory says unlock: pin, but the phone has no secure lock screen" in first.message, \
+        first.message
+    assert "no credential was typed" in first.message
+    for outcome in later:
+        assert "quarantined" in outcome.message
+    assert fault_run.keyguard[NO_SECURE_LOCK] == (0, 0), fault_run.keyguard
+
+
+def test_a_boot_that_never_completes_costs_one_timeout(fault_run: FaultRun) -> None:
+    power_on, *later = outcomes_of(fault_run, BOOT_HANG)
+    assert power_on.verdict == "error"
+    assert f"did not boot within {BOOT_HANG_TIMEOUT_S} s" in power_on.message, power_on.message
+    # one recovery attempt finds the boot still incomplete: quarantined with the first fault, at once
+    for outcome in later:
+        assert outcome.verdict == "error"
+        assert "quarantined" in outcome.message and "did not boot within" in outcome.message, outcome.message
+    assert f"{BOOT_HANG}: QUARANTINED" in fault_run.output
+
+
+def test_a_missing_adb_server_is_named_and_fails_fast(fault_run: FaultRun) -> None:
+    first, *later = outcomes_of(fault_run, NO_SERVER)
+    assert "no adb server at 127.0.0.1:" in first.message and "connection refused" in first.message, \
+        first.message
+    assert "check the serial" not in first.message
+    for outcome in later:
+        assert "quarantined" in outcome.message and "no adb server" in outcome.message
+    assert "ResourceWarning" not in fault_run.output
+
+
+def test_the_summary_says_what_was_checked(fault_run: FaultRun) -> None:
+    assert "phonehome: what was checked" in fault_run.output
+    assert f"phonehome: {WRONG_PIN} checks imei" in fault_run.output
+    assert f"{WRONG_PIN}: checked imei (phone: service call iphonesubinfo 1)" in fault_run.output
+    assert "serial (phone: getprop ro.serialno)" in fault_run.output
+    assert "gaid (inventory)" in fault_run.output
+
+
+def test_faults_never_print_a_serial(fault_run: FaultRun) -> None:
+    for index in range(1, 5):
+        assert f"VCLONE{index:06d}" not in fault_run.output
+
+
+def test_the_faulty_run_took_seconds_not_timeouts(fault_run: FaultRun) -> None:
+    assert fault_run.seconds < 200, fault_run.seconds
+    assert Path(__file__).exists()
