@@ -189,7 +189,8 @@ def _connect(config: pytest.Config, state: RunState, entry: DeviceEntry) -> Devi
         raise PhonehomeError(f"device {entry.label}: no pytest_phonehome_make_phone implementation built a phone")
     try:
         session = _open_session(state, entry, phone)
-        info = {**phone.info(), "identifier_sources": dict(session.sources), "tools": list(tool_versions())}
+        info = {**phone.info(), "identifier_sources": dict(session.sources), "tools": list(tool_versions()),
+                "identifiers_unreadable": dict(state.unreadable.get(entry.label, ()))}
         config.hook.pytest_phonehome_device_info(device=entry.label, info=info)
     except BaseException:
         phone.close()

@@ -55,4 +55,5 @@ def pytest_phonehome_failure_evidence(item: pytest.Item, device: str, evidence: 
 @pytest.hookspec
 def pytest_phonehome_device_info(device: str, info: dict[str, Any]) -> None:
     """Called once per device per session with its serializable info: model, Android build, fingerprint,
-    identifier sources, tool versions. Reporters write it into their environment section."""
+    identifier sources (and those that could not be read), tool versions; and again with ``{"quarantined":
+    cause}`` when the phone is quarantined. Reporters merge it into their environment section."""

@@ -102,6 +102,10 @@ class RunState:
             text = f"{first} (then, after one recovery attempt: {cause})"
         self.quarantine[label] = text
         log.error("%s: quarantined for the rest of the run: %s", label, self.redactor(text))
+        try:  # the report shows it beside the phone's model and build
+            self.config.hook.pytest_phonehome_device_info(device=label, info={"quarantined": self.redactor(text)})
+        except Exception as exc:  # a reporter's bug must not hide the fault itself
+            log.warning("pytest_phonehome_device_info for %s: %s", label, exc)
 
     def note_fault(self, label: str, exc: BaseException) -> None:
         """A device fault during a test: the phone gets one recovery attempt before its next test, or, when it

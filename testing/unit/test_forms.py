@@ -188,9 +188,9 @@ def test_prefixes_cover_every_point_within_the_radius(lat: float, lon: float, an
                                            (near.lon, lon - dlon, lon + dlon, 3)):
         text = f"{value:.6f}"
         assert any(text.startswith(p) for p in decimal_prefixes(axis_lo, axis_hi))
-        degrees = abs(value)
-        minutes = (degrees - int(degrees)) * 60
-        nmea = f"{int(degrees):0{width}d}{minutes:09.6f}"
+        # as an NMEA writer does: minutes rounded first, a carry of 60 minutes goes to the degrees
+        whole, minutes = divmod(round(abs(value) * 60, 6), 60)
+        nmea = f"{int(whole):0{width}d}{minutes:09.6f}"
         assert any(nmea.startswith(p) for p in nmea_prefixes(axis_lo, axis_hi, width)), nmea
         patterns = dict(binary_coordinate_patterns(axis_lo, axis_hi))
         packed = {

@@ -48,7 +48,8 @@ from phonehome.report.diff import Observations
 PLUGIN_NAME = "phonehome-allure"
 ENVIRONMENT_FILE = "environment.properties"
 #: device info written to the environment section (never identifier values, nor lab plumbing such as ports)
-ENVIRONMENT_KEYS = ("model", "manufacturer", "android", "sdk", "android_build", "build", "fingerprint", "backend")
+ENVIRONMENT_KEYS = ("model", "manufacturer", "android", "sdk", "android_build", "build", "fingerprint", "backend",
+                    "identifier_sources", "identifiers_unreadable", "quarantined")
 #: where pytest-xdist workers put their device info for the controller (``config.workeroutput`` key)
 WORKEROUTPUT_KEY = "phonehome_device_info"
 
@@ -498,7 +499,7 @@ class AllureReporter:
 
     def pytest_phonehome_device_info(self, device: str, info: dict[str, Any]) -> None:
         self._learn(info)
-        self.device_info[device] = dict(info)
+        self.device_info.setdefault(device, {}).update(info)  # a later call adds (a quarantine) to the first
 
     def pytest_phonehome_phase_finished(self, item: pytest.Item, device: str, phase: Any) -> None:
         state = self._tests.setdefault(item.nodeid, _TestState(item))
