@@ -442,16 +442,44 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def redact_report(report: pytest.TestReport, redactor: Redactor) -> None:
-    """Mask identifiers and secrets in a report's text, in place (the long form is kept as masked text)."""
-    if isinstance(report.longrepr, tuple):  # a skip: (path, line, reason)
-        path, line, reason = report.longrepr
+    """Mask identifiers and secrets in a report's text, in place. The long form keeps its structure (reporters
+    read the crash message and entries from it): only its strings change, and only when something was found."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple):  # a skip: (path, line, reason)
+        path, line, reason = longrepr
         report.longrepr = (path, line, redactor.deep(reason))
-    elif report.longrepr is not None:
-        text = str(report.longrepr)
-        masked = redactor.deep(text)
-        if masked != text:
-            report.longrepr = masked
+    elif isinstance(longrepr, str):
+        report.longrepr = redactor.deep(longrepr)
+    elif longrepr is not None:
+        text = str(longrepr)
+        if redactor.deep(text) != text:
+            _redact_strings(longrepr, redactor, set())
+            if redactor.deep(str(longrepr)) != str(longrepr):  # a form this walk does not know: text it is
+                report.longrepr = redactor.deep(str(longrepr))
     report.sections = [(title, redactor.deep(body)) for title, body in report.sections]
+
+
+def _redact_strings(node: Any, redactor: Redactor, seen: set[int]) -> Any:
+    """Every string inside pytest's traceback representation (entries, locals, fixture arguments, the crash
+    message), masked; lists and objects are changed in place."""
+    if isinstance(node, str):
+        return redactor.deep(node)
+    if id(node) in seen or node is None or isinstance(node, int | float | bool):
+        return node
+    seen.add(id(node))
+    if isinstance(node, list):
+        node[:] = [_redact_strings(item, redactor, seen) for item in node]
+        return node
+    if isinstance(node, tuple):
+        return tuple(_redact_strings(item, redactor, seen) for item in node)
+    if isinstance(node, dict):
+        for key, value in node.items():
+            node[key] = _redact_strings(value, redactor, seen)
+        return node
+    if type(node).__module__.startswith("_pytest") and hasattr(node, "__dict__"):
+        for key, value in list(vars(node).items()):
+            object.__setattr__(node, key, _redact_strings(value, redactor, seen))
+    return node
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from phonehome.devices.adbprobe import AdbServerStatus, transport_problem
 from phonehome.devices.u2 import U2Phone
+from phonehome.errors import AdbServerGone
 from phonehome.inventory import load_inventory
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_real_adb")]
@@ -41,7 +43,25 @@ devices:
     identifiers: {imei: "352099001761481"}
 """, encoding="utf-8")
     [entry] = load_inventory(inventory).devices
-    phone = U2Phone(entry, adb_port=closed_port())
+    port = closed_port()
+    phone = U2Phone(entry, adb_port=port)
     for _ in range(POLLS):
-        assert phone._transport_state() == "absent"
+        with pytest.raises(AdbServerGone, match=f"no adb server at 127.0.0.1:{port}: connection refused"):
+            phone._transport_state()
+    with pytest.raises(AdbServerGone, match="no adb server"):
+        phone.connect()  # at once: a missing server is not a state to wait out
     gc.collect()  # a leaked socket's ResourceWarning surfaces here, and fails the test under filterwarnings=error
+
+
+def test_adb_problems_are_told_apart() -> None:
+    """Each transport problem is its own message with its own fix, serials masked (the server's list too)."""
+    status = AdbServerStatus("127.0.0.1:5037", None, (("2A031FDH2005LX", "unauthorized"), ("R58M1234567", "offline")))
+    assert "accept the 'Allow USB debugging'" in (transport_problem(status, "2A031FDH2005LX", "px") or "")
+    assert "reconnect the USB cable" in (transport_problem(status, "R58M1234567", "sam") or "")
+    absent = transport_problem(status, "NOSUCH0001", "gone") or ""
+    assert "is not on the adb server at 127.0.0.1:5037" in absent
+    assert "2A**********LX (unauthorized)" in absent and "2A031FDH2005LX" not in absent
+    assert transport_problem(AdbServerStatus("h:1", None, (("S1234567", "device"),)), "S1234567", "ok") is None
+    down = AdbServerStatus("127.0.0.1:5037", "connection refused")
+    assert down.state_of("anything") == "no-server"
+    assert "no adb server at 127.0.0.1:5037: connection refused" in (transport_problem(down, "X1234567", "x") or "")
