@@ -175,6 +175,7 @@ def test_a_crashed_daemons_lab_is_cleaned_on_the_next_up() -> None:
     while netlab.process_start_time(first.pid) is not None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert Lab.status(instance) is None
+    assert f"the lab daemon (pid {first.pid}) was killed by SIGKILL" in (Lab.failure(instance) or "")
     assert Path("/run/netns", first.phones[0].netns).exists()
     second = Lab.up(devices, instance=instance)
     try:
@@ -187,22 +188,40 @@ def test_a_crashed_daemons_lab_is_cleaned_on_the_next_up() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_a_dead_firmware_runner_takes_the_whole_lab_down() -> None:
+def test_a_dead_firmware_runner_takes_the_whole_lab_down_and_the_lab_says_why(tmp_path: Path) -> None:
     instance = instance_name()
     state = Lab.up([LabDevice(spec("VCLEAN0003", "clean", CLEAN_IDS), FIRMWARE / "clean.yaml")], instance=instance)
     try:
+        assert Lab.failure(instance) is None, "a running lab has no failure"
         recorded = netlab.StateFile.load(instance)
         assert recorded is not None
         runner = next(p for p in recorded.processes if p.name.startswith("firmware"))
         pids = recorded_pids(instance)
         os.kill(runner.pid, signal.SIGKILL)
         deadline = time.monotonic() + WATCHDOG_GRACE_S
-        while Lab.status(instance) is not None and time.monotonic() < deadline:
-            time.sleep(0.2)
+        while Lab.failure(instance) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stopping = Lab.failure(instance)  # asked while the lab may still be tearing down: it says why already
+        assert stopping is not None and "firmware[clean] was killed by SIGKILL" in stopping, stopping
         while netlab.process_start_time(state.pid) is not None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert_nothing_left(state, pids)
-        assert "tearing the lab down" in Path(state.log_path).read_text()
+        cause = Lab.failure(instance)
+        assert cause is not None
+        assert cause.startswith(f"lab {instance!r} is not running: the lab daemon (pid {state.pid}) exited (rc=0); "
+                                f"its log ({state.log_path}) says: ")
+        assert "firmware[clean] was killed by SIGKILL; tearing the lab down" in cause
+        with open(state.log_path, "a") as raw:  # what a dying interpreter may write around the (masking) logger
+            raw.write("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                      "RuntimeError: phone VCLEAN0003 at 02:1a:11:f0:00:04 (021A11F00004) gone\n")
+        kept = Lab.down(instance, keep_log_to=tmp_path / "artefacts")
+        assert kept is not None and kept == tmp_path / "artefacts" / f"lab-{instance}.log"
+        text = kept.read_text()
+        assert "firmware[clean] was killed by SIGKILL" in text and "RuntimeError: phone VC******03 at" in text
+        for value in ("VCLEAN0003", "02:1a:11:f0:00:04", "021A11F00004", "356938035643809"):
+            assert value.lower() not in text.lower(), value
+        assert not Path(state.log_path).exists(), "the log is kept with the artefacts, not in /run"
+        assert "no log" in (Lab.failure(instance) or "")
     finally:
         Lab.down(instance)
 
