@@ -20,7 +20,7 @@ import pytest
 from labtools import Dumpcap, instance_name, tshark_fields
 
 from phonehome.errors import InputError, LabError
-from phonehome.identifiers import Identifiers, parse_identifiers
+from phonehome.identifiers import Identifiers, mask, parse_identifiers
 from phonehome.virtual import netlab
 from phonehome.virtual.lab import Lab, LabDevice, LabState
 from phonehome.virtual.phone import BootTimings, VirtualPhoneSpec
@@ -211,6 +211,9 @@ def test_a_dead_firmware_runner_takes_the_whole_lab_down_and_the_lab_says_why(tm
         assert cause.startswith(f"lab {instance!r} is not running: the lab daemon (pid {state.pid}) exited (rc=0); "
                                 f"its log ({state.log_path}) says: ")
         assert "firmware[clean] was killed by SIGKILL; tearing the lab down" in cause
+        status = subprocess.run([sys.executable, "-m", "phonehome", "lab", "status", "--instance", instance],
+                                capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False)
+        assert status.returncode == 1 and "firmware[clean] was killed by SIGKILL" in status.stdout, status.stdout
         with open(state.log_path, "a") as raw:  # what a dying interpreter may write around the (masking) logger
             raw.write("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
                       "RuntimeError: phone VCLEAN0003 at 02:1a:11:f0:00:04 (021A11F00004) gone\n")
@@ -278,12 +281,19 @@ devices:
         up = phonehome("up", "--devices", str(inventory))
         assert up.returncode == 0, up.stderr
         assert "adb server: 127.0.0.1:" in up.stdout
-        assert "02:1a:11:f0:00:09" not in up.stdout  # masked for people
-        status = phonehome("status", "--json")
+        assert "02:1a:11:f0:00:09" not in up.stdout and "VCLI0001" not in up.stdout  # masked for people
+        table = phonehome("status")
+        assert table.returncode == 0 and "cli-clean" in table.stdout and mask("VCLI0001") in table.stdout
+        assert "VCLI0001" not in table.stdout and "02:1a:11:f0:00:09" not in table.stdout
+        masked = json.loads(phonehome("status", "--json").stdout)
+        assert masked["phones"][0]["serial"] == mask("VCLI0001")
+        assert masked["phones"][0]["wifi_mac"] == mask("02:1a:11:f0:00:09")
+        status = phonehome("status", "--json", "--show-identifiers")
         assert status.returncode == 0
         data = json.loads(status.stdout)
         assert data["phones"][0]["serial"] == "VCLI0001"
         assert data["phones"][0]["wifi_mac"] == "02:1a:11:f0:00:09"
+        assert "VCLI0001" not in repr(LabState.from_json(data)), "nor in a traceback's locals"
         down = phonehome("down")
         assert down.returncode == 0 and "is down" in down.stdout
         gone = phonehome("status")
