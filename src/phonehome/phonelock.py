@@ -7,7 +7,8 @@ for the same phone gets a :class:`~phonehome.errors.DeviceError` at once, naming
 lock when its process ends, however it ends, so the lock of a dead run is simply taken over (and its holder
 information rewritten).
 
-The locks live in ``/run/phonehome/locks``; where that cannot be written (a user without root), in
+The locks live in ``/run/phonehome/locks`` (``$PHONEHOME_RUN_DIR/locks``, as the lab's state); where that cannot be
+written (a user without root), in
 ``$XDG_RUNTIME_DIR/phonehome/locks`` or a per-user directory under the temp dir, which then guards only that user's
 runs. The file is never deleted: unlinking a lock file lets two runs hold "the same" lock on different files.
 """
@@ -32,8 +33,9 @@ from phonehome.identifiers import mask
 
 log = logging.getLogger(__name__)
 
-#: the shared lock directory of this host (root's runs, and users whose /run/phonehome is writable)
-DEFAULT_LOCK_DIR = Path("/run/phonehome/locks")
+#: phonehome's run-time directory (the virtual lab's state is there too), and the variable that moves it
+DEFAULT_RUN_DIR = Path("/run/phonehome")
+RUN_DIR_ENV = "PHONEHOME_RUN_DIR"
 #: hex digits of the key's SHA-256 in a lock file's name
 KEY_HEX_CHARS = 32
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", ""})
@@ -92,8 +94,8 @@ def acquire(adb_address: str, serial: str, *, label: str, lock_dir: Path | None 
 
     ``label`` names the phone in messages (the inventory label: never the clear serial). Raises DeviceError at
     once, naming the holder's pid and start time, when another process holds the lock; takes over the lock of a
-    process that has died. ``lock_dir`` None is :data:`DEFAULT_LOCK_DIR`, or a per-user fallback when that cannot
-    be written.
+    process that has died. ``lock_dir`` None is :func:`default_lock_dir`, or a per-user fallback when that
+    cannot be written.
     """
     try:
         path = _lock_dir(lock_dir) / f"{lock_key(adb_address, serial)}.lock"
@@ -152,8 +154,13 @@ def read_holder(adb_address: str, serial: str, *, lock_dir: Path | None = None) 
         os.close(fd)
 
 
+def default_lock_dir() -> Path:
+    """The shared lock directory of this host: ``$PHONEHOME_RUN_DIR/locks`` or ``/run/phonehome/locks``."""
+    return Path(os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR) / "locks"
+
+
 def _lock_dir(requested: Path | None) -> Path:
-    candidates = [requested] if requested is not None else [DEFAULT_LOCK_DIR, *_fallback_dirs()]
+    candidates = [requested] if requested is not None else [default_lock_dir(), *_fallback_dirs()]
     failure: OSError | None = None
     for directory in candidates:
         try:

@@ -103,7 +103,14 @@ def test_an_unwritable_default_dir_falls_back_to_the_users_runtime_dir(tmp_path:
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
-    monkeypatch.setattr(phonelock, "DEFAULT_LOCK_DIR", blocker / "locks")
+    monkeypatch.setenv(phonelock.RUN_DIR_ENV, str(blocker))  # locks would go in not-a-dir/locks: impossible
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "runtime"))
     with acquire(ADB, SERIAL, label="pixel-7") as lock:
         assert lock.path.parent == tmp_path / "runtime" / "phonehome" / "locks"
+
+
+def test_the_default_dir_is_under_phonehomes_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(phonelock.RUN_DIR_ENV, str(tmp_path))
+    with acquire(ADB, SERIAL, label="pixel-7") as lock:
+        assert lock.path.parent == tmp_path / "locks"
+        assert "pixel-7" in repr(lock) and SERIAL not in repr(lock)
