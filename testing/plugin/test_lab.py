@@ -176,6 +176,9 @@ def test_a_crashed_daemons_lab_is_cleaned_on_the_next_up() -> None:
         time.sleep(0.1)
     assert Lab.status(instance) is None
     assert f"the lab daemon (pid {first.pid}) was killed by SIGKILL" in (Lab.failure(instance) or "")
+    elsewhere = subprocess.run([sys.executable, "-m", "phonehome", "lab", "status", "--instance", instance],
+                               capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False)
+    assert f"the lab daemon (pid {first.pid}) ended without tearing its lab down" in elsewhere.stdout
     assert Path("/run/netns", first.phones[0].netns).exists()
     second = Lab.up(devices, instance=instance)
     try:

@@ -251,6 +251,10 @@ class Lab:
                     rc = daemon.wait(REAP_TIMEOUT_S)
             parts.append(f"the lab daemon (pid {daemon.pid}) "
                          + ("is stopping" if rc is None else _exit_text(rc)))
+        elif running is not None and not running.owner_alive():  # started elsewhere: no exit status to read
+            parts.append(f"the lab daemon (pid {running.owner_pid}) ended without tearing its lab down (killed?)")
+        elif running is not None and "stopping" in running.extra:
+            parts.append(f"the lab daemon (pid {running.owner_pid}) is stopping")
         path = log_path(instance)
         try:
             text = path.read_text(errors="replace")
