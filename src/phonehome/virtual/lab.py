@@ -622,7 +622,7 @@ class _Daemon:
             spec = device.spec
             if "wlan_ip" in {f.name for f in dataclasses.fields(spec)}:
                 spec = dataclasses.replace(spec, wlan_ip=phone.ip)
-            self.phones.append(VirtualPhone(spec, storage_dir=storage / _safe(spec.serial),
+            self.phones.append(VirtualPhone(spec, storage_dir=storage / _safe(spec.label),
                                             on_event=runner.send if runner is not None else None))
         self.adb = AdbServer(self.phones, host=self.config.adb_host, port=self.config.adb_port)
         self.adb.start()
@@ -689,8 +689,10 @@ def _bounded(step: Any, name: str, instance: str) -> None:
         log.warning("phonehome lab %s: stopping %s took over %s s; carrying on", instance, name, STEP_TIMEOUT_S)
 
 
-def _safe(serial: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in serial)
+def _safe(label: str) -> str:
+    """A directory name for a phone: from its label (unique in a lab), never its serial."""
+    name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in label)
+    return name if name.strip(".") else f"phone-{name}"
 
 
 def _redirect_output(path: Path) -> None:
