@@ -3,6 +3,7 @@ driven by the phones' own lifecycle events, capture on the lab interface, and no
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import os
@@ -219,12 +220,14 @@ def test_a_dead_firmware_runner_takes_the_whole_lab_down_and_the_lab_says_why(tm
         assert status.returncode == 1 and "firmware[clean] was killed by SIGKILL" in status.stdout, status.stdout
         with open(state.log_path, "a") as raw:  # what a dying interpreter may write around the (masking) logger
             raw.write("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
-                      "RuntimeError: phone VCLEAN0003 at 02:1a:11:f0:00:04 (021A11F00004) gone\n")
+                      "RuntimeError: phone VCLEAN0003 at 02:1a:11:f0:00:04 (021A11F00004) gone; "
+                      f"last request ?d={base64.b64encode(b'imei=356938035643809').decode()}\n")
         kept = Lab.down(instance, keep_log_to=tmp_path / "artefacts")
         assert kept is not None and kept == tmp_path / "artefacts" / f"lab-{instance}.log"
         text = kept.read_text()
         assert "firmware[clean] was killed by SIGKILL" in text and "RuntimeError: phone VC******03 at" in text
-        for value in ("VCLEAN0003", "02:1a:11:f0:00:04", "021A11F00004", "356938035643809"):
+        for value in ("VCLEAN0003", "02:1a:11:f0:00:04", "021A11F00004", "356938035643809",
+                      base64.b64encode(b"imei=356938035643809").decode()):
             assert value.lower() not in text.lower(), value
         assert not Path(state.log_path).exists(), "the log is kept with the artefacts, not in /run"
         assert "no log" in (Lab.failure(instance) or "")

@@ -33,13 +33,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from phonehome.errors import InputError, LabError
 from phonehome.identifiers import mask
+from phonehome.redaction import Redactor
 from phonehome.virtual import netlab
 from phonehome.virtual.fakenet import FakenetConfig
 from phonehome.virtual.firmware import FirmwareProfile, check_profile_for, load_profile
@@ -70,8 +71,6 @@ REAP_TIMEOUT_S = 1.0
 FAILURE_CAUSES = 3
 #: a child's last output lines kept, to say in the log how it ended
 CHILD_TAIL_LINES = 3
-#: identifier values shorter than this are not masked in the log: they would mask digits of every timestamp
-MIN_MASKED_CHARS = 4
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (?P<level>[A-Z]+) (?P<message>.*)$")
 
@@ -195,7 +194,7 @@ class Lab:
         caller = None if detach else (os.getpid(), netlab.process_start_time(os.getpid()))
         config = _DaemonConfig(instance=instance, devices=devices, adb_host=adb_host, adb_port=adb_port,
                                caller=caller)
-        _IDENTIFIERS[instance] = _identifier_values(devices)
+        _REDACTORS[instance] = lab_redactor(devices)
         return _start_daemon(config, ready_timeout_s)
 
     @staticmethod
@@ -209,20 +208,20 @@ class Lab:
 
     @staticmethod
     def down(instance: str = DEFAULT_INSTANCE, *, keep_log_to: Path | None = None,
-             redact: Iterable[str] = ()) -> Path | None:
+             redactor: Redactor | None = None) -> Path | None:
         """Stop the lab and remove everything it created. Never raises; logs what it could not remove.
 
         With ``keep_log_to`` (a run's artefacts directory), the lab's log is first copied there as
         ``lab-<instance>.log``, identifiers masked (see :meth:`save_log`); returns that path, or None.
         """
         try:
-            return _down(instance, keep_log_to, redact)
+            return _down(instance, keep_log_to, redactor)
         except Exception as exc:  # teardown must never hide the caller's own result
             log.warning("phonehome lab %s: down failed: %s", instance, exc)
             return None
 
     @staticmethod
-    def failure(instance: str = DEFAULT_INSTANCE, *, redact: Iterable[str] = ()) -> str | None:
+    def failure(instance: str = DEFAULT_INSTANCE, *, redactor: Redactor | None = None) -> str | None:
         """None while the lab runs; otherwise one line saying why it does not, identifiers masked.
 
         The line names how the lab daemon ended (when this process started it: ``killed by SIGKILL``, ``rc=0``)
@@ -233,15 +232,15 @@ class Lab:
             if cause is not None:
                 raise DeviceError(label, f"did not boot within 120 s: {cause}")
 
-        Masks every identifier of the phones this process started the lab with, and ``redact``. Call it before
-        :meth:`down`, which removes the log (keep it with ``keep_log_to``).
+        Masks every identifier of the phones this process started the lab with, and what ``redactor`` (the run's)
+        masks. Call it before :meth:`down`, which removes the log (keep it with ``keep_log_to``).
         """
         netlab.check_instance(instance)
         running = netlab.StateFile.load(instance)
         if running is not None and running.owner_alive() and "lab" in running.extra \
                 and "stopping" not in running.extra:
             return None
-        values = _masked_values((*_IDENTIFIERS.get(instance, ()), *redact))
+        redact = _redactor(instance, redactor)
         parts: list[str] = []
         daemon = _STARTED.get(instance)
         if daemon is not None:
@@ -261,46 +260,33 @@ class Lab:
         except OSError:
             parts.append(f"it left no log at {path}")
         else:
-            causes = [mask_values(cause, values) for cause in log_causes(text)[-FAILURE_CAUSES:]]
+            causes = [redact(cause) for cause in log_causes(text)[-FAILURE_CAUSES:]]
             parts.append(f"its log ({path}) says: " + " | ".join(causes) if causes
                          else f"its log ({path}) names no error")
         return f"lab {instance!r} is not running: " + "; ".join(parts)
 
     @staticmethod
-    def save_log(instance: str, dest_dir: Path, *, redact: Iterable[str] = ()) -> Path | None:
+    def save_log(instance: str, dest_dir: Path, *, redactor: Redactor | None = None) -> Path | None:
         """Copy the lab's log to ``dest_dir/lab-<instance>.log`` with every identifier masked; None if no log.
 
-        The daemon masks its phones' identifiers as it writes; the copy masks again (the identifiers of the phones
-        this process started the lab with, and ``redact``), which covers what reached the log around the logger
-        (output of a crashing interpreter). Never raises: a log that cannot be kept is a warning.
+        The daemon masks its phones' identifiers as it writes; the copy masks again, with the deep pass (encoded
+        forms too), the identifiers of the phones this process started the lab with and what ``redactor`` masks:
+        that covers what reached the log around the logger (output of a crashing interpreter). Never raises: a
+        log that cannot be kept is a warning.
         """
         try:
             netlab.check_instance(instance)
             text = log_path(instance).read_text(errors="replace")
         except (OSError, LabError, InputError):
             return None
-        values = _masked_values((*_IDENTIFIERS.get(instance, ()), *redact))
         dest = Path(dest_dir) / f"lab-{instance}.log"
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(mask_values(text, values))
+            dest.write_text(_redactor(instance, redactor).deep(text))
         except OSError as exc:
             log.warning("phonehome lab %s: cannot keep its log in %s: %s", instance, dest, exc)
             return None
         return dest
-
-
-def mask_values(text: str, values: Iterable[str]) -> str:
-    """``text`` with each of ``values`` masked (:func:`phonehome.identifiers.mask`), longest first, in its plain,
-    lower- and upper-case spellings and, for a MAC, without separators."""
-    for value in sorted(set(values), key=len, reverse=True):
-        spellings = {value, value.lower(), value.upper()}
-        if re.fullmatch(r"(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}", value):
-            bare = value.replace(":", "").replace("-", "")
-            spellings |= {bare.lower(), bare.upper()}
-        for spelling in sorted(spellings, key=len, reverse=True):
-            text = text.replace(spelling, mask(value))
-    return text
 
 
 def log_causes(text: str) -> list[str]:
@@ -327,17 +313,18 @@ def log_causes(text: str) -> list[str]:
     return list(dict.fromkeys(causes))
 
 
-def _masked_values(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value for value in dict.fromkeys(values) if len(value) >= MIN_MASKED_CHARS)
-
-
-def _identifier_values(devices: Sequence[LabDevice]) -> tuple[str, ...]:
-    """Every identifier of the lab's phones: serials and identifier values (the log must carry none)."""
-    values: list[str] = []
+def lab_redactor(devices: Sequence[LabDevice]) -> Redactor:
+    """Masks every identifier of the lab's phones (serials, identifier values, in every spelling): its log must
+    carry none."""
+    redactor = Redactor()
     for device in devices:
-        values.append(device.spec.serial)
-        values.extend(value for _, value in device.spec.identifiers.values)
-    return _masked_values(values)
+        redactor = redactor.with_values([device.spec.serial]).with_identifiers(device.spec.identifiers)
+    return redactor
+
+
+def _redactor(instance: str, extra: Redactor | None) -> Redactor:
+    own = _REDACTORS.get(instance, Redactor())
+    return own.merged(extra) if extra is not None else own
 
 
 def _exit_text(returncode: int) -> str:
@@ -349,8 +336,8 @@ def _exit_text(returncode: int) -> str:
     return f"exited (rc={returncode})"
 
 
-#: identifier values of the labs this process started, to mask in what Lab.failure and Lab.save_log read
-_IDENTIFIERS: dict[str, tuple[str, ...]] = {}
+#: the identifiers of the labs this process started, to mask in what Lab.failure and Lab.save_log read
+_REDACTORS: dict[str, Redactor] = {}
 
 
 def _devices(specs: Sequence[VirtualPhoneSpec | LabDevice], firmware: Mapping[str, Path]) -> tuple[LabDevice, ...]:
@@ -449,7 +436,7 @@ def _read_line(stream: IO[bytes], timeout_s: float) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
-def _down(instance: str, keep_log_to: Path | None, redact: Iterable[str]) -> Path | None:
+def _down(instance: str, keep_log_to: Path | None, redactor: Redactor | None) -> Path | None:
     netlab.check_instance(instance)
     state = netlab.StateFile.load(instance)
     if state is not None and state.owner_alive():
@@ -470,7 +457,7 @@ def _down(instance: str, keep_log_to: Path | None, redact: Iterable[str]) -> Pat
             started.wait(netlab.TERM_GRACE_S)
     problems = netlab.teardown(instance)  # whatever the daemon could not remove, or a dead daemon left behind
     shutil.rmtree(storage_path(instance), ignore_errors=True)
-    kept = Lab.save_log(instance, keep_log_to, redact=redact) if keep_log_to is not None else None
+    kept = Lab.save_log(instance, keep_log_to, redactor=redactor) if keep_log_to is not None else None
     if not problems:  # a lab that went down cleanly leaves no trace; otherwise its log tells what went wrong
         with contextlib.suppress(FileNotFoundError):
             log_path(instance).unlink()
@@ -655,7 +642,7 @@ class _Daemon:
     def _stopping(self, cause: str) -> None:
         """Mark the state as stopping, so that Lab.failure answers while the teardown still runs."""
         if self.state is not None:
-            self.state.extra["stopping"] = mask_values(cause, _identifier_values(self.config.devices))
+            self.state.extra["stopping"] = lab_redactor(self.config.devices)(cause)
             with contextlib.suppress(OSError):
                 self.state.save()
 
@@ -706,12 +693,12 @@ def _redirect_output(path: Path) -> None:
 class _MaskingFormatter(logging.Formatter):
     """Formats a record, then masks every identifier of the lab's phones: the log is something phonehome writes."""
 
-    def __init__(self, fmt: str, values: Sequence[str]) -> None:
+    def __init__(self, fmt: str, redactor: Redactor) -> None:
         super().__init__(fmt)
-        self._values = values
+        self._redactor = redactor
 
     def format(self, record: logging.LogRecord) -> str:
-        return mask_values(super().format(record), self._values)
+        return self._redactor(super().format(record))
 
 
 def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
@@ -733,8 +720,8 @@ def daemon_main() -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(filename=path, filemode="w", level=logging.INFO, format=LOG_FORMAT)
     handler = logging.getLogger().handlers[0]
-    values = _identifier_values(config.devices)
-    handler.setFormatter(_MaskingFormatter(LOG_FORMAT, values))
+    redactor = lab_redactor(config.devices)
+    handler.setFormatter(_MaskingFormatter(LOG_FORMAT, redactor))
     # an uncaught exception goes through the (masking) log, not raw to stderr
     threading.excepthook = _log_thread_exception
     sys.excepthook = lambda kind, exc, tb: log.critical("phonehome lab %s: crashed", config.instance,
@@ -750,7 +737,7 @@ def daemon_main() -> int:
         state = daemon.build()
     except (LabError, InputError, OSError, ImportError) as exc:
         log.error("phonehome lab %s: start failed: %s", config.instance, exc)
-        out.write(json.dumps({"error": mask_values(str(exc), values)}) + "\n")
+        out.write(json.dumps({"error": redactor(str(exc))}) + "\n")
         out.flush()
         daemon.teardown()
         return 1
