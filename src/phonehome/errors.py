@@ -6,8 +6,24 @@ command. The command line prints ``str(error)`` as a single line; pytest shows i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
+
+#: lines of a tool's stderr shown in an error: its first lines, where a tool says what went wrong, ...
+STDERR_HEAD_LINES = 2
+#: ... its first error line and the one after it (dumpcap explains the error on the next line) ...
+STDERR_ERROR_LINES = 2
+#: ... and its last lines, where it says how it ended; the lines between are elided, whole
+STDERR_TAIL_LINES = 4
+#: a longer line is shortened at a word boundary; a single longer word is kept whole
+STDERR_LINE_CHARS = 300
+
+#: an error line: a tool's name as prefix ("dumpcap: ...", as Unix tools report errors) or words of a fault
+_ERROR_LINE = re.compile(
+    r"(?-i:^[a-z][\w.-]*: )|error|fail|fatal|cannot|can't|could not|couldn't|unable|permission|denied|"
+    r"not permitted|no such|there is no|invalid|unknown|refused|timed out|not found|killed",
+    re.IGNORECASE)
 
 
 class PhonehomeError(Exception):
@@ -66,9 +82,57 @@ class CaptureError(PhonehomeError):
             parts.append(f"command: {' '.join(self.command)}")
         if returncode is not None:
             parts.append(f"rc={returncode}")
-        if stderr:
-            parts.append(f"stderr: {stderr.strip()[-500:]}")
+        excerpt = stderr_excerpt(stderr) if stderr else []
+        if len(excerpt) == 1:
+            parts.append(f"stderr: {excerpt[0]}")
+        elif excerpt:
+            parts.append("stderr:\n" + "\n".join(f"  {line}" for line in excerpt))
         super().__init__("; ".join(parts))
+
+
+def stderr_excerpt(text: str, *, head: int = STDERR_HEAD_LINES, error: int = STDERR_ERROR_LINES,
+                   tail: int = STDERR_TAIL_LINES, line_chars: int = STDERR_LINE_CHARS) -> list[str]:
+    """The lines of a tool's stderr worth showing in an error, each whole.
+
+    The first ``head`` lines, the first line that reads as an error with the ``error - 1`` lines after it, and
+    the last ``tail`` lines; a run of lines between them becomes one ``… N lines …`` marker (a run of one line
+    is shown instead, as the marker would be no shorter). Blank lines are dropped; a carriage return (a progress
+    counter) ends a line too. A line longer than ``line_chars`` is shortened at a word boundary with `` …``.
+    """
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    keep = set(range(min(head, len(lines)))) | set(range(max(0, len(lines) - tail), len(lines)))
+    first_error = next((i for i, line in enumerate(lines) if _ERROR_LINE.search(line)), None)
+    if first_error is not None:
+        keep |= set(range(first_error, min(first_error + max(error, 1), len(lines))))
+    shown: list[str] = []
+    i = 0
+    while i < len(lines):
+        if i in keep:
+            shown.append(_shorten(lines[i], line_chars))
+            i += 1
+            continue
+        end = i
+        while end < len(lines) and end not in keep:
+            end += 1
+        if end - i == 1:
+            shown.append(_shorten(lines[i], line_chars))
+        else:
+            shown.append(f"… {end - i} lines …")
+        i = end
+    return shown
+
+
+def _shorten(line: str, limit: int) -> str:
+    """The line cut at the last word boundary within ``limit`` characters; never inside a word."""
+    if len(line) <= limit:
+        return line
+    cut = line.rfind(" ", 0, limit + 1)
+    while cut > 0 and line[cut - 1] == " ":
+        cut -= 1
+    if cut <= 0:  # one long word (a path, a hex dump): whole, up to the next space
+        space = line.find(" ", limit)
+        return line if space < 0 else line[:space] + " …"
+    return line[:cut] + " …"
 
 
 class LabError(PhonehomeError):

@@ -34,6 +34,7 @@ from phonehome.capture import (
     PcapdroidCapture,
     PhoneMatch,
     RemoteCommandCapture,
+    RemoteShell,
     capture_for,
     dumpcap_recorder,
     load_phases,
@@ -224,7 +225,24 @@ def test_a_bad_interface_reports_dumpcaps_stderr(tmp_path: Path) -> None:
     error = info.value
     assert "dumpcap exited before capturing on phnosuchif0" in str(error)
     assert error.stderr and "phnosuchif0" in error.stderr and error.returncode not in (0, None)
-    assert "stderr: " in str(error) and "command: " in str(error)
+    assert "stderr:" in str(error) and "command: " in str(error)
+    assert 'dumpcap: There is no device named "phnosuchif0".' in str(error), "dumpcap's error line, whole"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to become nobody")
+def test_a_non_root_recorder_shows_dumpcaps_permission_line(tmp_path: Path) -> None:
+    """dumpcap run by a user without capture rights: its first error line is in the message, not cut away."""
+    nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c")
+    shell = RemoteShell(stream=nobody, control=nobody, workdir="/tmp", name="as nobody")
+    capture = RemoteCommandCapture(shell, dumpcap_recorder("lo", None), tmp_path / "n.pcapng",
+                                   ready=re.compile(r"^File: ", re.MULTILINE), source="local")
+    with pytest.raises(CaptureError, match="exited before capturing") as info:
+        capture.start()
+    text = str(info.value)
+    assert 'dumpcap: You do not have permission to capture on device "lo".' in text
+    assert re.search(r"\n  … \d+ lines …\n", text), "the middle is elided by whole lines"
+    assert "and then restarting Wireshark." in text, "and its last lines kept"
 
 
 @pytest.mark.timeout(60)

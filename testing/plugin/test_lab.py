@@ -3,6 +3,7 @@ driven by the phones' own lifecycle events, capture on the lab interface, and no
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import os
@@ -20,7 +21,7 @@ import pytest
 from labtools import Dumpcap, instance_name, tshark_fields
 
 from phonehome.errors import InputError, LabError
-from phonehome.identifiers import Identifiers, parse_identifiers
+from phonehome.identifiers import Identifiers, mask, parse_identifiers
 from phonehome.virtual import netlab
 from phonehome.virtual.lab import Lab, LabDevice, LabState
 from phonehome.virtual.phone import BootTimings, VirtualPhoneSpec
@@ -175,6 +176,10 @@ def test_a_crashed_daemons_lab_is_cleaned_on_the_next_up() -> None:
     while netlab.process_start_time(first.pid) is not None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert Lab.status(instance) is None
+    assert f"the lab daemon (pid {first.pid}) was killed by SIGKILL" in (Lab.failure(instance) or "")
+    elsewhere = subprocess.run([sys.executable, "-m", "phonehome", "lab", "status", "--instance", instance],
+                               capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False)
+    assert f"the lab daemon (pid {first.pid}) ended without tearing its lab down" in elsewhere.stdout
     assert Path("/run/netns", first.phones[0].netns).exists()
     second = Lab.up(devices, instance=instance)
     try:
@@ -187,22 +192,45 @@ def test_a_crashed_daemons_lab_is_cleaned_on_the_next_up() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_a_dead_firmware_runner_takes_the_whole_lab_down() -> None:
+def test_a_dead_firmware_runner_takes_the_whole_lab_down_and_the_lab_says_why(tmp_path: Path) -> None:
     instance = instance_name()
     state = Lab.up([LabDevice(spec("VCLEAN0003", "clean", CLEAN_IDS), FIRMWARE / "clean.yaml")], instance=instance)
     try:
+        assert Lab.failure(instance) is None, "a running lab has no failure"
         recorded = netlab.StateFile.load(instance)
         assert recorded is not None
         runner = next(p for p in recorded.processes if p.name.startswith("firmware"))
         pids = recorded_pids(instance)
         os.kill(runner.pid, signal.SIGKILL)
         deadline = time.monotonic() + WATCHDOG_GRACE_S
-        while Lab.status(instance) is not None and time.monotonic() < deadline:
-            time.sleep(0.2)
+        while Lab.failure(instance) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stopping = Lab.failure(instance)  # asked while the lab may still be tearing down: it says why already
+        assert stopping is not None and "firmware[clean] was killed by SIGKILL" in stopping, stopping
         while netlab.process_start_time(state.pid) is not None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert_nothing_left(state, pids)
-        assert "tearing the lab down" in Path(state.log_path).read_text()
+        cause = Lab.failure(instance)
+        assert cause is not None
+        assert cause.startswith(f"lab {instance!r} is not running: the lab daemon (pid {state.pid}) exited (rc=0); "
+                                f"its log ({state.log_path}) says: ")
+        assert "firmware[clean] was killed by SIGKILL; tearing the lab down" in cause
+        status = subprocess.run([sys.executable, "-m", "phonehome", "lab", "status", "--instance", instance],
+                                capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False)
+        assert status.returncode == 1 and "firmware[clean] was killed by SIGKILL" in status.stdout, status.stdout
+        with open(state.log_path, "a") as raw:  # what a dying interpreter may write around the (masking) logger
+            raw.write("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                      "RuntimeError: phone VCLEAN0003 at 02:1a:11:f0:00:04 (021A11F00004) gone; "
+                      f"last request ?d={base64.b64encode(b'imei=356938035643809').decode()}\n")
+        kept = Lab.down(instance, keep_log_to=tmp_path / "artefacts")
+        assert kept is not None and kept == tmp_path / "artefacts" / f"lab-{instance}.log"
+        text = kept.read_text()
+        assert "firmware[clean] was killed by SIGKILL" in text and "RuntimeError: phone VC******03 at" in text
+        for value in ("VCLEAN0003", "02:1a:11:f0:00:04", "021A11F00004", "356938035643809",
+                      base64.b64encode(b"imei=356938035643809").decode()):
+            assert value.lower() not in text.lower(), value
+        assert not Path(state.log_path).exists(), "the log is kept with the artefacts, not in /run"
+        assert "no log" in (Lab.failure(instance) or "")
     finally:
         Lab.down(instance)
 
@@ -259,12 +287,19 @@ devices:
         up = phonehome("up", "--devices", str(inventory))
         assert up.returncode == 0, up.stderr
         assert "adb server: 127.0.0.1:" in up.stdout
-        assert "02:1a:11:f0:00:09" not in up.stdout  # masked for people
-        status = phonehome("status", "--json")
+        assert "02:1a:11:f0:00:09" not in up.stdout and "VCLI0001" not in up.stdout  # masked for people
+        table = phonehome("status")
+        assert table.returncode == 0 and "cli-clean" in table.stdout and mask("VCLI0001") in table.stdout
+        assert "VCLI0001" not in table.stdout and "02:1a:11:f0:00:09" not in table.stdout
+        masked = json.loads(phonehome("status", "--json").stdout)
+        assert masked["phones"][0]["serial"] == mask("VCLI0001")
+        assert masked["phones"][0]["wifi_mac"] == mask("02:1a:11:f0:00:09")
+        status = phonehome("status", "--json", "--show-identifiers")
         assert status.returncode == 0
         data = json.loads(status.stdout)
         assert data["phones"][0]["serial"] == "VCLI0001"
         assert data["phones"][0]["wifi_mac"] == "02:1a:11:f0:00:09"
+        assert "VCLI0001" not in repr(LabState.from_json(data)), "nor in a traceback's locals"
         down = phonehome("down")
         assert down.returncode == 0 and "is down" in down.stdout
         gone = phonehome("status")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from phonehome.errors import InputError
-from phonehome.identifiers import Identifiers, Location
+from phonehome.identifiers import Identifiers, Location, parse_identifiers
 from phonehome.virtual.phone import BootTimings, VirtualPhone, VirtualPhoneSpec
 from phonehome.virtual.shell import Shell, ShellSyntaxError, parcel_dump, parcel_string16, parse
 
@@ -311,6 +311,9 @@ def test_spec_validation_names_the_field_and_the_fix() -> None:
         VirtualPhoneSpec(serial="S1", label="x", model="m", unlock_method="pin")
     spec = VirtualPhoneSpec(serial="S1", label="x", model="m", unlock_method="pin", unlock_secret="1234")
     assert "1234" not in repr(spec)
+    held = VirtualPhoneSpec(serial="VNOKIA0001", label="nokia", model="m",
+                            identifiers=parse_identifiers({"imei": "352099001761481"}, source="t"))
+    assert "VNOKIA0001" not in repr(held) and "352099001761481" not in repr(held) and "'nokia'" in repr(held)
 
 
 def test_am_start_and_home(phone: VirtualPhone) -> None:

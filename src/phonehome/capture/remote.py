@@ -150,7 +150,7 @@ class RemoteCommandCapture(_PhasedCapture):
                 self._cleanup_remote()
                 raise CaptureError(f"{self._what()}: the recorder exited before capturing"
                                    + (f" ({self.hint})" if self.hint else ""),
-                                   command=self._command, returncode=proc.returncode, stderr=stderr + local)
+                                   command=self._command, returncode=proc.returncode, stderr=_joined(stderr, local))
             if time.monotonic() > deadline:
                 self._abort()
                 raise CaptureError(f"{self._what()}: the recorder never became ready within "
@@ -166,7 +166,7 @@ class RemoteCommandCapture(_PhasedCapture):
             self._state = "stopped"
             self._close_out()
             raise CaptureError(f"{self._what()}: the recorder exited during the capture", command=self._command,
-                               returncode=proc.returncode, stderr=self._remote_stderr() + self._local_text())
+                               returncode=proc.returncode, stderr=_joined(self._remote_stderr(), self._local_text()))
 
     def _local_text(self) -> str:
         """What ssh/adb itself printed (connection refused, device offline...)."""
@@ -189,7 +189,7 @@ class RemoteCommandCapture(_PhasedCapture):
             self._close_out()
             raise CaptureError(f"{self._what()}: the recorder exited before it was stopped",
                                command=self._command, returncode=proc.returncode,
-                               stderr=self._remote_stderr() + self._local_text())
+                               stderr=_joined(self._remote_stderr(), self._local_text()))
         d = shlex.quote(self._dir)
         self._control(f"kill -INT $(cat {d}/pid)", what="stopping the recorder")  # as Ctrl-C: flush, print counts
         try:
@@ -273,3 +273,9 @@ class AdbTcpdumpCapture(RemoteCommandCapture):
                          hint="adb-tcpdump needs a rooted phone with adbd as root ('adb root') and tcpdump on "
                               "its PATH; without root use capture source pcapdroid", redact=redact)
         self.serial = serial
+
+
+def _joined(*texts: str) -> str:
+    """Texts from two streams as lines: the remote stderr may end mid-line, and its last word must not run into
+    the first of the next."""
+    return "\n".join(text.rstrip("\n") for text in texts if text.strip())

@@ -162,6 +162,12 @@ class AdbServer:
         log.info("virtual adb server listening on %s:%d with %d phone(s)", self._host, self._port,
                  len(self._phones))
 
+    @property
+    def serving(self) -> bool:
+        """True while the server accepts connections (False before start, after stop, or if its loop died)."""
+        thread = self._accept_thread
+        return thread is not None and thread.is_alive() and not self._stopping.is_set()
+
     def stop(self) -> None:
         """Close the listener, every client connection and forward; join the threads. Never raises."""
         try:

@@ -3,11 +3,13 @@
 ``up`` starts the virtual phones of ``devices.yaml`` (``backend: virtual`` entries) behind their own adb server,
 each in a network namespace whose root-side interface is the capture point, and leaves them running;
 ``status`` prints how to reach them; ``down`` removes everything. Needs root, like the lab itself.
+Serials and Wi-Fi MACs are masked in what it prints, ``--json`` too, unless ``--show-identifiers``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 from phonehome.errors import InputError, LabError
 from phonehome.identifiers import mask
-from phonehome.virtual.lab import DEFAULT_INSTANCE, Lab, LabDevice, LabState
+from phonehome.virtual.lab import DEFAULT_INSTANCE, Lab, LabDevice, LabState, log_path
 
 DEFAULT_INVENTORY = Path("devices.yaml")
 EXIT_OK = 0
@@ -38,14 +40,20 @@ def add_parser(subparsers: Any) -> None:
         action.add_argument("--instance", default=DEFAULT_INSTANCE,
                             help=f"lab instance name, so several labs can run side by side (default: {DEFAULT_INSTANCE})")
         action.add_argument("--json", action="store_true",
-                            help="print the state as JSON (unmasked: Wi-Fi MACs for capture filters)")
+                            help="print the state as JSON (serials and Wi-Fi MACs masked unless "
+                                 "--show-identifiers)")
+    for action in (up, actions.choices["status"]):
+        action.add_argument("--show-identifiers", action="store_true",
+                            help="print serials and Wi-Fi MACs in clear: a capture filter such as "
+                                 "'ether host MAC' needs the clear MAC (capturing on a phone's own interface "
+                                 "needs none)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.lab_action == "up":
         state = Lab.up(_devices(args.devices, args.only), instance=args.instance, adb_port=args.adb_port,
                        detach=True)
-        _print_state(state, args.json)
+        _print_state(state, args.json, args.show_identifiers)
         return EXIT_OK
     if args.lab_action == "down":
         Lab.down(args.instance)
@@ -55,9 +63,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     running = Lab.status(args.instance)
     if running is None:
-        print(json.dumps(None) if args.json else f"lab {args.instance!r} is not running")
+        # a lab that stopped by itself left its log: say why it stopped
+        cause = Lab.failure(args.instance) if log_path(args.instance).exists() else None
+        print(json.dumps(None) if args.json else cause or f"lab {args.instance!r} is not running")
         return EXIT_NOT_RUNNING
-    _print_state(running, args.json)
+    _print_state(running, args.json, args.show_identifiers)
     return EXIT_OK
 
 
@@ -71,7 +81,11 @@ def _devices(path: Path, only: list[str]) -> list[LabDevice]:
     return [LabDevice.from_entry(entry) for entry in entries]
 
 
-def _print_state(state: LabState, as_json: bool) -> None:
+def _print_state(state: LabState, as_json: bool, show_identifiers: bool) -> None:
+    if not show_identifiers:
+        state = dataclasses.replace(state, phones=tuple(
+            dataclasses.replace(phone, serial=mask(phone.serial), wifi_mac=mask(phone.wifi_mac))
+            for phone in state.phones))
     if as_json:
         print(json.dumps(state.to_json(), indent=2))
         return
@@ -81,7 +95,7 @@ def _print_state(state: LabState, as_json: bool) -> None:
               f"(export ANDROID_ADB_SERVER_PORT={state.adb_port}, or adb -P {state.adb_port} devices)\n")
     out.write(f"{'label':<20} {'serial':<20} {'capture on':<14} {'wifi mac':<18} {'ip':<14} namespace\n")
     for phone in state.phones:
-        out.write(f"{phone.label:<20} {phone.serial:<20} {phone.interface:<14} {mask(phone.wifi_mac):<18} "
+        out.write(f"{phone.label:<20} {phone.serial:<20} {phone.interface:<14} {phone.wifi_mac:<18} "
                   f"{phone.ip:<14} {phone.netns}\n")
     if state.log_path:
         out.write(f"log: {state.log_path}\n")

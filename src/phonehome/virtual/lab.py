@@ -9,7 +9,10 @@ command that started it and one ``Lab.down`` (or the daemon's own SIGTERM handle
 dies, the daemon tears the whole lab down: a phone whose firmware stopped sending must not look clean.
 
 The daemon's configuration, which holds unlock secrets, travels over a pipe and is never written to disk. Its log
-is ``/run/phonehome/<instance>.log``.
+is ``/run/phonehome/<instance>.log``, with every identifier of its phones masked.
+
+When a lab stops by itself, :meth:`Lab.failure` says why (the daemon's exit and the cause its log names) and
+``Lab.down(instance, keep_log_to=DIR)`` keeps the log, masked, with the run's artefacts before removing it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import logging
 import os
 import pickle
 import queue
+import re
 import select
 import shutil
 import signal
@@ -36,6 +40,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from phonehome.errors import InputError, LabError
 from phonehome.identifiers import mask
+from phonehome.redaction import Redactor
 from phonehome.virtual import netlab
 from phonehome.virtual.fakenet import FakenetConfig
 from phonehome.virtual.firmware import FirmwareProfile, check_profile_for, load_profile
@@ -60,6 +65,14 @@ WATCHDOG_INTERVAL_S = 0.5
 ALWAYS_TCP_PORTS = (80, 443)
 DAEMON_MODULE = "phonehome.virtual.lab"
 DEFAULT_INSTANCE = "default"
+#: how long Lab.failure waits for a dead daemon's exit status
+REAP_TIMEOUT_S = 1.0
+#: the causes Lab.failure quotes from a log: its last error records and traceback lines
+FAILURE_CAUSES = 3
+#: a child's last output lines kept, to say in the log how it ended
+CHILD_TAIL_LINES = 3
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (?P<level>[A-Z]+) (?P<message>.*)$")
 
 
 @dataclass(frozen=True)
@@ -181,6 +194,7 @@ class Lab:
         caller = None if detach else (os.getpid(), netlab.process_start_time(os.getpid()))
         config = _DaemonConfig(instance=instance, devices=devices, adb_host=adb_host, adb_port=adb_port,
                                caller=caller)
+        _REDACTORS[instance] = lab_redactor(devices)
         return _start_daemon(config, ready_timeout_s)
 
     @staticmethod
@@ -193,12 +207,137 @@ class Lab:
         return LabState.from_json(state.extra["lab"])
 
     @staticmethod
-    def down(instance: str = DEFAULT_INSTANCE) -> None:
-        """Stop the lab and remove everything it created. Never raises; logs what it could not remove."""
+    def down(instance: str = DEFAULT_INSTANCE, *, keep_log_to: Path | None = None,
+             redactor: Redactor | None = None) -> Path | None:
+        """Stop the lab and remove everything it created. Never raises; logs what it could not remove.
+
+        With ``keep_log_to`` (a run's artefacts directory), the lab's log is first copied there as
+        ``lab-<instance>.log``, identifiers masked (see :meth:`save_log`); returns that path, or None.
+        """
         try:
-            _down(instance)
+            return _down(instance, keep_log_to, redactor)
         except Exception as exc:  # teardown must never hide the caller's own result
             log.warning("phonehome lab %s: down failed: %s", instance, exc)
+            return None
+
+    @staticmethod
+    def failure(instance: str = DEFAULT_INSTANCE, *, redactor: Redactor | None = None) -> str | None:
+        """None while the lab runs; otherwise one line saying why it does not, identifiers masked.
+
+        The line names how the lab daemon ended (when this process started it: ``killed by SIGKILL``, ``rc=0``)
+        and the last causes its log names: error records (``firmware[nokia] exited (killed by SIGKILL)...``)
+        and the last line of each traceback. For an error message when a lab phone stops answering, e.g.::
+
+            cause = Lab.failure(state.instance)
+            if cause is not None:
+                raise DeviceError(label, f"did not boot within 120 s: {cause}")
+
+        Masks every identifier of the phones this process started the lab with, and what ``redactor`` (the run's)
+        masks. Call it before :meth:`down`, which removes the log (keep it with ``keep_log_to``).
+        """
+        netlab.check_instance(instance)
+        running = netlab.StateFile.load(instance)
+        if running is not None and running.owner_alive() and "lab" in running.extra \
+                and "stopping" not in running.extra:
+            return None
+        redact = _redactor(instance, redactor)
+        parts: list[str] = []
+        daemon = _STARTED.get(instance)
+        if daemon is not None:
+            rc = daemon.poll()
+            if rc is None and (running is None or not running.owner_alive()):
+                with contextlib.suppress(subprocess.TimeoutExpired):  # dead but not yet reapable
+                    rc = daemon.wait(REAP_TIMEOUT_S)
+            parts.append(f"the lab daemon (pid {daemon.pid}) "
+                         + ("is stopping" if rc is None else _exit_text(rc)))
+        elif running is not None and not running.owner_alive():  # started elsewhere: no exit status to read
+            parts.append(f"the lab daemon (pid {running.owner_pid}) ended without tearing its lab down (killed?)")
+        elif running is not None and "stopping" in running.extra:
+            parts.append(f"the lab daemon (pid {running.owner_pid}) is stopping")
+        path = log_path(instance)
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            parts.append(f"it left no log at {path}")
+        else:
+            causes = [redact(cause) for cause in log_causes(text)[-FAILURE_CAUSES:]]
+            parts.append(f"its log ({path}) says: " + " | ".join(causes) if causes
+                         else f"its log ({path}) names no error")
+        return f"lab {instance!r} is not running: " + "; ".join(parts)
+
+    @staticmethod
+    def save_log(instance: str, dest_dir: Path, *, redactor: Redactor | None = None) -> Path | None:
+        """Copy the lab's log to ``dest_dir/lab-<instance>.log`` with every identifier masked; None if no log.
+
+        The daemon masks its phones' identifiers as it writes; the copy masks again, with the deep pass (encoded
+        forms too), the identifiers of the phones this process started the lab with and what ``redactor`` masks:
+        that covers what reached the log around the logger (output of a crashing interpreter). Never raises: a
+        log that cannot be kept is a warning.
+        """
+        try:
+            netlab.check_instance(instance)
+            text = log_path(instance).read_text(errors="replace")
+        except (OSError, LabError, InputError):
+            return None
+        dest = Path(dest_dir) / f"lab-{instance}.log"
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(_redactor(instance, redactor).deep(text))
+        except OSError as exc:
+            log.warning("phonehome lab %s: cannot keep its log in %s: %s", instance, dest, exc)
+            return None
+        return dest
+
+
+def log_causes(text: str) -> list[str]:
+    """What a lab log names as causes, in order: each error record's first line, and the last line (the
+    exception) of each traceback, whether logged or written raw by a dying interpreter."""
+    blocks: list[tuple[str | None, list[str]]] = []
+    for line in text.splitlines():
+        record = _LOG_RECORD.match(line)
+        if record:
+            blocks.append((record["level"], [record["message"]]))
+        elif blocks:
+            blocks[-1][1].append(line)
+        else:
+            blocks.append((None, [line]))
+    causes: list[str] = []
+    for level, lines in blocks:
+        if level in ("ERROR", "CRITICAL"):
+            causes.append(lines[0])
+        if any(line.startswith("Traceback (most recent call last):") for line in lines[1:]):
+            exception = [line for line in lines[1:] if line.strip() and not line[0].isspace()
+                         and not line.startswith(("Traceback (", "During handling", "The above exception"))]
+            if exception:
+                causes.append(exception[-1])
+    return list(dict.fromkeys(causes))
+
+
+def lab_redactor(devices: Sequence[LabDevice]) -> Redactor:
+    """Masks every identifier of the lab's phones (serials, identifier values, in every spelling): its log must
+    carry none."""
+    redactor = Redactor()
+    for device in devices:
+        redactor = redactor.with_values([device.spec.serial]).with_identifiers(device.spec.identifiers)
+    return redactor
+
+
+def _redactor(instance: str, extra: Redactor | None) -> Redactor:
+    own = _REDACTORS.get(instance, Redactor())
+    return own.merged(extra) if extra is not None else own
+
+
+def _exit_text(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited (rc={returncode})"
+
+
+#: the identifiers of the labs this process started, to mask in what Lab.failure and Lab.save_log read
+_REDACTORS: dict[str, Redactor] = {}
 
 
 def _devices(specs: Sequence[VirtualPhoneSpec | LabDevice], firmware: Mapping[str, Path]) -> tuple[LabDevice, ...]:
@@ -297,7 +436,7 @@ def _read_line(stream: IO[bytes], timeout_s: float) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
-def _down(instance: str) -> None:
+def _down(instance: str, keep_log_to: Path | None, redactor: Redactor | None) -> Path | None:
     netlab.check_instance(instance)
     state = netlab.StateFile.load(instance)
     if state is not None and state.owner_alive():
@@ -318,9 +457,11 @@ def _down(instance: str) -> None:
             started.wait(netlab.TERM_GRACE_S)
     problems = netlab.teardown(instance)  # whatever the daemon could not remove, or a dead daemon left behind
     shutil.rmtree(storage_path(instance), ignore_errors=True)
+    kept = Lab.save_log(instance, keep_log_to, redactor=redactor) if keep_log_to is not None else None
     if not problems:  # a lab that went down cleanly leaves no trace; otherwise its log tells what went wrong
         with contextlib.suppress(FileNotFoundError):
             log_path(instance).unlink()
+    return kept
 
 
 # --- the daemon ----------------------------------------------------------------------------------------------
@@ -335,6 +476,7 @@ class _Child:
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         state.add_process(self.proc.pid, name)
         self._lock = threading.Lock()
+        self.tail: list[str] = []
         self._first: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._pump, name=f"log-{name}", daemon=True).start()
 
@@ -344,6 +486,8 @@ class _Child:
         first = True
         for line in self.proc.stdout:
             log.info("%s: %s", self.name, line.rstrip())
+            if line.strip():
+                self.tail = [*self.tail, line.rstrip()][-CHILD_TAIL_LINES:]
             if first:
                 self._first.put(line)
                 first = False
@@ -371,6 +515,13 @@ class _Child:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def ending(self) -> str:
+        """How the child ended, and its last output line when that was not a report line (a traceback's end)."""
+        rc = self.proc.poll()
+        text = f"{self.name} " + ("is running" if rc is None else _exit_text(rc))
+        last = self.tail[-1] if self.tail else ""
+        return f"{text}; its last output: {last}" if last and not last.startswith("{") else text
 
     def stop(self) -> None:
         """A runner stops when its stdin closes (letting requests in flight finish); the rest get SIGTERM."""
@@ -458,7 +609,7 @@ class _Daemon:
             spec = device.spec
             if "wlan_ip" in {f.name for f in dataclasses.fields(spec)}:
                 spec = dataclasses.replace(spec, wlan_ip=phone.ip)
-            self.phones.append(VirtualPhone(spec, storage_dir=storage / _safe(spec.serial),
+            self.phones.append(VirtualPhone(spec, storage_dir=storage / _safe(spec.label),
                                             on_event=runner.send if runner is not None else None))
         self.adb = AdbServer(self.phones, host=self.config.adb_host, port=self.config.adb_port)
         self.adb.start()
@@ -474,11 +625,26 @@ class _Daemon:
                 log.info("phonehome lab %s: the process that started it (pid %s) exited; tearing down",
                          self.config.instance, self.config.caller[0])
                 return
-            dead = [child.name for child in self.children if not child.alive()]
+            dead = [child for child in self.children if not child.alive()]
             if dead:
-                log.error("phonehome lab %s: %s stopped; tearing the lab down so that no test passes on a "
-                          "phone whose traffic is no longer real", self.config.instance, ", ".join(dead))
+                time.sleep(WATCHDOG_INTERVAL_S)  # let the log pump read the child's last words
+                cause = ", ".join(child.ending() for child in dead)
+                log.error("phonehome lab %s: %s; tearing the lab down so that no test passes on a phone whose "
+                          "traffic is no longer real", self.config.instance, cause)
+                self._stopping(cause)
                 return
+            if self.adb is not None and not self.adb.serving:
+                log.error("phonehome lab %s: the adb server stopped serving; tearing the lab down",
+                          self.config.instance)
+                self._stopping("the adb server stopped serving")
+                return
+
+    def _stopping(self, cause: str) -> None:
+        """Mark the state as stopping, so that Lab.failure answers while the teardown still runs."""
+        if self.state is not None:
+            self.state.extra["stopping"] = lab_redactor(self.config.devices)(cause)
+            with contextlib.suppress(OSError):
+                self.state.save()
 
     def teardown(self) -> None:
         """Remove everything, in reverse order. Never raises."""
@@ -510,8 +676,10 @@ def _bounded(step: Any, name: str, instance: str) -> None:
         log.warning("phonehome lab %s: stopping %s took over %s s; carrying on", instance, name, STEP_TIMEOUT_S)
 
 
-def _safe(serial: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in serial)
+def _safe(label: str) -> str:
+    """A directory name for a phone: from its label (unique in a lab), never its serial."""
+    name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in label)
+    return name if name.strip(".") else f"phone-{name}"
 
 
 def _redirect_output(path: Path) -> None:
@@ -520,6 +688,25 @@ def _redirect_output(path: Path) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+
+
+class _MaskingFormatter(logging.Formatter):
+    """Formats a record, then masks every identifier of the lab's phones: the log is something phonehome writes."""
+
+    def __init__(self, fmt: str, redactor: Redactor) -> None:
+        super().__init__(fmt)
+        self._redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._redactor(super().format(record))
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    log.error("%s died: %s", name, args.exc_value,
+              exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # type: ignore[arg-type]
 
 
 def daemon_main() -> int:
@@ -531,9 +718,14 @@ def daemon_main() -> int:
     config: _DaemonConfig = pickle.loads(sys.stdin.buffer.read())
     path = log_path(config.instance)
     path.parent.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(filename=path, filemode="w", level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(filename=path, filemode="w", level=logging.INFO, format=LOG_FORMAT)
     handler = logging.getLogger().handlers[0]
+    redactor = lab_redactor(config.devices)
+    handler.setFormatter(_MaskingFormatter(LOG_FORMAT, redactor))
+    # an uncaught exception goes through the (masking) log, not raw to stderr
+    threading.excepthook = _log_thread_exception
+    sys.excepthook = lambda kind, exc, tb: log.critical("phonehome lab %s: crashed", config.instance,
+                                                        exc_info=(kind, exc, tb))
     if isinstance(handler, logging.FileHandler) and handler.stream is not None:
         # 'kill -USR1 PID' writes every thread's stack to the log: how to see where a stuck lab hangs
         faulthandler.register(signal.SIGUSR1, file=handler.stream, all_threads=True)
@@ -545,7 +737,7 @@ def daemon_main() -> int:
         state = daemon.build()
     except (LabError, InputError, OSError, ImportError) as exc:
         log.error("phonehome lab %s: start failed: %s", config.instance, exc)
-        out.write(json.dumps({"error": str(exc)}) + "\n")
+        out.write(json.dumps({"error": redactor(str(exc))}) + "\n")
         out.flush()
         daemon.teardown()
         return 1
