@@ -176,6 +176,9 @@ def _recover(config: pytest.Config, state: RunState, entry: DeviceEntry, session
         if session is not None:
             session.phone.close()
             state.devices.pop(label, None)
+        held = state.locks.pop(label, None)
+        if held is not None:
+            held.release()
         return _connect(config, state, entry)
     except PhonehomeError as exc:
         state.quarantine_device(label, _reason(exc))
@@ -183,18 +186,28 @@ def _recover(config: pytest.Config, state: RunState, entry: DeviceEntry, session
 
 
 def _connect(config: pytest.Config, state: RunState, entry: DeviceEntry) -> DeviceSession:
-    """Build the phone through the hook, read its identifiers and report its info."""
-    phone = config.hook.pytest_phonehome_make_phone(entry=entry, settings=state.settings)
-    if phone is None:
-        raise PhonehomeError(f"device {entry.label}: no pytest_phonehome_make_phone implementation built a phone")
+    """Lock the phone for this run, build it through the hook, read its identifiers and report its info."""
+    from phonehome import phonelock
+
+    host, port = state.adb_address(entry)
+    lock = phonelock.acquire(f"{host}:{port}", entry.serial, label=entry.label)
     try:
-        session = _open_session(state, entry, phone)
-        info = {**phone.info(), "identifier_sources": dict(session.sources), "tools": list(tool_versions()),
-                "identifiers_unreadable": dict(state.unreadable.get(entry.label, ()))}
-        config.hook.pytest_phonehome_device_info(device=entry.label, info=info)
+        phone = config.hook.pytest_phonehome_make_phone(entry=entry, settings=state.settings)
+        if phone is None:
+            raise PhonehomeError(f"device {entry.label}: no pytest_phonehome_make_phone implementation built a "
+                                 "phone")
+        try:
+            session = _open_session(state, entry, phone)
+            info = {**phone.info(), "identifier_sources": dict(session.sources), "tools": list(tool_versions()),
+                    "identifiers_unreadable": dict(state.unreadable.get(entry.label, ()))}
+            config.hook.pytest_phonehome_device_info(device=entry.label, info=info)
+        except BaseException:
+            phone.close()
+            raise
     except BaseException:
-        phone.close()
+        lock.release()
         raise
+    state.locks[entry.label] = lock
     return session
 
 

@@ -519,6 +519,11 @@ class DefaultImplementations:
         def step(name: str) -> AbstractContextManager[Any]:
             return hook.pytest_phonehome_step(name=name, device=label) or nullcontext()
 
-        phone = U2Phone(entry, adb_host=host, adb_port=port, power_cycle=power_cycle, step=step)
+        def diagnose() -> str | None:
+            cause = state.lab_failure() if entry.backend == "virtual" else None
+            return f"the virtual lab stopped: {cause}" if cause else None
+
+        phone = U2Phone(entry, adb_host=host, adb_port=port, power_cycle=power_cycle, step=step,
+                        diagnose=diagnose)
         phone.connect()
         return phone

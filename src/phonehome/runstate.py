@@ -74,6 +74,8 @@ class RunState:
     lab_error: str | None = None
     #: label -> ``phonehome.fixtures.DeviceSession``: one connection per device for the whole session
     devices: dict[str, Any] = field(default_factory=dict)
+    #: label -> ``phonehome.phonelock.PhoneLock``: this run's hold on each phone it connected
+    locks: dict[str, Any] = field(default_factory=dict)
     #: label -> the fault that ended a phone's use for this run (shown in the summary and the report)
     quarantine: dict[str, str] = field(default_factory=dict)
     #: label -> a fault not yet followed by the phone's one recovery attempt
@@ -135,10 +137,26 @@ class RunState:
             self.learn(identifiers=entry.identifiers, values=(entry.serial,), secrets=_secret_of(entry))
 
     def close_devices(self) -> None:
-        """Close every phone connection. Never raises (``Phone.close`` does not)."""
+        """Close every phone connection and give up its lock. Never raises (neither ``Phone.close`` nor
+        ``PhoneLock.release`` does)."""
         for session in self.devices.values():
             session.phone.close()
         self.devices.clear()
+        for lock in self.locks.values():
+            lock.release()
+        self.locks.clear()
+
+    def lab_failure(self) -> str | None:
+        """Why the virtual lab stopped (from its log, masked), or None while it runs or when there is none."""
+        if self.lab_state is None:
+            return None
+        from phonehome.virtual.lab import Lab
+
+        try:
+            return Lab.failure(self.lab_state.instance, redactor=self.redactor)
+        except Exception as exc:  # a diagnosis must never replace the fault it explains
+            log.debug("phonehome: reading the lab's state: %s", exc)
+            return None
 
     def virtual_devices(self) -> tuple[DeviceEntry, ...]:
         return tuple(entry for entry in self.selected if entry.backend == "virtual")
@@ -185,8 +203,10 @@ class RunState:
             return
         from phonehome.virtual.lab import Lab
 
-        try:
-            Lab.down(self.lab_state.instance)
+        try:  # the lab's log (why it stopped, if it did) stays with the run's artefacts, masked
+            kept = Lab.down(self.lab_state.instance, keep_log_to=self.settings.capture_dir, redactor=self.redactor)
+            if kept is not None:
+                log.info("phonehome: the virtual lab's log is kept in %s", kept)
         except Exception as exc:  # teardown never hides a result
             log.warning("phonehome: stopping the virtual lab: %s", exc)
         self.lab_owner = False

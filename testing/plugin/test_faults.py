@@ -6,7 +6,9 @@ One inner run (module-scoped), four phones, each with its own fault:
 - ``wrong-pin``: the PIN variable changes after the phone was built (as a wrong secret in a CI variable would);
 - ``no-secure-lock``: the inventory says ``pin``, but the phone's lock was cleared (``locksettings clear``);
 - ``boot-hang``: the phone's boots never complete (``persist.phonehome.fault.boot_hang``);
-- ``no-adb-server``: a ``backend: uiautomator2`` phone whose adb server does not exist.
+- ``no-adb-server``: a ``backend: uiautomator2`` phone whose adb server does not exist;
+- ``locked``: a phone another phonehome run holds (this test process holds its lock).
+A second small run kills the virtual lab's daemon in the middle of a test.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from test_privacy_suite import (
     suite_inventory,
 )
 
+from phonehome import phonelock
+
 pytestmark = [pytest.mark.timeout(400)]
 
 WRONG_PIN = "wrong-pin"
 NO_SECURE_LOCK = "no-secure-lock"
 BOOT_HANG = "boot-hang"
 NO_SERVER = "no-adb-server"
+LOCKED = "locked"
 RIGHT_PIN = "246813"
 BOOT_HANG_TIMEOUT_S = 6
 TESTS = ("test_power_on_sends_no_identifier_in_cleartext", "test_screen_on_sends_no_identifier_in_cleartext",
@@ -112,14 +117,19 @@ def fault_run(tmp_path_factory: pytest.TempPathFactory) -> FaultRun:
     absent["backend"] = "uiautomator2"
     absent.pop("firmware")
     absent["capture"] = {"interface": "lo"}
-    inventory["devices"] = [wrong, no_lock, hang, absent]
+    locked = clone(devices[FIXED], LOCKED, 5)
+    locked["backend"] = "uiautomator2"
+    locked.pop("firmware")
+    inventory["devices"] = [wrong, no_lock, hang, absent, locked]
     copy_suite(path, inventory, ("test_power_on.py", "test_screen_on.py", "test_unlock.py"))
     (path / "tests" / "conftest.py").write_text(FAULTS_CONFTEST, encoding="utf-8")
     junit = path / "junit.xml"
     started = time.monotonic()
-    output = run_suite(path, ["-p", "no:cacheprovider", "-rA", f"--junitxml={junit}"],
-                       {"PHONEHOME_PIN_WRONG": RIGHT_PIN, "PHONEHOME_PIN_NO_LOCK": RIGHT_PIN,
-                        "ANDROID_ADB_SERVER_PORT": str(free_port())}, 360)
+    port = free_port()
+    with phonelock.acquire(f"127.0.0.1:{port}", locked["serial"], label=LOCKED):  # "another run"
+        output = run_suite(path, ["-p", "no:cacheprovider", "-rA", f"--junitxml={junit}"],
+                           {"PHONEHOME_PIN_WRONG": RIGHT_PIN, "PHONEHOME_PIN_NO_LOCK": RIGHT_PIN,
+                            "ANDROID_ADB_SERVER_PORT": str(port)}, 360)
     seconds = time.monotonic() - started
     keyguard = {}
     keyguard_file = path / "keyguard.txt"
@@ -191,10 +201,78 @@ def test_the_summary_says_what_was_checked(fault_run: FaultRun) -> None:
 
 
 def test_faults_never_print_a_serial(fault_run: FaultRun) -> None:
-    for index in range(1, 5):
+    for index in range(1, 6):
         assert f"VCLONE{index:06d}" not in fault_run.output
 
 
 def test_the_faulty_run_took_seconds_not_timeouts(fault_run: FaultRun) -> None:
     assert fault_run.seconds < 200, fault_run.seconds
     assert Path(__file__).exists()
+
+
+def test_a_phone_held_by_another_run_is_refused_at_once(fault_run: FaultRun) -> None:
+    first, *later = outcomes_of(fault_run, LOCKED)
+    assert "is in use by another phonehome run on this host: pid " in first.message, first.message
+    assert "no adb server" not in first.message  # refused before anything touched the phone
+    for outcome in later:
+        assert "quarantined" in outcome.message and "in use by another phonehome run" in outcome.message
+
+
+#: kills the lab's daemon (adb server, phones, firmware) in the middle of the first test's screen-on phase
+LAB_KILLER_CONFTEST = """
+from __future__ import annotations
+
+import os
+import signal
+
+from phonehome.runstate import run_state
+
+CONFIG = []
+
+
+def pytest_configure(config):
+    CONFIG.append(config)
+
+
+def pytest_phonehome_step(name, device):
+    state = run_state(CONFIG[0])
+    if name.startswith("settle ") and state.lab_state is not None and not getattr(state, "killed", False):
+        state.killed = True
+        os.kill(state.lab_state.pid, signal.SIGKILL)
+    return None
+"""
+
+
+@dataclass(frozen=True)
+class LabKilledRun:
+    outcomes: dict[tuple[str, str], Outcome]
+    output: str
+    kept_logs: list[Path]
+
+
+@pytest.fixture(scope="module")
+def lab_killed_run(tmp_path_factory: pytest.TempPathFactory) -> LabKilledRun:
+    path = tmp_path_factory.mktemp("labkilled")
+    copy_suite(path, suite_inventory((FIXED,)), ("test_screen_on.py", "test_unlock.py"))
+    (path / "tests" / "conftest.py").write_text(LAB_KILLER_CONFTEST, encoding="utf-8")
+    junit = path / "junit.xml"
+    output = run_suite(path, ["-p", "no:cacheprovider", "-rA", f"--junitxml={junit}"], {}, 240)
+    assert junit.exists(), output[-3000:]
+    return LabKilledRun(read_junit(junit), output, sorted((path / "results" / "captures").glob("lab-*.log")))
+
+
+def test_a_dead_lab_is_named_with_its_cause_and_costs_no_wait(lab_killed_run: LabKilledRun) -> None:
+    unlock = lab_killed_run.outcomes[("test_unlock_sends_no_identifier_in_cleartext", FIXED)]
+    assert unlock.verdict == "error", unlock.message
+    assert "the virtual lab stopped" in unlock.message and "SIGKILL" in unlock.message, unlock.message
+    assert "adb start-server" not in unlock.message  # the cause is known: no generic advice
+    # one fault, one error: no teardown errors and no socket warnings after the adb server went away
+    assert lab_killed_run.output.count("ERROR tests/") <= 2, lab_killed_run.output[-4000:]
+    assert "ResourceWarning" not in lab_killed_run.output
+    assert "at teardown of" not in lab_killed_run.output, lab_killed_run.output[-4000:]
+
+
+def test_the_lab_log_is_kept_with_the_run(lab_killed_run: LabKilledRun) -> None:
+    assert lab_killed_run.kept_logs, lab_killed_run.output[-3000:]
+    text = lab_killed_run.kept_logs[0].read_text(encoding="utf-8")
+    assert "VNOKIA7P0002" not in text

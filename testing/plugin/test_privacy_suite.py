@@ -54,6 +54,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 
 def pytest_phonehome_power_cycle(phone):
     if phone.label != "{FIXED}":
@@ -79,6 +81,7 @@ def _dumpcap_pids(label: str) -> list[int]:
     return pids
 
 
+@pytest.hookimpl(tryfirst=True)  # before the Allure reporter's step, which answers for this firstresult hook
 def pytest_phonehome_step(name: str, device: str) -> None:
     if device == "{KILLED}" and name.startswith("settle "):
         for pid in _dumpcap_pids(device):

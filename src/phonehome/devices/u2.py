@@ -219,13 +219,15 @@ class U2Phone:
     """A phone driven by uiautomator2 over an adb server (USB, TCP, or the virtual lab's server)."""
 
     def __init__(self, entry: DeviceEntry, *, adb_host: str = DEFAULT_ADB_HOST, adb_port: int = DEFAULT_ADB_PORT,
-                 power_cycle: PowerCycle | None = None, step: StepFactory | None = None) -> None:
+                 power_cycle: PowerCycle | None = None, step: StepFactory | None = None,
+                 diagnose: Callable[[], str | None] | None = None) -> None:
         import adbutils  # the one place (with the functions below) that imports it
 
         self._entry = entry
         self._adbutils = adbutils
         self._client = adbutils.AdbClient(host=adb_host, port=adb_port, socket_timeout=SHELL_TIMEOUT_S)
         self._power_cycle = power_cycle
+        self._diagnose = diagnose
         self._step = step or (lambda name: nullcontext())
         self._u2: Any = None
         self._sdk: int | None = None
@@ -291,11 +293,19 @@ class U2Phone:
         if failure is not None:  # raised outside the except block: no chained error can carry the command
             self._transport_state()  # no adb server at all is its own, clearer fault
             failure = failure.replace(self.serial, mask(self.serial))
-            raise DeviceError(self.label, f"adb shell {what} failed: {failure}")
+            raise self._fault(f"adb shell {what} failed: {failure}")
         if result.returncode != 0:
             output = "" if secret else f": {result.output.strip()[-300:]}"
             raise DeviceError(self.label, f"adb shell {what} exited {result.returncode}{output}")
         return str(result.output)
+
+    def _with_diagnosis(self, problem: str) -> str:
+        """The problem, and what the bench knows of its cause (a virtual lab that stopped names why)."""
+        cause = self._diagnose() if self._diagnose is not None else None
+        return f"{problem}; {cause}" if cause else problem
+
+    def _fault(self, problem: str) -> DeviceError:
+        return DeviceError(self.label, self._with_diagnosis(problem))
 
     def _try_shell(self, args: Sequence[str]) -> str | None:
         """A shell command whose failure only means "not available" (identifier sources, boot polling)."""
@@ -319,6 +329,9 @@ class U2Phone:
         if not status.reachable:
             problem = transport_problem(status, self.serial, self.label)
             assert problem is not None
+            cause = self._diagnose() if self._diagnose is not None else None
+            if cause:  # the bench knows why: its cause replaces the generic "start an adb server" advice
+                problem = f"no adb server at {status.address} ({status.error}): {cause}"
             raise AdbServerGone(self.label, problem)
         return status.state_of(self.serial)
 
@@ -338,7 +351,7 @@ class U2Phone:
             if state in FAIL_FAST_STATES or time.monotonic() >= deadline:
                 problem = transport_problem(self._last_status, self.serial, self.label) or state
                 waited = "" if state in FAIL_FAST_STATES else f" (waited {timeout_s:g} s)"
-                raise DeviceError(self.label, f"not online{waited}: {_after_label(problem, self.label)}")
+                raise self._fault(f"not online{waited}: {_after_label(problem, self.label)}")
             if is_tcp_serial(self.serial) and state in ("absent", "offline"):
                 self._reconnect_tcp()
             time.sleep(BOOT_POLL_INTERVAL_S)
@@ -362,7 +375,7 @@ class U2Phone:
         try:
             self._u2 = uiautomator2.connect(self._device)
         except Exception as exc:  # uiautomator2 raises many unrelated types when its server does not start
-            raise DeviceError(self.label, f"uiautomator2 did not start: {type(exc).__name__}: {exc}") from None
+            raise self._fault(f"uiautomator2 did not start: {type(exc).__name__}: {exc}") from None
 
     def _drop_u2(self) -> None:
         if self._u2 is None:
@@ -454,7 +467,7 @@ class U2Phone:
                         return
             now = time.monotonic()
             if now >= deadline:
-                raise DeviceError(self.label, f"did not boot within {timeout_s:g} s ({stage}; adb state: {state})")
+                raise self._fault(f"did not boot within {timeout_s:g} s ({stage}; adb state: {state})")
             if now >= next_progress:
                 log.info("device %s: waiting for boot: %s, adb state %s, %.0f/%.0f s", self.label, stage, state,
                          now - start, timeout_s)
@@ -498,7 +511,7 @@ class U2Phone:
         while state.awake != awake:
             if time.monotonic() >= deadline:
                 want = "on" if awake else "off"
-                raise DeviceError(self.label, f"screen did not turn {want} within {SCREEN_TIMEOUT_S:g} s "
+                raise self._fault(f"screen did not turn {want} within {SCREEN_TIMEOUT_S:g} s "
                                   f"(dumpsys power: {state.raw})")
             time.sleep(POLL_INTERVAL_S)
             state = self.screen_state()
