@@ -42,6 +42,7 @@ _KEYGUARD_FLAGS = re.compile(
     r"=(true|false)\b")
 _KEYGUARD_MONITOR = re.compile(r"KeyguardStateMonitor\s+mIsShowing=(true|false)")
 _KEYGUARD_DELEGATE = re.compile(r"KeyguardServiceDelegate\b[^\n]*(?:\n[ \t]+[^\n]*){0,6}?\bshowing=(true|false)")
+_KEYGUARD_SECURE = re.compile(r"KeyguardServiceDelegate\b[^\n]*(?:\n[ \t]+[^\n]*){0,12}?\n[ \t]+secure=(true|false)")
 _BOOT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _GETPROP_LINE = re.compile(r"^\[([^\]]*)\]: \[(.*)\]$")
 _PARCEL_WORD = re.compile(r"\b([0-9a-fA-F]{8})\b")
@@ -116,6 +117,13 @@ def parse_keyguard_showing(dumpsys_window: str, sdk: int = 0, maker: str = "") -
                             "isKeyguardShowing, KeyguardStateMonitor mIsShowing, KeyguardServiceDelegate showing)",
                             sdk, maker)
     return any(seen)
+
+
+def parse_keyguard_secure(dumpsys_window: str, sdk: int = 0, maker: str = "") -> bool | None:
+    """Whether the phone's lock is secure (PIN, password, pattern), from ``secure=`` in the keyguard service's
+    state (``KeyguardServiceDelegate`` in ``dumpsys window`` / ``dumpsys window policy``); None when absent."""
+    match = _KEYGUARD_SECURE.search(dumpsys_window)
+    return None if match is None else match.group(1) == "true"
 
 
 def parse_boot_id(text: str, sdk: int = 0, maker: str = "") -> str:
