@@ -52,8 +52,8 @@ def _getprop(text: str, sdk: int, maker: str) -> dict[str, Any]:
 def _settings_list(text: str, sdk: int, maker: str) -> dict[str, Any]:
     values = parse_settings_list(text, sdk, maker)
     return {"android_id": parse_android_id(values["android_id"], sdk, maker),
-            "bt_mac": parse_mac(values["bluetooth_address"], sdk, maker, command="settings get secure "
-                                "bluetooth_address", factory_only=False)}
+            "bt_mac": parse_mac(values["bluetooth_address"], sdk, maker,
+                                command="settings get secure bluetooth_address")}
 
 
 def _service_call(text: str, sdk: int, maker: str) -> dict[str, Any]:
@@ -82,7 +82,8 @@ READERS: dict[str, Callable[[str, int, str], dict[str, Any]]] = {
     "settings_get_secure_android_id": lambda text, sdk, maker: {"android_id": parse_android_id(text, sdk, maker)},
     "settings_list_secure": _settings_list,
     "cat_sys_class_net_wlan0_address": lambda text, sdk, maker: {"wifi_mac": parse_mac(text, sdk, maker)},
-    "ip_link": lambda text, sdk, maker: {"wifi_mac": parse_ip_link_mac(text, sdk, maker)},
+    "ip_link": lambda text, sdk, maker: {"wifi_mac": parse_ip_link_mac(text, sdk, maker),
+                                         "factory_mac": parse_ip_link_mac(text, sdk, maker, factory_only=True)},
     "service_call_iphonesubinfo_1": _service_call,
     "dumpsys_iphonesubinfo": lambda text, sdk, maker: {"subscriber": parse_subinfo_dump(text, sdk, maker)},
     "dumpsys_location": lambda text, sdk, maker: {"locations": [list(p) for p in parse_last_locations(text, sdk,

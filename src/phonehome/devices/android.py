@@ -7,7 +7,7 @@ output and the phone's SDK level and maker (``ro.build.version.sdk``, ``ro.produ
 known) and either returns what it read or raises :class:`UnknownFormat` naming the command and the release: an
 output phonehome has no reading for is never taken for a default ("no keyguard field in dumpsys window on SDK 34
 (samsung)"). Identifier values are checked before use (Luhn for an IMEI, length and digits for an IMSI or ICCID,
-coordinates in range, a MAC that is not a placeholder or a random one): a value that fails is "could not read"
+coordinates in range, a MAC that is not a placeholder): a value that fails is "could not read"
 (None), never a guess. The real outputs these parsers are proven on are under ``testing/android_outputs/``.
 
 No adb, no uiautomator2 here: :mod:`phonehome.devices.u2` runs the commands, the virtual phone prints the same
@@ -217,9 +217,10 @@ def parse_android_id(text: str, sdk: int = 0, maker: str = "") -> str | None:
 
 # --- MAC addresses -----------------------------------------------------------------------------------------------
 
-def checked_mac(value: str, *, factory_only: bool) -> str | None:
+def checked_mac(value: str, *, factory_only: bool = False) -> str | None:
     """A MAC as ``aa:bb:cc:dd:ee:ff``, or None for a placeholder or, with ``factory_only``, a locally
-    administered (random) one: since Android 10 wlan0 carries a random MAC, which is not the phone's."""
+    administered one. Since Android 10 wlan0 carries a per-network random MAC: it is not the factory MAC, but it
+    is the one the phone uses on the lab's network (what a capture filter needs), so it is read by default."""
     mac = value.strip().lower().replace("-", ":")
     if not _MAC.fullmatch(mac) or mac in PLACEHOLDER_MACS:
         return None
@@ -229,7 +230,7 @@ def checked_mac(value: str, *, factory_only: bool) -> str | None:
 
 
 def parse_mac(text: str, sdk: int = 0, maker: str = "", *, command: str = "cat /sys/class/net/wlan0/address",
-              factory_only: bool = True) -> str | None:
+              factory_only: bool = False) -> str | None:
     """A MAC printed alone (``/sys/class/net/wlan0/address``, ``settings get secure bluetooth_address``)."""
     value = text.strip()
     if value in ("", "null"):
@@ -239,13 +240,14 @@ def parse_mac(text: str, sdk: int = 0, maker: str = "", *, command: str = "cat /
     return checked_mac(value, factory_only=factory_only)
 
 
-def parse_ip_link_mac(text: str, sdk: int = 0, maker: str = "", *, interface: str = "wlan0") -> str | None:
-    """The ``link/ether`` MAC of one interface in ``ip link`` output; None when absent, random or a placeholder."""
+def parse_ip_link_mac(text: str, sdk: int = 0, maker: str = "", *, interface: str = "wlan0",
+                      factory_only: bool = False) -> str | None:
+    """The ``link/ether`` MAC of one interface in ``ip link`` output; None when absent or a placeholder."""
     links = dict(_IP_LINK.findall(text))
     if not links and not re.search(r"^\d+:\s+\S+:", text, re.MULTILINE):
         raise UnknownFormat("ip link", "interface", sdk, maker)
     value = links.get(interface)
-    return checked_mac(value, factory_only=True) if value else None
+    return checked_mac(value, factory_only=factory_only) if value else None
 
 
 # --- phone subscriber info ---------------------------------------------------------------------------------------

@@ -588,15 +588,15 @@ class U2Phone:
         return (value, "dumpsys iphonesubinfo") if value else None
 
     def _read_wifi_mac(self) -> tuple[str, str] | None:
-        """wlan0's MAC; a random one (Android 10+ randomises it) is not the phone's and is not read."""
+        """wlan0's MAC: from Android 10 the per-network random one, which is what the phone uses on the lab's
+        network; placeholders are not read."""
         value = self._try_shell(["cat", "/sys/class/net/wlan0/address"])
         mac = parse_mac(value, *self._release()) if value else None
         return (mac, "/sys/class/net/wlan0/address") if mac else None
 
     def _read_bt_mac(self) -> tuple[str, str] | None:
         value = self._try_shell(["settings", "get", "secure", "bluetooth_address"])
-        mac = parse_mac(value, *self._release(), command="settings get secure bluetooth_address",
-                        factory_only=False) if value else None
+        mac = parse_mac(value, *self._release(), command="settings get secure bluetooth_address") if value else None
         return (mac, "settings get secure bluetooth_address") if mac else None
 
     def _read_location(self) -> tuple[list[dict[str, float]], str] | None:
