@@ -37,6 +37,10 @@ FAST_SETTLE_S = {"power_on": 4, "screen_off": 0.5, "screen_on": 2.5, "unlock": 2
 SUITE_TIMEOUT_S = 480
 INCIDENT = "nokia7plus-2019"
 FIXED = "nokia7plus-fixed"
+ADSDK = "adsdk-phone"
+CLEAN = "clean-phone"
+#: the release style each phone of the run speaks (its firmware profile's ``android:``)
+STYLES = {INCIDENT: "9", FIXED: "11", ADSDK: "13", CLEAN: "14"}
 SILENT = "silent-capture"
 KILLED = "killed-capture"
 POWER_CYCLED = "power-cycled.txt"
@@ -198,11 +202,12 @@ class SuiteRun:
 
 @pytest.fixture(scope="module")
 def suite_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
-    """Run power-on, screen-on and unlock on the incident and fixed phones, and screen-on on the two sabotaged
-    phones, once for all checks below."""
+    """Run power-on, screen-on and unlock on the incident, fixed, ad-SDK and clean phones (Android 9, 11, 13 and
+    14 styles), and screen-on on the two sabotaged phones, once for all checks below."""
     path = tmp_path_factory.mktemp("suite")
     pin = "".join(secrets.choice("0123456789") for _ in range(8))
-    copy_suite(path, suite_inventory((INCIDENT, FIXED), sabotage=True),
+    password = "pw " + "".join(secrets.choice("abcdefgh") for _ in range(8))
+    copy_suite(path, suite_inventory((INCIDENT, FIXED, ADSDK, CLEAN), sabotage=True),
                ("test_power_on.py", "test_screen_on.py", "test_unlock.py"))
     (path / "tests" / "conftest.py").write_text(SABOTAGE_CONFTEST, encoding="utf-8")
     (path / "tests" / "test_phase_typo.py").write_text(PHASE_TYPO_TEST, encoding="utf-8")
@@ -212,7 +217,8 @@ def suite_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
                               "-vv", "-l", "--tb=long", "--alluredir=allure-results",
                               "--phonehome-keep-pcaps=failed", "-k",
                               f"not ((power_on or test_unlock) and ({SILENT} or {KILLED}))"],
-                       {"PHONEHOME_PIN_NOKIA7PLUS_2019": pin}, SUITE_TIMEOUT_S)
+                       {"PHONEHOME_PIN_NOKIA7PLUS_2019": pin, "PHONEHOME_PASSWORD_ADSDK_PHONE": password},
+                       SUITE_TIMEOUT_S)
     files_text = "\n".join(file.read_text(encoding="utf-8", errors="replace")
                            for file in path.rglob("*") if file.is_file()
                            and file.suffix not in (".pcapng", ".pcap") and file.stat().st_size < 5_000_000)
@@ -246,6 +252,19 @@ def test_fixed_phone_passes(suite_run: SuiteRun) -> None:
     assert fixed == {"test_power_on_sends_no_identifier_in_cleartext": "passed",
                      "test_screen_on_sends_no_identifier_in_cleartext": "passed",
                      "test_unlock_sends_no_identifier_in_cleartext": "passed"}, suite_run.output[-3000:]
+
+
+def test_the_suite_drives_a_phone_of_every_release_style(suite_run: SuiteRun) -> None:
+    """Each phone is read in its release's formats (screen, keyguard, boot, identifiers): every lifecycle test
+    ends in the verdict on its traffic, never in an error of reading the phone; the clean Android 14 phone
+    passes, the ad-SDK Android 13 phone leaks."""
+    for device in STYLES:
+        verdicts = {test: outcome.verdict for (test, name), outcome in suite_run.outcomes.items()
+                    if name == device and test.endswith("_sends_no_identifier_in_cleartext")}
+        assert len(verdicts) == 3 and set(verdicts.values()) <= {"passed", "leak"}, (
+            device, verdicts, suite_run.output[-3000:])
+    assert {o.verdict for (_, name), o in suite_run.outcomes.items() if name == CLEAN} == {"passed"}
+    assert "leak" in {o.verdict for (_, name), o in suite_run.outcomes.items() if name == ADSDK}
 
 
 def test_a_capture_that_sees_nothing_is_an_error_not_a_pass(suite_run: SuiteRun) -> None:

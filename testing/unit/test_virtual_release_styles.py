@@ -23,8 +23,10 @@ from phonehome.devices.android import (
 )
 from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, Location
+from phonehome.inventory import load_inventory
 from phonehome.virtual.dumps import STYLES, release_style
 from phonehome.virtual.firmware import ANDROID_SDK, parse_profile
+from phonehome.virtual.lab import LabDevice
 from phonehome.virtual.phone import BootTimings, VirtualPhone, VirtualPhoneSpec
 from phonehome.virtual.shell import Shell
 
@@ -116,3 +118,13 @@ def test_a_profile_names_its_release_and_an_unknown_one_is_refused() -> None:
     assert parse_profile({"profile": 1, "name": "p", "rules": []}, source="p.yaml").sdk == 0
     with pytest.raises(InputError, match="unknown Android release '7'"):
         parse_profile({"profile": 1, "name": "p", "android": "7", "rules": []}, source="p.yaml")
+
+
+def test_the_lab_builds_each_shipped_phone_in_its_profiles_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PHONEHOME_PIN_NOKIA7PLUS_2019", "2580")
+    monkeypatch.setenv("PHONEHOME_PASSWORD_ADSDK_PHONE", "a password")
+    inventory = load_inventory(Path(__file__).resolve().parents[2] / "devices.yaml")
+    releases = {entry.label: (LabDevice.from_entry(entry).spec.android_release,
+                              release_style(LabDevice.from_entry(entry).spec.sdk)) for entry in inventory.devices}
+    assert releases == {"nokia7plus-2019": ("9", 9), "nokia7plus-fixed": ("11", 11), "adsdk-phone": ("13", 13),
+                        "clean-phone": ("14", 14)}
