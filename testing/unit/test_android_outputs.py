@@ -23,6 +23,7 @@ from phonehome.devices.android import (
     parse_cell_identity,
     parse_getprop,
     parse_ip_link_mac,
+    parse_keyguard_secure,
     parse_keyguard_showing,
     parse_last_locations,
     parse_mac,
@@ -74,7 +75,8 @@ def _packages(text: str, sdk: int, maker: str) -> dict[str, Any]:
 #: command file name (without ``@state`` and ``.txt``) -> the parser of that command's output
 READERS: dict[str, Callable[[str, int, str], dict[str, Any]]] = {
     "dumpsys_power": lambda text, sdk, maker: {"awake": parse_screen_state(text, sdk, maker).awake},
-    "dumpsys_window": lambda text, sdk, maker: {"keyguard_showing": parse_keyguard_showing(text, sdk, maker)},
+    "dumpsys_window": lambda text, sdk, maker: {"keyguard_showing": parse_keyguard_showing(text, sdk, maker),
+                                                "keyguard_secure": parse_keyguard_secure(text, sdk, maker)},
     # the keyguard is read from `dumpsys window`; its `windows` section alone must not pass for it
     "dumpsys_window_windows": lambda text, sdk, maker: {"keyguard_showing": parse_keyguard_showing(text, sdk,
                                                                                                    maker)},
