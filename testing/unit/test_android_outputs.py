@@ -135,5 +135,5 @@ def test_the_outputs_cover_android_8_to_15_and_three_makers() -> None:
                if p.is_dir()]
     releases = {d["release"].split(".")[0] for d in devices if d["release"]}
     makers = {d["maker"] for d in devices if d["maker"]}
-    assert {"8", "9", "11", "12", "13", "14", "15"} <= releases
+    assert {"8", "9", "10", "11", "12", "13", "14", "15"} <= releases
     assert len(makers) >= 3
