@@ -93,6 +93,7 @@ READERS: dict[str, Callable[[str, int, str], dict[str, Any]]] = {
     "dumpsys_telephony_registry": lambda text, sdk, maker: {"cell": parse_cell_identity(text, sdk, maker)},
     "cat_proc_net_tcp": _proc_net_tcp,
     "pm_list_packages_3": _packages,
+    "pm_list_packages_f": _packages,
 }
 
 

@@ -54,7 +54,8 @@ _CELL_FIELD = re.compile(r"\b(m[A-Z]\w*)=(\S*)")
 _TCP_HEADER = re.compile(r"^\s*sl\s+local_address\s+rem_address\s+st\b")
 _TCP_LINE = re.compile(r"^\s*\d+:\s+([0-9A-F]+):([0-9A-F]{4})\s+([0-9A-F]+):([0-9A-F]{4})\s+([0-9A-F]{2})\s+"
                        r"\S+\s+\S+\s+\S+\s+(\d+)\s+\d+\s+(\d+)")
-_PACKAGE_LINE = re.compile(r"^package:(?:(.+)=)?([A-Za-z][\w]*(?:\.[\w]+)+)(?:\s+(?:uid|versionCode):\S+)*$")
+# a package name has letters, digits and underscores in dot-separated parts; the framework's is just ``android``
+_PACKAGE_LINE = re.compile(r"^package:(?:(.+)=)?([A-Za-z]\w*(?:\.\w+)*)(?:\s+(?:uid|versionCode):\S+)*$")
 _SUBINFO_FIELDS = {"imei": ("Device ID", "IMEI"), "imsi": ("Subscriber ID", "IMSI"),
                    "iccid": ("ICC Serial Number", "ICCID"), "phone": ("Line 1 Number", "Phone Number")}
 
