@@ -44,7 +44,7 @@ _KEYGUARD_MONITOR = re.compile(r"KeyguardStateMonitor\s+mIsShowing=(true|false)"
 _KEYGUARD_DELEGATE = re.compile(r"KeyguardServiceDelegate\b[^\n]*(?:\n[ \t]+[^\n]*){0,6}?\bshowing=(true|false)")
 _KEYGUARD_SECURE = re.compile(r"KeyguardServiceDelegate\b[^\n]*(?:\n[ \t]+[^\n]*){0,12}?\n[ \t]+secure=(true|false)")
 _BOOT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_GETPROP_LINE = re.compile(r"^\[([^\]]*)\]: \[(.*)\]$")
+_GETPROP_LINE = re.compile(r"^\[([^\]]*)\]: \[(.*)\]$", re.DOTALL)
 _PARCEL_WORD = re.compile(r"\b([0-9a-fA-F]{8})\b")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(?:[:-][0-9a-fA-F]{2}){5}")
 _IP_LINK = re.compile(r"^\d+:\s+([^:@\s]+)(?:@\S+)?:.*\n\s+link/ether\s+(\S+)", re.MULTILINE)
