@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from phonehome.devices.u2 import (
-    is_tcp_serial,
+from phonehome.devices.android import (
     luhn_ok,
     parse_keyguard_showing,
     parse_parcel_string,
     parse_screen_state,
     parse_subinfo_dump,
 )
+from phonehome.devices.u2 import is_tcp_serial
 from phonehome.plugin import device_of
 from phonehome.virtual.shell import parcel_dump, parcel_string16
 

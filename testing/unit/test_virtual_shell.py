@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from phonehome.devices.android import parse_keyguard_showing
 from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, Location, parse_identifiers
 from phonehome.virtual.phone import BootTimings, VirtualPhone, VirtualPhoneSpec
@@ -181,7 +182,7 @@ def test_pin_keyguard_needs_text_and_enter_and_counts_wrong_pins(phone: VirtualP
     assert phone.wrong_unlock_attempts == 0  # screen off: nothing typed
     sh(phone, "input keyevent KEYCODE_WAKEUP")
     assert phone.screen_on and phone.locked
-    assert keyguard_fields(phone)["mShowingLockscreen"] == "true"
+    assert parse_keyguard_showing(sh(phone, "dumpsys window")[1], phone.spec.sdk)
     assert phone.foreground == "com.android.systemui"
     sh(phone, "input swipe 540 1800 540 300")  # a swipe only brings up the bouncer
     assert phone.locked
@@ -194,8 +195,8 @@ def test_pin_keyguard_needs_text_and_enter_and_counts_wrong_pins(phone: VirtualP
     sh(phone, "input keyevent 66")
     assert not phone.locked
     fields = keyguard_fields(phone)
-    assert (fields["mShowingLockscreen"], fields["isStatusBarKeyguard"], fields["mInputRestricted"]) == (
-        "false", "false", "false")
+    assert (fields["showing"], fields["isStatusBarKeyguard"], fields["mInputRestricted"]) == ("false", "false", "false")
+    assert not parse_keyguard_showing(sh(phone, "dumpsys window")[1], phone.spec.sdk)
     assert phone.foreground == "com.android.launcher3"
     assert "mCurrentFocus=Window{7c1e2a5 u0 com.android.launcher3/com.android.launcher3.Launcher}" in sh(
         phone, "dumpsys window windows")[1]

@@ -16,11 +16,26 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from phonehome.devices.adbprobe import AdbServerStatus, query_adb_server, transport_problem
+from phonehome.devices.android import (
+    ScreenState,
+    UnknownFormat,
+    checked_subscriber_value,
+    iphonesubinfo_code,
+    parse_android_id,
+    parse_boot_id,
+    parse_keyguard_secure,
+    parse_keyguard_showing,
+    parse_last_locations,
+    parse_mac,
+    parse_parcel_string,
+    parse_screen_state,
+    parse_serial,
+    parse_subinfo_dump,
+)
 from phonehome.errors import AdbServerGone, CredentialError, DeviceError, InputError
 from phonehome.identifiers import Identifiers, mask, parse_identifiers
 
@@ -65,124 +80,10 @@ KEYCODE_ENTER = "66"
 KEYCODE_MENU = "82"
 
 _TCP_SERIAL = re.compile(r"^[\w.\-\[\]:]+:\d+$")
-_WAKEFULNESS = re.compile(r"mWakefulness=(\w+)")
-_DISPLAY_POWER = re.compile(r"Display Power: state=(\w+)")
-_KEYGUARD_FLAGS = re.compile(
-    r"\b(mShowingLockscreen|mDreamingLockscreen|isStatusBarKeyguard|mKeyguardShowing)=(true|false)")
-_KEYGUARD_MONITOR = re.compile(r"KeyguardStateMonitor\s+mIsShowing=(true|false)")
-_KEYGUARD_DELEGATE = re.compile(r"KeyguardServiceDelegate\b[^\n]*(?:\n[ \t]+[^\n]*){0,6}?\bshowing=(true|false)")
-_KEYGUARD_SECURE = re.compile(r"KeyguardServiceDelegate\b[^\n]*(?:\n[ \t]+[^\n]*){0,12}?\n[ \t]+secure=(true|false)")
 _WM_SIZE = re.compile(r"(?:Override|Physical) size:\s*(\d+)x(\d+)")
-_PARCEL_WORD = re.compile(r"\b([0-9a-fA-F]{8})\b")
-_MAC = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
-_LAST_LOCATION = re.compile(r"(?:last location|Location)\[\w+\s+(-?\d+(?:\.\d+)?),\s*(-?\d+(?:\.\d+)?)")
-_SUBINFO_FIELDS = {"imei": ("Device ID", "IMEI"), "imsi": ("Subscriber ID", "IMSI"),
-                   "iccid": ("ICC Serial Number", "ICCID"), "phone": ("Line 1 Number", "Phone Number")}
-#: MACs Android reports when it hides the real one
-_PLACEHOLDER_MACS = frozenset({"02:00:00:00:00:00", "00:00:00:00:00:00"})
-#: ``service call iphonesubinfo`` transaction codes (IPhoneSubInfo.aidl) of getDeviceId, getSubscriberId,
-#: getIccSerialNumber and getLine1Number, before and from Android 10 (SDK 29), when the table was renumbered.
-#: Android 10+ refuses them to the shell (READ_PRIVILEGED_PHONE_STATE) unless the phone is rooted; values are
-#: checked for shape (and the IMEI's check digit) before use, so a wrong code cannot pass for an identifier.
-IPHONESUBINFO_CODES: dict[str, tuple[int, int]] = {"imei": (1, 1), "imsi": (7, 8), "iccid": (11, 13),
-                                                   "phone": (13, 16)}
-IPHONESUBINFO_RENUMBERED_SDK = 29
 
 PowerCycle = Callable[["U2Phone"], bool | None]
 StepFactory = Callable[[str], AbstractContextManager[Any]]
-
-
-@dataclass(frozen=True)
-class ScreenState:
-    """The display as the phone's power manager sees it."""
-
-    awake: bool
-    raw: str
-
-
-def parse_screen_state(dumpsys_power: str) -> ScreenState:
-    """Read ``mWakefulness`` (or the older ``Display Power: state``) from ``dumpsys power``.
-
-    Dozing and dreaming count as off: the display is not showing the user's screen.
-    """
-    match = _WAKEFULNESS.search(dumpsys_power)
-    if match:
-        return ScreenState(awake=match.group(1) == "Awake", raw=f"mWakefulness={match.group(1)}")
-    match = _DISPLAY_POWER.search(dumpsys_power)
-    if match:
-        return ScreenState(awake=match.group(1).upper() == "ON", raw=f"Display Power: state={match.group(1)}")
-    raise ValueError("no mWakefulness or 'Display Power: state' in dumpsys power")
-
-
-def parse_keyguard_showing(dumpsys_window: str) -> bool:
-    """True when ``dumpsys window`` says the keyguard (lock screen or bouncer) is showing.
-
-    Field names vary by Android version, so every known one is read; any ``true`` means showing. Raises
-    ValueError when none is present: an unknown keyguard state must not pass as unlocked.
-    """
-    seen: list[bool] = [value == "true" for _, value in _KEYGUARD_FLAGS.findall(dumpsys_window)]
-    seen += [value == "true" for value in _KEYGUARD_MONITOR.findall(dumpsys_window)]
-    seen += [value == "true" for value in _KEYGUARD_DELEGATE.findall(dumpsys_window)]
-    if not seen:
-        raise ValueError("no keyguard field (mShowingLockscreen, isStatusBarKeyguard, KeyguardStateMonitor "
-                         "mIsShowing, KeyguardServiceDelegate showing) in dumpsys window")
-    return any(seen)
-
-
-def parse_keyguard_secure(dumpsys_window: str) -> bool | None:
-    """Whether the phone's lock is secure (PIN, password, pattern), from ``secure=`` in the keyguard service's
-    state (``KeyguardServiceDelegate`` in ``dumpsys window`` / ``dumpsys window policy``); None when absent."""
-    match = _KEYGUARD_SECURE.search(dumpsys_window)
-    return None if match is None else match.group(1) == "true"
-
-
-def parse_parcel_string(service_call_output: str) -> str | None:
-    """Decode the string a ``service call`` returned: status word, length, then UTF-16LE characters.
-
-    None when the call raised (non-zero status, e.g. a permission error) or returned a null string.
-    """
-    words: list[int] = []
-    for line in service_call_output.splitlines():
-        body = line.split("'", 1)[0]
-        if ":" in body:
-            body = body.split(":", 1)[1]
-        words.extend(int(word, 16) for word in _PARCEL_WORD.findall(body))
-    if len(words) < 2 or words[0] != 0:
-        return None
-    length = words[1]
-    if length in (0, 0xFFFFFFFF):
-        return None
-    data = b"".join(word.to_bytes(4, "little") for word in words[2:])
-    if len(data) < 2 * length:
-        return None
-    return data[: 2 * length].decode("utf-16-le", errors="replace")
-
-
-def luhn_ok(digits: str) -> bool:
-    """The IMEI check digit: tells an IMEI from another 15-digit number an older transaction code returned."""
-    if not digits.isdigit():
-        return False
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2 == 1:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
-
-
-def parse_subinfo_dump(dumpsys_iphonesubinfo: str) -> dict[str, str]:
-    """Identifier values from ``dumpsys iphonesubinfo`` (older Androids print ``Device ID = ...``)."""
-    found: dict[str, str] = {}
-    for name, labels in _SUBINFO_FIELDS.items():
-        for label in labels:
-            match = re.search(rf"^\s*{re.escape(label)}\s*[=:]\s*(\S+)\s*$", dumpsys_iphonesubinfo, re.MULTILINE)
-            if match and match.group(1).lower() not in ("null", "unknown"):
-                found[name] = match.group(1)
-                break
-    return found
 
 
 class _AdbFailure(Exception):
@@ -230,7 +131,7 @@ class U2Phone:
         self._diagnose = diagnose
         self._step = step or (lambda name: nullcontext())
         self._u2: Any = None
-        self._sdk: int | None = None
+        self._release_read: tuple[int, str] | None = None
         self._adb_address = f"{adb_host}:{adb_port}"
         self._adb_host, self._adb_port = adb_host, adb_port
         self._last_status = AdbServerStatus(self._adb_address, None)
@@ -411,10 +312,10 @@ class U2Phone:
 
     def boot_id(self) -> str:
         """This boot's id: it changes with every boot, which is how a reboot is told from a hiccup."""
-        boot_id = self._shell(["cat", BOOT_ID_PATH]).strip()
-        if not boot_id:
-            raise DeviceError(self.label, f"{BOOT_ID_PATH} is empty: cannot tell one boot from the next")
-        return boot_id
+        try:
+            return parse_boot_id(self._shell(["cat", BOOT_ID_PATH]), *self._release())
+        except UnknownFormat as exc:
+            raise DeviceError(self.label, f"{exc}: cannot tell one boot from the next") from None
 
     def _reboot(self) -> None:
         """Ask adbd to reboot (the ``reboot:`` service, as ``adb reboot``), else ``shell reboot``.
@@ -479,14 +380,14 @@ class U2Phone:
     def screen_state(self) -> ScreenState:
         output = self._shell(["dumpsys", "power"])
         try:
-            return parse_screen_state(output)
-        except ValueError as exc:
+            return parse_screen_state(output, *self._release())
+        except UnknownFormat as exc:
             raise DeviceError(self.label, str(exc)) from None
 
     def keyguard_showing(self) -> bool:
         try:
-            return parse_keyguard_showing(self.dumpsys_window())
-        except ValueError as exc:
+            return parse_keyguard_showing(self.dumpsys_window(), *self._release())
+        except UnknownFormat as exc:
             raise DeviceError(self.label, str(exc)) from None
 
     def screen_on(self) -> bool:
@@ -533,7 +434,7 @@ class U2Phone:
                 self._wait_screen(awake=True)
             window = self.dumpsys_window()
             showing = self._parsed(parse_keyguard_showing, window)
-            secure = parse_keyguard_secure(window)
+            secure = parse_keyguard_secure(window, *self._release())
             self._check_lock_kind(method, secure)
             if not showing:
                 return woke
@@ -546,9 +447,9 @@ class U2Phone:
             self._wait_keyguard_gone(method)
         return True
 
-    def _parsed(self, parse: Callable[[str], bool], text: str) -> bool:
+    def _parsed(self, parse: Callable[[str, int, str], bool], text: str) -> bool:
         try:
-            return parse(text)
+            return parse(text, *self._release())
         except ValueError as exc:
             raise DeviceError(self.label, str(exc)) from None
 
@@ -619,14 +520,20 @@ class U2Phone:
         sources: dict[str, str] = {}
         for name in wanted:
             if name == "location":
-                found_location = self._read_location()
+                try:
+                    found_location = self._read_location()
+                except UnknownFormat as exc:
+                    raise DeviceError(self.label, f"cannot read location: {exc}") from None
                 if found_location:
                     raw["location"], sources["location"] = found_location
                 else:
                     self.unreadable["location"] = "dumpsys location shows no last known location"
                 continue
             reader = readers.get(name)
-            found = reader() if reader else None
+            try:
+                found = reader() if reader else None
+            except UnknownFormat as exc:  # a format nobody reads is said, never taken for "not readable"
+                raise DeviceError(self.label, f"cannot read {name}: {exc}") from None
             if found is None:
                 why = "no reader for it" if reader is None else "the phone did not reveal it (or no valid value)"
                 self.unreadable[name] = why
@@ -650,61 +557,67 @@ class U2Phone:
             return False
         return True
 
+    def _release(self) -> tuple[int, str]:
+        """(SDK level, maker) for the parsers: formats differ by release and by maker's build."""
+        if self._release_read is None:
+            sdk = self._try_shell(["getprop", "ro.build.version.sdk"]) or ""
+            maker = (self._try_shell(["getprop", "ro.product.manufacturer"]) or "").lower()
+            if not sdk.isdigit():
+                return 0, maker  # not cached: the phone may be between boots
+            self._release_read = (int(sdk), maker)
+        return self._release_read
+
     def _read_serial(self) -> tuple[str, str] | None:
         for prop in ("ro.serialno", "ro.boot.serialno"):
             value = self._try_shell(["getprop", prop])
-            if value and value.lower() != "unknown":
-                return value, f"getprop {prop}"
+            serial = parse_serial(value, *self._release()) if value else None
+            if serial:
+                return serial, f"getprop {prop}"
         return None
 
     def _read_android_id(self) -> tuple[str, str] | None:
         value = self._try_shell(["settings", "get", "secure", "android_id"])
-        return (value, "settings get secure android_id") if value and value != "null" else None
+        android_id = parse_android_id(value, *self._release()) if value is not None else None
+        return (android_id, "settings get secure android_id") if android_id else None
 
     def _read_imei(self) -> tuple[str, str] | None:
-        found = self._read_iphonesubinfo("imei")
-        if found and luhn_ok(found[0]):
-            return found
-        return None
+        return self._read_iphonesubinfo("imei")
 
     def _read_iphonesubinfo(self, name: str) -> tuple[str, str] | None:
-        """``service call iphonesubinfo CODE`` for this Android version, else ``dumpsys iphonesubinfo``."""
-        if self._sdk is None:
-            sdk = self._try_shell(["getprop", "ro.build.version.sdk"]) or ""
-            self._sdk = int(sdk) if sdk.isdigit() else 0
-        before, after = IPHONESUBINFO_CODES[name]
-        code = str(after if self._sdk >= IPHONESUBINFO_RENUMBERED_SDK else before)
+        """``service call iphonesubinfo CODE`` with this release's code, else ``dumpsys iphonesubinfo``; a value
+        of the wrong shape (a wrong code's answer, a placeholder) is not read."""
+        sdk, maker = self._release()
+        code = str(iphonesubinfo_code(name, sdk, maker))
         output = self._try_shell(["service", "call", "iphonesubinfo", code])
-        value = (parse_parcel_string(output) or "").strip() if output else ""
-        if value and (name != "imei" or luhn_ok(value)):
-            return value, f"service call iphonesubinfo {code}"
+        value = parse_parcel_string(output, sdk, maker) if output else None
+        checked = checked_subscriber_value(name, value) if value else None
+        if checked:
+            return checked, f"service call iphonesubinfo {code}"
         return self._read_subinfo(name)
 
     def _read_subinfo(self, name: str) -> tuple[str, str] | None:
         output = self._try_shell(["dumpsys", "iphonesubinfo"])
-        value = parse_subinfo_dump(output).get(name) if output else None
-        if value is None or (name == "imei" and not luhn_ok(value)):
-            return None
-        return value, "dumpsys iphonesubinfo"
+        value = parse_subinfo_dump(output, *self._release()).get(name) if output else None
+        return (value, "dumpsys iphonesubinfo") if value else None
 
     def _read_wifi_mac(self) -> tuple[str, str] | None:
+        """wlan0's MAC: from Android 10 the per-network random one, which is what the phone uses on the lab's
+        network; placeholders are not read."""
         value = self._try_shell(["cat", "/sys/class/net/wlan0/address"])
-        if value and _MAC.match(value) and value.lower() not in _PLACEHOLDER_MACS:
-            return value, "/sys/class/net/wlan0/address"
-        return None
+        mac = parse_mac(value, *self._release()) if value else None
+        return (mac, "/sys/class/net/wlan0/address") if mac else None
 
     def _read_bt_mac(self) -> tuple[str, str] | None:
         value = self._try_shell(["settings", "get", "secure", "bluetooth_address"])
-        if value and _MAC.match(value) and value.lower() not in _PLACEHOLDER_MACS:
-            return value, "settings get secure bluetooth_address"
-        return None
+        mac = parse_mac(value, *self._release(), command="settings get secure bluetooth_address") if value else None
+        return (mac, "settings get secure bluetooth_address") if mac else None
 
-    def _read_location(self) -> tuple[dict[str, float], str] | None:
+    def _read_location(self) -> tuple[list[dict[str, float]], str] | None:
         output = self._try_shell(["dumpsys", "location"])
-        match = _LAST_LOCATION.search(output or "")
-        if not match:
+        points = parse_last_locations(output, *self._release()) if output else ()
+        if not points:
             return None
-        return {"lat": float(match.group(1)), "lon": float(match.group(2))}, "dumpsys location"
+        return [{"lat": lat, "lon": lon} for lat, lon in points], "dumpsys location"
 
     # --- evidence ----------------------------------------------------------------------------------------
 

@@ -42,6 +42,10 @@ from phonehome.identifiers import IDENTIFIER_KEYS, Identifiers, field_lines, mas
 from phonehome.virtual.netlab import INTERNET
 
 PROFILE_VERSION = 1
+#: Android releases a profile may name (``android: "13"``) and their SDK levels: the virtual phone answers in the
+#: style of that release (:mod:`phonehome.virtual.dumps`)
+ANDROID_SDK: dict[str, int] = {"8.0": 26, "8.1": 27, "9": 28, "10": 29, "11": 30, "12": 31, "12L": 32, "13": 33,
+                               "14": 34, "15": 35, "16": 36}
 #: events a phone reports (``VirtualPhone`` on_event), plus ``periodic`` for timers that run while booted
 EVENTS: tuple[str, ...] = ("boot_completed", "screen_on", "screen_off", "unlocked", "shutdown")
 PERIODIC = "periodic"
@@ -238,6 +242,13 @@ class FirmwareProfile:
     description: str
     rules: tuple[Rule, ...]
     source: str
+    #: the Android release the firmware is built on ("" when the profile does not say: the phone speaks 9)
+    android: str = ""
+
+    @property
+    def sdk(self) -> int:
+        """The SDK level of ``android``, 0 when not named."""
+        return ANDROID_SDK.get(self.android, 0)
 
     def requests(self) -> Iterable[Request]:
         for rule in self.rules:
@@ -354,7 +365,7 @@ class _Fields:
 REQUEST_FIELDS = ("protocol", "host", "port", "delay_s", "method", "path", "query", "headers", "body", "json",
                   "client_id", "username", "password", "topic", "payload")
 RULE_FIELDS = ("event", "every_s", "delay_s", "jitter_s", "requests")
-PROFILE_FIELDS = ("profile", "name", "description", "rules")
+PROFILE_FIELDS = ("profile", "name", "description", "android", "rules")
 
 
 def load_profile(path: str | Path) -> FirmwareProfile:
@@ -389,8 +400,15 @@ def parse_profile(data: Any, *, source: str, lines: Mapping[str, int] | None = N
         raise fields.error("rules", "'rules' must be a list (it may be empty for a silent phone)",
                            "write rules: [] or a list of '- event: NAME' entries")
     rules = tuple(_parse_rule(item, f"rules[{index}]", fields) for index, item in enumerate(rules_data))
+    android = top.get("android", "")
+    if isinstance(android, int | float) and not isinstance(android, bool):
+        android = str(android)  # `android: 13` is as meant as `android: "13"`
+    if android != "" and android not in ANDROID_SDK:
+        raise fields.error("android", f"unknown Android release {android!r}",
+                           f"use one of: {', '.join(ANDROID_SDK)} (quoted, e.g. android: \"8.1\")")
     return FirmwareProfile(name=fields.string(top, "name", ""),
-                           description=str(top.get("description", "")), rules=rules, source=source)
+                           description=str(top.get("description", "")), rules=rules, source=source,
+                           android=str(android))
 
 
 def _parse_rule(data: Any, path: str, fields: _Fields) -> Rule:

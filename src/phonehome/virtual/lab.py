@@ -93,9 +93,12 @@ class LabDevice:
         if entry.backend != "virtual":
             raise InputError(entry.source, f"{entry.label} is not a virtual phone (backend {entry.backend})",
                              where=f"{entry.key}.backend", fix="only backend: virtual devices run in the lab")
+        profile = load_profile(entry.firmware) if entry.firmware is not None else None
+        release, sdk = (profile.android, profile.sdk) if profile is not None and profile.android else ("9", 28)
         spec = VirtualPhoneSpec(serial=entry.serial, label=entry.label, model=entry.model,
                                 identifiers=entry.identifiers, unlock_method=entry.unlock.method,
-                                unlock_secret=entry.unlock.secret(), transport=entry.transport)
+                                unlock_secret=entry.unlock.secret(), transport=entry.transport,
+                                android_release=release, sdk=sdk)
         return cls(spec=spec, firmware=entry.firmware)
 
 

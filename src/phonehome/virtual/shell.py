@@ -3,7 +3,7 @@
 adbutils wraps every command as ``CMD; echo X4EXIT:$?`` and uiautomator2 starts its server as
 ``CLASSPATH=... app_process ...``, so the interpreter understands lists (``;``, ``&&``, ``||``, newlines), pipes,
 quoting, ``$?``/``$VAR`` expansion, leading ``NAME=value`` assignments and simple redirections. Commands print
-what Android prints, because harnesses grep it (``mWakefulness=``, ``mShowingLockscreen=``, ``Physical size:``,
+what Android prints, because harnesses grep it (``mWakefulness=``, keyguard fields, ``Physical size:``,
 Parcel dumps of ``service call iphonesubinfo``). An unknown command fails as on Android: rc 127 and
 ``/system/bin/sh: X: inaccessible or not found``.
 """
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from phonehome.virtual.dumps import dump_iphonesubinfo, dump_location, dump_power, dump_window
 from phonehome.virtual.phone import (
     LAUNCHER,
     LAUNCHER_ACTIVITY,
@@ -864,89 +865,6 @@ def _dumpsys(ctx: CommandContext) -> int:
     return 0
 
 
-def _dump_power(phone: VirtualPhone, args: list[str]) -> list[str]:
-    on = phone.screen_on
-    return [
-        "POWER MANAGER (dumpsys power)",
-        "",
-        "Power Manager State:",
-        "  mDirty=0x0",
-        f"  mWakefulness={'Awake' if on else 'Asleep'}",
-        "  mWakefulnessChanging=false",
-        "  mIsPowered=true",
-        "  mPlugType=2",
-        f"  mStayOn={'true' if phone.settings_get('global', 'stay_on_while_plugged_in') not in (None, '0') else 'false'}",
-        f"  mBootCompleted={'true' if phone.boot_completed else 'false'}",
-        "  mSystemReady=true",
-        f"  mHoldingWakeLockSuspendBlocker={'true' if on else 'false'}",
-        f"  mHoldingDisplaySuspendBlocker={'true' if on else 'false'}",
-        f"  mLastWakeTime={int(phone.uptime_s * 1000)}",
-        f"  mDisplayReady={'true' if on else 'false'}",
-        "",
-        "Display Power: state=" + ("ON" if on else "OFF"),
-    ]
-
-
-def _dump_window(phone: VirtualPhone, args: list[str]) -> list[str]:
-    package, activity = phone.foreground_activity
-    locked, on = phone.locked, phone.screen_on
-    width, height = phone.display_size
-    showing = locked and on
-    short = activity[len(package):] if activity.startswith(package + ".") else activity
-    focus = f"Window{{7c1e2a5 u0 {package}/{activity}}}"
-    resumed_pkg, resumed_act = phone.resumed_activity
-    policy = [
-        "WINDOW MANAGER POLICY STATE (dumpsys window policy)",
-        f"    mSafeMode=false mSystemReady=true mSystemBooted={'true' if phone.boot_completed else 'false'}",
-        "    mLidState=-1 mLidOpenRotation=-1 mCameraLensCoverState=-1 mHdmiPlugged=false",
-        f"    mAwake={'true' if on else 'false'}",
-        f"    mScreenOnEarly={'true' if on else 'false'} mScreenOnFully={'true' if on else 'false'}",
-        "    mKeyguardDrawComplete=true mWindowManagerDrawComplete=true",
-        f"    mShowingLockscreen={'true' if showing else 'false'} mShowingDream=false"
-        f" mDreamingLockscreen={'true' if locked else 'false'} mDreamingSleepToken=null",
-        f"    isStatusBarKeyguard={'true' if showing else 'false'}",
-        f"    mInputRestricted={'true' if locked else 'false'}",
-        "    KeyguardServiceDelegate",
-        f"      showing={'true' if locked else 'false'}",
-        f"      showingAndNotOccluded={'true' if locked else 'false'}",
-        f"      inputRestricted={'true' if locked else 'false'}",
-        "      occluded=false",
-        f"      secure={'true' if phone.spec.unlock_method in ('pin', 'password') else 'false'}",
-        f"      dreaming={'true' if locked and not on else 'false'}",
-        f"      systemIsReady=true deviceHasKeyguard={'true' if phone.spec.unlock_method != 'none' else 'false'}",
-        f"      enabled={'true' if phone.spec.unlock_method != 'none' else 'false'}",
-        f"      interactiveState={'INTERACTIVE_STATE_AWAKE' if on else 'INTERACTIVE_STATE_SLEEP'}",
-        f"      screenState={'SCREEN_STATE_ON' if on else 'SCREEN_STATE_OFF'}",
-    ]
-    windows = [
-        "WINDOW MANAGER WINDOWS (dumpsys window windows)",
-        "  Window #0 Window{2b3c4d5 u0 StatusBar}:",
-        "    mDisplayId=0 stackId=0 mSession=Session{1a2b3c 1234:u0a10023} mClient=android.os.BinderProxy@1",
-        f"    mHasSurface={'true' if on else 'false'} isReadyForDisplay()={'true' if on else 'false'}",
-        f"  Window #1 Window{{8d9e0f1 u0 {resumed_pkg}/{resumed_act}}}:",
-        "    mDisplayId=0 stackId=1",
-        "",
-        f"  mCurrentFocus={focus}",
-        f"  mFocusedApp=AppWindowToken{{5f6a7b8 token=Token{{9c0d1e2 ActivityRecord{{3f4a5b6 u0 "
-        f"{package}/{short} t{17 if package != resumed_pkg else 5}}}}}}}",
-    ]
-    displays = [
-        "WINDOW MANAGER DISPLAY CONTENTS (dumpsys window displays)",
-        "  Display: mDisplayId=0",
-        f"    init={phone.spec.screen[0]}x{phone.spec.screen[1]} {phone.spec.density}dpi "
-        f"cur={width}x{height} app={width}x{height} rng={width}x{width}-{height}x{height}",
-        f"    mCurrentFocus={focus}",
-    ]
-    section = args[0] if args else ""
-    if section == "policy":
-        return policy
-    if section in ("windows", "w"):
-        return windows
-    if section in ("displays", "d"):
-        return displays
-    return [*policy, "", *displays, "", *windows]
-
-
 def _dump_display(phone: VirtualPhone, args: list[str]) -> list[str]:
     width, height = phone.display_size
     rot = phone.rotation
@@ -969,27 +887,6 @@ def _dump_display(phone: VirtualPhone, args: list[str]) -> list[str]:
         f"real {width} x {height}, rotation {rot}, density {phone.density}, state {state}}}",
         f"  mCurrentOrientation={rot}",
     ]
-
-
-def _dump_location(phone: VirtualPhone, args: list[str]) -> list[str]:
-    lines = ["Location Manager State:", "  Location Listeners:", "  Active Records by Provider:",
-             "  Last Known Locations:"]
-    for loc in phone.spec.identifiers.locations[:1]:
-        fix = f"Location[gps {loc.lat:.6f},{loc.lon:.6f} hAcc=12 et=+{int(phone.uptime_s)}s alt=34.0 vel=0.0 " \
-              f"bear=0.0 vAcc=4 sAcc=??? bAcc=??? {{Bundle[{{satellites=9}}]}}]"
-        lines.append(f"    passive: {fix}")
-        lines.append(f"    gps: {fix}")
-    mode = phone.settings_get("secure", "location_mode") or "0"
-    lines.append(f"  Location mode: {mode}")
-    return lines
-
-
-def _dump_iphonesubinfo(phone: VirtualPhone, args: list[str]) -> list[str]:
-    lines = ["Phone Subscriber Info:", "  Phone Type = GSM"]
-    imei = phone.identifier("imei")
-    if imei and (phone.spec.sdk < PRIVILEGED_IDS_SDK or phone.spec.rooted):
-        lines.append(f"  Device ID = {imei}")
-    return lines
 
 
 def _dump_activity(phone: VirtualPhone, args: list[str]) -> list[str]:
@@ -1044,8 +941,8 @@ def _dump_package(phone: VirtualPhone, args: list[str]) -> list[str]:
 
 
 DUMPSYS: dict[str, Callable[[VirtualPhone, list[str]], list[str]]] = {
-    "power": _dump_power, "window": _dump_window, "display": _dump_display, "location": _dump_location,
-    "iphonesubinfo": _dump_iphonesubinfo, "activity": _dump_activity, "battery": _dump_battery,
+    "power": dump_power, "window": dump_window, "display": _dump_display, "location": dump_location,
+    "iphonesubinfo": dump_iphonesubinfo, "activity": _dump_activity, "battery": _dump_battery,
     "trust": _dump_trust,
     "package": _dump_package,
 }

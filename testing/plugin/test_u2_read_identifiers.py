@@ -1,0 +1,76 @@
+"""The uiautomator2 backend reads a phone's identifiers through adb, in the formats of the phone's release.
+
+Four virtual phones, one per release style (Android 9, 11, 13, 14), on the virtual adb server: what each release
+lets the shell read is read and checked, what it refuses (device identifiers from Android 10, the Wi-Fi MAC
+from 11) is "not readable" and left to the inventory, never guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from phonehome.devices.u2 import U2Phone
+from phonehome.identifiers import Identifiers, Location
+from phonehome.inventory import load_inventory
+from phonehome.virtual.adbserver import AdbServer
+from phonehome.virtual.phone import BootTimings, VirtualPhone, VirtualPhoneSpec
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_real_adb")]
+
+FAST = BootTimings(adbd_linger_s=0.1, absent_s=0.1, offline_s=0.1, booting_s=0.1)
+IDS = Identifiers(values=(("imei", "352099001761481"), ("imsi", "310260000000000"),
+                          ("iccid", "8901260000000000001"), ("serial", "R58M12ABCDE"), ("phone", "+4930123456"),
+                          ("android_id", "9774d56d682e549c"), ("wifi_mac", "ac:37:43:4d:5e:6f"),
+                          ("bt_mac", "ac:37:43:4d:5e:70")),
+                  locations=(Location(52.5163, 13.3777),))
+RELEASES = {"9": 28, "11": 30, "13": 33, "14": 34}
+READ = ("serial", "android_id", "wifi_mac", "bt_mac", "imei", "imsi", "iccid", "phone", "location")
+ALWAYS = {"serial": "getprop ro.serialno", "android_id": "settings get secure android_id",
+          "bt_mac": "settings get secure bluetooth_address", "location": "dumpsys location"}
+
+
+@pytest.fixture
+def phones(tmp_path: Path) -> Iterator[list[VirtualPhone]]:
+    made = [VirtualPhone(VirtualPhoneSpec(serial=f"VREAD{sdk}", label=f"android{release}", model="Read Phone",
+                                          identifiers=IDS, android_release=release, sdk=sdk, timings=FAST),
+                         storage_dir=tmp_path / release)
+            for release, sdk in RELEASES.items()]
+    yield made
+    for phone in made:
+        phone.close()
+
+
+def backend(tmp_path: Path, server: AdbServer, phone: VirtualPhone) -> U2Phone:
+    inventory = tmp_path / f"{phone.spec.label}.yaml"
+    inventory.write_text(f"""\
+version: 1
+devices:
+  - label: {phone.spec.label}
+    model: Read Phone
+    serial: {phone.spec.serial}
+    backend: uiautomator2
+    read_identifiers: [{", ".join(READ)}]
+""", encoding="utf-8")
+    [entry] = load_inventory(inventory).devices
+    return U2Phone(entry, adb_port=server.port)
+
+
+def test_each_release_gives_what_its_shell_may_read(tmp_path: Path, server: AdbServer,
+                                                    phones: list[VirtualPhone]) -> None:
+    for phone in phones:
+        read, sources = backend(tmp_path, server, phone).read_identifiers()
+        expected = dict(ALWAYS)
+        if phone.spec.sdk < 29:  # device identifiers are the shell's before Android 10
+            expected.update({"imei": "service call iphonesubinfo 1", "imsi": "service call iphonesubinfo 7",
+                             "iccid": "service call iphonesubinfo 11", "phone": "service call iphonesubinfo 13"})
+        if phone.spec.sdk < 30:  # the Wi-Fi MAC until Android 11
+            expected["wifi_mac"] = "/sys/class/net/wlan0/address"
+        assert sources == expected, phone.spec.label
+        assert read.get("serial") == ("R58M12ABCDE",)
+        assert read.locations == (Location(52.5163, 13.3777),)
+        if "imei" in expected:
+            assert read.get("imei") == ("352099001761481",)
+            assert read.get("phone") == ("+4930123456",)

@@ -1,0 +1,126 @@
+"""What the parsers refuse: values of the wrong shape are "could not read", formats nobody knows are errors naming
+the command and the release. The real outputs are in test_android_outputs.py; these are the edges."""
+
+from __future__ import annotations
+
+import pytest
+
+from phonehome.devices.android import (
+    CellIdentity,
+    UnknownFormat,
+    checked_location,
+    checked_subscriber_value,
+    iphonesubinfo_code,
+    parse_android_id,
+    parse_boot_completed,
+    parse_boot_id,
+    parse_cell_identity,
+    parse_getprop,
+    parse_keyguard_showing,
+    parse_mac,
+    parse_parcel_string,
+    parse_screen_state,
+    parse_serial,
+    parse_subinfo_dump,
+    release_name,
+)
+
+
+@pytest.mark.parametrize(("name", "value", "read"), [
+    ("imei", "352099001761481", "352099001761481"),
+    ("imei", "352099001761482", None),          # check digit wrong: another number a wrong code returned
+    ("imei", "35209900176148", None),           # 14 digits
+    ("imsi", "310260000000000", "310260000000000"),
+    ("imsi", "31026000000", None),
+    ("imsi", "3102600000000x0", None),
+    ("iccid", "8901260000000000001", "8901260000000000001"),
+    ("iccid", "89014103211118510720F", "89014103211118510720"),  # a trailing F pads odd lengths
+    ("iccid", "8901260000", None),
+    ("phone", "+4930123456", "+4930123456"),
+    ("phone", "12345", None),
+    ("phone", "+49 30 123", None),
+])
+def test_subscriber_values_are_read_only_with_their_shape(name: str, value: str, read: str | None) -> None:
+    assert checked_subscriber_value(name, value) == read
+
+
+@pytest.mark.parametrize(("lat", "lon", "read"), [
+    (52.5163, 13.3777, (52.5163, 13.3777)), (0.0, 0.0, None), (91.0, 13.0, None), (52.0, -180.5, None)])
+def test_coordinates_are_checked(lat: float, lon: float, read: tuple[float, float] | None) -> None:
+    assert checked_location(lat, lon) == read
+
+
+@pytest.mark.parametrize(("text", "read"), [
+    ("9774d56d682e549c\n", "9774d56d682e549c"), ("null", None), ("0000000000000000", None),
+    ("12AB", "12ab")])
+def test_android_id(text: str, read: str | None) -> None:
+    assert parse_android_id(text, 34, "google") == read
+
+
+@pytest.mark.parametrize(("text", "read"), [
+    ("R58M12ABCDE", "R58M12ABCDE"), ("0123456789ABCDEF", None), ("unknown", None), ("", None)])
+def test_board_placeholder_serials_are_not_read(text: str, read: str | None) -> None:
+    assert parse_serial(text) == read
+
+
+@pytest.mark.parametrize(("text", "read"), [
+    ("AC:37:43:4D:5E:6F", "ac:37:43:4d:5e:6f"), ("02:00:00:00:00:00", None), ("null", None)])
+def test_macs(text: str, read: str | None) -> None:
+    assert parse_mac(text, 30, "") == read
+
+
+def test_a_random_mac_is_not_the_factory_one() -> None:
+    assert parse_mac("9e:85:0a:46:18:68", 33, "") == "9e:85:0a:46:18:68"
+    assert parse_mac("9e:85:0a:46:18:68", 33, "", factory_only=True) is None
+
+
+@pytest.mark.parametrize(("parse", "text", "message"), [
+    (parse_keyguard_showing, "WINDOW MANAGER WINDOWS (dumpsys window windows)\n",
+     "no keyguard field (mShowingLockscreen, isStatusBarKeyguard, isKeyguardShowing, KeyguardStateMonitor "
+     "mIsShowing, KeyguardServiceDelegate showing) in dumpsys window on SDK 34 (samsung)"),
+    (parse_boot_id, "", "no boot UUID in cat /proc/sys/kernel/random/boot_id on SDK 34 (samsung)"),
+    (parse_boot_completed, "yes", "no 0, 1 or empty value in getprop sys.boot_completed on SDK 34 (samsung)"),
+    (parse_android_id, "Error: no such key", "no hex android_id in settings get secure android_id on SDK 34 "
+                                            "(samsung)"),
+    (parse_mac, "wlan0: no such device", "no MAC address in cat /sys/class/net/wlan0/address on SDK 34 (samsung)"),
+    (parse_parcel_string, "Permission denied", "no 'Result: Parcel(' reply in service call on SDK 34 (samsung)"),
+    (parse_subinfo_dump, "Can not dump", "no 'Phone Subscriber Info' dump in dumpsys iphonesubinfo on SDK 34 "
+                                         "(samsung)"),
+    (parse_cell_identity, "Permission Denial", "no mCellIdentity in dumpsys telephony.registry on SDK 34 (samsung)"),
+    (parse_getprop, "ro.serialno=R58M", "no '[name]: [value]' line (got 'ro.serialno=R58M') in getprop on SDK 34 "
+                                        "(samsung)"),
+])
+def test_an_unknown_format_names_the_command_and_the_release(parse: object, text: str, message: str) -> None:
+    with pytest.raises(UnknownFormat) as info:
+        parse(text, 34, "Samsung")  # type: ignore[operator]
+    assert str(info.value) == message
+
+
+def test_an_unknown_release_is_said_so() -> None:
+    assert release_name(0) == "an unknown SDK"
+    with pytest.raises(UnknownFormat) as info:
+        parse_screen_state("nothing")
+    assert str(info.value).endswith("in dumpsys power on an unknown SDK")
+
+
+def test_the_iphonesubinfo_code_follows_the_release() -> None:
+    assert [iphonesubinfo_code(name, 28) for name in ("imei", "imsi", "iccid", "phone")] == [1, 7, 11, 13]
+    assert [iphonesubinfo_code(name, 29) for name in ("imei", "imsi", "iccid", "phone")] == [1, 8, 13, 16]
+
+
+def test_a_service_the_phone_lacks_is_no_value_not_an_error() -> None:
+    assert parse_parcel_string("service: Service iphonesubinfo does not exist\n", 33, "axxs") is None
+
+
+def test_a_getprop_value_may_span_lines() -> None:
+    props = parse_getprop("[ro.a]: [1]\n[persist.b]: [first\nsecond]\n[ro.c]: []\n")
+    assert props == {"ro.a": "1", "persist.b": "first\nsecond", "ro.c": ""}
+
+
+def test_a_readable_cell_identity_and_the_unavailable_ones() -> None:
+    line = ("    mCellIdentity=CellIdentityLte:{ mCi=19695115 mPci=132 mTac=4136 mEarfcn=39148 mBands=[40] "
+            "mBandwidth=20000 mMcc=460 mMnc=00 mAlphaLong=CMCC mAlphaShort=CMCC mAdditionalPlmns={} mCsgInfo=null}")
+    assert parse_cell_identity(line) == CellIdentity(radio="lte", mcc="460", mnc="00", area=4136, cell=19695115)
+    assert parse_cell_identity(line.replace("mCi=19695115", "mCi=2147483647")) is None
+    assert parse_cell_identity(line.replace("mTac=4136", "mTac=3**4")) is None  # masked by hand
+    assert parse_cell_identity("last known state:\n  Phone Id=0\n    mCellIdentity=null\n") is None
