@@ -9,6 +9,7 @@ controller, or the only process) and only when a selected device is virtual.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -46,6 +47,7 @@ SAFE_DIST_MODES = ("no", "loadgroup")
 WORKERINPUT_LAB_KEY = "phonehome_lab"
 WORKERINPUT_LOADGROUP_KEY = "phonehome_loadgroup"
 WORKERINPUT_LAB_ERROR_KEY = "phonehome_lab_error"
+WORKEROUTPUT_SUMMARY_KEY = "phonehome_summary"
 
 
 # --- settings ------------------------------------------------------------------------------------------------
@@ -293,6 +295,26 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE_KEY, None)
     if state is not None:
         state.close_devices()
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: the controller prints the summary of every phone
+            workeroutput[WORKEROUTPUT_SUMMARY_KEY] = json.dumps(
+                {"checked": state.checked, "unreadable": state.unreadable, "quarantine": state.quarantine})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: what each worker checked and quarantined, for the terminal summary."""
+    state = node.config.stash.get(STATE_KEY, None)
+    raw = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_SUMMARY_KEY)
+    if state is None or not raw:
+        return
+    summary = json.loads(raw)
+    for label, checked in summary.get("checked", {}).items():
+        state.checked[label] = [tuple(pair) for pair in checked]
+    for label, unreadable in summary.get("unreadable", {}).items():
+        state.unreadable[label] = [tuple(pair) for pair in unreadable]
+    for label, cause in summary.get("quarantine", {}).items():
+        state.quarantine.setdefault(label, cause)
 
 
 def device_of(nodeid: str, labels: Sequence[str]) -> str | None:

@@ -27,6 +27,8 @@ MIN_ENCODED_RUN = 8
 #: bytes looked at beyond a window's edges, so that an encoded run the window cuts still decodes whole
 RUN_CONTEXT_BYTES = 4096
 _SEPARATORS = re.compile(r"[\s:.\-()/]")
+#: a run of lowercase letters (a word, a path segment) decodes to no identifier: not worth peeling
+_PLAIN_WORD = re.compile(rb"[a-z_\-]+")
 _ENCODED_RUN = re.compile(rb"[A-Za-z0-9+/_\-=%]{" + str(MIN_ENCODED_RUN).encode() + rb",}")
 
 
@@ -124,7 +126,7 @@ def leak_spans(data: bytes, matcher: Matcher, lo: int = 0, hi: int | None = None
             spans.append((max(start, lo), min(end, hi)))
     for run in _ENCODED_RUN.finditer(region):
         start, end = base + run.start(), base + run.end()
-        if end <= lo or start >= hi:
+        if end <= lo or start >= hi or _PLAIN_WORD.fullmatch(run.group()):
             continue
         if any(matcher.find(decoded) for chain, decoded in peel(run.group()) if chain):
             spans.append((max(start, lo), min(end, hi)))

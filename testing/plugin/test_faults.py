@@ -40,6 +40,7 @@ NO_SECURE_LOCK = "no-secure-lock"
 BOOT_HANG = "boot-hang"
 NO_SERVER = "no-adb-server"
 LOCKED = "locked"
+UNSET_PIN = "unset-pin"
 RIGHT_PIN = "246813"
 BOOT_HANG_TIMEOUT_S = 6
 TESTS = ("test_power_on_sends_no_identifier_in_cleartext", "test_screen_on_sends_no_identifier_in_cleartext",
@@ -73,6 +74,8 @@ def pytest_phonehome_make_phone(entry, settings):
         os.environ["PHONEHOME_PIN_WRONG"] = "135790"
     elif entry.label == "{NO_SECURE_LOCK}":
         _adb(phone, "shell", "locksettings", "clear", "--old", "{RIGHT_PIN}")
+    elif entry.label == "{UNSET_PIN}":
+        os.environ.pop("PHONEHOME_PIN_UNSET")
     elif entry.label == "{BOOT_HANG}":
         _adb(phone, "shell", "setprop", "persist.phonehome.fault.boot_hang", "1")
     return phone
@@ -120,7 +123,9 @@ def fault_run(tmp_path_factory: pytest.TempPathFactory) -> FaultRun:
     locked = clone(devices[FIXED], LOCKED, 5)
     locked["backend"] = "uiautomator2"
     locked.pop("firmware")
-    inventory["devices"] = [wrong, no_lock, hang, absent, locked]
+    unset = clone(devices[INCIDENT], UNSET_PIN, 6)
+    unset["unlock"] = {"method": "pin", "secret_env": "PHONEHOME_PIN_UNSET"}
+    inventory["devices"] = [wrong, no_lock, hang, absent, locked, unset]
     copy_suite(path, inventory, ("test_power_on.py", "test_screen_on.py", "test_unlock.py"))
     (path / "tests" / "conftest.py").write_text(FAULTS_CONFTEST, encoding="utf-8")
     junit = path / "junit.xml"
@@ -128,7 +133,7 @@ def fault_run(tmp_path_factory: pytest.TempPathFactory) -> FaultRun:
     port = free_port()
     with phonelock.acquire(f"127.0.0.1:{port}", locked["serial"], label=LOCKED):  # "another run"
         output = run_suite(path, ["-p", "no:cacheprovider", "-rA", f"--junitxml={junit}"],
-                           {"PHONEHOME_PIN_WRONG": RIGHT_PIN, "PHONEHOME_PIN_NO_LOCK": RIGHT_PIN,
+                           {"PHONEHOME_PIN_WRONG": RIGHT_PIN, "PHONEHOME_PIN_NO_LOCK": RIGHT_PIN, "PHONEHOME_PIN_UNSET": RIGHT_PIN,
                             "ANDROID_ADB_SERVER_PORT": str(port)}, 360)
     seconds = time.monotonic() - started
     keyguard = {}
@@ -171,6 +176,15 @@ def test_no_credential_goes_into_a_phone_without_a_secure_lock(fault_run: FaultR
     assert fault_run.keyguard[NO_SECURE_LOCK] == (0, 0), fault_run.keyguard
 
 
+def test_an_unset_pin_is_one_clear_line_and_nothing_is_typed(fault_run: FaultRun) -> None:
+    first, *later = outcomes_of(fault_run, UNSET_PIN)
+    assert "environment variable PHONEHOME_PIN_UNSET is not set" in first.message, first.message
+    assert "Traceback" not in first.message and len(first.message.strip().splitlines()) <= 2, first.message
+    for outcome in later:
+        assert "quarantined" in outcome.message and "PHONEHOME_PIN_UNSET is not set" in outcome.message
+    assert fault_run.keyguard[UNSET_PIN] == (0, 0), fault_run.keyguard
+
+
 def test_a_boot_that_never_completes_costs_one_timeout(fault_run: FaultRun) -> None:
     power_on, *later = outcomes_of(fault_run, BOOT_HANG)
     assert power_on.verdict == "error"
@@ -201,7 +215,7 @@ def test_the_summary_says_what_was_checked(fault_run: FaultRun) -> None:
 
 
 def test_faults_never_print_a_serial(fault_run: FaultRun) -> None:
-    for index in range(1, 6):
+    for index in range(1, 7):
         assert f"VCLONE{index:06d}" not in fault_run.output
 
 
@@ -253,7 +267,9 @@ class LabKilledRun:
 @pytest.fixture(scope="module")
 def lab_killed_run(tmp_path_factory: pytest.TempPathFactory) -> LabKilledRun:
     path = tmp_path_factory.mktemp("labkilled")
-    copy_suite(path, suite_inventory((FIXED,)), ("test_screen_on.py", "test_unlock.py"))
+    inventory = suite_inventory((FIXED,))
+    inventory["defaults"].pop("policy")  # the policy test must say it has nothing to check
+    copy_suite(path, inventory, ("test_policy.py", "test_screen_on.py", "test_unlock.py"))
     (path / "tests" / "conftest.py").write_text(LAB_KILLER_CONFTEST, encoding="utf-8")
     junit = path / "junit.xml"
     output = run_suite(path, ["-p", "no:cacheprovider", "-rA", f"--junitxml={junit}"], {}, 240)
@@ -270,6 +286,12 @@ def test_a_dead_lab_is_named_with_its_cause_and_costs_no_wait(lab_killed_run: La
     assert lab_killed_run.output.count("ERROR tests/") <= 2, lab_killed_run.output[-4000:]
     assert "ResourceWarning" not in lab_killed_run.output
     assert "at teardown of" not in lab_killed_run.output, lab_killed_run.output[-4000:]
+
+
+def test_the_policy_test_is_skipped_without_a_policy(lab_killed_run: LabKilledRun) -> None:
+    outcome = lab_killed_run.outcomes[("test_no_traffic_to_denied_hosts", FIXED)]
+    assert outcome.verdict == "skipped", outcome.message
+    assert "no destination policy configured" in outcome.message
 
 
 def test_the_lab_log_is_kept_with_the_run(lab_killed_run: LabKilledRun) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from test_privacy_suite import SUITE_TIMEOUT_S, Outcome, copy_suite, read_junit, run_suite, suite_inventory
 
+from phonehome.inventory import load_inventory
+
 pytestmark = [
     pytest.mark.timeout(600),
     pytest.mark.skipif(shutil.which("dumpcap") is None or shutil.which("ip") is None,
@@ -71,6 +73,12 @@ def test_four_phones_on_two_workers_match_the_serial_run(tmp_path: Path) -> None
     workers = {str(record["worker"]) for record in parallel_owners}
     assert workers <= {"gw0", "gw1"}
     assert len(workers) == 2, f"both workers should own phones: {parallel_owners}"
+    # the controller's summary covers the phones of every worker; no phone's serial or IMEI shows in either run
+    for label in LABELS:
+        assert f"{label}: checked " in parallel_output, parallel_output[-3000:]
+    for entry in load_inventory(tmp_path / "devices.yaml").devices:
+        for value in (entry.serial, *entry.identifiers.get("imei")):
+            assert value not in serial_output and value not in parallel_output, value
     # xdist's own log agrees: each phone's tests ran on its owner
     for record in parallel_owners:
         for line in parallel_output.splitlines():
