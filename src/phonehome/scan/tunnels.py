@@ -51,6 +51,7 @@ IP_ETHERIP = 97
 IP_MPLS = 137
 TUNNEL_IP_PROTOCOLS = frozenset((IP_IPIP, IP_IPV6, IP_GRE, IP_ETHERIP, IP_MPLS))
 _IPV6_EXTENSIONS = frozenset((0, 43, 60))
+_TRANSPORT_HEADER = {6: 20, 17: 8}  # TCP, UDP: the header a packet needs to be decoded
 
 UDP_VXLAN = (4789, 8472)  # IANA, and Linux's pre-IANA default
 UDP_GENEVE = 6081
@@ -206,6 +207,9 @@ def from_ip(data: bytes, off: int, depth: int = 0) -> Inner:
         ihl = (data[off] & 0x0F) * 4
         proto = data[off + 9]
         if proto not in TUNNEL_IP_PROTOCOLS:
+            if proto in _TRANSPORT_HEADER and not _u16(data, off + 6)[0] & 0x3FFF and \
+                    n < off + ihl + _TRANSPORT_HEADER[proto]:
+                return f"{REASON_TRUNCATED}: {'TCP' if proto == 6 else 'UDP'} header"
             return data, off
         if _u16(data, off + 6)[0] & 0x3FFF:
             return f"{REASON_ENCAPSULATION}: fragmented tunnel packet (protocol {proto})"
@@ -222,6 +226,8 @@ def from_ip(data: bytes, off: int, depth: int = 0) -> Inner:
         while proto in _IPV6_EXTENSIONS and start + 8 <= n:
             proto, start = data[start], start + (data[start + 1] + 1) * 8
         if proto not in TUNNEL_IP_PROTOCOLS:
+            if proto in _TRANSPORT_HEADER and n < start + _TRANSPORT_HEADER[proto]:
+                return f"{REASON_TRUNCATED}: {'TCP' if proto == 6 else 'UDP'} header"
             return data, off
         if end > n:
             return f"{REASON_TRUNCATED}: tunnel packet"

@@ -23,7 +23,7 @@ import os
 import random
 import struct
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,9 @@ LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_IEEE802_11 = 105
+LINKTYPE_IEEE802_11_RADIOTAP = 127
+LINKTYPE_PPI = 192
 
 PROTO_TCP = 6
 PROTO_UDP = 17
@@ -52,6 +55,10 @@ DEFAULT_SNAPLEN = 262_144
 
 _CLIENT_MAC = bytes.fromhex("02000000000a")
 _SERVER_MAC = bytes.fromhex("02000000000b")
+_AP_MAC = bytes.fromhex("02000000aa01")
+#: outer addresses of the tunnels built here (TEST-NET-1: never a phone's or a server's)
+TUNNEL_SRC = "192.0.2.1"
+TUNNEL_DST = "192.0.2.2"
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,103 @@ def frame(ip: bytes, link: int, *, vlan: int | None = None) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# encapsulations: the phone's IP packet inside a tunnel, an 802.11 frame, PPPoE or MPLS
+
+
+def gre_packet(inner: bytes, *, protocol: int | None = None, key: int | None = None, seq: int | None = None,
+               outer_src: str = TUNNEL_SRC, outer_dst: str = TUNNEL_DST) -> bytes:
+    """An outer IPv4 packet carrying ``inner`` in GRE (version 0); ``protocol`` defaults to the inner IP's
+    ethertype (0x6558 for transparent Ethernet bridging, 0x88BE for ERSPAN type II)."""
+    flags = (0x2000 if key is not None else 0) | (0x1000 if seq is not None else 0)
+    header = struct.pack("!HH", flags, protocol if protocol is not None else _ethertype(inner))
+    if key is not None:
+        header += struct.pack("!I", key)
+    if seq is not None:
+        header += struct.pack("!I", seq)
+    return ipv4_packet(outer_src, outer_dst, 47, header + inner)
+
+
+def vxlan_datagram(inner_frame: bytes, *, vni: int = 42, sport: int = 49152, outer_src: str = TUNNEL_SRC,
+                   outer_dst: str = TUNNEL_DST, port: int = 4789) -> bytes:
+    """An outer IPv4/UDP packet carrying an Ethernet frame in VXLAN (RFC 7348)."""
+    payload = struct.pack("!II", 0x08000000, vni << 8) + inner_frame
+    return ipv4_packet(outer_src, outer_dst, PROTO_UDP, udp_datagram(outer_src, outer_dst, sport, port, payload))
+
+
+def geneve_datagram(inner_frame: bytes, *, vni: int = 42, sport: int = 49152, outer_src: str = TUNNEL_SRC,
+                    outer_dst: str = TUNNEL_DST) -> bytes:
+    """An outer IPv4/UDP packet carrying an Ethernet frame in Geneve (RFC 8926), with one 4-byte option."""
+    option = struct.pack("!HBB", 0x0104, 0x01, 0) + b""  # class, type, length 0: a 4-byte option header
+    payload = struct.pack("!BBHI", len(option) // 4, 0, 0x6558, vni << 8) + option + inner_frame
+    return ipv4_packet(outer_src, outer_dst, PROTO_UDP, udp_datagram(outer_src, outer_dst, sport, 6081, payload))
+
+
+def pppoe_frame(ip: bytes, *, session: int = 0x1234) -> bytes:
+    """Ethernet + PPPoE session header + PPP protocol + the IP packet (what a DSL uplink carries)."""
+    ppp = struct.pack("!H", 0x0057 if ip[0] >> 4 == 6 else 0x0021) + ip
+    return _SERVER_MAC + _CLIENT_MAC + struct.pack("!HBBHH", 0x8864, 0x11, 0, session, len(ppp)) + ppp
+
+
+def mpls_frame(ip: bytes, *, labels: Sequence[int] = (16, 1024), pseudowire: bool = False) -> bytes:
+    """Ethernet + an MPLS label stack + the IP packet; ``pseudowire`` carries it as an Ethernet pseudowire with a
+    control word instead (RFC 4448)."""
+    stack = b"".join(struct.pack("!I", (label << 12) | (1 << 8 if i == len(labels) - 1 else 0) | 64)
+                     for i, label in enumerate(labels))
+    body = (b"\0\0\0\0" + ethernet_frame(ip)) if pseudowire else ip
+    return _SERVER_MAC + _CLIENT_MAC + struct.pack("!H", 0x8847) + stack + body
+
+
+def ieee802_11_frame(ip: bytes, *, bssid: bytes = _AP_MAC,
+                     station: bytes = _CLIENT_MAC, to_ap: bool = True, qos: bool = True) -> bytes:
+    """An 802.11 data frame of an open network: header, LLC/SNAP, the IP packet (no FCS)."""
+    subtype = 8 if qos else 0
+    fc = bytes((0x08 | (subtype << 4), 0x01 if to_ap else 0x02))
+    addresses = bssid + station + _SERVER_MAC if to_ap else station + bssid + _SERVER_MAC
+    header = fc + b"\0\0" + addresses + b"\x10\x00" + (b"\x00\x00" if qos else b"")
+    return header + b"\xaa\xaa\x03\x00\x00\x00" + struct.pack("!H", _ethertype(ip)) + ip
+
+
+def radiotap_frame(ip: bytes, *, fcs: bool = False) -> bytes:
+    """Radiotap (TSFT, flags, rate, channel, signal) + :func:`ieee802_11_frame`: a monitor-mode capture;
+    ``fcs`` appends the frame check sequence and says so in the radiotap flags, as many drivers do."""
+    wlan = ieee802_11_frame(ip)
+    fields = struct.pack("<QBBHHb", 123456789, 0x10 if fcs else 0x00, 0x0C, 2437, 0x00A0, -42) + b"\0"
+    trailer = struct.pack("<I", zlib.crc32(wlan)) if fcs else b""
+    return struct.pack("<BBHI", 0, 0, 8 + len(fields), 0x0000002F) + fields + wlan + trailer
+
+
+def ppi_frame(ip: bytes) -> bytes:
+    """PPI (no fields) + :func:`ieee802_11_frame`."""
+    return struct.pack("<BBHI", 0, 0, 8, LINKTYPE_IEEE802_11) + ieee802_11_frame(ip)
+
+
+def _bridged(ip: bytes) -> bytes:
+    return ethernet_frame(ip, src_mac=_CLIENT_MAC, dst_mac=_SERVER_MAC)
+
+
+#: name -> (link type, wrapper from the phone's IP packet to the captured frame); :class:`CaptureBuilder` takes
+#: a name as ``encapsulation``
+ENCAPSULATIONS: dict[str, tuple[int, Callable[[bytes], bytes]]] = {
+    "gre": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(gre_packet(ip))),
+    "gre-key-seq": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(gre_packet(ip, key=7, seq=1))),
+    "gre-bridged": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(gre_packet(_bridged(ip), protocol=0x6558))),
+    "erspan": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(gre_packet(
+        struct.pack("!HHI", 0x1000 | 1, 0x0800 | 5, 0) + _bridged(ip), protocol=0x88BE, seq=1))),
+    "ipip": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(
+        ipv4_packet(TUNNEL_SRC, TUNNEL_DST, 4 if ip[0] >> 4 == 4 else 41, ip))),
+    "vxlan": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(vxlan_datagram(_bridged(ip)))),
+    "geneve": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(geneve_datagram(_bridged(ip)))),
+    "pppoe": (LINKTYPE_ETHERNET, pppoe_frame),
+    "mpls": (LINKTYPE_ETHERNET, mpls_frame),
+    "mpls-pseudowire": (LINKTYPE_ETHERNET, lambda ip: mpls_frame(ip, pseudowire=True)),
+    "wifi-radiotap": (LINKTYPE_IEEE802_11_RADIOTAP, radiotap_frame),
+    "wifi-radiotap-fcs": (LINKTYPE_IEEE802_11_RADIOTAP, lambda ip: radiotap_frame(ip, fcs=True)),
+    "wifi-ppi": (LINKTYPE_PPI, ppi_frame),
+    "wifi": (LINKTYPE_IEEE802_11, ieee802_11_frame),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
 # file writers
 
 
@@ -333,9 +437,15 @@ class CaptureBuilder:
     start_time: float = DEFAULT_START_TIME_S
     step: float = DEFAULT_STEP_S
     vlan: int | None = None
+    #: a name from :data:`ENCAPSULATIONS`: every IP packet is wrapped so (and ``link`` set to match)
+    encapsulation: str | None = None
     packets: list[Packet] = field(default_factory=list)
     _next_port: int = 40000
     _rng: random.Random = field(default_factory=lambda: random.Random(1))
+
+    def __post_init__(self) -> None:
+        if self.encapsulation is not None:
+            self.link = ENCAPSULATIONS[self.encapsulation][0]
 
     @property
     def now(self) -> float:
@@ -347,7 +457,9 @@ class CaptureBuilder:
         return pkt
 
     def add_ip(self, ip: bytes) -> Packet:
-        """Append an IP packet wrapped in this capture's link layer."""
+        """Append an IP packet wrapped in this capture's link layer (and encapsulation)."""
+        if self.encapsulation is not None:
+            return self.add_frame(ENCAPSULATIONS[self.encapsulation][1](ip))
         return self.add_frame(frame(ip, self.link, vlan=self.vlan))
 
     def tcp(self, client: str, server: str, dport: int, *, sport: int | None = None, handshake: bool = True,
