@@ -28,6 +28,12 @@ from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, mask
 from phonehome.redaction import leak_spans
 from phonehome.scan import layers, tunnels
+from phonehome.scan.handshakes import (
+    MAX_DTLS_HANDSHAKE_DATAGRAMS,
+    PROTO_DTLS_HANDSHAKE,
+    TlsHandshakeDecoder,
+    dtls_cleartext,
+)
 from phonehome.scan.matcher import Match, Matcher, build_matcher
 from phonehome.scan.packets import (
     PROTO_TCP,
@@ -44,13 +50,13 @@ from phonehome.scan.protocols import (
     MAX_CLIENT_HELLO_BYTES,
     MAX_QUIC_INITIALS,
     PROTO_DNS,
+    PROTO_DTLS,
     PROTO_HTTP,
     PROTO_MQTT,
     PROTO_QUIC,
     PROTO_QUIC_HANDSHAKE,
     PROTO_SSH,
     PROTO_TLS,
-    PROTO_TLS_HANDSHAKE,
     PROTO_UNKNOWN,
     PROTO_WEBSOCKET,
     DnsTcpDecoder,
@@ -631,7 +637,10 @@ class Scanner:
     def _udp(self, flow: _Flow, d: _Direction, payload: bytes, frames: list[int], ts: float) -> None:
         if not payload:
             return
-        if flow.encrypted:  # a QUIC flow still collecting its client's Initial packets
+        if flow.encrypted:  # a QUIC flow still collecting its client's Initial packets, or a DTLS handshake
+            if flow.protocol == PROTO_DTLS:
+                self._dtls(flow, d, payload, frames, ts)
+                return
             if d is flow.client and classify_datagram(payload) == PROTO_QUIC:
                 self._quic_initial(flow, d, payload, frames, ts)
             return
@@ -640,6 +649,11 @@ class Scanner:
             flow.encrypted = True
             flow.protocol = PROTO_QUIC
             self._quic_initial(flow, d, payload, frames, ts)
+            return
+        if encrypted == PROTO_DTLS:
+            flow.encrypted = True
+            flow.protocol = PROTO_DTLS
+            self._dtls(flow, d, payload, frames, ts)
             return
         if encrypted:
             self._mark_encrypted(flow, encrypted)
@@ -732,6 +746,8 @@ class Scanner:
         if units:
             self._scan_units(flow, d, units)
             self._trim(d)
+        if decoder.switch_to == PROTO_TLS:  # the client's TLS handshake is over: the rest is ciphertext
+            self._mark_encrypted(flow, PROTO_TLS)
 
     def _shed_decoder_memory(self) -> None:
         """Too many half-received messages held at once (many flows, huge bodies): scan the large ones as they
@@ -764,8 +780,7 @@ class Scanner:
         if not kind:
             return None
         if kind == PROTO_TLS:
-            self._tls_start(flow, d)
-            return None
+            return self._tls_start(flow, d)
         if kind == PROTO_SSH:
             line_end = head.find(b"\n")
             if line_end < 0 and len(head) < 256:
@@ -794,19 +809,55 @@ class Scanner:
         d.decoder = decoder
         return decoder
 
-    def _tls_start(self, flow: _Flow, d: _Direction) -> None:
+    def _tls_start(self, flow: _Flow, d: _Direction) -> StreamDecoder | None:
+        """A TLS direction: the client's handshake records are read until encryption starts (.handshakes)."""
         head = d.head
         if len(head) >= 6 and head[0] == 22 and head[5] == 1:  # a handshake record holding a ClientHello
             hello = parse_client_hello(head)
             if hello is None and len(head) < MAX_CLIENT_HELLO_BYTES:
-                return  # wait for the rest of the ClientHello (modern ones span two segments)
+                return None  # wait for the rest of the ClientHello (modern ones span two segments)
             if hello is not None:
                 flow.sni = hello.sni or flow.sni
-                self._scan_units(flow, d, [Unit(head[:hello.length], 0, hello.length, True, "",
-                                                PROTO_TLS_HANDSHAKE)])
-        elif len(head) < 6:
-            return
+            flow.encrypted = True
+            flow.protocol = PROTO_TLS
+            self._stop_direction(flow.server if d is flow.client else flow.client)  # server certificates...
+            decoder = d.decoder = TlsHandshakeDecoder()
+            return decoder
+        if len(head) < 6:
+            return None
+        other = flow.server if d is flow.client else flow.client
+        if isinstance(other.decoder, TlsHandshakeDecoder):  # the client's handshake is still being read
+            self._stop_direction(d)
+            return None
         self._mark_encrypted(flow, PROTO_TLS)
+        return None
+
+    def _stop_direction(self, d: _Direction) -> None:
+        """Scan no more of one direction (the server's side of a TLS handshake) while the other goes on."""
+        self.decoder_held -= d.held
+        d.held = 0
+        d.done = True
+        d.stream = None
+        d.decoder = None
+        d.head = b""
+        d.offsets, d.frames, d.times = _NO_INTS, _NO_INTS, _NO_FLOATS
+
+    def _dtls(self, flow: _Flow, d: _Direction, payload: bytes, frames: list[int], ts: float) -> None:
+        """Scan a DTLS datagram's cleartext handshake (ClientHello, PSK identity, certificates) until each side
+        starts encrypting."""
+        flow.quic_seen += 1  # datagrams looked at for a QUIC or DTLS handshake
+        spans, started, hello_record = dtls_cleartext(payload)
+        if hello_record:
+            hello = parse_client_hello(hello_record)
+            if hello is not None:
+                flow.sni = hello.sni or flow.sni
+        if spans:
+            self._scan_units(flow, d, [Unit(payload[a:b], a, b, True, "", PROTO_DTLS_HANDSHAKE) for a, b in spans],
+                             frames=frames, time=ts)
+        if started:
+            d.done = True
+        if (flow.client.done and flow.server.done) or flow.quic_seen >= MAX_DTLS_HANDSHAKE_DATAGRAMS:
+            self._mark_encrypted(flow, PROTO_DTLS)
 
     def _switch_to_websocket(self, flow: _Flow, d: _Direction, old: StreamDecoder) -> list[Unit]:
         ws = WebSocketDecoder(old.offset)

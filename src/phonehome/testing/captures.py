@@ -653,9 +653,86 @@ def tls_application_data(payload: bytes) -> bytes:
     return b"\x17\x03\x03" + struct.pack("!H", len(payload)) + payload
 
 
-def dtls_record(payload: bytes, *, content_type: int = 23) -> bytes:
+def _der(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    length = bytes((n,)) if n < 0x80 else bytes((0x80 | ((n.bit_length() + 7) // 8),)) + n.to_bytes(
+        (n.bit_length() + 7) // 8, "big")
+    return bytes((tag,)) + length + body
+
+
+def _der_oid(dotted: str) -> bytes:
+    first, second, *rest = (int(p) for p in dotted.split("."))
+    out = bytearray((40 * first + second,))
+    for value in rest:
+        chunk = [value & 0x7F]
+        value >>= 7
+        while value:
+            chunk.append(0x80 | (value & 0x7F))
+            value >>= 7
+        out += bytes(reversed(chunk))
+    return _der(0x06, bytes(out))
+
+
+def x509_certificate(common_name: str, *, serial_number: int = 0x1234, issuer: str = "Device CA") -> bytes:
+    """A DER X.509 v3 certificate whose subject CN is ``common_name`` (structure only: the key and signature are
+    placeholders; tshark dissects it, nothing verifies it). Device certificates often name the IMEI or serial."""
+    def name(cn: str) -> bytes:
+        return _der(0x30, _der(0x31, _der(0x30, _der_oid("2.5.4.3") + _der(0x0C, cn.encode()))))
+
+    algorithm = _der(0x30, _der_oid("1.2.840.10045.4.3.2"))  # ecdsa-with-SHA256
+    key = _der(0x30, _der(0x30, _der_oid("1.2.840.10045.2.1") + _der_oid("1.2.840.10045.3.1.7"))
+               + _der(0x03, b"\x00\x04" + bytes(range(64))))
+    validity = _der(0x30, _der(0x17, b"240101000000Z") + _der(0x17, b"340101000000Z"))
+    tbs = _der(0x30, _der(0xA0, _der(0x02, b"\x02")) + _der(0x02, serial_number.to_bytes(4, "big")) + algorithm
+               + name(issuer) + validity + name(common_name) + key)
+    signature = _der(0x03, b"\x00" + _der(0x30, _der(0x02, b"\x01" * 32) + _der(0x02, b"\x02" * 32)))
+    return _der(0x30, tbs + algorithm + signature)
+
+
+def tls_handshake_record(msg_type: int, body: bytes, *, version: int = 0x0303) -> bytes:
+    """One TLS handshake message in one record."""
+    handshake = bytes((msg_type,)) + len(body).to_bytes(3, "big") + body
+    return bytes((22,)) + struct.pack("!HH", version, len(handshake)) + handshake
+
+
+def tls_certificate(certificates: Sequence[bytes]) -> bytes:
+    """A TLS 1.2 Certificate message (cleartext: a client certificate is sent so, after the ServerHelloDone)."""
+    chain = b"".join(len(c).to_bytes(3, "big") + c for c in certificates)
+    return tls_handshake_record(11, len(chain).to_bytes(3, "big") + chain)
+
+
+def tls_client_key_exchange_psk(identity: bytes) -> bytes:
+    """A TLS 1.2 PSK ClientKeyExchange: the PSK identity, in cleartext (RFC 4279)."""
+    return tls_handshake_record(16, struct.pack("!H", len(identity)) + identity)
+
+
+def tls_change_cipher_spec() -> bytes:
+    return b"\x14\x03\x03\x00\x01\x01"
+
+
+def dtls_client_hello(sni: str | None, *, psk_identity: bytes | None = None, message_seq: int = 0) -> bytes:
+    """A DTLS 1.2 ClientHello record (epoch 0) with SNI and, optionally, a pre_shared_key extension carrying
+    ``psk_identity`` (as DTLS 1.3 and CoAP/LwM2M devices send it)."""
+    extensions = b""
+    if sni is not None:
+        host = sni.encode()
+        entry = b"\x00" + struct.pack("!H", len(host)) + host
+        extensions += struct.pack("!HHH", 0, len(entry) + 2, len(entry)) + entry
+    if psk_identity is not None:
+        identities = struct.pack("!H", len(psk_identity)) + psk_identity + b"\x00\x00\x00\x00"
+        binders = b"\x20" + bytes(32)
+        ext = struct.pack("!H", len(identities)) + identities + struct.pack("!H", len(binders)) + binders
+        extensions += struct.pack("!HH", 41, len(ext)) + ext
+    body = (b"\xfe\xfd" + bytes(range(32)) + b"\x00" + b"\x00" + struct.pack("!H", 2) + b"\xc0\xa8"
+            + b"\x01\x00" + struct.pack("!H", len(extensions)) + extensions)
+    handshake = (b"\x01" + len(body).to_bytes(3, "big") + struct.pack("!H", message_seq) + b"\x00\x00\x00"
+                 + len(body).to_bytes(3, "big") + body)
+    return b"\x16\xfe\xfd" + b"\x00\x00" + b"\x00\x00\x00\x00\x00\x00" + struct.pack("!H", len(handshake)) + handshake
+
+
+def dtls_record(payload: bytes, *, content_type: int = 23, epoch: int = 0) -> bytes:
     """A DTLS 1.2 record."""
-    return (bytes([content_type]) + b"\xfe\xfd" + b"\x00\x00" + b"\x00\x00\x00\x00\x00\x01"
+    return (bytes([content_type]) + b"\xfe\xfd" + struct.pack("!H", epoch) + b"\x00\x00\x00\x00\x00\x01"
             + struct.pack("!H", len(payload)) + payload)
 
 
