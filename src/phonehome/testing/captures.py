@@ -747,6 +747,130 @@ def ssh_banner() -> bytes:
     return b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
 
 
+# --- binary serialisations (what SDKs send): minimal encoders, enough to place a value exactly ------------------
+
+
+@dataclass(frozen=True)
+class Float32:
+    """A float to encode as IEEE-754 single precision (CBOR, MessagePack, protobuf ``float``)."""
+
+    value: float
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+#: a protobuf field: (number, wire kind, value); kinds: "varint", "sint" (zigzag), "fixed64", "sfixed32",
+#: "double", "float", "string", "bytes", "message" (a nested list of fields)
+ProtobufField = tuple[int, str, object]
+
+
+def protobuf_message(fields: Sequence[ProtobufField]) -> bytes:
+    """A protobuf message, fields in the given order."""
+    out = bytearray()
+    for number, kind, value in fields:
+        if kind in ("varint", "sint"):
+            n = int(value)  # type: ignore[call-overload]
+            out += _varint(number << 3) + _varint((n << 1) ^ (n >> 63) if kind == "sint" else n)
+        elif kind == "fixed64":
+            out += _varint(number << 3 | 1) + struct.pack("<Q", value)
+        elif kind == "double":
+            out += _varint(number << 3 | 1) + struct.pack("<d", value)
+        elif kind == "sfixed32":
+            out += _varint(number << 3 | 5) + struct.pack("<i", value)
+        elif kind == "float":
+            out += _varint(number << 3 | 5) + struct.pack("<f", value)
+        else:
+            if kind == "message":
+                body = protobuf_message(value)  # type: ignore[arg-type]
+            elif isinstance(value, str):
+                body = value.encode()
+            else:
+                body = bytes(value)  # type: ignore[call-overload]
+            out += _varint(number << 3 | 2) + _varint(len(body)) + body
+    return bytes(out)
+
+
+def _cbor_head(major: int, n: int) -> bytes:
+    if n < 24:
+        return bytes((major << 5 | n,))
+    for extra, fmt in ((24, "!B"), (25, "!H"), (26, "!I"), (27, "!Q")):
+        if n < 1 << (8 * struct.calcsize(fmt)):
+            return bytes((major << 5 | extra,)) + struct.pack(fmt, n)
+    raise ValueError("integer too large for CBOR")
+
+
+def cbor(value: object) -> bytes:
+    """CBOR (RFC 8949) of dicts, lists, str, bytes, int, float (double) and :class:`Float32`."""
+    if isinstance(value, bool):
+        return b"\xf5" if value else b"\xf4"
+    if isinstance(value, int):
+        return _cbor_head(0, value) if value >= 0 else _cbor_head(1, -1 - value)
+    if isinstance(value, Float32):
+        return b"\xfa" + struct.pack(">f", value.value)
+    if isinstance(value, float):
+        return b"\xfb" + struct.pack(">d", value)
+    if isinstance(value, str):
+        raw = value.encode()
+        return _cbor_head(3, len(raw)) + raw
+    if isinstance(value, bytes):
+        return _cbor_head(2, len(value)) + value
+    if isinstance(value, list):
+        return _cbor_head(4, len(value)) + b"".join(cbor(v) for v in value)
+    if isinstance(value, dict):
+        return _cbor_head(5, len(value)) + b"".join(cbor(k) + cbor(v) for k, v in value.items())
+    raise TypeError(f"cannot encode {type(value).__name__} as CBOR")
+
+
+def msgpack(value: object) -> bytes:
+    """MessagePack of dicts, lists, str, bytes, int, float (float64) and :class:`Float32`."""
+    if isinstance(value, bool):
+        return b"\xc3" if value else b"\xc2"
+    if isinstance(value, int):
+        if 0 <= value < 128:
+            return bytes((value,))
+        return b"\xcf" + struct.pack(">Q", value) if value >= 0 else b"\xd3" + struct.pack(">q", value)
+    if isinstance(value, Float32):
+        return b"\xca" + struct.pack(">f", value.value)
+    if isinstance(value, float):
+        return b"\xcb" + struct.pack(">d", value)
+    if isinstance(value, str):
+        raw = value.encode()
+        return (bytes((0xA0 | len(raw),)) if len(raw) < 32 else b"\xd9" + bytes((len(raw),))) + raw
+    if isinstance(value, bytes):
+        return b"\xc4" + bytes((len(value),)) + value
+    if isinstance(value, list):
+        return bytes((0x90 | len(value),)) + b"".join(msgpack(v) for v in value)
+    if isinstance(value, dict):
+        return bytes((0x80 | len(value),)) + b"".join(msgpack(k) + msgpack(v) for k, v in value.items())
+    raise TypeError(f"cannot encode {type(value).__name__} as MessagePack")
+
+
+def bson(document: Mapping[str, object]) -> bytes:
+    """BSON of a document of str, int (int64), float (double) and nested documents."""
+    body = bytearray()
+    for key, value in document.items():
+        name = key.encode() + b"\x00"
+        if isinstance(value, float):
+            body += b"\x01" + name + struct.pack("<d", value)
+        elif isinstance(value, str):
+            raw = value.encode() + b"\x00"
+            body += b"\x02" + name + struct.pack("<i", len(raw)) + raw
+        elif isinstance(value, Mapping):
+            body += b"\x03" + name + bson(value)
+        elif isinstance(value, int):
+            body += b"\x12" + name + struct.pack("<q", value)
+        else:
+            raise TypeError(f"cannot encode {type(value).__name__} as BSON")
+    return struct.pack("<i", len(body) + 5) + bytes(body) + b"\x00"
+
+
 def _mqtt_remaining_length(n: int) -> bytes:
     out = bytearray()
     while True:
