@@ -11,7 +11,7 @@ decodes them and the matcher runs on each layer. The needle names say exactly wh
 * ``form`` names the canonical form (``imei``, ``imei-14``, ``e164``, ``mac-dash-upper``, ``lat-decimal``...).
 * ``encoding`` names what was applied to it, outermost first, ``>``-separated like the layer chains:
   ``plain``, ``url``, ``base64``, ``base64url``, ``base32``, ``base58``, ``hex``, ``utf16le``, ``utf16be``,
-  ``rot13`` (and ``rotN``), ``bcd`` (3GPP TBCD, swapped nibbles), ``bcd-mi`` (24.008 mobile identity),
+  ``rot13`` (and ``rotN``), ``reversed``, ``bcd`` (3GPP TBCD, swapped nibbles), ``bcd-mi`` (24.008 mobile identity),
   ``bcd-packed``, ``int64be``/``int64le``, ``varint``/``zigzag`` (protobuf), ``raw`` (the binary value: MAC octets, UUID bytes);
   a digest ``H`` of the form is ``H`` when written in hex, ``H-raw`` as raw bytes, ``base64>H`` and
   ``base64url>H`` when its raw bytes are base64-encoded; checksums and MurmurHash3 (``crc32``, ``mmh3_128``...)
@@ -338,6 +338,8 @@ def encode_form(form: Form) -> Iterator[Needle]:
             return
         yield needle(raw.decode("latin-1").encode("utf-16-le"), "utf16le", nocase=caseless)
         yield needle(raw.decode("latin-1").encode("utf-16-be"), "utf16be", nocase=caseless)
+        if raw[::-1] != raw:  # reversed, the cheapest obfuscation (.obfuscation has XOR)
+            yield needle(raw[::-1], "reversed", nocase=caseless, boundary=form.digit_boundary)
     elif len(raw) < MIN_ENCODED_FORM_LENGTH:
         return
     # case-sensitive encodings: each case variant separately (hex digits themselves in either case)

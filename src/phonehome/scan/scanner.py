@@ -35,6 +35,12 @@ from phonehome.scan.handshakes import (
     dtls_cleartext,
 )
 from phonehome.scan.matcher import Match, Matcher, build_matcher
+from phonehome.scan.obfuscation import (
+    XOR_MULTI_BYTE_PER_DIRECTION,
+    XOR_MULTI_BYTE_UNIT_BYTES,
+    xor_bytes,
+    xor_finder,
+)
 from phonehome.scan.packets import (
     PROTO_TCP,
     PROTO_UDP,
@@ -432,6 +438,7 @@ class Scanner:
     def __init__(self, identifiers: Identifiers, *, phases: Sequence[Phase] = (),
                  matcher: Matcher | None = None) -> None:
         self.matcher = matcher if matcher is not None else build_matcher(identifiers)
+        self.xor = xor_finder(self.matcher)
         self.phases = tuple(phases)
         self.budget = Budget()
         self.defrag = Defragmenter()
@@ -934,6 +941,13 @@ class Scanner:
                     self._record(flow, d, unit, decoded, inner, chain, frames, time)
                     for m in inner:
                         found.setdefault(m.needle.identifier, []).append(chain)
+            multi_byte = len(sample) <= XOR_MULTI_BYTE_UNIT_BYTES and d.peeled <= XOR_MULTI_BYTE_PER_DIRECTION
+            for key in self.xor.keys(sample, multi_byte=multi_byte):  # XOR-obfuscated (.obfuscation)
+                chain = f"xor(0x{key.hex()})"
+                decoded = xor_bytes(sample, key)
+                inner = [m for m in find(decoded) if not _covered(found.get(m.needle.identifier), chain)]
+                if inner:
+                    self._record(flow, d, unit, decoded, inner, chain, frames, time)
 
     @staticmethod
     def _layers(sample: bytes) -> list[tuple[str, bytes]]:
