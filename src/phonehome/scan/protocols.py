@@ -586,10 +586,24 @@ def content_chain(content_encoding: str) -> str:
 
 
 class WebSocketDecoder(StreamDecoder):
-    """WebSocket frames after an HTTP upgrade: client frames unmasked, permessage-deflate inflated."""
+    """WebSocket frames after an HTTP upgrade: client frames unmasked (each frame with its own key), fragmented
+    messages joined from their continuation frames, permessage-deflate inflated.
+
+    permessage-deflate compresses whole messages (RSV1 on the first frame) and by default keeps its LZ77 window
+    from one message to the next (context takeover): one inflater per direction, fed every compressed message
+    in order, reads both that and ``no_context_takeover``.
+    """
 
     protocol = PROTO_WEBSOCKET
     raw_mode = False  # after a frame too large to hold: the rest of the stream is scanned as raw bytes
+
+    def __init__(self, offset: int = 0) -> None:
+        super().__init__(offset)
+        self._message: list[bytes] = []  # unmasked payloads of a fragmented message's frames so far
+        self._message_start = 0
+        self._message_size = 0
+        self._compressed = False
+        self._inflater: zlib._Decompress | None = None
 
     def parse(self, final: bool) -> list[Unit]:
         units: list[Unit] = []
@@ -615,7 +629,8 @@ class WebSocketDecoder(StreamDecoder):
             if masked:
                 key = buf[pos:pos + 4]
                 pos += 4
-            if n > MAX_MESSAGE_BYTES:
+            if n > MAX_MESSAGE_BYTES or self._message_size + n > MAX_MESSAGE_BYTES:
+                units += self._flush_message()
                 self.raw_mode = True
                 return _raw_batches(self, units, final)
             if pos + n > len(buf):
@@ -629,17 +644,45 @@ class WebSocketDecoder(StreamDecoder):
             if masked and len(key) == 4:
                 payload = unmask(payload, key)
                 exact = False
-            chain = ""
-            if b0 & 0x40:  # RSV1: permessage-deflate
-                try:
-                    payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff", MAX_MESSAGE_BYTES)
-                    chain, exact = "deflate", False
-                except zlib.error:
-                    pass
             start = self.offset + pos
-            units.append(Unit(payload, start, start + n, exact, chain, self.protocol, peel=True))
+            opcode, fin = b0 & 0x0F, bool(b0 & 0x80)
             self.consume(pos + n)
+            if opcode >= 8 or (fin and opcode and not self._message):  # control frame, or a whole message
+                units.append(self._unit(payload, start, start + n, exact, compressed=bool(b0 & 0x40) and opcode < 8))
+                continue
+            if opcode:  # the first frame of a fragmented message (one left unfinished is scanned as it was)
+                units += self._flush_message()
+                self._message_start = start
+                self._compressed = bool(b0 & 0x40)
+            self._message.append(payload)
+            self._message_size += n
+            if fin:
+                units += self._flush_message(end=start + n)
+        if final:
+            units += self._flush_message()
         return units
+
+    def _flush_message(self, end: int | None = None) -> list[Unit]:
+        if not self._message:
+            return []
+        payload = b"".join(self._message)
+        start = self._message_start
+        self._message, self._message_size = [], 0
+        return [self._unit(payload, start, end if end is not None else self.offset, False, compressed=self._compressed)]
+
+    def _unit(self, payload: bytes, start: int, end: int, exact: bool, *, compressed: bool) -> Unit:
+        chain = ""
+        if compressed:  # RSV1: permessage-deflate
+            if self._inflater is None:
+                self._inflater = zlib.decompressobj(-15)
+            try:
+                payload = self._inflater.decompress(payload + b"\x00\x00\xff\xff", MAX_MESSAGE_BYTES)
+                chain, exact = "deflate", False
+            except zlib.error:
+                self._inflater = None  # a message it cannot read: the next one starts afresh
+                self.warnings.append("a permessage-deflate WebSocket message could not be inflated; "
+                                     "scanned as sent")
+        return Unit(payload, start, end, exact, chain, self.protocol, peel=True)
 
 
 def unmask(payload: bytes, key: bytes) -> bytes:

@@ -913,9 +913,10 @@ def websocket_accept() -> bytes:
 
 
 def websocket_frame(payload: bytes, *, mask_key: bytes | None = b"\x37\xfa\x21\x3d", opcode: int = 1,
-                    fin: bool = True) -> bytes:
-    """A WebSocket frame; client frames are masked (``mask_key``), server frames are not (``mask_key=None``)."""
-    head = bytes([(0x80 if fin else 0) | opcode])
+                    fin: bool = True, rsv1: bool = False) -> bytes:
+    """A WebSocket frame; client frames are masked (``mask_key``), server frames are not (``mask_key=None``);
+    ``rsv1`` marks the first frame of a permessage-deflate message."""
+    head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
     mask_bit = 0x80 if mask_key is not None else 0
     n = len(payload)
     if n < 126:
@@ -928,6 +929,19 @@ def websocket_frame(payload: bytes, *, mask_key: bytes | None = b"\x37\xfa\x21\x
         return head + payload
     masked = bytes(b ^ mask_key[i % 4] for i, b in enumerate(payload))
     return head + mask_key + masked
+
+
+def websocket_deflate(messages: Sequence[bytes], *, context_takeover: bool = True) -> list[bytes]:
+    """Payloads of permessage-deflate messages (RFC 7692): raw deflate, sync-flushed, the trailing
+    ``00 00 ff ff`` removed; with context takeover (the default) one compressor serves every message."""
+    out = []
+    compressor = zlib.compressobj(wbits=-15)
+    for message in messages:
+        if not context_takeover:
+            compressor = zlib.compressobj(wbits=-15)
+        data = compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        out.append(data[:-4] if data.endswith(b"\x00\x00\xff\xff") else data)
+    return out
 
 
 def quic_client_initials(sni: str | None, *, alpn: Sequence[str] = ("h3",), dcid: bytes = bytes(range(8)),
