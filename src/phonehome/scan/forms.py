@@ -189,6 +189,15 @@ def _mac_forms(name: str, value: str) -> Iterator[Form]:
     yield from _cased(name, "mac-dash", "-".join(octets))
     yield from _cased(name, "mac-bare", bare)
     yield from _cased(name, "mac-dot", ".".join(bare[i:i + 4] for i in range(0, 12, 4)))
+    yield from _cased(name, "mac-space", " ".join(octets))
+    yield from _cased(name, "mac-dash-quad", "-".join(bare[i:i + 4] for i in range(0, 12, 4)))
+    yield from _cased(name, "mac-dash-half", f"{bare[:6]}-{bare[6:]}")
+    unpadded = ":".join(o.lstrip("0") or "0" for o in octets)  # how some tools print a MAC (2:0:5e:0:53:1)
+    if unpadded != value:
+        yield from _cased(name, "mac-unpadded", unpadded)
+    number = str(int(bare, 16))
+    if len(number) >= MIN_DECIMAL_ID_DIGITS:
+        yield Form(name, "mac-decimal", number, digit_boundary=True)
 
 
 _FORM_MAKERS: dict[str, Callable[[str, str], Iterable[Form]]] = {
@@ -294,6 +303,9 @@ def _special_needles(name: str, value: str) -> Iterator[Needle]:
         yield Needle(_IMEI_SEPARATOR.join(d.encode() for d in value), name, "plain", "imei-separated",
                      regex=True, digit_boundary=True)
         yield Needle(imeisv_identity_pattern(body), name, "bcd-mi", "imeisv", regex=True)
+        # TAC and serial number sent as two fields (tac=35209900&snr=176148): both, in this order, close together
+        yield Needle(value[:8].encode() + rb"[^0-9]{1,32}" + value[8:14].encode(), name, "plain", "imei-tac-snr",
+                     regex=True, digit_boundary=True)
     elif name == "phone":
         for form in phone_forms(value):
             if form.name == "as-given":
