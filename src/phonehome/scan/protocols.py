@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 PROTO_HTTP = "http"
+PROTO_HTTP2 = "http2"
 PROTO_WEBSOCKET = "websocket"
 PROTO_DNS = "dns"
 PROTO_TLS_HANDSHAKE = "tls-handshake"
@@ -56,6 +57,7 @@ _TLS_HANDSHAKE_TYPES = frozenset((0, 1, 2, 3, 4, 5, 6, 8, 11, 12, 13, 14, 15, 16
 
 _HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ",
                  b"TRACE ")
+_H2_PREFACE_START = b"PRI * HT"  # CLASSIFY_BYTES of the HTTP/2 connection preface
 _QUIC_VERSIONS = frozenset((0x00000001, 0x6B3343CF, 0x51303530, 0x51303436, 0x51303433))
 
 
@@ -89,9 +91,12 @@ def classify_stream(head: bytes) -> str:
         return PROTO_SSH
     if head.startswith(b"HTTP/1.") or head.startswith(_HTTP_METHODS):
         return PROTO_HTTP
+    if head.startswith(_H2_PREFACE_START):  # HTTP/2 with prior knowledge (.http2)
+        return PROTO_HTTP2
     if _looks_like_mqtt_connect(head):
         return PROTO_MQTT
     if len(head) < CLASSIFY_BYTES and (b"SSH-".startswith(head) or b"HTTP/1.".startswith(head)
+                                       or _H2_PREFACE_START.startswith(head)
                                        or any(m.startswith(head) for m in _HTTP_METHODS)
                                        or (head[:1] == b"\x10")):
         return ""
@@ -493,6 +498,8 @@ class HttpDecoder(StreamDecoder):
         upgrade = (head.header("upgrade") or "").lower()
         if upgrade == "websocket" and (head.is_request or head.status == 101):
             self.switch_to = PROTO_WEBSOCKET
+        elif upgrade == "h2c" and (head.is_request or head.status == 101):
+            self.switch_to = PROTO_HTTP2  # the client's next bytes are the preface; the server's, frames
         self.consume(body_end)
         return True
 

@@ -34,6 +34,7 @@ from phonehome.scan.handshakes import (
     TlsHandshakeDecoder,
     dtls_cleartext,
 )
+from phonehome.scan.http2 import Http2Decoder
 from phonehome.scan.matcher import Match, Matcher, build_matcher
 from phonehome.scan.obfuscation import (
     XOR_MULTI_BYTE_PER_DIRECTION,
@@ -58,6 +59,7 @@ from phonehome.scan.protocols import (
     PROTO_DNS,
     PROTO_DTLS,
     PROTO_HTTP,
+    PROTO_HTTP2,
     PROTO_MQTT,
     PROTO_QUIC,
     PROTO_QUIC_HANDSHAKE,
@@ -742,6 +744,13 @@ class Scanner:
             self._shed_decoder_memory()
         if decoder.switch_to == PROTO_WEBSOCKET:
             units += self._switch_to_websocket(flow, d, decoder)
+        elif decoder.switch_to == PROTO_HTTP2:  # Upgrade: h2c
+            if decoder.host:
+                flow.http_host = decoder.host
+            h2 = d.decoder = Http2Decoder(decoder.offset, decode_content=layers.decode_content)
+            flow.protocol = PROTO_HTTP2
+            units += h2.feed(decoder.buf) if decoder.buf else []
+            decoder = h2
         if decoder.host:
             flow.http_host = decoder.host
         if decoder.addresses:
@@ -796,12 +805,14 @@ class Scanner:
             self._scan_units(flow, d, [Unit(banner, 0, len(banner), True, "", PROTO_SSH)])
             self._mark_encrypted(flow, PROTO_SSH)
             return None
-        if kind == PROTO_UNKNOWN and flow.protocol in (PROTO_HTTP, PROTO_MQTT, PROTO_WEBSOCKET):
+        if kind == PROTO_UNKNOWN and flow.protocol in (PROTO_HTTP, PROTO_MQTT, PROTO_WEBSOCKET, PROTO_HTTP2):
             kind = flow.protocol
         if kind == PROTO_UNKNOWN and DNS_TCP_PORT in (d.sport, d.dport):
             kind = PROTO_DNS
         if kind == PROTO_HTTP:
             decoder: StreamDecoder = HttpDecoder(decode_content=layers.decode_content)
+        elif kind == PROTO_HTTP2:
+            decoder = Http2Decoder(decode_content=layers.decode_content)
         elif kind == PROTO_MQTT:
             decoder = MqttDecoder()
         elif kind == PROTO_WEBSOCKET:

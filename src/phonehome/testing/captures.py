@@ -931,6 +931,43 @@ def websocket_frame(payload: bytes, *, mask_key: bytes | None = b"\x37\xfa\x21\x
     return head + mask_key + masked
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    """One HTTP/2 frame (RFC 9113 4.1)."""
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + struct.pack("!I", stream_id) + payload
+
+
+def h2_settings(*, ack: bool = False) -> bytes:
+    return h2_frame(4, 1 if ack else 0, 0, b"" if ack else struct.pack("!HI", 3, 100))
+
+
+def h2_headers(stream_id: int, block: bytes, *, end_stream: bool = False, split: int = 0) -> bytes:
+    """A HEADERS frame carrying an HPACK ``block``; ``split`` > 0 continues it in CONTINUATION frames of that
+    many bytes."""
+    if not split or split >= len(block):
+        return h2_frame(1, 0x4 | (0x1 if end_stream else 0), stream_id, block)
+    parts = [block[i:i + split] for i in range(0, len(block), split)]
+    out = h2_frame(1, 0x1 if end_stream else 0, stream_id, parts[0])
+    for i, part in enumerate(parts[1:], 1):
+        out += h2_frame(9, 0x4 if i == len(parts) - 1 else 0, stream_id, part)
+    return out
+
+
+def h2_data(stream_id: int, data: bytes, *, end_stream: bool = True, frame_size: int = 16384,
+            padding: int = 0) -> bytes:
+    """DATA frames of ``frame_size`` bytes each (optionally padded), END_STREAM on the last."""
+    out = b""
+    chunks = [data[i:i + frame_size] for i in range(0, len(data), frame_size)] or [b""]
+    for i, chunk in enumerate(chunks):
+        last = i == len(chunks) - 1
+        flags = (0x1 if last and end_stream else 0) | (0x8 if padding else 0)
+        payload = (bytes((padding,)) + chunk + bytes(padding)) if padding else chunk
+        out += h2_frame(0, flags, stream_id, payload)
+    return out
+
+
 def websocket_deflate(messages: Sequence[bytes], *, context_takeover: bool = True) -> list[bytes]:
     """Payloads of permessage-deflate messages (RFC 7692): raw deflate, sync-flushed, the trailing
     ``00 00 ff ff`` removed; with context takeover (the default) one compressor serves every message."""
