@@ -218,3 +218,12 @@ def test_cli_counts_undecoded_in_the_table_json_and_warns(tmp_path: Path, capsys
     capture = json.loads(out_json.read_text())["capture"]
     assert capture["undecoded"] == {"unknown ethertype": {"packets": 3, "bytes": 162}}
     assert capture["undecodable_packets"] == 3
+
+
+@pytest.mark.parametrize("kind", ["gre-bridged", "wifi-radiotap", "pppoe"])
+def test_the_capture_index_sees_the_phone_inside_the_encapsulation(tmp_path: Path, kind: str) -> None:
+    """The plugin's "did the phone talk in this phase" check reads the inner addresses too."""
+    from phonehome.capture import read_packet_index
+
+    path = _leaky(kind).write_pcap(tmp_path / "c.pcap")
+    assert all(PHONE_IP in packet.addresses for packet in read_packet_index(path))

@@ -22,10 +22,13 @@ TABLE_FRAMES = 4
 
 DESCRIPTION = f"""\
 Find a phone's identifiers sent in cleartext in a capture (pcap or pcapng), in any common encoding (plain, URL,
-base64, hex, hashes, BCD, UTF-16, binary integers/floats, nested layers such as gzip>base64>plain), after TCP
-reassembly and HTTP/WebSocket/DNS/TLS-ClientHello/MQTT decoding. Encrypted flows (TLS, DTLS, QUIC, SSH; decided
-by content, not port) are not leaks, except the cleartext parts of their handshake (SNI, ALPN of TLS
-ClientHellos and of QUIC Initials, whose keys are public).
+base64, hex, hashes, BCD, UTF-16, binary integers/floats as protobuf/CBOR/MessagePack/BSON carry them, E5/E6/E7
+coordinates, XOR with 1-4 byte keys, reversed, ROT-N, nested layers such as gzip>base64>plain), after TCP
+reassembly and HTTP/1.1, HTTP/2 (h2c: HPACK, DATA per stream), WebSocket (fragments, permessage-deflate),
+DNS, TLS-ClientHello and MQTT decoding. Encrypted flows (TLS, DTLS, QUIC, SSH; decided by content, not port)
+are not leaks, except the cleartext parts of their handshake: TLS ClientHellos (SNI, ALPN, PSK identities),
+TLS 1.2 client certificates and PSK ClientKeyExchanges, DTLS ClientHellos, QUIC Initials (public keys), SSH
+banners.
 
 exit status:
   0  no cleartext finding
