@@ -838,7 +838,10 @@ class Scanner:
                 flow.sni = hello.sni or flow.sni
             flow.encrypted = True
             flow.protocol = PROTO_TLS
-            self._stop_direction(flow.server if d is flow.client else flow.client)  # server certificates...
+            other = flow.server if d is flow.client else flow.client
+            self._stop_direction(other)  # the server's certificates... are not the phone's
+            # and its packets take the fast path at once: only the client's handshake is still read
+            self.fast[PROTO_TCP][other.src + other.dst + struct.pack("!HH", other.sport, other.dport)] = flow
             decoder = d.decoder = TlsHandshakeDecoder()
             return decoder
         if len(head) < 6:
