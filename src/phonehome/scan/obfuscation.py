@@ -81,7 +81,7 @@ class XorFinder:
         periods: tuple[int, ...] = XOR_PERIODS
         probe = Matcher((), engine=engine)
         if probe.engine == "hyperscan" and variants:
-            literals = [Needle(bytes(b ^ key for b in plain), needle.identifier, f"xor{key}", needle.form)
+            literals = [Needle(plain.translate(_XOR_TABLES[key]), needle.identifier, f"xor{key}", needle.form)
                         for needle, plain in variants for key in range(1, 256)]
             self.single = Matcher(literals, engine=engine)
             periods = tuple(p for p in XOR_PERIODS if p > 1)
@@ -135,6 +135,9 @@ class XorFinder:
                     break
         return list(found)[:MAX_KEYS_PER_UNIT]
 
+
+#: byte -> byte XOR key, for bytes.translate (one per one-byte key)
+_XOR_TABLES = [bytes(b ^ key for b in range(256)) for key in range(256)]
 
 #: between the differentials of two periods: no differential needle fits in it (they have 4+ distinct values)
 _SEPARATOR = bytes(16)
