@@ -227,3 +227,24 @@ def test_the_capture_index_sees_the_phone_inside_the_encapsulation(tmp_path: Pat
 
     path = _leaky(kind).write_pcap(tmp_path / "c.pcap")
     assert all(PHONE_IP in packet.addresses for packet in read_packet_index(path))
+
+
+@pytest.mark.parametrize("link", [113, 276])
+def test_non_ip_frames_of_linux_cooked_captures_are_not_failures(tmp_path: Path, link: int) -> None:
+    """tcpdump -i any: ARP and PPPoE discovery in SLL/SLL2 frames carry no IP; PPPoE sessions are decoded."""
+    from phonehome.testing.captures import ipv4_packet, pppoe_frame, udp_datagram
+
+    def sll(ethertype: int, payload: bytes) -> bytes:
+        if link == 113:
+            return struct.pack("!HHH8sH", 4, 1, 6, bytes(8), ethertype) + payload
+        return struct.pack("!HHIHBB8s", ethertype, 0, 2, 1, 4, 6, bytes(8)) + payload
+
+    session = pppoe_frame(ipv4_packet(PHONE_IP, SERVER_IP, 17, udp_datagram(PHONE_IP, SERVER_IP, 1, 2,
+                                                                            f"imei={IMEI}".encode())))
+    packets = [Packet(sll(0x0806, bytes(28)), 1.0), Packet(sll(0x8863, bytes(20)), 2.0),
+               Packet(sll(0x8864, session[14:]), 3.0)]
+    path = tmp_path / "sll.pcap"
+    path.write_bytes(pcap_bytes(packets, link=link))
+    result = scan_capture(path, _ids())
+    assert result.capture.non_ip_packets == 2 and result.capture.undecoded == {} and not result.warnings
+    assert [(f.identifier, f.src) for f in result.findings] == [("imei", PHONE_IP)]

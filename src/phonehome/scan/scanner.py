@@ -556,7 +556,7 @@ class Scanner:
         if isinstance(inner, str):
             if not inner:
                 self.non_ip += 1
-            elif inner.startswith(tunnels.REASON_LINK):
+            elif inner.startswith(tunnels.REASON_LINK) and link not in SUPPORTED_LINK_TYPES:
                 self.unsupported_links[link] = self.unsupported_links.get(link, 0) + 1
                 self.undecoded.add(tunnels.REASON_LINK, orig, self._phase(ts))
             else:

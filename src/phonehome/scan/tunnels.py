@@ -19,7 +19,11 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_LINUX_SLL2 = 276
 LINKTYPE_IEEE802_11 = 105
 LINKTYPE_IEEE802_11_RADIOTAP = 127
 LINKTYPE_PPI = 192
@@ -314,6 +318,16 @@ def from_link(link: int, data: bytes) -> Inner:
     """The IP packet of a frame the plain link-layer decoding could not place (``ip_offset`` gave -1)."""
     if link == LINKTYPE_ETHERNET:
         return ethernet(data, 0)
+    if link == LINKTYPE_LINUX_SLL:
+        if len(data) < 16:
+            return f"{REASON_TRUNCATED}: Linux cooked header"
+        return from_ethertype(data, 16, _u16(data, 14)[0])
+    if link == LINKTYPE_LINUX_SLL2:
+        if len(data) < 20:
+            return f"{REASON_TRUNCATED}: Linux cooked v2 header"
+        return from_ethertype(data, 20, _u16(data, 0)[0])
+    if link in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        return "" if len(data) >= 4 else f"{REASON_TRUNCATED}: loopback header"  # another address family
     if link == LINKTYPE_IEEE802_11:
         return ieee802_11(data, 0)
     if link == LINKTYPE_IEEE802_11_RADIOTAP:
