@@ -109,3 +109,14 @@ def test_tshark_reads_the_http2_captures(tmp_path: Path, build: object) -> None:
                           capture_output=True, text=True, timeout=TSHARK_TIMEOUT_S, check=False)
     assert proc.returncode == 0, proc.stderr
     assert SERIAL in proc.stdout and f"/v1/register?imei={IMEI}" in proc.stdout
+
+
+def test_a_declined_upgrade_is_still_scanned(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(http_request("GET", "/", host="api.vendor.example", headers={"Upgrade": "h2c", "Connection": "Upgrade"}))
+    conn.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    conn.send(http_request("GET", f"/next?imei={IMEI}", host="api.vendor.example"))
+    conn.close()
+    _path, result = _scan(tmp_path, cap)
+    assert {(f.identifier, f.encoding) for f in result.findings} == {("imei", "plain")}

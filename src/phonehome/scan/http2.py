@@ -84,6 +84,8 @@ class Http2Decoder(StreamDecoder):
             self.preface_checked = True
             if self.buf.startswith(PREFACE):
                 self.consume(len(PREFACE))
+            elif self.buf.startswith(b"HTTP/1.") or self.buf[:8].split(b" ", 1)[0].isalpha():
+                self.raw_mode = True  # the upgrade was declined: HTTP/1.1 goes on (scanned as raw bytes)
         while not self.raw_mode and len(self.buf) >= 9:
             buf = self.buf
             length = int.from_bytes(buf[:3], "big")
