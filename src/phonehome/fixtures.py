@@ -412,8 +412,11 @@ class Traffic:
                 raise CaptureError(f"{self._session.label}: no phase was recorded; wrap the actions in "
                                    "'with traffic.phase(name):'")
             self._check_traffic([record.name for record in phases])
-            self._result = scan_capture(self._capture.pcap, self._session.identifiers,
-                                        phases=[Phase(record.name, record.start, record.end) for record in phases])
+            result = scan_capture(self._capture.pcap, self._session.identifiers,
+                                  phases=[Phase(record.name, record.start, record.end) for record in phases])
+            if result.capture.decode_problem:  # fail closed: what phonehome cannot decode proves nothing
+                raise CaptureError(f"{self._session.label}: {result.capture.decode_problem}")
+            self._result = result
         self._report_phases(self._result)
         return self._result
 

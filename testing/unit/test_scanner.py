@@ -675,9 +675,9 @@ def test_zlib_in_raw_udp_is_peeled(tmp_path: Path) -> None:
 def test_unknown_link_type_only_is_input_error(tmp_path: Path) -> None:
     from phonehome.testing.captures import Packet, pcap_bytes
 
-    path = tmp_path / "wifi.pcap"
-    path.write_bytes(pcap_bytes([Packet(b"\x00" * 60, 1.0), Packet(b"\x00" * 60, 2.0)], link=127))  # radiotap
-    with pytest.raises(InputError, match="link type 127 is not supported"):
+    path = tmp_path / "user0.pcap"
+    path.write_bytes(pcap_bytes([Packet(b"\x00" * 60, 1.0), Packet(b"\x00" * 60, 2.0)], link=147))  # USER0
+    with pytest.raises(InputError, match="link type 147 is not supported"):
         scan_capture(path, _ids())
 
 
@@ -687,10 +687,11 @@ def test_unknown_link_type_beside_known_ones_is_a_warning(tmp_path: Path) -> Non
     known = _raw_tcp(f"imei={IMEI}".encode())
     path = tmp_path / "mixed.pcapng"
     packets = [(0, p) for p in known.packets] + [(1, Packet(b"\x00" * 60, known.now))]
-    path.write_bytes(pcapng_bytes(packets, links=(LINKTYPE_ETHERNET, 127)))
+    path.write_bytes(pcapng_bytes(packets, links=(LINKTYPE_ETHERNET, 147)))
     result = scan_capture(path, _ids())
     _assert_found(result, "imei")
-    assert any("link type 127" in w for w in result.warnings)
+    assert any("link type 147" in w for w in result.warnings)
+    assert result.capture.undecoded == {"unknown link type": {"packets": 1, "bytes": 60}}
 
 
 def test_snaplen_cut_packets_are_a_warning(tmp_path: Path) -> None:

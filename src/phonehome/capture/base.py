@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from phonehome.errors import CaptureError, InputError
 from phonehome.identifiers import mask
+from phonehome.scan.tunnels import from_ip, from_link
 
 if TYPE_CHECKING:
     pass
@@ -557,6 +558,10 @@ def _addresses(link: int, data: bytes, address_text: Callable[[bytes], str],
         found.add(":".join(f"{b:02x}" for b in data[0:6]))
         found.add(":".join(f"{b:02x}" for b in data[6:12]))
     off = ip_offset(link, data)
+    # the phone's packets inside a tunnel or an 802.11 frame: the inner addresses are the phone's
+    inner = from_link(link, data) if off < 0 else from_ip(data, off) if len(data) >= off + 20 else ""
+    if not isinstance(inner, str):
+        data, off = inner
     if off >= 0 and len(data) > off:
         version = data[off] >> 4
         if version == 4 and len(data) >= off + 20:

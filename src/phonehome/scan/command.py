@@ -22,16 +22,26 @@ TABLE_FRAMES = 4
 
 DESCRIPTION = f"""\
 Find a phone's identifiers sent in cleartext in a capture (pcap or pcapng), in any common encoding (plain, URL,
-base64, hex, hashes, BCD, UTF-16, binary integers/floats, nested layers such as gzip>base64>plain), after TCP
-reassembly and HTTP/WebSocket/DNS/TLS-ClientHello/MQTT decoding. Encrypted flows (TLS, DTLS, QUIC, SSH; decided
-by content, not port) are not leaks, except the cleartext parts of their handshake (SNI, ALPN of TLS
-ClientHellos and of QUIC Initials, whose keys are public).
+base64, hex, hashes, BCD, UTF-16, binary integers/floats as protobuf/CBOR/MessagePack/BSON carry them, E5/E6/E7
+coordinates, XOR with 1-4 byte keys, reversed, ROT-N, nested layers such as gzip>base64>plain), after TCP
+reassembly and HTTP/1.1, HTTP/2 (h2c: HPACK, DATA per stream), WebSocket (fragments, permessage-deflate),
+DNS, TLS-ClientHello and MQTT decoding. Encrypted flows (TLS, DTLS, QUIC, SSH; decided by content, not port)
+are not leaks, except the cleartext parts of their handshake: TLS ClientHellos (SNI, ALPN, PSK identities),
+TLS 1.2 client certificates and PSK ClientKeyExchanges, DTLS ClientHellos, QUIC Initials (public keys), SSH
+banners.
 
 exit status:
   0  no cleartext finding
   1  at least one cleartext finding
   2  bad input or usage (one line on stderr naming the file and the problem)
-  A partly readable capture still completes: a warning line on stderr says what could not be read.
+  A partly readable capture still completes: a warning line on stderr says what could not be read, and the
+  capture info counts undecodable packets and bytes per reason ("undecoded"). When a large share of the packets
+  (20%), or every packet of a phase, could not be decoded, the table ends in a WARNING that the capture proves
+  nothing (the pytest plugin raises CaptureError).
+
+encapsulations decoded to the inner flow: VLAN, GRE (with transparent Ethernet bridging, ERSPAN II/III), VXLAN,
+Geneve, IP-in-IP, EtherIP, MPLS (IP or Ethernet pseudowire with control word), PPPoE, 802.11 data frames of an
+open network (radiotap, PPI or bare; LLC/SNAP). Tunnel and link-layer headers are never scanned.
 
 IDS.yaml keys (each a string or a list of strings, unless noted):
   {", ".join(k for k in SCHEMA_KEYS if k not in ("location", "custom"))}
@@ -40,7 +50,8 @@ IDS.yaml keys (each a string or a list of strings, unless noted):
   The same schema is a device's `identifiers:` block in devices.yaml.
 
 OUT.json (--json):
-  {{"capture": {{path, format, link_types, packets, first_time, last_time, warnings, ...}},
+  {{"capture": {{path, format, link_types, packets, first_time, last_time, warnings,
+               undecoded: {{reason: {{packets, bytes}}}}, undecoded_phases, tunnelled_packets, ...}},
    "findings": [{{identifier, encoding, transport, src, sport, dst, dport, host, protocol, encrypted,
                  frames (1-based, as Wireshark numbers them), time, phase, excerpt (identifier masked)}}, ...],
    "flows": [{{transport, src, sport, dst, dport, host, protocol, encrypted, bytes, frames, ...}}, ...]}}
@@ -113,6 +124,13 @@ def render_table(result: Any, *, show_identifiers: bool = False) -> str:
     encrypted = sum(1 for f in result.flows if f.encrypted)
     summary = (f"{info.packets} packets, {len(result.flows)} flows ({encrypted} encrypted) in {info.path}: "
                f"{len(findings)} cleartext finding{'s' if len(findings) != 1 else ''}")
+    undecoded = info.undecoded
+    if undecoded:
+        reasons = ", ".join(f"{reason} {item['packets']} ({item['bytes']} bytes)"
+                            for reason, item in sorted(undecoded.items()))
+        summary += f"\nnot decoded, so not scanned: {reasons}"
+        if info.decode_problem:
+            summary += "\nWARNING: this capture proves nothing: " + info.decode_problem
     if not findings:
         return summary
     header = ("IDENTIFIER", "VALUE", "ENCODING", "PROTOCOL", "HOST", "DESTINATION", "FRAMES", "PHASE")

@@ -11,13 +11,14 @@ decodes them and the matcher runs on each layer. The needle names say exactly wh
 * ``form`` names the canonical form (``imei``, ``imei-14``, ``e164``, ``mac-dash-upper``, ``lat-decimal``...).
 * ``encoding`` names what was applied to it, outermost first, ``>``-separated like the layer chains:
   ``plain``, ``url``, ``base64``, ``base64url``, ``base32``, ``base58``, ``hex``, ``utf16le``, ``utf16be``,
-  ``rot13`` (and ``rotN``), ``bcd`` (3GPP TBCD, swapped nibbles), ``bcd-mi`` (24.008 mobile identity),
-  ``bcd-packed``, ``int64be``/``int64le``, ``raw`` (the binary value: MAC octets, UUID bytes);
+  ``rot13`` (and ``rotN``), ``reversed``, ``bcd`` (3GPP TBCD, swapped nibbles), ``bcd-mi`` (24.008 mobile identity),
+  ``bcd-packed``, ``int64be``/``int64le``, ``varint``/``zigzag`` (protobuf), ``raw`` (the binary value: MAC octets, UUID bytes);
   a digest ``H`` of the form is ``H`` when written in hex, ``H-raw`` as raw bytes, ``base64>H`` and
   ``base64url>H`` when its raw bytes are base64-encoded; checksums and MurmurHash3 (``crc32``, ``mmh3_128``...)
   are decimal text;
   coordinates are ``plain`` (decimal degrees), ``e6``/``e7`` (scaled integers as text), ``nmea`` (degrees and
-  decimal minutes), ``e7-int32be``/``e7-int32le``, ``float32be``/``le``, ``float64be``/``le``.
+  decimal minutes), ``e7-int32be``/``e7-int32le`` (and ``e6-``, ``e5-``), ``float32be``/``le``,
+  ``float64be``/``le``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from phonehome.identifiers import Identifiers, Location
+from phonehome.scan import serialised
 
 #: a form shorter than this is not encoded further: its encodings would match random traffic
 MIN_ENCODED_FORM_LENGTH = 6
@@ -187,6 +189,15 @@ def _mac_forms(name: str, value: str) -> Iterator[Form]:
     yield from _cased(name, "mac-dash", "-".join(octets))
     yield from _cased(name, "mac-bare", bare)
     yield from _cased(name, "mac-dot", ".".join(bare[i:i + 4] for i in range(0, 12, 4)))
+    yield from _cased(name, "mac-space", " ".join(octets))
+    yield from _cased(name, "mac-dash-quad", "-".join(bare[i:i + 4] for i in range(0, 12, 4)))
+    yield from _cased(name, "mac-dash-half", f"{bare[:6]}-{bare[6:]}")
+    unpadded = ":".join(o.lstrip("0") or "0" for o in octets)  # how some tools print a MAC (2:0:5e:0:53:1)
+    if unpadded != value:
+        yield from _cased(name, "mac-unpadded", unpadded)
+    number = str(int(bare, 16))
+    if len(number) >= MIN_DECIMAL_ID_DIGITS:
+        yield Form(name, "mac-decimal", number, digit_boundary=True)
 
 
 _FORM_MAKERS: dict[str, Callable[[str, str], Iterable[Form]]] = {
@@ -292,6 +303,9 @@ def _special_needles(name: str, value: str) -> Iterator[Needle]:
         yield Needle(_IMEI_SEPARATOR.join(d.encode() for d in value), name, "plain", "imei-separated",
                      regex=True, digit_boundary=True)
         yield Needle(imeisv_identity_pattern(body), name, "bcd-mi", "imeisv", regex=True)
+        # TAC and serial number sent as two fields (tac=35209900&snr=176148): both, in this order, close together
+        yield Needle(value[:8].encode() + rb"[^0-9]{1,32}" + value[8:14].encode(), name, "plain", "imei-tac-snr",
+                     regex=True, digit_boundary=True)
     elif name == "phone":
         for form in phone_forms(value):
             if form.name == "as-given":
@@ -336,6 +350,8 @@ def encode_form(form: Form) -> Iterator[Needle]:
             return
         yield needle(raw.decode("latin-1").encode("utf-16-le"), "utf16le", nocase=caseless)
         yield needle(raw.decode("latin-1").encode("utf-16-be"), "utf16be", nocase=caseless)
+        if raw[::-1] != raw:  # reversed, the cheapest obfuscation (.obfuscation has XOR)
+            yield needle(raw[::-1], "reversed", nocase=caseless, boundary=form.digit_boundary)
     elif len(raw) < MIN_ENCODED_FORM_LENGTH:
         return
     # case-sensitive encodings: each case variant separately (hex digits themselves in either case)
@@ -588,6 +604,8 @@ def _numeric_needles(form: Form) -> Iterator[Needle]:
     if MIN_INT64_VALUE <= number < 1 << 64:
         yield needle(number.to_bytes(8, "big"), "int64be")
         yield needle(number.to_bytes(8, "little"), "int64le")
+        for pattern, encoding in serialised.integer_encodings(number):  # protobuf varint / zigzag
+            yield needle(pattern, encoding)
 
 
 # --- locations -----------------------------------------------------------------------------------------------
@@ -674,6 +692,9 @@ def binary_coordinate_patterns(lo: float, hi: float) -> Iterator[tuple[bytes, st
     """Regexes for a coordinate in [lo, hi] as E7 int32 and IEEE-754 float/double, both byte orders."""
     e7_lo, e7_hi = round(lo * 1e7), round(hi * 1e7)
     yield from _int_range_patterns(e7_lo & 0xFFFFFFFF, e7_hi & 0xFFFFFFFF, 4, "e7-int32", e7_lo < 0 <= e7_hi)
+    for name, scale in serialised.SCALED_INT32:  # E6, E5
+        s_lo, s_hi = round(lo * scale), round(hi * scale)
+        yield from _int_range_patterns(s_lo & 0xFFFFFFFF, s_hi & 0xFFFFFFFF, 4, name, s_lo < 0 <= s_hi)
     for fmt, width, name in (("f", 4, "float32"), ("d", 8, "float64")):
         for a, b in _sign_split(lo, hi):
             bits_a = int.from_bytes(struct.pack(">" + fmt, a), "big")

@@ -35,6 +35,7 @@ from phonehome.scan.forms import (
     distance_m,
     tolerance_deg,
 )
+from phonehome.scan.serialised import scaled_int32_value
 
 #: environment variable that forces the pure-Python engine (``PHONEHOME_MATCHER=python``)
 ENGINE_ENV = "PHONEHOME_MATCHER"
@@ -50,11 +51,13 @@ _NONCE_BYTES = 12
 NUMBER_CONTEXT_BYTES = 24
 #: a binary latitude and longitude must be this close (struct fields), at a multiple of 4 bytes
 BINARY_PAIR_BYTES = 16
+#: or, in a serialisation (protobuf, CBOR, MessagePack, BSON), at most this much framing between the two values
+SERIALISED_FRAMING_BYTES = 12
 #: upper bound for a regex needle whose width Python cannot compute
 DEFAULT_REGEX_WIDTH = 256
 _DIGITS = frozenset(b"0123456789")
 _WILDCARD = rb"[\x00-\xff]"
-_BINARY_ENCODINGS = ("e7-int32", "float32", "float64")
+_BINARY_ENCODINGS = ("e7-int32", "e6-int32", "e5-int32", "float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -558,7 +561,7 @@ def _verify_coordinate(data: bytes, needle: Needle, start: int, end: int) -> _Co
         value = float(text)
     elif encoding == "e6":
         number = int(text)
-        for scale, name in ((1e6, "e6"), (1e7, "e7")):
+        for scale, name in ((1e6, "e6"), (1e7, "e7"), (1e5, "e5")):
             if abs(number / scale - target) <= tolerance:
                 return _Coordinate(replace(needle, encoding=name, form=f"{axis}-{name}"), location, axis,
                                    number / scale, start, tail_end, False)
@@ -576,6 +579,8 @@ def _binary_value(raw: bytes, encoding: str) -> float | None:
     order = ">" if encoding.endswith("be") else "<"
     if encoding.startswith("e7-int32"):
         return float(struct.unpack(order + "i", raw)[0]) / 1e7
+    if encoding.startswith(("e6-int32", "e5-int32")):
+        return scaled_int32_value(raw, encoding)
     fmt = "f" if encoding.startswith("float32") else "d"
     value = float(struct.unpack(order + fmt, raw)[0])
     return value if math.isfinite(value) else None
@@ -615,6 +620,7 @@ def _close(a: _Coordinate, b: _Coordinate) -> bool:
         return False  # one number cannot be both
     if a.binary or b.binary:
         gap = b.start - a.start
+        framing = abs(gap) - (a.end - a.start)  # bytes between them: a protobuf tag, a CBOR/BSON key...
         return (a.binary and b.binary and a.needle.encoding == b.needle.encoding
-                and abs(gap) <= BINARY_PAIR_BYTES and gap % 4 == 0)
+                and ((abs(gap) <= BINARY_PAIR_BYTES and gap % 4 == 0) or 0 <= framing <= SERIALISED_FRAMING_BYTES))
     return abs(b.start - a.start) <= LOCATION_WINDOW_BYTES

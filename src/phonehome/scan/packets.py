@@ -27,6 +27,8 @@ SUPPORTED_LINK_TYPES: dict[int, str] = {
     LINKTYPE_RAW_BSD_ALT: "raw IP", LINKTYPE_RAW: "raw IP", LINKTYPE_LOOP: "OpenBSD loopback",
     LINKTYPE_LINUX_SLL: "Linux cooked (SLL)", LINKTYPE_IPV4: "raw IPv4", LINKTYPE_IPV6: "raw IPv6",
     LINKTYPE_LINUX_SLL2: "Linux cooked v2 (SLL2)",
+    # decoded by .tunnels (ip_offset gives -1 for them)
+    105: "802.11", 127: "802.11 with radiotap", 192: "802.11 with PPI",
 }
 
 PROTO_TCP = 6

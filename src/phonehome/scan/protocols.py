@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 PROTO_HTTP = "http"
+PROTO_HTTP2 = "http2"
 PROTO_WEBSOCKET = "websocket"
 PROTO_DNS = "dns"
 PROTO_TLS_HANDSHAKE = "tls-handshake"
@@ -56,6 +57,7 @@ _TLS_HANDSHAKE_TYPES = frozenset((0, 1, 2, 3, 4, 5, 6, 8, 11, 12, 13, 14, 15, 16
 
 _HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ",
                  b"TRACE ")
+_H2_PREFACE_START = b"PRI * HT"  # CLASSIFY_BYTES of the HTTP/2 connection preface
 _QUIC_VERSIONS = frozenset((0x00000001, 0x6B3343CF, 0x51303530, 0x51303436, 0x51303433))
 
 
@@ -89,9 +91,12 @@ def classify_stream(head: bytes) -> str:
         return PROTO_SSH
     if head.startswith(b"HTTP/1.") or head.startswith(_HTTP_METHODS):
         return PROTO_HTTP
+    if head.startswith(_H2_PREFACE_START):  # HTTP/2 with prior knowledge (.http2)
+        return PROTO_HTTP2
     if _looks_like_mqtt_connect(head):
         return PROTO_MQTT
     if len(head) < CLASSIFY_BYTES and (b"SSH-".startswith(head) or b"HTTP/1.".startswith(head)
+                                       or _H2_PREFACE_START.startswith(head)
                                        or any(m.startswith(head) for m in _HTTP_METHODS)
                                        or (head[:1] == b"\x10")):
         return ""
@@ -493,6 +498,8 @@ class HttpDecoder(StreamDecoder):
         upgrade = (head.header("upgrade") or "").lower()
         if upgrade == "websocket" and (head.is_request or head.status == 101):
             self.switch_to = PROTO_WEBSOCKET
+        elif upgrade == "h2c" and (head.is_request or head.status == 101):
+            self.switch_to = PROTO_HTTP2  # the client's next bytes are the preface; the server's, frames
         self.consume(body_end)
         return True
 
@@ -586,10 +593,24 @@ def content_chain(content_encoding: str) -> str:
 
 
 class WebSocketDecoder(StreamDecoder):
-    """WebSocket frames after an HTTP upgrade: client frames unmasked, permessage-deflate inflated."""
+    """WebSocket frames after an HTTP upgrade: client frames unmasked (each frame with its own key), fragmented
+    messages joined from their continuation frames, permessage-deflate inflated.
+
+    permessage-deflate compresses whole messages (RSV1 on the first frame) and by default keeps its LZ77 window
+    from one message to the next (context takeover): one inflater per direction, fed every compressed message
+    in order, reads both that and ``no_context_takeover``.
+    """
 
     protocol = PROTO_WEBSOCKET
     raw_mode = False  # after a frame too large to hold: the rest of the stream is scanned as raw bytes
+
+    def __init__(self, offset: int = 0) -> None:
+        super().__init__(offset)
+        self._message: list[bytes] = []  # unmasked payloads of a fragmented message's frames so far
+        self._message_start = 0
+        self._message_size = 0
+        self._compressed = False
+        self._inflater: zlib._Decompress | None = None
 
     def parse(self, final: bool) -> list[Unit]:
         units: list[Unit] = []
@@ -615,7 +636,8 @@ class WebSocketDecoder(StreamDecoder):
             if masked:
                 key = buf[pos:pos + 4]
                 pos += 4
-            if n > MAX_MESSAGE_BYTES:
+            if n > MAX_MESSAGE_BYTES or self._message_size + n > MAX_MESSAGE_BYTES:
+                units += self._flush_message()
                 self.raw_mode = True
                 return _raw_batches(self, units, final)
             if pos + n > len(buf):
@@ -629,17 +651,45 @@ class WebSocketDecoder(StreamDecoder):
             if masked and len(key) == 4:
                 payload = unmask(payload, key)
                 exact = False
-            chain = ""
-            if b0 & 0x40:  # RSV1: permessage-deflate
-                try:
-                    payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff", MAX_MESSAGE_BYTES)
-                    chain, exact = "deflate", False
-                except zlib.error:
-                    pass
             start = self.offset + pos
-            units.append(Unit(payload, start, start + n, exact, chain, self.protocol, peel=True))
+            opcode, fin = b0 & 0x0F, bool(b0 & 0x80)
             self.consume(pos + n)
+            if opcode >= 8 or (fin and opcode and not self._message):  # control frame, or a whole message
+                units.append(self._unit(payload, start, start + n, exact, compressed=bool(b0 & 0x40) and opcode < 8))
+                continue
+            if opcode:  # the first frame of a fragmented message (one left unfinished is scanned as it was)
+                units += self._flush_message()
+                self._message_start = start
+                self._compressed = bool(b0 & 0x40)
+            self._message.append(payload)
+            self._message_size += n
+            if fin:
+                units += self._flush_message(end=start + n)
+        if final:
+            units += self._flush_message()
         return units
+
+    def _flush_message(self, end: int | None = None) -> list[Unit]:
+        if not self._message:
+            return []
+        payload = b"".join(self._message)
+        start = self._message_start
+        self._message, self._message_size = [], 0
+        return [self._unit(payload, start, end if end is not None else self.offset, False, compressed=self._compressed)]
+
+    def _unit(self, payload: bytes, start: int, end: int, exact: bool, *, compressed: bool) -> Unit:
+        chain = ""
+        if compressed:  # RSV1: permessage-deflate
+            if self._inflater is None:
+                self._inflater = zlib.decompressobj(-15)
+            try:
+                payload = self._inflater.decompress(payload + b"\x00\x00\xff\xff", MAX_MESSAGE_BYTES)
+                chain, exact = "deflate", False
+            except zlib.error:
+                self._inflater = None  # a message it cannot read: the next one starts afresh
+                self.warnings.append("a permessage-deflate WebSocket message could not be inflated; "
+                                     "scanned as sent")
+        return Unit(payload, start, end, exact, chain, self.protocol, peel=True)
 
 
 def unmask(payload: bytes, key: bytes) -> bytes:

@@ -27,12 +27,26 @@ from typing import IO, Any
 from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, mask
 from phonehome.redaction import leak_spans
-from phonehome.scan import layers
+from phonehome.scan import layers, tunnels
+from phonehome.scan.handshakes import (
+    MAX_DTLS_HANDSHAKE_DATAGRAMS,
+    PROTO_DTLS_HANDSHAKE,
+    TlsHandshakeDecoder,
+    dtls_cleartext,
+)
+from phonehome.scan.http2 import Http2Decoder
 from phonehome.scan.matcher import Match, Matcher, build_matcher
+from phonehome.scan.obfuscation import (
+    XOR_MULTI_BYTE_PER_DIRECTION,
+    XOR_MULTI_BYTE_UNIT_BYTES,
+    xor_bytes,
+    xor_finder,
+)
 from phonehome.scan.packets import (
     PROTO_TCP,
     PROTO_UDP,
     SUPPORTED_LINK_TYPES,
+    Decoded,
     Defragmenter,
     address_text,
     decode_ip,
@@ -43,13 +57,14 @@ from phonehome.scan.protocols import (
     MAX_CLIENT_HELLO_BYTES,
     MAX_QUIC_INITIALS,
     PROTO_DNS,
+    PROTO_DTLS,
     PROTO_HTTP,
+    PROTO_HTTP2,
     PROTO_MQTT,
     PROTO_QUIC,
     PROTO_QUIC_HANDSHAKE,
     PROTO_SSH,
     PROTO_TLS,
-    PROTO_TLS_HANDSHAKE,
     PROTO_UNKNOWN,
     PROTO_WEBSOCKET,
     DnsTcpDecoder,
@@ -67,6 +82,7 @@ from phonehome.scan.protocols import (
     quic_initial_crypto,
 )
 from phonehome.scan.reassembly import Budget, Stream
+from phonehome.scan.tunnels import TUNNEL_UDP_PORTS, Undecoded, undecoded_problem
 
 #: bytes of context on each side of a match in a finding's excerpt
 EXCERPT_CONTEXT_BYTES = 32
@@ -202,6 +218,18 @@ class CaptureInfo:
     retransmitted_bytes: int
     dropped_fragments: int
     scan_seconds: float
+    #: packets and bytes that could not be decoded, per reason (unknown link type, unknown ethertype,
+    #: unsupported encapsulation, truncated, encrypted 802.11): ``{reason: {"packets": n, "bytes": n}}``
+    undecoded: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: phases that hold undecodable packets and not one decoded one
+    undecoded_phases: tuple[str, ...] = ()
+    #: packets decoded from inside a tunnel or an 802.11/PPPoE/MPLS frame
+    tunnelled_packets: int = 0
+
+    @property
+    def decode_problem(self) -> str | None:
+        """Why this capture proves nothing (a large share, or a whole phase, could not be decoded), or None."""
+        return undecoded_problem(self.undecoded, self.packets, phases_without_decoded=self.undecoded_phases)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -211,7 +239,8 @@ class CaptureInfo:
             "undecodable_packets": self.undecodable_packets, "snaplen_cut_packets": self.snaplen_cut_packets,
             "tcp_gaps": self.tcp_gaps, "tcp_gap_bytes": self.tcp_gap_bytes,
             "retransmitted_bytes": self.retransmitted_bytes, "dropped_fragments": self.dropped_fragments,
-            "scan_seconds": round(self.scan_seconds, 3),
+            "undecoded": self.undecoded, "undecoded_phases": list(self.undecoded_phases),
+            "tunnelled_packets": self.tunnelled_packets, "scan_seconds": round(self.scan_seconds, 3),
         }
 
 
@@ -411,6 +440,7 @@ class Scanner:
     def __init__(self, identifiers: Identifiers, *, phases: Sequence[Phase] = (),
                  matcher: Matcher | None = None) -> None:
         self.matcher = matcher if matcher is not None else build_matcher(identifiers)
+        self.xor = xor_finder(self.matcher)
         self.phases = tuple(phases)
         self.budget = Budget()
         self.defrag = Defragmenter()
@@ -421,7 +451,8 @@ class Scanner:
         #: encrypted flows by the raw bytes of (protocol, src, dst, sport, dport): the per-packet fast path
         self.fast: dict[int, dict[bytes, _Flow]] = {PROTO_TCP: {}, PROTO_UDP: {}}
         self.non_ip = 0
-        self.undecodable = 0
+        self.undecoded = Undecoded()
+        self.tunnelled = 0
         self.warnings: list[str] = []
         self.unsupported_links: dict[int, int] = {}
         self.decode_problems: dict[str, int] = {}
@@ -445,14 +476,13 @@ class Scanner:
                 first_time = ts
             last_time = ts
             off = 14 if link == 1 and data[12:14] == b"\x08\x00" else ip_offset(link, data)
-            if off < 0:
-                if link not in SUPPORTED_LINK_TYPES:
-                    self.unsupported_links[link] = self.unsupported_links.get(link, 0) + 1
-                else:
-                    self.non_ip += 1
-                continue
+            if off < 0:  # not plain IP: a tunnel, 802.11, PPPoE, MPLS... or nothing phonehome can read
+                inner = self._from_link(link, data, orig, ts)
+                if inner is None:
+                    continue
+                data, off = inner
             if len(data) < off + 20:
-                self.undecodable += 1
+                self.undecoded.add(f"{tunnels.REASON_TRUNCATED}: IP header", orig, self._phase(ts))
                 continue
             # fast path: a packet of a flow already known to be encrypted costs a slice and a dict lookup
             first = data[off]
@@ -476,9 +506,16 @@ class Scanner:
                     continue
             decoded = decode_ip(data, off, defrag, ts, frame)
             if decoded is None:
-                # an IP fragment waiting for the rest, or not TCP/UDP (ICMP...), or malformed
-                continue
+                # an IP fragment waiting for the rest, or not TCP/UDP (ICMP...), or malformed, or a tunnel
+                decoded = self._from_ip(data, off, orig, ts, frame)
+                if decoded is None:
+                    continue
             (proto, src, dst, sport, dport, payload, seq, flags), frag_frames = decoded
+            if proto == PROTO_UDP and (dport in TUNNEL_UDP_PORTS or sport in TUNNEL_UDP_PORTS):
+                decoded = self._from_udp(decoded, orig, ts, frame)
+                if decoded is None:
+                    continue
+                (proto, src, dst, sport, dport, payload, seq, flags), frag_frames = decoded
             entry = flows.get((proto, src, dst, sport, dport))
             if entry is None:
                 entry = self._new_flow(proto, src, dst, sport, dport, frame, ts, flags)
@@ -510,6 +547,62 @@ class Scanner:
         self.fast[PROTO_UDP].clear()
         return self._result(reader, first_time, last_time if first_time is not None else None,
                             _time.monotonic() - started)
+
+    # --- encapsulations (off the hot path: see .tunnels) ---------------------------------------------------------
+
+    def _from_link(self, link: int, data: bytes, orig: int, ts: float) -> tuple[bytes, int] | None:
+        """The IP packet of a frame that is not plain IP; None (counted) when there is none."""
+        inner = tunnels.from_link(link, data)
+        if isinstance(inner, str):
+            if not inner:
+                self.non_ip += 1
+            elif inner.startswith(tunnels.REASON_LINK) and link not in SUPPORTED_LINK_TYPES:
+                self.unsupported_links[link] = self.unsupported_links.get(link, 0) + 1
+                self.undecoded.add(tunnels.REASON_LINK, orig, self._phase(ts))
+            else:
+                self.undecoded.add(inner, orig, self._phase(ts))
+            return None
+        self.tunnelled += 1
+        return inner
+
+    def _from_ip(self, data: bytes, off: int, orig: int, ts: float,
+                 frame: int) -> tuple[Decoded, list[int] | None] | None:
+        """The inner TCP/UDP packet of an IP tunnel (GRE, IP-in-IP, EtherIP, MPLS-in-IP); None otherwise."""
+        inner = tunnels.from_ip(data, off)
+        if isinstance(inner, str):
+            if inner:
+                self.undecoded.add(inner, orig, self._phase(ts))
+            else:
+                self.non_ip += 1
+            return None
+        if inner[0] is data and inner[1] == off:  # not a tunnel: ICMP, a fragment waiting for the rest...
+            return None
+        self.tunnelled += 1
+        return decode_ip(inner[0], inner[1], self.defrag, ts, frame)
+
+    def _from_udp(self, decoded: tuple[Decoded, list[int] | None], orig: int, ts: float,
+                  frame: int) -> tuple[Decoded, list[int] | None] | None:
+        """Unwrap VXLAN/Geneve datagrams (nested ones too); the datagram itself when it is no tunnel."""
+        for _ in range(tunnels.MAX_DEPTH):
+            _proto, _src, _dst, sport, dport, payload = decoded[0][:6]
+            if decoded[0][0] != PROTO_UDP or not (dport in TUNNEL_UDP_PORTS or sport in TUNNEL_UDP_PORTS):
+                return decoded
+            inner = tunnels.from_udp(payload, sport, dport)
+            if inner is None:
+                return decoded
+            if isinstance(inner, str):
+                if inner:
+                    self.undecoded.add(inner, orig, self._phase(ts))
+                else:
+                    self.non_ip += 1
+                return None
+            self.tunnelled += 1
+            found = decode_ip(inner[0], inner[1], self.defrag, ts, frame)
+            if found is None:
+                return self._from_ip(inner[0], inner[1], orig, ts, frame)
+            decoded = found
+        self.undecoded.add(f"{tunnels.REASON_ENCAPSULATION}: tunnels nested too deep", orig, self._phase(ts))
+        return None
 
     def _new_flow(self, proto: int, src: bytes, dst: bytes, sport: int, dport: int, frame: int, ts: float,
                   flags: int) -> tuple[_Flow, _Direction]:
@@ -553,7 +646,10 @@ class Scanner:
     def _udp(self, flow: _Flow, d: _Direction, payload: bytes, frames: list[int], ts: float) -> None:
         if not payload:
             return
-        if flow.encrypted:  # a QUIC flow still collecting its client's Initial packets
+        if flow.encrypted:  # a QUIC flow still collecting its client's Initial packets, or a DTLS handshake
+            if flow.protocol == PROTO_DTLS:
+                self._dtls(flow, d, payload, frames, ts)
+                return
             if d is flow.client and classify_datagram(payload) == PROTO_QUIC:
                 self._quic_initial(flow, d, payload, frames, ts)
             return
@@ -562,6 +658,11 @@ class Scanner:
             flow.encrypted = True
             flow.protocol = PROTO_QUIC
             self._quic_initial(flow, d, payload, frames, ts)
+            return
+        if encrypted == PROTO_DTLS:
+            flow.encrypted = True
+            flow.protocol = PROTO_DTLS
+            self._dtls(flow, d, payload, frames, ts)
             return
         if encrypted:
             self._mark_encrypted(flow, encrypted)
@@ -643,6 +744,13 @@ class Scanner:
             self._shed_decoder_memory()
         if decoder.switch_to == PROTO_WEBSOCKET:
             units += self._switch_to_websocket(flow, d, decoder)
+        elif decoder.switch_to == PROTO_HTTP2:  # Upgrade: h2c
+            if decoder.host:
+                flow.http_host = decoder.host
+            h2 = d.decoder = Http2Decoder(decoder.offset, decode_content=layers.decode_content)
+            flow.protocol = PROTO_HTTP2
+            units += h2.feed(decoder.buf) if decoder.buf else []
+            decoder = h2
         if decoder.host:
             flow.http_host = decoder.host
         if decoder.addresses:
@@ -654,6 +762,8 @@ class Scanner:
         if units:
             self._scan_units(flow, d, units)
             self._trim(d)
+        if decoder.switch_to == PROTO_TLS:  # the client's TLS handshake is over: the rest is ciphertext
+            self._mark_encrypted(flow, PROTO_TLS)
 
     def _shed_decoder_memory(self) -> None:
         """Too many half-received messages held at once (many flows, huge bodies): scan the large ones as they
@@ -686,8 +796,7 @@ class Scanner:
         if not kind:
             return None
         if kind == PROTO_TLS:
-            self._tls_start(flow, d)
-            return None
+            return self._tls_start(flow, d)
         if kind == PROTO_SSH:
             line_end = head.find(b"\n")
             if line_end < 0 and len(head) < 256:
@@ -696,12 +805,14 @@ class Scanner:
             self._scan_units(flow, d, [Unit(banner, 0, len(banner), True, "", PROTO_SSH)])
             self._mark_encrypted(flow, PROTO_SSH)
             return None
-        if kind == PROTO_UNKNOWN and flow.protocol in (PROTO_HTTP, PROTO_MQTT, PROTO_WEBSOCKET):
+        if kind == PROTO_UNKNOWN and flow.protocol in (PROTO_HTTP, PROTO_MQTT, PROTO_WEBSOCKET, PROTO_HTTP2):
             kind = flow.protocol
         if kind == PROTO_UNKNOWN and DNS_TCP_PORT in (d.sport, d.dport):
             kind = PROTO_DNS
         if kind == PROTO_HTTP:
             decoder: StreamDecoder = HttpDecoder(decode_content=layers.decode_content)
+        elif kind == PROTO_HTTP2:
+            decoder = Http2Decoder(decode_content=layers.decode_content)
         elif kind == PROTO_MQTT:
             decoder = MqttDecoder()
         elif kind == PROTO_WEBSOCKET:
@@ -716,19 +827,58 @@ class Scanner:
         d.decoder = decoder
         return decoder
 
-    def _tls_start(self, flow: _Flow, d: _Direction) -> None:
+    def _tls_start(self, flow: _Flow, d: _Direction) -> StreamDecoder | None:
+        """A TLS direction: the client's handshake records are read until encryption starts (.handshakes)."""
         head = d.head
         if len(head) >= 6 and head[0] == 22 and head[5] == 1:  # a handshake record holding a ClientHello
             hello = parse_client_hello(head)
             if hello is None and len(head) < MAX_CLIENT_HELLO_BYTES:
-                return  # wait for the rest of the ClientHello (modern ones span two segments)
+                return None  # wait for the rest of the ClientHello (modern ones span two segments)
             if hello is not None:
                 flow.sni = hello.sni or flow.sni
-                self._scan_units(flow, d, [Unit(head[:hello.length], 0, hello.length, True, "",
-                                                PROTO_TLS_HANDSHAKE)])
-        elif len(head) < 6:
-            return
+            flow.encrypted = True
+            flow.protocol = PROTO_TLS
+            other = flow.server if d is flow.client else flow.client
+            self._stop_direction(other)  # the server's certificates... are not the phone's
+            # and its packets take the fast path at once: only the client's handshake is still read
+            self.fast[PROTO_TCP][other.src + other.dst + struct.pack("!HH", other.sport, other.dport)] = flow
+            decoder = d.decoder = TlsHandshakeDecoder()
+            return decoder
+        if len(head) < 6:
+            return None
+        other = flow.server if d is flow.client else flow.client
+        if isinstance(other.decoder, TlsHandshakeDecoder):  # the client's handshake is still being read
+            self._stop_direction(d)
+            return None
         self._mark_encrypted(flow, PROTO_TLS)
+        return None
+
+    def _stop_direction(self, d: _Direction) -> None:
+        """Scan no more of one direction (the server's side of a TLS handshake) while the other goes on."""
+        self.decoder_held -= d.held
+        d.held = 0
+        d.done = True
+        d.stream = None
+        d.decoder = None
+        d.head = b""
+        d.offsets, d.frames, d.times = _NO_INTS, _NO_INTS, _NO_FLOATS
+
+    def _dtls(self, flow: _Flow, d: _Direction, payload: bytes, frames: list[int], ts: float) -> None:
+        """Scan a DTLS datagram's cleartext handshake (ClientHello, PSK identity, certificates) until each side
+        starts encrypting."""
+        flow.quic_seen += 1  # datagrams looked at for a QUIC or DTLS handshake
+        spans, started, hello_record = dtls_cleartext(payload)
+        if hello_record:
+            hello = parse_client_hello(hello_record)
+            if hello is not None:
+                flow.sni = hello.sni or flow.sni
+        if spans:
+            self._scan_units(flow, d, [Unit(payload[a:b], a, b, True, "", PROTO_DTLS_HANDSHAKE) for a, b in spans],
+                             frames=frames, time=ts)
+        if started:
+            d.done = True
+        if (flow.client.done and flow.server.done) or flow.quic_seen >= MAX_DTLS_HANDSHAKE_DATAGRAMS:
+            self._mark_encrypted(flow, PROTO_DTLS)
 
     def _switch_to_websocket(self, flow: _Flow, d: _Direction, old: StreamDecoder) -> list[Unit]:
         ws = WebSocketDecoder(old.offset)
@@ -805,6 +955,13 @@ class Scanner:
                     self._record(flow, d, unit, decoded, inner, chain, frames, time)
                     for m in inner:
                         found.setdefault(m.needle.identifier, []).append(chain)
+            multi_byte = len(sample) <= XOR_MULTI_BYTE_UNIT_BYTES and d.peeled <= XOR_MULTI_BYTE_PER_DIRECTION
+            for key in self.xor.keys(sample, multi_byte=multi_byte):  # XOR-obfuscated (.obfuscation)
+                chain = f"xor(0x{key.hex()})"
+                decoded = xor_bytes(sample, key)
+                inner = [m for m in find(decoded) if not _covered(found.get(m.needle.identifier), chain)]
+                if inner:
+                    self._record(flow, d, unit, decoded, inner, chain, frames, time)
 
     @staticmethod
     def _layers(sample: bytes) -> list[tuple[str, bytes]]:
@@ -883,12 +1040,27 @@ class Scanner:
                 m.end - m.start, b"*")
         return out.decode("latin-1")
 
+    def _undecoded_phases(self) -> tuple[str, ...]:
+        """Phases holding undecodable packets and no decoded flow at all (no flow was active in the window)."""
+        out = []
+        for phase in self.phases:
+            if self.undecoded.by_phase.get(phase.name) and not any(
+                    flow.first_time <= phase.end and flow.last_time >= phase.start for flow in self.all_flows):
+                out.append(phase.name)
+        return tuple(out)
+
     def _result(self, reader: CaptureReader, first_time: float | None, last_time: float | None,
                 seconds: float) -> ScanResult:
         warnings = list(reader.warnings)
         for link, count in sorted(self.unsupported_links.items()):
             warnings.append(f"{count} packets have link type {link}, which phonehome cannot decode; they were not "
                             f"scanned (supported: {', '.join(sorted(set(SUPPORTED_LINK_TYPES.values())))})")
+        warnings += [w for w in self.undecoded.warnings(reader.packets) if tunnels.REASON_LINK not in w]
+        undecoded_phases = self._undecoded_phases()
+        info_undecoded = self.undecoded.to_json()
+        problem = undecoded_problem(info_undecoded, reader.packets, phases_without_decoded=undecoded_phases)
+        if problem:
+            warnings.append(problem)
         if reader.snaplen_cut:
             warnings.append(f"{reader.snaplen_cut} packets were cut short by the capture's snap length; bytes "
                             "beyond it were not scanned (capture with -s 0)")
@@ -931,10 +1103,11 @@ class Scanner:
         info = CaptureInfo(
             path=str(reader.path), format=reader.format, link_types=reader.link_types,
             file_bytes=reader.file_bytes, packets=reader.packets, first_time=first_time, last_time=last_time,
-            non_ip_packets=self.non_ip, undecodable_packets=self.undecodable,
+            non_ip_packets=self.non_ip, undecodable_packets=self.undecoded.packets,
             snaplen_cut_packets=reader.snaplen_cut, tcp_gaps=self.budget.gaps, tcp_gap_bytes=self.budget.gap_bytes,
             retransmitted_bytes=self.budget.retransmitted_bytes,
-            dropped_fragments=self.defrag.dropped_datagrams, scan_seconds=seconds)
+            dropped_fragments=self.defrag.dropped_datagrams, scan_seconds=seconds, undecoded=info_undecoded,
+            undecoded_phases=undecoded_phases, tunnelled_packets=self.tunnelled)
         return ScanResult(info, tuple(findings), flows, tuple(warnings), self.phases)
 
 

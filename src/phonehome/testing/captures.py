@@ -23,7 +23,7 @@ import os
 import random
 import struct
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,9 @@ LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_IEEE802_11 = 105
+LINKTYPE_IEEE802_11_RADIOTAP = 127
+LINKTYPE_PPI = 192
 
 PROTO_TCP = 6
 PROTO_UDP = 17
@@ -52,6 +55,10 @@ DEFAULT_SNAPLEN = 262_144
 
 _CLIENT_MAC = bytes.fromhex("02000000000a")
 _SERVER_MAC = bytes.fromhex("02000000000b")
+_AP_MAC = bytes.fromhex("02000000aa01")
+#: outer addresses of the tunnels built here (TEST-NET-1: never a phone's or a server's)
+TUNNEL_SRC = "192.0.2.1"
+TUNNEL_DST = "192.0.2.2"
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,103 @@ def frame(ip: bytes, link: int, *, vlan: int | None = None) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# encapsulations: the phone's IP packet inside a tunnel, an 802.11 frame, PPPoE or MPLS
+
+
+def gre_packet(inner: bytes, *, protocol: int | None = None, key: int | None = None, seq: int | None = None,
+               outer_src: str = TUNNEL_SRC, outer_dst: str = TUNNEL_DST) -> bytes:
+    """An outer IPv4 packet carrying ``inner`` in GRE (version 0); ``protocol`` defaults to the inner IP's
+    ethertype (0x6558 for transparent Ethernet bridging, 0x88BE for ERSPAN type II)."""
+    flags = (0x2000 if key is not None else 0) | (0x1000 if seq is not None else 0)
+    header = struct.pack("!HH", flags, protocol if protocol is not None else _ethertype(inner))
+    if key is not None:
+        header += struct.pack("!I", key)
+    if seq is not None:
+        header += struct.pack("!I", seq)
+    return ipv4_packet(outer_src, outer_dst, 47, header + inner)
+
+
+def vxlan_datagram(inner_frame: bytes, *, vni: int = 42, sport: int = 49152, outer_src: str = TUNNEL_SRC,
+                   outer_dst: str = TUNNEL_DST, port: int = 4789) -> bytes:
+    """An outer IPv4/UDP packet carrying an Ethernet frame in VXLAN (RFC 7348)."""
+    payload = struct.pack("!II", 0x08000000, vni << 8) + inner_frame
+    return ipv4_packet(outer_src, outer_dst, PROTO_UDP, udp_datagram(outer_src, outer_dst, sport, port, payload))
+
+
+def geneve_datagram(inner_frame: bytes, *, vni: int = 42, sport: int = 49152, outer_src: str = TUNNEL_SRC,
+                    outer_dst: str = TUNNEL_DST) -> bytes:
+    """An outer IPv4/UDP packet carrying an Ethernet frame in Geneve (RFC 8926), with one 4-byte option."""
+    option = struct.pack("!HBB", 0x0104, 0x01, 0) + b""  # class, type, length 0: a 4-byte option header
+    payload = struct.pack("!BBHI", len(option) // 4, 0, 0x6558, vni << 8) + option + inner_frame
+    return ipv4_packet(outer_src, outer_dst, PROTO_UDP, udp_datagram(outer_src, outer_dst, sport, 6081, payload))
+
+
+def pppoe_frame(ip: bytes, *, session: int = 0x1234) -> bytes:
+    """Ethernet + PPPoE session header + PPP protocol + the IP packet (what a DSL uplink carries)."""
+    ppp = struct.pack("!H", 0x0057 if ip[0] >> 4 == 6 else 0x0021) + ip
+    return _SERVER_MAC + _CLIENT_MAC + struct.pack("!HBBHH", 0x8864, 0x11, 0, session, len(ppp)) + ppp
+
+
+def mpls_frame(ip: bytes, *, labels: Sequence[int] = (16, 1024), pseudowire: bool = False) -> bytes:
+    """Ethernet + an MPLS label stack + the IP packet; ``pseudowire`` carries it as an Ethernet pseudowire with a
+    control word instead (RFC 4448)."""
+    stack = b"".join(struct.pack("!I", (label << 12) | (1 << 8 if i == len(labels) - 1 else 0) | 64)
+                     for i, label in enumerate(labels))
+    body = (b"\0\0\0\0" + ethernet_frame(ip)) if pseudowire else ip
+    return _SERVER_MAC + _CLIENT_MAC + struct.pack("!H", 0x8847) + stack + body
+
+
+def ieee802_11_frame(ip: bytes, *, bssid: bytes = _AP_MAC,
+                     station: bytes = _CLIENT_MAC, to_ap: bool = True, qos: bool = True) -> bytes:
+    """An 802.11 data frame of an open network: header, LLC/SNAP, the IP packet (no FCS)."""
+    subtype = 8 if qos else 0
+    fc = bytes((0x08 | (subtype << 4), 0x01 if to_ap else 0x02))
+    addresses = bssid + station + _SERVER_MAC if to_ap else station + bssid + _SERVER_MAC
+    header = fc + b"\0\0" + addresses + b"\x10\x00" + (b"\x00\x00" if qos else b"")
+    return header + b"\xaa\xaa\x03\x00\x00\x00" + struct.pack("!H", _ethertype(ip)) + ip
+
+
+def radiotap_frame(ip: bytes, *, fcs: bool = False) -> bytes:
+    """Radiotap (TSFT, flags, rate, channel, signal) + :func:`ieee802_11_frame`: a monitor-mode capture;
+    ``fcs`` appends the frame check sequence and says so in the radiotap flags, as many drivers do."""
+    wlan = ieee802_11_frame(ip)
+    fields = struct.pack("<QBBHHb", 123456789, 0x10 if fcs else 0x00, 0x0C, 2437, 0x00A0, -42) + b"\0"
+    trailer = struct.pack("<I", zlib.crc32(wlan)) if fcs else b""
+    return struct.pack("<BBHI", 0, 0, 8 + len(fields), 0x0000002F) + fields + wlan + trailer
+
+
+def ppi_frame(ip: bytes) -> bytes:
+    """PPI (no fields) + :func:`ieee802_11_frame`."""
+    return struct.pack("<BBHI", 0, 0, 8, LINKTYPE_IEEE802_11) + ieee802_11_frame(ip)
+
+
+def _bridged(ip: bytes) -> bytes:
+    return ethernet_frame(ip, src_mac=_CLIENT_MAC, dst_mac=_SERVER_MAC)
+
+
+#: name -> (link type, wrapper from the phone's IP packet to the captured frame); :class:`CaptureBuilder` takes
+#: a name as ``encapsulation``
+ENCAPSULATIONS: dict[str, tuple[int, Callable[[bytes], bytes]]] = {
+    "gre": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(gre_packet(ip))),
+    "gre-key-seq": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(gre_packet(ip, key=7, seq=1))),
+    "gre-bridged": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(gre_packet(_bridged(ip), protocol=0x6558))),
+    "erspan": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(gre_packet(
+        struct.pack("!HHI", 0x1000 | 1, 0x0800 | 5, 0) + _bridged(ip), protocol=0x88BE, seq=1))),
+    "ipip": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(
+        ipv4_packet(TUNNEL_SRC, TUNNEL_DST, 4 if ip[0] >> 4 == 4 else 41, ip))),
+    "vxlan": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(vxlan_datagram(_bridged(ip)))),
+    "geneve": (LINKTYPE_ETHERNET, lambda ip: ethernet_frame(geneve_datagram(_bridged(ip)))),
+    "pppoe": (LINKTYPE_ETHERNET, pppoe_frame),
+    "mpls": (LINKTYPE_ETHERNET, mpls_frame),
+    "mpls-pseudowire": (LINKTYPE_ETHERNET, lambda ip: mpls_frame(ip, pseudowire=True)),
+    "wifi-radiotap": (LINKTYPE_IEEE802_11_RADIOTAP, radiotap_frame),
+    "wifi-radiotap-fcs": (LINKTYPE_IEEE802_11_RADIOTAP, lambda ip: radiotap_frame(ip, fcs=True)),
+    "wifi-ppi": (LINKTYPE_PPI, ppi_frame),
+    "wifi": (LINKTYPE_IEEE802_11, ieee802_11_frame),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
 # file writers
 
 
@@ -333,9 +437,15 @@ class CaptureBuilder:
     start_time: float = DEFAULT_START_TIME_S
     step: float = DEFAULT_STEP_S
     vlan: int | None = None
+    #: a name from :data:`ENCAPSULATIONS`: every IP packet is wrapped so (and ``link`` set to match)
+    encapsulation: str | None = None
     packets: list[Packet] = field(default_factory=list)
     _next_port: int = 40000
     _rng: random.Random = field(default_factory=lambda: random.Random(1))
+
+    def __post_init__(self) -> None:
+        if self.encapsulation is not None:
+            self.link = ENCAPSULATIONS[self.encapsulation][0]
 
     @property
     def now(self) -> float:
@@ -347,7 +457,9 @@ class CaptureBuilder:
         return pkt
 
     def add_ip(self, ip: bytes) -> Packet:
-        """Append an IP packet wrapped in this capture's link layer."""
+        """Append an IP packet wrapped in this capture's link layer (and encapsulation)."""
+        if self.encapsulation is not None:
+            return self.add_frame(ENCAPSULATIONS[self.encapsulation][1](ip))
         return self.add_frame(frame(ip, self.link, vlan=self.vlan))
 
     def tcp(self, client: str, server: str, dport: int, *, sport: int | None = None, handshake: bool = True,
@@ -541,9 +653,86 @@ def tls_application_data(payload: bytes) -> bytes:
     return b"\x17\x03\x03" + struct.pack("!H", len(payload)) + payload
 
 
-def dtls_record(payload: bytes, *, content_type: int = 23) -> bytes:
+def _der(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    length = bytes((n,)) if n < 0x80 else bytes((0x80 | ((n.bit_length() + 7) // 8),)) + n.to_bytes(
+        (n.bit_length() + 7) // 8, "big")
+    return bytes((tag,)) + length + body
+
+
+def _der_oid(dotted: str) -> bytes:
+    first, second, *rest = (int(p) for p in dotted.split("."))
+    out = bytearray((40 * first + second,))
+    for value in rest:
+        chunk = [value & 0x7F]
+        value >>= 7
+        while value:
+            chunk.append(0x80 | (value & 0x7F))
+            value >>= 7
+        out += bytes(reversed(chunk))
+    return _der(0x06, bytes(out))
+
+
+def x509_certificate(common_name: str, *, serial_number: int = 0x1234, issuer: str = "Device CA") -> bytes:
+    """A DER X.509 v3 certificate whose subject CN is ``common_name`` (structure only: the key and signature are
+    placeholders; tshark dissects it, nothing verifies it). Device certificates often name the IMEI or serial."""
+    def name(cn: str) -> bytes:
+        return _der(0x30, _der(0x31, _der(0x30, _der_oid("2.5.4.3") + _der(0x0C, cn.encode()))))
+
+    algorithm = _der(0x30, _der_oid("1.2.840.10045.4.3.2"))  # ecdsa-with-SHA256
+    key = _der(0x30, _der(0x30, _der_oid("1.2.840.10045.2.1") + _der_oid("1.2.840.10045.3.1.7"))
+               + _der(0x03, b"\x00\x04" + bytes(range(64))))
+    validity = _der(0x30, _der(0x17, b"240101000000Z") + _der(0x17, b"340101000000Z"))
+    tbs = _der(0x30, _der(0xA0, _der(0x02, b"\x02")) + _der(0x02, serial_number.to_bytes(4, "big")) + algorithm
+               + name(issuer) + validity + name(common_name) + key)
+    signature = _der(0x03, b"\x00" + _der(0x30, _der(0x02, b"\x01" * 32) + _der(0x02, b"\x02" * 32)))
+    return _der(0x30, tbs + algorithm + signature)
+
+
+def tls_handshake_record(msg_type: int, body: bytes, *, version: int = 0x0303) -> bytes:
+    """One TLS handshake message in one record."""
+    handshake = bytes((msg_type,)) + len(body).to_bytes(3, "big") + body
+    return bytes((22,)) + struct.pack("!HH", version, len(handshake)) + handshake
+
+
+def tls_certificate(certificates: Sequence[bytes]) -> bytes:
+    """A TLS 1.2 Certificate message (cleartext: a client certificate is sent so, after the ServerHelloDone)."""
+    chain = b"".join(len(c).to_bytes(3, "big") + c for c in certificates)
+    return tls_handshake_record(11, len(chain).to_bytes(3, "big") + chain)
+
+
+def tls_client_key_exchange_psk(identity: bytes) -> bytes:
+    """A TLS 1.2 PSK ClientKeyExchange: the PSK identity, in cleartext (RFC 4279)."""
+    return tls_handshake_record(16, struct.pack("!H", len(identity)) + identity)
+
+
+def tls_change_cipher_spec() -> bytes:
+    return b"\x14\x03\x03\x00\x01\x01"
+
+
+def dtls_client_hello(sni: str | None, *, psk_identity: bytes | None = None, message_seq: int = 0) -> bytes:
+    """A DTLS 1.2 ClientHello record (epoch 0) with SNI and, optionally, a pre_shared_key extension carrying
+    ``psk_identity`` (as DTLS 1.3 and CoAP/LwM2M devices send it)."""
+    extensions = b""
+    if sni is not None:
+        host = sni.encode()
+        entry = b"\x00" + struct.pack("!H", len(host)) + host
+        extensions += struct.pack("!HHH", 0, len(entry) + 2, len(entry)) + entry
+    if psk_identity is not None:
+        identities = struct.pack("!H", len(psk_identity)) + psk_identity + b"\x00\x00\x00\x00"
+        binders = b"\x20" + bytes(32)
+        ext = struct.pack("!H", len(identities)) + identities + struct.pack("!H", len(binders)) + binders
+        extensions += struct.pack("!HH", 41, len(ext)) + ext
+    body = (b"\xfe\xfd" + bytes(range(32)) + b"\x00" + b"\x00" + struct.pack("!H", 2) + b"\xc0\xa8"
+            + b"\x01\x00" + struct.pack("!H", len(extensions)) + extensions)
+    handshake = (b"\x01" + len(body).to_bytes(3, "big") + struct.pack("!H", message_seq) + b"\x00\x00\x00"
+                 + len(body).to_bytes(3, "big") + body)
+    return b"\x16\xfe\xfd" + b"\x00\x00" + b"\x00\x00\x00\x00\x00\x00" + struct.pack("!H", len(handshake)) + handshake
+
+
+def dtls_record(payload: bytes, *, content_type: int = 23, epoch: int = 0) -> bytes:
     """A DTLS 1.2 record."""
-    return (bytes([content_type]) + b"\xfe\xfd" + b"\x00\x00" + b"\x00\x00\x00\x00\x00\x01"
+    return (bytes([content_type]) + b"\xfe\xfd" + struct.pack("!H", epoch) + b"\x00\x00\x00\x00\x00\x01"
             + struct.pack("!H", len(payload)) + payload)
 
 
@@ -556,6 +745,130 @@ def quic_initial(payload: bytes, *, version: int = 1) -> bytes:
 
 def ssh_banner() -> bytes:
     return b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
+
+
+# --- binary serialisations (what SDKs send): minimal encoders, enough to place a value exactly ------------------
+
+
+@dataclass(frozen=True)
+class Float32:
+    """A float to encode as IEEE-754 single precision (CBOR, MessagePack, protobuf ``float``)."""
+
+    value: float
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+#: a protobuf field: (number, wire kind, value); kinds: "varint", "sint" (zigzag), "fixed64", "sfixed32",
+#: "double", "float", "string", "bytes", "message" (a nested list of fields)
+ProtobufField = tuple[int, str, object]
+
+
+def protobuf_message(fields: Sequence[ProtobufField]) -> bytes:
+    """A protobuf message, fields in the given order."""
+    out = bytearray()
+    for number, kind, value in fields:
+        if kind in ("varint", "sint"):
+            n = int(value)  # type: ignore[call-overload]
+            out += _varint(number << 3) + _varint((n << 1) ^ (n >> 63) if kind == "sint" else n)
+        elif kind == "fixed64":
+            out += _varint(number << 3 | 1) + struct.pack("<Q", value)
+        elif kind == "double":
+            out += _varint(number << 3 | 1) + struct.pack("<d", value)
+        elif kind == "sfixed32":
+            out += _varint(number << 3 | 5) + struct.pack("<i", value)
+        elif kind == "float":
+            out += _varint(number << 3 | 5) + struct.pack("<f", value)
+        else:
+            if kind == "message":
+                body = protobuf_message(value)  # type: ignore[arg-type]
+            elif isinstance(value, str):
+                body = value.encode()
+            else:
+                body = bytes(value)  # type: ignore[call-overload]
+            out += _varint(number << 3 | 2) + _varint(len(body)) + body
+    return bytes(out)
+
+
+def _cbor_head(major: int, n: int) -> bytes:
+    if n < 24:
+        return bytes((major << 5 | n,))
+    for extra, fmt in ((24, "!B"), (25, "!H"), (26, "!I"), (27, "!Q")):
+        if n < 1 << (8 * struct.calcsize(fmt)):
+            return bytes((major << 5 | extra,)) + struct.pack(fmt, n)
+    raise ValueError("integer too large for CBOR")
+
+
+def cbor(value: object) -> bytes:
+    """CBOR (RFC 8949) of dicts, lists, str, bytes, int, float (double) and :class:`Float32`."""
+    if isinstance(value, bool):
+        return b"\xf5" if value else b"\xf4"
+    if isinstance(value, int):
+        return _cbor_head(0, value) if value >= 0 else _cbor_head(1, -1 - value)
+    if isinstance(value, Float32):
+        return b"\xfa" + struct.pack(">f", value.value)
+    if isinstance(value, float):
+        return b"\xfb" + struct.pack(">d", value)
+    if isinstance(value, str):
+        raw = value.encode()
+        return _cbor_head(3, len(raw)) + raw
+    if isinstance(value, bytes):
+        return _cbor_head(2, len(value)) + value
+    if isinstance(value, list):
+        return _cbor_head(4, len(value)) + b"".join(cbor(v) for v in value)
+    if isinstance(value, dict):
+        return _cbor_head(5, len(value)) + b"".join(cbor(k) + cbor(v) for k, v in value.items())
+    raise TypeError(f"cannot encode {type(value).__name__} as CBOR")
+
+
+def msgpack(value: object) -> bytes:
+    """MessagePack of dicts, lists, str, bytes, int, float (float64) and :class:`Float32`."""
+    if isinstance(value, bool):
+        return b"\xc3" if value else b"\xc2"
+    if isinstance(value, int):
+        if 0 <= value < 128:
+            return bytes((value,))
+        return b"\xcf" + struct.pack(">Q", value) if value >= 0 else b"\xd3" + struct.pack(">q", value)
+    if isinstance(value, Float32):
+        return b"\xca" + struct.pack(">f", value.value)
+    if isinstance(value, float):
+        return b"\xcb" + struct.pack(">d", value)
+    if isinstance(value, str):
+        raw = value.encode()
+        return (bytes((0xA0 | len(raw),)) if len(raw) < 32 else b"\xd9" + bytes((len(raw),))) + raw
+    if isinstance(value, bytes):
+        return b"\xc4" + bytes((len(value),)) + value
+    if isinstance(value, list):
+        return bytes((0x90 | len(value),)) + b"".join(msgpack(v) for v in value)
+    if isinstance(value, dict):
+        return bytes((0x80 | len(value),)) + b"".join(msgpack(k) + msgpack(v) for k, v in value.items())
+    raise TypeError(f"cannot encode {type(value).__name__} as MessagePack")
+
+
+def bson(document: Mapping[str, object]) -> bytes:
+    """BSON of a document of str, int (int64), float (double) and nested documents."""
+    body = bytearray()
+    for key, value in document.items():
+        name = key.encode() + b"\x00"
+        if isinstance(value, float):
+            body += b"\x01" + name + struct.pack("<d", value)
+        elif isinstance(value, str):
+            raw = value.encode() + b"\x00"
+            body += b"\x02" + name + struct.pack("<i", len(raw)) + raw
+        elif isinstance(value, Mapping):
+            body += b"\x03" + name + bson(value)
+        elif isinstance(value, int):
+            body += b"\x12" + name + struct.pack("<q", value)
+        else:
+            raise TypeError(f"cannot encode {type(value).__name__} as BSON")
+    return struct.pack("<i", len(body) + 5) + bytes(body) + b"\x00"
 
 
 def _mqtt_remaining_length(n: int) -> bytes:
@@ -600,9 +913,10 @@ def websocket_accept() -> bytes:
 
 
 def websocket_frame(payload: bytes, *, mask_key: bytes | None = b"\x37\xfa\x21\x3d", opcode: int = 1,
-                    fin: bool = True) -> bytes:
-    """A WebSocket frame; client frames are masked (``mask_key``), server frames are not (``mask_key=None``)."""
-    head = bytes([(0x80 if fin else 0) | opcode])
+                    fin: bool = True, rsv1: bool = False) -> bytes:
+    """A WebSocket frame; client frames are masked (``mask_key``), server frames are not (``mask_key=None``);
+    ``rsv1`` marks the first frame of a permessage-deflate message."""
+    head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
     mask_bit = 0x80 if mask_key is not None else 0
     n = len(payload)
     if n < 126:
@@ -615,6 +929,56 @@ def websocket_frame(payload: bytes, *, mask_key: bytes | None = b"\x37\xfa\x21\x
         return head + payload
     masked = bytes(b ^ mask_key[i % 4] for i, b in enumerate(payload))
     return head + mask_key + masked
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    """One HTTP/2 frame (RFC 9113 4.1)."""
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + struct.pack("!I", stream_id) + payload
+
+
+def h2_settings(*, ack: bool = False) -> bytes:
+    return h2_frame(4, 1 if ack else 0, 0, b"" if ack else struct.pack("!HI", 3, 100))
+
+
+def h2_headers(stream_id: int, block: bytes, *, end_stream: bool = False, split: int = 0) -> bytes:
+    """A HEADERS frame carrying an HPACK ``block``; ``split`` > 0 continues it in CONTINUATION frames of that
+    many bytes."""
+    if not split or split >= len(block):
+        return h2_frame(1, 0x4 | (0x1 if end_stream else 0), stream_id, block)
+    parts = [block[i:i + split] for i in range(0, len(block), split)]
+    out = h2_frame(1, 0x1 if end_stream else 0, stream_id, parts[0])
+    for i, part in enumerate(parts[1:], 1):
+        out += h2_frame(9, 0x4 if i == len(parts) - 1 else 0, stream_id, part)
+    return out
+
+
+def h2_data(stream_id: int, data: bytes, *, end_stream: bool = True, frame_size: int = 16384,
+            padding: int = 0) -> bytes:
+    """DATA frames of ``frame_size`` bytes each (optionally padded), END_STREAM on the last."""
+    out = b""
+    chunks = [data[i:i + frame_size] for i in range(0, len(data), frame_size)] or [b""]
+    for i, chunk in enumerate(chunks):
+        last = i == len(chunks) - 1
+        flags = (0x1 if last and end_stream else 0) | (0x8 if padding else 0)
+        payload = (bytes((padding,)) + chunk + bytes(padding)) if padding else chunk
+        out += h2_frame(0, flags, stream_id, payload)
+    return out
+
+
+def websocket_deflate(messages: Sequence[bytes], *, context_takeover: bool = True) -> list[bytes]:
+    """Payloads of permessage-deflate messages (RFC 7692): raw deflate, sync-flushed, the trailing
+    ``00 00 ff ff`` removed; with context takeover (the default) one compressor serves every message."""
+    out = []
+    compressor = zlib.compressobj(wbits=-15)
+    for message in messages:
+        if not context_takeover:
+            compressor = zlib.compressobj(wbits=-15)
+        data = compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        out.append(data[:-4] if data.endswith(b"\x00\x00\xff\xff") else data)
+    return out
 
 
 def quic_client_initials(sni: str | None, *, alpn: Sequence[str] = ("h3",), dcid: bytes = bytes(range(8)),
