@@ -144,6 +144,7 @@ class RemoteCommandCapture(_PhasedCapture):
             if self._ready.search(stderr):
                 break
             if proc.poll() is not None:
+                stderr = self._remote_stderr()  # read again: it may have exited right after the look above
                 self._local_stderr.join(KILL_TIMEOUT_S)
                 local = self._local_stderr.text()
                 out.close()
