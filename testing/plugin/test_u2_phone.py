@@ -15,7 +15,7 @@ import pytest
 
 from phonehome.devices.adbprobe import AdbServerStatus, transport_problem
 from phonehome.devices.u2 import U2Phone
-from phonehome.errors import AdbServerGone
+from phonehome.errors import AdbServerGone, DeviceError
 from phonehome.inventory import load_inventory
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_real_adb")]
@@ -65,3 +65,33 @@ def test_adb_problems_are_told_apart() -> None:
     down = AdbServerStatus("127.0.0.1:5037", "connection refused")
     assert down.state_of("anything") == "no-server"
     assert "no adb server at 127.0.0.1:5037: connection refused" in (transport_problem(down, "X1234567", "x") or "")
+
+
+def test_a_dead_adb_server_is_never_replaced_behind_the_harness(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """adbutils runs ``adb start-server`` on every refused connection; the phone's client must not, or a server
+    that died mid-run would be silently replaced by an empty one (and the fault never named)."""
+    started = tmp_path / "start-server-ran"
+    fake_adb = tmp_path / "adb"
+    fake_adb.write_text(f"#!/bin/sh\ntouch {started}\nexit 1\n", encoding="utf-8")
+    fake_adb.chmod(0o755)
+    monkeypatch.setenv("ADBUTILS_ADB_PATH", str(fake_adb))
+    inventory = tmp_path / "devices.yaml"
+    inventory.write_text("""\
+version: 1
+devices:
+  - label: bench1
+    model: Pixel 7
+    serial: NOSUCHSERIAL01
+    backend: uiautomator2
+    identifiers: {imei: "352099001761481"}
+""", encoding="utf-8")
+    [entry] = load_inventory(inventory).devices
+    phone = U2Phone(entry, adb_port=closed_port())
+    with pytest.raises(AdbServerGone, match="no adb server"):
+        phone._shell(["getprop", "ro.serialno"])
+    with pytest.raises(DeviceError):
+        phone.screenshot(tmp_path / "shot.png")
+    phone.close()
+    gc.collect()
+    assert not started.exists(), "adbutils started an adb server"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -66,6 +67,8 @@ REBOOT_REQUEST_TIMEOUT_S = 10.0
 TCP_RECONNECT_TIMEOUT_S = 2.0
 #: at most this many logcat lines go into failure evidence
 LOGCAT_MAX_LINES = 2000
+#: connecting to the adb server (adbutils' own value)
+ADB_CONNECT_TIMEOUT_S = 3.0
 #: the one recovery attempt of a phone whose set-up failed waits this long for it on the adb server
 RECOVERY_TIMEOUT_S = 20.0
 #: transport states that do not change by themselves during a run: waiting for them is a wasted timeout
@@ -116,6 +119,40 @@ def _after_label(problem: str, label: str) -> str:
     return problem.removeprefix(f"phone {label} ")
 
 
+def _client_that_never_starts_a_server(adbutils: Any, host: str, port: int) -> Any:
+    """An ``adbutils.AdbClient`` whose connections fail when no server answers, instead of running ``adb
+    start-server`` (adbutils does, with its own bundled adb, on every refused connection): a server that died
+    mid-run must be a fault the harness names, not one silently replaced by a new, empty server."""
+    from adbutils._adb import AdbConnection
+    from adbutils.errors import AdbConnectionError
+
+    class _Connection(AdbConnection):  # type: ignore[misc]
+        def _safe_connect(self) -> Any:
+            """One attempt; a refused socket is closed here (adbutils leaves it to the garbage collector)."""
+            address = (self._AdbConnection__host, self._AdbConnection__port)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            try:
+                sock.settimeout(ADB_CONNECT_TIMEOUT_S)
+                sock.connect(address)
+                sock.settimeout(None)
+            except TimeoutError:
+                sock.close()
+                raise adbutils.AdbTimeout("connect to adb server timeout") from None
+            except OSError as exc:
+                sock.close()
+                raise AdbConnectionError(f"connect to adb server failed: {exc}") from None
+            return sock
+
+    class _Client(adbutils.AdbClient):  # type: ignore[misc]
+        def make_connection(self, timeout: float | None = None) -> Any:
+            connection = _Connection(self.host, self.port)
+            connection.conn.settimeout(timeout or SHELL_TIMEOUT_S)
+            return connection
+
+    return _Client(host=host, port=port, socket_timeout=SHELL_TIMEOUT_S)
+
+
 class U2Phone:
     """A phone driven by uiautomator2 over an adb server (USB, TCP, or the virtual lab's server)."""
 
@@ -126,7 +163,7 @@ class U2Phone:
 
         self._entry = entry
         self._adbutils = adbutils
-        self._client = adbutils.AdbClient(host=adb_host, port=adb_port, socket_timeout=SHELL_TIMEOUT_S)
+        self._client = _client_that_never_starts_a_server(adbutils, adb_host, adb_port)
         self._power_cycle = power_cycle
         self._diagnose = diagnose
         self._step = step or (lambda name: nullcontext())
