@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from phonehome.errors import DeviceError, InputError, PhonehomeError
+from phonehome.errors import CaptureError, DeviceError, InputError, PhonehomeError
 from phonehome.markers import MARKERS, marker_signature
 from phonehome.redaction import Redactor
 from phonehome.runstate import (
@@ -218,6 +218,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _load_inventory(state)
     _check_dist_mode(config, state)
     config.add_cleanup(install_log_redaction(state))
+    config.pluginmanager.register(OutputMasking(state), "phonehome-output-masking")
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and workerinput.get(WORKERINPUT_LOADGROUP_KEY):
         # workers compute loadgroup from their own command line, where -n alone means "load"
@@ -297,8 +298,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         state.close_devices()
         workeroutput = getattr(session.config, "workeroutput", None)
         if workeroutput is not None:  # an xdist worker: the controller prints the summary of every phone
-            workeroutput[WORKEROUTPUT_SUMMARY_KEY] = json.dumps(
-                {"checked": state.checked, "unreadable": state.unreadable, "quarantine": state.quarantine})
+            mask = state.redactor.deep  # the worker knows the values it read from its phones; the controller not
+            workeroutput[WORKEROUTPUT_SUMMARY_KEY] = json.dumps({
+                "checked": state.checked,
+                "unreadable": {label: [(name, mask(why)) for name, why in items]
+                               for label, items in state.unreadable.items()},
+                "quarantine": {label: mask(cause) for label, cause in state.quarantine.items()}})
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -356,6 +361,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return DeviceScheduling(config, log)
 
 
+_FORMATTER = logging.Formatter()
+
+
 def install_log_redaction(state: RunState) -> Callable[[], None]:
     """Mask identifiers and secrets in every log record made during the run (live logging, ``--log-file``,
     captured logs): a record's message is rendered and masked once, when it is made. Returns the undo."""
@@ -370,6 +378,10 @@ def install_log_redaction(state: RunState) -> Callable[[], None]:
         masked = state.redactor.deep(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and record.exc_info[0] is not None:  # rendered now, masked: handlers use exc_text
+            record.exc_text = state.redactor.deep(_FORMATTER.formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = state.redactor.deep(record.stack_info)
         return record
 
     logging.setLogRecordFactory(factory)
@@ -391,7 +403,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     devices = ", ".join(f"{entry.label} ({entry.model}, {entry.backend}, capture {_capture_summary(entry)})"
                         for entry in state.selected) or "none"
     checks = [f"phonehome: {entry.label} checks {_checked_summary(entry)}" for entry in state.selected]
-    return [
+    lines = [
         f"phonehome: inventory {settings.inventory} ({len(state.inventory.devices)} devices)",
         f"phonehome: devices {devices}",
         *checks,
@@ -399,6 +411,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"{'shown' if settings.show_identifiers else 'masked'}",
         f"phonehome: tools {', '.join(tool_versions())}",
     ]
+    return [state.redactor.deep(line) for line in lines]  # a filter or host may name a MAC or a serial
 
 
 def _checked_summary(entry: DeviceEntry) -> str:
@@ -425,7 +438,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for label, checked in state.checked.items():
         write(f"{label}: checked " + ", ".join(f"{name} ({source})" for name, source in checked))
         for name, why in state.unreadable.get(label, ()):
-            write(f"{label}: could not read {name}: {why}")
+            write(f"{label}: could not read {name}: {state.redactor(why)}")
     for label, cause in state.quarantine.items():
         write(f"{label}: QUARANTINED for the rest of the run: {state.redactor(cause)}")
 
@@ -446,21 +459,58 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     print or hand to reporters (tracebacks with their locals and fixture arguments, captured output and logs)."""
     report = yield
     item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+    state = item.config.stash.get(STATE_KEY, None)
     if call.excinfo is not None and call.excinfo.errisinstance(InputError) and report.failed:
-        report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
+        line = f"{call.excinfo.typename}: {call.excinfo.value}"
+        report.longrepr = state.redactor.deep(line) if state is not None else line
     if (report.when == "call" and report.failed and call.excinfo is not None
             and call.excinfo.errisinstance(PhonehomeError) and not call.excinfo.errisinstance(AssertionError)):
         # a device or capture fault in the test body: the evidence is missing, not bad (Allure: broken)
         report.phonehome_fault = call.excinfo.typename
-    state = item.config.stash.get(STATE_KEY, None)
     if state is None:
         return report
     if report.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(DeviceError):
         fault = call.excinfo.value
         assert isinstance(fault, DeviceError)
         state.note_fault(fault.device, fault)
-    redact_report(report, state.redactor)
+    if report.failed and call.excinfo is not None and call.excinfo.errisinstance(CaptureError):
+        cause = state.lab_failure()
+        if cause is not None and hasattr(report.longrepr, "addsection"):  # the capture died with the lab
+            report.longrepr.addsection("phonehome: the virtual lab stopped", cause)
     return report
+
+
+class OutputMasking:
+    """Masks identifiers and secrets in everything pytest reports: test and collection reports (tracebacks with
+    their locals, captured output and logs, skip and xfail reasons) and the warnings summary. A plugin object,
+    so that its report wrapper can be the innermost one: its masking comes before any reporter (allure-pytest
+    attaches captured output from its own wrapper) sees the report."""
+
+    def __init__(self, state: RunState) -> None:
+        self._state = state
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        redact_report(report, self._state.redactor)
+        return report
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_make_collect_report(self, collector: pytest.Collector) -> Any:
+        report = yield
+        if report.failed:  # a collection error (an import failing on a value, say)
+            redact_report(report, self._state.redactor)
+        return report
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_warning_recorded(self, warning_message: Any, when: str, nodeid: str, location: Any) -> None:
+        text = str(warning_message.message)
+        masked = self._state.redactor.deep(text)
+        if masked != text:
+            try:
+                warning_message.message = type(warning_message.message)(masked)
+            except Exception:  # a warning class with another signature: a plain one with the masked text
+                warning_message.message = UserWarning(masked)
 
 
 def redact_report(report: pytest.TestReport, redactor: Redactor) -> None:
@@ -472,6 +522,8 @@ def redact_report(report: pytest.TestReport, redactor: Redactor) -> None:
         report.longrepr = (path, line, redactor.deep(reason))
     elif isinstance(longrepr, str):
         report.longrepr = redactor.deep(longrepr)
+    if isinstance(getattr(report, "wasxfail", None), str):
+        report.wasxfail = redactor.deep(report.wasxfail)
     elif longrepr is not None:
         text = str(longrepr)
         if redactor.deep(text) != text:

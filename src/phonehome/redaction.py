@@ -92,7 +92,8 @@ class Redactor:
     def __call__(self, text: str) -> str:
         """The plain pass (and secrets): every spelling of every known value."""
         for secret in sorted(self.secrets, key=len, reverse=True):
-            text = text.replace(secret, "*" * len(secret))
+            # whole tokens only: a PIN 2019 must not star the label nokia7plus-2019 (and so give itself away)
+            text = re.sub(rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])", "*" * len(secret), text)
         if self.show:
             return text
         pattern = self._pattern
@@ -133,10 +134,21 @@ def leak_spans(data: bytes, matcher: Matcher, lo: int = 0, hi: int | None = None
     return sorted(spans)
 
 
+def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping or touching spans as one: masking two overlapping spans apart would show inner characters."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
 def mask_spans(data: bytes, spans: Iterable[tuple[int, int]]) -> bytes:
     """``data`` with each span replaced by the mask of its text (same length: offsets elsewhere stay valid)."""
     out = bytearray(data)
-    for start, end in spans:
+    for start, end in merge_spans(spans):
         piece = bytes(out[start:end]).decode("latin-1")
         out[start:end] = mask(piece).encode("latin-1")
     return bytes(out)

@@ -8,7 +8,6 @@ pyshark is far too slow for the scan itself (~1 MB/s); here it dissects a handfu
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from phonehome.errors import CaptureError, InputError
-from phonehome.identifiers import Identifiers, mask
+from phonehome.identifiers import Identifiers
+from phonehome.redaction import Redactor
 
 #: tshark loads every dissector (~0.5 s) and then reads the file up to the last cited frame
 EVIDENCE_TIMEOUT_S = 120
@@ -70,14 +70,9 @@ def dissect_frames(pcap: str | Path, frames: Sequence[int], *, identifiers: Iden
 
 
 def mask_values(text: str, identifiers: Identifiers) -> str:
-    """``text`` with every identifier value (as written, and without separators) masked, case-insensitively."""
-    variants: set[str] = set()
-    for _name, value in identifiers.values:
-        variants.add(value)
-        variants.add(re.sub(r"[\s:.\-/()+]", "", value))
-    for variant in sorted((v for v in variants if len(v) >= 4), key=len, reverse=True):
-        text = re.sub(re.escape(variant), lambda m: mask(m.group(0)), text, flags=re.IGNORECASE)
-    return text
+    """``text`` with every identifier masked: each value in every spelling, and (the scanner's own forms)
+    every encoded form or encoded run that holds one: a dissected URI, cookie or DNS name quotes them so."""
+    return Redactor().with_identifiers(identifiers).deep(text)
 
 
 def _display_filter(frames: Sequence[int]) -> str:

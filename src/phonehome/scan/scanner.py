@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, mask
-from phonehome.redaction import leak_spans
+from phonehome.redaction import leak_spans, merge_spans
 from phonehome.scan import layers, tunnels
 from phonehome.scan.handshakes import (
     MAX_DTLS_HANDSHAKE_DATAGRAMS,
@@ -1162,7 +1162,7 @@ def excerpt(data: bytes, match: Match, matches: Sequence[Match], matcher: Matche
     spans = [(max(m.start, lo), min(m.end, hi)) for m in matches if m.start < hi and m.end > lo]
     if matcher is not None:
         spans.extend(leak_spans(data, matcher, lo, hi))
-    spans.sort()
+    spans = merge_spans(spans)
     out = []
     pos = lo
     for start, end in spans:
