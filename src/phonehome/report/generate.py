@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phonehome.errors import InputError, PhonehomeError
-from phonehome.report import diff
+from phonehome.report import diff, verdicts
 
 #: the generator takes about 2 s for a small run; a farm's month of history and big pcaps need more
 GENERATE_TIMEOUT_S = 600
@@ -36,6 +36,8 @@ GENERATE_TIMEOUT_S = 600
 HISTORY_LIMIT_RUNS = 60
 ALLURE_BIN_ENV = "PHONEHOME_ALLURE_BIN"
 REPORT_NAME = "phonehome: phones phoning home"
+#: where Allure's own page goes: ``index.html`` is the verdict page, the report's opening page
+ALLURE_PAGE = "allure.html"
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -240,8 +242,25 @@ def make_clean(out: Path) -> None:
                           f"{listed}; the report was removed, not published")
 
 
+# --- the opening page: a verdict per phone ---------------------------------------------------------------------
+
+
+def write_verdict_page(results_dirs: Sequence[Path], out: Path) -> Path:
+    """Make the report open with one verdict per phone (:mod:`phonehome.report.verdicts`): Allure's own page
+    moves to ``allure.html`` (its data loads relative to it; a result opens at ``allure.html#<id>``) and
+    ``index.html`` becomes the verdict page, linking into it."""
+    index = out / "index.html"
+    index.replace(out / ALLURE_PAGE)
+    links = verdicts.report_links(out, allure_page=ALLURE_PAGE, changes_prefix=diff.CHANGES_FULL_NAME_PREFIX)
+    records = verdicts.load_records(results_dirs)
+    page = verdicts.verdict_page(verdicts.phone_verdicts(records), records, links, title=REPORT_NAME)
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
 def generate(results_dirs: Sequence[Path], out: Path, *, history: Path | None = None) -> Path:
-    """Generate the report into ``out`` (emptied first), strip it, verify it; returns ``out/index.html``."""
+    """Generate the report into ``out`` (emptied first), add the verdict page, strip and verify it; returns
+    ``out/index.html`` (the verdict page; the Allure app is ``allure.html`` beside it)."""
     results_dirs = [d.resolve() for d in results_dirs]
     out = out.resolve()
     _check_results(results_dirs)
@@ -259,6 +278,7 @@ def generate(results_dirs: Sequence[Path], out: Path, *, history: Path | None = 
             changes = diff.add_changes(results_dirs, history, extra_dir)
             extra.append(extra_dir)
         run_generator([*results_dirs, *extra], out, history, workdir)
+    write_verdict_page(results_dirs, out)
     make_clean(out)
     if history is not None and changes is not None:
         diff.save_baseline(diff.baseline_path_for(history), *changes)
