@@ -28,7 +28,11 @@ MAIN_JOB_TIMEOUT_S = 420
 BROWSE_TIMEOUT_S = 120
 
 NOKIA_SPEC: dict[str, Any] = {
-    "test": "test_unlock_sends_no_identifier_in_cleartext[nokia-7-plus]",
+    "phone": "nokia-7-plus",
+    "verdictTexts": ["2 of 2 phone(s) leak", "Nokia 7 Plus (nokia-7-plus)",
+                     "imei sent in cleartext in unlock to fota.nokia-updates.example"],
+    "testLink": "unlock sends no identifier in cleartext",
+    "test": "Nokia 7 Plus (nokia-7-plus): unlock sends no identifier in cleartext",
     "texts": ["Failed", "Critical", "Cleartext identifier leak", "sent in cleartext (base64)"],
     "step": "phase unlock:",
     "findings": "findings (unlock)",
@@ -64,7 +68,9 @@ def serve(directory: Path) -> Iterator[str]:
 
 def browse(url: str, spec: dict[str, Any], tmp_path: Path) -> tuple[int, dict[str, Any]]:
     spec_path = tmp_path / "spec.json"
-    spec_path.write_text(json.dumps({**spec, "url": url}), encoding="utf-8")
+    shots = tmp_path / "screenshots"
+    shots.mkdir(exist_ok=True)
+    spec_path.write_text(json.dumps({**spec, "url": url, "shots": str(shots)}), encoding="utf-8")
     proc = subprocess.run([_node(), str(BROWSE_SCRIPT), str(spec_path)], capture_output=True, text=True,
                           timeout=BROWSE_TIMEOUT_S, check=False)
     lines = proc.stdout.strip().splitlines()
@@ -87,8 +93,23 @@ def test_failing_test_shows_finding_and_pcap_and_nothing_leaves_the_machine(repo
         assert returncode == 0
         assert result["offMachine"] == []
         assert result["pcapMagic"] == "0a0d0d0a"
+        _assert_screenshots(result["shots"], opening=[
+            "phonehome: phones phoning home: 2 of 2 phone(s) leak", "Pass rate 42.86 % (3 of 7 tests passed)",
+            "Nokia 7 Plus (nokia-7-plus)\tFAIL\timei sent in cleartext in unlock to fota.nokia-updates.example",
+            "Pixel 7 (fixed-phone)\tFAIL\ttalked to denied host(s) telemetry.denied.example"],
+            failing=["Nokia 7 Plus (nokia-7-plus): unlock sends no identifier in cleartext", "Failed", "Critical",
+                     "phase unlock: 1 cleartext findings"])
         assert any("/data/attachments/" in r for r in result["requests"])  # attachments load on demand
         assert all(r.startswith((url.rsplit("/", 1)[0], "blob:", "data:")) for r in result["requests"])
+
+
+def _assert_screenshots(shots: dict[str, Any], *, opening: list[str], failing: list[str]) -> None:
+    """Both screenshots were taken (real PNGs) and the page showed these texts when they were."""
+    for name, expected in (("opening", opening), ("failing-phone", failing)):
+        shot = shots[name]
+        assert Path(shot["path"]).read_bytes()[:4] == b"\x89PNG", name
+        for text in expected:
+            assert text in shot["text"], (name, text, shot["text"][:3000])
 
 
 @pytest.mark.timeout(BROWSE_TIMEOUT_S + 30)
@@ -96,7 +117,7 @@ def test_browser_check_catches_a_request_off_the_machine(report: Path, tmp_path:
     """The check must be able to fail: a report with a tracker pixel added is caught (and the pixel blocked)."""
     tampered = tmp_path / "tampered"
     shutil.copytree(report, tampered)
-    index = tampered / "index.html"
+    index = tampered / generate.ALLURE_PAGE
     index.write_text(index.read_text().replace(
         "</body>", '<img src="http://198.51.100.7/pixel.gif" alt=""></body>'), encoding="utf-8")
     for url in serve(tampered):
@@ -121,13 +142,17 @@ def test_main_job_report_from_virtual_phones(tmp_path: Path) -> None:
     assert "1 failed, 1 passed" in proc.stdout, proc.stdout[-3000:]
     report = tmp_path / "report"
     results = {r["name"]: r for r in (json.loads(p.read_text()) for p in (report / "data" / "test-results").glob("*.json"))}
-    assert results["test_unlock_sends_no_identifier_in_cleartext[nokia7plus-2019]"]["status"] == "failed"
-    assert results["test_unlock_sends_no_identifier_in_cleartext[nokia7plus-fixed]"]["status"] == "passed"
-    nokia = results["test_unlock_sends_no_identifier_in_cleartext[nokia7plus-2019]"]
+    leaky_title = "Nokia 7 Plus (nokia7plus-2019): unlock sends no identifier in cleartext"
+    assert results[leaky_title]["status"] == "failed"
+    assert results["Nokia 7 Plus (nokia7plus-fixed): unlock sends no identifier in cleartext"]["status"] == "passed"
+    nokia = results[leaky_title]
     evidence = {a["link"]["name"] for a in nokia["attachments"]}  # the generated report's attachment links
     assert "frames cited by findings" in evidence, evidence
     spec = {
-        "test": "test_unlock_sends_no_identifier_in_cleartext[nokia7plus-2019]",
+        "phone": "nokia7plus-2019",
+        "verdictTexts": ["1 of 2 phone(s) leak", "Nokia 7 Plus (nokia7plus-2019)", "sent in cleartext in unlock to"],
+        "testLink": "unlock sends no identifier in cleartext",
+        "test": leaky_title,
         "texts": ["Failed", "Critical", "Cleartext identifier leak", "in cleartext"],
         "step": "phase unlock:",
         "findings": "findings (unlock)",
@@ -138,3 +163,7 @@ def test_main_job_report_from_virtual_phones(tmp_path: Path) -> None:
         returncode, result = browse(url, spec, tmp_path)
         assert result["problems"] == [], result
         assert returncode == 0 and result["offMachine"] == []
+        _assert_screenshots(result["shots"], opening=[
+            "phonehome: phones phoning home: 1 of 2 phone(s) leak", "Pass rate 50.00 % (1 of 2 tests passed)",
+            "Nokia 7 Plus (nokia7plus-2019)\tFAIL\t", "Nokia 7 Plus (nokia7plus-fixed)\tPASS\t"],
+            failing=[leaky_title, "Failed", "Critical", "phase unlock:"])
