@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,10 +73,10 @@ def test_pass_rate_counts_tests_only_as_allure_does() -> None:
 
 
 def test_phase_leaks_keep_names_and_hosts_of_cleartext_findings_only() -> None:
-    findings = [{"identifier": "imei", "host": "a.example", "encrypted": False, "excerpt": "x"},
+    findings: list[dict[str, Any]] = [{"identifier": "imei", "host": "a.example", "encrypted": False, "excerpt": "x"},
                 {"identifier": "serial", "host": "b.example", "encrypted": True},
                 {"identifier": "imei", "dst": "203.0.113.7", "encrypted": False}]
-    flows = [{"host": "denied.example", "denied": True}, {"host": "ok.example"}]
+    flows: list[dict[str, Any]] = [{"host": "denied.example", "denied": True}, {"host": "ok.example"}]
     leaks = phase_leaks("unlock", findings, flows, denied=lambda record: bool(record.get("denied")))
     assert leaks == PhaseLeaks("unlock", 2, ("imei",), ("203.0.113.7", "a.example"), ("denied.example",))
 
