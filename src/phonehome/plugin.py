@@ -215,6 +215,9 @@ def pytest_configure(config: pytest.Config) -> None:
         from phonehome.report.allure_results import register
 
         register(config)  # the Allure reporter is a plugin object only when --alluredir asks for it
+    from phonehome.manifest import recorder
+
+    recorder.register(config)  # the evidence manifest of every run that uses a phone
     _load_inventory(state)
     _check_dist_mode(config, state)
     config.add_cleanup(install_log_redaction(state))

@@ -5,11 +5,13 @@ Debian's chromium driven by playwright-core (``browse.mjs``); see the notes on A
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from phonehome.inventory import load_inventory
+from phonehome.manifest import signing
 from phonehome.report import generate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,9 +138,16 @@ def test_main_job_report_from_virtual_phones(tmp_path: Path) -> None:
     """The README's main job (``bash ci/nightly.sh``) on the Nokia-incident phone and its fixed twin leaves a
     browsable report: the incident phone fails unlock with its findings and pcap, the fixed phone is green,
     and nothing in the report reaches off the machine."""
+    key = Ed25519PrivateKey.generate()
+    public = tmp_path / "lab.pub.pem"
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    raw_key = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                serialization.NoEncryption())
     env = {**os.environ, "PHONEHOME_RESULTS": str(tmp_path / "results"), "PHONEHOME_REPORT": str(tmp_path / "report"),
            "PHONEHOME_HISTORY": str(tmp_path / "history" / "history.jsonl"),
-           "PHONEHOME_CAPTURE_DIR": str(tmp_path / "captures")}
+           "PHONEHOME_CAPTURE_DIR": str(tmp_path / "captures"), signing.KEY_ENV: base64.b64encode(raw_key).decode()}
+    env.pop(signing.KEY_FILE_ENV, None)
     proc = subprocess.run(["bash", "ci/nightly.sh", "-k", "unlock", "-p", "no:cacheprovider",
                            "--phonehome-device", "nokia7plus-2019", "--phonehome-device", "nokia7plus-fixed"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=MAIN_JOB_TIMEOUT_S, check=False)
@@ -163,7 +176,47 @@ def test_main_job_report_from_virtual_phones(tmp_path: Path) -> None:
         returncode, result = browse(url, spec, tmp_path)
         assert result["problems"] == [], result
         assert returncode == 0 and result["offMachine"] == []
+        _assert_evidence_manifest(report, tmp_path / "captures", public)
         _assert_screenshots(result["shots"], opening=[
             "phonehome: phones phoning home: 1 of 2 phone(s) leak", "Pass rate 50.00 % (1 of 2 tests passed)",
-            "Nokia 7 Plus (nokia7plus-2019)\tFAIL\t", "Nokia 7 Plus (nokia7plus-fixed)\tPASS\t"],
+            "Nokia 7 Plus (nokia7plus-2019)\tFAIL\t", "Nokia 7 Plus (nokia7plus-fixed)\tPASS\t",
+            "evidence manifest"],
             failing=[leaky_title, "Failed", "Critical", "phase unlock:"])
+
+
+def _verify(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "phonehome", "verify", *args], capture_output=True, text=True,
+                          timeout=BROWSE_TIMEOUT_S, check=False)
+
+
+def _assert_evidence_manifest(report: Path, captures: Path, public: Path) -> None:
+    """The run's signed manifest is in the report; it verifies against the captures and the lab's key, names
+    each phone's verdict and build, holds no identifier in clear, and a changed capture is caught."""
+    manifest = report / "manifest.json"
+    assert (report / "manifest.json.sig").is_file()
+    assert (captures / "manifest.json").read_bytes() == manifest.read_bytes()
+    proc = _verify(str(manifest), "--files", str(captures), "--key", str(public))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the leaky phone's capture, its phases and its unlock slice, and its screenshot; the clean phone's three
+    # files were deleted (--phonehome-keep-pcaps=failed) but keep their hashes
+    assert "OK: 4 file(s) re-hashed, 3 not kept by the run; signature by key sha256" in proc.stdout
+    data = json.loads(manifest.read_text())
+    assert sorted(f["role"] for f in data["files"] if f["kept"]) == ["capture", "evidence: screenshot", "phases",
+                                                                     "slice"]
+    assert {v["device"]: v["verdict"] for v in data["verdicts"]} == {"nokia7plus-2019": "fail",
+                                                                      "nokia7plus-fixed": "pass"}
+    assert data["phones"]["nokia7plus-2019"]["fingerprint"].startswith("virtual/nokia_7_plus/")
+    assert data["phones"]["nokia7plus-2019"]["identifiers"]["imei"]["source"] == "service call iphonesubinfo 1"
+    assert {"dumpcap", "tshark", "adb", "uiautomator2", "allure", "phonehome"} <= set(data["tools"])
+    assert [p["name"] for p in data["captures"][0]["phases"]] == ["unlock"]
+    inventory = load_inventory(ROOT / "devices.yaml")
+    text = manifest.read_text()
+    for entry in inventory.devices:
+        for _, value in entry.identifiers.values:
+            assert value not in text, f"{entry.label}: an identifier in clear in the manifest"
+    kept = next(f for f in data["files"] if f["kept"] and f["role"] == "capture")
+    with (captures / kept["path"]).open("r+b") as fh:
+        fh.seek(40)
+        fh.write(b"\xff\xff")
+    proc = _verify(str(manifest), "--files", str(captures), "--key", str(public))
+    assert proc.returncode == 1 and f"{kept['path']}: changed since the run" in proc.stdout, proc.stdout

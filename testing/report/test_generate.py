@@ -144,6 +144,25 @@ def test_report_opens_with_a_verdict_per_phone(sample_results: Path, tmp_path: P
     assert "<script" not in page
 
 
+@pytest.mark.timeout(GENERATE_TEST_TIMEOUT_S)
+def test_evidence_manifest_is_attached_and_linked(sample_results: Path, tmp_path: Path) -> None:
+    """The manifest a run copied into its results folder (and its signature) is in the report: beside the
+    verdict page, linked from it, and an Allure global attachment."""
+    results = tmp_path / "results"
+    shutil.copytree(sample_results, results)
+    (results / "phonehome-manifest.json").write_text('{"format": "phonehome-manifest/1", "files": []}\n')
+    (results / "phonehome-manifest.json.sig").write_text('{"algorithm": "ed25519"}\n')
+    out = tmp_path / "report"
+    generate.generate([results], out)
+    assert (out / "manifest.json").read_text() == (results / "phonehome-manifest.json").read_text()
+    assert (out / "manifest.json.sig").is_file()
+    page = (out / "index.html").read_text()
+    assert "<a href='manifest.json'>evidence manifest</a>" in page
+    assert "<a href='manifest.json.sig'>its signature</a>" in page
+    globals_ = json.loads((out / "widgets" / "globals.json").read_text())
+    assert [a["name"] for a in globals_["attachments"]] == ["manifest.json", "manifest.json.sig"]
+
+
 def test_empty_results_are_an_input_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     proc = _run_cli(str(tmp_path / "empty"), str(tmp_path / "out"))

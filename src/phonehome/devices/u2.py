@@ -215,6 +215,17 @@ class U2Phone:
         except DeviceError:
             return None
 
+    def clock_offset_s(self) -> float | None:
+        """The phone's clock minus this host's, in seconds (the evidence manifest records it per capture); None
+        when the phone's clock cannot be read. Within the round trip with ``date +%s.%N``, else to the second."""
+        for args, pattern in ((["date", "+%s.%N"], r"\d+\.\d+"), (["date", "+%s"], r"\d+")):
+            before = time.time()
+            text = self._try_shell(args)
+            after = time.time()
+            if text is not None and re.fullmatch(pattern, text):
+                return round(float(text) - (before + after) / 2, 3)
+        return None
+
     def _getprop(self, name: str) -> str:
         return self._shell(["getprop", name]).strip()
 

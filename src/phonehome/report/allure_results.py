@@ -45,6 +45,7 @@ from phonehome.errors import CaptureError, DeviceError
 from phonehome.redaction import Redactor, identifier_values
 from phonehome.report import verdicts
 from phonehome.report.diff import Observations
+from phonehome.report.verdicts import is_denied
 
 PLUGIN_NAME = "phonehome-allure"
 ENVIRONMENT_FILE = "environment.properties"
@@ -73,8 +74,6 @@ VERDICT_DENIED = "traffic to a denied host"
 VERDICT_DEVICE = "device fault"
 VERDICT_CAPTURE = "capture fault"
 
-#: how a flow or finding says it went to a host the device's policy denies (set by the harness)
-DENIED_KEYS = ("denied", "policy_denied")
 _DENIED_MESSAGE = re.compile(r"denied host", re.IGNORECASE)
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _PNG_MAGIC = b"\x89PNG"
@@ -153,10 +152,6 @@ def flows_csv(flows: Sequence[Mapping[str, Any]], redact: Redactor) -> str:
             flow.get("encrypted"), flow.get("bytes"), _endpoint(flow, "src", "sport"),
             len(frames) if isinstance(frames, list | tuple) else frames, is_denied(flow))])
     return out.getvalue()
-
-
-def is_denied(record: Mapping[str, Any]) -> bool:
-    return any(bool(record.get(key)) for key in DENIED_KEYS)
 
 
 def cleartext_findings(findings: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -285,14 +280,6 @@ def _story(item: pytest.Item) -> str:
     if isinstance(doc, str) and doc.strip():
         return doc.strip().splitlines()[0].rstrip(".")
     return _humanize(item.name)
-
-
-def readable_title(name: str, device: str | None, model: str | None) -> str:
-    """The title a manager reads: the phone (model and label), then what the test checks, from its name."""
-    what = _humanize(name)
-    if device is None:
-        return what
-    return f"{model} ({device}): {what}" if model else f"{device}: {what}"
 
 
 @contextlib.contextmanager
@@ -463,7 +450,7 @@ class AllureReporter:
         if result.name != state.item.name:
             return
         model = self.device_info.get(state.device, {}).get("model") if state.device else None
-        result.name = readable_title(state.item.name, state.device, str(model) if model else None)
+        result.name = verdicts.readable_title(state.item.name, state.device, str(model) if model else None)
 
     def _record(self, state: _TestState, result: TestResult) -> verdicts.TestRecord:
         model = self.device_info.get(state.device, {}).get("model") if state.device else None

@@ -43,6 +43,8 @@ VERDICT_MEANING = {
 }
 #: Allure statuses that count in the pass rate (as in Allure 3: skipped and unknown do not)
 RATED_STATUSES = ("passed", "failed", "broken")
+#: how a flow or finding says it went to a host the device's policy denies (set by the harness)
+DENIED_KEYS = ("denied", "policy_denied")
 #: the reason shown for a test is the first line of its message, clipped
 REASON_MAX_CHARS = 200
 #: ``phonehome.errors.CaptureError: `` -> ``CaptureError: ``; an assertion's message needs no class name
@@ -97,6 +99,16 @@ def _opt_str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+def readable_title(name: str, device: str | None, model: str | None) -> str:
+    """The title a manager reads: the phone (model and label), then what the test checks, from its name
+    (``test_unlock_sends_no_identifier_in_cleartext[nokia7plus-2019]`` ->
+    ``Nokia 7 Plus (nokia7plus-2019): unlock sends no identifier in cleartext``)."""
+    what = name.split("[", 1)[0].removeprefix("test_").replace("_", " ")
+    if device is None:
+        return what
+    return f"{model} ({device}): {what}" if model else f"{device}: {what}"
+
+
 def first_line(message: str | None) -> str | None:
     """The reason a reader sees: the first non-empty line of a message, clipped."""
     if not message:
@@ -118,6 +130,11 @@ def phase_leaks(name: str, findings: Iterable[Mapping[str, Any]], flows: Iterabl
                       identifiers=tuple(sorted({str(f.get("identifier", "?")) for f in leaks})),
                       hosts=tuple(sorted({_host(f) for f in leaks})),
                       denied_hosts=tuple(sorted(set(denied_hosts))))
+
+
+def is_denied(record: Mapping[str, Any]) -> bool:
+    """A flow or finding the harness marked as going to a host the phone's policy denies."""
+    return any(bool(record.get(key)) for key in DENIED_KEYS)
 
 
 def _host(record: Mapping[str, Any]) -> str:
@@ -367,5 +384,6 @@ def verdict_page(verdicts: Sequence[PhoneVerdict], records: Sequence[TestRecord]
 
 __all__ = [
     "ERROR", "FAIL", "PASS", "SKIPPED", "PageLinks", "PassRate", "PhaseLeaks", "PhoneVerdict", "TestRecord",
-    "load_records", "pass_rate", "phase_leaks", "phone_verdicts", "report_links", "verdict_page", "write_records",
+    "load_records", "pass_rate", "phase_leaks", "phone_verdicts", "readable_title", "report_links", "verdict_page",
+    "write_records",
 ]
