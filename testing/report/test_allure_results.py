@@ -21,6 +21,7 @@ from reportsuite import (
 )
 
 from phonehome.identifiers import mask
+from phonehome.provisions import provision_ids
 from phonehome.report.allure_results import (
     MIME_PCAP,
     PhaseSeen,
@@ -160,6 +161,18 @@ def test_readable_titles_and_verdict_records(results: Path) -> None:
     assert records[("fixture error is masked", None)].status == "broken"
     denied = records[("Pixel 7 (fixed-phone): no traffic to denied hosts", "fixed-phone")]
     assert denied.phases[0].denied_hosts == ("telemetry.denied.example",)
+
+
+@pytest.mark.timeout(120)
+def test_privacy_tests_carry_their_provisions(results: Path) -> None:
+    """A test that judged traffic is labelled and linked with the provisions it checks; one that did not is not."""
+    by_name = load_results(results)
+    leaky = by_name[LEAKY]
+    assert _labels(leaky, "provision") == list(provision_ids())
+    links = {link["name"]: link["url"] for link in leaky["links"]}
+    assert links["OWASP MASTG-TEST-0236"].endswith("/MASTG-TEST-0236/")
+    assert set(links) == set(provision_ids())
+    assert _labels(by_name[CONNECT], "provision") == []
 
 
 @pytest.mark.timeout(120)

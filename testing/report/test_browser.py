@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from phonehome.inventory import load_inventory
 from phonehome.manifest import signing
+from phonehome.provisions import provision_ids
 from phonehome.report import generate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,6 +206,7 @@ def _assert_evidence_manifest(report: Path, captures: Path, public: Path) -> Non
                                                                      "slice"]
     assert {v["device"]: v["verdict"] for v in data["verdicts"]} == {"nokia7plus-2019": "fail",
                                                                       "nokia7plus-fixed": "pass"}
+    assert data["verdicts"][0]["tests"][0]["provisions"] == list(provision_ids())
     assert data["phones"]["nokia7plus-2019"]["fingerprint"].startswith("virtual/nokia_7_plus/")
     assert data["phones"]["nokia7plus-2019"]["identifiers"]["imei"]["source"] == "service call iphonesubinfo 1"
     assert {"dumpcap", "tshark", "adb", "uiautomator2", "allure", "phonehome"} <= set(data["tools"])

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from phonehome.errors import InputError
+from phonehome.provisions import markdown_table
 from phonehome.report.verdicts import (
     ERROR,
     FAIL,
@@ -121,3 +122,11 @@ def test_records_round_trip_and_bad_files_name_themselves(tmp_path: Path) -> Non
     path.write_text(json.dumps({"format": "phonehome-tests/1", "tests": [{"title": "x"}]}))
     with pytest.raises(InputError, match="malformed test record"):
         load_records([tmp_path])
+
+
+def test_docs_carry_the_provision_table() -> None:
+    """docs/verdicts.md shows the same provisions the reporter labels tests with."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "verdicts.md").read_text(encoding="utf-8")
+    assert markdown_table() in doc
+    for verdict in (PASS, FAIL, ERROR, SKIPPED):
+        assert f"| **{verdict}** |" in doc

@@ -25,6 +25,7 @@ import pytest
 from phonehome.errors import PhonehomeError
 from phonehome.identifiers import mask
 from phonehome.manifest import model
+from phonehome.provisions import provision_ids
 from phonehome.report import verdicts
 from phonehome.runstate import SETTINGS_KEY, _binary_version, tool_versions
 
@@ -240,9 +241,11 @@ class ManifestRecorder:
                                     "hosts": list(v.hosts), "denied_hosts": list(v.denied_hosts)}
                          for v in phone_verdicts},
             "verdicts": [{"device": v.device, "model": v.model, "verdict": v.verdict, "summary": v.summary(),
-                          "tests": [{"test": t.full_name, "title": t.title, "status": t.status, "reason": t.reason}
+                          "tests": [{"test": t.full_name, "title": t.title, "status": t.status, "reason": t.reason,
+                                     "provisions": list(provision_ids()) if t.phases else []}
                                     for t in v.tests]}
                          for v in phone_verdicts],
+            "verdict_meaning": dict(verdicts.VERDICT_MEANING),
             "pass_rate": {"passed": (rate := verdicts.pass_rate(self.records)).passed, "rated": rate.rated,
                           "tests": rate.total},
             "problems": self.problems,

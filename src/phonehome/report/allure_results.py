@@ -411,6 +411,7 @@ class AllureReporter:
         self._label(state, result)
         self._drop_internal_parameters(result)
         self._title(state, result)
+        _trace(state, result)
         if not self.redact.show:
             self._mask_result(result)
         self.records.append(self._record(state, result))
@@ -584,6 +585,19 @@ class AllureReporter:
                 continue
             text = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
             self._attach_text(text, key.replace("_", " "), MIME_TEXT, "txt")
+
+
+def _trace(state: _TestState, result: TestResult) -> None:
+    """A test that judged a phone's traffic carries the provisions it checks, as labels and links
+    (:mod:`phonehome.provisions`)."""
+    from allure_commons.model2 import Label, Link
+
+    from phonehome.provisions import LABEL, PRIVACY_PROVISIONS
+
+    if not state.phases:
+        return
+    result.labels.extend(Label(name=LABEL, value=p.id) for p in PRIVACY_PROVISIONS)
+    result.links.extend(Link(type="link", url=p.url, name=p.id) for p in PRIVACY_PROVISIONS)
 
 
 def _whole_capture(item: pytest.Item) -> Path | None:
