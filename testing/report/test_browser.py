@@ -208,7 +208,7 @@ def _assert_evidence_manifest(report: Path, captures: Path, public: Path) -> Non
                                                                       "nokia7plus-fixed": "pass"}
     assert data["verdicts"][0]["tests"][0]["provisions"] == list(provision_ids())
     assert data["phones"]["nokia7plus-2019"]["fingerprint"].startswith("virtual/nokia_7_plus/")
-    assert data["phones"]["nokia7plus-2019"]["identifiers"]["imei"]["source"] == "service call iphonesubinfo 1"
+    assert data["phones"]["nokia7plus-2019"]["identifiers"]["imei"]["source"] == "phone: service call iphonesubinfo 1"
     assert {"dumpcap", "tshark", "adb", "uiautomator2", "allure", "phonehome"} <= set(data["tools"])
     assert [p["name"] for p in data["captures"][0]["phases"]] == ["unlock"]
     inventory = load_inventory(ROOT / "devices.yaml")

@@ -9,6 +9,7 @@ used a phone writes none.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -27,7 +28,7 @@ from phonehome.identifiers import mask
 from phonehome.manifest import model
 from phonehome.provisions import provision_ids
 from phonehome.report import verdicts
-from phonehome.runstate import SETTINGS_KEY, _binary_version, tool_versions
+from phonehome.runstate import SETTINGS_KEY, STATE_KEY, _binary_version, tool_versions
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,12 @@ class ManifestRecorder:
         return Path(settings.capture_dir) if settings is not None else Path("results/captures")
 
     def _mask(self, text: str) -> str:
-        settings = self.config.stash.get(SETTINGS_KEY, None)
-        if settings is not None and settings.show_identifiers:
-            return text
+        """The run's redactor (every inventory phone's identifiers and secrets), then the values this recorder
+        saw: the manifest is masked even when ``--phonehome-show-identifiers`` unmasks the report."""
+        state = self.config.stash.get(STATE_KEY, None)
+        if state is not None:
+            redactor = state.redactor
+            text = redactor.deep(text) if not redactor.show else dataclasses.replace(redactor, show=False)(text)
         for value in sorted(self._values, key=len, reverse=True):
             text = re.sub(re.escape(value), mask(value), text, flags=re.IGNORECASE)
         return text
@@ -87,6 +91,11 @@ class ManifestRecorder:
         for key in ("model", "manufacturer", "android", "sdk", "fingerprint", "backend"):
             if info.get(key) not in (None, ""):
                 phone[key] = str(info[key])
+        unreadable = info.get("identifiers_unreadable")
+        if isinstance(unreadable, Mapping) and unreadable:
+            phone["identifiers_unreadable"] = {str(k): self._mask(str(v)) for k, v in unreadable.items()}
+        if info.get("quarantined"):
+            phone["quarantined"] = self._mask(str(info["quarantined"]))
         sources = info.get("identifier_sources")
         if isinstance(sources, Mapping):
             phone["identifier_sources"] = {str(k): str(v) for k, v in sources.items()}
