@@ -220,6 +220,7 @@ def pytest_configure(config: pytest.Config) -> None:
     recorder.register(config)  # the evidence manifest of every run that uses a phone
     _load_inventory(state)
     _check_dist_mode(config, state)
+    _warn_yaml_test_paths(config)
     config.add_cleanup(install_log_redaction(state))
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and workerinput.get(WORKERINPUT_LOADGROUP_KEY):
@@ -231,6 +232,17 @@ def pytest_configure(config: pytest.Config) -> None:
         state.lab_state = LabState.from_json(workerinput[WORKERINPUT_LAB_KEY])
     if workerinput is not None and workerinput.get(WORKERINPUT_LAB_ERROR_KEY):
         state.lab_error = str(workerinput[WORKERINPUT_LAB_ERROR_KEY])
+
+
+def _warn_yaml_test_paths(config: pytest.Config) -> None:
+    """A devices.yaml among the test paths was meant as the inventory (``--phonehome-inventory PATH`` read as an
+    option without a value, or a path after a space moving pytest's rootdir): say so before the wrong tests run."""
+    for arg in config.args:
+        path = Path(str(arg).split("::", 1)[0])
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            config.issue_config_time_warning(pytest.PytestConfigWarning(
+                f"phonehome: {arg} was given as a test path (rootdir {config.rootpath}); an inventory is "
+                f"passed as --phonehome-inventory={arg} (with '=') or PHONEHOME_INVENTORY={arg}"), stacklevel=2)
 
 
 def _load_inventory(state: RunState) -> None:

@@ -206,6 +206,16 @@ def test_show_identifiers_keeps_them(tmp_path: Path) -> None:
     assert IMEI in leaky["statusDetails"]["message"]
 
 
+@pytest.mark.timeout(120)
+def test_a_farm_shard_is_a_label(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    proc = run_sample_suite(write_sample_suite(tmp_path / "suite"), results, "-k", "connect_only",
+                            env={"PHONEHOME_SHARD": "farm-host-2-nokia"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # alone, the test never saw the phone's info: its title names the label only
+    assert _labels(load_results(results)["nokia-7-plus: connect only"], "shard") == ["farm-host-2-nokia"]
+
+
 @pytest.mark.timeout(180)
 def test_environment_written_once_by_the_xdist_controller(tmp_path: Path) -> None:
     results = tmp_path / "results"

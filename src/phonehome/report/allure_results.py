@@ -29,6 +29,7 @@ import datetime
 import html
 import io
 import json
+import os
 import platform
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -54,6 +55,8 @@ ENVIRONMENT_KEYS = ("model", "manufacturer", "android", "sdk", "android_build", 
                     "identifier_sources", "identifiers_unreadable", "quarantined")
 #: where pytest-xdist workers put their device info for the controller (``config.workeroutput`` key)
 WORKEROUTPUT_KEY = "phonehome_device_info"
+#: the farm shard this run is (``ci/nightly.sh shard NAME`` sets it): a label of every result
+SHARD_ENV = "PHONEHOME_SHARD"
 
 MIME_HTML = "text/html"
 MIME_JSON = "application/json"
@@ -589,11 +592,14 @@ class AllureReporter:
 
 def _trace(state: _TestState, result: TestResult) -> None:
     """A test that judged a phone's traffic carries the provisions it checks, as labels and links
-    (:mod:`phonehome.provisions`)."""
+    (:mod:`phonehome.provisions`); on a farm every result carries its shard."""
     from allure_commons.model2 import Label, Link
 
     from phonehome.provisions import LABEL, PRIVACY_PROVISIONS
 
+    shard = os.environ.get(SHARD_ENV)
+    if shard:  # set by ci/nightly.sh shard NAME: the merged report tells the shards apart
+        result.labels.append(Label(name="shard", value=shard))
     if not state.phases:
         return
     result.labels.extend(Label(name=LABEL, value=p.id) for p in PRIVACY_PROVISIONS)

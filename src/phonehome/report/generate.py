@@ -280,7 +280,13 @@ def write_verdict_page(results_dirs: Sequence[Path], out: Path) -> Path:
     links = verdicts.report_links(out, allure_page=ALLURE_PAGE, changes_prefix=diff.CHANGES_FULL_NAME_PREFIX,
                                   files=files)
     records = verdicts.load_records(results_dirs)
-    page = verdicts.verdict_page(verdicts.phone_verdicts(records), records, links, title=REPORT_NAME)
+    warnings = [f"phone {device} ran in {len(dirs)} shards ({', '.join(dirs)}): each capture may hold the other "
+                "run's traffic and its results are merged; give each runner its own inventory "
+                "(PHONEHOME_INVENTORY)" for device, dirs in verdicts.phones_in_several(results_dirs).items()]
+    for warning in warnings:
+        print(f"phonehome report: warning: {warning}", file=sys.stderr)
+    page = verdicts.verdict_page(verdicts.phone_verdicts(records), records, links, title=REPORT_NAME,
+                                 warnings=warnings)
     index.write_text(page, encoding="utf-8")
     return index
 

@@ -173,6 +173,16 @@ def load_records(results_dirs: Sequence[Path]) -> list[TestRecord]:
     return records
 
 
+def phones_in_several(results_dirs: Sequence[Path]) -> dict[str, list[str]]:
+    """Phones whose tests ran in more than one results folder (shard): device -> the folders' names. Two runners
+    whose inventories both list a phone test it twice, at the same time, each capture seeing the other's traffic."""
+    seen: dict[str, list[str]] = {}
+    for results_dir in results_dirs:
+        for device in sorted({r.device for r in load_records([results_dir]) if r.device is not None}):
+            seen.setdefault(device, []).append(results_dir.name)
+    return {device: dirs for device, dirs in seen.items() if len(dirs) > 1}
+
+
 # --- verdicts ----------------------------------------------------------------------------------------------------
 
 
@@ -335,7 +345,8 @@ _PAGE_STYLE = (
     "table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #ddd;padding:.5em;"
     "text-align:left;vertical-align:top}th{background:#f4f4f5}"
     ".v{color:#fff;font-weight:bold;padding:.15em .6em;border-radius:.3em;white-space:nowrap}"
-    "ul{margin:0;padding-left:1.1em}li{margin:.1em 0}.muted{color:#666}a{color:#1d4ed8}")
+    "ul{margin:0;padding-left:1.1em}li{margin:.1em 0}.muted{color:#666}a{color:#1d4ed8}"
+    ".warn{background:#fef3c7;border-left:4px solid #d97706;padding:.4em .8em}")
 
 
 def _e(text: object) -> str:
@@ -343,7 +354,7 @@ def _e(text: object) -> str:
 
 
 def verdict_page(verdicts: Sequence[PhoneVerdict], records: Sequence[TestRecord], links: PageLinks,
-                 *, title: str) -> str:
+                 *, title: str, warnings: Sequence[str] = ()) -> str:
     """The report's opening page: one row per phone, plain HTML with inline style (no script, nothing loaded
     from anywhere: the page is read where it lies)."""
     failing = sum(1 for v in verdicts if v.verdict == FAIL)
@@ -377,6 +388,7 @@ def verdict_page(verdicts: Sequence[PhoneVerdict], records: Sequence[TestRecord]
         f"<title>{_e(title)}: verdict per phone</title><style>{_PAGE_STYLE}</style></head><body>"
         f"<h1>{_e(title)}: {_e(headline)}</h1>"
         f"<p class='sub'>Pass rate {_e(rate)} · <a href='{_e(links.allure_page)}'>full Allure report</a>{files}</p>"
+        + "".join(f"<p class='warn'>⚠ {_e(w)}</p>" for w in warnings) +
         "<table><thead><tr><th>Phone</th><th>Verdict</th><th>What leaked, in which phases, to which hosts</th>"
         f"<th>Tests</th></tr></thead><tbody>{body}</tbody></table>"
         f"<p class='muted'>Verdicts:</p><ul class='muted'>{legend}</ul></body></html>")
@@ -384,6 +396,6 @@ def verdict_page(verdicts: Sequence[PhoneVerdict], records: Sequence[TestRecord]
 
 __all__ = [
     "ERROR", "FAIL", "PASS", "SKIPPED", "PageLinks", "PassRate", "PhaseLeaks", "PhoneVerdict", "TestRecord",
-    "load_records", "pass_rate", "phase_leaks", "phone_verdicts", "readable_title", "report_links", "verdict_page",
+    "load_records", "pass_rate", "phase_leaks", "phone_verdicts", "phones_in_several", "readable_title", "report_links", "verdict_page",
     "write_records",
 ]
