@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "scan": "phonehome.scan.command",
     "lab": "phonehome.virtual.command",
     "verify": "phonehome.manifest.command",
+    "check": "phonehome.check.command",
 }
 
 EXIT_OK = 0

@@ -464,6 +464,11 @@ class U2Phone:
         except ValueError as exc:
             raise DeviceError(self.label, str(exc)) from None
 
+    def check_lock_kind(self) -> None:
+        """The inventory's unlock method against the phone's lock, without touching the phone (``phonehome
+        check``): CredentialError naming both when they differ."""
+        self._check_lock_kind(self._entry.unlock.method, parse_keyguard_secure(self.dumpsys_window()))
+
     def _check_lock_kind(self, method: str, secure: bool | None) -> None:
         """The inventory's unlock method against the phone's own lock (``secure=`` in ``dumpsys window``)."""
         wants_secret = method in ("pin", "password")
