@@ -280,6 +280,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """The xdist controller starts the lab before the workers exist, so that they can share it."""
     config = session.config
     state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.selected and not config.option.collectonly:
+        _check_bench(state)
     if state is None or not _is_xdist_controller(config) or config.option.collectonly:
         return
     if state.virtual_devices():
@@ -287,6 +289,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             state.ensure_lab()
         except PhonehomeError as exc:  # every phone test reports it; the session itself goes on
             log.error("phonehome: %s", exc)
+
+
+def _check_bench(state: RunState) -> None:
+    """The fast part of ``phonehome check`` (no phone read, nothing recorded): a phone that fails it is
+    quarantined now, so each of its tests errors at once with the check's message, and the other phones run."""
+    from phonehome.check.checks import session_problems
+
+    for label, message in session_problems(state.selected).items():
+        state.quarantine_device(label, f"phonehome check: {message}")
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:

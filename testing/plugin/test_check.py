@@ -171,3 +171,25 @@ def test_bad_inventory_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["check", "--inventory", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "serail" in err and "Traceback" not in err
+
+
+def test_the_session_errors_a_failing_phone_at_once(tmp_path: Path, bench: AdbServer, pytester: pytest.Pytester,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plugin runs the fast checks when the session starts: a phone that fails them errors at once, in
+    every test, with the check's message (no connect timeout); tests that need no phone run."""
+    monkeypatch.delenv(PIN_ENV)
+    bench_yaml = inventory(tmp_path, nokia_serial="BENCHNOKIA99")
+    pytester.makepyfile(test_bench="""
+        def test_unlock(phone):
+            assert phone.label
+
+        def test_no_phone():
+            assert True
+    """)
+    result = pytester.runpytest(f"--phonehome-inventory={bench_yaml}", "--phonehome-device=nokia", "-p",
+                                "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines([
+        f"*device nokia: quarantined for the rest of this run: phonehome check: phone nokia ({mask('BENCHNOKIA99')})"
+        f" is not on the adb server at 127.0.0.1:{bench.port}; the server sees: *"])
+    assert "BENCHNOKIA01" not in result.stdout.str()

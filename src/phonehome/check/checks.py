@@ -10,6 +10,7 @@ phones: two captures that would record the same traffic. Identifier values appea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -174,9 +175,10 @@ def check_interface(entry: DeviceEntry, *, run_dumpcap: bool = True) -> list[Pro
 # --- across phones -----------------------------------------------------------------------------------------------
 
 
-def check_shared_captures(filters: Sequence[tuple[DeviceEntry, str | None]]) -> list[Problem]:
-    """Two phones captured on one interface with the same filter (or one without any) record each other."""
-    problems = []
+def shared_captures(filters: Sequence[tuple[DeviceEntry, str | None]]) -> list[tuple[DeviceEntry, DeviceEntry, str]]:
+    """Pairs of phones captured on one interface with the same filter (or one without any): each capture
+    records the other phone too. Returns (first, second, why)."""
+    pairs = []
     for i, (first, first_bpf) in enumerate(filters):
         for second, second_bpf in filters[i + 1:]:
             a, b = first.capture, second.capture
@@ -186,11 +188,51 @@ def check_shared_captures(filters: Sequence[tuple[DeviceEntry, str | None]]) -> 
                 continue
             if first_bpf is None or second_bpf is None or first_bpf == second_bpf:
                 why = "the same filter" if first_bpf == second_bpf and first_bpf else "no filter on one of them"
-                problems.append(Problem(None, ERROR, (
-                    f"{first.label} and {second.label} capture on {a.interface} with {why}: each capture would "
-                    "record the other phone's traffic; give each a filter on its own MAC "
-                    "(filter: \"ether host {wifi_mac}\") or its own interface")))
-    return problems
+                pairs.append((first, second, why))
+    return pairs
+
+
+def shared_capture_message(first: DeviceEntry, second: DeviceEntry, why: str) -> str:
+    return (f"{first.label} and {second.label} capture on {first.capture.interface} with {why}: each capture "
+            "would record the other phone's traffic; give each a filter on its own MAC "
+            "(filter: \"ether host {wifi_mac}\") or its own interface")
+
+
+def check_shared_captures(filters: Sequence[tuple[DeviceEntry, str | None]]) -> list[Problem]:
+    return [Problem(None, ERROR, shared_capture_message(*pair)) for pair in shared_captures(filters)]
+
+
+# --- the start of a session ---------------------------------------------------------------------------------------
+
+#: transport states no reconnect fixes: the session errors these phones at once (``offline`` gets the harness's
+#: recovery attempt instead)
+HOPELESS_STATES = ("no-server", "absent", "unauthorized")
+
+
+def session_problems(entries: Sequence[DeviceEntry]) -> dict[str, str]:
+    """The fast part of the checks, for the plugin at session start: label -> the first problem's message, for
+    the phones that cannot work this run (no phone is read, nothing is recorded; the lab's phones are left to it)."""
+    from phonehome.devices.adbprobe import query_adb_server
+
+    found: dict[str, str] = {}
+    filters: list[tuple[DeviceEntry, str | None]] = []
+    status: AdbServerStatus | None = None
+    for entry in entries:
+        if entry.backend == "virtual":
+            continue
+        problems = check_secret(entry) + check_interface(entry, run_dumpcap=False)
+        status = status or query_adb_server(*adb_address())
+        if status.state_of(entry.serial) in HOPELESS_STATES:
+            problems = check_transport(entry, status) + problems
+        if problems:
+            found[entry.label] = problems[0].message
+        with contextlib.suppress(InputError):  # a filter needing identifiers read from the phone: checked later
+            filters.append((entry, entry.capture.bpf(entry.identifiers)))
+    for first, second, why in shared_captures(filters):
+        message = shared_capture_message(first, second, why)
+        found.setdefault(first.label, message)
+        found.setdefault(second.label, message)
+    return found
 
 
 # --- all of it ---------------------------------------------------------------------------------------------------
