@@ -130,3 +130,15 @@ def test_docs_carry_the_provision_table() -> None:
     assert markdown_table() in doc
     for verdict in (PASS, FAIL, ERROR, SKIPPED):
         assert f"| **{verdict}** |" in doc
+
+
+def test_a_failure_no_phase_explains_gives_its_own_reason() -> None:
+    """A policy test judges flows, not findings: the summary quotes its reason, without the trailing colon."""
+    policy = TestRecord(full_name="test_policy#test_no_traffic_to_denied_hosts",
+                        title="Nokia 7 Plus (nokia): no traffic to denied hosts", status="failed", device="nokia",
+                        model="Nokia 7 Plus", reason=first_line("AssertionError: nokia talked to 2 denied host(s):\n"
+                                                                "  - a.example"),
+                        phases=(PhaseLeaks("idle"),))
+    (verdict,) = phone_verdicts([policy])
+    assert verdict.verdict == FAIL
+    assert verdict.summary() == "no traffic to denied hosts: nokia talked to 2 denied host(s)"

@@ -115,6 +115,7 @@ def first_line(message: str | None) -> str | None:
         return None
     line = next((line.strip() for line in message.splitlines() if line.strip()), "")
     line = _EXCEPTION_PREFIX.sub(lambda m: "" if m.group(2) == "AssertionError" else f"{m.group(2)}: ", line)
+    line = line.rstrip(":")  # "sent 7 identifier(s) in cleartext (...):" introduces lines the page leaves out
     if not line:
         return None
     return line if len(line) <= REASON_MAX_CHARS else line[:REASON_MAX_CHARS - 1] + "…"
@@ -216,8 +217,10 @@ class PhoneVerdict:
                          f"to {', '.join(self.hosts)}")
         if self.denied_hosts:
             parts.append(f"talked to denied host(s) {', '.join(self.denied_hosts)}")
-        if self.verdict == FAIL and not parts:
-            parts.extend(f"failed: {reason}" for reason in self.reasons[:1])
+        # a failure no phase explains (a policy test judges flows, not findings): its own reason
+        unexplained = [t for t in self.tests if t.status == "failed" and t.reason
+                       and not any(p.findings or p.denied_hosts for p in t.phases)]
+        parts.extend(f"{t.title.removeprefix(f'{self.name}: ')}: {t.reason}" for t in unexplained[:2])
         if self.verdict == PASS:
             parts.append(f"{len(self.tests)} test(s) passed: no identifier in cleartext")
         if self.verdict in (ERROR, SKIPPED) or (self.verdict == FAIL and self.count("broken")):
