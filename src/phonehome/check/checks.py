@@ -205,8 +205,9 @@ def check_shared_captures(filters: Sequence[tuple[DeviceEntry, str | None]]) -> 
 # --- the start of a session ---------------------------------------------------------------------------------------
 
 #: transport states no reconnect fixes: the session errors these phones at once (``offline`` gets the harness's
-#: recovery attempt instead)
-HOPELESS_STATES = ("no-server", "absent", "unauthorized")
+#: recovery attempt instead; with no server at all the harness says so at once itself, after checking that no
+#: other run holds the phone)
+HOPELESS_STATES = ("absent", "unauthorized")
 
 
 def session_problems(entries: Sequence[DeviceEntry]) -> dict[str, str]:
