@@ -8,17 +8,31 @@
 #   bash ci/nightly.sh shard NAME [PYTEST_ARGS...]   suite only; raw results in results/shards/NAME
 #   bash ci/nightly.sh report [RESULTS_DIR...]       one report from shards' results (default: results/shards/*)
 #
-# PYTEST_ARGS go to pytest (e.g. --phonehome-device=nokia7plus-2019, --phonehome-model="Nokia 7 Plus").
+#   bash ci/nightly.sh --help                        this text
+#
+# PYTEST_ARGS go to pytest (e.g. --phonehome-device=nokia7plus-2019, --phonehome-model="Nokia 7 Plus"); give
+# an option's value with '=' (--phonehome-inventory=bench.yaml): a value after a space may be taken as a test path.
+# A bench: PHONEHOME_INVENTORY=bench.yaml bash ci/nightly.sh
 # Environment:
 #   PHONEHOME_RESULTS  raw results folder of a full run or a shard (never publish it: it holds unmasked values)
 #   PHONEHOME_REPORT   the report folder, emptied first (default reports/allure): the only thing to publish
 #   PHONEHOME_HISTORY  Allure history file (default reports/history/history.jsonl); the "what changed"
 #                      baseline sits next to it. CI restores that folder before the report and saves it after.
 #   PHONEHOME_WORKERS  pytest-xdist workers (e.g. 2 with several phones on one host; default: no xdist)
-#   PHONEHOME_DEVICE / PHONEHOME_INVENTORY  select devices / inventory (the plugin reads them)
-# Exit status: pytest's (1 = a phone leaked or broke a policy; the report is made all the same), 3 when the
-# report could not be made clean, 4 for a shard or report without results.
+#   PHONEHOME_DEVICE / PHONEHOME_INVENTORY  select devices / inventory (the plugin reads them); on a farm, each
+#                      runner names its own inventory, so that no phone runs in two shards
+#   PHONEHOME_SIGNING_KEY / PHONEHOME_SIGNING_KEY_FILE  sign the run's evidence manifest (docs/verdicts.md)
+# Exit status: pytest's (0 = every phone passed; 1 = a phone leaked or broke a policy, or a device or capture
+# fault left a test inconclusive: the report is made all the same; 4 = a usage error such as a bad devices.yaml;
+# 5 = no test ran), 3 when the report could not be made clean, 4 for a shard or report without results. With the default devices.yaml the main job exits 1 on purpose: its leaky virtual
+# phones fail.
 set -uo pipefail
+case "${1:-}" in
+  -h|--help)
+    sed -n '2,/^set -uo pipefail/{/^set -uo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+    exit 0
+    ;;
+esac
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$root/ci/setup.sh" || exit $?
 cd "$root"
@@ -77,7 +91,8 @@ case "${1:-}" in
   shard)
     name=${2:?usage: bash ci/nightly.sh shard NAME [PYTEST_ARGS...]}
     shift 2
-    run_suite "${PHONEHOME_RESULTS:-results/shards/$name}" "$@"
+    # the shard is a label of every result (the merged report tells the shards apart)
+    PHONEHOME_SHARD=$name run_suite "${PHONEHOME_RESULTS:-results/shards/$name}" "$@"
     exit $?
     ;;
   report)

@@ -19,6 +19,8 @@ from phonehome.errors import InputError, PhonehomeError
 SUBCOMMANDS: dict[str, str] = {
     "scan": "phonehome.scan.command",
     "lab": "phonehome.virtual.command",
+    "verify": "phonehome.manifest.command",
+    "check": "phonehome.check.command",
 }
 
 EXIT_OK = 0

@@ -535,13 +535,27 @@ class Traffic:
         """Tear down the capture and apply --phonehome-keep-pcaps. Never raises."""
         self._capture.close()
         keep = self._settings.keep_pcaps
-        if keep == "all" or (keep == "failed" and failed):
+        kept = keep == "all" or (keep == "failed" and failed)
+        self._announce_files(kept=kept)
+        if kept:
             return
         for path in (self._capture.pcap, *self._slices, _phases_file(self._capture.pcap)):
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:
                 log.warning("%s: could not delete %s: %s", self._session.label, path, exc)
+
+
+    def _announce_files(self, *, kept: bool) -> None:
+        """Tell reporters (the evidence manifest) which files this capture left, before any is deleted."""
+        candidates = [(self._capture.pcap, "capture"), (_phases_file(self._capture.pcap), "phases"),
+                      *((path, "slice") for path in self._slices)]
+        files = [(path, role) for path, role in candidates if path.is_file()]
+        try:
+            self._hook.pytest_phonehome_capture_finished(item=self._item, device=self._session.label,
+                                                         capture=self._capture, files=files, kept=kept)
+        except Exception as exc:  # teardown never hides a result; the manifest says what it could not record
+            log.warning("%s: recording the capture's files: %s", self._session.label, exc)
 
 
 def _phases_file(pcap: Path) -> Path:

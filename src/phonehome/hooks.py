@@ -57,3 +57,14 @@ def pytest_phonehome_device_info(device: str, info: dict[str, Any]) -> None:
     """Called once per device per session with its serializable info: model, Android build, fingerprint,
     identifier sources (and those that could not be read), tool versions; and again with ``{"quarantined":
     cause}`` when the phone is quarantined. Reporters merge it into their environment section."""
+
+
+@pytest.hookspec
+def pytest_phonehome_capture_finished(item: pytest.Item, device: str, capture: Any, files: list[tuple[Any, str]],
+                                      kept: bool) -> None:
+    """Called when a test's capture of ``device`` stopped, before ``--phonehome-keep-pcaps`` deletes anything.
+
+    ``capture`` satisfies ``phonehome.capture.Capture`` (``pcap``, ``phases``, ``info()``); ``files`` are its
+    files as ``(path, role)`` (``capture``, ``phases``, ``slice``) that exist now; ``kept`` says whether they
+    stay after the test. The evidence manifest hashes them here.
+    """

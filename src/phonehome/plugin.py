@@ -215,8 +215,12 @@ def pytest_configure(config: pytest.Config) -> None:
         from phonehome.report.allure_results import register
 
         register(config)  # the Allure reporter is a plugin object only when --alluredir asks for it
+    from phonehome.manifest import recorder
+
+    recorder.register(config)  # the evidence manifest of every run that uses a phone
     _load_inventory(state)
     _check_dist_mode(config, state)
+    _warn_yaml_test_paths(config)
     config.add_cleanup(install_log_redaction(state))
     config.pluginmanager.register(OutputMasking(state), "phonehome-output-masking")
     workerinput = getattr(config, "workerinput", None)
@@ -229,6 +233,17 @@ def pytest_configure(config: pytest.Config) -> None:
         state.lab_state = LabState.from_json(workerinput[WORKERINPUT_LAB_KEY])
     if workerinput is not None and workerinput.get(WORKERINPUT_LAB_ERROR_KEY):
         state.lab_error = str(workerinput[WORKERINPUT_LAB_ERROR_KEY])
+
+
+def _warn_yaml_test_paths(config: pytest.Config) -> None:
+    """A devices.yaml among the test paths was meant as the inventory (``--phonehome-inventory PATH`` read as an
+    option without a value, or a path after a space moving pytest's rootdir): say so before the wrong tests run."""
+    for arg in config.args:
+        path = Path(str(arg).split("::", 1)[0])
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            config.issue_config_time_warning(pytest.PytestConfigWarning(
+                f"phonehome: {arg} was given as a test path (rootdir {config.rootpath}); an inventory is "
+                f"passed as --phonehome-inventory={arg} (with '=') or PHONEHOME_INVENTORY={arg}"), stacklevel=2)
 
 
 def _load_inventory(state: RunState) -> None:
@@ -266,6 +281,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """The xdist controller starts the lab before the workers exist, so that they can share it."""
     config = session.config
     state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.selected and not config.option.collectonly:
+        _check_bench(state)
     if state is None or not _is_xdist_controller(config) or config.option.collectonly:
         return
     if state.virtual_devices():
@@ -273,6 +290,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             state.ensure_lab()
         except PhonehomeError as exc:  # every phone test reports it; the session itself goes on
             log.error("phonehome: %s", exc)
+
+
+def _check_bench(state: RunState) -> None:
+    """The fast part of ``phonehome check`` (no phone read, nothing recorded): a phone that fails it is
+    quarantined now, so each of its tests errors at once with the check's message, and the other phones run."""
+    from phonehome.check.checks import session_problems
+
+    for label, message in session_problems(state.selected).items():
+        state.quarantine_device(label, f"phonehome check: {message}")
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:

@@ -128,6 +128,17 @@ def test_without_an_inventory_the_plugin_stays_out_of_the_way(pytester: pytest.P
     assert "phonehome:" not in result.stdout.str()
 
 
+def test_an_inventory_given_as_a_test_path_is_named(pytester: pytest.Pytester) -> None:
+    """``--phonehome-inventory`` written without '=' in front of a bench.yaml lets pytest take the file as a test
+    path: the run says so, with the spelling that works."""
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    (pytester.path / "bench.yaml").write_text("devices: []\n")
+    result = pytester.runpytest("bench.yaml", "test_plain.py", "-W", "default")
+    result.stdout.fnmatch_lines(["*phonehome: bench.yaml was given as a test path (rootdir *); an inventory is "
+                                 "passed as --phonehome-inventory=bench.yaml (with '=')*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # pytest's own "not found: bench.yaml" follows
+
+
 def test_phone_tests_without_an_inventory_say_what_to_do(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_needs_phone(phone):\n    assert phone.label\n")
     result = pytester.runpytest()

@@ -21,6 +21,7 @@ from reportsuite import (
 )
 
 from phonehome.identifiers import mask
+from phonehome.provisions import provision_ids
 from phonehome.report.allure_results import (
     MIME_PCAP,
     PhaseSeen,
@@ -32,9 +33,12 @@ from phonehome.report.allure_results import (
     properties_line,
     severity_for,
 )
+from phonehome.report.verdicts import PhaseLeaks, load_records
 
-LEAKY = "test_unlock_sends_no_identifier_in_cleartext[nokia-7-plus]"
-FIXED = "test_unlock_sends_no_identifier_in_cleartext[fixed-phone]"
+LEAKY = "Nokia 7 Plus (nokia-7-plus): unlock sends no identifier in cleartext"
+FIXED = "Pixel 7 (fixed-phone): unlock sends no identifier in cleartext"
+POWER_ON = "Pixel 7 (fixed-phone): power on capture fault"
+CONNECT = "Nokia 7 Plus (nokia-7-plus): connect only"
 RAW_SPELLINGS = (IMEI, WIFI_MAC, WIFI_MAC.upper(), WIFI_MAC.replace(":", ""), SERIAL, READ_ANDROID_ID)
 BINARY_SUFFIXES = (".pcapng", ".pcap", ".png")
 
@@ -65,11 +69,11 @@ def test_outcomes_severity_and_verdict(results: Path) -> None:
     expected = {  # name: (status, severity, verdict)
         LEAKY: ("failed", "critical", ["cleartext identifier leak"]),
         FIXED: ("passed", "normal", []),
-        "test_power_on_capture_fault": ("broken", "normal", ["capture fault"]),
-        "test_no_traffic_to_denied_hosts": ("failed", "critical", ["traffic to a denied host"]),
-        "test_idle_cleartext_without_identifiers": ("passed", "minor", []),
-        "test_connect_only[nokia-7-plus]": ("passed", "normal", []),
-        "test_fixture_error_is_masked": ("broken", "normal", []),
+        POWER_ON: ("broken", "normal", ["capture fault"]),
+        "Pixel 7 (fixed-phone): no traffic to denied hosts": ("failed", "critical", ["traffic to a denied host"]),
+        "Pixel 7 (fixed-phone): idle cleartext without identifiers": ("passed", "minor", []),
+        CONNECT: ("passed", "normal", []),
+        "fixture error is masked": ("broken", "normal", []),
     }
     assert set(by_name) == set(expected)
     for name, (status, severity, verdict) in expected.items():
@@ -89,8 +93,8 @@ def test_device_parameter_feature_story_and_tags(results: Path) -> None:
     assert _labels(leaky, "feature") == ["unlock"]
     assert _labels(leaky, "story") == ["Unlock sends no identifier in cleartext"]
     assert set(_labels(leaky, "tag")) >= {"model: Nokia 7 Plus", "build: 00WW_3_22C"}
-    assert _labels(by_name["test_power_on_capture_fault"], "feature") == ["power-on"]
-    connect = by_name["test_connect_only[nokia-7-plus]"]
+    assert _labels(by_name[POWER_ON], "feature") == ["power-on"]
+    connect = by_name[CONNECT]
     assert [p["name"] for p in connect["parameters"]] == ["device"]  # "_entry" (plugin-internal) dropped
 
 
@@ -101,6 +105,13 @@ def test_steps_and_attachments_with_mime_types(results: Path) -> None:
     assert step_names[0] == "unlock"
     assert step_names[1] == "phase unlock: 1 cleartext findings, 1 flows (1 cleartext)"
     phase_step = leaky["steps"][1]
+    # a step that carries findings is failed (an assertion), one without is passed
+    assert phase_step["status"] == "failed"
+    assert phase_step["statusDetails"]["message"].strip() == (
+        "AssertionError: 1 cleartext finding(s) in phase unlock: imei")
+    fixed_phase = load_results(results)[FIXED]["steps"][1]
+    assert fixed_phase["name"].startswith("phase unlock: 0 cleartext findings")
+    assert fixed_phase["status"] == "passed"
     by_name = {a["name"]: a for a in phase_step["attachments"]}
     assert by_name["findings (unlock)"]["type"] == "text/html"
     assert by_name["findings (unlock).json"]["type"] == "application/json"
@@ -133,6 +144,38 @@ def test_steps_and_attachments_with_mime_types(results: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_readable_titles_and_verdict_records(results: Path) -> None:
+    """Titles name the phone and what the test checks; the full name keeps the function; each process writes
+    the records of the verdict page (names and hosts, never values)."""
+    leaky = load_results(results)[LEAKY]
+    assert leaky["fullName"] == "test_sample_suite#test_unlock_sends_no_identifier_in_cleartext"
+    records = {(r.title, r.device): r for r in load_records([results])}
+    assert len(records) == 7
+    record = records[(LEAKY, "nokia-7-plus")]
+    assert (record.status, record.model) == ("failed", "Nokia 7 Plus")
+    assert record.phases == (PhaseLeaks("unlock", 1, ("imei",), ("fota.nokia-updates.example",)),)
+    assert record.reason is not None and record.reason.startswith(f"imei {mask(IMEI)} sent in cleartext")
+    assert records[(POWER_ON, "fixed-phone")].reason == (
+        f"CaptureError: dumpcap saw no packet from the phone during phase power-on; command: dumpcap -i veth0 "
+        f"-f ether host {mask(WIFI_MAC)}; rc=0")
+    assert records[("fixture error is masked", None)].status == "broken"
+    denied = records[("Pixel 7 (fixed-phone): no traffic to denied hosts", "fixed-phone")]
+    assert denied.phases[0].denied_hosts == ("telemetry.denied.example",)
+
+
+@pytest.mark.timeout(120)
+def test_privacy_tests_carry_their_provisions(results: Path) -> None:
+    """A test that judged traffic is labelled and linked with the provisions it checks; one that did not is not."""
+    by_name = load_results(results)
+    leaky = by_name[LEAKY]
+    assert _labels(leaky, "provision") == list(provision_ids())
+    links = {link["name"]: link["url"] for link in leaky["links"]}
+    assert links["OWASP MASTG-TEST-0236"].endswith("/MASTG-TEST-0236/")
+    assert set(links) == set(provision_ids())
+    assert _labels(by_name[CONNECT], "provision") == []
+
+
+@pytest.mark.timeout(120)
 def test_identifiers_masked_everywhere_but_the_pcap(results: Path) -> None:
     for path in results.iterdir():
         if path.suffix in BINARY_SUFFIXES:
@@ -161,6 +204,16 @@ def test_show_identifiers_keeps_them(tmp_path: Path) -> None:
     logcat = next(a for a in leaky["attachments"] if a["name"] == "logcat")
     assert IMEI in (results / logcat["source"]).read_text()
     assert IMEI in leaky["statusDetails"]["message"]
+
+
+@pytest.mark.timeout(120)
+def test_a_farm_shard_is_a_label(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    proc = run_sample_suite(write_sample_suite(tmp_path / "suite"), results, "-k", "connect_only",
+                            env={"PHONEHOME_SHARD": "farm-host-2-nokia"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # alone, the test never saw the phone's info: its title names the label only
+    assert _labels(load_results(results)["nokia-7-plus: connect only"], "shard") == ["farm-host-2-nokia"]
 
 
 @pytest.mark.timeout(180)

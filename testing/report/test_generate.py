@@ -58,8 +58,8 @@ def test_categories_and_results_reach_the_report(sample_results: Path, tmp_path:
     generate.generate([sample_results], out)
     results = [json.loads(p.read_text()) for p in (out / "data" / "test-results").glob("*.json")]
     by_name = {r["name"]: r for r in results}
-    assert by_name["test_unlock_sends_no_identifier_in_cleartext[nokia-7-plus]"]["status"] == "failed"
-    assert by_name["test_power_on_capture_fault"]["status"] == "broken"
+    assert by_name["Nokia 7 Plus (nokia-7-plus): unlock sends no identifier in cleartext"]["status"] == "failed"
+    assert by_name["Pixel 7 (fixed-phone): power on capture fault"]["status"] == "broken"
     categories = json.loads((out / "widgets" / "default" / "categories.json").read_text())
     names = json.dumps(categories)
     for category in ("Cleartext identifier leak", "Traffic to a denied host", "Capture fault"):
@@ -90,6 +90,13 @@ def test_history_and_what_changed_across_two_nights(sample_results: Path, tmp_pa
     assert "1 new destinations, 0 new findings" in fixed["name"]
     nokia = next(r for name, r in changed.items() if "nokia-7-plus" in name)
     assert "0 new destinations, 0 new findings" in nokia["name"]
+    # information, not tests: "unknown", which Allure 3 counts in no pass rate (3 of 7 tests passed, not 5 of 9)
+    assert {r["status"] for r in changed.values()} == {diff.CHANGES_STATUS}
+    pie = json.loads((out / "widgets" / "pie_chart.json").read_text())
+    assert pie["percentage"] == 42.85
+    page = (out / "index.html").read_text()
+    assert "Pass rate 42.86 % (3 of 7 tests passed)" in page
+    assert f"What changed: <a href='allure.html#{fixed['id']}'>What changed on fixed-phone since" in page
     attachment_text = "\n".join(p.read_text() for p in (out / "data" / "attachments").glob("*.html"))
     assert "new-tracker.example" in attachment_text
     assert diff.destination_of({"host": "new-tracker.example", "dport": 443, "transport": "tcp"}) in (
@@ -114,6 +121,46 @@ def test_shards_merge_into_one_report(sample_results: Path, tmp_path: Path) -> N
     out = tmp_path / "merged"
     generate.generate([shard_a, shard_b], out)
     assert len(list((out / "data" / "test-results").glob("*.json"))) == 14
+
+
+@pytest.mark.timeout(GENERATE_TEST_TIMEOUT_S)
+def test_report_opens_with_a_verdict_per_phone(sample_results: Path, tmp_path: Path) -> None:
+    """index.html is the verdict page, linking each test to its result in the Allure app (allure.html)."""
+    out = tmp_path / "report"
+    assert generate.generate([sample_results], out) == out / "index.html"
+    app = (out / generate.ALLURE_PAGE).read_text()
+    assert "app-" in app and "<script" in app  # Allure's own page, moved
+    page = (out / "index.html").read_text()
+    ids = {r["name"]: r["id"] for r in (json.loads(p.read_text()) for p in (out / "data" / "test-results").glob("*"))}
+    nokia = page[page.index("<tr data-phone='nokia-7-plus'>"):]
+    nokia = nokia[:nokia.index("</tr>")]
+    assert ">FAIL<" in nokia
+    assert "imei sent in cleartext in unlock to fota.nokia-updates.example" in nokia
+    leak_id = ids["Nokia 7 Plus (nokia-7-plus): unlock sends no identifier in cleartext"]
+    assert f"<a href='allure.html#{leak_id}'>unlock sends no identifier in cleartext</a>" in nokia
+    fixed = page[page.index("<tr data-phone='fixed-phone'>"):]
+    assert "talked to denied host(s) telemetry.denied.example" in fixed
+    assert "1 test(s) inconclusive: CaptureError: dumpcap saw no packet" in fixed
+    assert "<script" not in page
+
+
+@pytest.mark.timeout(GENERATE_TEST_TIMEOUT_S)
+def test_evidence_manifest_is_attached_and_linked(sample_results: Path, tmp_path: Path) -> None:
+    """The manifest a run copied into its results folder (and its signature) is in the report: beside the
+    verdict page, linked from it, and an Allure global attachment."""
+    results = tmp_path / "results"
+    shutil.copytree(sample_results, results)
+    (results / "phonehome-manifest.json").write_text('{"format": "phonehome-manifest/1", "files": []}\n')
+    (results / "phonehome-manifest.json.sig").write_text('{"algorithm": "ed25519"}\n')
+    out = tmp_path / "report"
+    generate.generate([results], out)
+    assert (out / "manifest.json").read_text() == (results / "phonehome-manifest.json").read_text()
+    assert (out / "manifest.json.sig").is_file()
+    page = (out / "index.html").read_text()
+    assert "<a href='manifest.json'>evidence manifest</a>" in page
+    assert "<a href='manifest.json.sig'>its signature</a>" in page
+    globals_ = json.loads((out / "widgets" / "globals.json").read_text())
+    assert [a["name"] for a in globals_["attachments"]] == ["manifest.json", "manifest.json.sig"]
 
 
 def test_empty_results_are_an_input_error(tmp_path: Path) -> None:

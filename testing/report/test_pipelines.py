@@ -116,6 +116,20 @@ def test_nightly_merges_shards_with_history(sample_results: Path, tmp_path: Path
         assert (tmp_path / "report" / "index.html").is_file()
         assert len((tmp_path / "h" / "h.jsonl").read_text().splitlines()) == night
     assert (tmp_path / "h" / "h.jsonl.phonehome-baseline.json").is_file()
+    # the same phones in both shards: the merge says so, on stderr and on the opening page
+    warning = "phone nokia-7-plus ran in 2 shards (host-a, host-b)"
+    assert f"phonehome report: warning: {warning}" in proc.stderr
+    assert warning in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_nightly_help_prints_its_usage() -> None:
+    proc = _nightly("--help", env={})
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.startswith("The main job: the privacy suite in tests/")
+    for text in ("bash ci/nightly.sh shard NAME", "PHONEHOME_INVENTORY=bench.yaml bash ci/nightly.sh",
+                 "--phonehome-inventory=bench.yaml", "Exit status:", "exits 1 on purpose"):
+        assert text in proc.stdout, text
+    assert "set -uo pipefail" not in proc.stdout and "#" not in proc.stdout.splitlines()[0]
 
 
 @pytest.mark.timeout(NIGHTLY_TIMEOUT_S)

@@ -87,7 +87,24 @@ def test_json_and_phases(tmp_path: Path, ids: Path, capsys: pytest.CaptureFixtur
     (finding,) = data["findings"]
     assert finding["phase"] == "boot" and finding["frames"] == [4] and finding["identifier"] == "imei"
     assert IMEI not in out_json.read_text()
+    assert finding["value"] == mask(IMEI)  # which of two IMEIs leaked, still masked
     assert "boot" in out
+
+
+def test_json_to_stdout_and_the_phases_beside_the_capture(tmp_path: Path, ids: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``--json -`` writes OUT.json to stdout (the table goes to stderr); CAPTURE.phases.json, as phonehome's
+    captures leave it, is used without --phases."""
+    capture = _leaky(tmp_path)
+    sidecar = capture.with_name(capture.name + ".phases.json")
+    sidecar.write_text(json.dumps([{"name": "unlock", "start": 0, "end": 2_000_000_000}]))
+    code, out, err = _run(capsys, str(capture), "-i", str(ids), "--json", "-")
+    assert code == 1
+    (finding,) = json.loads(out)["findings"]
+    assert finding["phase"] == "unlock" and finding["value"] == mask(IMEI)
+    assert f"phonehome scan: phases from {sidecar}" in err and "1 cleartext finding" in err
+    code, out, _ = _run(capsys, str(capture), "-i", str(ids), "--phases", str(tmp_path / "none.json"))
+    assert code == 2  # an explicit --phases wins, and a missing one is an error
 
 
 @pytest.mark.parametrize("make, problem", [

@@ -252,6 +252,17 @@ class U2Phone:
         except DeviceError:
             return None
 
+    def clock_offset_s(self) -> float | None:
+        """The phone's clock minus this host's, in seconds (the evidence manifest records it per capture); None
+        when the phone's clock cannot be read. Within the round trip with ``date +%s.%N``, else to the second."""
+        for args, pattern in ((["date", "+%s.%N"], r"\d+\.\d+"), (["date", "+%s"], r"\d+")):
+            before = time.time()
+            text = self._try_shell(args)
+            after = time.time()
+            if text is not None and re.fullmatch(pattern, text):
+                return round(float(text) - (before + after) / 2, 3)
+        return None
+
     def _getprop(self, name: str) -> str:
         return self._shell(["getprop", name]).strip()
 
@@ -489,6 +500,11 @@ class U2Phone:
             return parse(text, *self._release())
         except ValueError as exc:
             raise DeviceError(self.label, str(exc)) from None
+
+    def check_lock_kind(self) -> None:
+        """The inventory's unlock method against the phone's lock, without touching the phone (``phonehome
+        check``): CredentialError naming both when they differ."""
+        self._check_lock_kind(self._entry.unlock.method, parse_keyguard_secure(self.dumpsys_window()))
 
     def _check_lock_kind(self, method: str, secure: bool | None) -> None:
         """The inventory's unlock method against the phone's own lock (``secure=`` in ``dumpsys window``)."""

@@ -29,6 +29,7 @@ import datetime
 import html
 import io
 import json
+import os
 import platform
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -43,7 +44,9 @@ from allure_commons.model2 import TestResult
 
 from phonehome.errors import CaptureError, DeviceError
 from phonehome.redaction import Redactor, identifier_values
+from phonehome.report import verdicts
 from phonehome.report.diff import Observations
+from phonehome.report.verdicts import is_denied
 
 PLUGIN_NAME = "phonehome-allure"
 ENVIRONMENT_FILE = "environment.properties"
@@ -52,6 +55,8 @@ ENVIRONMENT_KEYS = ("model", "manufacturer", "android", "sdk", "android_build", 
                     "identifier_sources", "identifiers_unreadable", "quarantined")
 #: where pytest-xdist workers put their device info for the controller (``config.workeroutput`` key)
 WORKEROUTPUT_KEY = "phonehome_device_info"
+#: the farm shard this run is (``ci/nightly.sh shard NAME`` sets it): a label of every result
+SHARD_ENV = "PHONEHOME_SHARD"
 
 MIME_HTML = "text/html"
 MIME_JSON = "application/json"
@@ -72,8 +77,6 @@ VERDICT_DENIED = "traffic to a denied host"
 VERDICT_DEVICE = "device fault"
 VERDICT_CAPTURE = "capture fault"
 
-#: how a flow or finding says it went to a host the device's policy denies (set by the harness)
-DENIED_KEYS = ("denied", "policy_denied")
 _DENIED_MESSAGE = re.compile(r"denied host", re.IGNORECASE)
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _PNG_MAGIC = b"\x89PNG"
@@ -152,10 +155,6 @@ def flows_csv(flows: Sequence[Mapping[str, Any]], redact: Redactor) -> str:
             flow.get("encrypted"), flow.get("bytes"), _endpoint(flow, "src", "sport"),
             len(frames) if isinstance(frames, list | tuple) else frames, is_denied(flow))])
     return out.getvalue()
-
-
-def is_denied(record: Mapping[str, Any]) -> bool:
-    return any(bool(record.get(key)) for key in DENIED_KEYS)
 
 
 def cleartext_findings(findings: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -286,6 +285,24 @@ def _story(item: pytest.Item) -> str:
     return _humanize(item.name)
 
 
+@contextlib.contextmanager
+def judged_step(title: str, failure: str | None) -> Iterator[None]:
+    """An Allure step that ends failed (an assertion, as the test's own failure) when ``failure`` is given:
+    a phase step that carries findings must not show a green tick, whatever the test judges."""
+    step = allure.step(title)
+    step.__enter__()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    except BaseException as exc:
+        step.__exit__(type(exc), exc, exc.__traceback__)  # type: ignore[no-untyped-call]
+        raise
+    if failure is None:
+        step.__exit__(None, None, None)  # type: ignore[no-untyped-call]
+    else:
+        error = AssertionError(failure)
+        step.__exit__(AssertionError, error, None)  # type: ignore[no-untyped-call]
+
+
 def _has_label(item: pytest.Item, label_type: str) -> bool:
     return any(mark.kwargs.get("label_type") == label_type for mark in item.iter_markers("allure_label"))
 
@@ -299,6 +316,7 @@ class AllureReporter:
         self._combined: tuple[Redactor | None, Redactor, Redactor] | None = None
         self.device_info: dict[str, dict[str, Any]] = {}
         self.observations = Observations()
+        self.records: list[verdicts.TestRecord] = []
         self._tests: dict[str, _TestState] = {}
         self._current: _TestState | None = None
 
@@ -395,8 +413,11 @@ class AllureReporter:
             return
         self._label(state, result)
         self._drop_internal_parameters(result)
+        self._title(state, result)
+        _trace(state, result)
         if not self.redact.show:
             self._mask_result(result)
+        self.records.append(self._record(state, result))
 
     @staticmethod
     def _drop_internal_parameters(result: TestResult) -> None:
@@ -425,6 +446,26 @@ class AllureReporter:
             labels.extend(("tag", tag) for tag in device_tags(self.device_info.get(state.device, {})))
         result.labels.extend(Label(name=name, value=self.redact(value)) for name, value in labels)
 
+    # -- readable titles and the records of the verdict page (phonehome.report.verdicts)
+
+    def _title(self, state: _TestState, result: TestResult) -> None:
+        """``Nokia 7 Plus (nokia7plus-2019): unlock sends no identifier in cleartext`` instead of the function
+        name, unless the test set its own title (``@allure.title``, ``allure.dynamic.title``)."""
+        if result.name != state.item.name:
+            return
+        model = self.device_info.get(state.device, {}).get("model") if state.device else None
+        result.name = verdicts.readable_title(state.item.name, state.device, str(model) if model else None)
+
+    def _record(self, state: _TestState, result: TestResult) -> verdicts.TestRecord:
+        model = self.device_info.get(state.device, {}).get("model") if state.device else None
+        message = result.statusDetails.message if result.statusDetails is not None else None
+        return verdicts.TestRecord(
+            full_name=str(result.fullName or state.item.nodeid), title=result.name or state.item.name,
+            status=str(result.status or "unknown"), device=state.device,
+            model=self.redact(str(model)) if model else None, reason=verdicts.first_line(self.redact(message or "")),
+            phases=tuple(verdicts.phase_leaks(phase.name, phase.findings, phase.flows, denied=is_denied)
+                         for phase in state.phases))
+
     def _mask_result(self, result: TestResult) -> None:
         """Masks identifier values left in parameters and the failure text."""
         for param in result.parameters:
@@ -449,6 +490,7 @@ class AllureReporter:
         workeroutput = getattr(self.config, "workeroutput", None)
         results_dir = Path(self.config.option.allure_report_dir)
         self.observations.write(results_dir)
+        verdicts.write_records(self.records, results_dir)
         if workeroutput is not None:  # an xdist worker: the controller writes the environment
             workeroutput[WORKEROUTPUT_KEY] = json.dumps(self.device_info, default=str)
             return
@@ -510,7 +552,9 @@ class AllureReporter:
         leaks = cleartext_findings(seen.findings)
         title = (f"phase {seen.name}: {len(leaks)} cleartext findings, "
                  f"{len(seen.flows)} flows ({sum(1 for f in seen.flows if f.get('encrypted') is False)} cleartext)")
-        with allure.step(self.redact(title)):
+        failure = (f"{len(leaks)} cleartext finding(s) in phase {seen.name}: "
+                   f"{', '.join(sorted({str(f.get('identifier', '?')) for f in leaks}))}") if leaks else None
+        with judged_step(self.redact(title), failure):
             self._attach_text(findings_html(seen.findings, self.redact), f"findings ({seen.name})", MIME_HTML, "html")
             self._attach_text(findings_json(seen.findings, self.redact), f"findings ({seen.name}).json",
                               MIME_JSON, "json")
@@ -544,6 +588,22 @@ class AllureReporter:
                 continue
             text = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
             self._attach_text(text, key.replace("_", " "), MIME_TEXT, "txt")
+
+
+def _trace(state: _TestState, result: TestResult) -> None:
+    """A test that judged a phone's traffic carries the provisions it checks, as labels and links
+    (:mod:`phonehome.provisions`); on a farm every result carries its shard."""
+    from allure_commons.model2 import Label, Link
+
+    from phonehome.provisions import LABEL, PRIVACY_PROVISIONS
+
+    shard = os.environ.get(SHARD_ENV)
+    if shard:  # set by ci/nightly.sh shard NAME: the merged report tells the shards apart
+        result.labels.append(Label(name="shard", value=shard))
+    if not state.phases:
+        return
+    result.labels.extend(Label(name=LABEL, value=p.id) for p in PRIVACY_PROVISIONS)
+    result.links.extend(Link(type="link", url=p.url, name=p.id) for p in PRIVACY_PROVISIONS)
 
 
 def _whole_capture(item: pytest.Item) -> Path | None:

@@ -30,6 +30,10 @@ OBSERVED_FORMAT = "phonehome-observed/1"
 BASELINE_FORMAT = "phonehome-baseline/1"
 #: the Allure feature under which the "what changed" results appear
 CHANGES_FEATURE = "what changed"
+#: the full name of each "what changed" result starts with this (then the device label in brackets)
+CHANGES_FULL_NAME_PREFIX = "phonehome.what_changed["
+#: the "what changed" results are information, not tests: Allure 3 counts "unknown" in no pass rate
+CHANGES_STATUS = "unknown"
 
 
 @dataclass(frozen=True, order=True)
@@ -285,8 +289,9 @@ def write_change_results(changes: Sequence[DeviceChanges], previous: Baseline, o
                          *, now: float | None = None) -> list[Path]:
     """Write one Allure result per device (plus its attachments) into ``out_dir``, an extra results folder.
 
-    The result passes: a new destination is not a failure by itself, but its title carries the counts and its
-    severity rises with what is new, so the morning reader sees it next to the device's tests.
+    The result is information, not a test (status "unknown", so no pass rate counts it): a new destination is
+    not a failure by itself, but its title carries the counts and its severity rises with what is new, so the
+    morning reader sees it next to the device's tests.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp_ms = int((time.time() if now is None else now) * 1000)
@@ -304,11 +309,12 @@ def write_change_results(changes: Sequence[DeviceChanges], previous: Baseline, o
             source = f"{uuid.uuid4()}-attachment.html"
             (out_dir / source).write_text(destinations_html(change.gone_destinations), encoding="utf-8")
             attachments.append({"name": "destinations no longer seen", "source": source, "type": "text/html"})
-        full_name = f"phonehome.what_changed[{change.device}]"
+        full_name = f"{CHANGES_FULL_NAME_PREFIX}{change.device}]"
         ident = hashlib.md5(full_name.encode(), usedforsecurity=False).hexdigest()
         result = {
             "uuid": str(uuid.uuid4()), "historyId": ident, "testCaseId": ident, "fullName": full_name,
-            "name": _title(change, since), "status": "passed", "stage": "finished",
+            "name": _title(change, since), "status": CHANGES_STATUS, "stage": "finished",
+            "statusDetails": {"message": "information, not a test: not counted in the pass rate"},
             "start": stamp_ms, "stop": stamp_ms,
             "description": ("Destinations and cleartext findings of this device compared with the previous run "
                             f"({since}). New destinations are not failures by themselves: check them."),

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phonehome.errors import InputError, PhonehomeError
-from phonehome.report import diff
+from phonehome.manifest.model import MANIFEST_NAME, RESULTS_COPY_NAME, SIGNATURE_SUFFIX
+from phonehome.report import diff, verdicts
 
 #: the generator takes about 2 s for a small run; a farm's month of history and big pcaps need more
 GENERATE_TIMEOUT_S = 600
@@ -36,6 +37,8 @@ GENERATE_TIMEOUT_S = 600
 HISTORY_LIMIT_RUNS = 60
 ALLURE_BIN_ENV = "PHONEHOME_ALLURE_BIN"
 REPORT_NAME = "phonehome: phones phoning home"
+#: where Allure's own page goes: ``index.html`` is the verdict page, the report's opening page
+ALLURE_PAGE = "allure.html"
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -152,9 +155,13 @@ def allure_config(out: Path, history: Path | None) -> dict[str, object]:
     return config
 
 
-def run_generator(results_dirs: Sequence[Path], out: Path, history: Path | None, workdir: Path) -> None:
+def run_generator(results_dirs: Sequence[Path], out: Path, history: Path | None, workdir: Path,
+                  *, attachments: Sequence[Path] = ()) -> None:
     config_path = workdir / "allurerc.json"
-    config_path.write_text(json.dumps(allure_config(out, history), indent=1), encoding="utf-8")
+    config = allure_config(out, history)
+    if attachments:  # Allure 3 "global attachments" (glob patterns): the run's evidence manifest
+        config["globalAttachments"] = [str(path) for path in attachments]
+    config_path.write_text(json.dumps(config, indent=1), encoding="utf-8")
     command = [_node(), str(find_allure()), "generate", "--config", str(config_path), "--output", str(out),
                *(str(d) for d in results_dirs)]
     env = {**os.environ, "ALLURE_NO_ANALYTICS": "true", "NO_COLOR": "1"}
@@ -240,8 +247,53 @@ def make_clean(out: Path) -> None:
                           f"{listed}; the report was removed, not published")
 
 
+# --- the opening page: a verdict per phone ---------------------------------------------------------------------
+
+
+def manifests_of(results_dirs: Sequence[Path]) -> list[Path]:
+    """The evidence manifests the runs left in their results folders (one per shard)."""
+    return [d / RESULTS_COPY_NAME for d in results_dirs if (d / RESULTS_COPY_NAME).is_file()]
+
+
+def copy_manifests(manifests: Sequence[Path], dest: Path) -> list[tuple[str, str]]:
+    """Copy each manifest (and its signature) into ``dest`` as ``manifest.json`` (``manifest-2.json``... for
+    further shards); returns the (name, file) links of the verdict page."""
+    links = []
+    for number, source in enumerate(manifests, start=1):
+        name = MANIFEST_NAME if number == 1 else MANIFEST_NAME.replace(".json", f"-{number}.json")
+        shutil.copyfile(source, dest / name)
+        links.append(("evidence manifest" if len(manifests) == 1 else f"evidence manifest {number}", name))
+        signature = source.with_name(source.name + SIGNATURE_SUFFIX)
+        if signature.is_file():
+            shutil.copyfile(signature, dest / (name + SIGNATURE_SUFFIX))
+            links.append(("its signature", name + SIGNATURE_SUFFIX))
+    return links
+
+
+def write_verdict_page(results_dirs: Sequence[Path], out: Path) -> Path:
+    """Make the report open with one verdict per phone (:mod:`phonehome.report.verdicts`): Allure's own page
+    moves to ``allure.html`` (its data loads relative to it; a result opens at ``allure.html#<id>``) and
+    ``index.html`` becomes the verdict page, linking into it and to the evidence manifests, copied beside it."""
+    index = out / "index.html"
+    index.replace(out / ALLURE_PAGE)
+    files = copy_manifests(manifests_of(results_dirs), out)
+    links = verdicts.report_links(out, allure_page=ALLURE_PAGE, changes_prefix=diff.CHANGES_FULL_NAME_PREFIX,
+                                  files=files)
+    records = verdicts.load_records(results_dirs)
+    warnings = [f"phone {device} ran in {len(dirs)} shards ({', '.join(dirs)}): each capture may hold the other "
+                "run's traffic and its results are merged; give each runner its own inventory "
+                "(PHONEHOME_INVENTORY)" for device, dirs in verdicts.phones_in_several(results_dirs).items()]
+    for warning in warnings:
+        print(f"phonehome report: warning: {warning}", file=sys.stderr)
+    page = verdicts.verdict_page(verdicts.phone_verdicts(records), records, links, title=REPORT_NAME,
+                                 warnings=warnings)
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
 def generate(results_dirs: Sequence[Path], out: Path, *, history: Path | None = None) -> Path:
-    """Generate the report into ``out`` (emptied first), strip it, verify it; returns ``out/index.html``."""
+    """Generate the report into ``out`` (emptied first), add the verdict page, strip and verify it; returns
+    ``out/index.html`` (the verdict page; the Allure app is ``allure.html`` beside it)."""
     results_dirs = [d.resolve() for d in results_dirs]
     out = out.resolve()
     _check_results(results_dirs)
@@ -258,7 +310,10 @@ def generate(results_dirs: Sequence[Path], out: Path, *, history: Path | None = 
             extra_dir = workdir / "what-changed"
             changes = diff.add_changes(results_dirs, history, extra_dir)
             extra.append(extra_dir)
-        run_generator([*results_dirs, *extra], out, history, workdir)
+        attachments = copy_manifests(manifests_of(results_dirs), workdir)
+        run_generator([*results_dirs, *extra], out, history, workdir,
+                      attachments=[workdir / name for _, name in attachments])
+    write_verdict_page(results_dirs, out)
     make_clean(out)
     if history is not None and changes is not None:
         diff.save_baseline(diff.baseline_path_for(history), *changes)

@@ -53,11 +53,13 @@ OUT.json (--json):
   {{"capture": {{path, format, link_types, packets, first_time, last_time, warnings,
                undecoded: {{reason: {{packets, bytes}}}}, undecoded_phases, tunnelled_packets, ...}},
    "findings": [{{identifier, encoding, transport, src, sport, dst, dport, host, protocol, encrypted,
-                 frames (1-based, as Wireshark numbers them), time, phase, excerpt (identifier masked)}}, ...],
+                 frames (1-based, as Wireshark numbers them), time, phase, excerpt (identifier masked),
+                 value (the matched text, masked as in the table)}}, ...],
    "flows": [{{transport, src, sport, dst, dport, host, protocol, encrypted, bytes, frames, ...}}, ...]}}
   One finding per (flow, identifier, encoding) -- and per phase when --phases is given.
 
 PHASES.json (--phases): [{{"name": "boot", "start": <capture time>, "end": <capture time>}}, ...]
+  Without --phases, CAPTURE.phases.json is used when it exists (phonehome's captures leave one).
 
 environment:
   PHONEHOME_CACHE_DIR  where compiled matchers are cached (default $XDG_CACHE_HOME/phonehome or
@@ -73,8 +75,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("capture", metavar="CAPTURE", help="pcap or pcapng file")
     parser.add_argument("--identifiers", "-i", required=True, metavar="IDS.yaml",
                         help="the device's identifiers (schema above)")
-    parser.add_argument("--json", metavar="OUT.json", help="also write the full result as JSON")
-    parser.add_argument("--phases", metavar="PHASES.json", help="name windows of capture time")
+    parser.add_argument("--json", metavar="OUT.json",
+                        help="also write the full result as JSON; '-' writes it to stdout (the table then goes "
+                             "to stderr)")
+    parser.add_argument("--phases", metavar="PHASES.json",
+                        help="name windows of capture time (default: CAPTURE.phases.json when it exists, as "
+                             "phonehome's own captures leave it)")
     parser.add_argument("--show-identifiers", action="store_true",
                         help="print matched values in full in the table and OUT.json (default: masked)")
     parser.add_argument("--evidence", action="store_true",
@@ -85,8 +91,10 @@ def run(args: argparse.Namespace) -> int:
     from phonehome.scan.scanner import load_phases, scan_capture  # keeps `phonehome --help` light
 
     identifiers = load_identifiers(args.identifiers)
-    phases = load_phases(args.phases) if args.phases else ()
-    json_path = Path(args.json) if args.json else None
+    phases_file = args.phases or _sidecar_phases(Path(args.capture))
+    phases = load_phases(phases_file) if phases_file else ()
+    to_stdout = args.json == "-"
+    json_path = Path(args.json) if args.json and not to_stdout else None
     if json_path is not None and not json_path.parent.is_dir():
         raise InputError(json_path, "directory does not exist", fix="create it or write OUT.json elsewhere")
     result = scan_capture(args.capture, identifiers, phases=phases)
@@ -95,13 +103,18 @@ def run(args: argparse.Namespace) -> int:
                          fix="check that the capture ran while the phone was active")
     for warning in result.warnings:
         print(f"phonehome scan: warning: {args.capture}: {warning}", file=sys.stderr)
+    if phases_file and not args.phases:
+        print(f"phonehome scan: phases from {phases_file}", file=sys.stderr)
+    if to_stdout:
+        result.write_json(sys.stdout, show_identifiers=args.show_identifiers)
+        sys.stdout.write("\n")
     if json_path is not None:
         try:
             with json_path.open("w", encoding="utf-8") as handle:
                 result.write_json(handle, show_identifiers=args.show_identifiers)
         except OSError as exc:
             raise InputError(json_path, f"cannot write: {exc.strerror}", fix="pass a writable path") from None
-    print(render_table(result, show_identifiers=args.show_identifiers))
+    print(render_table(result, show_identifiers=args.show_identifiers), file=sys.stderr if to_stdout else sys.stdout)
     if args.evidence and result.cleartext_findings:
         from phonehome.scan.evidence import dissect_frames
 
@@ -110,6 +123,12 @@ def run(args: argparse.Namespace) -> int:
             print(dissect_frames(args.capture, finding.frames,
                                  identifiers=None if args.show_identifiers else identifiers))
     return EXIT_LEAKS if result.cleartext_findings else EXIT_CLEAN
+
+
+def _sidecar_phases(capture: Path) -> str | None:
+    """``CAPTURE.phases.json`` beside the capture (phonehome's captures leave one), when it exists."""
+    sidecar = capture.with_name(capture.name + ".phases.json")
+    return str(sidecar) if sidecar.is_file() else None
 
 
 def _frames_text(frames: tuple[int, ...]) -> str:

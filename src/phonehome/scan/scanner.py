@@ -158,18 +158,18 @@ class Finding:
     time: float
     phase: str | None
     excerpt: str
-    value: str = ""  # the matched bytes as text (hex when binary); never in OUT.json unless asked for
+    value: str = ""  # the matched bytes as text (hex when binary); masked in OUT.json unless asked for
 
     def to_json(self, *, show_identifiers: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        """``value`` is masked (as in the table) unless ``show_identifiers``: enough for a script to tell which
+        of two IMEIs leaked, never the value itself."""
+        return {
             "identifier": self.identifier, "encoding": self.encoding, "transport": self.transport,
             "src": self.src, "sport": self.sport, "dst": self.dst, "dport": self.dport, "host": self.host,
             "protocol": self.protocol, "encrypted": self.encrypted, "frames": list(self.frames),
             "time": self.time, "phase": self.phase, "excerpt": self.excerpt,
+            "value": self.value if show_identifiers else mask(self.value),
         }
-        if show_identifiers:
-            out["value"] = self.value
-        return out
 
 
 @dataclass(frozen=True, slots=True)
