@@ -85,7 +85,7 @@ class KeyLog:
 
 def load_keylogs(paths: Iterable[str | os.PathLike[str]], *, into: KeyLog | None = None) -> KeyLog:
     """Read key-log files (``--keylog``, repeatable) into a new key log or ``into``. A missing or unreadable
-    file is bad input; so is a non-empty file without one secret line (it is not a key log)."""
+    file is bad input; so is a file of lines none of which is a secret (it is not a key log)."""
     keylog = into if into is not None else KeyLog()
     for path in paths:
         source = str(path)
@@ -97,7 +97,8 @@ def load_keylogs(paths: Iterable[str | os.PathLike[str]], *, into: KeyLog | None
             raise InputError(source, "is a directory, not a key log", fix=_FIX_KEYLOG) from None
         except OSError as exc:
             raise InputError(source, f"cannot read key log: {exc.strerror}", fix=_FIX_KEYLOG) from None
-        if not keylog.add_text(text, source) and text.strip():
+        bad_before = keylog.bad_lines
+        if not keylog.add_text(text, source) and keylog.bad_lines > bad_before:
             raise InputError(source, "holds no TLS secret line", fix=_FIX_KEYLOG)
     return keylog
 
