@@ -66,9 +66,10 @@ class KeylogSource:
 
     def _exists_on_phone(self, where: str) -> bool:
         adb = adb_prefix(self.serial, server_port=self.server_port)
-        out = _run([*adb, "shell", f"test -f {shlex.quote(where)} && echo present || echo absent"],
+        # toybox ls (not test, which some shells lack); the last word says it
+        out = _run([*adb, "shell", f"ls {shlex.quote(where)} && echo present || echo absent"],
                    timeout_s=CONTROL_TIMEOUT_S, what=f"{self.label}: look for the TLS key log {where}")
-        if "present" not in out:
+        if out.split()[-1:] != ["present"]:
             log.warning("%s: no TLS key log at %s on the phone (%s): TLS flows are scanned without keys",
                         self.label, where, self.spec.source)
             return False
