@@ -34,7 +34,7 @@ def _load(tmp_path: Path, extra: str) -> Path:
 
 def _schema_ok(path: Path) -> bool:
     schema = json.loads(resources.files("phonehome").joinpath("data/devices.schema.json").read_text())
-    return jsonschema.Draft202012Validator(schema).is_valid(yaml.safe_load(path.read_text()))
+    return bool(jsonschema.Draft202012Validator(schema).is_valid(yaml.safe_load(path.read_text())))
 
 
 def test_tls_keys_sources_load(tmp_path: Path) -> None:
