@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from phonehome.capture import Capture
     from phonehome.capture.keylogs import KeylogSource
     from phonehome.devices.base import Phone
-    from phonehome.inventory import DeviceEntry
+    from phonehome.inventory import DeviceEntry, Policy
     from phonehome.scan.scanner import Finding, Flow, ScanResult
 
 log = logging.getLogger(__name__)
@@ -362,6 +362,11 @@ class Traffic:
         return bool(policy.denied_hosts or policy.allowed_hosts)
 
     @property
+    def policy(self) -> Policy:
+        """The phone's destination policy from the inventory (``denied_hosts``, ``identifier_hosts``...)."""
+        return self._session.entry.policy
+
+    @property
     def result(self) -> ScanResult | None:
         """The scan result, once an assertion ran."""
         return self._result
@@ -610,7 +615,8 @@ def traffic(request: pytest.FixtureRequest, phone: Phone, _phonehome_device: Dev
         from phonehome.capture.keylogs import KeylogSource
 
         keylogs = KeylogSource(session.entry.tls_keys, capture.pcap, serial=session.entry.serial,
-                               server_port=context.adb_server_port, label=session.label)
+                               server_port=context.adb_server_port, label=session.label,
+                               auto_path=getattr(lab_phone, "tls_keylog", None))
     traffic = Traffic(item=request.node, session=session, capture=capture, settings=state.settings,
                       keylogs=keylogs)
     with traffic._step("capture start"):

@@ -72,6 +72,8 @@ POLICY_KEYS = ("denied_hosts", "allowed_hosts", "identifier_hosts")
 TLS_KEYS_KEYS = ("source", "path", "require")
 #: where a device's TLS key log comes from (phonehome.capture.keylogs)
 KEYLOG_SOURCES = ("file", "adb-pull", "pcapdroid")
+#: ``tls_keys: {source: file, path: auto}``: a virtual phone's fake internet's own TLS key log
+AUTO_KEYLOG = "auto"
 
 
 # --- values --------------------------------------------------------------------------------------------------
@@ -141,7 +143,8 @@ class Policy:
 class TlsKeysSpec:
     """Where the TLS key log of a device's traffic comes from (see :mod:`phonehome.capture.keylogs`).
 
-    - ``file``: a key log on this host at ``path`` (e.g. a lab TLS server's, or one copied by hand);
+    - ``file``: a key log on this host at ``path`` (e.g. a lab TLS server's, or one copied by hand); ``auto``
+      for a virtual phone: the key log its fake internet's TLS servers write;
     - ``adb-pull``: a key log on a rooted phone at ``path``, written by a key logger the lab runs there
       (eCapture, friTap), pulled after each test;
     - ``pcapdroid``: the key log PCAPdroid exported on the phone at ``path``, pulled after each test.
@@ -703,7 +706,11 @@ class _Loader:
                 raise self.error(at("path"), "tls_keys path needs a source",
                                  f"add source: one of {', '.join(KEYLOG_SOURCES)}")
             where = self.text(data["path"], at("path"), "tls_keys path", fix="give the key log's path")
-            if source == "file" and not Path(where).is_absolute():
+            if where == AUTO_KEYLOG:
+                if source != "file":
+                    raise self.error(at("path"), f"path: {AUTO_KEYLOG} is only for source file (virtual phones)",
+                                     "give the key log's path on the phone")
+            elif source == "file" and not Path(where).is_absolute():
                 where = str((self.path.parent / where).resolve())
             elif source != "file" and not where.startswith("/"):
                 raise self.error(at("path"), f"a {source} key log path is a path on the phone and must be absolute",

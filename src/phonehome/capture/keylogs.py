@@ -12,6 +12,7 @@ rooted phone (source ``adb-pull``), PCAPdroid's key-log export (``pcapdroid``), 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
@@ -20,8 +21,8 @@ from pathlib import Path
 
 from phonehome.capture.base import CONTROL_TIMEOUT_S, PULL_TIMEOUT_S, _run
 from phonehome.capture.remote import adb_prefix
-from phonehome.errors import CaptureError
-from phonehome.inventory import TlsKeysSpec
+from phonehome.errors import CaptureError, InputError
+from phonehome.inventory import AUTO_KEYLOG, TlsKeysSpec
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,13 @@ class KeylogSource:
     """One device's key-log source for one test's capture."""
 
     def __init__(self, spec: TlsKeysSpec, pcap: Path, *, serial: str, server_port: int | None = None,
-                 label: str | None = None) -> None:
+                 label: str | None = None, auto_path: str | None = None) -> None:
+        if spec.path == AUTO_KEYLOG:
+            if not auto_path:
+                raise InputError(f"device {label or serial}", "tls_keys path: auto names the virtual lab's TLS key "
+                                 "log, and this phone is not in a virtual lab",
+                                 fix="give the key log's path, or use auto only for backend: virtual")
+            spec = dataclasses.replace(spec, path=auto_path)
         self.spec = spec
         self.pcap = pcap
         self.serial = serial
