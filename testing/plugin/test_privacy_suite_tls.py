@@ -1,0 +1,85 @@
+"""Inside TLS with the virtual lab (issue 11): the privacy suite against the ``nokia7plus-tls`` phone, whose
+firmware sends the incident's report over HTTPS to a host outside ``identifier_hosts``.
+
+The fake internet's TLS servers write their key log; the phone's ``tls_keys: {source: file, path: auto,
+require: true}`` points at it. The phone passes the cleartext and denied-host tests and fails only the
+identifier-hosts test, with the decrypted report as evidence. A clone whose key log never appears is an error
+(require fails closed), never a pass; no key-log secret reaches any output or report file.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from test_privacy_suite import FAST_SETTLE_S, Outcome, copy_suite, read_junit, run_suite, suite_inventory
+
+pytestmark = [
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(shutil.which("dumpcap") is None or shutil.which("ip") is None,
+                       reason="needs dumpcap and iproute2 (run ci/setup.sh)"),
+]
+
+TLS_PHONE = "nokia7plus-tls"
+BLIND = "tls-no-keylog"
+REPORT_HOST = "zzhc.activation-cn.example"
+SUITE_TIMEOUT_S = 420
+TESTS = ("test_unlock_sends_no_identifier_in_cleartext", "test_no_traffic_to_denied_hosts",
+         "test_identifiers_only_to_allowed_hosts")
+
+
+@dataclass(frozen=True)
+class TlsRun:
+    outcomes: dict[tuple[str, str], Outcome]
+    output: str
+    files_text: str
+    path: Path
+
+
+@pytest.fixture(scope="module")
+def tls_run(tmp_path_factory: pytest.TempPathFactory) -> TlsRun:
+    path = tmp_path_factory.mktemp("tls-suite")
+    inventory = suite_inventory((TLS_PHONE,), clones=((BLIND, TLS_PHONE),))
+    assert FAST_SETTLE_S["unlock"] < 5
+    blind = next(device for device in inventory["devices"] if device["label"] == BLIND)
+    blind["tls_keys"] = {"source": "file", "path": str(path / "never-written.keys.log"), "require": True}
+    copy_suite(path, inventory, ("test_unlock.py", "test_policy.py"))
+    junit = path / "junit.xml"
+    output = run_suite(path, ["-p", "no:cacheprovider", "-rA", f"--junitxml={junit}",
+                              "--phonehome-keep-pcaps=none", "--alluredir", str(path / "allure")], {},
+                       SUITE_TIMEOUT_S)
+    files_text = "\n".join(file.read_text(encoding="utf-8", errors="replace")
+                           for file in path.rglob("*") if file.is_file()
+                           and file.suffix not in (".pcapng", ".pcap") and file.stat().st_size < 5_000_000)
+    return TlsRun(outcomes=read_junit(junit), output=output, files_text=files_text, path=path)
+
+
+def test_tls_phone_fails_only_the_identifier_hosts_test(tls_run: TlsRun) -> None:
+    verdicts = {test: outcome.verdict for (test, device), outcome in tls_run.outcomes.items() if device == TLS_PHONE}
+    assert verdicts == {"test_unlock_sends_no_identifier_in_cleartext": "passed",
+                        "test_no_traffic_to_denied_hosts": "passed",
+                        "test_identifiers_only_to_allowed_hosts": "leak"}, tls_run.output[-4000:]
+    message = tls_run.outcomes[("test_identifiers_only_to_allowed_hosts", TLS_PHONE)].message
+    assert "to hosts outside identifier_hosts" in message
+    for name in ("imei", "imsi", "iccid", "serial", "phone", "location"):
+        assert f"- {name} " in message, (name, message)
+    assert f"as tls>plain to {REPORT_HOST} (" in message and "phase unlock" in message
+    assert "VNOKIA7P0005" not in message and "244051234567890" not in message  # masked
+    assert "hmd-update" not in message.split("identifier_hosts:")[0]  # the allowed host is not blamed
+
+
+def test_require_without_keys_is_an_error_not_a_pass(tls_run: TlsRun) -> None:
+    for test in TESTS:
+        outcome = tls_run.outcomes[(test, BLIND)]
+        assert outcome.verdict == "error", outcome.message
+        assert "CaptureError" in outcome.message and "tls_keys require" in outcome.message, outcome.message
+        assert "no-key" in outcome.message
+
+
+def test_no_key_log_secret_in_any_output(tls_run: TlsRun) -> None:
+    for label in ("CLIENT_TRAFFIC_SECRET_0", "SERVER_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_RANDOM "):
+        assert label not in tls_run.output
+        assert label not in tls_run.files_text
+    assert not list(tls_run.path.rglob("*.keys.log"))  # nothing pulled is left behind under keep=none
