@@ -9,9 +9,12 @@ identifier-hosts test, with the decrypted report as evidence. A clone whose key 
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_privacy_suite import FAST_SETTLE_S, Outcome, copy_suite, read_junit, run_suite, suite_inventory
@@ -83,3 +86,25 @@ def test_no_key_log_secret_in_any_output(tls_run: TlsRun) -> None:
         assert label not in tls_run.output
         assert label not in tls_run.files_text
     assert not list(tls_run.path.rglob("*.keys.log"))  # nothing pulled is left behind under keep=none
+
+
+def _steps(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for step in node.get("steps", []):
+        yield step
+        yield from _steps(step)
+
+
+def test_report_shows_inside_tls_apart_and_masked(tls_run: TlsRun) -> None:
+    """The Allure results: each phase step says its TLS coverage; decrypted findings get their own table."""
+    allure = tls_run.path / "allure"
+    results = [json.loads(p.read_text()) for p in allure.glob("*-result.json")]
+    (result,) = [r for r in results if r["name"] == f"test_identifiers_only_to_allowed_hosts[{TLS_PHONE}]"]
+    steps = list(_steps(result))
+    (phase,) = [s for s in steps if s["name"].startswith("phase unlock:")]
+    assert "0 cleartext findings" in phase["name"] and "inside TLS: " in phase["name"], phase["name"]
+    assert "decrypted, 0 without a key, 0 failed" in phase["name"], phase["name"]
+    tables = {a["name"]: (allure / a["source"]).read_text() for a in phase["attachments"]}
+    inside = tables["inside TLS (unlock)"]
+    assert "tls&gt;plain" in inside and REPORT_HOST in inside
+    assert "VNOKIA7P0005" not in inside and "244051234567890" not in inside
+    assert "tls&gt;" not in tables["findings (unlock)"]
