@@ -1025,6 +1025,8 @@ class Scanner:
                 exact = unit.exact and not peel_chain
                 lo = unit.start + match.start if exact else unit.start
                 hi = unit.start + match.end if exact else unit.end
+                if isinstance(unit, tls.DecryptedUnit) and unit.inner_exact and not peel_chain:
+                    lo, hi = unit.span(match.start, match.end)  # the records that carried exactly these bytes
                 hit_frames, hit_time = self._frames(d, lo, hi)
             phase = self._phase(hit_time)
             key = (flow.ident, needle.identifier, encoding, phase)

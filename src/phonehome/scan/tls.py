@@ -129,6 +129,23 @@ _HASHES: dict[str, Any] = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384
 _MAC_BYTES = {"sha1": 20, "sha256": 32, "sha384": 48}
 
 
+@dataclass(frozen=True)
+class DecryptedUnit(Unit):
+    """A unit of decrypted bytes. Its span is the TCP bytes of the records that carried it (not exact: headers
+    and tags sit between records); ``span`` maps a match inside an exact inner unit back to the TCP bytes that
+    carried exactly it, so a finding cites those frames and not every frame of a long body."""
+
+    plain_start: int = 0
+    inner_exact: bool = False
+    decoder: TlsDecoder | None = None
+
+    def span(self, lo: int, hi: int) -> tuple[int, int]:
+        if self.decoder is None:
+            return self.start, self.end
+        start = self.plain_start + lo
+        return self.decoder.tcp_offset(start), self.decoder.tcp_offset(max(self.plain_start + hi - 1, start)) + 1
+
+
 class DecryptError(Exception):
     """A record that does not decrypt or authenticate with the keys at hand (bad key or corrupt record)."""
 
@@ -526,7 +543,6 @@ class TlsDecoder(StreamDecoder):
             plain, self.inner_head = self.inner_head, b""
         units = inner.feed(plain)
         units += self._after_inner(inner)
-        self._forget_mapped()
         return self._mapped(units)
 
     def _start_inner(self, *, final: bool) -> StreamDecoder | None:
@@ -589,28 +605,35 @@ class TlsDecoder(StreamDecoder):
             units += inner.hole()
         return units + self._after_inner(inner)
 
-    def _forget_mapped(self) -> None:
-        """Drop record-map entries for plaintext the inner decoder will not report on again."""
+    def _forget_mapped(self, oldest: int) -> None:
+        """Drop record-map entries for plaintext no unit will need again (the inner decoder reports from its
+        offset minus its overlap onwards; the units just mapped may still be matched)."""
         if len(self.plain_starts) < 1024 or self.inner is None:
             return
-        index = bisect.bisect_right(self.plain_starts, self.inner.offset - self.overlap) - 1
+        index = bisect.bisect_right(self.plain_starts, min(self.inner.offset - self.overlap, oldest)) - 1
         if index > 0:
             del self.plain_starts[:index], self.tcp_starts[:index]
 
-    def _tcp(self, plain_offset: int) -> int:
+    def tcp_offset(self, plain_offset: int) -> int:
+        """The TCP-stream offset that carried plaintext byte ``plain_offset`` (application data only)."""
         index = max(bisect.bisect_right(self.plain_starts, plain_offset) - 1, 0)
         return self.tcp_starts[index] + plain_offset - self.plain_starts[index]
 
     def _mapped(self, units: list[Unit]) -> list[Unit]:
-        """Units at TCP-stream offsets (the records that carried them), their chain starting with ``tls``."""
-        out = []
+        """Units at TCP-stream offsets (the records that carried them), their chain starting with ``tls``.
+
+        The record map is trimmed only after the units are mapped: they may start before what the inner decoder
+        still holds. A unit's ``span`` is used right away, while the scanner matches it."""
+        out: list[Unit] = []
         for unit in units:
             if not unit.data or not self.plain_starts:
                 continue
-            start = self._tcp(unit.start)
-            end = self._tcp(max(unit.end - 1, unit.start)) + 1
+            start = self.tcp_offset(unit.start)
+            end = self.tcp_offset(max(unit.end - 1, unit.start)) + 1
             chain = f"{TLS_CHAIN}>{unit.chain}" if unit.chain else TLS_CHAIN
-            out.append(Unit(unit.data, start, end, False, chain, unit.protocol, unit.peel))
+            out.append(DecryptedUnit(unit.data, start, end, False, chain, unit.protocol, unit.peel,
+                                     plain_start=unit.start, inner_exact=unit.exact, decoder=self))
+        self._forget_mapped(min((unit.start for unit in units), default=self.plain_pos))
         return out
 
 
