@@ -156,7 +156,9 @@ def test_findings_inside_tls_are_their_own_kind(lab: Lab) -> None:
 
 def test_cited_frames_carry_the_record(tmp_path: Path) -> None:
     keylog = tmp_path / "keys.log"
-    conv = tls_conversation(keylog, version="1.3", rsa=False, exchanges=_exchanges(0)[:1])
+    body = json.dumps({"padding": "p" * 2000, "imei": IMEI}).encode()
+    request = http_request("POST", "/report", host="reg.example.net", body=body)
+    conv = tls_conversation(keylog, version="1.3", rsa=False, exchanges=[(request, http_response(b"ok"))])
     cap = CaptureBuilder()
     conn = cap.tcp(PHONE_IP, SERVER_IP, 443)
     packets: list[Packet] = []
