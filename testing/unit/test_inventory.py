@@ -82,9 +82,10 @@ def test_default_inventory_lists_the_five_virtual_phones() -> None:
         assert entry.capture.bpf(entry.identifiers) == f"ether host {mac}"
     firmware = {entry.label: entry.firmware.stem for entry in inventory.devices if entry.firmware}
     assert firmware == {"nokia7plus-2019": "nokia7plus-2019", "nokia7plus-fixed": "nokia7plus-fixed",
-                        "adsdk-phone": "adsdk", "clean-phone": "clean"}
+                        "adsdk-phone": "adsdk", "clean-phone": "clean", "nokia7plus-tls": "nokia7plus-tls"}
     macs = [entry.identifiers.get("wifi_mac") for entry in inventory.devices]
-    assert len(set(macs)) == 4, "each phone needs its own capture filter"
+    assert len(set(macs)) == 5, "each phone needs its own capture filter"
+    assert by_label["nokia7plus-tls"].tls_keys.path == "auto" and by_label["nokia7plus-tls"].tls_keys.require
 
 
 def test_default_inventory_matches_the_shipped_json_schema() -> None:
