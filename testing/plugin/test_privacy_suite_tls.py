@@ -3,14 +3,16 @@ firmware sends the incident's report over HTTPS to a host outside ``identifier_h
 
 The fake internet's TLS servers write their key log; the phone's ``tls_keys: {source: file, path: auto,
 require: true}`` points at it. The phone passes the cleartext and denied-host tests and fails only the
-identifier-hosts test, with the decrypted report as evidence. A clone whose key log never appears is an error
-(require fails closed), never a pass; no key-log secret reaches any output or report file.
+identifier-hosts test, with the decrypted report as evidence. A clone whose key log (pulled from the phone by
+adb) holds no key for its sessions is an error (require fails closed), never a pass; the pulled copy sits 0600
+beside the kept capture, and no key-log secret reaches any output or report file.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,28 @@ TLS_PHONE = "nokia7plus-tls"
 BLIND = "tls-no-keylog"
 REPORT_HOST = "zzhc.activation-cn.example"
 SUITE_TIMEOUT_S = 420
+BLIND_KEYLOG = "/data/local/tmp/keys.log"
+#: the blind phone's key logger wrote a key log, but of some other session: its own flows have no key
+UNRELATED_KEY = "CLIENT_RANDOM " + "ab" * 32 + " " + "cd" * 48
+PLANT_CONFTEST = f'''
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _blind_phone_has_an_unrelated_key_log(phone, tmp_path):
+    if phone.label != "{BLIND}":
+        return
+    host, port = phone.info()["adb_server"].rsplit(":", 1)
+    local = tmp_path / "keys.log"
+    local.write_text("{UNRELATED_KEY}\\n", encoding="ascii")
+    subprocess.run([shutil.which("adb"), "-H", host, "-P", port, "-s", phone.serial, "push", str(local),
+                    "{BLIND_KEYLOG}"], check=True, timeout=30, capture_output=True)
+'''
 TESTS = ("test_unlock_sends_no_identifier_in_cleartext", "test_no_traffic_to_denied_hosts",
          "test_identifiers_only_to_allowed_hosts")
 
@@ -47,14 +71,15 @@ def tls_run(tmp_path_factory: pytest.TempPathFactory) -> TlsRun:
     inventory = suite_inventory((TLS_PHONE,), clones=((BLIND, TLS_PHONE),))
     assert FAST_SETTLE_S["unlock"] < 5
     blind = next(device for device in inventory["devices"] if device["label"] == BLIND)
-    blind["tls_keys"] = {"source": "file", "path": str(path / "never-written.keys.log"), "require": True}
+    blind["tls_keys"] = {"source": "adb-pull", "path": BLIND_KEYLOG, "require": True}
     copy_suite(path, inventory, ("test_unlock.py", "test_policy.py"))
+    (path / "tests" / "conftest.py").write_text(PLANT_CONFTEST, encoding="utf-8")
     junit = path / "junit.xml"
     output = run_suite(path, ["-p", "no:cacheprovider", "-rA", f"--junitxml={junit}",
-                              "--phonehome-keep-pcaps=none", "--alluredir", str(path / "allure")], {},
+                              "--phonehome-keep-pcaps=failed", "--alluredir", str(path / "allure")], {},
                        SUITE_TIMEOUT_S)
     files_text = "\n".join(file.read_text(encoding="utf-8", errors="replace")
-                           for file in path.rglob("*") if file.is_file()
+                           for file in path.rglob("*") if file.is_file() and not file.name.endswith(".keys.log")
                            and file.suffix not in (".pcapng", ".pcap") and file.stat().st_size < 5_000_000)
     return TlsRun(outcomes=read_junit(junit), output=output, files_text=files_text, path=path)
 
@@ -82,10 +107,16 @@ def test_require_without_keys_is_an_error_not_a_pass(tls_run: TlsRun) -> None:
 
 
 def test_no_key_log_secret_in_any_output(tls_run: TlsRun) -> None:
-    for label in ("CLIENT_TRAFFIC_SECRET_0", "SERVER_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_RANDOM "):
+    for label in ("CLIENT_TRAFFIC_SECRET_0", "SERVER_HANDSHAKE_TRAFFIC_SECRET", "cd" * 48):
         assert label not in tls_run.output
-        assert label not in tls_run.files_text
-    assert not list(tls_run.path.rglob("*.keys.log"))  # nothing pulled is left behind under keep=none
+        assert label not in tls_run.files_text.replace(PLANT_CONFTEST, "")
+    # the blind phone's key log was pulled beside each of its (kept, failed) captures, 0600; the TLS phone's
+    # key log is the lab's own file, never copied
+    pulled = sorted(tls_run.path.rglob("*.keys.log"))
+    assert [p.name.split("-test_")[0] for p in pulled] == [BLIND] * len(TESTS), pulled
+    for path in pulled:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_text().strip() == UNRELATED_KEY
 
 
 def _steps(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -103,7 +134,8 @@ def test_report_shows_inside_tls_apart_and_masked(tls_run: TlsRun) -> None:
     (phase,) = [s for s in steps if s["name"].startswith("phase unlock:")]
     assert "0 cleartext findings" in phase["name"] and "inside TLS: " in phase["name"], phase["name"]
     assert "decrypted, 0 without a key, 0 failed" in phase["name"], phase["name"]
-    tables = {a["name"]: (allure / a["source"]).read_text() for a in phase["attachments"]}
+    tables = {a["name"]: (allure / a["source"]).read_text() for a in phase["attachments"]
+              if a.get("type") == "text/html"}
     inside = tables["inside TLS (unlock)"]
     assert "tls&gt;plain" in inside and REPORT_HOST in inside
     assert "VNOKIA7P0005" not in inside and "244051234567890" not in inside
