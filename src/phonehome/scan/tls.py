@@ -29,12 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
-
 from phonehome.scan import layers
 from phonehome.scan.keylog import TLS12_LABEL, KeyLog, client_random_of
 from phonehome.scan.protocols import (
@@ -54,7 +48,11 @@ from phonehome.scan.protocols import (
 )
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
     from phonehome.scan.scanner import Flow, Phase
+
+# ``cryptography`` is imported where keys are made (~18 ms of start-up a scan without keys does not pay)
 
 #: the chain every decrypted unit's encoding starts with
 TLS_CHAIN = "tls"
@@ -125,7 +123,6 @@ SUITES: dict[int, Suite] = {
     0xC027: _S("ECDHE_RSA_WITH_AES_128_CBC_SHA256", "cbc", 16, 16, "sha256", "sha256"),
     0xC028: _S("ECDHE_RSA_WITH_AES_256_CBC_SHA384", "cbc", 32, 16, "sha384", "sha384"),
 }
-_HASHES: dict[str, Any] = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384}
 _MAC_BYTES = {"sha1": 20, "sha256": 32, "sha384": 48}
 
 
@@ -155,9 +152,13 @@ class DecryptError(Exception):
 
 def hkdf_expand_label(secret: bytes, label: str, length: int, hash_name: str) -> bytes:
     """RFC 8446 7.1 HKDF-Expand-Label with an empty context."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
     full = b"tls13 " + label.encode("ascii")
     info = struct.pack("!HB", length, len(full)) + full + b"\x00"
-    return HKDFExpand(_HASHES[hash_name](), length, info).derive(secret)
+    algorithm = hashes.SHA384() if hash_name == "sha384" else hashes.SHA256()
+    return HKDFExpand(algorithm, length, info).derive(secret)
 
 
 def tls12_prf(secret: bytes, label: bytes, seed: bytes, length: int, hash_name: str) -> bytes:
@@ -181,6 +182,8 @@ class RecordKeys:
         self.encrypt_then_mac = encrypt_then_mac
         self.secret = secret  # TLS 1.3 traffic secret, for KeyUpdate
         self.seq = 0
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
         self.aead: AESGCM | ChaCha20Poly1305 | None = None
         if suite.cipher == "gcm":
             self.aead = AESGCM(key)
@@ -203,6 +206,8 @@ class RecordKeys:
 
     def open(self, header: bytes, fragment: bytes) -> tuple[int, bytes, int]:
         """Decrypt one record: (content type, plaintext, bytes before the ciphertext in the fragment)."""
+        from cryptography.exceptions import InvalidTag
+
         seq = self.seq
         try:
             if self.version == TLS13:
@@ -263,6 +268,8 @@ class RecordKeys:
         return header[0], plain, 16
 
     def _cbc_decrypt(self, sealed: bytes) -> bytes:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
         decryptor = Cipher(algorithms.AES(self.key), modes.CBC(sealed[:16])).decryptor()
         return decryptor.update(sealed[16:]) + decryptor.finalize()
 
