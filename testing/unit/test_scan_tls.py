@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -308,3 +309,47 @@ def test_cli_keylog_lists_findings_inside_tls_apart(lab: Lab, tmp_path: Path,
     doc = json.loads(out.read_text())
     assert all(f["decrypted"] and f["encrypted"] for f in doc["findings"])
     assert doc["capture"]["tls"]["decrypted"] == len(CASES)
+
+
+def _damaged(flights: list[tuple[bool, bytes]], rng: random.Random) -> list[tuple[bool, bytes]]:
+    """One random kind of damage to one flight: a flipped byte, a cut, junk, a bad record length, a lost flight."""
+    out = list(flights)
+    index = rng.randrange(len(out))
+    client, data = out[index]
+    kind = rng.randrange(5)
+    at = rng.randrange(len(data))
+    if kind == 0:
+        data = data[:at] + bytes([data[at] ^ (1 << rng.randrange(8))]) + data[at + 1:]
+    elif kind == 1:
+        data = data[:at]
+    elif kind == 2:
+        data = data[:at] + rng.randbytes(rng.randrange(1, 64)) + data[at:]
+    elif kind == 3 and len(data) > 5:
+        data = data[:3] + rng.randbytes(2) + data[5:]
+    else:
+        del out[index]
+        return out
+    out[index] = (client, data)
+    return out
+
+
+def test_damaged_tls_never_crashes_and_is_counted(lab: Lab, tmp_path: Path) -> None:
+    """Hostile or damaged records (bit flips, cuts, junk, bad lengths, lost flights) on every suite: the scan
+    completes, and a flow that could not be decrypted to the end says so."""
+    keylog = load_keylogs([lab.keylog])
+    rng = random.Random(11)
+    path = tmp_path / "damaged.pcap"
+    for round_ in range(8):
+        cap = CaptureBuilder()
+        for conv in lab.conversations:
+            conn = cap.tcp(PHONE_IP, SERVER_IP, 443)
+            add_tls_conversation(conn, _damaged(conv.flights, rng), segment_size=SEGMENT_BYTES * 4)
+            conn.close()
+        cap.write_pcap(path)
+        result = scan_capture(path, _ids(), keylog=keylog)
+        states = [f.decryption for f in result.flows]
+        assert len(states) == len(CASES) and set(states) <= {"decrypted", "failed", "no-key"}, round_
+        failed = states.count("failed")
+        if failed:
+            assert any(f"{failed} TLS flows could not be decrypted" in w for w in result.warnings), result.warnings
+        assert result.cleartext_findings == ()

@@ -422,7 +422,7 @@ class TlsDecoder(StreamDecoder):
             rtype = buf[pos]
             rlen = (buf[pos + 3] << 8) | buf[pos + 4]
             if not CT_CCS <= rtype <= 24 or buf[pos + 1] != 3 or rlen > MAX_RECORD_BYTES:
-                self._stop(f"a corrupt TLS record header ({buf[pos:pos + 5].hex()})")
+                self._stop("a corrupt TLS record header")
                 break
             if pos + 5 + rlen > len(buf):
                 self.need = len(buf) - pos + 5 + rlen
