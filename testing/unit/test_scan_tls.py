@@ -21,6 +21,7 @@ from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, parse_identifiers
 from phonehome.scan.keylog import KeyLog, load_keylogs
 from phonehome.scan.scanner import Phase, Scanner, ScanResult, scan_capture
+from phonehome.scan.tls import HRR_RANDOM
 from phonehome.testing.captures import CaptureBuilder, Packet, gzip_bytes, http_request, http_response
 from phonehome.testing.tls import Conversation, add_tls_conversation, tls_conversation
 
@@ -31,17 +32,18 @@ SERVER_IP = "203.0.113.7"
 #: small segments: every record spans several of them
 SEGMENT_BYTES = 90
 
-#: (TLS version, cipher, encrypt-then-MAC, exchanges before which both sides send KeyUpdate)
+#: (TLS version, cipher, encrypt-then-MAC, exchanges before which both sides send KeyUpdate, HelloRetryRequest)
 CASES = [
-    ("1.3", "TLS_AES_128_GCM_SHA256", True, ()),
-    ("1.3", "TLS_AES_256_GCM_SHA384", True, (1,)),
-    ("1.3", "TLS_CHACHA20_POLY1305_SHA256", True, (1, 2)),
-    ("1.2", "ECDHE-ECDSA-AES128-GCM-SHA256", True, ()),
-    ("1.2", "ECDHE-ECDSA-AES256-GCM-SHA384", True, ()),
-    ("1.2", "ECDHE-ECDSA-CHACHA20-POLY1305", True, ()),
-    ("1.2", "ECDHE-ECDSA-AES128-SHA", True, ()),
-    ("1.2", "ECDHE-ECDSA-AES128-SHA", False, ()),
-    ("1.2", "ECDHE-ECDSA-AES256-SHA384", False, ()),
+    ("1.3", "TLS_AES_128_GCM_SHA256", True, (), False),
+    ("1.3", "TLS_AES_256_GCM_SHA384", True, (1,), False),
+    ("1.3", "TLS_CHACHA20_POLY1305_SHA256", True, (1, 2), False),
+    ("1.2", "ECDHE-ECDSA-AES128-GCM-SHA256", True, (), False),
+    ("1.2", "ECDHE-ECDSA-AES256-GCM-SHA384", True, (), False),
+    ("1.2", "ECDHE-ECDSA-CHACHA20-POLY1305", True, (), False),
+    ("1.2", "ECDHE-ECDSA-AES128-SHA", True, (), False),
+    ("1.2", "ECDHE-ECDSA-AES128-SHA", False, (), False),
+    ("1.2", "ECDHE-ECDSA-AES256-SHA384", False, (), False),
+    ("1.3", "TLS_AES_128_GCM_SHA256", True, (), True),
 ]
 
 
@@ -68,10 +70,10 @@ class Lab:
         self.capture = root / "tls.pcap"
         self.conversations: list[Conversation] = []
         cap = CaptureBuilder()
-        for index, (version, cipher, etm, updates) in enumerate(CASES):
+        for index, (version, cipher, etm, updates, hrr) in enumerate(CASES):
             conv = tls_conversation(self.keylog, version=version, cipher=cipher, exchanges=_exchanges(index),
                                     encrypt_then_mac=etm, rsa=False, key_update_before=updates,
-                                    server_name="reg.example.net")
+                                    server_name="reg.example.net", hello_retry=hrr)
             self.conversations.append(conv)
             conn = cap.tcp(PHONE_IP, SERVER_IP, 443)
             add_tls_conversation(conn, conv.flights, segment_size=SEGMENT_BYTES)
@@ -124,6 +126,8 @@ def test_every_suite_decrypts_to_what_the_peers_read(lab: Lab) -> None:
         client = b"".join(request for request, _ in conv.received)
         server = b"".join(response for _, response in conv.received)
         assert plain[index] == (client, server), f"case {CASES[index]} ({conv.cipher}, {conv.version})"
+        hello_retry = next(data for from_client, data in conv.flights if not from_client)[11:43] == HRR_RANDOM
+        assert hello_retry is CASES[index][4]  # the HelloRetryRequest case really starts with one
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
@@ -231,7 +235,7 @@ def test_missing_and_bad_keys_are_counted_not_fatal(lab: Lab, tmp_path: Path) ->
     assert outcome.count("decrypted") == len(CASES) - 3
     text = "\n".join(result.warnings)
     assert f"{bad} line {len(kept)}: not a key-log line" in text
-    assert "1 of 9 TLS flows had no key" in text
+    assert f"1 of {len(CASES)} TLS flows had no key" in text
     assert "2 TLS flows could not be decrypted to the end" in text and "failed authentication" in text
     assert "00" * 48 not in text and randoms[1] not in text  # secrets are never printed
     assert result.tls_coverage()["failed"] == 2
@@ -275,8 +279,9 @@ def test_tls_coverage_per_phase(lab: Lab) -> None:
     phases = (Phase("boot", first - 1, split - 1e-6), Phase("idle", split, first + 3600))
     result = scan_capture(lab.capture, _ids(), keylogs=[lab.keylog], phases=phases)
     coverage = result.tls_coverage()
+    rest = len(CASES) - 4
     assert coverage["phases"] == {"boot": {"flows": 4, "decrypted": 4, "no_key": 0, "failed": 0},
-                                  "idle": {"flows": 5, "decrypted": 5, "no_key": 0, "failed": 0}}
+                                  "idle": {"flows": rest, "decrypted": rest, "no_key": 0, "failed": 0}}
     assert result.to_json()["capture"]["tls"] == coverage
 
 

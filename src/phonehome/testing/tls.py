@@ -67,6 +67,8 @@ if args["version"] == "1.2":
             ctx.options |= 1 << 19  # SSL_OP_NO_ENCRYPT_THEN_MAC
 else:
     client_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+if args["hello_retry"]:
+    server_ctx.set_ecdh_curve("prime256v1")  # the client's first key share is X25519: a HelloRetryRequest
 if args["alpn"]:
     client_ctx.set_alpn_protocols(args["alpn"])
     server_ctx.set_alpn_protocols(args["alpn"])
@@ -145,12 +147,13 @@ class Conversation:
 def tls_conversation(keylog: str | os.PathLike[str], *, version: str = "1.3", cipher: str = "",
                      exchanges: Sequence[tuple[bytes, bytes]] = (), server_name: str = "example.com",
                      alpn: Sequence[str] = (), encrypt_then_mac: bool = True, rsa: bool = True,
-                     key_update_before: Sequence[int] = ()) -> Conversation:
+                     key_update_before: Sequence[int] = (), hello_retry: bool = False) -> Conversation:
     """Run a TLS handshake and ``exchanges`` (request, response) between OpenSSL client and server in memory.
 
     ``version`` "1.2" or "1.3"; ``cipher`` an OpenSSL TLS 1.2 cipher name (``ECDHE-RSA-AES128-GCM-SHA256``) or a
     TLS 1.3 suite (``TLS_CHACHA20_POLY1305_SHA256``). ``key_update_before``: exchange indexes before which both
-    sides send a TLS 1.3 KeyUpdate. The client appends its secrets to ``keylog`` (NSS format).
+    sides send a TLS 1.3 KeyUpdate. ``hello_retry``: the server accepts only P-256 key shares, so a TLS 1.3
+    handshake starts with a HelloRetryRequest. The client appends its secrets to ``keylog`` (NSS format).
     """
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as work:
@@ -162,7 +165,7 @@ def tls_conversation(keylog: str | os.PathLike[str], *, version: str = "1.3", ci
         args = {"keylog": str(keylog), "version": version, "cipher": cipher if version == "1.2" else "",
                 "exchanges": [(req.hex(), resp.hex()) for req, resp in exchanges], "server_name": server_name,
                 "alpn": list(alpn), "encrypt_then_mac": encrypt_then_mac, "rsa": rsa,
-                "key_update_before": list(key_update_before)}
+                "key_update_before": list(key_update_before), "hello_retry": hello_retry}
         done = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(args), capture_output=True,
                               text=True, env=env, timeout=CONVERSATION_TIMEOUT_S, check=False)
     if done.returncode:
