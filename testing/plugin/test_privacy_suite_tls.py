@@ -110,13 +110,18 @@ def test_no_key_log_secret_in_any_output(tls_run: TlsRun) -> None:
     for label in ("CLIENT_TRAFFIC_SECRET_0", "SERVER_HANDSHAKE_TRAFFIC_SECRET", "cd" * 48):
         assert label not in tls_run.output
         assert label not in tls_run.files_text.replace(PLANT_CONFTEST, "")
-    # the blind phone's key log was pulled beside each of its (kept, failed) captures, 0600; the TLS phone's
-    # key log is the lab's own file, never copied
-    pulled = sorted(tls_run.path.rglob("*.keys.log"))
-    assert [p.name.split("-test_")[0] for p in pulled] == [BLIND] * len(TESTS), pulled
-    for path in pulled:
+    # a key log sits 0600 beside each kept (failed) capture, so the evidence can be decrypted again once the lab
+    # is gone: the blind phone's pulled from the phone for each of its tests, the TLS phone's copied from the
+    # fake internet's for its one failed test; passed tests keep neither capture nor key log
+    kept = sorted(tls_run.path.rglob("*.keys.log"))
+    assert sorted(p.name.split("-test_")[0] for p in kept) == sorted([BLIND] * len(TESTS) + [TLS_PHONE]), kept
+    for path in kept:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert path.read_text().strip() == UNRELATED_KEY
+        assert path.with_name(path.name.removesuffix(".keys.log")).is_file()  # beside its capture
+        if path.name.startswith(BLIND):
+            assert path.read_text().strip() == UNRELATED_KEY
+        else:
+            assert "CLIENT_TRAFFIC_SECRET_0" in path.read_text()
 
 
 def _steps(node: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import textwrap
 from importlib import resources
 from pathlib import Path
@@ -11,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from phonehome.capture.keylogs import KeylogSource
+from phonehome.capture.keylogs import KeylogSource, keylog_path
 from phonehome.errors import InputError
 from phonehome.inventory import Policy, TlsKeysSpec, load_inventory
 
@@ -87,11 +89,21 @@ def test_identifier_hosts(policy: Policy, host: str | None, ip: str, allowed: bo
     assert policy.may_receive_identifiers(host, ip) is allowed
 
 
-def test_file_source_is_read_in_place_and_never_deleted(tmp_path: Path) -> None:
+def test_file_source_is_copied_0600_beside_the_capture_and_never_deleted(tmp_path: Path) -> None:
+    """The copy lets a kept capture be decrypted after the lab (and its key log) is gone; it goes with the capture,
+    the lab's own file stays."""
     keys = tmp_path / "server.keys.log"
-    source = KeylogSource(TlsKeysSpec("file", str(keys)), tmp_path / "cap.pcapng", serial="X")
+    pcap = tmp_path / "lab1-test.pcapng"
+    source = KeylogSource(TlsKeysSpec("file", str(keys)), pcap, serial="X")
     assert source.fetch() == []  # not written yet (no TLS yet): no keys, no error
     keys.write_text("CLIENT_RANDOM " + "ab" * 32 + " " + "cd" * 48 + "\n")
-    assert source.fetch() == [keys]
+    keys.chmod(0o644)
+    old_umask = os.umask(0)
+    try:
+        (copy,) = source.fetch()
+    finally:
+        os.umask(old_umask)
+    assert copy == keylog_path(pcap) and copy.read_text() == keys.read_text()
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
     source.delete()
-    assert keys.exists()
+    assert not copy.exists() and keys.exists()

@@ -1,9 +1,10 @@
 """TLS key logs of a device's traffic (devices.yaml ``tls_keys:``): fetched after each test, kept as secrets.
 
-A key log decrypts every TLS session it names, so it is handled like the most sensitive evidence: pulled
-copies are created 0600 before a byte is written, they are never attached to reports or printed, and they are
-deleted with the capture (``--phonehome-keep-pcaps``). A ``file`` source is the lab's own file: phonehome reads
-it and never deletes it.
+A key log decrypts every TLS session it names, so it is handled like the most sensitive evidence: the copy kept
+beside the capture (``<capture>.keys.log``, so a kept capture can be decrypted again after the lab is gone) is
+created 0600 before a byte is written, never attached to reports or printed, and deleted with the capture
+(``--phonehome-keep-pcaps``). A ``file`` source's own file belongs to the lab: phonehome copies it and never
+deletes it.
 
 Where the keys come from on a bench (docs/tls-keys.md): eCapture's ``-m keylog`` or friTap's ``-k`` on a
 rooted phone (source ``adb-pull``), PCAPdroid's key-log export (``pcapdroid``), or a TLS server the lab owns
@@ -51,7 +52,7 @@ class KeylogSource:
         self.serial = serial
         self.server_port = server_port
         self.label = label or serial
-        self.pulled: Path | None = None  # a copy phonehome made (and deletes with the capture)
+        self.pulled: Path | None = None  # the copy phonehome made beside the capture (deleted with it)
 
     @property
     def require(self) -> bool:
@@ -68,8 +69,28 @@ class KeylogSource:
                 log.warning("%s: tls_keys file %s does not exist (yet): TLS flows are scanned without keys",
                             self.label, path)
                 return []
-            return [path]
+            return [self._copy(path)]
         return [self._pull(where)] if self._exists_on_phone(where) else []
+
+    def _copy(self, path: Path) -> Path:
+        target = keylog_path(self.pcap)
+        fd = self._create(target)
+        try:
+            with path.open("rb") as source:
+                while chunk := source.read(1 << 20):
+                    os.write(fd, chunk)
+        except OSError as exc:
+            raise CaptureError(f"{self.label}: cannot copy the TLS key log {path}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        return target
+
+    def _create(self, target: Path) -> int:
+        """Open ``target`` for writing, 0600 from its first byte (an existing file keeps its mode on O_CREAT)."""
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        self.pulled = target
+        return fd
 
     def _exists_on_phone(self, where: str) -> bool:
         adb = adb_prefix(self.serial, server_port=self.server_port)
@@ -86,10 +107,8 @@ class KeylogSource:
         """``adb exec-out cat`` into a file created 0600 (``adb pull`` would create it world-readable first)."""
         target = keylog_path(self.pcap)
         command = [*adb_prefix(self.serial, server_port=self.server_port), "exec-out", "cat", where]
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        self.pulled = target
+        fd = self._create(target)
         try:
-            os.fchmod(fd, 0o600)  # an existing file keeps its mode on O_CREAT
             done = subprocess.run(command, stdout=fd, stderr=subprocess.PIPE, timeout=PULL_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
             raise CaptureError(f"{self.label}: pulling the TLS key log timed out after {PULL_TIMEOUT_S:g} s",
@@ -104,7 +123,7 @@ class KeylogSource:
         return target
 
     def delete(self) -> None:
-        """Delete the copy phonehome pulled (never a ``file`` source's own file). Never raises."""
+        """Delete the copy phonehome made (never a ``file`` source's own file). Never raises."""
         if self.pulled is None:
             return
         try:
