@@ -22,7 +22,17 @@ from phonehome.identifiers import Identifiers, parse_identifiers
 from phonehome.scan.keylog import KeyLog, load_keylogs
 from phonehome.scan.scanner import Phase, Scanner, ScanResult, scan_capture
 from phonehome.scan.tls import HRR_RANDOM
-from phonehome.testing.captures import CaptureBuilder, Packet, gzip_bytes, http_request, http_response
+from phonehome.testing.captures import (
+    H2_PREFACE,
+    CaptureBuilder,
+    Packet,
+    gzip_bytes,
+    h2_data,
+    h2_headers,
+    h2_settings,
+    http_request,
+    http_response,
+)
 from phonehome.testing.tls import Conversation, add_tls_conversation, tls_conversation
 
 IMEI = "356938035643809"
@@ -358,3 +368,44 @@ def test_damaged_tls_never_crashes_and_is_counted(lab: Lab, tmp_path: Path) -> N
         if failed:
             assert any(f"{failed} TLS flows could not be decrypted" in w for w in result.warnings), result.warnings
         assert result.cleartext_findings == ()
+
+
+def test_http2_inside_tls_is_decoded(tmp_path: Path) -> None:
+    """ALPN h2: the decrypted stream goes through the HTTP/2 decoder (HPACK with Huffman coding, DATA per stream),
+    the server's side too (it sends no preface). Findings are per flow: one identifier per side here."""
+    from hpack import Encoder
+
+    keylog = tmp_path / "keys.log"
+    request = (H2_PREFACE + h2_settings()
+               + h2_headers(1, Encoder().encode([(":method", "POST"), (":scheme", "https"),
+                                                 (":authority", "reg.example.net"), (":path", f"/r?imei={IMEI}")]))
+               + h2_data(1, json.dumps({"imei": IMEI}).encode()))
+    response = h2_settings() + h2_headers(1, Encoder().encode([(":status", "200"), ("x-serial", SERIAL)]),
+                                          end_stream=True)
+    conv = tls_conversation(keylog, version="1.3", rsa=False, alpn=("h2",), exchanges=[(request, response)],
+                            server_name="reg.example.net")
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 443)
+    add_tls_conversation(conn, conv.flights, segment_size=SEGMENT_BYTES)
+    conn.close()
+    result = scan_capture(cap.write_pcap(tmp_path / "h2.pcap"), _ids(), keylogs=[keylog])
+    found = {(f.identifier, f.encoding, f.protocol, f.src) for f in result.decrypted_findings}
+    assert found == {("imei", "tls>plain", "http2", PHONE_IP),  # a Huffman-coded :path and a DATA frame
+                     ("serial", "tls>plain", "http2", SERVER_IP)}  # the server's header block
+    assert result.cleartext_findings == ()
+
+
+def test_the_cleartext_handshake_stays_a_cleartext_finding(tmp_path: Path) -> None:
+    """With keys, the client's cleartext handshake records are still scanned as sent: an identifier in the SNI is
+    a cleartext leak (it fails the cleartext tests), while the same identifier in the request is inside TLS."""
+    keylog = tmp_path / "keys.log"
+    conv = tls_conversation(keylog, version="1.2", cipher="ECDHE-ECDSA-AES128-GCM-SHA256", rsa=False,
+                            exchanges=_exchanges(0)[:1], server_name=f"{IMEI}.reg.example.net")
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 443)
+    add_tls_conversation(conn, conv.flights, segment_size=SEGMENT_BYTES)
+    conn.close()
+    result = scan_capture(cap.write_pcap(tmp_path / "sni.pcap"), _ids(), keylogs=[keylog])
+    (leak,) = result.cleartext_findings
+    assert (leak.identifier, leak.encoding, leak.protocol, leak.decrypted) == ("imei", "plain", "tls-handshake", False)
+    assert [(f.identifier, f.encoding) for f in result.decrypted_findings] == [("imei", "tls>plain")]

@@ -12,12 +12,12 @@ keys apply, decrypts with ``cryptography``:
 - TLS 1.2 (RFC 5246, 5288, 7905, 7366): AES-GCM, ChaCha20-Poly1305 and AES-CBC with HMAC (MAC-then-encrypt and
   encrypt-then-MAC), keys expanded from the master secret.
 
-Application data goes to an inner decoder chosen like the scanner's (HTTP/1.x, MQTT, WebSocket, DNS over TLS,
-else raw); its units come back with TCP-stream offsets (so findings cite the frames that carried the records) and
-an encoding chain starting ``tls``. A bad key, a missing secret, a corrupt record or a gap in the TCP stream stops
+Application data goes to an inner decoder chosen like the scanner's (HTTP/1.x, HTTP/2, MQTT, WebSocket, DNS over
+TLS, else raw); its units come back with TCP-stream offsets (so findings cite the frames that carried the records)
+and an encoding chain starting ``tls``. The client's cleartext handshake records (ClientHello, a TLS 1.2 client
+certificate) are scanned as they are, as :mod:`.handshakes` does for flows without keys. A bad key, a missing secret, a corrupt record or a gap in the TCP stream stops
 that direction's decryption and is counted (:meth:`TlsDecryption.warnings`); nothing here raises on bad input.
-HTTP/2 is not decoded (its frames are matched raw: DATA and literal headers are found, HPACK-Huffman ones not),
-and neither is QUIC.
+QUIC is not decrypted.
 """
 
 from __future__ import annotations
@@ -30,11 +30,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from phonehome.scan import layers
+from phonehome.scan.handshakes import MAX_HANDSHAKE_BYTES as MAX_CLEARTEXT_HANDSHAKE_BYTES
+from phonehome.scan.http2 import Http2Decoder
 from phonehome.scan.keylog import TLS12_LABEL, KeyLog, client_random_of
 from phonehome.scan.protocols import (
     PROTO_HTTP,
+    PROTO_HTTP2,
     PROTO_MQTT,
     PROTO_TLS,
+    PROTO_TLS_HANDSHAKE,
     PROTO_UNKNOWN,
     PROTO_WEBSOCKET,
     DnsTcpDecoder,
@@ -390,6 +394,7 @@ class TlsDecoder(StreamDecoder):
         self.plain_starts: list[int] = []
         self.tcp_starts: list[int] = []
         self.cut_records = 0
+        self.cleartext_seen = 0  # the client's cleartext handshake bytes scanned (bounded as in .handshakes)
         self.plaintext: bytearray | None = None  # application data kept for tests (TlsDecryption.keep_plaintext)
 
     # the scanner trims its frame map up to ``offset``: plaintext the inner decoder still holds must stay mapped
@@ -466,6 +471,10 @@ class TlsDecoder(StreamDecoder):
         rtype = header[0]
         if self.epoch == 0:
             if rtype == CT_HANDSHAKE:
+                if self.from_client and self.cleartext_seen + len(fragment) <= MAX_CLEARTEXT_HANDSHAKE_BYTES:
+                    # on the wire as it is: a cleartext finding (SNI, a client certificate naming the IMEI...)
+                    self.cleartext_seen += len(fragment)
+                    units.append(Unit(fragment, start + 5, start + 5 + len(fragment), True, "", PROTO_TLS_HANDSHAKE))
                 self._handshake(fragment)
                 return True
             if rtype == CT_ALERT:
@@ -559,12 +568,15 @@ class TlsDecoder(StreamDecoder):
             if not final:
                 return None
             kind = PROTO_UNKNOWN
-        if kind == PROTO_UNKNOWN and self.session.inner_kind in (PROTO_HTTP, PROTO_MQTT, PROTO_WEBSOCKET):
-            kind = self.session.inner_kind
+        if kind == PROTO_UNKNOWN and self.session.inner_kind in (PROTO_HTTP, PROTO_HTTP2, PROTO_MQTT,
+                                                                  PROTO_WEBSOCKET):
+            kind = self.session.inner_kind  # the server side of what the client spoke (HTTP/2 has no preface)
         offset = self.plain_pos - len(head)
         decoder: StreamDecoder
         if kind == PROTO_HTTP:
             decoder = HttpDecoder(offset, decode_content=layers.decode_content)
+        elif kind == PROTO_HTTP2:
+            decoder = Http2Decoder(offset, decode_content=layers.decode_content)
         elif kind == PROTO_MQTT:
             decoder = MqttDecoder(offset)
         elif kind == PROTO_WEBSOCKET:
@@ -580,11 +592,12 @@ class TlsDecoder(StreamDecoder):
     def _after_inner(self, inner: StreamDecoder) -> list[Unit]:
         """Carry the inner decoder's news to the scanner (host, DNS answers, warnings), and follow an upgrade."""
         units: list[Unit] = []
-        if inner.switch_to == PROTO_WEBSOCKET:
-            ws = WebSocketDecoder(inner.offset)
-            self.inner = ws
-            self.session.inner_kind = PROTO_WEBSOCKET
-            units = ws.feed(inner.buf) if inner.buf else []
+        if inner.switch_to in (PROTO_WEBSOCKET, PROTO_HTTP2):  # an Upgrade inside TLS
+            upgraded: StreamDecoder = (WebSocketDecoder(inner.offset) if inner.switch_to == PROTO_WEBSOCKET else
+                                       Http2Decoder(inner.offset, decode_content=layers.decode_content))
+            self.inner = upgraded
+            self.session.inner_kind = upgraded.protocol
+            units = upgraded.feed(inner.buf) if inner.buf else []
         if inner.host:
             self.host = inner.host
         if inner.addresses:
