@@ -32,8 +32,9 @@ from phonehome.runstate import fault_reason as _reason
 
 if TYPE_CHECKING:
     from phonehome.capture import Capture
+    from phonehome.capture.keylogs import KeylogSource
     from phonehome.devices.base import Phone
-    from phonehome.inventory import DeviceEntry
+    from phonehome.inventory import DeviceEntry, Policy
     from phonehome.scan.scanner import Finding, Flow, ScanResult
 
 log = logging.getLogger(__name__)
@@ -326,8 +327,10 @@ class Traffic:
     phase (else :class:`~phonehome.errors.CaptureError`), scan it once, and fail on findings.
     """
 
-    def __init__(self, *, item: pytest.Item, session: DeviceSession, capture: Capture, settings: Settings) -> None:
+    def __init__(self, *, item: pytest.Item, session: DeviceSession, capture: Capture, settings: Settings,
+                 keylogs: KeylogSource | None = None) -> None:
         self._item = item
+        self._keylogs = keylogs  # the device's tls_keys source (issue 11)
         self._session = session
         self._capture = capture
         self._settings = settings
@@ -357,6 +360,11 @@ class Traffic:
         nothing and should say so by skipping)."""
         policy = self._session.entry.policy
         return bool(policy.denied_hosts or policy.allowed_hosts)
+
+    @property
+    def policy(self) -> Policy:
+        """The phone's destination policy from the inventory (``denied_hosts``, ``identifier_hosts``...)."""
+        return self._session.entry.policy
 
     @property
     def result(self) -> ScanResult | None:
@@ -412,12 +420,15 @@ class Traffic:
                 raise CaptureError(f"{self._session.label}: no phase was recorded; wrap the actions in "
                                    "'with traffic.phase(name):'")
             self._check_traffic([record.name for record in phases])
+            keylogs = self._keylogs.fetch() if self._keylogs is not None else []
             result = scan_capture(self._capture.pcap, self._session.identifiers,
-                                  phases=[Phase(record.name, record.start, record.end) for record in phases])
+                                  phases=[Phase(record.name, record.start, record.end) for record in phases],
+                                  keylogs=keylogs)
             if result.capture.decode_problem:  # fail closed: what phonehome cannot decode proves nothing
                 raise CaptureError(f"{self._session.label}: {result.capture.decode_problem}")
             self._result = result
         self._report_phases(self._result)
+        self._check_tls_keys(self._result)
         return self._result
 
     def _check_traffic(self, phases: Sequence[str]) -> None:
@@ -489,6 +500,35 @@ class Traffic:
             lines = "\n".join(f"  - {line}" for line in dict.fromkeys(denied))
             raise AssertionError(f"{self._session.label} talked to {len(denied)} denied host(s):\n{lines}")
 
+    # --- inside TLS (issue 11) ---
+
+    def _check_tls_keys(self, result: ScanResult) -> None:
+        """With ``tls_keys: {require: true}``, fail closed: a TLS flow in a phase that could not be decrypted
+        hides what it carried, so the test cannot pass or fail on it."""
+        if self._keylogs is None or not self._keylogs.require:
+            return
+        blind = [flow for flow in result.flows if flow.decryption in ("no-key", "failed")
+                 and self._phase_of(flow.first_time) is not None]
+        if blind:
+            lines = "\n".join(f"  - {self._describe_flow(flow)}: {flow.decryption}" for flow in blind[:FRAMES_SHOWN])
+            more = f"\n  ... and {len(blind) - FRAMES_SHOWN} more" if len(blind) > FRAMES_SHOWN else ""
+            raise CaptureError(f"{self._session.label}: tls_keys require: {len(blind)} TLS flow(s) could not be "
+                               f"decrypted, so the capture cannot show what they carried:\n{lines}{more}")
+
+    def assert_identifiers_only_to_allowed_hosts(self) -> None:
+        """Fail when the phone sent any identifier, in cleartext or inside TLS (decrypted with its key logs), to
+        a host outside its inventory policy's ``identifier_hosts``."""
+        result = self.scan()
+        policy = self._session.entry.policy
+        clients = {(flow.src, flow.sport) for flow in result.flows}  # findings the phone sent, not replies
+        findings = [finding for finding in result.findings
+                    if finding.phase is not None and (finding.src, finding.sport) in clients
+                    and not policy.may_receive_identifiers(finding.host, finding.dst)]
+        if findings:
+            text = self._describe_findings(findings).replace(" in cleartext (", " to hosts outside identifier_hosts (",
+                                                             1)
+            raise AssertionError(text + f"\n  identifier_hosts: {', '.join(policy.identifier_hosts) or '(none)'}")
+
     def _phase_of(self, timestamp: float) -> str | None:
         return next((record.name for record in self._capture.phases if record.start <= timestamp <= record.end),
                     None)
@@ -539,6 +579,8 @@ class Traffic:
         self._announce_files(kept=kept)
         if kept:
             return
+        if self._keylogs is not None:
+            self._keylogs.delete()  # a key log is a secret: it goes with the capture
         for path in (self._capture.pcap, *self._slices, _phases_file(self._capture.pcap)):
             try:
                 path.unlink(missing_ok=True)
@@ -582,7 +624,15 @@ def traffic(request: pytest.FixtureRequest, phone: Phone, _phonehome_device: Dev
         lab_interface=getattr(lab_phone, "interface", None),
         adb_server_port=state.adb_address(session.entry)[1] if session.entry.backend == "virtual" else None)
     capture = capture_for(session.entry, context, name=_file_stem(request.node))
-    traffic = Traffic(item=request.node, session=session, capture=capture, settings=state.settings)
+    keylogs = None
+    if session.entry.tls_keys.source or session.entry.tls_keys.require:
+        from phonehome.capture.keylogs import KeylogSource
+
+        keylogs = KeylogSource(session.entry.tls_keys, capture.pcap, serial=session.entry.serial,
+                               server_port=context.adb_server_port, label=session.label,
+                               auto_path=getattr(lab_phone, "tls_keylog", None))
+    traffic = Traffic(item=request.node, session=session, capture=capture, settings=state.settings,
+                      keylogs=keylogs)
     with traffic._step("capture start"):
         capture.start()
     try:

@@ -62,13 +62,18 @@ _PIN = re.compile(r"[0-9]{4,16}")
 
 TOP_KEYS = ("version", "defaults", "devices")
 DEVICE_KEYS = ("label", "model", "serial", "backend", "firmware", "transport", "unlock", "identifiers",
-               "read_identifiers", "capture", "settle_s", "boot_timeout_s", "policy")
+               "read_identifiers", "capture", "settle_s", "boot_timeout_s", "policy", "tls_keys")
 #: keys a ``defaults:`` block may set (per-device facts such as label, serial, identifiers may not)
 DEFAULTABLE_KEYS = ("model", "backend", "transport", "unlock", "read_identifiers", "capture", "settle_s",
-                    "boot_timeout_s", "policy")
+                    "boot_timeout_s", "policy", "tls_keys")
 UNLOCK_KEYS = ("method", "secret_env")
 CAPTURE_KEYS = ("source", "interface", "filter", "host", "command", "file", "phases", "buffer_mib", "extras")
-POLICY_KEYS = ("denied_hosts", "allowed_hosts")
+POLICY_KEYS = ("denied_hosts", "allowed_hosts", "identifier_hosts")
+TLS_KEYS_KEYS = ("source", "path", "require")
+#: where a device's TLS key log comes from (phonehome.capture.keylogs)
+KEYLOG_SOURCES = ("file", "adb-pull", "pcapdroid")
+#: ``tls_keys: {source: file, path: auto}``: a virtual phone's fake internet's own TLS key log
+AUTO_KEYLOG = "auto"
 
 
 # --- values --------------------------------------------------------------------------------------------------
@@ -109,6 +114,15 @@ class Policy:
 
     denied_hosts: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    #: the hosts allowed to receive identifiers at all, cleartext or inside TLS (empty: no such rule)
+    identifier_hosts: tuple[str, ...] = ()
+
+    def may_receive_identifiers(self, host: str | None, ip: str) -> bool:
+        """True when ``identifier_hosts`` is unset or (host, ip) matches one of its patterns."""
+        if not self.identifier_hosts:
+            return True
+        names = [name.lower().rstrip(".") for name in (host, ip) if name]
+        return any(fnmatch.fnmatchcase(name, pattern.lower()) for name in names for pattern in self.identifier_hosts)
 
     def is_denied(self, host: str | None, ip: str) -> bool:
         """True when traffic to (host, ip) breaks the policy, encrypted or not."""
@@ -121,7 +135,29 @@ class Policy:
         return False
 
     def to_json(self) -> dict[str, object]:
-        return {"denied_hosts": list(self.denied_hosts), "allowed_hosts": list(self.allowed_hosts)}
+        return {"denied_hosts": list(self.denied_hosts), "allowed_hosts": list(self.allowed_hosts),
+                "identifier_hosts": list(self.identifier_hosts)}
+
+
+@dataclass(frozen=True)
+class TlsKeysSpec:
+    """Where the TLS key log of a device's traffic comes from (see :mod:`phonehome.capture.keylogs`).
+
+    - ``file``: a key log on this host at ``path`` (e.g. a lab TLS server's, or one copied by hand); ``auto``
+      for a virtual phone: the key log its fake internet's TLS servers write;
+    - ``adb-pull``: a key log on a rooted phone at ``path``, written by a key logger the lab runs there
+      (eCapture, friTap), pulled after each test;
+    - ``pcapdroid``: the key log PCAPdroid exported on the phone at ``path``, pulled after each test.
+
+    ``require``: a TLS flow without keys makes the test an error (CaptureError) instead of a warning.
+    """
+
+    source: str | None = None
+    path: str | None = None
+    require: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {"source": self.source, "path": self.path, "require": self.require}
 
 
 @dataclass(frozen=True)
@@ -204,6 +240,7 @@ class DeviceEntry:
     line: int
     path: Path = field(default=Path("devices.yaml"), compare=False)
     index: int = field(default=0, compare=False)
+    tls_keys: TlsKeysSpec = TlsKeysSpec()
 
     @property
     def key(self) -> str:
@@ -236,7 +273,7 @@ class DeviceEntry:
                 "firmware": str(self.firmware) if self.firmware else None, "transport": self.transport,
                 "unlock": self.unlock.method, "identifiers": list(self.identifiers.names()),
                 "read_identifiers": list(self.read_identifiers), "capture": self.capture.to_json(),
-                "policy": self.policy.to_json()}
+                "policy": self.policy.to_json(), "tls_keys": self.tls_keys.to_json()}
 
 
 @dataclass(frozen=True)
@@ -457,11 +494,12 @@ class _Loader:
         boot_timeout = self.number(merged["boot_timeout_s"], self.origin(path, "boot_timeout_s"), "boot_timeout_s",
                                    minimum=1, fix="give seconds, e.g. boot_timeout_s: 120")
         policy = self.policy(merged.get("policy") or {}, path)
+        tls_keys = self.tls_keys(merged.get("tls_keys") or {}, path)
         return DeviceEntry(label=label, serial=serial, model=model, backend=backend, firmware=firmware,
                            transport=transport, unlock=unlock, identifiers=identifiers,
                            read_identifiers=read_ids, capture=capture, settle_s=MappingProxyType(settle),
                            boot_timeout_s=boot_timeout, policy=policy, line=line_of(self.lines, path) or 0,
-                           path=self.path, index=index)
+                           path=self.path, index=index, tls_keys=tls_keys)
 
     def firmware(self, value: object, backend: str, device: str) -> Path | None:
         path = f"{device}.firmware"
@@ -644,7 +682,43 @@ class _Loader:
                     raise self.error(f"{where}[{index}]", "a host pattern must be a non-empty string",
                                      'e.g. "*.tracker.example"')
             lists[key] = tuple(item.strip() for item in raw)
-        return Policy(denied_hosts=lists["denied_hosts"], allowed_hosts=lists["allowed_hosts"])
+        return Policy(denied_hosts=lists["denied_hosts"], allowed_hosts=lists["allowed_hosts"],
+                      identifier_hosts=lists["identifier_hosts"])
+
+    def tls_keys(self, value: object, device: str) -> TlsKeysSpec:
+        path = self.origin(device, "tls_keys")
+        data = self.mapping(value, path, "tls_keys")
+        self.unknown_keys(data, TLS_KEYS_KEYS, path)
+
+        def at(key: str) -> str:
+            return self.origin(device, f"tls_keys.{key}")
+
+        source = data.get("source")
+        if source is not None:
+            source = self.choice(source, at("source"), "tls_keys source", KEYLOG_SOURCES)
+        require = data.get("require", False)
+        if not isinstance(require, bool):
+            raise self.error(at("require"), f"require must be true or false, got {yaml_kind(require)}",
+                             "write require: true (a TLS flow without keys is an error) or require: false")
+        where: str | None = None
+        if data.get("path") is not None:
+            if source is None:
+                raise self.error(at("path"), "tls_keys path needs a source",
+                                 f"add source: one of {', '.join(KEYLOG_SOURCES)}")
+            where = self.text(data["path"], at("path"), "tls_keys path", fix="give the key log's path")
+            if where == AUTO_KEYLOG:
+                if source != "file":
+                    raise self.error(at("path"), f"path: {AUTO_KEYLOG} is only for source file (virtual phones)",
+                                     "give the key log's path on the phone")
+            elif source == "file" and not Path(where).is_absolute():
+                where = str((self.path.parent / where).resolve())
+            elif source != "file" and not where.startswith("/"):
+                raise self.error(at("path"), f"a {source} key log path is a path on the phone and must be absolute",
+                                 "e.g. path: /data/local/tmp/keys.log")
+        elif source is not None:
+            example = "keys/pixel7.log" if source == "file" else "/data/local/tmp/keys.log"
+            raise self.error(path, f"tls_keys source {source} needs path", f"add path: {example}")
+        return TlsKeysSpec(source=source, path=where, require=require)
 
 
 def _closest(key: str, allowed: Sequence[str]) -> str | None:

@@ -140,7 +140,7 @@ def test_steps_and_attachments_with_mime_types(results: Path) -> None:
     rows = list(csv.DictReader(io.StringIO((results / by_name["flows (unlock).csv"]["source"]).read_text())))
     assert rows == [{"destination": "203.0.113.7:80", "host": "fota.nokia-updates.example", "protocol": "http",
                      "transport": "tcp", "encrypted": "False", "bytes": "420", "source": "10.23.0.2:40000",
-                     "frames": "3", "denied": "False"}]
+                     "frames": "3", "denied": "False", "decryption": ""}]
 
 
 @pytest.mark.timeout(120)
@@ -285,7 +285,7 @@ def test_tables_escape_and_mask() -> None:
     assert "<td>2025-11-29 07:06:41.250Z</td>" in table
     assert "no findings" in findings_html([], redact)
     assert flows_csv([], redact).splitlines() == [
-        "destination,host,protocol,transport,encrypted,bytes,source,frames,denied"]
+        "destination,host,protocol,transport,encrypted,bytes,source,frames,denied,decryption"]
 
 
 def test_device_tags() -> None:

@@ -64,9 +64,10 @@ def assert_points_at(error: InputError, path: Path, line: int, field: str) -> No
 # --- the default inventory -----------------------------------------------------------------------------------
 
 
-def test_default_inventory_lists_the_four_virtual_phones() -> None:
+def test_default_inventory_lists_the_five_virtual_phones() -> None:
     inventory = load_inventory(REPO / "devices.yaml")
-    assert inventory.labels() == ("nokia7plus-2019", "nokia7plus-fixed", "adsdk-phone", "clean-phone")
+    assert inventory.labels() == ("nokia7plus-2019", "nokia7plus-fixed", "adsdk-phone", "clean-phone",
+                                  "nokia7plus-tls")
     by_label = {entry.label: entry for entry in inventory.devices}
     assert {entry.backend for entry in inventory.devices} == {"virtual"}
     assert by_label["nokia7plus-2019"].unlock == UnlockSpec("pin", "PHONEHOME_PIN_NOKIA7PLUS_2019")
@@ -81,9 +82,10 @@ def test_default_inventory_lists_the_four_virtual_phones() -> None:
         assert entry.capture.bpf(entry.identifiers) == f"ether host {mac}"
     firmware = {entry.label: entry.firmware.stem for entry in inventory.devices if entry.firmware}
     assert firmware == {"nokia7plus-2019": "nokia7plus-2019", "nokia7plus-fixed": "nokia7plus-fixed",
-                        "adsdk-phone": "adsdk", "clean-phone": "clean"}
+                        "adsdk-phone": "adsdk", "clean-phone": "clean", "nokia7plus-tls": "nokia7plus-tls"}
     macs = [entry.identifiers.get("wifi_mac") for entry in inventory.devices]
-    assert len(set(macs)) == 4, "each phone needs its own capture filter"
+    assert len(set(macs)) == 5, "each phone needs its own capture filter"
+    assert by_label["nokia7plus-tls"].tls_keys.path == "auto" and by_label["nokia7plus-tls"].tls_keys.require
 
 
 def test_default_inventory_matches_the_shipped_json_schema() -> None:
@@ -160,9 +162,10 @@ def test_deep_merge_replaces_lists_and_keeps_base_untouched() -> None:
 def test_select_by_label_and_model(tmp_path: Path) -> None:
     inventory = load_inventory(REPO / "devices.yaml")
     assert [e.label for e in inventory.select(labels=["clean-phone"])] == ["clean-phone"]
-    assert [e.label for e in inventory.select(models=["nokia 7 plus"])] == ["nokia7plus-2019", "nokia7plus-fixed"]
+    assert [e.label for e in inventory.select(models=["nokia 7 plus"])] == [
+        "nokia7plus-2019", "nokia7plus-fixed", "nokia7plus-tls"]
     assert [e.label for e in inventory.select(labels=["nokia*"], models=["*"])] == [
-        "nokia7plus-2019", "nokia7plus-fixed"]
+        "nokia7plus-2019", "nokia7plus-fixed", "nokia7plus-tls"]
     assert inventory.select() == inventory.devices
     with pytest.raises(InputError, match=r"no device labelled 'nokia7'.*use one of: nokia7plus-2019"):
         inventory.select(labels=["nokia7"])

@@ -127,4 +127,4 @@ def test_the_lab_builds_each_shipped_phone_in_its_profiles_release(monkeypatch: 
     releases = {entry.label: (LabDevice.from_entry(entry).spec.android_release,
                               release_style(LabDevice.from_entry(entry).spec.sdk)) for entry in inventory.devices}
     assert releases == {"nokia7plus-2019": ("9", 9), "nokia7plus-fixed": ("11", 11), "adsdk-phone": ("13", 13),
-                        "clean-phone": ("14", 14)}
+                        "clean-phone": ("14", 14), "nokia7plus-tls": ("9", 9)}

@@ -140,7 +140,8 @@ def findings_json(findings: Sequence[Mapping[str, Any]], redact: Redactor) -> st
     return redact(json.dumps(list(findings), indent=2, sort_keys=True, default=str))
 
 
-FLOW_COLUMNS = ("destination", "host", "protocol", "transport", "encrypted", "bytes", "source", "frames", "denied")
+FLOW_COLUMNS = ("destination", "host", "protocol", "transport", "encrypted", "bytes", "source", "frames", "denied",
+                "decryption")
 
 
 def flows_csv(flows: Sequence[Mapping[str, Any]], redact: Redactor) -> str:
@@ -153,12 +154,29 @@ def flows_csv(flows: Sequence[Mapping[str, Any]], redact: Redactor) -> str:
         writer.writerow([redact(_cell(v)) for v in (
             _endpoint(flow, "dst", "dport"), flow.get("host"), flow.get("protocol"), flow.get("transport"),
             flow.get("encrypted"), flow.get("bytes"), _endpoint(flow, "src", "sport"),
-            len(frames) if isinstance(frames, list | tuple) else frames, is_denied(flow))])
+            len(frames) if isinstance(frames, list | tuple) else frames, is_denied(flow), flow.get("decryption"))])
     return out.getvalue()
 
 
 def cleartext_findings(findings: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [f for f in findings if not f.get("encrypted", False)]
+
+
+# --- inside TLS (issue 11) ---
+
+
+def decrypted_findings(findings: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Findings inside TLS, decrypted with the device's key logs: not cleartext leaks, shown apart."""
+    return [f for f in findings if f.get("decrypted", False)]
+
+
+def tls_coverage_text(flows: Sequence[Mapping[str, Any]]) -> str:
+    """``3 TLS flows: 2 decrypted, 1 without a key, 0 failed`` ("" when the phase had no TLS flow)."""
+    states = [flow.get("decryption") for flow in flows if flow.get("decryption")]
+    if not states:
+        return ""
+    return (f"{len(states)} TLS flows: {states.count('decrypted')} decrypted, {states.count('no-key')} without a "
+            f"key, {states.count('failed')} failed")
 
 
 def severity_for(phases: Sequence[PhaseSeen], failure_message: str | None) -> str:
@@ -550,12 +568,18 @@ class AllureReporter:
         state.phases.append(seen)
         self.observations.add(device, seen.flows, seen.findings)
         leaks = cleartext_findings(seen.findings)
+        inside = decrypted_findings(seen.findings)
+        coverage = tls_coverage_text(seen.flows)
         title = (f"phase {seen.name}: {len(leaks)} cleartext findings, "
-                 f"{len(seen.flows)} flows ({sum(1 for f in seen.flows if f.get('encrypted') is False)} cleartext)")
+                 f"{len(seen.flows)} flows ({sum(1 for f in seen.flows if f.get('encrypted') is False)} cleartext)"
+                 + (f"; inside TLS: {len(inside)} findings, {coverage}" if coverage or inside else ""))
         failure = (f"{len(leaks)} cleartext finding(s) in phase {seen.name}: "
                    f"{', '.join(sorted({str(f.get('identifier', '?')) for f in leaks}))}") if leaks else None
         with judged_step(self.redact(title), failure):
-            self._attach_text(findings_html(seen.findings, self.redact), f"findings ({seen.name})", MIME_HTML, "html")
+            self._attach_text(findings_html([f for f in seen.findings if f not in inside], self.redact),
+                              f"findings ({seen.name})", MIME_HTML, "html")
+            if inside:
+                self._attach_text(findings_html(inside, self.redact), f"inside TLS ({seen.name})", MIME_HTML, "html")
             self._attach_text(findings_json(seen.findings, self.redact), f"findings ({seen.name}).json",
                               MIME_JSON, "json")
             self._attach_text(flows_csv(seen.flows, self.redact), f"flows ({seen.name}).csv", MIME_CSV, "csv")

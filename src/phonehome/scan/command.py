@@ -30,6 +30,11 @@ are not leaks, except the cleartext parts of their handshake: TLS ClientHellos (
 TLS 1.2 client certificates and PSK ClientKeyExchanges, DTLS ClientHellos, QUIC Initials (public keys), SSH
 banners.
 
+With --keylog (an NSS key log, SSLKEYLOGFILE format; repeatable), or Decryption Secrets Blocks in a pcapng
+capture, TLS 1.2 and 1.3 flows are decrypted and their content scanned too. What is found inside TLS is listed
+apart ("inside TLS": encrypted and decrypted, encoding starting with tls>) and does not change the exit status;
+the summary says how many TLS flows were decrypted and how many had no key.
+
 exit status:
   0  no cleartext finding
   1  at least one cleartext finding
@@ -53,9 +58,11 @@ OUT.json (--json):
   {{"capture": {{path, format, link_types, packets, first_time, last_time, warnings,
                undecoded: {{reason: {{packets, bytes}}}}, undecoded_phases, tunnelled_packets, ...}},
    "findings": [{{identifier, encoding, transport, src, sport, dst, dport, host, protocol, encrypted,
-                 frames (1-based, as Wireshark numbers them), time, phase, excerpt (identifier masked),
+                 decrypted, frames (1-based, as Wireshark numbers them), time, phase, excerpt (identifier masked),
                  value (the matched text, masked as in the table)}}, ...],
-   "flows": [{{transport, src, sport, dst, dport, host, protocol, encrypted, bytes, frames, ...}}, ...]}}
+   "flows": [{{transport, src, sport, dst, dport, host, protocol, encrypted, bytes, frames, ...,
+              decryption (TLS flows: decrypted | no-key | failed)}}, ...]}}
+  capture.tls: {{flows, decrypted, no_key, failed, phases: {{name: {{...}}}}}}
   One finding per (flow, identifier, encoding) -- and per phase when --phases is given.
 
 PHASES.json (--phases): [{{"name": "boot", "start": <capture time>, "end": <capture time>}}, ...]
@@ -81,6 +88,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--phases", metavar="PHASES.json",
                         help="name windows of capture time (default: CAPTURE.phases.json when it exists, as "
                              "phonehome's own captures leave it)")
+    parser.add_argument("--keylog", metavar="FILE", action="append", default=[],
+                        help="TLS key log (NSS SSLKEYLOGFILE format) to decrypt TLS flows with; repeatable")
     parser.add_argument("--show-identifiers", action="store_true",
                         help="print matched values in full in the table and OUT.json (default: masked)")
     parser.add_argument("--evidence", action="store_true",
@@ -97,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     json_path = Path(args.json) if args.json and not to_stdout else None
     if json_path is not None and not json_path.parent.is_dir():
         raise InputError(json_path, "directory does not exist", fix="create it or write OUT.json elsewhere")
-    result = scan_capture(args.capture, identifiers, phases=phases)
+    result = scan_capture(args.capture, identifiers, phases=phases, keylogs=args.keylog)
     if result.capture.packets == 0:
         raise InputError(args.capture, "the capture holds no packets, so it proves nothing",
                          fix="check that the capture ran while the phone was active")
@@ -137,12 +146,17 @@ def _frames_text(frames: tuple[int, ...]) -> str:
 
 
 def render_table(result: Any, *, show_identifiers: bool = False) -> str:
-    """The findings as an aligned text table, with a one-line summary under it."""
+    """The findings as an aligned text table (cleartext, then inside TLS), with a one-line summary under it."""
     info = result.capture
     findings = result.cleartext_findings
+    inside = result.decrypted_findings
     encrypted = sum(1 for f in result.flows if f.encrypted)
     summary = (f"{info.packets} packets, {len(result.flows)} flows ({encrypted} encrypted) in {info.path}: "
                f"{len(findings)} cleartext finding{'s' if len(findings) != 1 else ''}")
+    tls = result.tls_coverage()
+    if inside or tls["decrypted"] or tls["failed"]:
+        summary += (f"; {tls['flows']} TLS flows, {tls['decrypted']} decrypted, {tls['no_key']} without a key, "
+                    f"{tls['failed']} failed: {len(inside)} finding{'s' if len(inside) != 1 else ''} inside TLS")
     undecoded = info.undecoded
     if undecoded:
         reasons = ", ".join(f"{reason} {item['packets']} ({item['bytes']} bytes)"
@@ -150,8 +164,16 @@ def render_table(result: Any, *, show_identifiers: bool = False) -> str:
         summary += f"\nnot decoded, so not scanned: {reasons}"
         if info.decode_problem:
             summary += "\nWARNING: this capture proves nothing: " + info.decode_problem
-    if not findings:
-        return summary
+    parts = []
+    if findings:
+        parts.append(_table(findings, show_identifiers=show_identifiers))
+    if inside:
+        parts.append("inside TLS (decrypted with the key logs; not cleartext leaks):\n"
+                     + _table(inside, show_identifiers=show_identifiers))
+    return "\n\n".join([*parts, summary])
+
+
+def _table(findings: Any, *, show_identifiers: bool) -> str:
     header = ("IDENTIFIER", "VALUE", "ENCODING", "PROTOCOL", "HOST", "DESTINATION", "FRAMES", "PHASE")
     rows = [header]
     for f in findings:
@@ -161,4 +183,4 @@ def render_table(result: Any, *, show_identifiers: bool = False) -> str:
                      f.phase or "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    return "\n".join([*lines, "", summary])
+    return "\n".join(lines)

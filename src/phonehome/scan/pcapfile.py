@@ -38,6 +38,7 @@ BLOCK_IDB = 1
 BLOCK_OPB = 2  # obsolete Packet Block
 BLOCK_SPB = 3
 BLOCK_EPB = 6
+BLOCK_DSB = 10  # Decryption Secrets Block (TLS key logs: see phonehome.scan.keylog)
 
 #: (time in seconds, link type, frame bytes as captured, length on the wire)
 Record = tuple[float, int, bytes, int]
@@ -77,6 +78,8 @@ class CaptureReader:
         self.packets = 0
         self.snaplen_cut = 0
         self.format = ""
+        #: Decryption Secrets Blocks met so far: (secrets type, secrets), appended while iterating
+        self.secrets: list[tuple[int, bytes]] = []
         try:
             self.file_bytes = self.path.stat().st_size
         except FileNotFoundError:
@@ -236,6 +239,9 @@ class CaptureReader:
                 elif block_type == BLOCK_IDB:
                     interfaces.append(self._interface(buf, pos, length, order))
                     self.interfaces.append(interfaces[-1])
+                elif block_type == BLOCK_DSB and length >= 20:
+                    kind, size = struct.unpack_from(order + "II", buf, pos + 8)
+                    self.secrets.append((kind, bytes(buf[pos + 16:pos + 16 + min(size, length - 20)])))
                 pos = stop
             if not chunk:
                 break

@@ -27,7 +27,7 @@ from typing import IO, Any
 from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, mask
 from phonehome.redaction import leak_spans, merge_spans
-from phonehome.scan import layers, tunnels
+from phonehome.scan import layers, tls, tunnels
 from phonehome.scan.handshakes import (
     MAX_DTLS_HANDSHAKE_DATAGRAMS,
     PROTO_DTLS_HANDSHAKE,
@@ -35,6 +35,7 @@ from phonehome.scan.handshakes import (
     dtls_cleartext,
 )
 from phonehome.scan.http2 import Http2Decoder
+from phonehome.scan.keylog import KeyLog, load_keylogs
 from phonehome.scan.matcher import Match, Matcher, build_matcher
 from phonehome.scan.obfuscation import (
     XOR_MULTI_BYTE_PER_DIRECTION,
@@ -159,6 +160,7 @@ class Finding:
     phase: str | None
     excerpt: str
     value: str = ""  # the matched bytes as text (hex when binary); masked in OUT.json unless asked for
+    decrypted: bool = False  # found inside TLS with a key log (then ``encrypted`` too; encoding starts "tls>")
 
     def to_json(self, *, show_identifiers: bool = False) -> dict[str, Any]:
         """``value`` is masked (as in the table) unless ``show_identifiers``: enough for a script to tell which
@@ -166,7 +168,8 @@ class Finding:
         return {
             "identifier": self.identifier, "encoding": self.encoding, "transport": self.transport,
             "src": self.src, "sport": self.sport, "dst": self.dst, "dport": self.dport, "host": self.host,
-            "protocol": self.protocol, "encrypted": self.encrypted, "frames": list(self.frames),
+            "protocol": self.protocol, "encrypted": self.encrypted, "decrypted": self.decrypted,
+            "frames": list(self.frames),
             "time": self.time, "phase": self.phase, "excerpt": self.excerpt,
             "value": self.value if show_identifiers else mask(self.value),
         }
@@ -189,13 +192,14 @@ class Flow:
     first_frame: int
     first_time: float
     last_time: float
+    decryption: str = ""  # TLS flows: "decrypted", "no-key" or "failed" (see phonehome.scan.tls)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "transport": self.transport, "src": self.src, "sport": self.sport, "dst": self.dst,
             "dport": self.dport, "host": self.host, "protocol": self.protocol, "encrypted": self.encrypted,
             "bytes": self.bytes, "frames": self.frames, "first_frame": self.first_frame,
-            "first_time": self.first_time, "last_time": self.last_time,
+            "first_time": self.first_time, "last_time": self.last_time, "decryption": self.decryption or None,
         }
 
 
@@ -259,6 +263,15 @@ class ScanResult:
         """The findings that are leaks: identifiers readable on the wire."""
         return tuple(f for f in self.findings if not f.encrypted)
 
+    @property
+    def decrypted_findings(self) -> tuple[Finding, ...]:
+        """Identifiers found inside TLS with a key log: not cleartext leaks, but who received them."""
+        return tuple(f for f in self.findings if f.decrypted)
+
+    def tls_coverage(self) -> dict[str, Any]:
+        """TLS flows, decrypted, without a key and failed, overall and per phase."""
+        return tls.coverage(self.flows, self.phases)
+
     def in_phase(self, name: str) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.phase == name)
 
@@ -283,6 +296,7 @@ class ScanResult:
     def _capture_json(self) -> dict[str, Any]:
         capture = self.capture.to_json()
         capture["warnings"] = list(self.warnings)
+        capture["tls"] = self.tls_coverage()
         if self.phases:
             capture["phases"] = [{"name": p.name, "start": p.start, "end": p.end} for p in self.phases]
         return capture
@@ -438,9 +452,10 @@ class Scanner:
     """One scan of one capture. Use :func:`scan_capture`."""
 
     def __init__(self, identifiers: Identifiers, *, phases: Sequence[Phase] = (),
-                 matcher: Matcher | None = None) -> None:
+                 matcher: Matcher | None = None, keylog: KeyLog | None = None) -> None:
         self.matcher = matcher if matcher is not None else build_matcher(identifiers)
         self.xor = xor_finder(self.matcher)
+        self.tls = tls.TlsDecryption(keylog, overlap=self.matcher.overlap)
         self.phases = tuple(phases)
         self.budget = Budget()
         self.defrag = Defragmenter()
@@ -464,6 +479,7 @@ class Scanner:
     def scan(self, path: str | os.PathLike[str]) -> ScanResult:
         started = _time.monotonic()
         reader = CaptureReader(path)
+        self.tls.capture_secrets = reader.secrets
         first_time: float | None = None
         last_time = 0.0
         frame = 0
@@ -828,7 +844,8 @@ class Scanner:
         return decoder
 
     def _tls_start(self, flow: _Flow, d: _Direction) -> StreamDecoder | None:
-        """A TLS direction: the client's handshake records are read until encryption starts (.handshakes)."""
+        """A TLS direction: the client's handshake records are read until encryption starts (.handshakes); when a
+        key log holds the session's secrets, both directions are decrypted instead (.tls)."""
         head = d.head
         if len(head) >= 6 and head[0] == 22 and head[5] == 1:  # a handshake record holding a ClientHello
             hello = parse_client_hello(head)
@@ -838,6 +855,9 @@ class Scanner:
                 flow.sni = hello.sni or flow.sni
             flow.encrypted = True
             flow.protocol = PROTO_TLS
+            decrypting = self._tls_decoder(flow, d)
+            if decrypting is not None:
+                return decrypting
             other = flow.server if d is flow.client else flow.client
             self._stop_direction(other)  # the server's certificates... are not the phone's
             # and its packets take the fast path at once: only the client's handshake is still read
@@ -846,12 +866,27 @@ class Scanner:
             return decoder
         if len(head) < 6:
             return None
+        decrypting = self._tls_decoder(flow, d)  # the server's side of a session being decrypted
+        if decrypting is not None:
+            return decrypting
         other = flow.server if d is flow.client else flow.client
         if isinstance(other.decoder, TlsHandshakeDecoder):  # the client's handshake is still being read
             self._stop_direction(d)
             return None
         self._mark_encrypted(flow, PROTO_TLS)
         return None
+
+    def _tls_decoder(self, flow: _Flow, d: _Direction) -> StreamDecoder | None:
+        """Issue 11: with key logs (given, or in the capture), a direction of a session they hold secrets for is
+        decrypted; None leaves the flow on the opaque path (one dict lookup per packet)."""
+        if not self.tls.active:
+            return None
+        decoder = self.tls.decoder(flow.ident, from_client=d is flow.client, head=d.head, port=flow.client.dport)
+        if decoder is not None:
+            flow.encrypted = True
+            flow.protocol = PROTO_TLS
+            d.decoder = decoder
+        return decoder
 
     def _stop_direction(self, d: _Direction) -> None:
         """Scan no more of one direction (the server's side of a TLS handshake) while the other goes on."""
@@ -990,6 +1025,8 @@ class Scanner:
                 exact = unit.exact and not peel_chain
                 lo = unit.start + match.start if exact else unit.start
                 hi = unit.start + match.end if exact else unit.end
+                if isinstance(unit, tls.DecryptedUnit) and unit.inner_exact and not peel_chain:
+                    lo, hi = unit.span(match.start, match.end)  # the records that carried exactly these bytes
                 hit_frames, hit_time = self._frames(d, lo, hi)
             phase = self._phase(hit_time)
             key = (flow.ident, needle.identifier, encoding, phase)
@@ -1087,19 +1124,22 @@ class Scanner:
         findings = []
         for state in self.findings.values():
             flow, d = state.flow, state.direction
+            decrypted = state.encoding.startswith(tls.TLS_CHAIN + ">")
             findings.append(Finding(
                 identifier=state.identifier, encoding=state.encoding, transport=flow.transport,
                 src=address_text(d.src), sport=d.sport, dst=address_text(d.dst), dport=d.dport,
-                host=hosts[flow.ident], protocol=state.protocol, encrypted=False,
+                host=hosts[flow.ident], protocol=state.protocol, encrypted=decrypted,
                 frames=tuple(sorted(state.frames)), time=state.time if math.isfinite(state.time) else 0.0,
-                phase=state.phase, excerpt=state.excerpt, value=state.value))
+                phase=state.phase, excerpt=state.excerpt, value=state.value, decrypted=decrypted))
         findings.sort(key=lambda f: (f.frames[:1], f.identifier, f.encoding))
         flows = tuple(Flow(
             transport=flow.transport, src=address_text(flow.client.src), sport=flow.client.sport,
             dst=address_text(flow.client.dst), dport=flow.client.dport, host=hosts[flow.ident],
             protocol=flow.protocol, encrypted=flow.encrypted, bytes=flow.bytes, frames=flow.frames,
-            first_frame=flow.first_frame, first_time=flow.first_time, last_time=flow.last_time)
+            first_frame=flow.first_frame, first_time=flow.first_time, last_time=flow.last_time,
+            decryption=self.tls.outcome(flow.ident) if flow.protocol == PROTO_TLS else "")
             for flow in self.all_flows)
+        warnings += self.tls.warnings(flows)
         info = CaptureInfo(
             path=str(reader.path), format=reader.format, link_types=reader.link_types,
             file_bytes=reader.file_bytes, packets=reader.packets, first_time=first_time, last_time=last_time,
@@ -1177,14 +1217,21 @@ def excerpt(data: bytes, match: Match, matches: Sequence[Match], matcher: Matche
 
 
 def scan_capture(path: str | os.PathLike[str], identifiers: Identifiers, *, phases: Sequence[Phase] = (),
-                 matcher: Matcher | None = None) -> ScanResult:
+                 matcher: Matcher | None = None, keylogs: Sequence[str | os.PathLike[str]] = (),
+                 keylog: KeyLog | None = None) -> ScanResult:
     """Scan one capture for one device's identifiers.
 
     ``phases`` name windows of capture time: each finding gets the phase of its first frame, and a leak repeated
     in two phases is one finding per phase. ``matcher`` lets a caller scanning many windows with the same
     identifiers build it once. Bad input (not a capture, empty identifiers) raises :class:`InputError`; damage
     inside a readable capture is reported in ``ScanResult.warnings`` and the capture info.
+
+    ``keylogs`` (NSS key-log files) or an already loaded ``keylog`` let the scan look inside TLS: what it finds
+    there are findings with ``decrypted`` (and ``encrypted``) set, which never count as cleartext leaks. A
+    capture's own Decryption Secrets Blocks are used as well.
     """
     if identifiers.is_empty():
         raise InputError(None, "no identifiers to look for", fix="give at least one identifier")
-    return Scanner(identifiers, phases=phases, matcher=matcher).scan(path)
+    if keylogs:
+        keylog = load_keylogs(keylogs, into=keylog)
+    return Scanner(identifiers, phases=phases, matcher=matcher, keylog=keylog).scan(path)

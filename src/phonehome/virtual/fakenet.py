@@ -18,6 +18,7 @@ import datetime
 import io
 import ipaddress
 import json
+import os
 import signal
 import socket
 import ssl
@@ -59,17 +60,20 @@ class FakenetConfig:
     udp_ports: tuple[int, ...] = ()
     bind: str = "0.0.0.0"
     dns_port: int = DNS_PORT
+    #: where the TLS servers append their session secrets (NSS key log), "" for none (issue 11)
+    keylog: str = ""
 
     def to_json(self) -> str:
         return json.dumps({"hosts": dict(self.hosts), "tcp_ports": list(self.tcp_ports),
-                           "udp_ports": list(self.udp_ports), "bind": self.bind, "dns_port": self.dns_port})
+                           "udp_ports": list(self.udp_ports), "bind": self.bind, "dns_port": self.dns_port,
+                           "keylog": self.keylog})
 
     @classmethod
     def from_json(cls, text: str) -> FakenetConfig:
         data = json.loads(text)
         return cls(hosts=dict(data["hosts"]), tcp_ports=tuple(data["tcp_ports"]),
                    udp_ports=tuple(data["udp_ports"]), bind=data.get("bind", "0.0.0.0"),
-                   dns_port=int(data.get("dns_port", DNS_PORT)))
+                   dns_port=int(data.get("dns_port", DNS_PORT)), keylog=str(data.get("keylog", "")))
 
 
 # --- DNS -----------------------------------------------------------------------------------------------------
@@ -168,8 +172,14 @@ def make_certificate(names: Sequence[str], directory: Path) -> tuple[Path, Path]
     return cert_path, key_path
 
 
-def server_tls_context(names: Sequence[str]) -> ssl.SSLContext:
+def server_tls_context(names: Sequence[str], *, keylog: str = "") -> ssl.SSLContext:
+    """The fake internet's TLS servers; with ``keylog`` they write every session's secrets there (the server
+    side decrypts as well as the client's), in a file created 0600: a key log is a secret."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if keylog:
+        os.close(os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        os.chmod(keylog, 0o600)
+        context.keylog_filename = keylog
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     with tempfile.TemporaryDirectory(prefix="phonehome-fakenet-") as tmp:
         cert, key = make_certificate(names, Path(tmp))
@@ -208,7 +218,7 @@ class Fakenet:
 
     def start(self) -> None:
         names = [name for name in self.config.hosts if name]
-        self._tls = server_tls_context(names)
+        self._tls = server_tls_context(names, keylog=self.config.keylog)
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.bind((self.config.bind, self.config.dns_port))
         self._serve_udp(udp, self._on_dns)

@@ -112,6 +112,7 @@ class LabPhone:
     interface: str
     wifi_mac: str
     ip: str
+    tls_keylog: str = ""  # the fake internet's TLS key log, for ``tls_keys: {source: file, path: auto}``
 
     def __repr__(self) -> str:
         return (f"LabPhone(label={self.label!r}, serial={mask(self.serial)!r}, interface={self.interface!r}, "
@@ -159,6 +160,11 @@ class _DaemonConfig:
 
 def log_path(instance: str) -> Path:
     return netlab.state_dir() / f"{instance}.log"
+
+
+def tls_keylog_path(instance: str) -> Path:
+    """The fake internet's TLS key log (``tls_keys: {source: file, path: auto}`` of a virtual phone)."""
+    return storage_path(instance) / "fakenet-tls.keys.log"
 
 
 def storage_path(instance: str) -> Path:
@@ -572,7 +578,8 @@ class _Daemon:
         lab_state = LabState(instance=self.config.instance, adb_host=self.config.adb_host,
                              adb_port=int(self.adb.port), pid=os.getpid(),
                              phones=tuple(LabPhone(serial=p.serial, label=p.label, netns=p.netns,
-                                                   interface=p.interface, wifi_mac=p.wifi_mac, ip=p.ip)
+                                                   interface=p.interface, wifi_mac=p.wifi_mac, ip=p.ip,
+                                                   tls_keylog=str(tls_keylog_path(self.config.instance)))
                                           for p in netplan.phones),
                              log_path=str(log_path(self.config.instance)))
         self.state.extra["lab"] = lab_state.to_json()
@@ -586,7 +593,8 @@ class _Daemon:
         ports = {port for profile in profiles for port in profile.ports()}
         config = FakenetConfig(hosts=hosts,
                                tcp_ports=tuple(sorted({*ALWAYS_TCP_PORTS, *(p for k, p in ports if k == "tcp")})),
-                               udp_ports=tuple(sorted(p for k, p in ports if k == "udp")))
+                               udp_ports=tuple(sorted(p for k, p in ports if k == "udp")),
+                               keylog=str(tls_keylog_path(self.config.instance)))
         config_path = storage / "fakenet.json"
         config_path.write_text(config.to_json())
         child = _Child("fakenet", [*netlab.netns_exec_prefix(netplan.fakenet_netns), sys.executable, "-m",
