@@ -22,7 +22,7 @@ import time as _time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, mask
@@ -83,6 +83,9 @@ from phonehome.scan.protocols import (
 )
 from phonehome.scan.reassembly import Budget, Stream
 from phonehome.scan.tunnels import TUNNEL_UDP_PORTS, Undecoded, undecoded_problem
+
+if TYPE_CHECKING:
+    from phonehome.scan.attribution import Attribution
 
 #: bytes of context on each side of a match in a finding's excerpt
 EXCERPT_CONTEXT_BYTES = 32
@@ -159,13 +162,15 @@ class Finding:
     phase: str | None
     excerpt: str
     value: str = ""  # the matched bytes as text (hex when binary); never in OUT.json unless asked for
+    app: str | None = None  # the sending app (package, or shared UID's name), from the phone's socket table
+    uid: int | None = None  # ... and its UID; both None when unattributed (see scan/attribution.py)
 
     def to_json(self, *, show_identifiers: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "identifier": self.identifier, "encoding": self.encoding, "transport": self.transport,
             "src": self.src, "sport": self.sport, "dst": self.dst, "dport": self.dport, "host": self.host,
             "protocol": self.protocol, "encrypted": self.encrypted, "frames": list(self.frames),
-            "time": self.time, "phase": self.phase, "excerpt": self.excerpt,
+            "time": self.time, "phase": self.phase, "excerpt": self.excerpt, "app": self.app, "uid": self.uid,
         }
         if show_identifiers:
             out["value"] = self.value
@@ -189,13 +194,15 @@ class Flow:
     first_frame: int
     first_time: float
     last_time: float
+    app: str | None = None  # the app that owned the socket, when the phone's socket table showed it
+    uid: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "transport": self.transport, "src": self.src, "sport": self.sport, "dst": self.dst,
             "dport": self.dport, "host": self.host, "protocol": self.protocol, "encrypted": self.encrypted,
             "bytes": self.bytes, "frames": self.frames, "first_frame": self.first_frame,
-            "first_time": self.first_time, "last_time": self.last_time,
+            "first_time": self.first_time, "last_time": self.last_time, "app": self.app, "uid": self.uid,
         }
 
 
@@ -253,6 +260,7 @@ class ScanResult:
     flows: tuple[Flow, ...]
     warnings: tuple[str, ...] = ()
     phases: tuple[Phase, ...] = ()
+    attribution: Attribution | None = None  # which app sent what: set by scan.attribution.attribute()
 
     @property
     def cleartext_findings(self) -> tuple[Finding, ...]:
@@ -272,13 +280,18 @@ class ScanResult:
             for index, item in enumerate(items):
                 handle.write(("," if index else "") + "\n    " + json.dumps(item))
             handle.write("\n  ]")
+        if self.attribution is not None:
+            handle.write(',\n  "attribution": ' + json.dumps(self.attribution.to_json(), indent=2).replace("\n", "\n  "))
         handle.write("\n}\n")
 
     def to_json(self, *, show_identifiers: bool = False) -> dict[str, Any]:
         """The OUT.json document: ``{"capture": {...}, "findings": [...], "flows": [...]}``."""
-        return {"capture": self._capture_json(),
-                "findings": [f.to_json(show_identifiers=show_identifiers) for f in self.findings],
-                "flows": [f.to_json() for f in self.flows]}
+        out = {"capture": self._capture_json(),
+               "findings": [f.to_json(show_identifiers=show_identifiers) for f in self.findings],
+               "flows": [f.to_json() for f in self.flows]}
+        if self.attribution is not None:
+            out["attribution"] = self.attribution.to_json()
+        return out
 
     def _capture_json(self) -> dict[str, Any]:
         capture = self.capture.to_json()
