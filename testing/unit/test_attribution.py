@@ -222,3 +222,41 @@ def test_refused_tables_leave_everything_unattributed(tmp_path: Path) -> None:
     assert result.attribution is not None
     assert "no socket table was read" in result.attribution.notes[-1]
     assert result.attribution.coverage[0].attributed_flows == 0
+
+
+# --- phonehome scan --apps ----------------------------------------------------------------------------------------
+
+
+def test_scan_apps_names_the_sender(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from phonehome.cli import main
+
+    _capture(tmp_path)
+    (tmp_path / "ids.yaml").write_text(f'imei: "{IMEI}"\n')
+    (tmp_path / "apps.txt").write_text(_apps_text(1000.1))
+    out_json = tmp_path / "out.json"
+    code = main(["scan", str(tmp_path / "incident.pcap"), "-i", str(tmp_path / "ids.yaml"), "--apps",
+                 str(tmp_path / "apps.txt"), "--json", str(out_json)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    header, row = out.splitlines()[:2]
+    assert header.split()[:2] == ["APP", "IDENTIFIER"] and row.split()[:2] == ["android.uid.system", "imei"]
+    assert "apps: (no phase): attributed 2 of 3 flows" in out
+    assert "unattributed: 1 never seen in a socket table" in out
+    assert "refused /proc/net/udp6" in err
+    doc = json.loads(out_json.read_text())
+    assert doc["findings"][0]["app"] == "android.uid.system"
+    assert doc["attribution"]["apps"][0] == {"uid": 1000, "name": "android.uid.system",
+                                             "packages": ["android", "com.qualcomm.qti.autoregistration"]}
+
+
+def test_scan_apps_bad_table_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from phonehome.cli import main
+
+    _capture(tmp_path)
+    (tmp_path / "ids.yaml").write_text(f'imei: "{IMEI}"\n')
+    (tmp_path / "apps.txt").write_text("@tcp\n  0: nonsense\n")
+    code = main(["scan", str(tmp_path / "incident.pcap"), "-i", str(tmp_path / "ids.yaml"), "--apps",
+                 str(tmp_path / "apps.txt")])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err.count("\n") == 1 and "apps.txt: line 2: tcp:" in err
