@@ -335,6 +335,15 @@ def _one_uid(seen: Sequence[Observation], start: float, end: float) -> tuple[int
 def parse_apps_table(text: str, *, source: str = "apps table") -> SocketTable:
     """Read an apps table (the format in this module's docstring); bad input names its line."""
     table = SocketTable()
+    if not read_apps_text(table, text, source=source):
+        raise InputError(source, "no @tcp, @tcp6, @udp, @udp6 or @packages section",
+                         fix="see 'phonehome scan --help' for the apps table format")
+    return table
+
+
+def read_apps_text(table: SocketTable, text: str, *, source: str = "apps table") -> int:
+    """Add the sections of ``text`` to ``table`` (the poller feeds each poll this way); returns how many
+    sections it read. Table sections of one time form one snapshot."""
     sections = _sections(text, source)
     pending: list[Socket] = []
     pending_time: object = _NOTHING
@@ -350,15 +359,12 @@ def parse_apps_table(text: str, *, source: str = "apps table") -> SocketTable:
             pending.extend(parse_proc_net(body, name, source=source, first_line=line + 1))
         else:
             if _refused(body) or body.lstrip().lower().startswith(("error", "exception")):
-                table.package_error = body.strip().splitlines()[0][:200]
+                table.package_error = body.strip().splitlines()[0][:200] if body.strip() else "no output"
                 continue
             table.add_packages(parse_package_list(body, source=source, first_line=line + 1))
     if pending_time is not _NOTHING:
         table.add_snapshot(pending, pending_time)  # type: ignore[arg-type]
-    if not sections:
-        raise InputError(source, "no @tcp, @tcp6, @udp, @udp6 or @packages section",
-                         fix="see 'phonehome scan --help' for the apps table format")
-    return table
+    return len(sections)
 
 
 _NOTHING = object()
