@@ -32,6 +32,7 @@ from phonehome.runstate import fault_reason as _reason
 
 if TYPE_CHECKING:
     from phonehome.capture import Capture
+    from phonehome.capture.sockets import SocketPoller
     from phonehome.devices.base import Phone
     from phonehome.inventory import DeviceEntry
     from phonehome.scan.scanner import Finding, Flow, ScanResult
@@ -326,7 +327,9 @@ class Traffic:
     phase (else :class:`~phonehome.errors.CaptureError`), scan it once, and fail on findings.
     """
 
-    def __init__(self, *, item: pytest.Item, session: DeviceSession, capture: Capture, settings: Settings) -> None:
+    def __init__(self, *, item: pytest.Item, session: DeviceSession, capture: Capture, settings: Settings,
+                 poller: SocketPoller | None = None) -> None:
+        self._poller = poller  # the phone's socket tables: names the app behind each flow (issue 12)
         self._item = item
         self._session = session
         self._capture = capture
@@ -407,6 +410,7 @@ class Traffic:
             if extra_s > 0:
                 time.sleep(extra_s)
             self._capture.stop()
+            table = self._poller.stop() if self._poller is not None else None
             phases = self._capture.phases
             if not phases:
                 raise CaptureError(f"{self._session.label}: no phase was recorded; wrap the actions in "
@@ -416,6 +420,10 @@ class Traffic:
                                   phases=[Phase(record.name, record.start, record.end) for record in phases])
             if result.capture.decode_problem:  # fail closed: what phonehome cannot decode proves nothing
                 raise CaptureError(f"{self._session.label}: {result.capture.decode_problem}")
+            if table is not None and self._poller is not None:
+                from phonehome.scan.attribution import attribute
+
+                result = attribute(result, table, source=str(self._poller.record))
             self._result = result
         self._report_phases(self._result)
         return self._result
@@ -498,14 +506,29 @@ class Traffic:
         groups: dict[tuple[object, ...], list[Finding]] = {}
         for finding in findings:
             key = (finding.identifier, finding.encoding, finding.host, finding.dst, finding.dport, finding.protocol,
-                   finding.phase)
+                   finding.phase, finding.uid)
             groups.setdefault(key, []).append(finding)
         names = sorted({finding.identifier for finding in findings})
         lines = [f"{self._session.label} sent {len(names)} identifier(s) in cleartext ({', '.join(names)}):"]
         for group in groups.values():
             frames = tuple(sorted({frame for finding in group for frame in finding.frames}))
-            lines.append("  - " + self._describe_finding(dataclasses.replace(group[0], frames=frames)))
+            lines.append("  - " + self._sender(group[0]) + self._describe_finding(
+                dataclasses.replace(group[0], frames=frames)))
+        attribution = self._result.attribution if self._result is not None else None
+        if attribution is not None:
+            from phonehome.scan.command import coverage_text
+
+            lines += [f"  {line}" for line in coverage_text(attribution).splitlines()]
+            lines += [f"  apps: {note}" for note in attribution.notes]
         return "\n".join(lines)
+
+    def _sender(self, finding: Finding) -> str:
+        """``com.example.app sent `` (a shared UID with its packages), or nothing without a socket table."""
+        attribution = self._result.attribution if self._result is not None else None
+        if attribution is None:
+            return ""
+        app = attribution.app(finding.uid)
+        return f"{app.describe() if app is not None else '(unattributed)'} sent "
 
     def _describe_finding(self, finding: Finding) -> str:
         """``imei 35*********81 as base64 to zzhc.example (203.0.113.7:80) over http, frames 4, 9, phase unlock``"""
@@ -534,10 +557,13 @@ class Traffic:
     def finish(self, *, failed: bool) -> None:
         """Tear down the capture and apply --phonehome-keep-pcaps. Never raises."""
         self._capture.close()
+        if self._poller is not None:
+            self._poller.stop()
         keep = self._settings.keep_pcaps
         if keep == "all" or (keep == "failed" and failed):
             return
-        for path in (self._capture.pcap, *self._slices, _phases_file(self._capture.pcap)):
+        records = (self._poller.record,) if self._poller is not None else ()
+        for path in (self._capture.pcap, *self._slices, _phases_file(self._capture.pcap), *records):
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:
@@ -568,9 +594,14 @@ def traffic(request: pytest.FixtureRequest, phone: Phone, _phonehome_device: Dev
         lab_interface=getattr(lab_phone, "interface", None),
         adb_server_port=state.adb_address(session.entry)[1] if session.entry.backend == "virtual" else None)
     capture = capture_for(session.entry, context, name=_file_stem(request.node))
-    traffic = Traffic(item=request.node, session=session, capture=capture, settings=state.settings)
+    from phonehome.capture.sockets import poller_for
+
+    poller = poller_for(session.entry, state.adb_address(session.entry), capture.pcap)
+    traffic = Traffic(item=request.node, session=session, capture=capture, settings=state.settings, poller=poller)
     with traffic._step("capture start"):
         capture.start()
+        if poller is not None:
+            poller.start()
     try:
         yield traffic
     finally:

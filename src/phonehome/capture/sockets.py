@@ -21,9 +21,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from phonehome.errors import DeviceError, PhonehomeError
 from phonehome.scan.attribution import TABLES, SocketTable, read_apps_text
+
+if TYPE_CHECKING:
+    from phonehome.inventory import DeviceEntry
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +170,8 @@ class SocketPoller:
     def stop(self) -> SocketTable:
         """Stop polling after one last poll (sockets of the last phase that are still open) and return the
         table. Never raises."""
+        if self._stop.is_set():
+            return self.table  # stopped already (the scan stops it, teardown again)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=ADB_TIMEOUT_S * 2)
@@ -181,3 +187,17 @@ class SocketPoller:
             return "no poll succeeded"
         ms = sorted(d * 1000 for d in self.durations)
         return f"{len(ms)} polls, median {statistics.median(ms):.0f} ms, max {ms[-1]:.0f} ms"
+
+
+#: backends whose phones answer adb (every phone phonehome drives today)
+ADB_BACKENDS = frozenset(("uiautomator2", "virtual"))
+
+
+def poller_for(entry: DeviceEntry, adb_address: tuple[str, int], pcap: Path) -> SocketPoller | None:
+    """The poller of a device's socket tables for one capture, recording beside it (``X.pcapng`` ->
+    ``X.apps.txt``); None for a backend without adb."""
+    if entry.backend not in ADB_BACKENDS:
+        return None
+    host, port = adb_address
+    return SocketPoller(AdbShell(entry.serial, host=host, port=port), label=entry.label,
+                        record=pcap.with_suffix(".apps.txt"))
