@@ -46,6 +46,9 @@ KILLED = "killed-capture"
 POWER_CYCLED = "power-cycled.txt"
 INCIDENT_HOST = "zzhc.vnet-cn.example"
 INCIDENT_IDENTIFIERS = ("iccid", "imei", "imsi", "location", "phone", "serial", "wifi_mac")
+#: the package behind the incident (its firmware profile names it; the phone's socket table shows its UID)
+INCIDENT_APP = "com.qualcomm.qti.autoregistration"
+ADSDK_APP = "com.example.flashlight"
 
 #: a conftest that sabotages one phone's capture the way a crash would (dumpcap killed in the middle of a phase),
 #: and power-cycles the fixed phone the way a lab's relay hook would: by its own means (here Debian's adb CLI)
@@ -236,8 +239,8 @@ def test_incident_phone_fails_every_lifecycle_test_with_its_findings(suite_run: 
                         ("test_unlock_sends_no_identifier_in_cleartext", "unlock")):
         outcome = suite_run.outcomes[(test, INCIDENT)]
         assert outcome.verdict == "leak", outcome.message
-        for name in INCIDENT_IDENTIFIERS:
-            assert f"- {name} " in outcome.message, (name, outcome.message)
+        for name in INCIDENT_IDENTIFIERS:  # each finding names the app that sent it (issue 12)
+            assert f"- {INCIDENT_APP} sent {name} " in outcome.message, (name, outcome.message)
         assert "as plain to" in outcome.message
         assert f"to {INCIDENT_HOST} (" in outcome.message
         assert "over http" in outcome.message
@@ -363,3 +366,16 @@ def test_canary_no_identifier_of_any_phone_in_anything_phonehome_wrote(suite_run
         if spans:
             hits[name] = [data[max(start - 40, 0):end + 40] for start, end in spans[:3]]
     assert not hits, hits
+
+
+def test_every_finding_names_the_app_that_sent_it(suite_run: SuiteRun) -> None:
+    """The phones' socket tables, polled during each phase, name the sender of every finding: the incident's
+    activation client, and the app that embeds the ad SDK; coverage is reported, unattributed flows counted."""
+    for device, app in ((INCIDENT, INCIDENT_APP), (ADSDK, ADSDK_APP)):
+        outcome = suite_run.outcomes[("test_unlock_sends_no_identifier_in_cleartext", device)]
+        assert outcome.verdict == "leak", outcome.message
+        findings = [line for line in outcome.message.splitlines() if line.startswith("  - ")]
+        assert findings and all(line.startswith(f"  - {app} sent ") for line in findings), outcome.message
+        assert "apps: unlock: attributed " in outcome.message, outcome.message
+    tables = list((suite_run.path / "results" / "captures").glob(f"{INCIDENT}-test_unlock*.apps.txt"))
+    assert tables and f"package:{INCIDENT_APP} uid:10087" in tables[0].read_text(encoding="utf-8")
