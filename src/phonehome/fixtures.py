@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from phonehome.capture.sockets import SocketPoller
     from phonehome.devices.base import Phone
     from phonehome.inventory import DeviceEntry
+    from phonehome.scan.attribution import SocketTable
     from phonehome.scan.scanner import Finding, Flow, ScanResult
 
 log = logging.getLogger(__name__)
@@ -420,13 +421,24 @@ class Traffic:
                                   phases=[Phase(record.name, record.start, record.end) for record in phases])
             if result.capture.decode_problem:  # fail closed: what phonehome cannot decode proves nothing
                 raise CaptureError(f"{self._session.label}: {result.capture.decode_problem}")
-            if table is not None and self._poller is not None:
-                from phonehome.scan.attribution import attribute
-
-                result = attribute(result, table, source=str(self._poller.record))
-            self._result = result
+            self._result = self._attribute(result, table)
         self._report_phases(self._result)
         return self._result
+
+    def _attribute(self, result: ScanResult, table: SocketTable | None) -> ScanResult:
+        """Name the app behind each flow: from PCAPdroid's own per-packet trailer when its capture has one,
+        else from the socket tables polled during the test."""
+        from phonehome.scan.attribution import attribute
+
+        if getattr(self._capture, "source", None) == "pcapdroid":
+            from phonehome.scan.pcapdroid_trailer import SOURCE, trailer_table
+
+            trailers = trailer_table(self._capture.pcap)
+            if trailers is not None:
+                return attribute(result, trailers, source=SOURCE)
+        if table is None or self._poller is None:
+            return result
+        return attribute(result, table, source=str(self._poller.record))
 
     def _check_traffic(self, phases: Sequence[str]) -> None:
         """Fail closed: every phase that expects traffic saw the phone, and at least one phase did."""

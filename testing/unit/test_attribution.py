@@ -7,6 +7,8 @@ lines say where it came from.
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,7 @@ from phonehome.scan.attribution import (
     render_proc_net,
 )
 from phonehome.scan.scanner import Phase, ScanResult, scan_capture
-from phonehome.testing.captures import CaptureBuilder, http_request
+from phonehome.testing.captures import LINKTYPE_RAW, CaptureBuilder, http_request
 
 DATA = Path(__file__).parent / "data" / "attribution"
 IMEI = "356938035643809"
@@ -260,3 +262,47 @@ def test_scan_apps_bad_table_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
     _, err = capsys.readouterr()
     assert code == 2
     assert err.count("\n") == 1 and "apps.txt: line 2: tcp:" in err
+
+
+# --- PCAPdroid's trailer --------------------------------------------------------------------------------------------
+
+
+def _pcapdroid_frame(ip: bytes, uid: int, app: str) -> bytes:
+    """A frame as PCAPdroid writes it with its trailer on (jni/core/pcap_utils.c pcap_dump_rec): a zero-MAC
+    Ethernet header, the IP packet, padding to 4 bytes, magic and UID big-endian, the app name, a CRC-32."""
+    frame = bytes(12) + (b"\x08\x00" if ip[0] >> 4 == 4 else b"\x86\xdd") + ip
+    frame += bytes(-len(frame) % 4)
+    frame += struct.pack("!Ii20s", 0x01072021, uid, app.encode()[:19])  # the name cut to 19 bytes and a NUL
+    return frame + struct.pack("<I", zlib.crc32(frame))
+
+
+def test_pcapdroid_trailer_names_each_packets_app(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from phonehome.cli import main
+    from phonehome.scan.pcapdroid_trailer import trailer_table
+
+    raw = CaptureBuilder(link=LINKTYPE_RAW, start_time=1000.0)
+    leak = raw.tcp("10.215.173.1", SERVER_IP, 80, sport=41000)
+    leak.send(http_request("POST", "/register", host="zzhc.vnet.cn", body=f"imei={IMEI}".encode()))
+    leak.reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    raw.udp("10.215.173.1", "10.215.173.2", 40001, 53, b"\x12\x34" + bytes(10))
+    uids = {41000: (10154, "com.example.flashlight"), 40001: (1000, "android")}
+    cap = CaptureBuilder(start_time=1000.0)
+    for packet in raw.packets:
+        sport, dport = struct.unpack_from("!HH", packet.data, 20)
+        uid, app = uids.get(sport) or uids[dport]
+        cap.add_frame(_pcapdroid_frame(packet.data, uid, app))
+    path = cap.write_pcap(tmp_path / "pcapdroid.pcap")
+    table = trailer_table(path)
+    # a name that fills the field may have been cut: it is marked, never passed off as the package name
+    assert table is not None and table.owners == {10154: ["com.example.flashli…"], 1000: ["android"]}
+    (tmp_path / "ids.yaml").write_text(f'imei: "{IMEI}"\n')
+    out_json = tmp_path / "out.json"
+    assert main(["scan", str(path), "-i", str(tmp_path / "ids.yaml"), "--json", str(out_json)]) == 1
+    doc = json.loads(out_json.read_text())
+    assert doc["attribution"]["source"] == "PCAPdroid trailer"
+    assert [(f["app"], f["uid"]) for f in doc["findings"]] == [("com.example.flashli…", 10154)]
+    assert [flow["app"] for flow in doc["flows"]] == ["com.example.flashli…", "android"]
+    assert "com.example.flashli…" in capsys.readouterr().out
+    plain = CaptureBuilder()
+    plain.udp(PHONE_IP, SERVER_IP, 1, 2, b"x")
+    assert trailer_table(plain.write_pcap(tmp_path / "plain.pcap")) is None

@@ -297,6 +297,12 @@ class SocketTable:
         obs = Observation(sock.uid, time, time)
         seen.append((local, obs) if local is not None else obs)
 
+    def observe(self, sock: Socket, first: float, last: float) -> None:
+        """A connection known to belong to ``sock.uid`` from ``first`` to ``last`` (e.g. from PCAPdroid's
+        per-packet trailer), without a poll of the tables."""
+        key = (sock.transport, sock.local, sock.lport, sock.remote, sock.rport)
+        self._flows.setdefault(key, []).append(Observation(sock.uid, first, last))
+
     def refuse(self, table: str, message: str) -> None:
         self.refused.setdefault(table, message.strip().splitlines()[0][:200] if message.strip() else "no output")
 

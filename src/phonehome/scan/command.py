@@ -70,7 +70,9 @@ APPS.txt (--apps): the phone's socket tables and package list, as its shell prin
   TIME is seconds since the epoch on the capture's clock (omit it to match flows of any time); '#' lines before
   the first section are comments. Each flow is matched to a socket by its 4-tuple: a shared UID is named as
   the UID (android.uid.system) with every package sharing it. A table the phone refused (Permission denied)
-  is said, and its flows stay unattributed. Make one with, e.g.:
+  is said, and its flows stay unattributed. Without --apps, a PCAPdroid capture made with its
+  "pcapdroid_trailer" setting names each packet's app itself, and that is used (attribution.source says which).
+  Make an apps table with, e.g.:
     adb shell 'echo @packages; cmd package list packages -U; for t in tcp tcp6 udp udp6; do
                echo @$t $(date +%s); cat /proc/net/$t; done' > APPS.txt
 
@@ -112,17 +114,25 @@ def run(args: argparse.Namespace) -> int:
 
         table = load_apps_table(args.apps)  # read before the scan: a bad table fails fast
     result = scan_capture(args.capture, identifiers, phases=phases)
+    if table is None:  # a PCAPdroid capture may name each packet's app itself
+        from phonehome.scan.pcapdroid_trailer import SOURCE, trailer_table
+
+        table = trailer_table(args.capture)
+        source = SOURCE
+    else:
+        source = args.apps
     if table is not None:
         from phonehome.scan.attribution import attribute
 
-        result = attribute(result, table, source=args.apps)
+        result = attribute(result, table, source=source)
     if result.capture.packets == 0:
         raise InputError(args.capture, "the capture holds no packets, so it proves nothing",
                          fix="check that the capture ran while the phone was active")
     for warning in result.warnings:
         print(f"phonehome scan: warning: {args.capture}: {warning}", file=sys.stderr)
-    for note in result.attribution.notes if result.attribution is not None else ():
-        print(f"phonehome scan: warning: {args.apps}: {note}", file=sys.stderr)
+    if result.attribution is not None:
+        for note in result.attribution.notes:
+            print(f"phonehome scan: warning: {result.attribution.source}: {note}", file=sys.stderr)
     if json_path is not None:
         try:
             with json_path.open("w", encoding="utf-8") as handle:
