@@ -438,6 +438,7 @@ class Traffic:
                 return attribute(result, trailers, source=SOURCE)
         if table is None or self._poller is None:
             return result
+        log.info("%s: socket tables: %s", self._session.label, self._poller.timing())
         return attribute(result, table, source=str(self._poller.record))
 
     def _check_traffic(self, phases: Sequence[str]) -> None:
