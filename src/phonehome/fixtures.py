@@ -531,7 +531,8 @@ class Traffic:
         if attribution is not None:
             from phonehome.scan.command import coverage_text
 
-            lines += [f"  {line}" for line in coverage_text(attribution).splitlines()]
+            judged = {finding.phase for finding in findings}
+            lines += [f"  {line}" for line in coverage_text(attribution, judged).splitlines()]
             lines += [f"  apps: {note}" for note in attribution.notes]
         return "\n".join(lines)
 

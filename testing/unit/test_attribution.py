@@ -306,3 +306,23 @@ def test_pcapdroid_trailer_names_each_packets_app(tmp_path: Path, capsys: pytest
     plain = CaptureBuilder()
     plain.udp(PHONE_IP, SERVER_IP, 1, 2, b"x")
     assert trailer_table(plain.write_pcap(tmp_path / "plain.pcap")) is None
+
+
+def test_port_reused_within_the_capture_gives_each_finding_its_own_app(tmp_path: Path) -> None:
+    cap = CaptureBuilder(start_time=1000.0, step=0.01)
+    first = cap.tcp(PHONE_IP, SERVER_IP, 80, sport=40000)
+    first.send(http_request("GET", "/ping", host="a.example"))
+    first.close()
+    cap.start_time += 10.0  # the second connection starts ten seconds later, from the same port
+    second = cap.tcp(PHONE_IP, SERVER_IP, 80, sport=40000)
+    second.send(http_request("POST", "/register", host="zzhc.vnet.cn", body=f"imei={IMEI}".encode()))
+    second.close()
+    result = scan_capture(cap.write_pcap(tmp_path / "reuse.pcap"), parse_identifiers({"imei": IMEI}, source="t"))
+    assert len(result.flows) == 2
+    table = SocketTable()
+    table.add_snapshot([Socket("tcp", PHONE_IP, 40000, SERVER_IP, 80, 1, 10200, 3)], 1000.05)
+    table.add_snapshot([Socket("tcp", PHONE_IP, 40000, SERVER_IP, 80, 1, 10087, 4)], 1010.2)
+    attributed = attribute(result, table, source="t")
+    assert [flow.uid for flow in attributed.flows] == [10200, 10087]
+    (finding,) = attributed.cleartext_findings
+    assert finding.uid == 10087

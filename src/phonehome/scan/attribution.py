@@ -479,13 +479,14 @@ def attribute(result: ScanResult, table: SocketTable, *, source: str) -> ScanRes
     if not table.usable:
         notes.append("no socket table was read: every flow is unattributed")
     apps: dict[int, App] = {}
-    owner_of: dict[tuple[str, str, int, str, int], tuple[int | None, str]] = {}
+    # flows by 5-tuple (a port reused within the capture gives two flows: a finding takes the one of its time)
+    owner_of: dict[tuple[str, str, int, str, int], list[tuple[float, int | None]]] = {}
     flows = []
     counts: dict[str | None, dict[str, int]] = {}
     for flow in result.flows:
         uid, why = table.owner(flow) if table.usable else (None, "unseen")
-        key = (flow.transport, flow.src, flow.sport, flow.dst, flow.dport)
-        owner_of[key] = (uid, why)
+        owner_of.setdefault((flow.transport, flow.src, flow.sport, flow.dst, flow.dport), []).append(
+            (flow.first_time, uid))
         name = None
         if uid is not None:
             app = apps.get(uid) or apps.setdefault(uid, app_for(uid, table.owners))
@@ -503,8 +504,10 @@ def attribute(result: ScanResult, table: SocketTable, *, source: str) -> ScanRes
     findings = []
     for finding in result.findings:
         # a finding's src is the side that sent the identifier: the server, when it came in a response
-        uid, _ = owner_of.get((finding.transport, finding.src, finding.sport, finding.dst, finding.dport)) or \
-            owner_of.get((finding.transport, finding.dst, finding.dport, finding.src, finding.sport), (None, "unseen"))
+        candidates = owner_of.get((finding.transport, finding.src, finding.sport, finding.dst, finding.dport)) or \
+            owner_of.get((finding.transport, finding.dst, finding.dport, finding.src, finding.sport), [])
+        started = [uid for first, uid in sorted(candidates, key=lambda item: item[0]) if first <= finding.time]
+        uid = started[-1] if started else (candidates[0][1] if candidates else None)
         findings.append(dataclasses.replace(finding, app=apps[uid].name if uid is not None else None, uid=uid))
     order = [p.name for p in result.phases] + [None]
     coverage = tuple(PhaseCoverage(phase, c["flows"], c["bytes"], c["af"], c["ab"], c["unseen"], c["ambiguous"])

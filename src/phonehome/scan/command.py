@@ -192,10 +192,13 @@ def render_table(result: Any, *, show_identifiers: bool = False) -> str:
     return "\n".join([*lines, "", summary])
 
 
-def coverage_text(attribution: Any) -> str:
-    """``attributed 12 of 14 flows (97% of bytes); 2 unattributed (opened and closed between polls)``, per phase."""
+def coverage_text(attribution: Any, phases: Any = None) -> str:
+    """``attributed 12 of 14 flows (97% of bytes); unattributed: 2 never seen in a socket table``, per phase
+    (only ``phases`` when given)."""
     lines = []
     for c in attribution.coverage:
+        if phases is not None and c.phase not in phases:
+            continue
         share = f" ({100 * c.attributed_bytes / c.bytes:.0f}% of bytes)" if c.bytes else ""
         why = [f"{c.unseen} never seen in a socket table" if c.unseen else "",
                f"{c.ambiguous} with two owners" if c.ambiguous else ""]
