@@ -219,10 +219,13 @@ def test_reused_tuple_is_attributed_by_time_or_not_at_all(tmp_path: Path) -> Non
 def test_refused_tables_leave_everything_unattributed(tmp_path: Path) -> None:
     table = parse_apps_table("".join(f"@{name} 1000\n/system/bin/sh: cat: /proc/net/{name}: Permission denied\n"
                                      for name in ("tcp", "tcp6", "udp", "udp6")))
+    table.failed_polls.append("device VIRT0001: adb: device offline")
     result = attribute(_capture(tmp_path), table, source="t")
     assert all(flow.app is None and flow.uid is None for flow in result.flows)
     assert result.attribution is not None
     assert "no socket table was read" in result.attribution.notes[-1]
+    assert "1 poll(s) of the socket tables failed (first: device VIRT0001: adb: device offline)" in \
+        result.attribution.notes[-2]
     assert result.attribution.coverage[0].attributed_flows == 0
 
 

@@ -94,12 +94,16 @@ class SocketPoller:
         self.shell, self.label, self.record, self.pause_s, self.clock = shell, label, record, pause_s, clock
         self.table = SocketTable()
         self.durations: list[float] = []
-        self.failures: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._packages_read = False
         self._refused = False
+
+    @property
+    def failures(self) -> list[str]:
+        """What each failed poll raised (adb gone, phone rebooting): reported with the attribution."""
+        return self.table.failed_polls
 
     def start(self) -> None:
         self.record.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +124,7 @@ class SocketPoller:
             try:
                 out = self.shell(command)
             except PhonehomeError as exc:
-                self.failures.append(str(exc))
+                self.table.failed_polls.append(str(exc))
                 return
             if "package:" in out:
                 break
@@ -140,7 +144,7 @@ class SocketPoller:
         try:
             out = self.shell(POLL_COMMAND)
         except PhonehomeError as exc:
-            self.failures.append(str(exc))
+            self.table.failed_polls.append(str(exc))
             self._packages_read = False  # read them again once the phone answers (after a power-on)
             return
         self.durations.append(time.monotonic() - t0)
@@ -153,7 +157,7 @@ class SocketPoller:
             try:
                 read_apps_text(self.table, text, source=f"{self.label}: /proc/net")
             except PhonehomeError as exc:
-                self.failures.append(str(exc))
+                self.table.failed_polls.append(str(exc))
                 return
         self._append(text)
         if len(self.table.refused) == len(TABLES) and not self._refused:

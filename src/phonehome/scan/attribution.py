@@ -260,6 +260,7 @@ class SocketTable:
     snapshots: int = 0
     refused: dict[str, str] = field(default_factory=dict)  # table -> what the phone said instead
     package_error: str | None = None
+    failed_polls: list[str] = field(default_factory=list)  # what the phone or adb said when a poll failed
     times: list[float] = field(default_factory=list)
     _flows: dict[tuple[str, str, int, str, int], list[Observation]] = field(default_factory=dict)
     _ports: dict[tuple[str, int], list[tuple[str, Observation]]] = field(default_factory=dict)
@@ -474,6 +475,9 @@ def attribute(result: ScanResult, table: SocketTable, *, source: str) -> ScanRes
     :class:`Attribution` (coverage per phase, notes on what the phone refused) in ``result.attribution``."""
     notes = [f"the phone refused /proc/net/{name} ({message}); its flows are unattributed"
              for name, message in sorted(table.refused.items())]
+    if table.failed_polls:
+        notes.append(f"{len(table.failed_polls)} poll(s) of the socket tables failed (first: "
+                     f"{table.failed_polls[0][:200]}); sockets open only then are unattributed")
     if table.package_error:
         notes.append(f"the package list failed ({table.package_error}); apps are named by UID only")
     if not table.usable:
