@@ -10,6 +10,7 @@ passes; the PIN never appears in any output.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -372,10 +373,9 @@ def test_every_finding_names_the_app_that_sent_it(suite_run: SuiteRun) -> None:
     """The phones' socket tables, polled during each phase, name the sender of every finding: the incident's
     activation client, and the app that embeds the ad SDK; coverage is reported, unattributed flows counted."""
     for device, app in ((INCIDENT, INCIDENT_APP), (ADSDK, ADSDK_APP)):
-        outcome = suite_run.outcomes[("test_unlock_sends_no_identifier_in_cleartext", device)]
-        assert outcome.verdict == "leak", outcome.message
-        findings = [line for line in outcome.message.splitlines() if line.startswith("  - ")]
-        assert findings and all(line.startswith(f"  - {app} sent ") for line in findings), outcome.message
-        assert "apps: unlock: attributed " in outcome.message, outcome.message
+        message = suite_run.outcomes[("test_unlock_sends_no_identifier_in_cleartext", device)].message
+        senders = re.findall(r"^[E ]*- (\S+) sent [a-z_]+ ", message, re.MULTILINE)  # one line per finding
+        assert senders and set(senders) == {app}, message
+        assert re.search(r"apps: unlock: attributed \d+ of \d+ flows", message), message
     tables = list((suite_run.path / "results" / "captures").glob(f"{INCIDENT}-test_unlock*.apps.txt"))
     assert tables and f"package:{INCIDENT_APP} uid:10087" in tables[0].read_text(encoding="utf-8")

@@ -60,7 +60,8 @@ OUT.json (--json):
                    coverage: [{{phase, flows, bytes, attributed_flows, attributed_bytes,
                                unattributed_unseen, unattributed_ambiguous, flows_share, bytes_share}}, ...]}}}}
   One finding per (flow, identifier, encoding) -- and per phase when --phases is given. app and uid are null
-  when no socket table named the sender (never guessed); "attribution" is there only with --apps.
+  when no socket table named the sender (never guessed); "attribution" is there only with --apps or a
+  PCAPdroid trailer (below).
 
 PHASES.json (--phases): [{{"name": "boot", "start": <capture time>, "end": <capture time>}}, ...]
 
