@@ -91,3 +91,20 @@ def test_failed_polls_are_counted_and_packages_read_again(tmp_path: Path) -> Non
     poller.stop()
     assert poller.failures == ["device phone: adb: device offline"]
     assert sum("package" in c for c in calls) == 2  # once at the start, once after the phone came back
+
+
+def test_package_list_is_read_once_per_run(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def phone(command: str) -> str:
+        if "package" in command:
+            asked.append(command)
+            return "package:com.example.app uid:10123\n"
+        return host_shell(command)
+
+    for test in range(3):  # three tests of one phone
+        poller = SocketPoller(phone, label="once-per-run", record=tmp_path / f"apps{test}.txt", pause_s=60)
+        poller.start()
+        table = poller.stop()
+        assert table.owners == {10123: ["com.example.app"]}
+    assert asked == ["cmd package list packages -U 2>&1"]

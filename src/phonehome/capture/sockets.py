@@ -1,8 +1,8 @@
 """The phone's socket tables, polled over adb while a test records: what names the app behind each flow.
 
 One batched ``adb shell`` per poll reads ``/proc/net/{tcp,tcp6,udp,udp6}``; the package list (``cmd package list
-packages -U``, ``pm list packages -U`` on old releases) is read at the start and again once the phone answers
-after polls failed (a power-on). Everything read is appended, as it was printed, to an apps table beside the
+packages -U``, ``pm list packages -U`` on old releases) is read once per run and phone, and again once the phone
+answers after polls failed (a power-on). Everything read is appended, as it was printed, to an apps table beside the
 capture (the format of :mod:`phonehome.scan.attribution`, so ``phonehome scan --apps`` re-reads it) and fed to a
 :class:`~phonehome.scan.attribution.SocketTable`. The poller talks the adb host protocol itself (two small
 requests per poll, no process spawned), which keeps a poll near the phone's own cost.
@@ -40,6 +40,8 @@ ADB_TIMEOUT_S = 5.0
 POLL_COMMAND = "; ".join(f"echo @{name}; cat /proc/net/{name} 2>&1" for name in TABLES)
 PACKAGES_COMMANDS = ("cmd package list packages -U 2>&1", "pm list packages -U 2>&1")
 _REFUSED_SAID: set[str] = set()  # phones whose refusal was already said this session
+#: each phone's package list, read once per run (it takes the phone up to a second) and again after a power-on
+_PACKAGES: dict[str, str] = {}
 
 ShellRunner = Callable[[str], str]
 
@@ -108,7 +110,7 @@ class SocketPoller:
     def start(self) -> None:
         self.record.parent.mkdir(parents=True, exist_ok=True)
         self.record.write_text(f"# phonehome apps table of {self.label}: see 'phonehome scan --help'\n")
-        self._read_packages()
+        self._read_packages(cached=True)
         self.poll()
         self._thread = threading.Thread(target=self._run, name=f"phonehome-sockets-{self.label}", daemon=True)
         self._thread.start()
@@ -119,15 +121,29 @@ class SocketPoller:
                 return  # the phone said no: polling on would only repeat it
             self.poll()
 
-    def _read_packages(self) -> None:
+    def _read_packages(self, *, cached: bool = False) -> None:
+        """The package list: this run's earlier read of it (``cached``), else read now and remembered."""
+        out = _PACKAGES.get(self.label) if cached else None
+        if out is None:
+            out = self._ask_packages()
+            if out is None:
+                return
+            _PACKAGES[self.label] = out
+        self._load_packages(out)
+
+    def _ask_packages(self) -> str | None:
+        out = ""
         for command in PACKAGES_COMMANDS:
             try:
                 out = self.shell(command)
             except PhonehomeError as exc:
                 self.table.failed_polls.append(str(exc))
-                return
+                return None
             if "package:" in out:
                 break
+        return out
+
+    def _load_packages(self, out: str) -> None:
         text = f"@packages {self.clock():.6f}\n{out}"
         with self._lock:
             try:
