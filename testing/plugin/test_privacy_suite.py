@@ -372,10 +372,16 @@ def test_canary_no_identifier_of_any_phone_in_anything_phonehome_wrote(suite_run
 def test_every_finding_names_the_app_that_sent_it(suite_run: SuiteRun) -> None:
     """The phones' socket tables, polled during each phase, name the sender of every finding: the incident's
     activation client, and the app that embeds the ad SDK; coverage is reported, unattributed flows counted."""
-    for device, app in ((INCIDENT, INCIDENT_APP), (ADSDK, ADSDK_APP)):
-        message = suite_run.outcomes[("test_unlock_sends_no_identifier_in_cleartext", device)].message
+    judged = {(INCIDENT, "test_power_on_sends_no_identifier_in_cleartext"): "power-on",
+              (INCIDENT, "test_screen_on_sends_no_identifier_in_cleartext"): "screen-on",
+              (INCIDENT, "test_unlock_sends_no_identifier_in_cleartext"): "unlock",
+              (ADSDK, "test_screen_on_sends_no_identifier_in_cleartext"): "screen-on",
+              (ADSDK, "test_unlock_sends_no_identifier_in_cleartext"): "unlock"}
+    for (device, test), phase in judged.items():
+        app = INCIDENT_APP if device == INCIDENT else ADSDK_APP
+        message = suite_run.outcomes[(test, device)].message
         senders = re.findall(r"^[E ]*- (\S+) sent [a-z_]+ ", message, re.MULTILINE)  # one line per finding
         assert senders and set(senders) == {app}, message
-        assert re.search(r"apps: unlock: attributed \d+ of \d+ flows", message), message
+        assert re.search(rf"apps: {phase}: attributed \d+ of \d+ flows", message), message
     tables = list((suite_run.path / "results" / "captures").glob(f"{INCIDENT}-test_unlock*.apps.txt"))
     assert tables and f"package:{INCIDENT_APP} uid:10087" in tables[0].read_text(encoding="utf-8")
