@@ -33,8 +33,10 @@ from phonehome.runstate import fault_reason as _reason
 if TYPE_CHECKING:
     from phonehome.capture import Capture
     from phonehome.capture.keylogs import KeylogSource
+    from phonehome.capture.sockets import SocketPoller
     from phonehome.devices.base import Phone
     from phonehome.inventory import DeviceEntry, Policy
+    from phonehome.scan.attribution import SocketTable
     from phonehome.scan.scanner import Finding, Flow, ScanResult
 
 log = logging.getLogger(__name__)
@@ -328,7 +330,8 @@ class Traffic:
     """
 
     def __init__(self, *, item: pytest.Item, session: DeviceSession, capture: Capture, settings: Settings,
-                 keylogs: KeylogSource | None = None) -> None:
+                 keylogs: KeylogSource | None = None, poller: SocketPoller | None = None) -> None:
+        self._poller = poller  # the phone's socket tables: names the app behind each flow (issue 12)
         self._item = item
         self._keylogs = keylogs  # the device's tls_keys source (issue 11)
         self._session = session
@@ -415,6 +418,7 @@ class Traffic:
             if extra_s > 0:
                 time.sleep(extra_s)
             self._capture.stop()
+            table = self._poller.stop() if self._poller is not None else None
             phases = self._capture.phases
             if not phases:
                 raise CaptureError(f"{self._session.label}: no phase was recorded; wrap the actions in "
@@ -426,10 +430,26 @@ class Traffic:
                                   keylogs=keylogs)
             if result.capture.decode_problem:  # fail closed: what phonehome cannot decode proves nothing
                 raise CaptureError(f"{self._session.label}: {result.capture.decode_problem}")
-            self._result = result
+            self._result = self._attribute(result, table)
         self._report_phases(self._result)
         self._check_tls_keys(self._result)
         return self._result
+
+    def _attribute(self, result: ScanResult, table: SocketTable | None) -> ScanResult:
+        """Name the app behind each flow: from PCAPdroid's own per-packet trailer when its capture has one,
+        else from the socket tables polled during the test."""
+        from phonehome.scan.attribution import attribute
+
+        if getattr(self._capture, "source", None) == "pcapdroid":
+            from phonehome.scan.pcapdroid_trailer import SOURCE, trailer_table
+
+            trailers = trailer_table(self._capture.pcap)
+            if trailers is not None:
+                return attribute(result, trailers, source=SOURCE)
+        if table is None or self._poller is None:
+            return result
+        log.info("%s: socket tables: %s", self._session.label, self._poller.timing())
+        return attribute(result, table, source=str(self._poller.record))
 
     def _check_traffic(self, phases: Sequence[str]) -> None:
         """Fail closed: every phase that expects traffic saw the phone, and at least one phase did."""
@@ -538,14 +558,30 @@ class Traffic:
         groups: dict[tuple[object, ...], list[Finding]] = {}
         for finding in findings:
             key = (finding.identifier, finding.encoding, finding.host, finding.dst, finding.dport, finding.protocol,
-                   finding.phase)
+                   finding.phase, finding.uid)
             groups.setdefault(key, []).append(finding)
         names = sorted({finding.identifier for finding in findings})
         lines = [f"{self._session.label} sent {len(names)} identifier(s) in cleartext ({', '.join(names)}):"]
         for group in groups.values():
             frames = tuple(sorted({frame for finding in group for frame in finding.frames}))
-            lines.append("  - " + self._describe_finding(dataclasses.replace(group[0], frames=frames)))
+            lines.append("  - " + self._sender(group[0]) + self._describe_finding(
+                dataclasses.replace(group[0], frames=frames)))
+        attribution = self._result.attribution if self._result is not None else None
+        if attribution is not None:
+            from phonehome.scan.command import coverage_text
+
+            judged = {finding.phase for finding in findings}
+            lines += [f"  {line}" for line in coverage_text(attribution, judged).splitlines()]
+            lines += [f"  apps: {note}" for note in attribution.notes]
         return "\n".join(lines)
+
+    def _sender(self, finding: Finding) -> str:
+        """``com.example.app sent `` (a shared UID with its packages), or nothing without a socket table."""
+        attribution = self._result.attribution if self._result is not None else None
+        if attribution is None:
+            return ""
+        app = attribution.app(finding.uid)
+        return f"{app.describe() if app is not None else '(unattributed)'} sent "
 
     def _describe_finding(self, finding: Finding) -> str:
         """``imei 35*********81 as base64 to zzhc.example (203.0.113.7:80) over http, frames 4, 9, phase unlock``"""
@@ -574,6 +610,8 @@ class Traffic:
     def finish(self, *, failed: bool) -> None:
         """Tear down the capture and apply --phonehome-keep-pcaps. Never raises."""
         self._capture.close()
+        if self._poller is not None:
+            self._poller.stop()
         keep = self._settings.keep_pcaps
         kept = keep == "all" or (keep == "failed" and failed)
         self._announce_files(kept=kept)
@@ -581,7 +619,8 @@ class Traffic:
             return
         if self._keylogs is not None:
             self._keylogs.delete()  # a key log is a secret: it goes with the capture
-        for path in (self._capture.pcap, *self._slices, _phases_file(self._capture.pcap)):
+        records = (self._poller.record,) if self._poller is not None else ()
+        for path in (self._capture.pcap, *self._slices, _phases_file(self._capture.pcap), *records):
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:
@@ -631,10 +670,15 @@ def traffic(request: pytest.FixtureRequest, phone: Phone, _phonehome_device: Dev
         keylogs = KeylogSource(session.entry.tls_keys, capture.pcap, serial=session.entry.serial,
                                server_port=context.adb_server_port, label=session.label,
                                auto_path=getattr(lab_phone, "tls_keylog", None))
+    from phonehome.capture.sockets import poller_for
+
+    poller = poller_for(session.entry, state.adb_address(session.entry), capture.pcap)
     traffic = Traffic(item=request.node, session=session, capture=capture, settings=state.settings,
-                      keylogs=keylogs)
+                      keylogs=keylogs, poller=poller)
     with traffic._step("capture start"):
         capture.start()
+        if poller is not None:
+            poller.start()
     try:
         yield traffic
     finally:

@@ -10,6 +10,7 @@ passes; the PIN never appears in any output.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -46,6 +47,9 @@ KILLED = "killed-capture"
 POWER_CYCLED = "power-cycled.txt"
 INCIDENT_HOST = "zzhc.vnet-cn.example"
 INCIDENT_IDENTIFIERS = ("iccid", "imei", "imsi", "location", "phone", "serial", "wifi_mac")
+#: the package behind the incident (its firmware profile names it; the phone's socket table shows its UID)
+INCIDENT_APP = "com.qualcomm.qti.autoregistration"
+ADSDK_APP = "com.example.flashlight"
 
 #: a conftest that sabotages one phone's capture the way a crash would (dumpcap killed in the middle of a phase),
 #: and power-cycles the fixed phone the way a lab's relay hook would: by its own means (here Debian's adb CLI)
@@ -236,8 +240,8 @@ def test_incident_phone_fails_every_lifecycle_test_with_its_findings(suite_run: 
                         ("test_unlock_sends_no_identifier_in_cleartext", "unlock")):
         outcome = suite_run.outcomes[(test, INCIDENT)]
         assert outcome.verdict == "leak", outcome.message
-        for name in INCIDENT_IDENTIFIERS:
-            assert f"- {name} " in outcome.message, (name, outcome.message)
+        for name in INCIDENT_IDENTIFIERS:  # each finding names the app that sent it (issue 12)
+            assert f"- {INCIDENT_APP} sent {name} " in outcome.message, (name, outcome.message)
         assert "as plain to" in outcome.message
         assert f"to {INCIDENT_HOST} (" in outcome.message
         assert "over http" in outcome.message
@@ -363,3 +367,21 @@ def test_canary_no_identifier_of_any_phone_in_anything_phonehome_wrote(suite_run
         if spans:
             hits[name] = [data[max(start - 40, 0):end + 40] for start, end in spans[:3]]
     assert not hits, hits
+
+
+def test_every_finding_names_the_app_that_sent_it(suite_run: SuiteRun) -> None:
+    """The phones' socket tables, polled during each phase, name the sender of every finding: the incident's
+    activation client, and the app that embeds the ad SDK; coverage is reported, unattributed flows counted."""
+    judged = {(INCIDENT, "test_power_on_sends_no_identifier_in_cleartext"): "power-on",
+              (INCIDENT, "test_screen_on_sends_no_identifier_in_cleartext"): "screen-on",
+              (INCIDENT, "test_unlock_sends_no_identifier_in_cleartext"): "unlock",
+              (ADSDK, "test_screen_on_sends_no_identifier_in_cleartext"): "screen-on",
+              (ADSDK, "test_unlock_sends_no_identifier_in_cleartext"): "unlock"}
+    for (device, test), phase in judged.items():
+        app = INCIDENT_APP if device == INCIDENT else ADSDK_APP
+        message = suite_run.outcomes[(test, device)].message
+        senders = re.findall(r"^[E ]*- (\S+) sent [a-z_]+ ", message, re.MULTILINE)  # one line per finding
+        assert senders and set(senders) == {app}, message
+        assert re.search(rf"apps: {phase}: attributed \d+ of \d+ flows", message), message
+    tables = list((suite_run.path / "results" / "captures").glob(f"{INCIDENT}-test_unlock*.apps.txt"))
+    assert tables and f"package:{INCIDENT_APP} uid:10087" in tables[0].read_text(encoding="utf-8")

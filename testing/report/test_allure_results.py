@@ -31,6 +31,7 @@ from phonehome.report.allure_results import (
     flows_csv,
     identifier_values,
     properties_line,
+    sending_apps,
     severity_for,
 )
 from phonehome.report.verdicts import PhaseLeaks, load_records
@@ -140,7 +141,7 @@ def test_steps_and_attachments_with_mime_types(results: Path) -> None:
     rows = list(csv.DictReader(io.StringIO((results / by_name["flows (unlock).csv"]["source"]).read_text())))
     assert rows == [{"destination": "203.0.113.7:80", "host": "fota.nokia-updates.example", "protocol": "http",
                      "transport": "tcp", "encrypted": "False", "bytes": "420", "source": "10.23.0.2:40000",
-                     "frames": "3", "denied": "False", "decryption": ""}]
+                     "frames": "3", "denied": "False", "decryption": "", "app": "", "uid": ""}]
 
 
 @pytest.mark.timeout(120)
@@ -285,7 +286,17 @@ def test_tables_escape_and_mask() -> None:
     assert "<td>2025-11-29 07:06:41.250Z</td>" in table
     assert "no findings" in findings_html([], redact)
     assert flows_csv([], redact).splitlines() == [
-        "destination,host,protocol,transport,encrypted,bytes,source,frames,denied,decryption"]
+        "destination,host,protocol,transport,encrypted,bytes,source,frames,denied,decryption,app,uid"]
+
+
+def test_findings_grouped_by_app() -> None:
+    findings: list[dict[str, Any]] = [{"identifier": "imei", "app": None}, {"identifier": "serial", "app": "com.zeta"},
+                {"identifier": "imsi", "app": "com.alpha"}, {"identifier": "iccid", "app": "com.zeta"}]
+    table = findings_html(findings, Redactor())
+    order = [table.index(f"<td>{name}</td>") for name in ("imsi", "serial", "iccid", "imei")]
+    assert order == sorted(order)  # com.alpha, then both of com.zeta, the unattributed one last
+    phases = [PhaseSeen("unlock", (*findings, {"identifier": "x", "app": "com.tls", "encrypted": True}), ())]
+    assert sending_apps(phases) == ["com.alpha", "com.zeta"]
 
 
 def test_device_tags() -> None:

@@ -109,7 +109,7 @@ def _utc(value: object) -> str:
 
 
 FINDING_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("phase", "phase"), ("identifier", "identifier"), ("encoding", "encoding"), ("host", "host"),
+    ("app", "app"), ("phase", "phase"), ("identifier", "identifier"), ("encoding", "encoding"), ("host", "host"),
     ("destination", "dst"), ("protocol", "protocol"), ("transport", "transport"), ("encrypted", "encrypted"),
     ("frames", "frames"), ("time", "time"), ("excerpt", "excerpt"),
 )
@@ -119,7 +119,7 @@ def findings_html(findings: Sequence[Mapping[str, Any]], redact: Redactor) -> st
     """The findings as a table a firmware engineer reads without opening Wireshark."""
     head = "".join(f"<th>{html.escape(title)}</th>" for title, _ in FINDING_COLUMNS)
     rows = []
-    for finding in findings:
+    for finding in sorted(findings, key=_by_app):  # grouped by the app that sent them (issue 12)
         cells = []
         for _, key in FINDING_COLUMNS:
             if key == "dst":
@@ -136,12 +136,22 @@ def findings_html(findings: Sequence[Mapping[str, Any]], redact: Redactor) -> st
             f"</head><body><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>")
 
 
+def _by_app(finding: Mapping[str, Any]) -> tuple[bool, str]:
+    """Attributed findings first, grouped by app; unattributed ones last."""
+    return finding.get("app") is None, str(finding.get("app") or "")
+
+
+def sending_apps(phases: Sequence[PhaseSeen]) -> list[str]:
+    """The apps that sent cleartext findings, for an ``app`` label per sender (the report groups by it)."""
+    return sorted({str(f["app"]) for phase in phases for f in cleartext_findings(phase.findings) if f.get("app")})
+
+
 def findings_json(findings: Sequence[Mapping[str, Any]], redact: Redactor) -> str:
     return redact(json.dumps(list(findings), indent=2, sort_keys=True, default=str))
 
 
 FLOW_COLUMNS = ("destination", "host", "protocol", "transport", "encrypted", "bytes", "source", "frames", "denied",
-                "decryption")
+                "decryption", "app", "uid")
 
 
 def flows_csv(flows: Sequence[Mapping[str, Any]], redact: Redactor) -> str:
@@ -154,7 +164,8 @@ def flows_csv(flows: Sequence[Mapping[str, Any]], redact: Redactor) -> str:
         writer.writerow([redact(_cell(v)) for v in (
             _endpoint(flow, "dst", "dport"), flow.get("host"), flow.get("protocol"), flow.get("transport"),
             flow.get("encrypted"), flow.get("bytes"), _endpoint(flow, "src", "sport"),
-            len(frames) if isinstance(frames, list | tuple) else frames, is_denied(flow), flow.get("decryption"))])
+            len(frames) if isinstance(frames, list | tuple) else frames, is_denied(flow), flow.get("decryption"),
+            flow.get("app"), flow.get("uid"))])
     return out.getvalue()
 
 
@@ -462,6 +473,7 @@ class AllureReporter:
             labels.append(("verdict", verdict))
         if state.device is not None:
             labels.extend(("tag", tag) for tag in device_tags(self.device_info.get(state.device, {})))
+        labels.extend(label for app in sending_apps(state.phases) for label in (("app", app), ("tag", f"app: {app}")))
         result.labels.extend(Label(name=name, value=self.redact(value)) for name, value in labels)
 
     # -- readable titles and the records of the verdict page (phonehome.report.verdicts)

@@ -57,6 +57,14 @@ class FindingKind:
     encoding: str
     destination: Destination
     protocol: str
+    app: str = ""  # the sending app when the phone's socket table named it ("" unknown): a new sender is a change
+
+    def same_leak(self, other: FindingKind) -> bool:
+        """The same leak by the same app; an unknown app on either side matches any (attribution may miss a
+        short-lived socket one night and see it the next: that is not a change)."""
+        return (self.identifier, self.encoding, self.destination, self.protocol) == \
+            (other.identifier, other.encoding, other.destination, other.protocol) and \
+            (self.app == other.app or not self.app or not other.app)
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,7 @@ def destination_of(record: Mapping[str, Any]) -> Destination:
 
 def finding_kind_of(finding: Mapping[str, Any]) -> FindingKind:
     return FindingKind(str(finding.get("identifier", "?")), str(finding.get("encoding", "?")),
-                       destination_of(finding), str(finding.get("protocol") or "unknown"))
+                       destination_of(finding), str(finding.get("protocol") or "unknown"), str(finding.get("app") or ""))
 
 
 class Observations:
@@ -155,7 +163,8 @@ def _snapshots_to_json(devices: Mapping[str, DeviceSnapshot]) -> dict[str, Any]:
         device: {
             "destinations": [_destination_to_json(d) for d in sorted(snap.destinations)],
             "findings": [{"identifier": f.identifier, "encoding": f.encoding, "protocol": f.protocol,
-                          "destination": _destination_to_json(f.destination)} for f in sorted(snap.findings)],
+                          "destination": _destination_to_json(f.destination), **({"app": f.app} if f.app else {})}
+                         for f in sorted(snap.findings)],
         }
         for device, snap in sorted(devices.items())
     }
@@ -167,8 +176,8 @@ def _snapshots_from_json(raw: Mapping[str, Any], source: Path, fix: str) -> dict
         try:
             dests = frozenset(_destination_from_json(d) for d in entry.get("destinations", []))
             finds = frozenset(FindingKind(str(f["identifier"]), str(f["encoding"]),
-                                          _destination_from_json(f["destination"]), str(f["protocol"]))
-                              for f in entry.get("findings", []))
+                                          _destination_from_json(f["destination"]), str(f["protocol"]),
+                                          str(f.get("app") or "")) for f in entry.get("findings", []))
         except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(source, f"malformed entry for device {device!r}: {exc!r}",
                              where=f"devices.{device}", fix=fix) from None
@@ -241,7 +250,7 @@ def compare(previous: Baseline, current: Mapping[str, DeviceSnapshot]) -> list[D
         changes.append(DeviceChanges(
             device=device,
             new_destinations=tuple(sorted(snap.destinations - old.destinations)),
-            new_findings=tuple(sorted(snap.findings - old.findings)),
+            new_findings=tuple(sorted(f for f in snap.findings if not any(f.same_leak(o) for o in old.findings))),
             gone_destinations=tuple(sorted(old.destinations - snap.destinations)),
             first_run=before is None,
         ))
@@ -265,8 +274,9 @@ def destinations_html(destinations: Sequence[Destination]) -> str:
 
 
 def findings_html(findings: Sequence[FindingKind]) -> str:
-    return _table(("identifier", "encoding", "destination", "protocol"),
-                  ((f.identifier, f.encoding, str(f.destination), f.protocol) for f in findings))
+    return _table(("app", "identifier", "encoding", "destination", "protocol"),
+                  ((f.app or "(unattributed)", f.identifier, f.encoding, str(f.destination), f.protocol)
+                   for f in findings))
 
 
 def _title(change: DeviceChanges, since: str) -> str:

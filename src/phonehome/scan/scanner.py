@@ -22,7 +22,7 @@ import time as _time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, mask
@@ -84,6 +84,9 @@ from phonehome.scan.protocols import (
 )
 from phonehome.scan.reassembly import Budget, Stream
 from phonehome.scan.tunnels import TUNNEL_UDP_PORTS, Undecoded, undecoded_problem
+
+if TYPE_CHECKING:
+    from phonehome.scan.attribution import Attribution
 
 #: bytes of context on each side of a match in a finding's excerpt
 EXCERPT_CONTEXT_BYTES = 32
@@ -161,6 +164,8 @@ class Finding:
     excerpt: str
     value: str = ""  # the matched bytes as text (hex when binary); masked in OUT.json unless asked for
     decrypted: bool = False  # found inside TLS with a key log (then ``encrypted`` too; encoding starts "tls>")
+    app: str | None = None  # the sending app (package, or shared UID's name), from the phone's socket table
+    uid: int | None = None  # ... and its UID; both None when unattributed (see scan/attribution.py)
 
     def to_json(self, *, show_identifiers: bool = False) -> dict[str, Any]:
         """``value`` is masked (as in the table) unless ``show_identifiers``: enough for a script to tell which
@@ -172,6 +177,7 @@ class Finding:
             "frames": list(self.frames),
             "time": self.time, "phase": self.phase, "excerpt": self.excerpt,
             "value": self.value if show_identifiers else mask(self.value),
+            "app": self.app, "uid": self.uid,
         }
 
 
@@ -193,6 +199,8 @@ class Flow:
     first_time: float
     last_time: float
     decryption: str = ""  # TLS flows: "decrypted", "no-key" or "failed" (see phonehome.scan.tls)
+    app: str | None = None  # the app that owned the socket, when the phone's socket table showed it
+    uid: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -200,6 +208,7 @@ class Flow:
             "dport": self.dport, "host": self.host, "protocol": self.protocol, "encrypted": self.encrypted,
             "bytes": self.bytes, "frames": self.frames, "first_frame": self.first_frame,
             "first_time": self.first_time, "last_time": self.last_time, "decryption": self.decryption or None,
+            "app": self.app, "uid": self.uid,
         }
 
 
@@ -257,6 +266,7 @@ class ScanResult:
     flows: tuple[Flow, ...]
     warnings: tuple[str, ...] = ()
     phases: tuple[Phase, ...] = ()
+    attribution: Attribution | None = None  # which app sent what: set by scan.attribution.attribute()
 
     @property
     def cleartext_findings(self) -> tuple[Finding, ...]:
@@ -285,13 +295,18 @@ class ScanResult:
             for index, item in enumerate(items):
                 handle.write(("," if index else "") + "\n    " + json.dumps(item))
             handle.write("\n  ]")
+        if self.attribution is not None:
+            handle.write(',\n  "attribution": ' + json.dumps(self.attribution.to_json(), indent=2).replace("\n", "\n  "))
         handle.write("\n}\n")
 
     def to_json(self, *, show_identifiers: bool = False) -> dict[str, Any]:
         """The OUT.json document: ``{"capture": {...}, "findings": [...], "flows": [...]}``."""
-        return {"capture": self._capture_json(),
-                "findings": [f.to_json(show_identifiers=show_identifiers) for f in self.findings],
-                "flows": [f.to_json() for f in self.flows]}
+        out = {"capture": self._capture_json(),
+               "findings": [f.to_json(show_identifiers=show_identifiers) for f in self.findings],
+               "flows": [f.to_json() for f in self.flows]}
+        if self.attribution is not None:
+            out["attribution"] = self.attribution.to_json()
+        return out
 
     def _capture_json(self) -> dict[str, Any]:
         capture = self.capture.to_json()

@@ -39,6 +39,7 @@ import yaml
 
 from phonehome.errors import InputError
 from phonehome.identifiers import IDENTIFIER_KEYS, Identifiers, field_lines, mask, parse_identifiers
+from phonehome.virtual.appsockets import app_socket, hold
 from phonehome.virtual.netlab import INTERNET
 
 PROFILE_VERSION = 1
@@ -208,6 +209,7 @@ class Request:
     password: Template | None = None
     topic: Template | None = None
     where: str = ""
+    app: str | None = None  # the package whose UID owns the request's sockets (None: root, a native daemon)
 
     def templates(self) -> Iterable[Template]:
         yield self.host
@@ -249,6 +251,10 @@ class FirmwareProfile:
     def sdk(self) -> int:
         """The SDK level of ``android``, 0 when not named."""
         return ANDROID_SDK.get(self.android, 0)
+    apps: tuple[tuple[str, int], ...] = ()  # (package, UID) of the apps that send, as `pm list packages -U` says
+
+    def uid_of(self, app: str | None) -> int | None:
+        return dict(self.apps).get(app) if app is not None else None
 
     def requests(self) -> Iterable[Request]:
         for rule in self.rules:
@@ -363,9 +369,11 @@ class _Fields:
 
 
 REQUEST_FIELDS = ("protocol", "host", "port", "delay_s", "method", "path", "query", "headers", "body", "json",
-                  "client_id", "username", "password", "topic", "payload")
+                  "client_id", "username", "password", "topic", "payload", "app")
 RULE_FIELDS = ("event", "every_s", "delay_s", "jitter_s", "requests")
-PROFILE_FIELDS = ("profile", "name", "description", "android", "rules")
+PROFILE_FIELDS = ("profile", "name", "description", "android", "apps", "rules")
+#: Android UIDs: system (1000-9999) and application (10000-19999) ranges of user 0
+MAX_APP_UID = 19999
 
 
 def load_profile(path: str | Path) -> FirmwareProfile:
@@ -406,9 +414,31 @@ def parse_profile(data: Any, *, source: str, lines: Mapping[str, int] | None = N
     if android != "" and android not in ANDROID_SDK:
         raise fields.error("android", f"unknown Android release {android!r}",
                            f"use one of: {', '.join(ANDROID_SDK)} (quoted, e.g. android: \"8.1\")")
+    apps = _parse_apps(top.get("apps", {}), fields)
+    for rule in rules:
+        for request in rule.requests:
+            if request.app is not None and request.app not in dict(apps):
+                raise fields.error(f"{request.where}.app", f"app {request.app!r} is not listed under 'apps'",
+                                   f"add '{request.app}: <uid>' to the profile's apps")
     return FirmwareProfile(name=fields.string(top, "name", ""),
                            description=str(top.get("description", "")), rules=rules, source=source,
-                           android=str(android))
+                           android=str(android), apps=apps)
+
+
+def _parse_apps(data: Any, fields: _Fields) -> tuple[tuple[str, int], ...]:
+    """``apps: {package: uid}``: who sends (issue 12); several packages may share a UID (android.uid.system)."""
+    if not isinstance(data, dict):
+        raise fields.error("apps", "'apps' must map package names to UIDs", "write apps: {com.example.app: 10123}")
+    apps = []
+    for package, uid in data.items():
+        if not isinstance(package, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", package):
+            raise fields.error(f"apps.{package}", f"{package!r} is not a package name", "write e.g. com.example.app")
+        if isinstance(uid, bool) or not isinstance(uid, int) or not 1000 <= uid <= MAX_APP_UID:
+            raise fields.error(f"apps.{package}", f"UID {uid!r} is not an Android app or system UID",
+                               f"use 1000-9999 for a system UID (1000 = android.uid.system), 10000-{MAX_APP_UID} "
+                               "for an app")
+        apps.append((package, uid))
+    return tuple(apps)
 
 
 def _parse_rule(data: Any, path: str, fields: _Fields) -> Rule:
@@ -475,15 +505,15 @@ def _parse_request(data: Any, path: str, fields: _Fields) -> Request:
         body=optional(body_key),
         json_body=fields.json_template(request["json"], f"{path}.json") if "json" in request else None,
         client_id=optional("client_id"), username=optional("username"), password=optional("password"),
-        topic=optional("topic"), where=path)
+        topic=optional("topic"), where=path, app=fields.string(request, "app", path) if "app" in request else None)
 
 
-_COMMON = ("protocol", "host", "port", "delay_s")
+_COMMON = ("protocol", "host", "port", "delay_s", "app")
 _HTTP = (*_COMMON, "method", "path", "query", "headers", "body", "json")
 _FIELDS_BY_PROTOCOL: Mapping[str, tuple[str, ...]] = {
     "http": _HTTP, "https": _HTTP,
     "tls": (*_COMMON, "payload"), "tcp": (*_COMMON, "payload"), "udp": (*_COMMON, "payload"),
-    "dns": ("protocol", "host", "delay_s"),
+    "dns": ("protocol", "host", "delay_s", "app"),
     "mqtt": (*_COMMON, "client_id", "username", "password", "topic", "payload"),
 }
 _NO_IDS = Identifiers(values=())
@@ -651,19 +681,23 @@ class ResolveError(OSError):
     """The fake DNS said NXDOMAIN or did not answer (the request fails, as it would on a phone)."""
 
 
-def resolve(name: str, resolver: str) -> str:
-    """An A record for ``name`` asked from ``resolver`` over UDP 53, as a phone's resolver would."""
+def resolve(name: str, resolver: str, uid: int | None = None) -> str:
+    """An A record for ``name`` asked from ``resolver`` over UDP 53, as a phone's resolver would. The query's
+    socket is the app's (``uid``) and stays open a while, like the request's own (see appsockets)."""
     if _is_ip(name):
         return name
     for _attempt in range(DNS_RETRIES + 1):
         ident = random.randrange(1, 0xFFFF)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock = app_socket(socket.AF_INET, socket.SOCK_DGRAM, uid)
+        try:
             sock.settimeout(DNS_TIMEOUT_S)
             sock.sendto(dns_query_packet(name, ident), (resolver, DEFAULT_PORTS["dns"]))
             try:
                 rcode, addresses = parse_dns_response(sock.recv(4096), ident)
             except TimeoutError:
                 continue
+        finally:
+            _release(sock, uid)
         if rcode == 0 and addresses:
             return addresses[0]
         raise ResolveError(f"DNS rcode {rcode} for the name")
@@ -680,32 +714,56 @@ def _client_tls_context() -> ssl.SSLContext:
     return context
 
 
-def send(rendered: Rendered, resolver: str) -> str:
-    """Send one request for real; returns a short outcome (``HTTP 200``, ``CONNACK 0``...). OSError on failure."""
+def send(rendered: Rendered, resolver: str, uid: int | None = None) -> str:
+    """Send one request for real, from sockets owned by ``uid`` (the profile's app; None: root); returns a short
+    outcome (``HTTP 200``, ``CONNACK 0``...). OSError on failure."""
     if rendered.protocol == "dns":
         try:
-            address = resolve(rendered.host, resolver)
+            address = resolve(rendered.host, resolver, uid)
         except ResolveError as exc:
             return str(exc)
         return f"A {address}"
-    address = resolve(rendered.host, resolver)
+    address = resolve(rendered.host, resolver, uid)
     if rendered.protocol == "udp":
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp = app_socket(socket.AF_INET, socket.SOCK_DGRAM, uid)
+        try:
             udp.sendto(rendered.body, (address, rendered.port))
+        finally:
+            _release(udp, uid)
         return f"{len(rendered.body)} bytes"
-    with socket.create_connection((address, rendered.port), timeout=REQUEST_TIMEOUT_S) as raw:
-        sock: socket.socket = raw
-        if rendered.protocol in ("https", "tls"):
-            sock = _client_tls_context().wrap_socket(raw, server_hostname=rendered.host)
-        if rendered.protocol in ("http", "https"):
-            sock.sendall(http_request_bytes(rendered))
-            return _read_http_response(sock)
-        if rendered.protocol == "mqtt":
-            return _mqtt_exchange(sock, rendered)
-        sock.sendall(rendered.body)
-        if isinstance(sock, ssl.SSLSocket):
-            return f"{sock.version()} {len(rendered.body)} bytes"
-        return f"{len(rendered.body)} bytes"
+    sock = app_socket(socket.AF_INET, socket.SOCK_STREAM, uid)
+    try:
+        sock.settimeout(REQUEST_TIMEOUT_S)
+        sock.connect((address, rendered.port))
+        outcome, sock = _exchange(sock, rendered)
+    finally:
+        _release(sock, uid)
+    return outcome
+
+
+def _exchange(raw: socket.socket, rendered: Rendered) -> tuple[str, socket.socket]:
+    """The request's bytes over a connected TCP socket: the outcome, and the socket now carrying the connection
+    (the TLS one wraps, and takes over, ``raw``)."""
+    sock: socket.socket = raw
+    if rendered.protocol in ("https", "tls"):
+        sock = _client_tls_context().wrap_socket(raw, server_hostname=rendered.host)
+    if rendered.protocol in ("http", "https"):
+        sock.sendall(http_request_bytes(rendered))
+        return _read_http_response(sock), sock
+    if rendered.protocol == "mqtt":
+        return _mqtt_exchange(sock, rendered), sock
+    sock.sendall(rendered.body)
+    if isinstance(sock, ssl.SSLSocket):
+        return f"{sock.version()} {len(rendered.body)} bytes", sock
+    return f"{len(rendered.body)} bytes", sock
+
+
+def _release(sock: socket.socket, uid: int | None) -> None:
+    """An app's socket stays pooled a while (so the phone's socket table shows it); root's closes at once."""
+    if uid is None:
+        sock.close()
+    else:
+        hold(sock)
 
 
 def _read_http_response(sock: socket.socket) -> str:
@@ -835,7 +893,7 @@ class Runner:
         entry: dict[str, Any] = {"event": event, "protocol": rendered.protocol, "host": rendered.masked_host,
                                  "port": rendered.port, "where": request.where}
         try:
-            entry.update(ok=True, result=send(rendered, self.resolver))
+            entry.update(ok=True, result=send(rendered, self.resolver, self.profile.uid_of(request.app)))
         except (OSError, ValueError, ssl.SSLError) as exc:
             # a phone's app does not crash when its server is unreachable: report and carry on
             entry.update(ok=False, error=f"{type(exc).__name__}: {exc}")

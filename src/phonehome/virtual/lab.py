@@ -574,7 +574,7 @@ class _Daemon:
                    for phone, device, profile in zip(netplan.phones, self.config.devices, profiles, strict=True)]
         for child in self.children:  # started side by side: each takes a Python start-up to get ready
             child.wait_ready()
-        self._start_phones(netplan, runners, storage)
+        self._start_phones(netplan, runners, storage, profiles)
         lab_state = LabState(instance=self.config.instance, adb_host=self.config.adb_host,
                              adb_port=int(self.adb.port), pid=os.getpid(),
                              phones=tuple(LabPhone(serial=p.serial, label=p.label, netns=p.netns,
@@ -612,16 +612,22 @@ class _Daemon:
                                "identifiers": device.spec.identifiers.to_mapping()}))
         return child
 
-    def _start_phones(self, netplan: netlab.NetPlan, runners: Sequence[_Child | None], storage: Path) -> None:
+    def _start_phones(self, netplan: netlab.NetPlan, runners: Sequence[_Child | None], storage: Path,
+                      profiles: Sequence[FirmwareProfile | None] = ()) -> None:
         from phonehome.virtual.adbserver import AdbServer
         from phonehome.virtual.phone import VirtualPhone
 
-        for phone, device, runner in zip(netplan.phones, self.config.devices, runners, strict=True):
+        profiles = profiles or [None] * len(runners)
+        for phone, device, runner, profile in zip(netplan.phones, self.config.devices, runners, profiles,
+                                                  strict=True):
             spec = device.spec
             if "wlan_ip" in {f.name for f in dataclasses.fields(spec)}:
                 spec = dataclasses.replace(spec, wlan_ip=phone.ip)
+            # the runner lives in the phone's namespace: its /proc/PID/net is the phone's socket tables
             self.phones.append(VirtualPhone(spec, storage_dir=storage / _safe(spec.label),
-                                            on_event=runner.send if runner is not None else None))
+                                            on_event=runner.send if runner is not None else None,
+                                            apps=dict(profile.apps) if profile is not None else None,
+                                            net_proc=Path(f"/proc/{runner.proc.pid}/net") if runner else None))
         self.adb = AdbServer(self.phones, host=self.config.adb_host, port=self.config.adb_port)
         self.adb.start()
 

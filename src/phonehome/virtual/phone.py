@@ -28,7 +28,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ SYSTEMUI = "com.android.systemui"
 KEYGUARD_ACTIVITY = "com.android.systemui.keyguard.KeyguardActivity"
 LAUNCHER = "com.android.launcher3"
 LAUNCHER_ACTIVITY = "com.android.launcher3.Launcher"
+PROC_NET_TABLES = frozenset(f"/proc/net/{name}" for name in ("tcp", "tcp6", "udp", "udp6"))
 SYSTEM_PACKAGES: tuple[str, ...] = (
     "android", SYSTEMUI, LAUNCHER, "com.android.settings", "com.android.phone", "com.android.providers.settings",
     "com.android.chrome", "com.android.camera2", "com.android.contacts", "com.android.dialer",
@@ -392,8 +393,13 @@ class VirtualPhone:
     """
 
     def __init__(self, spec: VirtualPhoneSpec, *, storage_dir: Path,
-                 on_event: Callable[[str], None] | None = None) -> None:
+                 on_event: Callable[[str], None] | None = None, apps: Mapping[str, int] | None = None,
+                 net_proc: Path | None = None) -> None:
         self.spec = spec
+        # issue 12: the firmware's apps (package -> UID) and /proc/<pid>/net of a process in the phone's network
+        # namespace, whose real socket tables the shell serves as /proc/net/* (see virtual/appsockets.py)
+        self.apps = dict(apps or {})
+        self.net_proc = net_proc
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._listeners: list[Callable[[], None]] = []
@@ -662,6 +668,8 @@ class VirtualPhone:
             return (self.boot_id + "\n").encode()
         if path == WLAN_MAC_PATH:
             return (self.wlan_mac + "\n").encode()
+        if path in PROC_NET_TABLES:
+            return self._proc_net(path)
         if path == "/proc/version":
             return b"Linux version 4.9.112-virtual (build@phonehome) #1 SMP PREEMPT\n"
         if path == "/proc/uptime":
@@ -713,7 +721,25 @@ class VirtualPhone:
     # --- apps ----------------------------------------------------------------------------------------------
 
     def installed_packages(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(SYSTEM_PACKAGES + self.spec.packages))
+        return tuple(dict.fromkeys(SYSTEM_PACKAGES + tuple(self.apps) + self.spec.packages))
+
+    def package_uids(self) -> dict[str, int]:
+        """UID of every installed package, as ``cmd package list packages -U`` prints them."""
+        from phonehome.virtual.appsockets import package_uids
+
+        return package_uids(self.apps, self.installed_packages())
+
+    def _proc_net(self, path: str) -> bytes | None:
+        """The namespace's real table (its sockets carry the UIDs of the apps that opened them); a phone whose
+        firmware sends nothing has no sockets: the header alone."""
+        if self.net_proc is None:
+            from phonehome.scan.attribution import PROC_NET_HEADERS
+
+            return (PROC_NET_HEADERS[path.rsplit("/", 1)[1]] + "\n").encode()
+        try:
+            return (self.net_proc / path.rsplit("/", 1)[1]).read_bytes()
+        except OSError:
+            return None
 
     def _start_system_apps(self) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ Parcel dumps of ``service call iphonesubinfo``). An unknown command fails as on 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import re
@@ -1112,12 +1113,13 @@ def _pm(ctx: CommandContext) -> int:
         options = [a for a in args[2:] if a.startswith("-")]
         needle = next((a for a in args[2:] if not a.startswith("-")), "")
         third_party = "-3" in options
+        uids = phone.package_uids() if "-U" in options else {}  # -U: " uid:N", as AOSP's runListPackages
         for package in phone.installed_packages():
             if third_party and package in _SYSTEM_ONLY:
                 continue
             if needle in package:
                 prefix = f"package:/system/app/{package}/{package}.apk=" if "-f" in options else "package:"
-                ctx.print(prefix + package)
+                ctx.print(prefix + package + (f" uid:{uids[package]}" if package in uids else ""))
         return 0
     if verb == "path" and len(args) > 1:
         if args[1] not in phone.installed_packages():
@@ -1348,6 +1350,8 @@ def _cmd(ctx: CommandContext) -> int:
     args = ctx.args[1:]
     if args[:2] == ["statusbar", "collapse"] or args[:2] == ["statusbar", "expand-notifications"]:
         return 0
+    if args[:1] == ["package"]:  # `cmd package ...` is what `pm ...` calls on Android 7+
+        return _pm(dataclasses.replace(ctx, args=["pm", *args[1:]]))
     ctx.error(f"cmd: Can't find service: {args[0] if args else ''}")
     return 20
 
