@@ -6,14 +6,18 @@ so the checks talk to them exactly as to USB phones: the adb host protocol, then
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from labtools import instance_name
 
 from phonehome.cli import main
 from phonehome.identifiers import mask, parse_identifiers
+from phonehome.inventory import load_inventory
 from phonehome.virtual.adbserver import AdbServer
 from phonehome.virtual.phone import VirtualPhone, VirtualPhoneSpec
 
@@ -23,6 +27,7 @@ IMEI = "352099001761481"
 OTHER_IMEI = "356938035643809"
 MAC = "02:1a:11:f0:00:01"
 PIN_ENV = "PHONEHOME_TEST_CHECK_PIN"
+FIRMWARE = Path(__file__).parents[2] / "fixtures" / "firmware"
 
 
 @pytest.fixture
@@ -193,3 +198,59 @@ def test_the_session_errors_a_failing_phone_at_once(tmp_path: Path, bench: AdbSe
         f"*device nokia: quarantined for the rest of this run: phonehome check: phone nokia ({mask('BENCHNOKIA99')})"
         f" is not on the adb server at 127.0.0.1:{bench.port}; the server sees: *"])
     assert "BENCHNOKIA01" not in result.stdout.str()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the virtual lab needs root (run the project tests with sudo)")
+@pytest.mark.skipif(shutil.which("dumpcap") is None, reason="dumpcap not installed (ci/setup.sh installs it)")
+def test_traffic_a_screen_wake_shows_the_phone_under_its_filter(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``--traffic`` against a running lab: the phone whose firmware talks on screen-on is seen under its filter;
+    a filter on a MAC no phone has sees nothing within settle_s.screen_on, and says what to check."""
+    from phonehome.virtual.lab import Lab, LabDevice
+
+    mac, stray = "02:1a:11:f0:00:21", "02:1a:11:f0:00:99"
+    path = tmp_path / "lab.yaml"
+    path.write_text(f"""\
+version: 1
+defaults:
+  backend: virtual
+  model: Pixel 8
+  settle_s: {{screen_off: 0.2, screen_on: 1.5}}
+  capture: {{filter: "ether host {{wifi_mac}}"}}
+devices:
+  - label: wakes
+    serial: VWAKE0001
+    firmware: {FIRMWARE / 'clean.yaml'}
+    identifiers: {{serial: VWAKE0001, wifi_mac: "{mac}"}}
+  - label: stray
+    serial: VSTRAY0001
+    firmware: {FIRMWARE / 'clean.yaml'}
+    identifiers: {{serial: VSTRAY0001, wifi_mac: "02:1a:11:f0:00:22"}}
+    capture: {{filter: "ether host {stray}"}}
+""", encoding="utf-8")
+    instance = instance_name()
+    # no lab running under that name: the problem, and how to start it
+    code, lines = check(capsys, path, "--traffic", "--lab-instance", instance, "--device", "wakes")
+    assert code == 1
+    assert lines[0] == (f"wakes: error: traffic: virtual phone, and no lab {instance!r} is running to serve it: "
+                        f"phonehome lab up --devices lab.yaml --instance {instance}, then check again with "
+                        f"--lab-instance {instance}")
+    Lab.up([LabDevice.from_entry(entry) for entry in load_inventory(path).select()], instance=instance)
+    try:
+        interfaces = {phone.label: phone.interface for phone in Lab.status(instance).phones}  # type: ignore[union-attr]
+        code, lines = check(capsys, path, "--traffic", "--lab-instance", instance)
+    finally:
+        Lab.down(instance)
+    assert code == 1, lines
+    assert lines[0].startswith(f"stray: error: traffic: no packet from the phone under filter 'ether host "
+                               f"{mask(stray)}' on {interfaces['stray']} within 1.")
+    assert lines[0].endswith("s of a screen wake: check the filter, the phone's MAC (randomisation: turn it off "
+                             "for the bench network, or put the MAC the phone uses in the inventory), and that the "
+                             "phone is on the access point of that interface")
+    assert lines[1].startswith(f"wakes: ok (screen wake: ")
+    packets = int(lines[1].split("screen wake: ")[1].split(" ")[0])
+    assert packets > 0, lines[1]
+    assert f"packet(s) from the phone under filter 'ether host {mask(mac)}' on {interfaces['wakes']} in 1." \
+        in lines[1]
+    assert lines[2] == "phonehome check: 2 phone(s), 1 error(s), 0 warning(s)"
+    assert mac not in "\n".join(lines) and stray not in "\n".join(lines)
