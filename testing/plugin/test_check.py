@@ -7,6 +7,7 @@ so the checks talk to them exactly as to USB phones: the adb host protocol, then
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 from collections.abc import Iterator
@@ -170,6 +171,20 @@ def test_dumpcap_proves_it_may_capture(tmp_path: Path, bench: AdbServer, capsys:
     assert out.splitlines() == ["pixel: ok", "phonehome check: 1 phone(s), 0 error(s), 0 warning(s)"]
 
 
+def test_traffic_on_a_usb_bench_fills_the_filter_from_the_phone(tmp_path: Path, bench: AdbServer,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A phone on the adb server is woken through the adb server; its filter's MAC is the one it reported, and
+    on an interface it is not on (lo) nothing passes the filter: the problem, masked, exit 1."""
+    code, lines = check(capsys, inventory(tmp_path, pixel="    settle_s: {screen_off: 0.1, screen_on: 0.5}"),
+                        "--traffic", "--device", "pixel")
+    assert code == 1
+    assert re.match(re.escape("pixel: error: traffic: no packet from the phone under filter 'ether host "
+                              f"{mask('02:1a:11:f0:00:02')}' on lo within ") + r"\d+\.\d s of a screen wake: ",
+                    lines[0]), lines[0]
+    assert "02:1a:11:f0:00:02" not in "\n".join(lines)
+    assert lines[1] == "phonehome check: 1 phone(s), 1 error(s), 0 warning(s)"
+
+
 def test_bad_inventory_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bench.yaml"
     path.write_text("version: 1\ndevices:\n  - label: x\n    serail: y\n", encoding="utf-8")
@@ -235,22 +250,22 @@ devices:
     assert lines[0] == (f"wakes: error: traffic: virtual phone, and no lab {instance!r} is running to serve it: "
                         f"phonehome lab up --devices lab.yaml --instance {instance}, then check again with "
                         f"--lab-instance {instance}")
-    Lab.up([LabDevice.from_entry(entry) for entry in load_inventory(path).select()], instance=instance)
+    state = Lab.up([LabDevice.from_entry(entry) for entry in load_inventory(path).select()], instance=instance)
     try:
-        interfaces = {phone.label: phone.interface for phone in Lab.status(instance).phones}  # type: ignore[union-attr]
+        interfaces = {phone.label: phone.interface for phone in state.phones}
         code, lines = check(capsys, path, "--traffic", "--lab-instance", instance)
     finally:
         Lab.down(instance)
     assert code == 1, lines
-    assert lines[0].startswith(f"stray: error: traffic: no packet from the phone under filter 'ether host "
-                               f"{mask(stray)}' on {interfaces['stray']} within 1.")
-    assert lines[0].endswith("s of a screen wake: check the filter, the phone's MAC (randomisation: turn it off "
+    assert re.fullmatch(re.escape("stray: error: traffic: no packet from the phone under filter 'ether host "
+                                  f"{mask(stray)}' on {interfaces['stray']} within ") + r"\d+\.\d s of a screen wake: .*",
+                        lines[0]), lines[0]
+    assert lines[0].endswith(" of a screen wake: check the filter, the phone's MAC (randomisation: turn it off "
                              "for the bench network, or put the MAC the phone uses in the inventory), and that the "
                              "phone is on the access point of that interface")
-    assert lines[1].startswith(f"wakes: ok (screen wake: ")
-    packets = int(lines[1].split("screen wake: ")[1].split(" ")[0])
-    assert packets > 0, lines[1]
-    assert f"packet(s) from the phone under filter 'ether host {mask(mac)}' on {interfaces['wakes']} in 1." \
-        in lines[1]
+    ok = re.fullmatch(re.escape("wakes: ok (screen wake: ") + r"(\d+)" + re.escape(
+        f" packet(s) from the phone under filter 'ether host {mask(mac)}' on {interfaces['wakes']} in ")
+        + r"\d+\.\d s\)", lines[1])
+    assert ok is not None and int(ok.group(1)) > 0, lines[1]
     assert lines[2] == "phonehome check: 2 phone(s), 1 error(s), 0 warning(s)"
     assert mac not in "\n".join(lines) and stray not in "\n".join(lines)
