@@ -5,7 +5,9 @@ Per phone: the adb server answers, the serial is on it and usable (else the seri
 model it reports against the inventory (a warning), the identifiers it reports against the inventory's (a
 different IMEI is a swapped phone), the unlock secret's variable and the phone's lock against the inventory's
 method, the capture interface, dumpcap's permission to capture on it, and the capture filter's placeholders. Across
-phones: two captures that would record the same traffic. Identifier values appear masked only.
+phones: two captures that would record the same traffic. With ``--traffic``, a screen wake under each phone's
+capture (:mod:`phonehome.check.traffic`; a virtual phone's on the running lab). Identifier values appear masked
+only.
 """
 
 from __future__ import annotations
@@ -307,6 +309,8 @@ def check_traffic(entry: DeviceEntry, identifiers: Identifiers, make_phone: Phon
     """One phone's screen wake under its capture: an OK line with the packet count, or the problem and its fix."""
     from phonehome.check.traffic import wake_problem
 
+    if entry.capture.source == "file":
+        return Problem(entry.label, OK, "traffic not checked: the capture re-analyses a recorded file")
     lab_phone = None
     if entry.backend == "virtual":
         assert lab is not None
