@@ -6,14 +6,19 @@ so the checks talk to them exactly as to USB phones: the adb host protocol, then
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from labtools import instance_name
 
 from phonehome.cli import main
 from phonehome.identifiers import mask, parse_identifiers
+from phonehome.inventory import load_inventory
 from phonehome.virtual.adbserver import AdbServer
 from phonehome.virtual.phone import VirtualPhone, VirtualPhoneSpec
 
@@ -23,6 +28,7 @@ IMEI = "352099001761481"
 OTHER_IMEI = "356938035643809"
 MAC = "02:1a:11:f0:00:01"
 PIN_ENV = "PHONEHOME_TEST_CHECK_PIN"
+FIRMWARE = Path(__file__).parents[2] / "fixtures" / "firmware"
 
 
 @pytest.fixture
@@ -165,6 +171,20 @@ def test_dumpcap_proves_it_may_capture(tmp_path: Path, bench: AdbServer, capsys:
     assert out.splitlines() == ["pixel: ok", "phonehome check: 1 phone(s), 0 error(s), 0 warning(s)"]
 
 
+def test_traffic_on_a_usb_bench_fills_the_filter_from_the_phone(tmp_path: Path, bench: AdbServer,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A phone on the adb server is woken through the adb server; its filter's MAC is the one it reported, and
+    on an interface it is not on (lo) nothing passes the filter: the problem, masked, exit 1."""
+    code, lines = check(capsys, inventory(tmp_path, pixel="    settle_s: {screen_off: 0.1, screen_on: 0.5}"),
+                        "--traffic", "--device", "pixel")
+    assert code == 1
+    assert re.match(re.escape("pixel: error: traffic: no packet from the phone under filter 'ether host "
+                              f"{mask('02:1a:11:f0:00:02')}' on lo within ") + r"\d+\.\d s of a screen wake: ",
+                    lines[0]), lines[0]
+    assert "02:1a:11:f0:00:02" not in "\n".join(lines)
+    assert lines[1] == "phonehome check: 1 phone(s), 1 error(s), 0 warning(s)"
+
+
 def test_bad_inventory_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bench.yaml"
     path.write_text("version: 1\ndevices:\n  - label: x\n    serail: y\n", encoding="utf-8")
@@ -193,3 +213,59 @@ def test_the_session_errors_a_failing_phone_at_once(tmp_path: Path, bench: AdbSe
         f"*device nokia: quarantined for the rest of this run: phonehome check: phone nokia ({mask('BENCHNOKIA99')})"
         f" is not on the adb server at 127.0.0.1:{bench.port}; the server sees: *"])
     assert "BENCHNOKIA01" not in result.stdout.str()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the virtual lab needs root (run the project tests with sudo)")
+@pytest.mark.skipif(shutil.which("dumpcap") is None, reason="dumpcap not installed (ci/setup.sh installs it)")
+def test_traffic_a_screen_wake_shows_the_phone_under_its_filter(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``--traffic`` against a running lab: the phone whose firmware talks on screen-on is seen under its filter;
+    a filter on a MAC no phone has sees nothing within settle_s.screen_on, and says what to check."""
+    from phonehome.virtual.lab import Lab, LabDevice
+
+    mac, stray = "02:1a:11:f0:00:21", "02:1a:11:f0:00:99"
+    path = tmp_path / "lab.yaml"
+    path.write_text(f"""\
+version: 1
+defaults:
+  backend: virtual
+  model: Pixel 8
+  settle_s: {{screen_off: 0.2, screen_on: 1.5}}
+  capture: {{filter: "ether host {{wifi_mac}}"}}
+devices:
+  - label: wakes
+    serial: VWAKE0001
+    firmware: {FIRMWARE / 'clean.yaml'}
+    identifiers: {{serial: VWAKE0001, wifi_mac: "{mac}"}}
+  - label: stray
+    serial: VSTRAY0001
+    firmware: {FIRMWARE / 'clean.yaml'}
+    identifiers: {{serial: VSTRAY0001, wifi_mac: "02:1a:11:f0:00:22"}}
+    capture: {{filter: "ether host {stray}"}}
+""", encoding="utf-8")
+    instance = instance_name()
+    # no lab running under that name: the problem, and how to start it
+    code, lines = check(capsys, path, "--traffic", "--lab-instance", instance, "--device", "wakes")
+    assert code == 1
+    assert lines[0] == (f"wakes: error: traffic: virtual phone, and no lab {instance!r} is running to serve it: "
+                        f"phonehome lab up --devices lab.yaml --instance {instance}, then check again with "
+                        f"--lab-instance {instance}")
+    state = Lab.up([LabDevice.from_entry(entry) for entry in load_inventory(path).select()], instance=instance)
+    try:
+        interfaces = {phone.label: phone.interface for phone in state.phones}
+        code, lines = check(capsys, path, "--traffic", "--lab-instance", instance)
+    finally:
+        Lab.down(instance)
+    assert code == 1, lines
+    assert re.fullmatch(re.escape("stray: error: traffic: no packet from the phone under filter 'ether host "
+                                  f"{mask(stray)}' on {interfaces['stray']} within ") + r"\d+\.\d s of a screen wake: .*",
+                        lines[0]), lines[0]
+    assert lines[0].endswith(" of a screen wake: check the filter, the phone's MAC (randomisation: turn it off "
+                             "for the bench network, or put the MAC the phone uses in the inventory), and that the "
+                             "phone is on the access point of that interface")
+    ok = re.fullmatch(re.escape("wakes: ok (screen wake: ") + r"(\d+)" + re.escape(
+        f" packet(s) from the phone under filter 'ether host {mask(mac)}' on {interfaces['wakes']} in ")
+        + r"\d+\.\d s\)", lines[1])
+    assert ok is not None and int(ok.group(1)) > 0, lines[1]
+    assert lines[2] == "phonehome check: 2 phone(s), 1 error(s), 0 warning(s)"
+    assert mac not in "\n".join(lines) and stray not in "\n".join(lines)

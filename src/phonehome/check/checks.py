@@ -5,7 +5,9 @@ Per phone: the adb server answers, the serial is on it and usable (else the seri
 model it reports against the inventory (a warning), the identifiers it reports against the inventory's (a
 different IMEI is a swapped phone), the unlock secret's variable and the phone's lock against the inventory's
 method, the capture interface, dumpcap's permission to capture on it, and the capture filter's placeholders. Across
-phones: two captures that would record the same traffic. Identifier values appear masked only.
+phones: two captures that would record the same traffic. With ``--traffic``, a screen wake under each phone's
+capture (:mod:`phonehome.check.traffic`; a virtual phone's on the running lab). Identifier values appear masked
+only.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from phonehome.identifiers import Identifiers, mask
 if TYPE_CHECKING:
     from phonehome.devices.adbprobe import AdbServerStatus
     from phonehome.inventory import DeviceEntry
+    from phonehome.virtual.lab import LabState
 
 ERROR = "error"
 WARNING = "warning"
+#: a check that passed and says what it saw (``--traffic``: the packets of a screen wake); not a problem
+OK = "ok"
 #: dumpcap records this long to prove it may capture on an interface
 DUMPCAP_PROBE_S = 2
 #: dumpcap's start, the probe and its exit
@@ -240,21 +245,29 @@ def session_problems(entries: Sequence[DeviceEntry]) -> dict[str, str]:
 
 
 def check_entries(entries: Sequence[DeviceEntry], *, run_dumpcap: bool = True,
-                  make_phone: PhoneFactory = _u2_phone) -> list[Problem]:
-    """Every check, for every phone (virtual ones only as far as the inventory goes: the lab serves them)."""
+                  make_phone: PhoneFactory = _u2_phone, traffic: bool = False,
+                  lab_instance: str | None = None) -> list[Problem]:
+    """Every check, for every phone (virtual ones only as far as the inventory goes: the lab serves them).
+
+    ``traffic``: also wake each phone's screen under its capture and count its packets (a virtual phone's on the
+    running lab ``lab_instance``, default the default lab); the OK lines come back with severity ``OK``.
+    """
     from phonehome.devices.adbprobe import query_adb_server
 
     problems: list[Problem] = []
     statuses: dict[tuple[str, int], AdbServerStatus] = {}
     filters: list[tuple[DeviceEntry, str | None]] = []
+    lab: LabAccess | None = None
     for entry in entries:
         problems.extend(check_secret(entry))
         identifiers = entry.identifiers
+        usable = True
         if entry.backend != "virtual":
             address = adb_address()
             status = statuses.get(address) or statuses.setdefault(address, query_adb_server(*address))
             transport = check_transport(entry, status)
             problems.extend(transport)
+            usable = not transport
             if not transport:
                 phone_problems, read = check_phone(entry, make_phone(entry, *address))
                 problems.extend(phone_problems)
@@ -262,7 +275,57 @@ def check_entries(entries: Sequence[DeviceEntry], *, run_dumpcap: bool = True,
                     identifiers = identifiers.merged(read)
         filter_problems, bpf = check_filter(entry, identifiers)
         problems.extend(filter_problems)
-        problems.extend(check_interface(entry, run_dumpcap=run_dumpcap))
+        interface_problems = check_interface(entry, run_dumpcap=run_dumpcap)
+        problems.extend(interface_problems)
         filters.append((entry, bpf))
+        if traffic and usable and not filter_problems and not interface_problems:
+            if entry.backend == "virtual":
+                lab = lab or LabAccess.find(lab_instance)
+            problems.append(check_traffic(entry, identifiers, make_phone, lab))
     problems.extend(check_shared_captures(filters))
     return problems
+
+
+# --- a screen wake under the capture (--traffic) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabAccess:
+    """The running virtual lab that serves the inventory's virtual phones (None state: it is not running)."""
+
+    instance: str
+    state: LabState | None
+
+    @classmethod
+    def find(cls, instance: str | None) -> LabAccess:
+        from phonehome.virtual.lab import DEFAULT_INSTANCE, Lab
+
+        name = instance or DEFAULT_INSTANCE
+        return cls(name, Lab.status(name))
+
+
+def check_traffic(entry: DeviceEntry, identifiers: Identifiers, make_phone: PhoneFactory,
+                  lab: LabAccess | None) -> Problem:
+    """One phone's screen wake under its capture: an OK line with the packet count, or the problem and its fix."""
+    from phonehome.check.traffic import wake_problem
+
+    if entry.capture.source == "file":
+        return Problem(entry.label, OK, "traffic not checked: the capture re-analyses a recorded file")
+    lab_phone = None
+    if entry.backend == "virtual":
+        assert lab is not None
+        start = (f"phonehome lab up --devices {entry.path.name} --instance {lab.instance}, then check again "
+                 f"with --lab-instance {lab.instance}")
+        if lab.state is None:
+            return Problem(entry.label, ERROR, f"traffic: virtual phone, and no lab {lab.instance!r} is running to "
+                                               f"serve it: {start}")
+        lab_phone = next((phone for phone in lab.state.phones if phone.serial == entry.serial), None)
+        if lab_phone is None:
+            return Problem(entry.label, ERROR, f"traffic: the running lab {lab.instance!r} has no phone with serial "
+                                               f"{mask(entry.serial)}: start it from this inventory ({start})")
+        address = (lab.state.adb_host, lab.state.adb_port)
+    else:
+        address = adb_address()
+    ok, message = wake_problem(entry, make_phone(entry, *address), identifiers, lab_phone=lab_phone,
+                               adb_server_port=address[1] if entry.backend == "virtual" else None)
+    return Problem(entry.label, OK if ok else ERROR, message)
