@@ -68,6 +68,11 @@ class AdbServerGone(DeviceError):
     """No adb server answers where the phone is expected: nothing to wait for, no evidence to collect."""
 
 
+class PhoneUnreachable(DeviceError):
+    """The adb server answers, but the phone is not ``device`` on it (absent, offline, unauthorized) after the
+    wait: at session start, connecting again at once would only wait again."""
+
+
 class CaptureError(PhonehomeError):
     """A capture could not start, stopped early, dropped packets or saw nothing: the evidence is incomplete."""
 

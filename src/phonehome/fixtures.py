@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from phonehome.errors import AdbServerGone, CaptureError, DeviceError, InputError, PhonehomeError
+from phonehome.errors import (
+    AdbServerGone,
+    CaptureError,
+    DeviceError,
+    InputError,
+    PhonehomeError,
+    PhoneUnreachable,
+)
 from phonehome.identifiers import Identifiers, mask
 from phonehome.markers import marker_values
 from phonehome.redaction import Redactor
@@ -149,7 +156,8 @@ def _phonehome_device(request: pytest.FixtureRequest, _phonehome_entry: DeviceEn
     try:
         session = _connect(request.config, state, entry)
     except PhonehomeError as exc:
-        if label in state.recovered or not recoverable(exc):
+        if label in state.recovered or not recoverable(exc) or isinstance(exc, PhoneUnreachable):
+            # a phone that waited out its connect timeout is not retried at once: that would only wait again
             state.quarantine_device(label, _reason(exc))
             raise
         state.recovered.add(label)

@@ -37,7 +37,7 @@ from phonehome.devices.android import (
     parse_serial,
     parse_subinfo_dump,
 )
-from phonehome.errors import AdbServerGone, CredentialError, DeviceError, InputError
+from phonehome.errors import AdbServerGone, CredentialError, DeviceError, InputError, PhoneUnreachable
 from phonehome.identifiers import Identifiers, mask, parse_identifiers
 
 if TYPE_CHECKING:
@@ -300,7 +300,8 @@ class U2Phone:
             if state in FAIL_FAST_STATES or time.monotonic() >= deadline:
                 problem = transport_problem(self._last_status, self.serial, self.label) or state
                 waited = "" if state in FAIL_FAST_STATES else f" (waited {timeout_s:g} s)"
-                raise self._fault(f"not online{waited}: {_after_label(problem, self.label)}")
+                raise PhoneUnreachable(self.label, self._with_diagnosis(
+                    f"not online{waited}: {_after_label(problem, self.label)}"))
             if is_tcp_serial(self.serial) and state in ("absent", "offline"):
                 self._reconnect_tcp()
             time.sleep(BOOT_POLL_INTERVAL_S)
@@ -490,9 +491,22 @@ class U2Phone:
                 raise CredentialError(self.label, "keyguard is showing but the inventory says unlock: none "
                                       "(set unlock.method to swipe, pin or password)")
             self._swipe_up()
-            if method in ("pin", "password"):
+            if method not in ("pin", "password"):
+                self._wait_keyguard_gone(method)
+                return True
+            attempts = self.credential_attempts
+            try:
                 self._enter_secret()
-            self._wait_keyguard_gone(method)
+                self._wait_keyguard_gone(method)
+            except CredentialError:
+                raise
+            except DeviceError as exc:
+                if self.credential_attempts == attempts:
+                    raise  # nothing was typed: a plain fault, which a recovery may cure
+                # typed, but whether the phone took it is unknown: it is never typed again in this run
+                self._credential_refused = (f"the outcome of the {method} entry is unknown ({exc.problem}); it is "
+                                            "not typed again in this run, so that the phone does not lock out")
+                raise CredentialError(self.label, self._credential_refused) from None
         return True
 
     def _parsed(self, parse: Callable[[str, int, str], bool], text: str) -> bool:
