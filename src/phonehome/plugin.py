@@ -556,7 +556,24 @@ def redact_report(report: pytest.TestReport, redactor: Redactor) -> None:
             _redact_strings(longrepr, redactor, set())
             if redactor.deep(str(longrepr)) != str(longrepr):  # a form this walk does not know: text it is
                 report.longrepr = redactor.deep(str(longrepr))
-    report.sections = [(title, redactor.deep(body)) for title, body in report.sections]
+    report.sections = [(title, _masked_section(redactor, body)) for title, body in report.sections]
+
+
+#: (redactor, body) -> masked body: a test's set-up, call and teardown reports repeat the captured sections
+_SECTION_CACHE: dict[tuple[int, int], tuple[Redactor, str, str]] = {}
+_SECTION_CACHE_SIZE = 64
+
+
+def _masked_section(redactor: Redactor, body: str) -> str:
+    key = (id(redactor), hash(body))
+    cached = _SECTION_CACHE.get(key)
+    if cached is not None and cached[0] is redactor and cached[1] == body:
+        return cached[2]
+    masked = redactor.deep(body)
+    if len(_SECTION_CACHE) >= _SECTION_CACHE_SIZE:
+        _SECTION_CACHE.pop(next(iter(_SECTION_CACHE)))
+    _SECTION_CACHE[key] = (redactor, body, masked)
+    return masked
 
 
 def _redact_strings(node: Any, redactor: Redactor, seen: set[int]) -> Any:

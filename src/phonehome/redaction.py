@@ -54,6 +54,8 @@ class Redactor:
     def with_identifiers(self, ids: Identifiers) -> Redactor:
         """Plain values and the deep pass both learn ``ids``."""
         merged = self.identifiers.merged(ids)
+        if merged == self.identifiers:
+            return self
         return Redactor(self.values | {v for v in identifier_values(ids) if len(v) >= MIN_REDACT_LENGTH},
                         self.show, self.secrets, merged)
 
