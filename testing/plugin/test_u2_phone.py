@@ -16,7 +16,7 @@ import pytest
 from phonehome.devices.adbprobe import AdbServerStatus, transport_problem
 from phonehome.devices.u2 import U2Phone
 from phonehome.errors import AdbServerGone, DeviceError
-from phonehome.inventory import load_inventory
+from phonehome.inventory import DeviceEntry, load_inventory
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_real_adb")]
 
@@ -31,7 +31,8 @@ def closed_port() -> int:
     return port
 
 
-def test_polling_an_unreachable_adb_server_leaks_no_socket(tmp_path: Path) -> None:
+def bench_entry(tmp_path: Path) -> DeviceEntry:
+    """A real-bench phone (backend uiautomator2) whose adb server is wherever the test points it."""
     inventory = tmp_path / "devices.yaml"
     inventory.write_text("""\
 version: 1
@@ -43,6 +44,11 @@ devices:
     identifiers: {imei: "352099001761481"}
 """, encoding="utf-8")
     [entry] = load_inventory(inventory).devices
+    return entry
+
+
+def test_polling_an_unreachable_adb_server_leaks_no_socket(tmp_path: Path) -> None:
+    entry = bench_entry(tmp_path)
     port = closed_port()
     phone = U2Phone(entry, adb_port=port)
     for _ in range(POLLS):
@@ -76,17 +82,7 @@ def test_a_dead_adb_server_is_never_replaced_behind_the_harness(tmp_path: Path,
     fake_adb.write_text(f"#!/bin/sh\ntouch {started}\nexit 1\n", encoding="utf-8")
     fake_adb.chmod(0o755)
     monkeypatch.setenv("ADBUTILS_ADB_PATH", str(fake_adb))
-    inventory = tmp_path / "devices.yaml"
-    inventory.write_text("""\
-version: 1
-devices:
-  - label: bench1
-    model: Pixel 7
-    serial: NOSUCHSERIAL01
-    backend: uiautomator2
-    identifiers: {imei: "352099001761481"}
-""", encoding="utf-8")
-    [entry] = load_inventory(inventory).devices
+    entry = bench_entry(tmp_path)
     phone = U2Phone(entry, adb_port=closed_port())
     with pytest.raises(AdbServerGone, match="no adb server"):
         phone._shell(["getprop", "ro.serialno"])

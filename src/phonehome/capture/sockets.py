@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from phonehome.devices.adbprobe import read_exactly
 from phonehome.errors import DeviceError, PhonehomeError
 from phonehome.scan.attribution import TABLES, SocketTable, read_apps_text
 
@@ -68,23 +69,13 @@ class AdbShell:
     def _request(self, conn: socket.socket, request: str) -> None:
         data = request.encode()
         conn.sendall(b"%04x" % len(data) + data)
-        status = _read_exact(conn, 4)
+        status = read_exactly(conn, 4)
         if status == b"FAIL":
-            length = int(_read_exact(conn, 4), 16)
-            message = _read_exact(conn, length).decode("utf-8", "replace")
+            length = int(read_exactly(conn, 4), 16)
+            message = read_exactly(conn, length).decode("utf-8", "replace")
             raise DeviceError(self.serial, f"adb {request.split(':')[0]}: {message}")
         if status != b"OKAY":
             raise DeviceError(self.serial, f"adb answered {status!r} to {request.split(':')[0]}")
-
-
-def _read_exact(conn: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = conn.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("adb closed the connection")
-        data += chunk
-    return data
 
 
 class SocketPoller:

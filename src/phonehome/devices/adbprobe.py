@@ -33,7 +33,7 @@ _FIXES: dict[str, str] = {
 }
 
 
-class AdbProtocolError(Exception):
+class AdbProtocolError(ConnectionError):
     """The server answered, but not with the adb host protocol (or with FAIL)."""
 
 
@@ -100,7 +100,7 @@ def _request(host: str, port: int, service: str, timeout_s: float) -> str:
         conn.settimeout(timeout_s)
         payload = service.encode()
         conn.sendall(f"{len(payload):04x}".encode() + payload)
-        status = _read_exactly(conn, 4)
+        status = read_exactly(conn, 4)
         if status == b"FAIL":
             raise AdbProtocolError(f"the server refused {service}: {_read_string(conn)}")
         if status != b"OKAY":
@@ -109,15 +109,16 @@ def _request(host: str, port: int, service: str, timeout_s: float) -> str:
 
 
 def _read_string(conn: socket.socket) -> str:
-    length_text = _read_exactly(conn, 4)
+    length_text = read_exactly(conn, 4)
     try:
         length = int(length_text, 16)
     except ValueError:
         raise AdbProtocolError(f"not an adb server (bad length {length_text!r})") from None
-    return _read_exactly(conn, length).decode(errors="replace")
+    return read_exactly(conn, length).decode(errors="replace")
 
 
-def _read_exactly(conn: socket.socket, size: int) -> bytes:
+def read_exactly(conn: socket.socket, size: int) -> bytes:
+    """``size`` bytes of an adb host-protocol answer; AdbProtocolError (a ConnectionError) when it ends early."""
     data = b""
     while len(data) < size:
         chunk = conn.recv(size - len(data))
