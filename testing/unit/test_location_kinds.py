@@ -43,7 +43,7 @@ FOUND = [
     (f"ap={base64.b64encode(b'ac:37:43:4d:5e:70').decode()}", "wifi", "base64"),
     ("ssid=Kreuzberg-Gast", "wifi", "plain"),
     ("ssid=Kreuzberg%2DGast&x=1", "wifi", "url"),  # quote() leaves '-' alone; some clients do not
-    (f"s={'Kreuzberg-Gast'.encode().hex()}", "wifi", "hex"),
+    (f"s={b'Kreuzberg-Gast'.hex()}", "wifi", "hex"),
     (f"s={hashlib.md5(b'Kreuzberg-Gast').hexdigest()}", "wifi", "md5"),
 ]
 
