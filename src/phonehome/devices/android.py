@@ -1,8 +1,8 @@
 """What Android prints, read: the pure text parsers of the phone backend, release by release and maker by maker.
 
 Every phone is read through text (``dumpsys power``, ``dumpsys window``, ``service call iphonesubinfo``,
-``getprop``, ``settings``, ``dumpsys location``, ``dumpsys telephony.registry``, ``/proc/net/tcp``, ``pm list
-packages``), and those formats change with each release and each maker's build. Each parser takes the command's
+``getprop``, ``settings``, ``dumpsys location``, ``dumpsys telephony.registry``, ``dumpsys wifi``,
+``/proc/net/tcp``, ``pm list packages``), and those formats change with each release and each maker's build. Each parser takes the command's
 output and the phone's SDK level and maker (``ro.build.version.sdk``, ``ro.product.manufacturer``; 0 and "" when not
 known) and either returns what it read or raises :class:`UnknownFormat` naming the command and the release: an
 output phonehome has no reading for is never taken for a default ("no keyguard field in dumpsys window on SDK 34
@@ -51,6 +51,9 @@ _IP_LINK = re.compile(r"^\d+:\s+([^:@\s]+)(?:@\S+)?:.*\n\s+link/ether\s+(\S+)", 
 _LOCATION = re.compile(r"Location\[\w+\s+(-?\d+(?:\.\d+)?),\s*(-?\d+(?:\.\d+)?)")
 _CELL_IDENTITY = re.compile(r"mCellIdentity=CellIdentity(Lte|Nr|Wcdma|Gsm|Tdscdma|Cdma):\{([^}]*)\}")
 _CELL_FIELD = re.compile(r"\b(m[A-Z]\w*)=(\S*)")
+# the connected network in `dumpsys wifi`: an SSID may hold commas, so it runs up to ", BSSID: "
+_WIFI_INFO = re.compile(r"mWifiInfo SSID: (?P<ssid>.*?), BSSID: (?P<bssid>[^,\s]*),(?P<rest>[^\n]*)")
+_SUPPLICANT_STATE = re.compile(r"Supplicant state: (\w+)")
 _TCP_HEADER = re.compile(r"^\s*sl\s+local_address\s+rem_address\s+st\b")
 _TCP_LINE = re.compile(r"^\s*\d+:\s+([0-9A-F]+):([0-9A-F]{4})\s+([0-9A-F]+):([0-9A-F]{4})\s+([0-9A-F]{2})\s+"
                        r"\S+\s+\S+\s+\S+\s+(\d+)\s+\d+\s+(\d+)")
@@ -390,6 +393,35 @@ def parse_cell_identity(dumpsys_registry: str, sdk: int = 0, maker: str = "") ->
     if CELL_UNAVAILABLE in (area, cell) or len(mcc) != 3 or len(mnc) not in (2, 3):
         return None
     return CellIdentity(radio=radio.lower(), mcc=mcc, mnc=mnc, area=area, cell=cell)
+
+
+@dataclass(frozen=True)
+class WifiNetwork:
+    """The Wi-Fi network the phone is connected to: BSSID and SSID, either None when Android hid it."""
+
+    bssid: str | None
+    ssid: str | None
+
+
+def parse_wifi_network(dumpsys_wifi: str, sdk: int = 0, maker: str = "") -> WifiNetwork | None:
+    """The first ``mWifiInfo SSID: "...", BSSID: ..., ... Supplicant state: COMPLETED`` of ``dumpsys wifi``.
+
+    None when the phone is not connected (another supplicant state) or Android hid both fields
+    (``<unknown ssid>``, the ``02:00:00:00:00:00`` placeholder BSSID). The SSID is read when quoted (UTF-8); an
+    unquoted one is a hex dump of a non-UTF-8 name, which is not read.
+    """
+    if "mWifiInfo" not in dumpsys_wifi:
+        raise UnknownFormat("dumpsys wifi", "mWifiInfo", sdk, maker)
+    for match in _WIFI_INFO.finditer(dumpsys_wifi):
+        state = _SUPPLICANT_STATE.search(match.group("rest"))
+        if state is None or state.group(1) != "COMPLETED":
+            continue
+        ssid_text = match.group("ssid")
+        quoted = len(ssid_text) >= 2 and ssid_text[0] == ssid_text[-1] == '"'
+        ssid = ssid_text[1:-1] if quoted and ssid_text[1:-1] else None
+        bssid = checked_mac(match.group("bssid"))
+        return WifiNetwork(bssid=bssid, ssid=ssid) if bssid or ssid else None
+    return None
 
 
 # --- attribution: sockets and packages ---------------------------------------------------------------------------
