@@ -166,6 +166,8 @@ def identifier_values(source: Any) -> list[str]:
         found = [str(value) for _, value in source.values]
         for loc in source.locations:
             found.extend((f"{loc.lat}", f"{loc.lon}"))
+        for entry in (*source.cells, *source.wifis):  # a short MCC or area code alone is dropped by length
+            found.extend(value for _, value in entry.fields())
         return found
     found = []
     nested = source.get("identifiers") if isinstance(source, Mapping) else getattr(source, "identifiers", None)

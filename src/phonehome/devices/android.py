@@ -17,6 +17,7 @@ formats, and both import these functions.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Android 10 (SDK 29) renumbered IPhoneSubInfo's transactions and restricted device identifiers to
@@ -422,6 +423,39 @@ def parse_wifi_network(dumpsys_wifi: str, sdk: int = 0, maker: str = "") -> Wifi
         bssid = checked_mac(match.group("bssid"))
         return WifiNetwork(bssid=bssid, ssid=ssid) if bssid or ssid else None
     return None
+
+
+# --- where the phone is, as identifier blocks ------------------------------------------------------------------
+
+def location_block(dumpsys_location: str, sdk: int = 0, maker: str = "") -> list[dict[str, float]] | None:
+    """``dumpsys location`` as the identifiers schema's ``location`` (a list of points), None when there is none."""
+    points = parse_last_locations(dumpsys_location, sdk, maker)
+    return [{"lat": lat, "lon": lon} for lat, lon in points] or None
+
+
+def cell_block(dumpsys_registry: str, sdk: int = 0, maker: str = "") -> dict[str, object] | None:
+    """``dumpsys telephony.registry`` as the schema's ``cell``, None when Android redacted or lacks it."""
+    cell = parse_cell_identity(dumpsys_registry, sdk, maker)
+    if cell is None:
+        return None
+    return {"mcc": cell.mcc, "mnc": cell.mnc, "lac": cell.area, "cid": cell.cell}
+
+
+def wifi_block(dumpsys_wifi: str, sdk: int = 0, maker: str = "") -> dict[str, str] | None:
+    """``dumpsys wifi`` as the schema's ``wifi`` (only the fields Android showed), None when not connected."""
+    network = parse_wifi_network(dumpsys_wifi, sdk, maker)
+    if network is None:
+        return None
+    return {name: value for name, value in (("bssid", network.bssid), ("ssid", network.ssid)) if value}
+
+
+#: structured identifiers a phone reveals about where it is: name -> (reader of a dumpsys output into the
+#: identifiers schema, the dumpsys service, what None means)
+WHERE_READERS: dict[str, tuple[Callable[[str, int, str], object | None], str, str]] = {
+    "location": (location_block, "location", "shows no last known location"),
+    "cell": (cell_block, "telephony.registry", "shows no serving cell (none, or redacted on a user build)"),
+    "wifi": (wifi_block, "wifi", "shows no connected Wi-Fi network (or Android hid its BSSID and SSID)"),
+}
 
 
 # --- attribution: sockets and packages ---------------------------------------------------------------------------
