@@ -14,6 +14,7 @@ import pytest
 
 from phonehome.errors import InputError
 from phonehome.identifiers import Cell, Wifi, parse_identifiers
+from phonehome.scan.matcher import build_matcher, hyperscan_available
 from phonehome.scan.scanner import scan_capture
 from phonehome.testing.captures import CaptureBuilder
 
@@ -116,3 +117,15 @@ def test_errors_name_the_line(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         load_identifiers(path)
     assert info.value.where == "line 5, cell.cid"
+
+
+@pytest.mark.parametrize("engine", [
+    pytest.param("hyperscan", marks=pytest.mark.skipif(not hyperscan_available(), reason="no hyperscan wheel")),
+    "python",
+])
+def test_both_matcher_engines_agree_on_the_cell_patterns(engine: str) -> None:
+    matcher = build_matcher(parse_identifiers(_ids(), source="test"), engine=engine)
+    for payload in ('{"SIM1CELLID":"19695115","BASEID":"3721"}', "cgi=46000-4136-19695115", "LAC=5215 CID=9D27"):
+        assert {m.needle.identifier for m in matcher.find(payload.encode())} == {"cell"}, payload
+    for payload in ("n=196951150", "v=3721", "seq=40231", "BASEID=37210"):
+        assert not matcher.find(payload.encode()), payload
