@@ -12,6 +12,8 @@
     wifi_mac: "AC:37:43:4D:5E:6F"    # normalised to ac:37:43:4d:5e:6f
     bt_mac: ac-37-43-4d-5e-70
     location: {lat: 52.5163, lon: 13.3777}   # or a list of them
+    cell: {mcc: "262", mnc: "01", lac: 4136, cid: 19695115}  # the serving cell (or a list); CDMA: bsid
+    wifi: {bssid: "ac:37:43:00:11:22", ssid: HomeNet}        # the network the phone is on (or a list)
     custom: {account: alice@example.org}     # anything else, by name
 
 Values are validated here once (shape, not plausibility) so that every later stage can trust them, and
@@ -37,8 +39,21 @@ IDENTIFIER_KEYS: tuple[str, ...] = (
 )
 #: keys of the schema that are not in :data:`IDENTIFIER_KEYS`
 LOCATION_KEY = "location"
+CELL_KEY = "cell"
+WIFI_KEY = "wifi"
 CUSTOM_KEY = "custom"
-SCHEMA_KEYS: tuple[str, ...] = (*IDENTIFIER_KEYS, LOCATION_KEY, CUSTOM_KEY)
+SCHEMA_KEYS: tuple[str, ...] = (*IDENTIFIER_KEYS, LOCATION_KEY, CELL_KEY, WIFI_KEY, CUSTOM_KEY)
+#: fields of a ``cell`` entry (``tac`` is another name for ``lac``: LTE and NR call the area a tracking area)
+CELL_FIELDS: tuple[str, ...] = ("mcc", "mnc", "lac", "tac", "cid", "bsid")
+WIFI_FIELDS: tuple[str, ...] = ("bssid", "ssid")
+#: largest area code (a 24-bit NR TAC; GSM/UMTS LAC and LTE TAC are 16-bit), cell id (a 36-bit NR cell identity)
+#: and CDMA base-station id (16-bit)
+MAX_AREA = (1 << 24) - 1
+MAX_CELL_ID = (1 << 36) - 1
+MAX_BSID = (1 << 16) - 1
+#: an SSID shorter than this would match random text; longer than 32 bytes is no SSID (IEEE 802.11)
+MIN_SSID_LENGTH = 4
+MAX_SSID_BYTES = 32
 
 #: a custom value shorter than this would match random traffic
 MIN_CUSTOM_LENGTH = 4
@@ -66,6 +81,48 @@ class Location:
 
 
 @dataclass(frozen=True)
+class Cell:
+    """The serving cell, as Android reports it: where the phone is to within a few hundred metres to a few km.
+
+    ``mcc``/``mnc`` (operator, as digit strings: ``"01"`` is not ``"1"``), ``lac`` (GSM/UMTS location area or
+    LTE/NR tracking area code), ``cid`` (cell id: 16-bit GSM CI, 28-bit LTE ECI, 36-bit NR NCI) and ``bsid``
+    (CDMA base-station id); a cell has at least a ``cid`` or a ``bsid``.
+    """
+
+    mcc: str | None = None
+    mnc: str | None = None
+    lac: int | None = None
+    cid: int | None = None
+    bsid: int | None = None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={mask(str(value))}" for name, value in self.fields())
+        return f"Cell({shown})"
+
+    def fields(self) -> tuple[tuple[str, str], ...]:
+        """(field, value as text) of the fields that are set, in schema order."""
+        pairs = (("mcc", self.mcc), ("mnc", self.mnc), ("lac", self.lac), ("cid", self.cid), ("bsid", self.bsid))
+        return tuple((name, str(value)) for name, value in pairs if value is not None)
+
+
+@dataclass(frozen=True)
+class Wifi:
+    """The Wi-Fi network the phone is on: its access point's MAC (BSSID) and its name (SSID); either may be unset."""
+
+    bssid: str | None = None
+    ssid: str | None = None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={mask(value)}" for name, value in self.fields())
+        return f"Wifi({shown})"
+
+    def fields(self) -> tuple[tuple[str, str], ...]:
+        """(field, value) of the fields that are set."""
+        return tuple((name, value) for name, value in (("bssid", self.bssid), ("ssid", self.ssid))
+                     if value is not None)
+
+
+@dataclass(frozen=True)
 class Identifiers:
     """One device's identifiers, validated and normalised.
 
@@ -75,33 +132,40 @@ class Identifiers:
 
     values: tuple[tuple[str, str], ...]
     locations: tuple[Location, ...] = ()
+    cells: tuple[Cell, ...] = ()
+    wifis: tuple[Wifi, ...] = ()
 
     def __repr__(self) -> str:
         """Masked: pytest prints a failing fixture's arguments and, with ``-l``, every local's repr."""
-        shown = ", ".join(f"{name}={mask(value)}" for name, value in self.values)
-        places = f", locations={list(self.locations)!r}" if self.locations else ""
-        return f"Identifiers({shown}{places})"
+        shown = [f"{name}={mask(value)}" for name, value in self.values]
+        for label, entries in (("locations", self.locations), ("cells", self.cells), ("wifis", self.wifis)):
+            if entries:
+                shown.append(f"{label}={list(entries)!r}")
+        return f"Identifiers({', '.join(shown)})"
 
     def get(self, name: str) -> tuple[str, ...]:
         """All values of one identifier (several SIMs, several MACs...)."""
         return tuple(value for key, value in self.values if key == name)
 
     def names(self) -> tuple[str, ...]:
-        """Distinct identifier names, in order, with ``location`` last when a location is set."""
+        """Distinct identifier names, in order, then ``location``, ``cell`` and ``wifi`` when set."""
         seen = dict.fromkeys(key for key, _ in self.values)
-        if self.locations:
-            seen[LOCATION_KEY] = None
+        for key, present in ((LOCATION_KEY, self.locations), (CELL_KEY, self.cells), (WIFI_KEY, self.wifis)):
+            if present:
+                seen[key] = None
         return tuple(seen)
 
     def is_empty(self) -> bool:
         """True when there is nothing to look for (a scan with it would prove nothing)."""
-        return not self.values and not self.locations
+        return not self.values and not self.locations and not self.cells and not self.wifis
 
     def merged(self, other: Identifiers) -> Identifiers:
         """The union of both, without duplicates, this one's order first."""
         values = tuple(dict.fromkeys((*self.values, *other.values)))
         locations = tuple(dict.fromkeys((*self.locations, *other.locations)))
-        return Identifiers(values=values, locations=locations)
+        cells = tuple(dict.fromkeys((*self.cells, *other.cells)))
+        wifis = tuple(dict.fromkeys((*self.wifis, *other.wifis)))
+        return Identifiers(values=values, locations=locations, cells=cells, wifis=wifis)
 
     def to_mapping(self) -> dict[str, object]:
         """Back to the YAML schema; ``parse_identifiers(ids.to_mapping(), ...) == ids`` up to key order."""
@@ -117,6 +181,11 @@ class Identifiers:
         if self.locations:
             points = [{"lat": loc.lat, "lon": loc.lon} for loc in self.locations]
             out[LOCATION_KEY] = points[0] if len(points) == 1 else points
+        for key, entries in ((CELL_KEY, self.cells), (WIFI_KEY, self.wifis)):
+            if entries:
+                blocks: list[dict[str, object]] = [
+                    {name: getattr(entry, name) for name, _ in entry.fields()} for entry in entries]
+                out[key] = blocks[0] if len(blocks) == 1 else blocks
         if custom:
             out[CUSTOM_KEY] = custom
         return out
@@ -263,18 +332,25 @@ def _parse(data: object, *, source: str, where: str, lines: Mapping[str, int]) -
                         f"write 'key: value' lines with keys from: {', '.join(SCHEMA_KEYS)}")
     values: list[tuple[str, str]] = []
     locations: list[Location] = []
+    cells: list[Cell] = []
+    wifis: list[Wifi] = []
     for key, raw in data.items():
         if not isinstance(key, str) or key not in SCHEMA_KEYS:
             raise ctx.error(str(key), f"unknown identifier '{key}'",
                             f"use one of {', '.join(SCHEMA_KEYS)}; put anything else under 'custom'")
         if key == LOCATION_KEY:
             locations.extend(_parse_locations(raw, ctx))
+        elif key == CELL_KEY:
+            cells.extend(_cell(item, path, ctx) for path, item in _entries(raw, key, "{mcc, mnc, lac, cid}", ctx))
+        elif key == WIFI_KEY:
+            wifis.extend(_wifi(item, path, ctx) for path, item in _entries(raw, key, "{bssid, ssid}", ctx))
         elif key == CUSTOM_KEY:
             values.extend(_parse_custom(raw, ctx))
         else:
             for path, text in _strings(raw, key, ctx):
                 values.append((key, _NORMALISERS[key](text, path, ctx)))
-    return Identifiers(values=tuple(dict.fromkeys(values)), locations=tuple(dict.fromkeys(locations)))
+    return Identifiers(values=tuple(dict.fromkeys(values)), locations=tuple(dict.fromkeys(locations)),
+                       cells=tuple(dict.fromkeys(cells)), wifis=tuple(dict.fromkeys(wifis)))
 
 
 def _one_line(text: str) -> str:
@@ -424,6 +500,91 @@ def _coordinate(raw: object, path: str, limit: float, ctx: _Context, fix: str) -
     if value is None or not math.isfinite(value) or not -limit <= value <= limit:
         raise ctx.error(path, f"coordinate must be a number in [-{limit:g}, {limit:g}]", fix)
     return value
+
+
+def _entries(raw: object, key: str, shape: str, ctx: _Context) -> Iterable[tuple[str, object]]:
+    """One mapping or a list of them, as (path, item)."""
+    if isinstance(raw, list):
+        if not raw:
+            raise ctx.error(key, "empty list", f"give at least one {shape} or remove the key")
+        yield from ((f"{key}[{index}]", item) for index, item in enumerate(raw))
+    else:
+        yield key, raw
+
+
+def _cell(raw: object, path: str, ctx: _Context) -> Cell:
+    fix = "write it as {mcc: \"262\", mnc: \"01\", lac: 4136, cid: 19695115} (CDMA: {bsid: 1234})"
+    if not isinstance(raw, Mapping) or not raw:
+        raise ctx.error(path, f"a cell must be a mapping of {', '.join(CELL_FIELDS)}, not {yaml_kind(raw)}", fix)
+    for name in raw:
+        if name not in CELL_FIELDS:
+            raise ctx.error(f"{path}.{name}", f"unknown cell field '{name}'", f"use {', '.join(CELL_FIELDS)}")
+    if "lac" in raw and "tac" in raw:
+        raise ctx.error(f"{path}.tac", "give either lac or tac (the same field), not both", "remove one of them")
+    mcc = _code(raw.get("mcc"), f"{path}.mcc", (3,), ctx)
+    mnc = _code(raw.get("mnc"), f"{path}.mnc", (2, 3), ctx)
+    if (mcc is None) != (mnc is None):
+        missing = "mnc" if mnc is None else "mcc"
+        raise ctx.error(f"{path}.{missing}", f"a cell with {'mcc' if mnc is None else 'mnc'} needs {missing} too",
+                        f"add {missing} (from 'dumpsys telephony.registry') or remove both")
+    area_key = "tac" if "tac" in raw else "lac"
+    lac = _number(raw.get(area_key), f"{path}.{area_key}", MAX_AREA, ctx)
+    cid = _number(raw.get("cid"), f"{path}.cid", MAX_CELL_ID, ctx)
+    bsid = _number(raw.get("bsid"), f"{path}.bsid", MAX_BSID, ctx)
+    if cid is None and bsid is None:
+        raise ctx.error(path, "a cell needs a cid (GSM/UMTS/LTE/NR cell id) or a bsid (CDMA base station)",
+                        "add cid or bsid: an operator or area code alone does not say where the phone is")
+    return Cell(mcc=mcc, mnc=mnc, lac=lac, cid=cid, bsid=bsid)
+
+
+def _code(raw: object, path: str, sizes: tuple[int, ...], ctx: _Context) -> str | None:
+    """MCC or MNC: digit strings (an MNC's leading zero matters: 01 and 001 are different networks)."""
+    if raw is None:
+        return None
+    label = path.rsplit(".", 1)[-1].upper()
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise ctx.error(path, f"{label} must be digits, got {yaml_kind(raw)}", "write it as a quoted string")
+    text = str(raw).strip()
+    if not text.isascii() or not text.isdigit() or len(text) not in sizes:
+        raise ctx.error(path, f"{label} must be {' or '.join(map(str, sizes))} digits",
+                        f"write it quoted ({label.lower()}: \"{'262' if label == 'MCC' else '01'}\")")
+    return text
+
+
+def _number(raw: object, path: str, limit: int, ctx: _Context) -> int | None:
+    if raw is None:
+        return None
+    label = path.rsplit(".", 1)[-1].upper()
+    text = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    value = int(text, 16) if text.lower().startswith("0x") and _HEX.fullmatch(text[2:]) else (
+        int(text) if text.isascii() and text.isdigit() else None)
+    if value is None or not 0 <= value <= limit:
+        raise ctx.error(path, f"{label} must be a number from 0 to {limit}",
+                        f"write the {label} in decimal (or hex as 0x...), as 'dumpsys telephony.registry' prints it")
+    return value
+
+
+def _wifi(raw: object, path: str, ctx: _Context) -> Wifi:
+    fix = "write it as {bssid: \"aa:bb:cc:dd:ee:ff\", ssid: HomeNet}"
+    if not isinstance(raw, Mapping) or not raw:
+        raise ctx.error(path, f"wifi must be a mapping of bssid and ssid, not {yaml_kind(raw)}", fix)
+    for name in raw:
+        if name not in WIFI_FIELDS:
+            raise ctx.error(f"{path}.{name}", f"unknown wifi field '{name}'", f"use {', '.join(WIFI_FIELDS)}")
+    bssid = ssid = None
+    for item_path, text in (_strings(raw["bssid"], f"{path}.bssid", ctx) if "bssid" in raw else ()):
+        if isinstance(raw["bssid"], list):
+            raise ctx.error(item_path, "a wifi entry has one bssid", "give one wifi entry per network")
+        bssid = _mac(text, item_path, ctx)
+    if "ssid" in raw:
+        item = raw["ssid"]
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            raise ctx.error(f"{path}.ssid", f"SSID must be a string, got {yaml_kind(item)}", "write it quoted")
+        ssid = str(item)
+        if len(ssid) < MIN_SSID_LENGTH or len(ssid.encode()) > MAX_SSID_BYTES or not ssid.isprintable():
+            raise ctx.error(f"{path}.ssid", f"SSID '{mask(ssid)}' must be {MIN_SSID_LENGTH} to {MAX_SSID_BYTES} "
+                            "printable bytes", "copy the network name exactly (shorter ones match random text)")
+    return Wifi(bssid=bssid, ssid=ssid)
 
 
 def _parse_custom(raw: object, ctx: _Context) -> Iterable[tuple[str, str]]:

@@ -26,9 +26,11 @@ import yaml
 
 from phonehome.errors import InputError
 from phonehome.identifiers import (
+    CELL_KEY,
     CUSTOM_KEY,
     IDENTIFIER_KEYS,
     LOCATION_KEY,
+    WIFI_KEY,
     Identifiers,
     IdentifiersLoader,
     field_lines,
@@ -45,7 +47,7 @@ UNLOCK_METHODS = ("none", "swipe", "pin", "password")
 CAPTURE_SOURCES = ("interface", "adb-tcpdump", "pcapdroid", "ssh", "file")
 SETTLE_KEYS = ("power_on", "screen_off", "screen_on", "unlock", "idle", "stop_delay")
 #: identifiers the harness can read from a phone itself (the rest only come from the inventory)
-READABLE_IDENTIFIERS = (*IDENTIFIER_KEYS, LOCATION_KEY)
+READABLE_IDENTIFIERS = (*IDENTIFIER_KEYS, LOCATION_KEY, CELL_KEY, WIFI_KEY)
 
 #: built-in defaults under the file's own ``defaults:`` block
 DEFAULT_SETTLE_S: Mapping[str, float] = MappingProxyType(

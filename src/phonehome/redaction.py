@@ -166,6 +166,9 @@ def identifier_values(source: Any) -> list[str]:
         found = [str(value) for _, value in source.values]
         for loc in source.locations:
             found.extend((f"{loc.lat}", f"{loc.lon}"))
+        # a short MCC or area code alone is dropped by length where the values are used
+        found.extend(value for cell in source.cells for _, value in cell.fields())
+        found.extend(value for wifi in source.wifis for _, value in wifi.fields())
         return found
     found = []
     nested = source.get("identifiers") if isinstance(source, Mapping) else getattr(source, "identifiers", None)

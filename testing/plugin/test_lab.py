@@ -39,9 +39,10 @@ FIRMWARE = Path(__file__).parents[2] / "fixtures" / "firmware"
 PIN = "4711"
 
 NOKIA_IDS = parse_identifiers({
-    "imei": "352099001761481", "imsi": "242017100000001", "iccid": "8947080012345678901",
+    "imei": ["352099001761481", "352099001761499"], "imsi": "242017100000001", "iccid": "8947080012345678901",
     "serial": "B2NGAA8801234567", "phone": "+4791234567", "android_id": "9774d56d682e549c",
     "wifi_mac": "02:1a:11:f0:00:01", "location": {"lat": 59.9127, "lon": 10.7461},
+    "cell": [{"mcc": "242", "mnc": "01", "lac": 3011, "cid": 27115023}, {"bsid": 3721}],
 }, source="test")
 CLEAN_IDS = parse_identifiers({"imei": "356938035643809", "serial": "CLEAN0001", "wifi_mac": "02:1a:11:f0:00:04"},
                               source="test")
@@ -114,7 +115,7 @@ def test_the_phones_own_events_drive_real_traffic_and_down_leaves_nothing(lab: L
     capture.stop()
 
     hosts = [line for line in tshark_fields(pcap, "http.request", "http.host") if line]
-    assert hosts == ["zzhc.vnet-cn.example", "zzhc.vnet-cn.example"], hosts  # screen-on and unlock
+    assert hosts == ["zzhc.vnet-cn.example"] * 4, hosts  # screen-on and unlock, each as JSON and Base64 JSON
     bodies = "".join(tshark_fields(pcap, "http.request", "http.file_data"))
     for name in ("serial", "imsi", "iccid", "phone"):
         assert NOKIA_IDS.get(name)[0] in bodies, name

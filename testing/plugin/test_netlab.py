@@ -33,9 +33,10 @@ pytestmark = [
 CHILD_TIMEOUT_S = 15.0
 
 IDS = parse_identifiers({
-    "imei": "352099001761481", "imsi": "242017100000001", "iccid": "8947080012345678901", "serial": "B2NGAA8801234567",
+    "imei": ["352099001761481", "352099001761499"], "imsi": "242017100000001", "iccid": "8947080012345678901", "serial": "B2NGAA8801234567",
     "phone": "+47 912 34 567", "android_id": "9774d56d682e549c", "gaid": "38400000-8cf0-11bd-b23e-10b96e40000d",
     "wifi_mac": "ac:37:43:4d:5e:6f", "location": {"lat": 59.9127, "lon": 10.7461},
+    "cell": [{"mcc": "242", "mnc": "01", "lac": 3011, "cid": 27115023}, {"bsid": 3721}],
 }, source="test")
 PROFILE = Path(__file__).parents[2] / "fixtures" / "firmware" / "nokia7plus-2019.yaml"
 
@@ -146,7 +147,8 @@ def test_capture_on_the_lab_interface_shows_dns_http_with_identifier_and_tls_sni
         pcap = tmp_path / "phone0.pcapng"
         # the filter an access point would use: this phone's Wi-Fi MAC
         capture = Dumpcap(phone.interface, pcap, f"ether host {phone.wifi_mac}")
-        outcomes = fire(runner, "boot_completed", expect=1) + fire(tls_runner, "screen_on", expect=1)
+        # the incident profile sends two requests per event: JSON, then Base64 JSON
+        outcomes = fire(runner, "boot_completed", expect=2) + fire(tls_runner, "screen_on", expect=1)
         rest = capture.stop()
         assert "dropped" not in rest or "/0 " in rest, rest
         pids = [runner.pid, tls_runner.pid, lab.fakenet.pid]

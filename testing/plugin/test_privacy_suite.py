@@ -46,7 +46,7 @@ SILENT = "silent-capture"
 KILLED = "killed-capture"
 POWER_CYCLED = "power-cycled.txt"
 INCIDENT_HOST = "zzhc.vnet-cn.example"
-INCIDENT_IDENTIFIERS = ("iccid", "imei", "imsi", "location", "phone", "serial", "wifi_mac")
+INCIDENT_IDENTIFIERS = ("cell", "iccid", "imei", "imsi", "location", "phone", "serial", "wifi_mac")
 #: the package behind the incident (its firmware profile names it; the phone's socket table shows its UID)
 INCIDENT_APP = "com.qualcomm.qti.autoregistration"
 ADSDK_APP = "com.example.flashlight"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from phonehome.devices.u2 import U2Phone
-from phonehome.identifiers import Identifiers, Location
+from phonehome.identifiers import Cell, Identifiers, Location, Wifi
 from phonehome.inventory import load_inventory
 from phonehome.virtual.adbserver import AdbServer
 from phonehome.virtual.phone import BootTimings, VirtualPhone, VirtualPhoneSpec
@@ -25,11 +25,14 @@ IDS = Identifiers(values=(("imei", "352099001761481"), ("imsi", "310260000000000
                           ("iccid", "8901260000000000001"), ("serial", "R58M12ABCDE"), ("phone", "+4930123456"),
                           ("android_id", "9774d56d682e549c"), ("wifi_mac", "ac:37:43:4d:5e:6f"),
                           ("bt_mac", "ac:37:43:4d:5e:70")),
-                  locations=(Location(52.5163, 13.3777),))
+                  locations=(Location(52.5163, 13.3777),),
+                  cells=(Cell(mcc="262", mnc="01", lac=21013, cid=27115023),),
+                  wifis=(Wifi(bssid="ac:37:43:00:11:22", ssid="Lab-Net 5G"),))
 RELEASES = {"9": 28, "11": 30, "13": 33, "14": 34}
-READ = ("serial", "android_id", "wifi_mac", "bt_mac", "imei", "imsi", "iccid", "phone", "location")
+READ = ("serial", "android_id", "wifi_mac", "bt_mac", "imei", "imsi", "iccid", "phone", "location", "cell", "wifi")
 ALWAYS = {"serial": "getprop ro.serialno", "android_id": "settings get secure android_id",
-          "bt_mac": "settings get secure bluetooth_address", "location": "dumpsys location"}
+          "bt_mac": "settings get secure bluetooth_address", "location": "dumpsys location",
+          "wifi": "dumpsys wifi"}
 
 
 @pytest.fixture
@@ -68,7 +71,11 @@ def test_each_release_gives_what_its_shell_may_read(tmp_path: Path, server: AdbS
                              "iccid": "service call iphonesubinfo 11", "phone": "service call iphonesubinfo 13"})
         if phone.spec.sdk < 30:  # the Wi-Fi MAC until Android 11
             expected["wifi_mac"] = "/sys/class/net/wlan0/address"
+        if phone.spec.sdk < 33:  # the serving cell until the virtual phone's style 13 redacts it
+            expected["cell"] = "dumpsys telephony.registry"
         assert sources == expected, phone.spec.label
+        assert read.wifis == IDS.wifis
+        assert read.cells == (IDS.cells if "cell" in expected else ())
         assert read.get("serial") == ("R58M12ABCDE",)
         assert read.locations == (Location(52.5163, 13.3777),)
         if "imei" in expected:

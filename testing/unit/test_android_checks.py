@@ -8,6 +8,7 @@ import pytest
 from phonehome.devices.android import (
     CellIdentity,
     UnknownFormat,
+    WifiNetwork,
     checked_location,
     checked_subscriber_value,
     iphonesubinfo_code,
@@ -22,6 +23,7 @@ from phonehome.devices.android import (
     parse_screen_state,
     parse_serial,
     parse_subinfo_dump,
+    parse_wifi_network,
     release_name,
 )
 
@@ -87,6 +89,9 @@ def test_a_random_mac_is_not_the_factory_one() -> None:
     (parse_subinfo_dump, "Can not dump", "no 'Phone Subscriber Info' dump in dumpsys iphonesubinfo on SDK 34 "
                                          "(samsung)"),
     (parse_cell_identity, "Permission Denial", "no mCellIdentity in dumpsys telephony.registry on SDK 34 (samsung)"),
+    # what an app without DUMP gets (SecTrollz/files dumpsys_wifi.txt); adb's shell has DUMP
+    (parse_wifi_network, "Permission Denial: can't dump WifiService from from pid=22120, uid=10318\n",
+     "no mWifiInfo in dumpsys wifi on SDK 34 (samsung)"),
     (parse_getprop, "ro.serialno=R58M", "no '[name]: [value]' line (got 'ro.serialno=R58M') in getprop on SDK 34 "
                                         "(samsung)"),
 ])
@@ -124,3 +129,15 @@ def test_a_readable_cell_identity_and_the_unavailable_ones() -> None:
     assert parse_cell_identity(line.replace("mCi=19695115", "mCi=2147483647")) is None
     assert parse_cell_identity(line.replace("mTac=4136", "mTac=3**4")) is None  # masked by hand
     assert parse_cell_identity("last known state:\n  Phone Id=0\n    mCellIdentity=null\n") is None
+
+
+def test_the_connected_wifi_network_and_the_hidden_ones() -> None:
+    line = ('mWifiInfo SSID: "Cafe, Bar", BSSID: 70:3a:73:80:ab:af, MAC: 02:00:00:00:00:00, Supplicant state: '
+            "COMPLETED, RSSI: -49, Link speed: 72Mbps, Frequency: 5805MHz, Net ID: 2, Metered hint: false, score: 60")
+    assert parse_wifi_network(line) == WifiNetwork(bssid="70:3a:73:80:ab:af", ssid="Cafe, Bar")
+    assert parse_wifi_network(line.replace("COMPLETED", "ASSOCIATING")) is None  # not connected yet
+    hidden = line.replace('"Cafe, Bar"', "<unknown ssid>").replace("70:3a:73:80:ab:af", "02:00:00:00:00:00")
+    assert parse_wifi_network(hidden) is None
+    assert parse_wifi_network(line.replace('"Cafe, Bar"', "<unknown ssid>")) == WifiNetwork("70:3a:73:80:ab:af",
+                                                                                          None)
+    assert parse_wifi_network(line.replace('"Cafe, Bar"', "0xc3a9")) == WifiNetwork("70:3a:73:80:ab:af", None)

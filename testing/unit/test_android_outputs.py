@@ -34,6 +34,7 @@ from phonehome.devices.android import (
     parse_serial,
     parse_settings_list,
     parse_subinfo_dump,
+    parse_wifi_network,
     release_of,
 )
 
@@ -67,6 +68,11 @@ def _proc_net_tcp(text: str, sdk: int, maker: str) -> dict[str, Any]:
                         for s in parse_proc_net_tcp(text, sdk, maker)]}
 
 
+def _wifi(text: str, sdk: int, maker: str) -> dict[str, Any]:
+    network = parse_wifi_network(text, sdk, maker)
+    return {"wifi": None if network is None else {"bssid": network.bssid, "ssid": network.ssid}}
+
+
 def _packages(text: str, sdk: int, maker: str) -> dict[str, Any]:
     packages = parse_package_list(text, sdk, maker)
     return {"count": len(packages), "first": packages[0]}
@@ -91,6 +97,7 @@ READERS: dict[str, Callable[[str, int, str], dict[str, Any]]] = {
     "dumpsys_location": lambda text, sdk, maker: {"locations": [list(p) for p in parse_last_locations(text, sdk,
                                                                                                       maker)]},
     "dumpsys_telephony_registry": lambda text, sdk, maker: {"cell": parse_cell_identity(text, sdk, maker)},
+    "dumpsys_wifi": _wifi,
     "cat_proc_net_tcp": _proc_net_tcp,
     "pm_list_packages_3": _packages,
     "pm_list_packages_f": _packages,

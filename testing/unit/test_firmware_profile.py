@@ -33,6 +33,8 @@ IDS = parse_identifiers({
     "serial": "B2NGAA8801234567", "phone": "+47 912 34 567", "android_id": "9774d56d682e549c",
     "gaid": "38400000-8cf0-11bd-b23e-10b96e40000d", "wifi_mac": "ac:37:43:4d:5e:6f",
     "location": {"lat": 59.9127, "lon": 10.7461},
+    "cell": [{"mcc": "242", "mnc": "01", "lac": 3011, "cid": 27115023}, {"bsid": 3721}],
+    "wifi": {"bssid": "ac:37:43:00:11:22", "ssid": "Oslo-Gjest"},
 }, source="test")
 NOW = 1_700_000_000.5
 
@@ -80,6 +82,33 @@ def test_the_nokia_incident_posts_position_serial_number_and_sim_in_cleartext_on
     for value in ("59.9127", "10.7461", IDS.get("serial")[0], IDS.get("phone")[0], IDS.get("imsi")[0],
                   IDS.get("iccid")[0]):
         assert value.encode() in data, value
+
+
+def test_the_nokia_incident_also_sends_the_clients_base64_json_shape() -> None:
+    """NRK's capture: Base64 of a JSON body labelled ``application/encrypted-json``, with the serving cell."""
+    for event in ("boot_completed", "screen_on", "unlocked"):
+        raw = next(data for _, _, data in _rendered_texts("nokia7plus-2019", event)
+                   if b"application/encrypted-json" in data)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert b"\r\nContent-Type: application/encrypted-json" in head
+        fields = json.loads(base64.b64decode(body, validate=True))
+        assert list(fields) == ["IMEI1", "IMEI2", "SIM1ICCID", "SIM1LTEIMSI", "MACID", "SIM1CELLID", "BASEID"]
+        assert fields["IMEI2"] == IDS.get("imei")[1]
+        assert (fields["SIM1CELLID"], fields["BASEID"]) == ("27115023", "3721")
+
+
+def test_cell_and_wifi_fields_render_and_are_checked(tmp_path: Path) -> None:
+    path = one_request(tmp_path, """
+- protocol: http
+  host: api.example.com
+  path: "/c/{cell.mcc}-{cell.mnc}-{cell.lac}-{cell.cid}/{wifi.bssid|nocolon}/{wifi.ssid|url}"
+""")
+    profile = load_profile(path)
+    assert render(next(iter(profile.requests())), IDS, NOW).target == "/c/242-01-3011-27115023/ac3743001122/Oslo-Gjest"
+    no_lac = parse_identifiers({"cell": {"cid": 5}}, source="t")
+    assert missing_identifiers(profile, no_lac) == [
+        "rules[0].requests[0]: {cell.mcc}", "rules[0].requests[0]: {cell.mnc}", "rules[0].requests[0]: {cell.lac}",
+        "rules[0].requests[0]: {wifi.bssid}", "rules[0].requests[0]: {wifi.ssid}"]
 
 
 def test_the_fixed_nokia_talks_tls_only() -> None:
@@ -173,6 +202,10 @@ def test_json_bodies_are_rendered_as_json(tmp_path: Path) -> None:
     ("- protocol: tcp\n  host: 8.8.8.8\n  port: 53", "host", "outside the lab's fake internet"),
     ("- protocol: http\n  host: a.example\n  path: nope", "path", "starts with '/'"),
     ("- protocol: udp\n  host: a.example\n  port: 9\n  method: GET", "method", "does not apply"),
+    ("- protocol: http\n  host: a.example\n  path: '/{cell.lat}'", "path", "bad placeholder"),
+    ("- protocol: http\n  host: a.example\n  json: {a: 1}\n  body_encoding: rot13", "body_encoding",
+     "unknown body encoding"),
+    ("- protocol: http\n  host: a.example\n  body_encoding: base64", "body_encoding", "needs a body"),
 ])
 def test_bad_requests_name_file_line_and_field(tmp_path: Path, request_yaml: str, field: str, words: str) -> None:
     path = one_request(tmp_path, request_yaml)
@@ -211,6 +244,7 @@ def test_a_phone_without_the_identifier_a_profile_needs_is_named(tmp_path: Path)
     assert any("{imsi}" in item for item in missing)
     assert any("{location.lat}" in item for item in missing)
     assert not any("{serial}" in item for item in missing)
+    assert any("{cell.bsid[1]}" in item for item in missing)
 
 
 # --- the DNS the runner speaks is the DNS the fake internet answers -----------------------------------------------

@@ -38,6 +38,10 @@ DEVICE = parse_identifiers({
     "wifi_mac": "ac:37:43:4d:5e:6f",
     "bt_mac": "ac:37:43:4d:5e:70",
     "location": {"lat": 52.5163, "lon": 13.3777},
+    # short numbers on purpose: a GSM cell and a CDMA base station must not turn up in bulk random text
+    "cell": [{"mcc": "262", "mnc": "01", "lac": 4136, "cid": 19695115}, {"mcc": "262", "mnc": "01", "lac": 513,
+                                                                         "cid": 4021}, {"bsid": 37}],
+    "wifi": {"bssid": "ac:37:43:00:11:22", "ssid": "Kreuzberg-Gast"},
     "custom": {"account": "alice@example.org"},
 }, source="test")
 

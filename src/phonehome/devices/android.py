@@ -1,8 +1,8 @@
 """What Android prints, read: the pure text parsers of the phone backend, release by release and maker by maker.
 
 Every phone is read through text (``dumpsys power``, ``dumpsys window``, ``service call iphonesubinfo``,
-``getprop``, ``settings``, ``dumpsys location``, ``dumpsys telephony.registry``, ``/proc/net/tcp``, ``pm list
-packages``), and those formats change with each release and each maker's build. Each parser takes the command's
+``getprop``, ``settings``, ``dumpsys location``, ``dumpsys telephony.registry``, ``dumpsys wifi``,
+``/proc/net/tcp``, ``pm list packages``), and those formats change with each release and each maker's build. Each parser takes the command's
 output and the phone's SDK level and maker (``ro.build.version.sdk``, ``ro.product.manufacturer``; 0 and "" when not
 known) and either returns what it read or raises :class:`UnknownFormat` naming the command and the release: an
 output phonehome has no reading for is never taken for a default ("no keyguard field in dumpsys window on SDK 34
@@ -17,6 +17,7 @@ formats, and both import these functions.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Android 10 (SDK 29) renumbered IPhoneSubInfo's transactions and restricted device identifiers to
@@ -51,6 +52,9 @@ _IP_LINK = re.compile(r"^\d+:\s+([^:@\s]+)(?:@\S+)?:.*\n\s+link/ether\s+(\S+)", 
 _LOCATION = re.compile(r"Location\[\w+\s+(-?\d+(?:\.\d+)?),\s*(-?\d+(?:\.\d+)?)")
 _CELL_IDENTITY = re.compile(r"mCellIdentity=CellIdentity(Lte|Nr|Wcdma|Gsm|Tdscdma|Cdma):\{([^}]*)\}")
 _CELL_FIELD = re.compile(r"\b(m[A-Z]\w*)=(\S*)")
+# the connected network in `dumpsys wifi`: an SSID may hold commas, so it runs up to ", BSSID: "
+_WIFI_INFO = re.compile(r"mWifiInfo SSID: (?P<ssid>.*?), BSSID: (?P<bssid>[^,\s]*),(?P<rest>[^\n]*)")
+_SUPPLICANT_STATE = re.compile(r"Supplicant state: (\w+)")
 _TCP_HEADER = re.compile(r"^\s*sl\s+local_address\s+rem_address\s+st\b")
 _TCP_LINE = re.compile(r"^\s*\d+:\s+([0-9A-F]+):([0-9A-F]{4})\s+([0-9A-F]+):([0-9A-F]{4})\s+([0-9A-F]{2})\s+"
                        r"\S+\s+\S+\s+\S+\s+(\d+)\s+\d+\s+(\d+)")
@@ -390,6 +394,68 @@ def parse_cell_identity(dumpsys_registry: str, sdk: int = 0, maker: str = "") ->
     if CELL_UNAVAILABLE in (area, cell) or len(mcc) != 3 or len(mnc) not in (2, 3):
         return None
     return CellIdentity(radio=radio.lower(), mcc=mcc, mnc=mnc, area=area, cell=cell)
+
+
+@dataclass(frozen=True)
+class WifiNetwork:
+    """The Wi-Fi network the phone is connected to: BSSID and SSID, either None when Android hid it."""
+
+    bssid: str | None
+    ssid: str | None
+
+
+def parse_wifi_network(dumpsys_wifi: str, sdk: int = 0, maker: str = "") -> WifiNetwork | None:
+    """The first ``mWifiInfo SSID: "...", BSSID: ..., ... Supplicant state: COMPLETED`` of ``dumpsys wifi``.
+
+    None when the phone is not connected (another supplicant state) or Android hid both fields
+    (``<unknown ssid>``, the ``02:00:00:00:00:00`` placeholder BSSID). The SSID is read when quoted (UTF-8); an
+    unquoted one is a hex dump of a non-UTF-8 name, which is not read.
+    """
+    if "mWifiInfo" not in dumpsys_wifi:
+        raise UnknownFormat("dumpsys wifi", "mWifiInfo", sdk, maker)
+    for match in _WIFI_INFO.finditer(dumpsys_wifi):
+        state = _SUPPLICANT_STATE.search(match.group("rest"))
+        if state is None or state.group(1) != "COMPLETED":
+            continue
+        ssid_text = match.group("ssid")
+        quoted = len(ssid_text) >= 2 and ssid_text[0] == ssid_text[-1] == '"'
+        ssid = ssid_text[1:-1] if quoted and ssid_text[1:-1] else None
+        bssid = checked_mac(match.group("bssid"))
+        return WifiNetwork(bssid=bssid, ssid=ssid) if bssid or ssid else None
+    return None
+
+
+# --- where the phone is, as identifier blocks ------------------------------------------------------------------
+
+def location_block(dumpsys_location: str, sdk: int = 0, maker: str = "") -> list[dict[str, float]] | None:
+    """``dumpsys location`` as the identifiers schema's ``location`` (a list of points), None when there is none."""
+    points = parse_last_locations(dumpsys_location, sdk, maker)
+    return [{"lat": lat, "lon": lon} for lat, lon in points] or None
+
+
+def cell_block(dumpsys_registry: str, sdk: int = 0, maker: str = "") -> dict[str, object] | None:
+    """``dumpsys telephony.registry`` as the schema's ``cell``, None when Android redacted or lacks it."""
+    cell = parse_cell_identity(dumpsys_registry, sdk, maker)
+    if cell is None:
+        return None
+    return {"mcc": cell.mcc, "mnc": cell.mnc, "lac": cell.area, "cid": cell.cell}
+
+
+def wifi_block(dumpsys_wifi: str, sdk: int = 0, maker: str = "") -> dict[str, str] | None:
+    """``dumpsys wifi`` as the schema's ``wifi`` (only the fields Android showed), None when not connected."""
+    network = parse_wifi_network(dumpsys_wifi, sdk, maker)
+    if network is None:
+        return None
+    return {name: value for name, value in (("bssid", network.bssid), ("ssid", network.ssid)) if value}
+
+
+#: structured identifiers a phone reveals about where it is: name -> (reader of a dumpsys output into the
+#: identifiers schema, the dumpsys service, what None means)
+WHERE_READERS: dict[str, tuple[Callable[[str, int, str], object | None], str, str]] = {
+    "location": (location_block, "location", "shows no last known location"),
+    "cell": (cell_block, "telephony.registry", "shows no serving cell (none, or redacted on a user build)"),
+    "wifi": (wifi_block, "wifi", "shows no connected Wi-Fi network (or Android hid its BSSID and SSID)"),
+}
 
 
 # --- attribution: sockets and packages ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from phonehome.devices.adbprobe import AdbServerStatus, query_adb_server, transport_problem
 from phonehome.devices.android import (
+    WHERE_READERS,
     ScreenState,
     UnknownFormat,
     checked_subscriber_value,
@@ -30,7 +31,6 @@ from phonehome.devices.android import (
     parse_boot_id,
     parse_keyguard_secure,
     parse_keyguard_showing,
-    parse_last_locations,
     parse_mac,
     parse_parcel_string,
     parse_screen_state,
@@ -586,15 +586,17 @@ class U2Phone:
         raw: dict[str, object] = {}
         sources: dict[str, str] = {}
         for name in wanted:
-            if name == "location":
+            if name in WHERE_READERS:  # structured: location, serving cell, Wi-Fi network
+                read, command, missing = WHERE_READERS[name]
                 try:
-                    found_location = self._read_location()
+                    output = self._try_shell(["dumpsys", command])
+                    block = read(output, *self._release()) if output else None
                 except UnknownFormat as exc:
-                    raise DeviceError(self.label, f"cannot read location: {exc}") from None
-                if found_location:
-                    raw["location"], sources["location"] = found_location
+                    raise DeviceError(self.label, f"cannot read {name}: {exc}") from None
+                if block and self._valid(name, block):
+                    raw[name], sources[name] = block, f"dumpsys {command}"
                 else:
-                    self.unreadable["location"] = "dumpsys location shows no last known location"
+                    self.unreadable[name] = f"dumpsys {command} {'gave a malformed value' if block else missing}"
                 continue
             reader = readers.get(name)
             try:
@@ -615,7 +617,7 @@ class U2Phone:
         ids = parse_identifiers(raw, source=f"device {self.label}", where="read_identifiers")
         return ids, sources
 
-    def _valid(self, name: str, value: str) -> bool:
+    def _valid(self, name: str, value: object) -> bool:
         """Values a phone returns can be placeholders; only well-formed ones are kept."""
         try:
             parse_identifiers({name: value}, source=f"device {self.label}", where="read_identifiers")
@@ -678,13 +680,6 @@ class U2Phone:
         value = self._try_shell(["settings", "get", "secure", "bluetooth_address"])
         mac = parse_mac(value, *self._release(), command="settings get secure bluetooth_address") if value else None
         return (mac, "settings get secure bluetooth_address") if mac else None
-
-    def _read_location(self) -> tuple[list[dict[str, float]], str] | None:
-        output = self._try_shell(["dumpsys", "location"])
-        points = parse_last_locations(output, *self._release()) if output else ()
-        if not points:
-            return None
-        return [{"lat": lat, "lon": lon} for lat, lon in points], "dumpsys location"
 
     # --- evidence ----------------------------------------------------------------------------------------
 

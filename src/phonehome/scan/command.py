@@ -49,8 +49,12 @@ Geneve, IP-in-IP, EtherIP, MPLS (IP or Ethernet pseudowire with control word), P
 open network (radiotap, PPI or bare; LLC/SNAP). Tunnel and link-layer headers are never scanned.
 
 IDS.yaml keys (each a string or a list of strings, unless noted):
-  {", ".join(k for k in SCHEMA_KEYS if k not in ("location", "custom"))}
+  {", ".join(k for k in SCHEMA_KEYS if k not in ("location", "cell", "wifi", "custom"))}
   location: {{lat, lon}} or a list of them (decimal degrees)
+  cell:     {{mcc, mnc, lac (or tac), cid, bsid}} or a list: the serving cell (MCC/MNC quoted; a cid or a CDMA
+            bsid required). Found beside its key (cid=, "SIM1CELLID":, lac=, BASEID=), as MCC-MNC-LAC-CID in
+            decimal or hex, LAC and CID together, and a cell id of 7+ digits alone; never a short number alone.
+  wifi:     {{bssid, ssid}} or a list: the network the phone is on (BSSID in every MAC spelling, SSID as text)
   custom:   {{name: value}} for anything else
   The same schema is a device's `identifiers:` block in devices.yaml.
 

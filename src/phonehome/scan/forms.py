@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from phonehome.identifiers import Identifiers, Location
+from phonehome.identifiers import Cell, Identifiers, Location, Wifi
 from phonehome.scan import serialised
 
 #: a form shorter than this is not encoded further: its encodings would match random traffic
@@ -115,6 +115,10 @@ def _all_needles(ids: Identifiers) -> Iterator[Needle]:
         yield from _special_needles(name, value)
     for location in ids.locations:
         yield from location_needles(location)
+    for cell in ids.cells:
+        yield from cell_needles(cell)
+    for wifi in ids.wifis:
+        yield from wifi_needles(wifi)
 
 
 # --- canonical forms -----------------------------------------------------------------------------------------
@@ -322,6 +326,79 @@ def _special_needles(name: str, value: str) -> Iterator[Needle]:
         yield Needle(bytes.fromhex(value.replace("-", "")), name, "raw", "gaid")
     elif name in ("wifi_mac", "bt_mac"):
         yield Needle(bytes.fromhex(value.replace(":", "")), name, "raw", "mac")
+
+
+# --- where the phone is: serving cell and Wi-Fi network -------------------------------------------------------
+
+#: a cell id with fewer decimal digits (a 16-bit GSM/UMTS CI) is looked for only beside its key or its area code
+MIN_CELL_ID_DIGITS = 7
+#: between the parts of a combined cell spelling (``460-00-4136-19695115``, ``460_00_1028_12c8a0b``)
+_CELL_SEPARATOR = rb"[ _:;,/|.\-]"
+#: between a key and its value: ``"SIM1CELLID":"``, ``cid=``, ``<ci>``, ``"lac": ``
+_KEY_GLUE = rb"[^0-9A-Za-z]{1,4}"
+#: key names apps send a cell id, area code and CDMA base-station id under (matched caseless, as a key's end:
+#: ``SIM1CELLID`` ends in ``cellid``)
+_CID_KEYS = rb"(?:cell_?id|cell-id|cid|ci|eci|nci)"
+_LAC_KEYS = rb"(?:lac|tac)"
+#: the rest of a key before its telling end (``SIM1`` of ``SIM1CELLID``): part of the match, so that the digit
+#: before ``CELLID`` does not count as the value running into another number
+_KEY_PREFIX = rb"[A-Za-z0-9_]{0,8}"
+_BSID_KEYS = rb"(?:bsid|base_?id|base_?station_?id)"
+#: most characters between an area code and a cell id sent as two fields
+MAX_CELL_GAP = 32
+
+
+def _digits_re(number: int, *, hexadecimal: bool = False) -> bytes:
+    text = format(number, "x") if hexadecimal else str(number)
+    return (rb"(?:0x)?" if hexadecimal else b"") + re.escape(text).encode()
+
+
+def cell_needles(cell: Cell) -> Iterator[Needle]:
+    """The serving cell: never a short number alone (a LAC, a GSM cell id or a base-station id is a 2-5 digit
+    number found in any traffic), but each beside its key, area code and cell id together, the combined
+    ``MCC-MNC-LAC-CID`` spellings in decimal and hex, and a long (LTE/NR) cell id in every text encoding."""
+    def keyed(keys: bytes, number: int, form: str, *, hexadecimal: bool = False) -> Needle:
+        return Needle(_KEY_PREFIX + keys + _KEY_GLUE + _digits_re(number, hexadecimal=hexadecimal), "cell", "plain", form,
+                      caseless=True, regex=True, digit_boundary=True)
+
+    if cell.cid is not None:
+        if len(str(cell.cid)) >= MIN_CELL_ID_DIGITS:
+            yield from encode_form(Form("cell", "cell-cid", str(cell.cid), digit_boundary=True))
+        yield keyed(_CID_KEYS, cell.cid, "cell-cid-keyed")
+        if format(cell.cid, "x") != str(cell.cid):
+            yield keyed(_CID_KEYS, cell.cid, "cell-cid-hex-keyed", hexadecimal=True)
+        for hexadecimal, suffix in ((False, ""), (True, "-hex")):
+            cid = _digits_re(cell.cid, hexadecimal=hexadecimal)
+            if cell.lac is not None:
+                lac = _digits_re(cell.lac, hexadecimal=hexadecimal)
+                gap = (rb"[^0-9a-fA-F]" if hexadecimal else rb"[^0-9]") + b"{1,%d}" % MAX_CELL_GAP
+                for first, second, order in ((lac, cid, "lac-cid"), (cid, lac, "cid-lac")):
+                    yield Needle(first + gap + second, "cell", "plain", f"cell-{order}{suffix}", caseless=True,
+                                 regex=True, digit_boundary=True)
+            if cell.mcc is not None and cell.mnc is not None:
+                operator = re.escape(cell.mcc).encode() + _CELL_SEPARATOR + b"?" + re.escape(cell.mnc).encode()
+                parts = [operator, *([_digits_re(cell.lac, hexadecimal=hexadecimal)] if cell.lac is not None else []),
+                         cid]
+                name = "cell-mcc-mnc-lac-cid" if cell.lac is not None else "cell-mcc-mnc-cid"
+                yield Needle(_CELL_SEPARATOR.join(parts), "cell", "plain", name + suffix, caseless=True, regex=True,
+                             digit_boundary=True)
+    if cell.lac is not None:
+        yield keyed(_LAC_KEYS, cell.lac, "cell-lac-keyed")
+    if cell.bsid is not None:
+        yield keyed(_BSID_KEYS, cell.bsid, "cell-bsid-keyed")
+
+
+def wifi_needles(wifi: Wifi) -> Iterator[Needle]:
+    """The network the phone is on: its BSSID in every MAC spelling (and as 6 raw bytes), its SSID as text in
+    every encoding a custom value gets."""
+    if wifi.bssid is not None:
+        for form in _mac_forms("wifi", wifi.bssid):
+            yield from encode_form(Form("wifi", form.name.replace("mac-", "bssid-", 1), form.text,
+                                        digit_boundary=form.digit_boundary))
+        yield Needle(bytes.fromhex(wifi.bssid.replace(":", "")), "wifi", "raw", "bssid")
+    if wifi.ssid is not None:
+        for form in _custom_forms("ssid", wifi.ssid):
+            yield from encode_form(Form("wifi", form.name, form.text, digit_boundary=form.digit_boundary))
 
 
 # --- encodings of one form -----------------------------------------------------------------------------------

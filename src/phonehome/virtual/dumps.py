@@ -17,6 +17,12 @@ Styles, chosen from the SDK level of the phone's firmware profile (``android:``)
   ``isKeyguardShowing`` in the display contents; per-provider ``last location=`` lines (Android 12+, see
   ``android13-motorola``); an empty ``dumpsys iphonesubinfo``.
 - ``14`` (SDK 34 and newer): as 13, with the power fields of ``android14-xiaomi`` (``mDreamsBatteryLevelDrain``).
+
+``dumpsys telephony.registry`` prints the phone's first ``cell`` as ``mCellIdentity=CellIdentityLte:{...}``; styles
+13 and 14 redact its cell id and area code as ``[****]``, as the one real output of a recent release does
+(``android16-google``, a user build) — the release where redaction began is not proven by a real output, so 9 and
+11 print them. ``dumpsys wifi`` prints the first ``wifi`` network as the ``mWifiInfo`` line of
+``unknown-emulator`` (an SSID in quotes, ``<unknown ssid>`` when none is set).
 """
 
 from __future__ import annotations
@@ -211,3 +217,39 @@ def dump_iphonesubinfo(phone: VirtualPhone, args: list[str]) -> list[str]:
     if imei and (style <= 9 or phone.spec.rooted):
         lines.append(f"  Device ID = {imei}")
     return lines
+
+
+def dump_telephony_registry(phone: VirtualPhone, args: list[str]) -> list[str]:
+    """The serving cell of the phone's first ``cell`` identifier (``mCellIdentity=null`` without one)."""
+    style = release_style(phone.spec.sdk)
+    cells = [cell for cell in phone.spec.identifiers.cells
+             if None not in (cell.mcc, cell.mnc, cell.lac, cell.cid)][:1]
+    lines = ["last known state:", "  Phone Id=0", "    mCallState=0"]
+    if not cells:
+        return [*lines, "    mCellIdentity=null"]
+    cell = cells[0]
+
+    def shown(value: object) -> str:
+        return "[****]" if style >= 13 else str(value)
+
+    return [*lines, f"    mCellIdentity=CellIdentityLte:{{ mCi={shown(cell.cid)} mPci={shown(132)} "
+                    f"mTac={shown(cell.lac)} mEarfcn={shown(1650)} mBands=[3] mBandwidth=20000 mMcc={cell.mcc} "
+                    f"mMnc={cell.mnc} mAlphaLong=Virtual Telecom mAlphaShort=Virtual mAdditionalPlmns={{}} "
+                    "mCsgInfo=null}"]
+
+
+def dump_wifi(phone: VirtualPhone, args: list[str]) -> list[str]:
+    """``ClientModeImpl``'s ``mWifiInfo`` line for the phone's first ``wifi`` network (disconnected without one)."""
+    networks = phone.spec.identifiers.wifis[:1]
+    mac = phone.identifier("wifi_mac") or "02:00:00:00:00:00"
+    lines = ["Wi-Fi is enabled", "Dump of ClientModeImpl id=1", "WifiClientModeImpl:", ""]
+    if not networks:
+        return [*lines, 'mWifiInfo SSID: <unknown ssid>, BSSID: <none>, MAC: 02:00:00:00:00:00, '
+                        "Supplicant state: DISCONNECTED, RSSI: -127, Link speed: -1Mbps, Net ID: -1"]
+    network = networks[0]
+    ssid = f'"{network.ssid}"' if network.ssid is not None else "<unknown ssid>"
+    bssid = network.bssid or "02:00:00:00:00:00"
+    return [*lines, f"mWifiInfo SSID: {ssid}, BSSID: {bssid}, MAC: {mac}, IP: /10.0.2.16, Security type: 2, "
+                    "Supplicant state: COMPLETED, Wi-Fi standard: 5, RSSI: -50, Link speed: 433Mbps, "
+                    "Frequency: 5180MHz, Net ID: 0, Metered hint: false, score: 60",
+            f"mLastBssid {bssid}", "mLastNetworkId 0"]

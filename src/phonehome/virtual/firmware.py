@@ -68,6 +68,12 @@ ENCODINGS: Mapping[str, Callable[[str], str]] = {
 }
 #: placeholders that are not identifiers
 LOCATION_FIELDS = ("location.lat", "location.lon")
+#: fields of the ``cell`` and ``wifi`` identifiers (``{cell.cid}``, ``{wifi.ssid}``)
+CELL_PLACEHOLDERS = ("cell.mcc", "cell.mnc", "cell.lac", "cell.cid", "cell.bsid")
+WIFI_PLACEHOLDERS = ("wifi.bssid", "wifi.ssid")
+FIELD_PLACEHOLDERS = (*LOCATION_FIELDS, *CELL_PLACEHOLDERS, *WIFI_PLACEHOLDERS)
+#: what ``body_encoding`` may do to a whole request body (firmware that wants its body to look encrypted)
+BODY_ENCODINGS: Mapping[str, Callable[[bytes], bytes]] = {"base64": base64.b64encode}
 CLOCK_FIELDS = ("timestamp", "timestamp_ms")
 MAX_DELAY_S = 3600.0
 #: hard-coded addresses must be ones the lab's fake internet owns
@@ -82,7 +88,7 @@ REQUEST_TIMEOUT_S = 5.0
 MAX_RESPONSE_BYTES = 1 << 20
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_NAME = re.compile(r"(?P<name>[A-Za-z][A-Za-z0-9_-]*(?:\.(?:lat|lon))?)(?:\[(?P<index>\d+)\])?")
+_NAME = re.compile(r"(?P<name>[A-Za-z][A-Za-z0-9_-]*(?:\.(?:lat|lon|mcc|mnc|lac|cid|bsid|bssid|ssid))?)(?:\[(?P<index>\d+)\])?")
 _METHOD = re.compile(r"[A-Z]{3,10}")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
@@ -113,7 +119,22 @@ def _value(name: str, index: int, ids: Identifiers, now: float) -> str:
     if name in LOCATION_FIELDS:
         location = ids.locations[index]
         return repr(location.lat if name.endswith("lat") else location.lon)
+    if name in CELL_PLACEHOLDERS or name in WIFI_PLACEHOLDERS:
+        entry = _field_entry(name, index, ids)
+        value = getattr(entry, name.split(".", 1)[1]) if entry is not None else None
+        if value is None:  # check_profile_for refuses such a phone at load time
+            raise LookupError(f"no {name}[{index}]")
+        return str(value)
     return ids.get(name)[index]
+
+
+def _field_entry(name: str, index: int, ids: Identifiers) -> object | None:
+    """The index-th cell or wifi entry for a ``cell.*``/``wifi.*`` placeholder, None when there is none or the
+    field is unset."""
+    entries: tuple[object, ...] = ids.cells if name.startswith("cell.") else ids.wifis
+    if index >= len(entries) or getattr(entries[index], name.split(".", 1)[1]) is None:
+        return None
+    return entries[index]
 
 
 @dataclass(frozen=True)
@@ -175,11 +196,12 @@ def _parse_placeholder(inner: str, *, source: str, where: str) -> Placeholder:
     if match is None:
         raise InputError(source, f"bad placeholder {{{inner}}}", where=where,
                          fix=f"use an identifier name ({', '.join(IDENTIFIER_KEYS)}, location.lat, location.lon, "
-                             "timestamp or a custom name), optionally with [index] and |encodings")
+                             "cell.cid..., wifi.ssid..., timestamp or a custom name), optionally with [index] and "
+                             "|encodings")
     name = match.group("name")
-    if "." in name and name not in LOCATION_FIELDS:
+    if "." in name and name not in FIELD_PLACEHOLDERS:
         raise InputError(source, f"bad placeholder {{{inner}}}", where=where,
-                         fix="only location has fields: location.lat, location.lon")
+                         fix=f"only location, cell and wifi have fields: {', '.join(FIELD_PLACEHOLDERS)}")
     for encoding in encodings:
         if encoding not in ENCODINGS:
             raise InputError(source, f"unknown encoding '{encoding}' in {{{inner}}}", where=where,
@@ -204,6 +226,7 @@ class Request:
     headers: tuple[tuple[str, Template], ...] = ()
     body: Template | None = None
     json_body: Any = None  # the YAML structure with Template leaves
+    body_encoding: str | None = None  # applied to the whole rendered body (a key of BODY_ENCODINGS)
     client_id: Template | None = None
     username: Template | None = None
     password: Template | None = None
@@ -369,6 +392,7 @@ class _Fields:
 
 
 REQUEST_FIELDS = ("protocol", "host", "port", "delay_s", "method", "path", "query", "headers", "body", "json",
+                  "body_encoding",
                   "client_id", "username", "password", "topic", "payload", "app")
 RULE_FIELDS = ("event", "every_s", "delay_s", "jitter_s", "requests")
 PROFILE_FIELDS = ("profile", "name", "description", "android", "apps", "rules")
@@ -489,6 +513,12 @@ def _parse_request(data: Any, path: str, fields: _Fields) -> Request:
     if "body" in request and "json" in request:
         raise fields.error(f"{path}.json", "give either 'body' or 'json', not both", "remove one of them")
     body_key = "payload" if "payload" in request else "body"
+    body_encoding = request.get("body_encoding")
+    if body_encoding is not None and body_encoding not in BODY_ENCODINGS:
+        raise fields.error(f"{path}.body_encoding", f"unknown body encoding {body_encoding!r}",
+                           f"use one of: {', '.join(BODY_ENCODINGS)}")
+    if body_encoding is not None and "body" not in request and "json" not in request:
+        raise fields.error(f"{path}.body_encoding", "body_encoding needs a body or json", "add one, or remove it")
     path_template = fields.template(request.get("path", "/"), f"{path}.path")
     first = path_template.parts[0] if path_template.parts else ""
     if protocol in ("http", "https") and not (isinstance(first, Placeholder) or first.startswith("/")):
@@ -504,12 +534,13 @@ def _parse_request(data: Any, path: str, fields: _Fields) -> Request:
         query=fields.template_map(request, "query", path), headers=fields.template_map(request, "headers", path),
         body=optional(body_key),
         json_body=fields.json_template(request["json"], f"{path}.json") if "json" in request else None,
+        body_encoding=str(body_encoding) if body_encoding is not None else None,
         client_id=optional("client_id"), username=optional("username"), password=optional("password"),
         topic=optional("topic"), where=path, app=fields.string(request, "app", path) if "app" in request else None)
 
 
 _COMMON = ("protocol", "host", "port", "delay_s", "app")
-_HTTP = (*_COMMON, "method", "path", "query", "headers", "body", "json")
+_HTTP = (*_COMMON, "method", "path", "query", "headers", "body", "json", "body_encoding")
 _FIELDS_BY_PROTOCOL: Mapping[str, tuple[str, ...]] = {
     "http": _HTTP, "https": _HTTP,
     "tls": (*_COMMON, "payload"), "tcp": (*_COMMON, "payload"), "udp": (*_COMMON, "payload"),
@@ -548,7 +579,10 @@ def missing_identifiers(profile: FirmwareProfile, ids: Identifiers) -> list[str]
         name, index = placeholder.name, placeholder.index
         if name in CLOCK_FIELDS:
             continue
-        have = len(ids.locations) if name in LOCATION_FIELDS else len(ids.get(name))
+        if name in CELL_PLACEHOLDERS or name in WIFI_PLACEHOLDERS:
+            have = index + 1 if _field_entry(name, index, ids) is not None else 0
+        else:
+            have = len(ids.locations) if name in LOCATION_FIELDS else len(ids.get(name))
         if index >= have:
             label = f"{name}[{index}]" if index else name
             problems.append(f"{where}: {{{label}}}")
@@ -597,6 +631,8 @@ def render(request: Request, ids: Identifiers, now: float | None = None) -> Rend
         body = request.body.render(ids, now).encode()
     elif request.json_body is not None:
         body = json.dumps(_render_json(request.json_body, ids, now), separators=(",", ":")).encode()
+    if request.body_encoding is not None:
+        body = BODY_ENCODINGS[request.body_encoding](body)
     headers = tuple((name, template.render(ids, now)) for name, template in request.headers)
     if request.json_body is not None and not any(name.lower() == "content-type" for name, _ in headers):
         headers += (("Content-Type", "application/json"),)

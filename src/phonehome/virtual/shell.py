@@ -20,7 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from phonehome.virtual.dumps import dump_iphonesubinfo, dump_location, dump_power, dump_window
+from phonehome.virtual.dumps import (
+    dump_iphonesubinfo,
+    dump_location,
+    dump_power,
+    dump_telephony_registry,
+    dump_wifi,
+    dump_window,
+)
 from phonehome.virtual.phone import (
     LAUNCHER,
     LAUNCHER_ACTIVITY,
@@ -945,7 +952,7 @@ DUMPSYS: dict[str, Callable[[VirtualPhone, list[str]], list[str]]] = {
     "power": dump_power, "window": dump_window, "display": _dump_display, "location": dump_location,
     "iphonesubinfo": dump_iphonesubinfo, "activity": _dump_activity, "battery": _dump_battery,
     "trust": _dump_trust,
-    "package": _dump_package,
+    "package": _dump_package, "telephony.registry": dump_telephony_registry, "wifi": dump_wifi,
 }
 
 
