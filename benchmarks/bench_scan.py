@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,12 +168,116 @@ def _leaky_flows(rng: random.Random) -> list[tuple[str, Iterator[bytes]]]:
     return flows
 
 
-def build_capture(path: Path, size_mb: float, seed: int = 7) -> tuple[int, int, list[str]]:
-    """Write the benchmark capture; returns (bytes, packets, names of planted leaks)."""
+_WORDS = ("id", "name", "status", "updatedAt", "createdAt", "items", "price", "currency", "deviceConfiguration",
+          "latitude", "longitude", "accuracy", "sessionToken", "nextPageCursor", "thumbnailUrl", "description",
+          "experimentAssignments", "featureFlags", "ttl", "score", "rank", "etag", "checksum", "locale")
+
+
+def _json_record(rng: random.Random, index: int) -> dict[str, object]:
+    """One record of an API response: the values that make JSON expensive to peel (floats' decimals, UUIDs,
+    hex ids, base64 tokens, timestamps, long camelCase words), all random, so no two bodies are alike."""
+    return {
+        "id": f"{rng.getrandbits(64):016x}",
+        "uuid": str(uuid.UUID(int=rng.getrandbits(128))),
+        "index": index,
+        "score": round(rng.random() * 1000, 6),
+        "latitude": round(rng.uniform(-80, 80), 7),
+        "longitude": round(rng.uniform(-170, 170), 7),
+        "updatedAt": f"2026-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}T{rng.randrange(24):02d}:"
+                     f"{rng.randrange(60):02d}:{rng.randrange(60):02d}.{rng.randrange(1000):03d}Z",
+        "etag": base64.b64encode(rng.randbytes(rng.choice((12, 24, 48)))).decode(),
+        "sessionToken": base64.urlsafe_b64encode(rng.randbytes(32)).decode().rstrip("="),
+        "checksum": rng.randbytes(20).hex(),
+        rng.choice(_WORDS): " ".join(rng.choice(_WORDS) for _ in range(rng.randrange(1, 8))),
+        "featureFlags": {rng.choice(_WORDS) + str(i): rng.random() < 0.5 for i in range(rng.randrange(0, 4))},
+    }
+
+
+def json_body(rng: random.Random, size: int) -> bytes:
+    """A JSON API document of about ``size`` bytes."""
+    records: list[dict[str, object]] = []
+    total = 0
+    while total < size:
+        record = _json_record(rng, len(records))
+        records.append(record)
+        total += len(json.dumps(record)) + 2
+    return json.dumps({"data": records, "nextPageCursor": base64.b64encode(rng.randbytes(18)).decode()}).encode()
+
+
+def _api_flow(rng: random.Random, flow_no: int, *, gzip: bool = False) -> Iterator[bytes]:
+    """A keep-alive HTTP/1.1 JSON API connection: 2-6 requests (0.5-8 KB) and responses (2-60 KB)."""
+    host = f"api{flow_no % 7}.example"
+    requests, responses = [], []
+    for i in range(rng.randrange(2, 7)):
+        body = json_body(rng, rng.randrange(500, 8_000))
+        requests.append(http_request("POST", f"/v2/sync?page={i}", host=host, body=body,
+                                     headers={"Content-Type": "application/json"}))
+        answer = json_body(rng, rng.randrange(2_000, 60_000))
+        headers = {"Content-Type": "application/json"}
+        if gzip:
+            answer = gzip_bytes(answer)
+            headers["Content-Encoding"] = "gzip"
+        responses.append(http_response(answer, headers=headers))
+    return _tcp_flow(f"198.51.100.{flow_no % 50 + 100}", 80, 30000 + flow_no % 30000, requests, responses, rng)
+
+
+def _download_flow(rng: random.Random, flow_no: int, blob: bytes) -> Iterator[bytes]:
+    """A cleartext firmware download: one GET, a 1-8 MB binary response (random bytes: incompressible)."""
+    size = rng.randrange(1 << 20, 8 << 20)
+    start = rng.randrange(len(blob) - size)
+    response = http_response(blob[start:start + size], headers={"Content-Type": "application/octet-stream"})
+    return _tcp_flow(f"198.51.100.{flow_no % 50 + 150}", 80, 30000 + flow_no % 30000,
+                     [http_request("GET", f"/fw/image-{flow_no}.bin", host="fw.example")], [response], rng)
+
+
+def _tls_flow(rng: random.Random, flow_no: int, hosts: list[str], bulk: bytes) -> Iterator[bytes]:
+    host = hosts[flow_no % len(hosts)]
+    size = rng.choice((20_000, 60_000, 150_000, 400_000))
+    records = [tls_application_data(bulk[:16_000]) for _ in range(size // 16_000 + 1)]
+    return _tcp_flow(f"203.0.113.{flow_no % 40 + 1}", 443, 20000 + flow_no % 40000,
+                     [tls_client_hello(host), tls_application_data(bulk[:300])],
+                     [tls_server_hello() + tls_application_data(bulk[:3000]), b"".join(records)], rng)
+
+
+def _next_flow(shape: str, rng: random.Random, flow_no: int, hosts: list[str], bulk: bytes,
+               blob: bytes) -> Iterator[bytes]:
+    """The next background flow of ``shape`` (the planted leaks come on top)."""
+    if shape == "json":
+        return _api_flow(rng, flow_no)
+    if shape == "download":
+        return _download_flow(rng, flow_no, blob)
+    if shape == "tls":
+        return _tls_flow(rng, flow_no, hosts, bulk)
+    if shape == "mixed":  # by bytes about 40 % JSON, 30 % gzip JSON, 20 % TLS, 10 % downloads, plus QUIC
+        kind = flow_no % 20
+        if kind < 8:
+            return _api_flow(rng, flow_no)
+        if kind < 16:
+            return _api_flow(rng, flow_no, gzip=True)
+        if kind < 19:
+            return _tls_flow(rng, flow_no, hosts, bulk)
+        if flow_no % 40 == 19:
+            return _download_flow(rng, flow_no, blob)
+        return iter([_udp(PHONE, "203.0.113.99", 443, 443, quic_initial(bulk[:1200]))] * 20)
+    # "boot": the original benchmark capture, mostly TLS bulk
+    kind = flow_no % 10
+    if kind < 8:
+        return _tls_flow(rng, flow_no, hosts, bulk)
+    if kind == 8:
+        return iter([_udp(PHONE, "203.0.113.99", 443, 443, quic_initial(bulk[:1200]))] * 20)
+    noise = " ".join(str(rng.randrange(10 ** 14, 10 ** 15)) for _ in range(200)).encode()
+    return _tcp_flow("198.51.100.7", 80, 30000 + flow_no % 30000,
+                     [http_request("POST", "/noise", host="noise.example", body=noise)],
+                     [http_response(b"ok")], rng)
+
+
+def build_capture(path: Path, size_mb: float, seed: int = 7, shape: str = "boot") -> tuple[int, int, list[str]]:
+    """Write the benchmark capture of one traffic ``shape``; returns (bytes, packets, names of planted leaks)."""
     rng = random.Random(seed)
     target = int(size_mb * 1e6)
     writer = PcapWriter(path)
     bulk = rng.randbytes(1 << 16)
+    blob = rng.randbytes(9 << 20) if shape in ("download", "mixed") else b""
     planted: list[str] = []
     active: list[Iterator[bytes]] = []
     flow_no = 0
@@ -186,23 +291,7 @@ def build_capture(path: Path, size_mb: float, seed: int = 7) -> tuple[int, int, 
     while writer.bytes < target or active:
         while len(active) < 16 and writer.bytes < target:
             flow_no += 1
-            kind = flow_no % 10
-            if kind < 8:  # TLS: handshake then bulk download
-                host = hosts[flow_no % len(hosts)]
-                size = rng.choice((20_000, 60_000, 150_000, 400_000))
-                records = [tls_application_data(bulk[:16_000]) for _ in range(size // 16_000 + 1)]
-                active.append(_tcp_flow(f"203.0.113.{flow_no % 40 + 1}", 443, 20000 + flow_no % 40000,
-                                        [tls_client_hello(host), tls_application_data(bulk[:300])],
-                                        [tls_server_hello() + tls_application_data(bulk[:3000]),
-                                         b"".join(records)], rng))
-            elif kind == 8:  # QUIC
-                active.append(iter([_udp(PHONE, "203.0.113.99", 443 + 0 * flow_no, 443,
-                                         quic_initial(bulk[:1200]))] * 20))
-            else:  # plain HTTP without identifiers (noise with digits)
-                noise = " ".join(str(rng.randrange(10 ** 14, 10 ** 15)) for _ in range(200)).encode()
-                active.append(_tcp_flow("198.51.100.7", 80, 30000 + flow_no % 30000,
-                                        [http_request("POST", "/noise", host="noise.example", body=noise)],
-                                        [http_response(b"ok")], rng))
+            active.append(_next_flow(shape, rng, flow_no, hosts, bulk, blob))
         if writer.bytes >= next_leak and leaky:
             name, flow = leaky.pop(0)
             planted.append(name)
