@@ -19,7 +19,7 @@ import math
 import os
 import struct
 import time as _time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -491,9 +491,10 @@ class Scanner:
 
     # --- packets ----------------------------------------------------------------------------------------------
 
-    def scan(self, path: str | os.PathLike[str]) -> ScanResult:
+    def scan(self, path: str | os.PathLike[str], *, progress: Callable[[int], None] | None = None) -> ScanResult:
+        """Scan the capture at ``path``; ``progress`` hears the file offset read so far, every few MiB."""
         started = _time.monotonic()
-        reader = CaptureReader(path)
+        reader = CaptureReader(path, progress=progress)
         self.tls.capture_secrets = reader.secrets
         first_time: float | None = None
         last_time = 0.0
@@ -1233,12 +1234,13 @@ def excerpt(data: bytes, match: Match, matches: Sequence[Match], matcher: Matche
 
 def scan_capture(path: str | os.PathLike[str], identifiers: Identifiers, *, phases: Sequence[Phase] = (),
                  matcher: Matcher | None = None, keylogs: Sequence[str | os.PathLike[str]] = (),
-                 keylog: KeyLog | None = None) -> ScanResult:
+                 keylog: KeyLog | None = None, progress: Callable[[int], None] | None = None) -> ScanResult:
     """Scan one capture for one device's identifiers.
 
     ``phases`` name windows of capture time: each finding gets the phase of its first frame, and a leak repeated
     in two phases is one finding per phase. ``matcher`` lets a caller scanning many windows with the same
-    identifiers build it once. Bad input (not a capture, empty identifiers) raises :class:`InputError`; damage
+    identifiers build it once. ``progress`` is called with the file offset read so far, once per 4 MiB read (for
+    a progress line; nothing per packet). Bad input (not a capture, empty identifiers) raises :class:`InputError`; damage
     inside a readable capture is reported in ``ScanResult.warnings`` and the capture info.
 
     ``keylogs`` (NSS key-log files) or an already loaded ``keylog`` let the scan look inside TLS: what it finds
@@ -1249,4 +1251,4 @@ def scan_capture(path: str | os.PathLike[str], identifiers: Identifiers, *, phas
         raise InputError(None, "no identifiers to look for", fix="give at least one identifier")
     if keylogs:
         keylog = load_keylogs(keylogs, into=keylog)
-    return Scanner(identifiers, phases=phases, matcher=matcher, keylog=keylog).scan(path)
+    return Scanner(identifiers, phases=phases, matcher=matcher, keylog=keylog).scan(path, progress=progress)
