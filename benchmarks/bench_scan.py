@@ -168,6 +168,8 @@ def _leaky_flows(rng: random.Random) -> list[tuple[str, Iterator[bytes]]]:
     return flows
 
 
+#: flows in progress at once, interleaved packet by packet (a phone downloads firmware over a few connections)
+CONCURRENT_FLOWS = {"download": 4}
 _WORDS = ("id", "name", "status", "updatedAt", "createdAt", "items", "price", "currency", "deviceConfiguration",
           "latitude", "longitude", "accuracy", "sessionToken", "nextPageCursor", "thumbnailUrl", "description",
           "experimentAssignments", "featureFlags", "ttl", "score", "rank", "etag", "checksum", "locale")
@@ -221,9 +223,9 @@ def _api_flow(rng: random.Random, flow_no: int, *, gzip: bool = False) -> Iterat
     return _tcp_flow(f"198.51.100.{flow_no % 50 + 100}", 80, 30000 + flow_no % 30000, requests, responses, rng)
 
 
-def _download_flow(rng: random.Random, flow_no: int, blob: bytes) -> Iterator[bytes]:
-    """A cleartext firmware download: one GET, a 1-8 MB binary response (random bytes: incompressible)."""
-    size = rng.randrange(1 << 20, 8 << 20)
+def _download_flow(rng: random.Random, flow_no: int, blob: bytes, max_bytes: int = 24 << 20) -> Iterator[bytes]:
+    """A cleartext firmware download: one GET, a 1-24 MB binary response (random bytes: incompressible)."""
+    size = rng.randrange(1 << 20, max_bytes)
     start = rng.randrange(len(blob) - size)
     response = http_response(blob[start:start + size], headers={"Content-Type": "application/octet-stream"})
     return _tcp_flow(f"198.51.100.{flow_no % 50 + 150}", 80, 30000 + flow_no % 30000,
@@ -257,7 +259,7 @@ def _next_flow(shape: str, rng: random.Random, flow_no: int, hosts: list[str], b
         if kind < 19:
             return _tls_flow(rng, flow_no, hosts, bulk)
         if flow_no % 40 == 19:
-            return _download_flow(rng, flow_no, blob)
+            return _download_flow(rng, flow_no, blob, 4 << 20)
         return iter([_udp(PHONE, "203.0.113.99", 443, 443, quic_initial(bulk[:1200]))] * 20)
     # "boot": the original benchmark capture, mostly TLS bulk
     kind = flow_no % 10
@@ -277,7 +279,7 @@ def build_capture(path: Path, size_mb: float, seed: int = 7, shape: str = "boot"
     target = int(size_mb * 1e6)
     writer = PcapWriter(path)
     bulk = rng.randbytes(1 << 16)
-    blob = rng.randbytes(9 << 20) if shape in ("download", "mixed") else b""
+    blob = rng.randbytes(25 << 20) if shape in ("download", "mixed") else b""
     planted: list[str] = []
     active: list[Iterator[bytes]] = []
     flow_no = 0
@@ -289,7 +291,7 @@ def build_capture(path: Path, size_mb: float, seed: int = 7, shape: str = "boot"
     leak_every = max(target // (len(leaky) + 1), 1)
     next_leak = leak_every
     while writer.bytes < target or active:
-        while len(active) < 16 and writer.bytes < target:
+        while len(active) < CONCURRENT_FLOWS.get(shape, 16) and writer.bytes < target:
             flow_no += 1
             active.append(_next_flow(shape, rng, flow_no, hosts, bulk, blob))
         if writer.bytes >= next_leak and leaky:
