@@ -1,16 +1,27 @@
-"""Scanner benchmark: ``phonehome scan`` vs a tshark pipeline vs a pyshark packet loop, on one capture.
+"""Scanner benchmark: ``phonehome scan`` vs a tshark pipeline (vs a pyshark packet loop), per traffic shape.
 
-Builds a mixed "boot sequence" capture itself (mostly TLS bulk, plus DNS, HTTP, MQTT, QUIC and raw UDP with
-planted leaks), then measures, in the same run:
+Builds captures of one traffic shape each (``--shape``), every one with the same 11 planted leaks (HTTP query,
+gzip body, chunked body, base64url JSON, MD5, cookie, HTTP response, MQTT, raw TCP, raw UDP, DNS name):
 
-- ``phonehome scan`` as a subprocess: MB/s end to end (including start-up) and peak RSS (``wait4``);
+- ``json``: keep-alive HTTP/1.1 JSON APIs, requests of 0.5-8 KB and responses of 2-60 KB, every body different
+  (ids, UUIDs, floats, base64 tokens, timestamps, camelCase words: the runs that make nested decoding costly);
+- ``download``: cleartext firmware downloads over HTTP, 1-24 MB of random bytes each, 4 at a time;
+- ``tls``: TLS connections with bulk application data (what the scanner skips after the handshake);
+- ``mixed``: a boot sequence, by bytes about 40 % HTTP JSON, 30 % gzip-encoded JSON, 20 % TLS, plus downloads,
+  QUIC and DNS;
+- ``boot``: the original benchmark capture (80 % TLS bulk, QUIC, DNS, HTTP with digit noise).
+
+Per shape and size it measures, in the same run:
+
+- ``phonehome scan`` as a subprocess: MB/s end to end (including start-up), MB/s of the scan alone
+  (``capture.scan_seconds`` in OUT.json) and peak RSS (``wait4``);
 - a tshark pipeline: ``tshark -r F -T fields -e tcp.payload -e udp.payload`` into Python matching with the same
-  matcher, per packet (no reassembly, so it misses split leaks);
-- a pyshark packet loop on a small slice of the file, extrapolated (labelled as such).
+  matcher, per packet (no reassembly, so it misses split leaks), and phonehome's speed as a multiple of it;
+- optionally a pyshark packet loop on a small slice of the file, extrapolated (labelled as such).
 
-Usage: ``.venv/bin/python benchmarks/bench_scan.py [--size-mb 200] [--also-mb 10 2000] [--repeat 3]
-[--skip-tshark]``; ``phonehome scan`` runs ``--repeat`` times per size and the best run is reported.
-Not a test: numbers go in the README by hand.
+Usage: ``.venv/bin/python benchmarks/bench_scan.py [--shape json|download|tls|mixed|boot|all] [--size-mb 100]
+[--also-mb 10 2000] [--repeat 3] [--skip-tshark] [--pyshark]``; ``phonehome scan`` runs ``--repeat`` times per
+size and the best run is reported. Not a test: numbers go in the README by hand.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import argparse
 import base64
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -389,60 +401,76 @@ def bench_pyshark(capture: Path, slice_bytes: int) -> dict[str, float]:
     return {"seconds": seconds, "rss": rss, "slice_bytes": written}
 
 
+SHAPES = ("json", "download", "tls", "mixed")
+
+
+def bench_shape(shape: str, size: float, args: argparse.Namespace, workdir: Path, ids: Path) -> dict[str, float]:
+    """Build one capture of ``shape``, measure phonehome (and tshark), print the figures, return them."""
+    capture = workdir / f"{shape}-{size:g}MB.pcap"
+    started = time.perf_counter()
+    nbytes, packets, planted = build_capture(capture, size, shape=shape)
+    print(f"built {capture.name}: {nbytes / 1e6:.1f} MB, {packets} packets, {len(planted)} planted leaks "
+          f"({time.perf_counter() - started:.1f} s)", flush=True)
+    env = scan_env(workdir / f"cache-{shape}-{size:g}")
+    cold = bench_phonehome(capture, ids, env)  # compiles the matcher and caches it
+    print(f"  first run (matcher compiled, then cached): {nbytes / 1e6 / cold['seconds']:8.1f} MB/s end to "
+          f"end, peak RSS {cold['rss'] / 2**20:6.1f} MiB", flush=True)
+    # best of N: the machine is shared, and the fastest run is the one least disturbed by other jobs
+    ph = min((bench_phonehome(capture, ids, env) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+    row = {"size": nbytes / 1e6, "mbps": nbytes / 1e6 / ph["seconds"],
+           "scan_mbps": nbytes / 1e6 / max(ph["scan_seconds"], 1e-9), "rss": ph["rss"] / 2**20,
+           "found": ph["leaky_flows"], "planted": len(planted), "tshark_mbps": math.nan}
+    print(f"  phonehome scan : {row['mbps']:8.1f} MB/s  peak RSS {row['rss']:6.1f} MiB  "
+          f"{ph['findings']} findings in {ph['leaky_flows']} flows (planted: {len(planted)})", flush=True)
+    print(f"                   {row['scan_mbps']:8.1f} MB/s in the scan itself; "
+          f"{ph['seconds'] - ph['scan_seconds']:.2f} s of start-up (imports, matcher, writing OUT.json)", flush=True)
+    if not args.skip_tshark:
+        ts = bench_tshark(capture, ids)
+        row["tshark_mbps"] = nbytes / 1e6 / ts["seconds"]
+        print(f"  tshark fields  : {row['tshark_mbps']:8.1f} MB/s  peak RSS {ts['rss'] / 2**20:6.1f} MiB (tshark)  "
+              f"{ts['packets_with_hits']} packets with hits  -> phonehome is {row['mbps'] / row['tshark_mbps']:.1f}x "
+              "as fast", flush=True)
+    if args.pyshark:
+        py = bench_pyshark(capture, PYSHARK_SLICE_BYTES)
+        py_mbps = py["slice_bytes"] / 1e6 / py["seconds"]
+        print(f"  pyshark loop   : {py_mbps:8.2f} MB/s  peak RSS {py['rss'] / 2**20:6.1f} MiB (python+tshark "
+              f"children: largest)  measured on the first {py['slice_bytes'] / 1e6:.1f} MB, extrapolated: "
+              f"{nbytes / 1e6 / py_mbps / 60:.0f} min for the whole file -> phonehome is "
+              f"{row['mbps'] / py_mbps:.0f}x faster", flush=True)
+    capture.unlink()
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mb", type=float, default=200.0, help="main capture size (all three tools)")
-    parser.add_argument("--also-mb", type=float, nargs="*", default=[10.0],
-                        help="extra sizes for phonehome scan only (flatness of speed and memory)")
+    parser.add_argument("--shape", choices=(*SHAPES, "boot", "all"), default="all",
+                        help="traffic shape of the captures (all: json, download, tls and mixed)")
+    parser.add_argument("--size-mb", type=float, default=100.0, help="capture size")
+    parser.add_argument("--also-mb", type=float, nargs="*", default=[],
+                        help="more sizes (flatness of speed and memory), e.g. 10 2000")
     parser.add_argument("--repeat", type=int, default=3, help="phonehome runs per size; the best is reported")
     parser.add_argument("--skip-tshark", action="store_true")
-    parser.add_argument("--skip-pyshark", action="store_true")
-    parser.add_argument("--keep", action="store_true", help="keep the generated captures in benchmarks/out")
+    parser.add_argument("--pyshark", action="store_true", help="also time a pyshark loop (1 MB, extrapolated)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (ids.yaml, OUT.json files)")
     args = parser.parse_args()
     OUT_DIR.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(dir=OUT_DIR))
     ids = workdir / "ids.yaml"
     ids.write_text(IDS_YAML)
-    rows = []
+    rows: list[tuple[str, dict[str, float]]] = []
     try:
-        for size in [*args.also_mb, args.size_mb]:
-            capture = workdir / f"boot-{size:g}MB.pcap"
-            started = time.perf_counter()
-            nbytes, packets, planted = build_capture(capture, size)
-            print(f"built {capture.name}: {nbytes / 1e6:.1f} MB, {packets} packets, {len(planted)} planted leaks "
-                  f"({time.perf_counter() - started:.1f} s)", flush=True)
-            env = scan_env(workdir / f"cache-{size:g}")
-            cold = bench_phonehome(capture, ids, env)  # compiles the matcher and caches it
-            print(f"  first run (matcher compiled, then cached): {nbytes / 1e6 / cold['seconds']:8.1f} MB/s end to "
-                  f"end, peak RSS {cold['rss'] / 2**20:6.1f} MiB", flush=True)
-            # best of N: the machine is shared, and the fastest run is the one least disturbed by other jobs
-            ph = min((bench_phonehome(capture, ids, env) for _ in range(args.repeat)), key=lambda r: r["seconds"])
-            mbps = nbytes / 1e6 / ph["seconds"]
-            startup = ph["seconds"] - ph["scan_seconds"]
-            print(f"  phonehome scan : {mbps:8.1f} MB/s  peak RSS {ph['rss'] / 2**20:6.1f} MiB  "
-                  f"{ph['findings']} findings in {ph['leaky_flows']} flows (planted: {len(planted)})", flush=True)
-            print(f"                   {nbytes / 1e6 / ph['scan_seconds']:8.1f} MB/s in the scan itself; "
-                  f"{startup:.2f} s of start-up (imports, building the matcher, writing OUT.json)", flush=True)
-            rows.append((size, nbytes, mbps, ph["rss"]))
-            if size != args.size_mb:
-                capture.unlink()
-                continue
-            if not args.skip_tshark:
-                ts = bench_tshark(capture, ids)
-                ts_mbps = nbytes / 1e6 / ts["seconds"]
-                print(f"  tshark fields  : {ts_mbps:8.1f} MB/s  peak RSS {ts['rss'] / 2**20:6.1f} MiB (tshark)  "
-                      f"{ts['packets_with_hits']} packets with hits  -> phonehome is {mbps / ts_mbps:.0f}x faster",
-                      flush=True)
-            if not args.skip_pyshark:
-                py = bench_pyshark(capture, PYSHARK_SLICE_BYTES)
-                py_mbps = py["slice_bytes"] / 1e6 / py["seconds"]
-                print(f"  pyshark loop   : {py_mbps:8.2f} MB/s  peak RSS {py['rss'] / 2**20:6.1f} MiB (python+tshark "
-                      f"children: largest)  measured on the first {py['slice_bytes'] / 1e6:.1f} MB, extrapolated: "
-                      f"{nbytes / 1e6 / py_mbps / 60:.0f} min for the whole file -> phonehome is "
-                      f"{mbps / py_mbps:.0f}x faster", flush=True)
+        for shape in SHAPES if args.shape == "all" else (args.shape,):
+            for size in sorted({*args.also_mb, args.size_mb}):
+                rows.append((shape, bench_shape(shape, size, args, workdir, ids)))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    print("\n| shape | capture | MB/s end to end | MB/s scan alone | vs tshark pipeline | peak RSS | planted leaks found |")
+    print("|---|---|---|---|---|---|---|")
+    for shape, row in rows:
+        ratio = f"{row['mbps'] / row['tshark_mbps']:.1f}x" if not math.isnan(row["tshark_mbps"]) else "-"
+        print(f"| {shape} | {row['size']:,.0f} MB | {row['mbps']:,.0f} | {row['scan_mbps']:,.0f} | {ratio} | "
+              f"{row['rss']:.0f} MiB | {row['found']:.0f}/{row['planted']:.0f} |")
     return 0
 
 
