@@ -324,19 +324,40 @@ def build_capture(path: Path, size_mb: float, seed: int = 7, shape: str = "boot"
     return writer.bytes, writer.packets, planted
 
 
+#: runs a command and writes its peak RSS (KiB, from wait4) to a file: measured from a small process, because a
+#: child forked (or vforked) from this one starts with the high-water mark of this process's memory (the capture
+#: builders use a few hundred MiB), and Linux carries that into the child's ru_maxrss across exec
+_MEASURE = """\
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def _spawn_measured(command: list[str], rss_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", _MEASURE, str(rss_file), *command], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env)
+
+
 def _run_measured(command: list[str], timeout_s: float,
                   env: dict[str, str] | None = None) -> tuple[float, int, int, bytes]:
     """(seconds, peak RSS in bytes, return code, stdout) of a child process."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    elapsed = time.perf_counter() - started
+    with tempfile.NamedTemporaryFile(dir=OUT_DIR, suffix=".rss") as rss_file:
+        started = time.perf_counter()
+        proc = _spawn_measured(command, Path(rss_file.name), env)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        proc.wait()
+        elapsed = time.perf_counter() - started
+        rss = int(Path(rss_file.name).read_text() or 0) * 1024
     if elapsed > timeout_s:
         raise RuntimeError(f"{command[0]} took {elapsed:.0f} s")
-    return elapsed, usage.ru_maxrss * 1024, proc.returncode, out
+    return elapsed, rss, proc.returncode, out
 
 
 def scan_env(cache_dir: Path) -> dict[str, str]:
@@ -366,9 +387,10 @@ def bench_tshark(capture: Path, ids: Path) -> dict[str, float]:
     if tshark is None:
         raise RuntimeError("tshark not installed")
     matcher = build_matcher(load_identifiers(ids))
+    rss_file = capture.with_suffix(".tshark-rss")
     started = time.perf_counter()
-    proc = subprocess.Popen([tshark, "-r", str(capture), "-T", "fields", "-e", "tcp.payload", "-e", "udp.payload"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = _spawn_measured([tshark, "-r", str(capture), "-T", "fields", "-e", "tcp.payload", "-e", "udp.payload"],
+                           rss_file)
     assert proc.stdout is not None
     hits = 0
     for line in proc.stdout:
@@ -376,8 +398,11 @@ def bench_tshark(capture: Path, ids: Path) -> dict[str, float]:
             field = field.strip().replace(b":", b"")
             if field and matcher.find(bytes.fromhex(field.decode())):
                 hits += 1
-    _pid, _status, usage = os.wait4(proc.pid, 0)
-    return {"seconds": time.perf_counter() - started, "rss": usage.ru_maxrss * 1024, "packets_with_hits": hits}
+    proc.wait()
+    seconds = time.perf_counter() - started
+    rss = int(rss_file.read_text() or 0) * 1024
+    rss_file.unlink()
+    return {"seconds": seconds, "rss": rss, "packets_with_hits": hits}
 
 
 def bench_pyshark(capture: Path, slice_bytes: int) -> dict[str, float]:
