@@ -19,6 +19,7 @@ import math
 import os
 import struct
 import time as _time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,8 @@ PEEL_ALWAYS_BYTES = 16 << 10
 PEEL_DEPTH = 3
 #: decoded output the nested decoders may produce per unit
 PEEL_OUTPUT_BYTES = 4 << 20
+#: samples, their layers and matches remembered for bodies sent again (see Scanner._peeled)
+PEEL_CACHE_BYTES = 8 << 20
 #: bytes all protocol decoders may buffer together (partial HTTP bodies, WebSocket frames...)
 MAX_DECODER_BYTES_TOTAL = 64 << 20
 #: when over that, directions buffering at least this much are scanned as they are and emptied
@@ -488,6 +491,8 @@ class Scanner:
         self.decode_problems: dict[str, int] = {}
         self.decoder_held = 0
         self.shed = 0
+        self.peel_cache: OrderedDict[bytes, list[tuple[str, bytes, list[Match]]]] = OrderedDict()
+        self.peel_cache_bytes = 0
 
     # --- packets ----------------------------------------------------------------------------------------------
 
@@ -996,8 +1001,7 @@ class Scanner:
             found: dict[str, list[str]] = {}
             for m in matches:
                 found.setdefault(m.needle.identifier, []).append("")
-            for chain, decoded in self._layers(sample):
-                inner = find(decoded)
+            for chain, decoded, inner in self._peeled(sample):
                 if inner and not TRANSPARENT_LAYERS.isdisjoint(chain.split(">")):
                     # unescaping leaves most text as it was: what the raw bytes already showed is no new finding
                     inner = [m for m in inner if decoded[m.start:m.end] not in sample]
@@ -1013,6 +1017,29 @@ class Scanner:
                 inner = [m for m in find(decoded) if not _covered(found.get(m.needle.identifier), chain)]
                 if inner:
                     self._record(flow, d, unit, decoded, inner, chain, frames, time)
+
+    def _peeled(self, sample: bytes) -> list[tuple[str, bytes, list[Match]]]:
+        """:meth:`_layers` of ``sample`` with the matches in each, remembered for samples seen again.
+
+        Apps send the same body again and again (heartbeats, config polls, retries): its layers and their
+        matches are a function of its bytes alone, so a repeat costs a dict lookup instead of a peel. What is
+        remembered is bounded (:data:`PEEL_CACHE_BYTES`); which findings the matches make stays per unit.
+        """
+        cache = self.peel_cache
+        known = cache.get(sample)
+        if known is not None:
+            cache.move_to_end(sample)
+            return known
+        find = self.matcher.find
+        peeled = [(chain, decoded, find(decoded)) for chain, decoded in self._layers(sample)]
+        size = len(sample) + sum(len(decoded) for _, decoded, _ in peeled)
+        if size <= PEEL_CACHE_BYTES // 4:
+            cache[sample] = peeled
+            self.peel_cache_bytes += size
+            while self.peel_cache_bytes > PEEL_CACHE_BYTES:
+                old, old_peeled = cache.popitem(last=False)
+                self.peel_cache_bytes -= len(old) + sum(len(decoded) for _, decoded, _ in old_peeled)
+        return peeled
 
     @staticmethod
     def _layers(sample: bytes) -> list[tuple[str, bytes]]:
