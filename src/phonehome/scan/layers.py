@@ -38,9 +38,8 @@ _CHUNK = 64 << 10
 MAX_TOKENS = 4096
 
 
-
 class _RunFinder:
-    """Maximal runs of one alphabet, found as ``pattern`` would find them, but several times faster.
+    """Maximal runs of one alphabet, the same spans as a character-class regex finds, several times faster.
 
     ``re`` tries a character-class pattern such as ``[0-9A-Fa-f]{16,}`` at every offset; JSON is so full of short
     runs (numbers, words, ids) that this made the run search most of a scan's time. Instead the buffer is first
@@ -368,8 +367,8 @@ def _escaped_tokens(data: bytes, marker: bytes, escape: re.Pattern[bytes], delim
 
     Unescaping a whole buffer would copy megabytes of text to change three bytes, and every deeper layer would
     then run on the copy; the tokens are where anything new can appear. ``marker`` is a cheap pre-check (best one
-    byte: ``in`` is only fast for single bytes); token
-    ends are found by regex search forward, and backward on the reversed buffer.
+    byte: ``in`` is only fast for single bytes); token ends are found by regex search forward, and backward on
+    the reversed buffer.
     """
     if marker not in data:
         return b""
