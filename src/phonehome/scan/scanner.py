@@ -1267,8 +1267,9 @@ def scan_capture(path: str | os.PathLike[str], identifiers: Identifiers, *, phas
     ``phases`` name windows of capture time: each finding gets the phase of its first frame, and a leak repeated
     in two phases is one finding per phase. ``matcher`` lets a caller scanning many windows with the same
     identifiers build it once. ``progress`` is called with the file offset read so far, once per 4 MiB read (for
-    a progress line; nothing per packet). Bad input (not a capture, empty identifiers) raises :class:`InputError`; damage
-    inside a readable capture is reported in ``ScanResult.warnings`` and the capture info.
+    a progress line; nothing per packet). Bad input (not a capture, empty identifiers) raises
+    :class:`InputError`; damage inside a readable capture is reported in ``ScanResult.warnings`` and the capture
+    info.
 
     ``keylogs`` (NSS key-log files) or an already loaded ``keylog`` let the scan look inside TLS: what it finds
     there are findings with ``decrypted`` (and ``encrypted``) set, which never count as cleartext leaks. A
