@@ -102,7 +102,7 @@ PEEL_DEPTH = 3
 #: decoded output the nested decoders may produce per unit
 PEEL_OUTPUT_BYTES = 4 << 20
 #: samples, their layers and matches remembered for bodies sent again (see Scanner._peeled)
-PEEL_CACHE_BYTES = 8 << 20
+PEEL_CACHE_BYTES = 4 << 20
 #: bytes all protocol decoders may buffer together (partial HTTP bodies, WebSocket frames...)
 MAX_DECODER_BYTES_TOTAL = 64 << 20
 #: when over that, directions buffering at least this much are scanned as they are and emptied
