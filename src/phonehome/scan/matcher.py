@@ -606,7 +606,10 @@ def _pair_coordinates(coordinates: list[_Coordinate]) -> list[Match]:
     # slice, not every longitude (random binary data holds thousands of coordinate-like numbers)
     lons = sorted((c for c in coordinates if c.axis == "lon"), key=_start)
     starts = [c.start for c in lons]
-    window = max(LOCATION_WINDOW_BYTES, BINARY_PAIR_BYTES)  # no pair is farther apart (see _close)
+    # no pair is farther apart than this (see _close): text within the window, binary values within their
+    # struct distance or their width plus a serialisation's framing
+    widest = max((c.end - c.start for c in coordinates), default=0)
+    window = max(LOCATION_WINDOW_BYTES, BINARY_PAIR_BYTES, widest + SERIALISED_FRAMING_BYTES)
     matches: list[Match] = []
     for lat in lats:
         near = lons[bisect.bisect_left(starts, lat.start - window):bisect.bisect_right(starts, lat.start + window)]
