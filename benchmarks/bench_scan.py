@@ -1,16 +1,27 @@
-"""Scanner benchmark: ``phonehome scan`` vs a tshark pipeline vs a pyshark packet loop, on one capture.
+"""Scanner benchmark: ``phonehome scan`` vs a tshark pipeline (vs a pyshark packet loop), per traffic shape.
 
-Builds a mixed "boot sequence" capture itself (mostly TLS bulk, plus DNS, HTTP, MQTT, QUIC and raw UDP with
-planted leaks), then measures, in the same run:
+Builds captures of one traffic shape each (``--shape``), every one with the same 11 planted leaks (HTTP query,
+gzip body, chunked body, base64url JSON, MD5, cookie, HTTP response, MQTT, raw TCP, raw UDP, DNS name):
 
-- ``phonehome scan`` as a subprocess: MB/s end to end (including start-up) and peak RSS (``wait4``);
+- ``json``: keep-alive HTTP/1.1 JSON APIs, requests of 0.5-8 KB and responses of 2-60 KB, every body different
+  (ids, UUIDs, floats, base64 tokens, timestamps, camelCase words: the runs that make nested decoding costly);
+- ``download``: cleartext firmware downloads over HTTP, 1-24 MB of random bytes each, 4 at a time;
+- ``tls``: TLS connections with bulk application data (what the scanner skips after the handshake);
+- ``mixed``: a boot sequence, by bytes about 40 % HTTP JSON, 30 % gzip-encoded JSON, 20 % TLS, plus downloads,
+  QUIC and DNS;
+- ``boot``: the original benchmark capture (80 % TLS bulk, QUIC, DNS, HTTP with digit noise).
+
+Per shape and size it measures, in the same run:
+
+- ``phonehome scan`` as a subprocess: MB/s end to end (including start-up), MB/s of the scan alone
+  (``capture.scan_seconds`` in OUT.json) and peak RSS (``wait4``);
 - a tshark pipeline: ``tshark -r F -T fields -e tcp.payload -e udp.payload`` into Python matching with the same
-  matcher, per packet (no reassembly, so it misses split leaks);
-- a pyshark packet loop on a small slice of the file, extrapolated (labelled as such).
+  matcher, per packet (no reassembly, so it misses split leaks), and phonehome's speed as a multiple of it;
+- optionally a pyshark packet loop on a small slice of the file, extrapolated (labelled as such).
 
-Usage: ``.venv/bin/python benchmarks/bench_scan.py [--size-mb 200] [--also-mb 10 2000] [--repeat 3]
-[--skip-tshark]``; ``phonehome scan`` runs ``--repeat`` times per size and the best run is reported.
-Not a test: numbers go in the README by hand.
+Usage: ``.venv/bin/python benchmarks/bench_scan.py [--shape json|download|tls|mixed|boot|all] [--size-mb 100]
+[--also-mb 10 2000] [--repeat 3] [--skip-tshark] [--pyshark]``; ``phonehome scan`` runs ``--repeat`` times per
+size and the best run is reported. Not a test: numbers go in the README by hand.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import argparse
 import base64
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -27,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,12 +180,118 @@ def _leaky_flows(rng: random.Random) -> list[tuple[str, Iterator[bytes]]]:
     return flows
 
 
-def build_capture(path: Path, size_mb: float, seed: int = 7) -> tuple[int, int, list[str]]:
-    """Write the benchmark capture; returns (bytes, packets, names of planted leaks)."""
+#: flows in progress at once, interleaved packet by packet (a phone downloads firmware over a few connections)
+CONCURRENT_FLOWS = {"download": 4}
+_WORDS = ("id", "name", "status", "updatedAt", "createdAt", "items", "price", "currency", "deviceConfiguration",
+          "latitude", "longitude", "accuracy", "sessionToken", "nextPageCursor", "thumbnailUrl", "description",
+          "experimentAssignments", "featureFlags", "ttl", "score", "rank", "etag", "checksum", "locale")
+
+
+def _json_record(rng: random.Random, index: int) -> dict[str, object]:
+    """One record of an API response: the values that make JSON expensive to peel (floats' decimals, UUIDs,
+    hex ids, base64 tokens, timestamps, long camelCase words), all random, so no two bodies are alike."""
+    return {
+        "id": f"{rng.getrandbits(64):016x}",
+        "uuid": str(uuid.UUID(int=rng.getrandbits(128))),
+        "index": index,
+        "score": round(rng.random() * 1000, 6),
+        "latitude": round(rng.uniform(-80, 80), 7),
+        "longitude": round(rng.uniform(-170, 170), 7),
+        "updatedAt": f"2026-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}T{rng.randrange(24):02d}:"
+                     f"{rng.randrange(60):02d}:{rng.randrange(60):02d}.{rng.randrange(1000):03d}Z",
+        "etag": base64.b64encode(rng.randbytes(rng.choice((12, 24, 48)))).decode(),
+        "sessionToken": base64.urlsafe_b64encode(rng.randbytes(32)).decode().rstrip("="),
+        "checksum": rng.randbytes(20).hex(),
+        rng.choice(_WORDS): " ".join(rng.choice(_WORDS) for _ in range(rng.randrange(1, 8))),
+        "featureFlags": {rng.choice(_WORDS) + str(i): rng.random() < 0.5 for i in range(rng.randrange(0, 4))},
+    }
+
+
+def json_body(rng: random.Random, size: int) -> bytes:
+    """A JSON API document of about ``size`` bytes."""
+    records: list[dict[str, object]] = []
+    total = 0
+    while total < size:
+        record = _json_record(rng, len(records))
+        records.append(record)
+        total += len(json.dumps(record)) + 2
+    return json.dumps({"data": records, "nextPageCursor": base64.b64encode(rng.randbytes(18)).decode()}).encode()
+
+
+def _api_flow(rng: random.Random, flow_no: int, *, gzip: bool = False) -> Iterator[bytes]:
+    """A keep-alive HTTP/1.1 JSON API connection: 2-6 requests (0.5-8 KB) and responses (2-60 KB)."""
+    host = f"api{flow_no % 7}.example"
+    requests, responses = [], []
+    for i in range(rng.randrange(2, 7)):
+        body = json_body(rng, rng.randrange(500, 8_000))
+        requests.append(http_request("POST", f"/v2/sync?page={i}", host=host, body=body,
+                                     headers={"Content-Type": "application/json"}))
+        answer = json_body(rng, rng.randrange(2_000, 60_000))
+        headers = {"Content-Type": "application/json"}
+        if gzip:
+            answer = gzip_bytes(answer)
+            headers["Content-Encoding"] = "gzip"
+        responses.append(http_response(answer, headers=headers))
+    return _tcp_flow(f"198.51.100.{flow_no % 50 + 100}", 80, 30000 + flow_no % 30000, requests, responses, rng)
+
+
+def _download_flow(rng: random.Random, flow_no: int, blob: bytes, max_bytes: int = 24 << 20) -> Iterator[bytes]:
+    """A cleartext firmware download: one GET, a 1-24 MB binary response (random bytes: incompressible)."""
+    size = rng.randrange(1 << 20, max_bytes)
+    start = rng.randrange(len(blob) - size)
+    response = http_response(blob[start:start + size], headers={"Content-Type": "application/octet-stream"})
+    return _tcp_flow(f"198.51.100.{flow_no % 50 + 150}", 80, 30000 + flow_no % 30000,
+                     [http_request("GET", f"/fw/image-{flow_no}.bin", host="fw.example")], [response], rng)
+
+
+def _tls_flow(rng: random.Random, flow_no: int, hosts: list[str], bulk: bytes) -> Iterator[bytes]:
+    host = hosts[flow_no % len(hosts)]
+    size = rng.choice((20_000, 60_000, 150_000, 400_000))
+    records = [tls_application_data(bulk[:16_000]) for _ in range(size // 16_000 + 1)]
+    return _tcp_flow(f"203.0.113.{flow_no % 40 + 1}", 443, 20000 + flow_no % 40000,
+                     [tls_client_hello(host), tls_application_data(bulk[:300])],
+                     [tls_server_hello() + tls_application_data(bulk[:3000]), b"".join(records)], rng)
+
+
+def _next_flow(shape: str, rng: random.Random, flow_no: int, hosts: list[str], bulk: bytes,
+               blob: bytes) -> Iterator[bytes]:
+    """The next background flow of ``shape`` (the planted leaks come on top)."""
+    if shape == "json":
+        return _api_flow(rng, flow_no)
+    if shape == "download":
+        return _download_flow(rng, flow_no, blob)
+    if shape == "tls":
+        return _tls_flow(rng, flow_no, hosts, bulk)
+    if shape == "mixed":  # by bytes about 40 % JSON, 30 % gzip JSON, 20 % TLS, 10 % downloads, plus QUIC
+        kind = flow_no % 20
+        if kind < 8:
+            return _api_flow(rng, flow_no)
+        if kind < 16:
+            return _api_flow(rng, flow_no, gzip=True)
+        if kind < 19:
+            return _tls_flow(rng, flow_no, hosts, bulk)
+        if flow_no % 40 == 19:
+            return _download_flow(rng, flow_no, blob, 4 << 20)
+        return iter([_udp(PHONE, "203.0.113.99", 443, 443, quic_initial(bulk[:1200]))] * 20)
+    # "boot": the original benchmark capture, mostly TLS bulk
+    kind = flow_no % 10
+    if kind < 8:
+        return _tls_flow(rng, flow_no, hosts, bulk)
+    if kind == 8:
+        return iter([_udp(PHONE, "203.0.113.99", 443, 443, quic_initial(bulk[:1200]))] * 20)
+    noise = " ".join(str(rng.randrange(10 ** 14, 10 ** 15)) for _ in range(200)).encode()
+    return _tcp_flow("198.51.100.7", 80, 30000 + flow_no % 30000,
+                     [http_request("POST", "/noise", host="noise.example", body=noise)],
+                     [http_response(b"ok")], rng)
+
+
+def build_capture(path: Path, size_mb: float, seed: int = 7, shape: str = "boot") -> tuple[int, int, list[str]]:
+    """Write the benchmark capture of one traffic ``shape``; returns (bytes, packets, names of planted leaks)."""
     rng = random.Random(seed)
     target = int(size_mb * 1e6)
     writer = PcapWriter(path)
     bulk = rng.randbytes(1 << 16)
+    blob = rng.randbytes(25 << 20) if shape in ("download", "mixed") else b""
     planted: list[str] = []
     active: list[Iterator[bytes]] = []
     flow_no = 0
@@ -184,25 +303,9 @@ def build_capture(path: Path, size_mb: float, seed: int = 7) -> tuple[int, int, 
     leak_every = max(target // (len(leaky) + 1), 1)
     next_leak = leak_every
     while writer.bytes < target or active:
-        while len(active) < 16 and writer.bytes < target:
+        while len(active) < CONCURRENT_FLOWS.get(shape, 16) and writer.bytes < target:
             flow_no += 1
-            kind = flow_no % 10
-            if kind < 8:  # TLS: handshake then bulk download
-                host = hosts[flow_no % len(hosts)]
-                size = rng.choice((20_000, 60_000, 150_000, 400_000))
-                records = [tls_application_data(bulk[:16_000]) for _ in range(size // 16_000 + 1)]
-                active.append(_tcp_flow(f"203.0.113.{flow_no % 40 + 1}", 443, 20000 + flow_no % 40000,
-                                        [tls_client_hello(host), tls_application_data(bulk[:300])],
-                                        [tls_server_hello() + tls_application_data(bulk[:3000]),
-                                         b"".join(records)], rng))
-            elif kind == 8:  # QUIC
-                active.append(iter([_udp(PHONE, "203.0.113.99", 443 + 0 * flow_no, 443,
-                                         quic_initial(bulk[:1200]))] * 20))
-            else:  # plain HTTP without identifiers (noise with digits)
-                noise = " ".join(str(rng.randrange(10 ** 14, 10 ** 15)) for _ in range(200)).encode()
-                active.append(_tcp_flow("198.51.100.7", 80, 30000 + flow_no % 30000,
-                                        [http_request("POST", "/noise", host="noise.example", body=noise)],
-                                        [http_response(b"ok")], rng))
+            active.append(_next_flow(shape, rng, flow_no, hosts, bulk, blob))
         if writer.bytes >= next_leak and leaky:
             name, flow = leaky.pop(0)
             planted.append(name)
@@ -221,19 +324,40 @@ def build_capture(path: Path, size_mb: float, seed: int = 7) -> tuple[int, int, 
     return writer.bytes, writer.packets, planted
 
 
+#: runs a command and writes its peak RSS (KiB, from wait4) to a file: measured from a small process, because a
+#: child forked (or vforked) from this one starts with the high-water mark of this process's memory (the capture
+#: builders use a few hundred MiB), and Linux carries that into the child's ru_maxrss across exec
+_MEASURE = """\
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def _spawn_measured(command: list[str], rss_file: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", _MEASURE, str(rss_file), *command], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env)
+
+
 def _run_measured(command: list[str], timeout_s: float,
                   env: dict[str, str] | None = None) -> tuple[float, int, int, bytes]:
     """(seconds, peak RSS in bytes, return code, stdout) of a child process."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    elapsed = time.perf_counter() - started
+    with tempfile.NamedTemporaryFile(dir=OUT_DIR, suffix=".rss") as rss_file:
+        started = time.perf_counter()
+        proc = _spawn_measured(command, Path(rss_file.name), env)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        proc.wait()
+        elapsed = time.perf_counter() - started
+        rss = int(Path(rss_file.name).read_text() or 0) * 1024
     if elapsed > timeout_s:
         raise RuntimeError(f"{command[0]} took {elapsed:.0f} s")
-    return elapsed, usage.ru_maxrss * 1024, proc.returncode, out
+    return elapsed, rss, proc.returncode, out
 
 
 def scan_env(cache_dir: Path) -> dict[str, str]:
@@ -263,9 +387,10 @@ def bench_tshark(capture: Path, ids: Path) -> dict[str, float]:
     if tshark is None:
         raise RuntimeError("tshark not installed")
     matcher = build_matcher(load_identifiers(ids))
+    rss_file = capture.with_suffix(".tshark-rss")
     started = time.perf_counter()
-    proc = subprocess.Popen([tshark, "-r", str(capture), "-T", "fields", "-e", "tcp.payload", "-e", "udp.payload"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = _spawn_measured([tshark, "-r", str(capture), "-T", "fields", "-e", "tcp.payload", "-e", "udp.payload"],
+                           rss_file)
     assert proc.stdout is not None
     hits = 0
     for line in proc.stdout:
@@ -273,8 +398,11 @@ def bench_tshark(capture: Path, ids: Path) -> dict[str, float]:
             field = field.strip().replace(b":", b"")
             if field and matcher.find(bytes.fromhex(field.decode())):
                 hits += 1
-    _pid, _status, usage = os.wait4(proc.pid, 0)
-    return {"seconds": time.perf_counter() - started, "rss": usage.ru_maxrss * 1024, "packets_with_hits": hits}
+    proc.wait()
+    seconds = time.perf_counter() - started
+    rss = int(rss_file.read_text() or 0) * 1024
+    rss_file.unlink()
+    return {"seconds": seconds, "rss": rss, "packets_with_hits": hits}
 
 
 def bench_pyshark(capture: Path, slice_bytes: int) -> dict[str, float]:
@@ -298,60 +426,76 @@ def bench_pyshark(capture: Path, slice_bytes: int) -> dict[str, float]:
     return {"seconds": seconds, "rss": rss, "slice_bytes": written}
 
 
+SHAPES = ("json", "download", "tls", "mixed")
+
+
+def bench_shape(shape: str, size: float, args: argparse.Namespace, workdir: Path, ids: Path) -> dict[str, float]:
+    """Build one capture of ``shape``, measure phonehome (and tshark), print the figures, return them."""
+    capture = workdir / f"{shape}-{size:g}MB.pcap"
+    started = time.perf_counter()
+    nbytes, packets, planted = build_capture(capture, size, shape=shape)
+    print(f"built {capture.name}: {nbytes / 1e6:.1f} MB, {packets} packets, {len(planted)} planted leaks "
+          f"({time.perf_counter() - started:.1f} s)", flush=True)
+    env = scan_env(workdir / f"cache-{shape}-{size:g}")
+    cold = bench_phonehome(capture, ids, env)  # compiles the matcher and caches it
+    print(f"  first run (matcher compiled, then cached): {nbytes / 1e6 / cold['seconds']:8.1f} MB/s end to "
+          f"end, peak RSS {cold['rss'] / 2**20:6.1f} MiB", flush=True)
+    # best of N: the machine is shared, and the fastest run is the one least disturbed by other jobs
+    ph = min((bench_phonehome(capture, ids, env) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+    row = {"size": nbytes / 1e6, "mbps": nbytes / 1e6 / ph["seconds"],
+           "scan_mbps": nbytes / 1e6 / max(ph["scan_seconds"], 1e-9), "rss": ph["rss"] / 2**20,
+           "found": ph["leaky_flows"], "planted": len(planted), "tshark_mbps": math.nan}
+    print(f"  phonehome scan : {row['mbps']:8.1f} MB/s  peak RSS {row['rss']:6.1f} MiB  "
+          f"{ph['findings']} findings in {ph['leaky_flows']} flows (planted: {len(planted)})", flush=True)
+    print(f"                   {row['scan_mbps']:8.1f} MB/s in the scan itself; "
+          f"{ph['seconds'] - ph['scan_seconds']:.2f} s of start-up (imports, matcher, writing OUT.json)", flush=True)
+    if not args.skip_tshark:
+        ts = bench_tshark(capture, ids)
+        row["tshark_mbps"] = nbytes / 1e6 / ts["seconds"]
+        print(f"  tshark fields  : {row['tshark_mbps']:8.1f} MB/s  peak RSS {ts['rss'] / 2**20:6.1f} MiB (tshark)  "
+              f"{ts['packets_with_hits']} packets with hits  -> phonehome is {row['mbps'] / row['tshark_mbps']:.1f}x "
+              "as fast", flush=True)
+    if args.pyshark:
+        py = bench_pyshark(capture, PYSHARK_SLICE_BYTES)
+        py_mbps = py["slice_bytes"] / 1e6 / py["seconds"]
+        print(f"  pyshark loop   : {py_mbps:8.2f} MB/s  peak RSS {py['rss'] / 2**20:6.1f} MiB (python+tshark "
+              f"children: largest)  measured on the first {py['slice_bytes'] / 1e6:.1f} MB, extrapolated: "
+              f"{nbytes / 1e6 / py_mbps / 60:.0f} min for the whole file -> phonehome is "
+              f"{row['mbps'] / py_mbps:.0f}x faster", flush=True)
+    capture.unlink()
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mb", type=float, default=200.0, help="main capture size (all three tools)")
-    parser.add_argument("--also-mb", type=float, nargs="*", default=[10.0],
-                        help="extra sizes for phonehome scan only (flatness of speed and memory)")
+    parser.add_argument("--shape", choices=(*SHAPES, "boot", "all"), default="all",
+                        help="traffic shape of the captures (all: json, download, tls and mixed)")
+    parser.add_argument("--size-mb", type=float, default=100.0, help="capture size")
+    parser.add_argument("--also-mb", type=float, nargs="*", default=[],
+                        help="more sizes (flatness of speed and memory), e.g. 10 2000")
     parser.add_argument("--repeat", type=int, default=3, help="phonehome runs per size; the best is reported")
     parser.add_argument("--skip-tshark", action="store_true")
-    parser.add_argument("--skip-pyshark", action="store_true")
-    parser.add_argument("--keep", action="store_true", help="keep the generated captures in benchmarks/out")
+    parser.add_argument("--pyshark", action="store_true", help="also time a pyshark loop (1 MB, extrapolated)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (ids.yaml, OUT.json files)")
     args = parser.parse_args()
     OUT_DIR.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(dir=OUT_DIR))
     ids = workdir / "ids.yaml"
     ids.write_text(IDS_YAML)
-    rows = []
+    rows: list[tuple[str, dict[str, float]]] = []
     try:
-        for size in [*args.also_mb, args.size_mb]:
-            capture = workdir / f"boot-{size:g}MB.pcap"
-            started = time.perf_counter()
-            nbytes, packets, planted = build_capture(capture, size)
-            print(f"built {capture.name}: {nbytes / 1e6:.1f} MB, {packets} packets, {len(planted)} planted leaks "
-                  f"({time.perf_counter() - started:.1f} s)", flush=True)
-            env = scan_env(workdir / f"cache-{size:g}")
-            cold = bench_phonehome(capture, ids, env)  # compiles the matcher and caches it
-            print(f"  first run (matcher compiled, then cached): {nbytes / 1e6 / cold['seconds']:8.1f} MB/s end to "
-                  f"end, peak RSS {cold['rss'] / 2**20:6.1f} MiB", flush=True)
-            # best of N: the machine is shared, and the fastest run is the one least disturbed by other jobs
-            ph = min((bench_phonehome(capture, ids, env) for _ in range(args.repeat)), key=lambda r: r["seconds"])
-            mbps = nbytes / 1e6 / ph["seconds"]
-            startup = ph["seconds"] - ph["scan_seconds"]
-            print(f"  phonehome scan : {mbps:8.1f} MB/s  peak RSS {ph['rss'] / 2**20:6.1f} MiB  "
-                  f"{ph['findings']} findings in {ph['leaky_flows']} flows (planted: {len(planted)})", flush=True)
-            print(f"                   {nbytes / 1e6 / ph['scan_seconds']:8.1f} MB/s in the scan itself; "
-                  f"{startup:.2f} s of start-up (imports, building the matcher, writing OUT.json)", flush=True)
-            rows.append((size, nbytes, mbps, ph["rss"]))
-            if size != args.size_mb:
-                capture.unlink()
-                continue
-            if not args.skip_tshark:
-                ts = bench_tshark(capture, ids)
-                ts_mbps = nbytes / 1e6 / ts["seconds"]
-                print(f"  tshark fields  : {ts_mbps:8.1f} MB/s  peak RSS {ts['rss'] / 2**20:6.1f} MiB (tshark)  "
-                      f"{ts['packets_with_hits']} packets with hits  -> phonehome is {mbps / ts_mbps:.0f}x faster",
-                      flush=True)
-            if not args.skip_pyshark:
-                py = bench_pyshark(capture, PYSHARK_SLICE_BYTES)
-                py_mbps = py["slice_bytes"] / 1e6 / py["seconds"]
-                print(f"  pyshark loop   : {py_mbps:8.2f} MB/s  peak RSS {py['rss'] / 2**20:6.1f} MiB (python+tshark "
-                      f"children: largest)  measured on the first {py['slice_bytes'] / 1e6:.1f} MB, extrapolated: "
-                      f"{nbytes / 1e6 / py_mbps / 60:.0f} min for the whole file -> phonehome is "
-                      f"{mbps / py_mbps:.0f}x faster", flush=True)
+        for shape in SHAPES if args.shape == "all" else (args.shape,):
+            for size in sorted({*args.also_mb, args.size_mb}):
+                rows.append((shape, bench_shape(shape, size, args, workdir, ids)))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    print("\n| shape | capture | MB/s end to end | MB/s scan alone | vs tshark pipeline | peak RSS | planted leaks found |")
+    print("|---|---|---|---|---|---|---|")
+    for shape, row in rows:
+        ratio = f"{row['mbps'] / row['tshark_mbps']:.1f}x" if not math.isnan(row["tshark_mbps"]) else "-"
+        print(f"| {shape} | {row['size']:,.0f} MB | {row['mbps']:,.0f} | {row['scan_mbps']:,.0f} | {ratio} | "
+              f"{row['rss']:.0f} MiB | {row['found']:.0f}/{row['planted']:.0f} |")
     return 0
 
 

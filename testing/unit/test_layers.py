@@ -11,6 +11,7 @@ import json
 import lzma
 import quopri
 import random
+import re
 import urllib.parse
 import zlib
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phonehome.identifiers import parse_identifiers
+from phonehome.scan import layers
 from phonehome.scan.layers import DECODERS, Budget, decode_content, peel
 from phonehome.scan.matcher import build_matcher
 
@@ -206,3 +208,85 @@ def test_large_random_input_is_quick() -> None:
     data = random.Random(3).randbytes(2 << 20)
     layers = list(peel(data))
     assert sum(len(d) for _, d in layers) <= 4 << 20
+
+
+# --- the fast paths find what the plain definitions find ------------------------------------------------------
+
+#: the run definitions the fast finders stand for (what `re` would find, slowly, on a JSON body)
+REFERENCE_RUNS = {
+    "base64": re.compile(rb"[A-Za-z0-9+/_-]{16,}={0,2}"),
+    "base32": re.compile(rb"[A-Z2-7]{16,}=*"),
+    "hex": re.compile(rb"[0-9A-Fa-f]{16,}"),
+    "utf16le": re.compile(rb"(?:[\x09\x0a\x0d\x20-\x7e]\x00){8,}"),
+    "utf16be": re.compile(rb"(?:\x00[\x09\x0a\x0d\x20-\x7e]){8,}"),
+}
+#: bytes that make runs and break them: every alphabet's edges, padding, NUL, text and non-text
+_RUN_BYTES = b"AZaz09+/_-=27GgFf%\\\x00\x00\x00\t\n\r \x7f\x80\xff{}\":,."
+
+
+def _runny() -> st.SearchStrategy[bytes]:
+    """Bytes with many runs of every alphabet, long and short, next to each other."""
+    pieces = st.one_of(st.binary(max_size=8), st.text(alphabet=_RUN_BYTES.decode("latin-1"), max_size=40)
+                       .map(lambda t: t.encode("latin-1")),
+                       st.sampled_from([base64.b64encode(bytes(range(40))), base64.b32encode(b"0123456789"),
+                                        bytes(range(32)).hex().encode(), "utf16 text!".encode("utf-16-le"),
+                                        "utf16 text!".encode("utf-16-be")]))
+    return st.lists(pieces, max_size=12).map(b"".join)
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=300, deadline=None)
+@given(_runny())
+def test_run_finders_find_the_runs_of_their_definition(data: bytes) -> None:
+    assert layers._BASE64_RUN.runs(data) == REFERENCE_RUNS["base64"].findall(data)
+    assert layers._UTF16LE_RUN.runs(data) == REFERENCE_RUNS["utf16le"].findall(data)
+    assert layers._UTF16BE_RUN.runs(data) == REFERENCE_RUNS["utf16be"].findall(data)
+    # hex and base32 runs are searched inside the base64 runs only: the same runs, in the same order
+    inside = layers._base64_text(data)
+    assert layers._HEX_RUN.runs(inside) == REFERENCE_RUNS["hex"].findall(data)
+    assert [r.rstrip(b"=") for r in layers._BASE32_RUN.runs(inside)] == [
+        r.rstrip(b"=") for r in REFERENCE_RUNS["base32"].findall(data)]  # padding past two '=' is stripped anyway
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=200, deadline=None)
+@given(_runny(), st.integers(0, 400))
+def test_run_layers_within_a_small_budget_are_a_prefix_of_the_whole(data: bytes, limit: int) -> None:
+    """With room for everything the runs are decoded in one batch; with less, one by one until the budget is
+    spent: the same bytes, cut where the budget ends."""
+    for name, decoder in DECODERS:
+        whole = decoder(data, Budget(1 << 20))
+        budget = Budget(limit)
+        part = decoder(data, budget)
+        if name in ("base64", "base64url", "base32", "hex", "utf16le", "utf16be"):
+            assert whole.startswith(part), name
+            if budget.left > 0:  # it all fitted: all of it, charged exactly
+                assert part == whole and len(part) == limit - budget.left, name
+            else:  # cut (a separator that did not fit is charged, not written)
+                assert len(part) <= limit, name
+
+
+JSON_NOISE = json.dumps([{"id": f"{i:016x}{i:08x}", "uuid": f"38400000-8cf0-11bd-b23e-{i:012x}",
+                          "score": i / 7, "token": base64.b64encode(bytes([i]) * 24).decode(),
+                          "at": f"2026-01-01T00:00:{i % 60:02d}Z", "name": "deviceConfigurationSnapshot"}
+                         for i in range(60)]).encode()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("chain", "value"), [
+    ("base64>gzip>plain", lambda p: base64.b64encode(gzip.compress(p))),
+    ("base64>zlib>plain", lambda p: base64.b64encode(zlib.compress(p))),
+    ("base64url>gzip>plain", lambda p: base64.urlsafe_b64encode(b"\xfb\xff" + gzip.compress(p))),
+    ("url>base64>plain", lambda p: urllib.parse.quote(base64.b64encode(b"\xfb" + p), safe="").encode()),
+    ("hex>gzip>plain", lambda p: gzip.compress(p).hex().encode()),
+    ("base64>hex>plain", lambda p: base64.b64encode(p.hex().encode())),
+    ("base64>base32>plain", lambda p: base64.b64encode(base64.b32encode(p))),
+    ("base64>utf16le>plain", lambda p: base64.b64encode(p.decode().encode("utf-16-le"))),
+    ("base64>json>plain", lambda p: base64.b64encode(p.replace(b"3", b"\\u0033"))),
+    ("gzip>base64>plain", lambda p: gzip.compress(base64.b64encode(p))),
+])
+def test_nested_layers_inside_a_json_body_full_of_runs(chain: str, value: Callable[[bytes], bytes]) -> None:
+    """The runs a JSON body is full of (ids, UUIDs, tokens, words) do not hide a layered value among them."""
+    payload = json.dumps({"device": {"imei": IMEI}}).encode()
+    data = JSON_NOISE[:2000] + b'"blob":"' + value(payload) + b'",' + JSON_NOISE[2000:]
+    assert f"{chain}" in chains_found(data)

@@ -777,3 +777,21 @@ def test_dns_over_tcp(tmp_path: Path) -> None:
     result = _scan(tmp_path, cap)
     assert _assert_found(result, "serial").protocol == "dns"
     assert _assert_found(result, "imei").host == "cdn.example"
+
+
+def test_a_body_sent_again_is_a_finding_again_on_every_flow(tmp_path: Path) -> None:
+    """Nested layers of a body seen before are remembered (heartbeats repeat): the findings they make are still
+    per flow, and on a flow that repeats a body, cite the frames of every copy."""
+    body = b'{"blob":"' + base64.b64encode(gzip_bytes(json.dumps({"imei": IMEI}).encode())) + b'"}'
+    cap = CaptureBuilder()
+    for sport in (40001, 40002, 40003):
+        conn = cap.tcp(PHONE_IP, SERVER_IP, 80, sport=sport)
+        for _ in range(2 if sport == 40003 else 1):
+            conn.send(http_request("POST", "/beat", host="beat.example", body=body))
+        conn.close()
+    result = _scan(tmp_path, cap)
+    nested = [f for f in result.findings if f.identifier == "imei" and f.encoding == "base64>gzip>plain"]
+    assert sorted(f.sport for f in nested) == [40001, 40002, 40003]
+    twice = next(f for f in nested if f.sport == 40003)
+    once = next(f for f in nested if f.sport == 40001)
+    assert len(twice.frames) == 2 * len(once.frames)

@@ -7,12 +7,17 @@ them exactly as the help text below states.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phonehome.errors import InputError
-from phonehome.identifiers import SCHEMA_KEYS, load_identifiers, mask
+from phonehome.identifiers import SCHEMA_KEYS, Identifiers, load_identifiers, mask
+
+if TYPE_CHECKING:
+    from phonehome.scan.scanner import Phase, ScanResult
 
 EXIT_CLEAN = 0
 EXIT_LEAKS = 1
@@ -117,10 +122,13 @@ def add_parser(subparsers: Any) -> None:
                         help="print matched values in full in the table and OUT.json (default: masked)")
     parser.add_argument("--evidence", action="store_true",
                         help="also print tshark's dissection of the frames each finding cites (needs tshark)")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress line (shown on a terminal for captures over 100 MiB: bytes read, "
+                             "percent, MB/s, time left)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from phonehome.scan.scanner import load_phases, scan_capture  # keeps `phonehome --help` light
+    from phonehome.scan.scanner import load_phases  # keeps `phonehome --help` light
 
     identifiers = load_identifiers(args.identifiers)
     phases_file = args.phases or _sidecar_phases(Path(args.capture))
@@ -134,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         from phonehome.scan.attribution import load_apps_table
 
         table = load_apps_table(args.apps)  # read before the scan: a bad table fails fast
-    result = scan_capture(args.capture, identifiers, phases=phases, keylogs=args.keylog)
+    result = _scan_with_progress(args, identifiers, phases)
     if table is None:  # a PCAPdroid capture may name each packet's app itself
         from phonehome.scan.pcapdroid_trailer import SOURCE, trailer_table
 
@@ -180,6 +188,23 @@ def _sidecar_phases(capture: Path) -> str | None:
     """``CAPTURE.phases.json`` beside the capture (phonehome's captures leave one), when it exists."""
     sidecar = capture.with_name(capture.name + ".phases.json")
     return str(sidecar) if sidecar.is_file() else None
+
+
+def _scan_with_progress(args: argparse.Namespace, identifiers: Identifiers, phases: Sequence[Phase]) -> ScanResult:
+    """Scan, with a progress line on stderr when a person is watching a long scan (see :mod:`.progress`)."""
+    from phonehome.scan.progress import progress_line
+    from phonehome.scan.scanner import scan_capture
+
+    try:
+        size = os.path.getsize(args.capture)
+    except OSError:
+        size = 0  # scan_capture says what is wrong with the path
+    line = progress_line(sys.stderr, size, quiet=args.quiet)
+    try:
+        return scan_capture(args.capture, identifiers, phases=phases, keylogs=args.keylog, progress=line)
+    finally:
+        if line is not None:
+            line.finish()
 
 
 def _frames_text(frames: tuple[int, ...]) -> str:

@@ -37,15 +37,52 @@ _CHUNK = 64 << 10
 #: escaped tokens decoded one by one; beyond that the whole buffer is decoded in one pass
 MAX_TOKENS = 4096
 
-_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{%d,}={0,2}" % MIN_RUN_CHARS)
-_BASE32_RUN = re.compile(rb"[A-Z2-7]{%d,}=*" % MIN_RUN_CHARS)
-_HEX_RUN = re.compile(rb"[0-9A-Fa-f]{%d,}" % MIN_RUN_CHARS)
+
+class _RunFinder:
+    """Maximal runs of one alphabet, the same spans as a character-class regex finds, several times faster.
+
+    ``re`` tries a character-class pattern such as ``[0-9A-Fa-f]{16,}`` at every offset; JSON is so full of short
+    runs (numbers, words, ids) that this made the run search most of a scan's time. Instead the buffer is first
+    translated (in C) to a marker alphabet, ``a`` for every byte of the class, ``keep`` bytes as themselves and
+    anything else to a space, and ``marked`` (a pattern over that alphabet that starts with a literal, which
+    ``re`` searches for with a fast prefix scan) yields exactly the same spans.
+    """
+
+    def __init__(self, members: bytes, keep: bytes, marked: bytes) -> None:
+        table = bytearray(b" " * 256)
+        for byte in members:
+            table[byte] = ord("a")
+        for byte in keep:
+            table[byte] = byte
+        self.table = bytes(table)
+        self.pattern = re.compile(marked)
+
+    def runs(self, data: bytes) -> list[bytes]:
+        return [data[start:end] for start, end in map(re.Match.span, self.pattern.finditer(data.translate(self.table)))]
+
+
+def _alphabet(*spans: bytes) -> bytes:
+    """The bytes of ``spans``, each one byte or a ``first-last`` range: ``_alphabet(b"A-Z", b"+")``."""
+    return b"".join(bytes(range(span[0], span[-1] + 1)) for span in spans)
+
+
+_A = b"a" * MIN_RUN_CHARS
+#: the same runs as ``[A-Za-z0-9+/_-]{16,}={0,2}``
+_BASE64_RUN = _RunFinder(_alphabet(b"A-Z", b"a-z", b"0-9", b"+", b"/", b"_", b"-"), b"=", _A + b"a*={0,2}")
+#: ``[A-Z2-7]{16,}=*``
+_BASE32_RUN = _RunFinder(_alphabet(b"A-Z", b"2-7"), b"=", _A + b"a*=*")
+#: ``[0-9A-Fa-f]{16,}``
+_HEX_RUN = _RunFinder(_alphabet(b"0-9", b"A-F", b"a-f"), b"", _A + b"a*")
+_TEXT_BYTES = _alphabet(b"\t", b"\n", b"\r", b" -~")
+#: ``(?:[\x09\x0a\x0d\x20-\x7e]\x00){8,}`` and ``(?:\x00[\x09\x0a\x0d\x20-\x7e]){8,}``
+_UTF16LE_RUN = _RunFinder(_TEXT_BYTES, b"\x00", b"a\x00" * 8 + b"(?:a\x00)*")
+_UTF16BE_RUN = _RunFinder(_TEXT_BYTES, b"\x00", b"\x00a" * 8 + b"(?:\x00a)*")
+#: bytes that are not text, deleted to count the text bytes in :func:`_mostly_text`
+_NOT_TEXT = bytes(byte for byte in range(256) if byte not in _TEXT_BYTES)
 _PERCENT = re.compile(rb"%[0-9A-Fa-f]{2}")
 _ENTITY = re.compile(rb"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _JSON_ESCAPE = re.compile(rb"\\u([0-9A-Fa-f]{4})")
 _QP_EQUALS = re.compile(rb"=3D")
-_UTF16LE_RUN = re.compile(rb"(?:[\x09\x0a\x0d\x20-\x7e]\x00){8,}")
-_UTF16BE_RUN = re.compile(rb"(?:\x00[\x09\x0a\x0d\x20-\x7e]){8,}")
 #: between decoded runs joined into one layer: no digit, no base64 character, so nothing matches across it
 _JOIN = b"\n\x00\n"
 
@@ -53,6 +90,9 @@ _GZIP_MAGIC = b"\x1f\x8b\x08"
 _ZLIB_MAGICS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
 _BZIP2_MAGIC = re.compile(rb"BZh[1-9]1AY&SY")
 _XZ_MAGIC = b"\xfd7zXZ\x00"
+_ZLIB_ANY = re.compile(b"x[" + re.escape(b"".join(magic[1:] for magic in _ZLIB_MAGICS)) + b"]")
+#: anything quoted-printable could decode (see :func:`_quoted_printable`)
+_QP_ANY = re.compile(rb"=(?:\r?\n|3D)")
 
 
 @dataclass
@@ -78,6 +118,9 @@ def peel(data: bytes, *, max_depth: int = MAX_DEPTH, max_output: int = MAX_OUTPU
         yield from _peel(bytes(data), "", max_depth, budget)
     except Exception:  # pragma: no cover - every decoder guards itself; this is the last line of defence
         return
+    finally:
+        _base64_runs.cache_clear()
+        _base64_kinds.cache_clear()
 
 
 def _peel(data: bytes, chain: str, depth: int, budget: Budget) -> Iterator[tuple[str, bytes]]:
@@ -152,6 +195,8 @@ def _gzip(data: bytes, budget: Budget) -> bytes:
 
 
 def _zlib(data: bytes, budget: Budget) -> bytes:
+    if _ZLIB_ANY.search(data) is None:  # one regex pass instead of four finds of two-byte magics
+        return b""
     return _collect(data, _members(data, _ZLIB_MAGICS), lambda d, b: _inflate(d, 15, b), budget)
 
 
@@ -185,33 +230,71 @@ def _unxz(data: bytes, budget: Budget) -> bytes:
 # --- text encodings found as runs ----------------------------------------------------------------------------
 
 
-def _runs(data: bytes, pattern: re.Pattern[bytes], decode: Callable[[bytes], bytes | None],
-          budget: Budget) -> bytes:
-    runs = (found.group() for found in pattern.finditer(data[:MAX_TEXT_DECODE_BYTES]))
-    return _decode_runs(runs, decode, budget)
+def _runs(data: bytes, finder: _RunFinder, decode: Callable[[bytes], bytes | None], budget: Budget) -> bytes:
+    return _decode_runs(finder.runs(data[:MAX_TEXT_DECODE_BYTES]), decode, budget)
 
 
 def b64decode_loose(text: bytes) -> bytes | None:
     """Decode a base64 or base64url run however it was padded or cut (a run may start mid-value)."""
     body = text.rstrip(b"=")
-    urlsafe = b"-" in body or b"_" in body
-    if urlsafe and (b"+" in body or b"/" in body):
-        return None  # mixed alphabets: not one value
-    body = body[: len(body) - len(body) % 4] if len(body) % 4 == 1 else body
-    padded = body + b"=" * (-len(body) % 4)
+    if b"-" in body or b"_" in body:
+        return _b64url_run(text)
+    return _b64_run(text)
+
+
+_PADDING = (b"", b"", b"==", b"=")
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def _b64_run(text: bytes) -> bytes | None:
+    """:func:`b64decode_loose` of a run of the standard alphabet (the hot path: one call per run of a JSON body)."""
+    body = text.rstrip(b"=")
+    cut = len(body) % 4
+    body = body[:-1] if cut == 1 else body + _PADDING[cut]
     try:
-        return base64.b64decode(padded, altchars=b"-_" if urlsafe else None, validate=True)
+        return binascii.a2b_base64(body, strict_mode=True)
     except (binascii.Error, ValueError):
         return None
 
 
-@functools.lru_cache(maxsize=4)
+def _b64url_run(text: bytes) -> bytes | None:
+    """:func:`b64decode_loose` of a run holding ``-`` or ``_``."""
+    if b"+" in text or b"/" in text:
+        return None  # mixed alphabets: not one value
+    return _b64_run(text.translate(_URLSAFE_TO_STANDARD))
+
+
+@functools.lru_cache(maxsize=8)
 def _base64_runs(data: bytes) -> tuple[bytes, ...]:
-    """Runs of the base64/base64url alphabet, found once for both decoders (bytes cache their hash)."""
-    return tuple(found.group() for found in _BASE64_RUN.finditer(data[:MAX_TEXT_DECODE_BYTES]))
+    """Runs of the base64/base64url alphabet, found once for the base64, base64url, base32 and hex decoders
+    (bytes cache their hash; :func:`peel` empties the cache when it is done, so it holds no memory between
+    scans of units)."""
+    return tuple(_BASE64_RUN.runs(data[:MAX_TEXT_DECODE_BYTES]))
+
+
+def _base64_text(data: bytes) -> bytes:
+    """The base64-alphabet runs of ``data`` joined by spaces: where the hex and base32 runs are.
+
+    Both alphabets are part of base64's, so each of their runs of :data:`MIN_RUN_CHARS` or more lies inside a base64
+    run: searching the runs finds the same runs in the same order, in a fraction of a JSON body.
+    """
+    return b" ".join(_base64_runs(data))
 
 
 def _decode_runs(runs: Iterable[bytes], decode: Callable[[bytes], bytes | None], budget: Budget) -> bytes:
+    """Decode ``runs`` and join them (with :data:`_JOIN`), within the budget.
+
+    Every run decoder here shrinks its input (base64 3/4, base32 5/8, hex and UTF-16 1/2), so when the runs and
+    their separators fit the budget, so does the result: then all runs are decoded in one comprehension, without
+    per-run budget bookkeeping. Otherwise one by one, stopping where the budget is spent (the same bytes).
+    """
+    runs = list(runs)
+    if not runs:
+        return b""
+    if sum(map(len, runs)) + len(_JOIN) * len(runs) <= budget.left:
+        out = _JOIN.join([decoded for decoded in map(decode, runs) if decoded])
+        budget.left -= len(out)
+        return out
     parts: list[bytes] = []
     for run in runs:
         decoded = decode(run)
@@ -229,14 +312,34 @@ def _add_part(parts: list[bytes], decoded: bytes, budget: Budget) -> bool:
     return budget.left > 0
 
 
+@functools.lru_cache(maxsize=8)
+def _base64_kinds(data: bytes) -> tuple[list[bytes], list[bytes]]:
+    """The base64 runs of ``data`` split in one pass: standard alphabet, and those with ``-`` or ``_``."""
+    standard: list[bytes] = []
+    urlsafe: list[bytes] = []
+    for run in _base64_runs(data):
+        (urlsafe if b"-" in run or b"_" in run else standard).append(run)
+    return standard, urlsafe
+
+
 def _base64(data: bytes, budget: Budget) -> bytes:
-    runs = (run for run in _base64_runs(data) if b"-" not in run and b"_" not in run)
-    return _decode_runs(runs, b64decode_loose, budget)
+    runs = _base64_kinds(data)[0]
+    if runs and sum(map(len, runs)) + len(_JOIN) * len(runs) <= budget.left:
+        # the hot path of a JSON body: _b64_run spelled out in one comprehension, without a call per run
+        a2b = binascii.a2b_base64
+        try:
+            out = _JOIN.join([a2b(body[:-1] if cut == 1 else body + _PADDING[cut], strict_mode=True)
+                              for run in runs for body in (run.rstrip(b"="),) for cut in (len(body) % 4,)])
+        except binascii.Error:  # not expected (runs hold the alphabet only): then run by run, skipping the bad
+            pass
+        else:
+            budget.left -= len(out)
+            return out
+    return _decode_runs(runs, _b64_run, budget)
 
 
 def _base64url(data: bytes, budget: Budget) -> bytes:
-    runs = (run for run in _base64_runs(data) if b"-" in run or b"_" in run)
-    return _decode_runs(runs, b64decode_loose, budget)
+    return _decode_runs(_base64_kinds(data)[1], _b64url_run, budget)
 
 
 def _base32(data: bytes, budget: Budget) -> bytes:
@@ -247,13 +350,15 @@ def _base32(data: bytes, budget: Budget) -> bytes:
             return base64.b32decode(body + b"=" * (-len(body) % 8))
         except (binascii.Error, ValueError):
             return None
-    return _runs(data, _BASE32_RUN, decode, budget)
+    return _decode_runs(_BASE32_RUN.runs(_base64_text(data)), decode, budget)
+
+
+def _hex_run(text: bytes) -> bytes:
+    return binascii.a2b_hex(text[: len(text) // 2 * 2])
 
 
 def _hex(data: bytes, budget: Budget) -> bytes:
-    def decode(text: bytes) -> bytes | None:
-        return bytes.fromhex(text[: len(text) // 2 * 2].decode("ascii"))
-    return _runs(data, _HEX_RUN, decode, budget)
+    return _decode_runs(_HEX_RUN.runs(_base64_text(data)), _hex_run, budget)
 
 
 def _escaped_tokens(data: bytes, marker: bytes, escape: re.Pattern[bytes], delimiters: re.Pattern[bytes],
@@ -261,17 +366,20 @@ def _escaped_tokens(data: bytes, marker: bytes, escape: re.Pattern[bytes], delim
     """Decode only the tokens (runs between delimiters) that hold an escape, joined.
 
     Unescaping a whole buffer would copy megabytes of text to change three bytes, and every deeper layer would
-    then run on the copy; the tokens are where anything new can appear. ``marker`` is a cheap pre-check; token
-    ends are found by regex search forward, and backward on the reversed buffer.
+    then run on the copy; the tokens are where anything new can appear. ``marker`` is a cheap pre-check (best one
+    byte: ``in`` is only fast for single bytes); token ends are found by regex search forward, and backward on
+    the reversed buffer.
     """
     if marker not in data:
         return b""
     text = data[:MAX_TEXT_DECODE_BYTES]
     size = len(text)
+    found = escape.search(text)
+    if found is None:
+        return b""
     backwards = text[::-1]
     parts: list[bytes] = []
-    position = 0
-    while (found := escape.search(text, position)) is not None:
+    while found is not None:
         if len(parts) >= MAX_TOKENS:  # escapes everywhere: one pass over the whole buffer is cheaper
             budget.left += sum(len(part) for part in parts) + len(_JOIN) * (len(parts) - 1)
             decoded = decode(text)
@@ -280,9 +388,9 @@ def _escaped_tokens(data: bytes, marker: bytes, escape: re.Pattern[bytes], delim
         start = size - before.start() if before is not None else 0
         after = delimiters.search(text, found.end())
         end = after.start() if after is not None else size
-        position = end
         if not _add_part(parts, decode(text[start:end]), budget):
             break
+        found = escape.search(text, end)
     return _JOIN.join(parts)
 
 
@@ -309,7 +417,7 @@ def _unescape_entities(token: bytes) -> bytes:
 
 
 def _json(data: bytes, budget: Budget) -> bytes:
-    return _escaped_tokens(data, b"\\u", _JSON_ESCAPE, _JSON_DELIMITERS, _unescape_json, budget)
+    return _escaped_tokens(data, b"\\", _JSON_ESCAPE, _JSON_DELIMITERS, _unescape_json, budget)
 
 
 def _unescape_json(token: bytes) -> bytes:
@@ -319,20 +427,24 @@ def _unescape_json(token: bytes) -> bytes:
 
 def _mostly_text(data: bytes) -> bool:
     head = data[:4096]
-    return sum(1 for byte in head if 32 <= byte < 127 or byte in (9, 10, 13)) >= 0.95 * len(head)
+    return len(head.translate(None, _NOT_TEXT)) >= 0.95 * len(head)
 
 
 def _quoted_printable(data: bytes, budget: Budget) -> bytes:
     """Quoted-printable only hides a value by breaking its line (``=\\r\\n``) or escaping ``=`` as ``=3D``:
     decode bodies with soft line breaks whole, elsewhere only tokens holding ``=3D``."""
+    if _QP_ANY.search(data) is None:  # one regex pass: three `in` tests of short strings cost twice as much
+        return b""
     if (b"=\r\n" in data or b"=\n" in data) and _mostly_text(data):
         decoded = binascii.a2b_qp(data[:MAX_TEXT_DECODE_BYTES])
         return decoded[: budget.take(len(decoded))]
     return _escaped_tokens(data, b"=3D", _QP_EQUALS, _QP_DELIMITERS, binascii.a2b_qp, budget)
 
 
-def _utf16(pattern: re.Pattern[bytes], codec: str) -> Callable[[bytes, Budget], bytes]:
+def _utf16(pattern: _RunFinder, codec: str) -> Callable[[bytes, Budget], bytes]:
     def decode(data: bytes, budget: Budget) -> bytes:
+        if b"\x00" not in data:  # text: no UTF-16 run (a cheap test before the run search)
+            return b""
         return _runs(data, pattern, lambda run: run.decode(codec).encode("ascii"), budget)
     return decode
 

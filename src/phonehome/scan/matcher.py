@@ -13,6 +13,7 @@ identifiers can read it back.
 from __future__ import annotations
 
 import array
+import bisect
 import contextlib
 import hashlib
 import math
@@ -601,10 +602,18 @@ def _nmea_value(data: bytes, text: str, end: int) -> float | None:
 def _pair_coordinates(coordinates: list[_Coordinate]) -> list[Match]:
     """A location is a latitude and a longitude of the same point close to each other, in either order."""
     lats = [c for c in coordinates if c.axis == "lat"]
-    lons = [c for c in coordinates if c.axis == "lon"]
+    # in start order (they come so; a stable sort keeps ties as they were): a latitude's possible partners are a
+    # slice, not every longitude (random binary data holds thousands of coordinate-like numbers)
+    lons = sorted((c for c in coordinates if c.axis == "lon"), key=_start)
+    starts = [c.start for c in lons]
+    # no pair is farther apart than this (see _close): text within the window, binary values within their
+    # struct distance or their width plus a serialisation's framing
+    widest = max((c.end - c.start for c in coordinates), default=0)
+    window = max(LOCATION_WINDOW_BYTES, BINARY_PAIR_BYTES, widest + SERIALISED_FRAMING_BYTES)
     matches: list[Match] = []
     for lat in lats:
-        partners = [lon for lon in lons if lon.location == lat.location and _close(lat, lon)
+        near = lons[bisect.bisect_left(starts, lat.start - window):bisect.bisect_right(starts, lat.start + window)]
+        partners = [lon for lon in near if lon.location == lat.location and _close(lat, lon)
                     and distance_m(Location(lat.value, lon.value), lat.location) <= LOCATION_RADIUS_M]
         if not partners:
             continue
@@ -613,6 +622,10 @@ def _pair_coordinates(coordinates: list[_Coordinate]) -> list[Match]:
         first = lat if lat.start <= lon.start else lon
         matches.append(Match(first.needle, min(lat.start, lon.start), max(lat.end, lon.end)))
     return matches
+
+
+def _start(coordinate: _Coordinate) -> int:
+    return coordinate.start
 
 
 def _close(a: _Coordinate, b: _Coordinate) -> bool:

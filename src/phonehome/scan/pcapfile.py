@@ -15,7 +15,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -67,12 +67,16 @@ class CaptureReader:
     """Iterate over the records of a pcap or pcapng file.
 
     After (or during) iteration: ``format`` ("pcap"/"pcapng"), ``interfaces``, ``packets`` read,
-    ``file_bytes``, ``warnings`` (damage found: truncation, corrupt blocks, cut packets).
+    ``file_bytes``, ``warnings`` (damage found: truncation, corrupt blocks, cut packets). ``progress``, if
+    given, hears how far the parsing is (for a progress line).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, chunk_bytes: int = CHUNK_BYTES,
+                 progress: Callable[[int], None] | None = None) -> None:
         self.path = Path(path)
         self.chunk_bytes = chunk_bytes
+        #: called with the file offset parsed so far, once per chunk (4 MiB) and at the end: free per packet
+        self.progress = progress
         self.warnings: list[str] = []
         self.interfaces: list[Interface] = []
         self.packets = 0
@@ -139,7 +143,7 @@ class CaptureReader:
         link = network & 0x0FFFFFFF  # upper bits carry FCS information
         self.interfaces.append(Interface(link, snaplen, scale))
         unpack = struct.Struct(order + "IIII").unpack_from
-        window = _Window(handle, self.chunk_bytes, start=24)
+        window = _Window(handle, self.chunk_bytes, start=24, progress=self.progress)
         buf, pos, consumed = window.buf, window.pos, window.consumed
         packets = 0
         cut = 0
@@ -175,7 +179,7 @@ class CaptureReader:
     # --- pcapng -----------------------------------------------------------------------------------------------
 
     def _pcapng(self, handle: BinaryIO) -> Iterator[Record]:
-        window = _Window(handle, self.chunk_bytes, start=0)
+        window = _Window(handle, self.chunk_bytes, start=0, progress=self.progress)
         buf, pos, consumed, end = window.buf, window.pos, window.consumed, window.end
         packets = 0
         cut = 0
@@ -282,9 +286,11 @@ class _Window:
     mmap is impossible (a pipe, a special file) or small chunks are asked for (tests), it reads chunks.
     """
 
-    def __init__(self, handle: BinaryIO, chunk_bytes: int, *, start: int) -> None:
+    def __init__(self, handle: BinaryIO, chunk_bytes: int, *, start: int,
+                 progress: Callable[[int], None] | None = None) -> None:
         self.handle = handle
         self.chunk_bytes = chunk_bytes
+        self.progress = progress
         self.mm: mmap.mmap | None = None
         if chunk_bytes == CHUNK_BYTES:
             try:
@@ -299,6 +305,8 @@ class _Window:
 
     def more(self, pos: int) -> bool:
         """Make more bytes parsable after the parser stopped at ``pos``; False at the end of the file."""
+        if self.progress is not None:
+            self.progress(self.consumed + pos)
         mm = self.mm
         if mm is not None:
             self.pos = pos

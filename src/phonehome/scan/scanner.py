@@ -19,7 +19,8 @@ import math
 import os
 import struct
 import time as _time
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -100,6 +101,8 @@ PEEL_ALWAYS_BYTES = 16 << 10
 PEEL_DEPTH = 3
 #: decoded output the nested decoders may produce per unit
 PEEL_OUTPUT_BYTES = 4 << 20
+#: samples, their layers and matches remembered for bodies sent again (see Scanner._peeled)
+PEEL_CACHE_BYTES = 4 << 20
 #: bytes all protocol decoders may buffer together (partial HTTP bodies, WebSocket frames...)
 MAX_DECODER_BYTES_TOTAL = 64 << 20
 #: when over that, directions buffering at least this much are scanned as they are and emptied
@@ -488,12 +491,15 @@ class Scanner:
         self.decode_problems: dict[str, int] = {}
         self.decoder_held = 0
         self.shed = 0
+        self.peel_cache: OrderedDict[bytes, list[tuple[str, bytes, list[Match]]]] = OrderedDict()
+        self.peel_cache_bytes = 0
 
     # --- packets ----------------------------------------------------------------------------------------------
 
-    def scan(self, path: str | os.PathLike[str]) -> ScanResult:
+    def scan(self, path: str | os.PathLike[str], *, progress: Callable[[int], None] | None = None) -> ScanResult:
+        """Scan the capture at ``path``; ``progress`` hears the file offset read so far, every few MiB."""
         started = _time.monotonic()
-        reader = CaptureReader(path)
+        reader = CaptureReader(path, progress=progress)
         self.tls.capture_secrets = reader.secrets
         first_time: float | None = None
         last_time = 0.0
@@ -995,8 +1001,7 @@ class Scanner:
             found: dict[str, list[str]] = {}
             for m in matches:
                 found.setdefault(m.needle.identifier, []).append("")
-            for chain, decoded in self._layers(sample):
-                inner = find(decoded)
+            for chain, decoded, inner in self._peeled(sample):
                 if inner and not TRANSPARENT_LAYERS.isdisjoint(chain.split(">")):
                     # unescaping leaves most text as it was: what the raw bytes already showed is no new finding
                     inner = [m for m in inner if decoded[m.start:m.end] not in sample]
@@ -1012,6 +1017,29 @@ class Scanner:
                 inner = [m for m in find(decoded) if not _covered(found.get(m.needle.identifier), chain)]
                 if inner:
                     self._record(flow, d, unit, decoded, inner, chain, frames, time)
+
+    def _peeled(self, sample: bytes) -> list[tuple[str, bytes, list[Match]]]:
+        """:meth:`_layers` of ``sample`` with the matches in each, remembered for samples seen again.
+
+        Apps send the same body again and again (heartbeats, config polls, retries): its layers and their
+        matches are a function of its bytes alone, so a repeat costs a dict lookup instead of a peel. What is
+        remembered is bounded (:data:`PEEL_CACHE_BYTES`); which findings the matches make stays per unit.
+        """
+        cache = self.peel_cache
+        known = cache.get(sample)
+        if known is not None:
+            cache.move_to_end(sample)
+            return known
+        find = self.matcher.find
+        peeled = [(chain, decoded, find(decoded)) for chain, decoded in self._layers(sample)]
+        size = len(sample) + sum(len(decoded) for _, decoded, _ in peeled)
+        if size <= PEEL_CACHE_BYTES // 4:
+            cache[sample] = peeled
+            self.peel_cache_bytes += size
+            while self.peel_cache_bytes > PEEL_CACHE_BYTES:
+                old, old_peeled = cache.popitem(last=False)
+                self.peel_cache_bytes -= len(old) + sum(len(decoded) for _, decoded, _ in old_peeled)
+        return peeled
 
     @staticmethod
     def _layers(sample: bytes) -> list[tuple[str, bytes]]:
@@ -1233,13 +1261,15 @@ def excerpt(data: bytes, match: Match, matches: Sequence[Match], matcher: Matche
 
 def scan_capture(path: str | os.PathLike[str], identifiers: Identifiers, *, phases: Sequence[Phase] = (),
                  matcher: Matcher | None = None, keylogs: Sequence[str | os.PathLike[str]] = (),
-                 keylog: KeyLog | None = None) -> ScanResult:
+                 keylog: KeyLog | None = None, progress: Callable[[int], None] | None = None) -> ScanResult:
     """Scan one capture for one device's identifiers.
 
     ``phases`` name windows of capture time: each finding gets the phase of its first frame, and a leak repeated
     in two phases is one finding per phase. ``matcher`` lets a caller scanning many windows with the same
-    identifiers build it once. Bad input (not a capture, empty identifiers) raises :class:`InputError`; damage
-    inside a readable capture is reported in ``ScanResult.warnings`` and the capture info.
+    identifiers build it once. ``progress`` is called with the file offset read so far, once per 4 MiB read (for
+    a progress line; nothing per packet). Bad input (not a capture, empty identifiers) raises
+    :class:`InputError`; damage inside a readable capture is reported in ``ScanResult.warnings`` and the capture
+    info.
 
     ``keylogs`` (NSS key-log files) or an already loaded ``keylog`` let the scan look inside TLS: what it finds
     there are findings with ``decrypted`` (and ``encrypted``) set, which never count as cleartext leaks. A
@@ -1249,4 +1279,4 @@ def scan_capture(path: str | os.PathLike[str], identifiers: Identifiers, *, phas
         raise InputError(None, "no identifiers to look for", fix="give at least one identifier")
     if keylogs:
         keylog = load_keylogs(keylogs, into=keylog)
-    return Scanner(identifiers, phases=phases, matcher=matcher, keylog=keylog).scan(path)
+    return Scanner(identifiers, phases=phases, matcher=matcher, keylog=keylog).scan(path, progress=progress)
