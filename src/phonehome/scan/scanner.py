@@ -29,6 +29,7 @@ from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, mask
 from phonehome.redaction import leak_spans, merge_spans
 from phonehome.scan import layers, tls, tunnels
+from phonehome.scan.decoders import stream_decoder
 from phonehome.scan.handshakes import (
     MAX_DTLS_HANDSHAKE_DATAGRAMS,
     PROTO_DTLS_HANDSHAKE,
@@ -69,9 +70,6 @@ from phonehome.scan.protocols import (
     PROTO_TLS,
     PROTO_UNKNOWN,
     PROTO_WEBSOCKET,
-    DnsTcpDecoder,
-    HttpDecoder,
-    MqttDecoder,
     RawDecoder,
     StreamDecoder,
     Unit,
@@ -846,18 +844,7 @@ class Scanner:
             kind = flow.protocol
         if kind == PROTO_UNKNOWN and DNS_TCP_PORT in (d.sport, d.dport):
             kind = PROTO_DNS
-        if kind == PROTO_HTTP:
-            decoder: StreamDecoder = HttpDecoder(decode_content=layers.decode_content)
-        elif kind == PROTO_HTTP2:
-            decoder = Http2Decoder(decode_content=layers.decode_content)
-        elif kind == PROTO_MQTT:
-            decoder = MqttDecoder()
-        elif kind == PROTO_WEBSOCKET:
-            decoder = WebSocketDecoder()
-        elif kind == PROTO_DNS:
-            decoder = DnsTcpDecoder()
-        else:
-            decoder = RawDecoder(overlap=self.matcher.overlap)
+        decoder = stream_decoder(kind, overlap=self.matcher.overlap)
         upgraded = flow.protocol == PROTO_WEBSOCKET and kind == PROTO_HTTP  # the flow already is WebSocket
         if (flow.protocol == PROTO_UNKNOWN or kind != PROTO_UNKNOWN) and not upgraded:
             flow.protocol = kind

@@ -30,10 +30,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from phonehome.scan import layers
+from phonehome.scan.decoders import stream_decoder
 from phonehome.scan.handshakes import MAX_HANDSHAKE_BYTES as MAX_CLEARTEXT_HANDSHAKE_BYTES
 from phonehome.scan.http2 import Http2Decoder
 from phonehome.scan.keylog import TLS12_LABEL, KeyLog, client_random_of
 from phonehome.scan.protocols import (
+    PROTO_DNS,
     PROTO_HTTP,
     PROTO_HTTP2,
     PROTO_MQTT,
@@ -41,10 +43,6 @@ from phonehome.scan.protocols import (
     PROTO_TLS_HANDSHAKE,
     PROTO_UNKNOWN,
     PROTO_WEBSOCKET,
-    DnsTcpDecoder,
-    HttpDecoder,
-    MqttDecoder,
-    RawDecoder,
     StreamDecoder,
     Unit,
     WebSocketDecoder,
@@ -572,19 +570,9 @@ class TlsDecoder(StreamDecoder):
                                                                   PROTO_WEBSOCKET):
             kind = self.session.inner_kind  # the server side of what the client spoke (HTTP/2 has no preface)
         offset = self.plain_pos - len(head)
-        decoder: StreamDecoder
-        if kind == PROTO_HTTP:
-            decoder = HttpDecoder(offset, decode_content=layers.decode_content)
-        elif kind == PROTO_HTTP2:
-            decoder = Http2Decoder(offset, decode_content=layers.decode_content)
-        elif kind == PROTO_MQTT:
-            decoder = MqttDecoder(offset)
-        elif kind == PROTO_WEBSOCKET:
-            decoder = WebSocketDecoder(offset)
-        elif self.port == DOT_PORT:
-            decoder = DnsTcpDecoder(offset)
-        else:
-            decoder = RawDecoder(offset, overlap=self.overlap)
+        if kind not in (PROTO_HTTP, PROTO_HTTP2, PROTO_MQTT, PROTO_WEBSOCKET) and self.port == DOT_PORT:
+            kind = PROTO_DNS  # DNS over TLS
+        decoder = stream_decoder(kind, offset, overlap=self.overlap)
         self.session.inner_kind = self.session.inner_kind or decoder.protocol
         self.inner = decoder
         return decoder
