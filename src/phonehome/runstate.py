@@ -153,10 +153,15 @@ class RunState:
         from phonehome.virtual.lab import Lab
 
         try:
-            return Lab.failure(self.lab_state.instance, redactor=self.redactor)
+            cause = Lab.failure(self.lab_state.instance, redactor=self.redactor)
         except Exception as exc:  # a diagnosis must never replace the fault it explains
             log.debug("phonehome: reading the lab's state: %s", exc)
             return None
+        if cause is None:
+            return None
+        # the log under /run goes with the lab; the run keeps a masked copy with its captures
+        kept = self.settings.capture_dir / f"lab-{self.lab_state.instance}.log"
+        return f"{cause} (the run keeps its log as {kept})" if self.lab_owner else cause
 
     def virtual_devices(self) -> tuple[DeviceEntry, ...]:
         return tuple(entry for entry in self.selected if entry.backend == "virtual")
