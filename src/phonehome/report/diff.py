@@ -189,13 +189,20 @@ _BASELINE_FIX = "delete the file to start a new baseline"
 _OBSERVED_FIX = "remove the file: phonehome's Allure reporter writes these, one per pytest process"
 
 
-def _read_json(path: Path, expected_format: str, fix: str) -> Mapping[str, Any]:
+def read_document(path: Path, expected_format: str, fix: str) -> dict[str, Any]:
+    """A JSON file phonehome wrote for a run (``{"format": ..., ...}``); InputError naming the file and the fix
+    when it cannot be read or is another kind of file."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(path, f"cannot read: {exc}", fix=fix) from None
     if not isinstance(data, dict) or data.get("format") != expected_format:
         raise InputError(path, f"not a {expected_format} file", where="format", fix=fix)
+    return data
+
+
+def _read_json(path: Path, expected_format: str, fix: str) -> Mapping[str, Any]:
+    data = read_document(path, expected_format, fix)
     devices = data.get("devices")
     if not isinstance(devices, dict):
         raise InputError(path, "no devices mapping", where="devices", fix=fix)

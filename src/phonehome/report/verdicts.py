@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from phonehome.errors import InputError
+from phonehome.report.diff import read_document
 
 RECORDS_PREFIX = "phonehome-tests-"
 RECORDS_FORMAT = "phonehome-tests/1"
@@ -161,12 +162,7 @@ def load_records(results_dirs: Sequence[Path]) -> list[TestRecord]:
     records: list[TestRecord] = []
     for results_dir in results_dirs:
         for path in sorted(results_dir.glob(f"{RECORDS_PREFIX}*.json")):
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise InputError(path, f"cannot read: {exc}", fix=_RECORDS_FIX) from None
-            if not isinstance(data, dict) or data.get("format") != RECORDS_FORMAT:
-                raise InputError(path, f"not a {RECORDS_FORMAT} file", where="format", fix=_RECORDS_FIX)
+            data = read_document(path, RECORDS_FORMAT, _RECORDS_FIX)
             try:
                 records.extend(TestRecord.from_json(raw) for raw in data.get("tests", ()))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:

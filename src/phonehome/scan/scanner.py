@@ -600,15 +600,20 @@ class Scanner:
         self.tunnelled += 1
         return inner
 
+    def _not_decoded(self, reason: str, orig: int, ts: float) -> None:
+        """A tunnel's inner packet that is not IP: counted under ``reason`` (undecodable), or as non-IP when
+        there is none (ARP, LLDP inside the tunnel)."""
+        if reason:
+            self.undecoded.add(reason, orig, self._phase(ts))
+        else:
+            self.non_ip += 1
+
     def _from_ip(self, data: bytes, off: int, orig: int, ts: float,
                  frame: int) -> tuple[Decoded, list[int] | None] | None:
         """The inner TCP/UDP packet of an IP tunnel (GRE, IP-in-IP, EtherIP, MPLS-in-IP); None otherwise."""
         inner = tunnels.from_ip(data, off)
         if isinstance(inner, str):
-            if inner:
-                self.undecoded.add(inner, orig, self._phase(ts))
-            else:
-                self.non_ip += 1
+            self._not_decoded(inner, orig, ts)
             return None
         if inner[0] is data and inner[1] == off:  # not a tunnel: ICMP, a fragment waiting for the rest...
             return None
@@ -626,10 +631,7 @@ class Scanner:
             if inner is None:
                 return decoded
             if isinstance(inner, str):
-                if inner:
-                    self.undecoded.add(inner, orig, self._phase(ts))
-                else:
-                    self.non_ip += 1
+                self._not_decoded(inner, orig, ts)
                 return None
             self.tunnelled += 1
             found = decode_ip(inner[0], inner[1], self.defrag, ts, frame)
