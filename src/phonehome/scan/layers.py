@@ -22,6 +22,8 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from phonehome.scan.matcher import PatternSet, pattern_set
+
 #: default bounds of :func:`peel`
 MAX_DEPTH = 3
 MAX_OUTPUT_BYTES = 4 << 20
@@ -126,9 +128,12 @@ def peel(data: bytes, *, max_depth: int = MAX_DEPTH, max_output: int = MAX_OUTPU
 def _peel(data: bytes, chain: str, depth: int, budget: Budget) -> Iterator[tuple[str, bytes]]:
     if depth <= 0 or budget.left <= 0 or not data:
         return
+    absent = _absent_layers(data)
     for name, decoder in DECODERS:
         if budget.left <= 0:
             return
+        if name in absent:
+            continue
         try:
             decoded = decoder(data, budget)
         except Exception:
@@ -138,6 +143,41 @@ def _peel(data: bytes, chain: str, depth: int, budget: Budget) -> Iterator[tuple
         layer = f"{chain}>{name}" if chain else name
         yield layer, decoded
         yield from _peel(decoded, layer, depth - 1, budget)
+
+
+#: for each decoder that begins by searching its buffer, a pattern it cannot do without (its magic, its escape):
+#: all are looked for in one hyperscan pass per buffer, and a decoder whose pattern is absent is not run. The run
+#: decoders (base64, base64url, base32, hex) are not here: finding their runs is already one pass.
+_TRIGGERS: tuple[tuple[str, bytes], ...] = (
+    ("gzip", rb"\x1f\x8b\x08"),
+    ("zlib", rb"x[\x01\x5e\x9c\xda]"),
+    ("bzip2", _BZIP2_MAGIC.pattern),
+    ("lzma", rb"\xfd7zXZ\x00"),
+    ("url", _PERCENT.pattern),
+    ("html", _ENTITY.pattern),
+    ("json", _JSON_ESCAPE.pattern),
+    ("qp", _QP_ANY.pattern),
+    ("utf16le", rb"(?:[\x09\x0a\x0d\x20-\x7e]\x00){8}"),
+    ("utf16be", rb"(?:\x00[\x09\x0a\x0d\x20-\x7e]){8}"),
+)
+_ALL_TRIGGERED = frozenset(name for name, _ in _TRIGGERS)
+_NONE_ABSENT: frozenset[str] = frozenset()
+
+
+@functools.cache
+def _trigger_set() -> PatternSet | None:
+    """The triggers compiled (once per process, from the database cache after the first), or None without
+    hyperscan: then every decoder runs and makes its own search."""
+    return pattern_set([pattern for _, pattern in _TRIGGERS])
+
+
+def _absent_layers(data: bytes) -> frozenset[str]:
+    """The decoders that would find nothing in ``data`` because their trigger is not in it."""
+    triggers = _trigger_set()
+    if triggers is None:
+        return _NONE_ABSENT
+    present = triggers.present(data)
+    return _ALL_TRIGGERED.difference(_TRIGGERS[index][0] for index in present)
 
 
 # --- compressed members found by their magic -----------------------------------------------------------------

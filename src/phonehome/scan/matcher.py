@@ -182,6 +182,49 @@ def _choose_engine(engine: str | None) -> str:
     return engine
 
 
+class PatternSet:
+    """Which of a few regexes occur in a buffer, found in one hyperscan pass (one match per pattern at most).
+
+    The nested decoders ask it which of their layers could be present at all, instead of each making its own
+    pass over every buffer. Build with :func:`pattern_set`, which gives None when hyperscan is not installed or
+    ``PHONEHOME_MATCHER=python`` (the callers then test each pattern their own way).
+    """
+
+    def __init__(self, patterns: Sequence[bytes]) -> None:
+        import hyperscan
+
+        flags = [hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_DOTALL] * len(patterns)
+        cache = DatabaseCache.default()
+        material = _database_material(patterns, flags, bytes(len(patterns)))
+        db = cache.load(material) if cache is not None else None
+        if db is None:
+            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            db.compile(expressions=list(patterns), ids=list(range(len(patterns))), elements=len(patterns),
+                       flags=flags)
+            if cache is not None:
+                cache.store(material, hyperscan.dumpb(db))
+        self._db = db
+        self._callback = _hs_on_pattern
+
+    def present(self, data: bytes) -> set[int]:
+        """The indexes of the patterns that occur in ``data``."""
+        found: set[int] = set()
+        self._db.scan(data, match_event_handler=self._callback, context=found)
+        return found
+
+
+def pattern_set(patterns: Sequence[bytes]) -> PatternSet | None:
+    """A :class:`PatternSet` of ``patterns`` on the hyperscan engine, or None on the pure-Python engine."""
+    if _choose_engine(None) != "hyperscan":
+        return None
+    return PatternSet(patterns)
+
+
+def _hs_on_pattern(index: int, start: int, end: int, flags: int, context: object) -> None:
+    assert isinstance(context, set)
+    context.add(index)
+
+
 def _at_digit_boundary(data: bytes, start: int, end: int) -> bool:
     before = data[start - 1] if start > 0 else None
     after = data[end] if end < len(data) else None
