@@ -15,6 +15,7 @@ import re
 import urllib.parse
 import zlib
 from collections.abc import Callable
+from unittest.mock import patch
 
 import brotli
 import pytest
@@ -290,3 +291,28 @@ def test_nested_layers_inside_a_json_body_full_of_runs(chain: str, value: Callab
     payload = json.dumps({"device": {"imei": IMEI}}).encode()
     data = JSON_NOISE[:2000] + b'"blob":"' + value(payload) + b'",' + JSON_NOISE[2000:]
     assert f"{chain}" in chains_found(data)
+
+
+def _every_trigger() -> st.SearchStrategy[bytes]:
+    """Bytes holding, among noise, pieces that start each decoder's work: magics, escapes, runs, UTF-16 text."""
+    payload = b'{"imei":"' + IMEI.encode() + b'"}'
+    pieces = st.one_of(st.binary(max_size=12), st.sampled_from([WRAPPERS[name](payload) for name in sorted(WRAPPERS)]),
+                       st.sampled_from([b"%4", b"&#5", b"&amp", b"\\u00", b"=\n", b"=\r\n", b"=3", b"x\x9c",
+                                        b"\x1f\x8b", b"BZh91AY&S", b"\xfd7zXZ"]))
+    return st.lists(pieces, max_size=10).map(b"".join)
+
+
+@pytest.mark.skipif(layers._trigger_set() is None, reason="the triggers need hyperscan (x86_64)")
+@pytest.mark.timeout(120)
+@settings(max_examples=300, deadline=None)
+@given(_every_trigger())
+def test_triggers_skip_only_decoders_that_would_find_nothing(data: bytes) -> None:
+    """peel with the one-pass triggers yields exactly what running every decoder on every layer yields."""
+    with_triggers = list(peel(data))
+    with patch.object(layers, "_absent_layers", lambda data: frozenset()):  # every decoder on every layer
+        every_decoder = list(peel(data))
+    assert with_triggers == every_decoder
+    for name, _ in layers._TRIGGERS:  # and each trigger is what its decoder needs: present <=> searchable
+        decoder = dict(DECODERS)[name]
+        if decoder(data, Budget(1 << 20)):
+            assert name not in layers._absent_layers(data), name
