@@ -1,0 +1,287 @@
+/* phonehome.scan._runs: the base64, base64url, base32 and hex run decoders of phonehome.scan.layers, in C.
+ *
+ * A JSON body is full of runs of these alphabets (floats' decimals, tokens, ids, timestamps); in Python each run
+ * is one bytes object, one decode call and one join item, and that was most of a cleartext scan's time. Here one
+ * call finds the runs of one kind, decodes them and joins them with layers._JOIN, within the output budget.
+ *
+ * The output is byte for byte what the pure-Python decoders in layers.py return (they are the reference, and the
+ * fallback when this module is not built); testing/unit/test_runs_accelerated.py checks it.
+ *
+ * decode_runs(data, kind, budget, cut) -> (decoded, used)
+ *   data    bytes-like (buffer protocol, C-contiguous)
+ *   kind    BASE64 | BASE64URL | BASE32 | HEX
+ *   budget  output bytes allowed (layers.Budget.left)
+ *   cut     only data[:cut] is searched (layers.MAX_TEXT_DECODE_BYTES)
+ *   used    how much of the budget the call took (the caller subtracts it)
+ *
+ * Runs (searched in data[:cut]): maximal runs of MIN_RUN_CHARS or more characters of
+ *   BASE64/BASE64URL  [A-Za-z0-9+/_-]; a run holding '-' or '_' is base64url, else base64; a base64url run that
+ *                     also holds '+' or '/' is not one value and is skipped. Padding '=' after a run is ignored
+ *                     (Python strips it before decoding).
+ *   BASE32            [A-Z2-7]  (Python searches the base64 runs joined by spaces: every base32 or hex run of 16
+ *   HEX               [0-9A-Fa-f] characters lies inside one base64 run, so these are the same runs, in order)
+ * Decoding: base64 is binascii.a2b_base64(strict_mode=True) of the run padded to a multiple of 4 (a length of
+ * 4k+1 drops the last character); the unused low bits of the last character are ignored, as binascii does.
+ * base32 is base64.b32decode of the run cut to a multiple of 8 when its length mod 8 is 1, 3 or 6, else padded.
+ * hex is binascii.a2b_hex of the run cut to an even length. In every case that is: the run's characters as one
+ * bit stream, whole bytes only.
+ *
+ * Budget, as layers._add_part spends it: each decoded run after the first takes a separator (3 bytes) first; a
+ * separator that does not fit whole spends what is left and ends the output without being written; a run that
+ * does not fit whole is cut to what is left; the output ends as soon as nothing is left. (When everything fits,
+ * Python joins in one go; the result is the same.)
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MIN_RUN_CHARS 16
+/* inputs at least this long are decoded with the GIL released */
+#define NOGIL_BYTES (64 << 10)
+
+enum { KIND_BASE64 = 0, KIND_BASE64URL = 1, KIND_BASE32 = 2, KIND_HEX = 3 };
+
+/* character classes */
+#define IS_B64 0x01u  /* [A-Za-z0-9+/_-] */
+#define IS_B32 0x02u  /* [A-Z2-7] */
+#define IS_HEX 0x04u  /* [0-9A-Fa-f] */
+#define IS_URL 0x08u  /* '-' '_' */
+#define IS_STD 0x10u  /* '+' '/' */
+
+static const char JOIN[3] = {'\n', '\0', '\n'};
+
+static unsigned char classes[256];
+/* the value of each character in its alphabet ('-' and '_' as base64url's 62 and 63); 0 outside it */
+static unsigned char b64_value[256];
+static unsigned char b32_value[256];
+static unsigned char hex_value[256];
+
+static void
+init_tables(void)
+{
+    int c;
+    memset(classes, 0, sizeof classes);
+    for (c = 'A'; c <= 'Z'; c++) {
+        classes[c] |= IS_B64 | IS_B32;
+        b64_value[c] = (unsigned char)(c - 'A');
+        b32_value[c] = (unsigned char)(c - 'A');
+    }
+    for (c = 'a'; c <= 'z'; c++) {
+        classes[c] |= IS_B64;
+        b64_value[c] = (unsigned char)(c - 'a' + 26);
+    }
+    for (c = '0'; c <= '9'; c++) {
+        classes[c] |= IS_B64 | IS_HEX;
+        b64_value[c] = (unsigned char)(c - '0' + 52);
+        hex_value[c] = (unsigned char)(c - '0');
+    }
+    for (c = '2'; c <= '7'; c++) {
+        classes[c] |= IS_B32;
+        b32_value[c] = (unsigned char)(c - '2' + 26);
+    }
+    for (c = 'A'; c <= 'F'; c++) {
+        classes[c] |= IS_HEX;
+        hex_value[c] = (unsigned char)(c - 'A' + 10);
+    }
+    for (c = 'a'; c <= 'f'; c++) {
+        classes[c] |= IS_HEX;
+        hex_value[c] = (unsigned char)(c - 'a' + 10);
+    }
+    classes['+'] |= IS_B64 | IS_STD;
+    classes['/'] |= IS_B64 | IS_STD;
+    classes['-'] |= IS_B64 | IS_URL;
+    classes['_'] |= IS_B64 | IS_URL;
+    b64_value['+'] = b64_value['-'] = 62;
+    b64_value['/'] = b64_value['_'] = 63;
+}
+
+/* The first `limit` bytes of the bit stream of `nchars` characters of `bits` bits each. */
+static Py_ssize_t
+decode_bits(const unsigned char *src, Py_ssize_t nchars, const unsigned char *value, int bits,
+            unsigned char *dst, Py_ssize_t limit)
+{
+    uint32_t acc = 0;
+    int held = 0;
+    Py_ssize_t i, written = 0;
+
+    if (bits == 6) {  /* base64, the common case: four characters, three bytes */
+        while (nchars >= 4 && limit - written >= 3) {
+            acc = ((uint32_t)value[src[0]] << 18) | ((uint32_t)value[src[1]] << 12) |
+                  ((uint32_t)value[src[2]] << 6) | (uint32_t)value[src[3]];
+            dst[written] = (unsigned char)(acc >> 16);
+            dst[written + 1] = (unsigned char)(acc >> 8);
+            dst[written + 2] = (unsigned char)acc;
+            written += 3;
+            src += 4;
+            nchars -= 4;
+        }
+        acc = 0;
+    }
+    else if (bits == 4) {  /* hex: two characters, one byte */
+        Py_ssize_t pairs = nchars / 2;
+        if (pairs > limit)
+            pairs = limit;
+        for (i = 0; i < pairs; i++)
+            dst[i] = (unsigned char)((hex_value[src[2 * i]] << 4) | hex_value[src[2 * i + 1]]);
+        return pairs;
+    }
+    for (i = 0; i < nchars && written < limit; i++) {
+        acc = (acc << bits) | value[src[i]];  /* only the low `held` + `bits` (< 14) bits matter */
+        held += bits;
+        if (held >= 8) {
+            held -= 8;
+            dst[written++] = (unsigned char)(acc >> held);
+        }
+    }
+    return written;
+}
+
+/* Decoded size of a run of `length` characters of `kind`, and the characters that are decoded (`*nchars`). */
+static Py_ssize_t
+decoded_size(int kind, Py_ssize_t length, Py_ssize_t *nchars)
+{
+    switch (kind) {
+    case KIND_BASE32:
+        if (length % 8 == 1 || length % 8 == 3 || length % 8 == 6)
+            length -= length % 8;
+        *nchars = length;
+        return length / 8 * 5 + length % 8 * 5 / 8;
+    case KIND_HEX:
+        *nchars = length / 2 * 2;
+        return length / 2;
+    default:
+        *nchars = length;
+        return length / 4 * 3 + length % 4 * 3 / 4;
+    }
+}
+
+/* Find, decode and join the runs of `kind` in src[:n] into dst (room for `room` bytes) within `*left`.
+   Returns the bytes written; `*left` is what is left of the budget. */
+static Py_ssize_t
+decode_all(const unsigned char *src, Py_ssize_t n, int kind, Py_ssize_t *left, unsigned char *dst,
+           Py_ssize_t room)
+{
+    const unsigned char mask = kind == KIND_BASE32 ? IS_B32 : kind == KIND_HEX ? IS_HEX : IS_B64;
+    const unsigned char *value = kind == KIND_BASE32 ? b32_value : kind == KIND_HEX ? hex_value : b64_value;
+    const int bits = kind == KIND_BASE32 ? 5 : kind == KIND_HEX ? 4 : 6;
+    Py_ssize_t pos = 0, written = 0, parts = 0;
+
+    while (pos < n && *left > 0) {
+        Py_ssize_t start, nchars, size, take;
+        unsigned char seen = 0;
+
+        while (pos < n && !(classes[src[pos]] & mask))
+            pos++;
+        start = pos;
+        while (pos < n && (classes[src[pos]] & mask))
+            seen |= classes[src[pos++]];
+        if (pos - start < MIN_RUN_CHARS)
+            continue;
+        if (kind == KIND_BASE64 && (seen & IS_URL))
+            continue;  /* a base64url run */
+        if (kind == KIND_BASE64URL && (!(seen & IS_URL) || (seen & IS_STD)))
+            continue;  /* a standard run, or mixed alphabets: not one value */
+        size = decoded_size(kind, pos - start, &nchars);
+        if (size <= 0)
+            continue;
+        if (parts > 0) {
+            if (*left < (Py_ssize_t)sizeof JOIN) {
+                *left = 0;  /* the separator spends the rest and ends the output */
+                break;
+            }
+            *left -= (Py_ssize_t)sizeof JOIN;
+            if (room - written < (Py_ssize_t)sizeof JOIN)
+                break;  /* cannot happen (the output is never longer than the input): bounds first */
+            memcpy(dst + written, JOIN, sizeof JOIN);
+            written += (Py_ssize_t)sizeof JOIN;
+        }
+        take = size < *left ? size : *left;
+        if (take > room - written)
+            take = room - written;
+        take = decode_bits(src + start, nchars, value, bits, dst + written, take);
+        written += take;
+        *left -= take;
+        parts++;
+    }
+    return written;
+}
+
+static PyObject *
+decode_runs(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    int kind;
+    Py_ssize_t budget, cut, n, room, left, written;
+    PyObject *out;
+
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y*inn:decode_runs", &view, &kind, &budget, &cut))
+        return NULL;
+    if (kind < KIND_BASE64 || kind > KIND_HEX) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "kind must be BASE64, BASE64URL, BASE32 or HEX (0-3), not %d", kind);
+        return NULL;
+    }
+    n = view.len < cut ? view.len : cut;
+    if (n < MIN_RUN_CHARS || budget <= 0) {
+        PyBuffer_Release(&view);
+        return Py_BuildValue("(y#n)", "", (Py_ssize_t)0, (Py_ssize_t)0);
+    }
+    room = n < budget ? n : budget;  /* the output is never longer than the input, nor than the budget */
+    out = PyBytes_FromStringAndSize(NULL, room);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    left = budget;
+    if (n >= NOGIL_BYTES) {
+        Py_BEGIN_ALLOW_THREADS
+        written = decode_all((const unsigned char *)view.buf, n, kind, &left,
+                             (unsigned char *)PyBytes_AS_STRING(out), room);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        written = decode_all((const unsigned char *)view.buf, n, kind, &left,
+                             (unsigned char *)PyBytes_AS_STRING(out), room);
+    }
+    PyBuffer_Release(&view);
+    if (written != room && _PyBytes_Resize(&out, written) < 0)
+        return NULL;
+    return Py_BuildValue("(Nn)", out, budget - left);
+}
+
+static PyMethodDef methods[] = {
+    {"decode_runs", decode_runs, METH_VARARGS,
+     "decode_runs(data, kind, budget, cut) -> (decoded, used)\n\n"
+     "The runs of `kind` in data[:cut] decoded and joined by b'\\n\\x00\\n', within `budget` output bytes;\n"
+     "`used` is the part of the budget taken. The same bytes as phonehome.scan.layers' Python decoders."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef runs_module = {
+    PyModuleDef_HEAD_INIT, "phonehome.scan._runs",
+    "The base64, base64url, base32 and hex run decoders of phonehome.scan.layers, in C.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__runs(void)
+{
+    PyObject *module;
+
+    init_tables();
+    module = PyModule_Create(&runs_module);
+    if (module == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(module, "BASE64", KIND_BASE64) < 0 ||
+        PyModule_AddIntConstant(module, "BASE64URL", KIND_BASE64URL) < 0 ||
+        PyModule_AddIntConstant(module, "BASE32", KIND_BASE32) < 0 ||
+        PyModule_AddIntConstant(module, "HEX", KIND_HEX) < 0 ||
+        PyModule_AddIntConstant(module, "MIN_RUN_CHARS", MIN_RUN_CHARS) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

@@ -1,0 +1,9 @@
+# The C extension phonehome.scan._runs (_runs.c): the base64/base64url/base32/hex run decoders of layers.py.
+
+BASE64: int
+BASE64URL: int
+BASE32: int
+HEX: int
+MIN_RUN_CHARS: int
+
+def decode_runs(data: bytes | bytearray | memoryview, kind: int, budget: int, cut: int, /) -> tuple[bytes, int]: ...
