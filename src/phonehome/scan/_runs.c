@@ -157,6 +157,40 @@ decoded_size(int kind, Py_ssize_t length, Py_ssize_t *nchars)
     }
 }
 
+/* The next maximal run of `mask` characters of MIN_RUN_CHARS or more in src[pos:n]: its start in *start, its
+   end (exclusive) returned; n when there is none. `pos` must be 0 or follow a character outside the class.
+
+   Most of a JSON body is short runs (words, numbers): instead of testing every byte, test the last byte a run
+   starting at `pos` would need; outside the class, no run of MIN_RUN_CHARS can start before it, so jump past it;
+   inside, look back for the nearest byte outside the class (not back into bytes already known to be inside). */
+static Py_ssize_t
+next_run(const unsigned char *src, Py_ssize_t n, Py_ssize_t pos, unsigned char mask, Py_ssize_t *start)
+{
+    Py_ssize_t known = pos;  /* src[pos:known] are in the class */
+
+    while (n - pos >= MIN_RUN_CHARS) {
+        Py_ssize_t last = pos + MIN_RUN_CHARS - 1, back;
+
+        if (!(classes[src[last]] & mask)) {
+            pos = known = last + 1;
+            continue;
+        }
+        for (back = last - 1; back >= known && (classes[src[back]] & mask); back--)
+            ;
+        if (back >= known) {  /* src[back] is outside: a run could start after it */
+            pos = back + 1;
+            known = last + 1;
+            continue;
+        }
+        *start = pos;  /* src[pos:last+1] are in the class, and src[pos-1] is not */
+        for (pos = last + 1; pos < n && (classes[src[pos]] & mask); pos++)
+            ;
+        return pos;
+    }
+    *start = n;
+    return n;
+}
+
 /* Find, decode and join the runs of `kind` in src[:n] into dst (room for `room` bytes) within `*left`.
    Returns the bytes written; `*left` is what is left of the budget. */
 static Py_ssize_t
@@ -169,20 +203,20 @@ decode_all(const unsigned char *src, Py_ssize_t n, int kind, Py_ssize_t *left, u
     Py_ssize_t pos = 0, written = 0, parts = 0;
 
     while (pos < n && *left > 0) {
-        Py_ssize_t start, nchars, size, take;
+        Py_ssize_t start, nchars, size, take, i;
         unsigned char seen = 0;
 
-        while (pos < n && !(classes[src[pos]] & mask))
-            pos++;
-        start = pos;
-        while (pos < n && (classes[src[pos]] & mask))
-            seen |= classes[src[pos++]];
-        if (pos - start < MIN_RUN_CHARS)
-            continue;
-        if (kind == KIND_BASE64 && (seen & IS_URL))
-            continue;  /* a base64url run */
-        if (kind == KIND_BASE64URL && (!(seen & IS_URL) || (seen & IS_STD)))
-            continue;  /* a standard run, or mixed alphabets: not one value */
+        pos = next_run(src, n, pos, mask, &start);
+        if (start >= n)
+            break;
+        if (kind == KIND_BASE64 || kind == KIND_BASE64URL) {
+            for (i = start; i < pos; i++)
+                seen |= classes[src[i]];
+            if (kind == KIND_BASE64 && (seen & IS_URL))
+                continue;  /* a base64url run */
+            if (kind == KIND_BASE64URL && (!(seen & IS_URL) || (seen & IS_STD)))
+                continue;  /* a standard run, or mixed alphabets: not one value */
+        }
         size = decoded_size(kind, pos - start, &nchars);
         if (size <= 0)
             continue;
