@@ -16,6 +16,12 @@ command -v sysctl >/dev/null || apt_packages+=(procps)
 command -v node >/dev/null || apt_packages+=(nodejs)
 command -v npm >/dev/null || apt_packages+=(npm)
 command -v python3 >/dev/null || apt_packages+=(python3 python3-venv)
+# the C extension phonehome.scan._runs needs Python's C compiler and headers (without them phonehome installs and
+# runs, with its slower pure-Python run decoders)
+cc=$(python3 -c 'import sysconfig; print((sysconfig.get_config_var("CC") or "gcc").split()[0])' 2>/dev/null || echo gcc)
+command -v "$cc" >/dev/null || apt_packages+=(gcc)
+python3 -c 'import os, sysconfig; raise SystemExit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  2>/dev/null || apt_packages+=(python3-dev)
 if ((${#apt_packages[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "phonehome setup: need root to install ${apt_packages[*]} (run as root, or install them yourself)" >&2
@@ -28,13 +34,14 @@ if ((${#apt_packages[@]})); then
   apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
-# The virtualenv is rebuilt only when pyproject.toml changed since the last install.
+# The virtualenv is reinstalled only when pyproject.toml, setup.py or the C source changed since the last install
+# (an editable install builds the C extension in place), or when the extension is missing.
 stamp=.venv/.phonehome-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml setup.py src/phonehome/scan/_runs.c | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c 'import phonehome.scan._runs' 2>/dev/null; then
   echo "phonehome setup: installing Python packages into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[test]"
