@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from phonehome.identifiers import load_identifiers
+from phonehome.scan import layers
 from phonehome.scan.matcher import build_matcher
 from phonehome.testing.captures import (
     PROTO_TCP,
@@ -427,6 +428,8 @@ def bench_pyshark(capture: Path, slice_bytes: int) -> dict[str, float]:
 
 
 SHAPES = ("json", "download", "tls", "mixed")
+#: which run decoders the scan uses (the child process imports the same phonehome as this one)
+RUN_DECODERS = "C (phonehome.scan._runs)" if layers.ACCELERATED else "Python (phonehome.scan._runs not built)"
 
 
 def bench_shape(shape: str, size: float, args: argparse.Namespace, workdir: Path, ids: Path) -> dict[str, float]:
@@ -446,7 +449,8 @@ def bench_shape(shape: str, size: float, args: argparse.Namespace, workdir: Path
            "scan_mbps": nbytes / 1e6 / max(ph["scan_seconds"], 1e-9), "rss": ph["rss"] / 2**20,
            "found": ph["leaky_flows"], "planted": len(planted), "tshark_mbps": math.nan}
     print(f"  phonehome scan : {row['mbps']:8.1f} MB/s  peak RSS {row['rss']:6.1f} MiB  "
-          f"{ph['findings']} findings in {ph['leaky_flows']} flows (planted: {len(planted)})", flush=True)
+          f"{ph['findings']} findings in {ph['leaky_flows']} flows (planted: {len(planted)}); "
+          f"run decoders in {RUN_DECODERS}", flush=True)
     print(f"                   {row['scan_mbps']:8.1f} MB/s in the scan itself; "
           f"{ph['seconds'] - ph['scan_seconds']:.2f} s of start-up (imports, matcher, writing OUT.json)", flush=True)
     if not args.skip_tshark:
@@ -496,6 +500,7 @@ def main() -> int:
         ratio = f"{row['mbps'] / row['tshark_mbps']:.1f}x" if not math.isnan(row["tshark_mbps"]) else "-"
         print(f"| {shape} | {row['size']:,.0f} MB | {row['mbps']:,.0f} | {row['scan_mbps']:,.0f} | {ratio} | "
               f"{row['rss']:.0f} MiB | {row['found']:.0f}/{row['planted']:.0f} |")
+    print(f"\nrun decoders (base64, base64url, base32, hex) in {RUN_DECODERS}")
     return 0
 
 
