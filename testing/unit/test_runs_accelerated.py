@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -15,6 +16,9 @@ from hypothesis import strategies as st
 
 from phonehome.scan import layers
 from phonehome.scan.layers import Budget
+
+with contextlib.suppress(ImportError):  # not built: the tests that need it are skipped (needs_speedups)
+    from phonehome.scan import _runs
 
 #: (layer name, Python reference decoder, kind constant's name in _runs)
 KINDS: tuple[tuple[str, Callable[[bytes, Budget], bytes], str], ...] = (
@@ -40,7 +44,7 @@ def test_speedups_are_built_where_required() -> None:
 def _both(kind: str, data: bytes, left: int, cut: int | None = None) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
     """(Python's (bytes, budget left), C's) for one run kind on ``data`` with ``left`` bytes of budget."""
     reference = next(decode for name, decode, _ in KINDS if name == kind)
-    accelerated = layers._accelerated(getattr(layers._c_runs, next(c for name, _, c in KINDS if name == kind)))
+    accelerated = layers._accelerated(getattr(_runs, next(c for name, _, c in KINDS if name == kind)))
     with pytest.MonkeyPatch.context() as patch:
         if cut is not None:
             patch.setattr(layers, "MAX_TEXT_DECODE_BYTES", cut)
@@ -145,7 +149,7 @@ def test_a_run_longer_than_the_cut() -> None:
 
 @needs_speedups
 def test_any_buffer_and_bad_arguments() -> None:
-    decode_runs, kind = layers._c_runs.decode_runs, layers._c_runs.BASE64
+    decode_runs, kind = _runs.decode_runs, _runs.BASE64
     data = b"x " + base64.b64encode(b"a value of twenty bytes!")
     expected = decode_runs(data, kind, 1000, 1000)
     assert expected[0] == b"a value of twenty bytes!"
@@ -158,7 +162,7 @@ def test_any_buffer_and_bad_arguments() -> None:
         decode_runs(data, 4, 1000, 1000)
     with pytest.raises(TypeError):
         decode_runs(data.decode(), kind, 1000, 1000)  # type: ignore[arg-type]  # the wrong type on purpose
-    assert layers._c_runs.MIN_RUN_CHARS == layers.MIN_RUN_CHARS
+    assert _runs.MIN_RUN_CHARS == layers.MIN_RUN_CHARS
     budget = Budget(1 << 80)  # larger than any C size: the wrapper passes sys.maxsize, and takes what was used
     assert layers._base64(data, budget) == expected[0]
     assert budget.left == (1 << 80) - len(expected[0]) and sys.maxsize < 1 << 80
