@@ -158,7 +158,8 @@ decoded_size(int kind, Py_ssize_t length, Py_ssize_t *nchars)
 }
 
 /* The next maximal run of `mask` characters of MIN_RUN_CHARS or more in src[pos:n]: its start in *start, its
-   end (exclusive) returned; n when there is none. `pos` must be 0 or follow a character outside the class.
+   end (exclusive) returned; n when there is none. `pos` must not be inside a run that began before it (0, the
+   end of a run, or just after a character outside the class).
 
    Most of a JSON body is short runs (words, numbers): instead of testing every byte, test the last byte a run
    starting at `pos` would need; outside the class, no run of MIN_RUN_CHARS can start before it, so jump past it;
