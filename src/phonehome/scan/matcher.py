@@ -134,10 +134,13 @@ class Matcher:
     def find(self, data: bytes | memoryview) -> list[Match]:
         """All verified matches in ``data``, ordered by start offset."""
         buffer = data if isinstance(data, bytes) else bytes(data)
+        hits = self._scan(buffer)
+        if not hits:  # most buffers: nothing to verify, sort or pair
+            return []
         matches: dict[tuple[str, str, int, int], Match] = {}
         coordinates: list[_Coordinate] = []
         # sorted, so that both engines keep the same needle when two spell the same match
-        for index, start, end in sorted(self._scan(buffer), key=lambda hit: (hit[1], hit[2], hit[0])):
+        for index, start, end in sorted(hits, key=lambda hit: (hit[1], hit[2], hit[0])):
             needle = self.needles[index]
             if needle.location is not None:
                 coordinate = _verify_coordinate(buffer, needle, start, end)
@@ -147,7 +150,7 @@ class Matcher:
             if needle.digit_boundary and not _at_digit_boundary(buffer, start, end):
                 continue
             matches.setdefault((needle.identifier, needle.encoding, start, end), Match(needle, start, end))
-        for match in _pair_coordinates(coordinates):
+        for match in _pair_coordinates(coordinates) if coordinates else ():
             matches.setdefault((match.needle.identifier, match.needle.encoding, match.start, match.end), match)
         return sorted(matches.values(), key=lambda m: (m.start, m.end, m.needle.identifier))
 
