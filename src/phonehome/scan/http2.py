@@ -6,15 +6,13 @@ frames that interleave with other streams'. :class:`Http2Decoder` keeps one HPAC
 table is per direction), emits each header block decoded as ``name: value`` lines, and each stream's body
 joined from its DATA frames once the stream ends (Content-Encoding decoded as in HTTP/1.1).
 
-The one module that imports ``hpack`` (the python-hyper HPACK implementation).
+The one module that imports ``hpack`` (the python-hyper HPACK implementation), at the first HTTP/2 stream: a scan
+without HTTP/2 does not pay its import.
 """
 
 from __future__ import annotations
 
 import struct
-
-from hpack import Decoder as HpackDecoder
-from hpack.exceptions import HPACKError
 
 from phonehome.scan.protocols import (
     MAX_MESSAGE_BYTES,
@@ -59,7 +57,11 @@ class Http2Decoder(StreamDecoder):
     def __init__(self, offset: int = 0, *, decode_content: ContentDecoder | None = None) -> None:
         super().__init__(offset)
         self.decode_content = decode_content
+        from hpack import Decoder as HpackDecoder  # imported by the first HTTP/2 stream: ~8 ms of start-up
+        from hpack.exceptions import HPACKError
+
         self.hpack = HpackDecoder()
+        self.hpack_errors = (HPACKError, ValueError, IndexError)
         self.hpack.max_allowed_table_size = 1 << 16  # a peer's SETTINGS may raise it; bounded anyway
         self.hpack_broken = False  # after a block it could not decode the table is out of step: stop trying
         self.streams: dict[int, _Stream] = {}
@@ -138,7 +140,7 @@ class Http2Decoder(StreamDecoder):
         if not self.hpack_broken:
             try:
                 fields = self.hpack.decode(block, raw=True)
-            except (HPACKError, ValueError, IndexError):
+            except self.hpack_errors:
                 self.hpack_broken = True
                 self.warnings.append("an HTTP/2 header block could not be decoded (HPACK); the rest of the "
                                      "connection's header blocks were scanned as sent")

@@ -117,13 +117,19 @@ class Matcher:
         #: True when the hyperscan database came from the on-disk cache (None: no database to cache)
         self.cache_hit: bool | None = None
         if not self.needles:
-            self._scan = lambda data: []
+            self._scan = _no_hits
         elif self.engine == "hyperscan":
-            hs_engine = _HyperscanEngine(self.needles, widths)
+            hs_engine = _HyperscanEngine([(n.pattern, n.caseless, n.regex) for n in self.needles], widths)
             self.cache_hit = hs_engine.cache_hit
             self._scan = hs_engine.scan
         else:
             self._scan = _PythonEngine(self.needles).scan
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restored from the cache of prepared matchers (:mod:`.prepared`): its database too."""
+        self.__dict__.update(state)
+        if self.cache_hit is not None:
+            self.cache_hit = True
 
     @property
     def overlap(self) -> int:
@@ -155,14 +161,34 @@ class Matcher:
         return sorted(matches.values(), key=lambda m: (m.start, m.end, m.needle.identifier))
 
 
+class LiteralMatcher:
+    """Many plain literals, hyperscan only, no :class:`Needle` per literal and no verification: ``scan(data)``
+    gives raw ``(index, start, end)`` hits. For the XOR finder's 255 spellings of each needle, where making and
+    checking one :class:`Needle` each would be most of a scan's start-up. Its database is cached like a
+    :class:`Matcher`'s."""
+
+    def __init__(self, literals: Sequence[bytes]) -> None:
+        engine = _HyperscanEngine([(literal, False, False) for literal in literals],
+                                  [(len(literal), len(literal)) for literal in literals])
+        self.cache_hit = engine.cache_hit
+        self.scan: Callable[[bytes], list[tuple[int, int, int]]] = engine.scan
+
+
 @lru_cache(maxsize=16)
-def _cached_matcher(ids: Identifiers, engine: str | None) -> Matcher:
-    return Matcher(build_needles(ids), engine=engine)
+def _cached_matcher(ids: Identifiers, engine: str) -> Matcher:
+    from phonehome.scan.prepared import prepared_matcher  # it imports this module
+
+    return prepared_matcher(ids, engine)
 
 
 def build_matcher(ids: Identifiers, *, engine: str | None = None) -> Matcher:
-    """The matcher for one identifiers set, built once and cached (a scan per phase reuses it)."""
+    """The matcher for one identifiers set, built once per process (a scan per phase reuses it) and cached on
+    disk with its XOR finder (:mod:`.prepared`)."""
     return _cached_matcher(ids, _choose_engine(engine))
+
+
+def _no_hits(data: bytes) -> list[tuple[int, int, int]]:
+    return []
 
 
 def hyperscan_available() -> bool:
@@ -291,39 +317,54 @@ class DatabaseCache:
         except RuntimeError:  # no home directory to be found
             return None
 
-    def path_for(self, material: bytes) -> Path:
+    def path_for(self, material: bytes, suffix: str = _CACHE_SUFFIX) -> Path:
         name = hashlib.sha256(b"name\n" + material).hexdigest()
-        return self.directory / (name + _CACHE_SUFFIX)
+        return self.directory / (name + suffix)
 
     def load(self, material: bytes) -> Any:
         """The cached database for ``material`` (scratch space allocated), or None on any miss."""
         import hyperscan
+
+        serialized = self.read(material)
+        if serialized is None:
+            return None
+        try:
+            db = hyperscan.loadb(serialized, hyperscan.HS_MODE_BLOCK)
+            db.scratch = hyperscan.Scratch(db)
+        except (hyperscan.error, TypeError, ValueError):
+            return None
+        return db
+
+    def store(self, material: bytes, serialized: bytes) -> None:
+        """Cache one compiled database (see :meth:`write`)."""
+        self.write(material, serialized)
+
+    def read(self, material: bytes, suffix: str = _CACHE_SUFFIX) -> bytes | None:
+        """The decrypted content of the entry for ``material``, or None on any miss (absent, unreadable,
+        truncated, tampered, written under other material)."""
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         try:
-            blob = self.path_for(material).read_bytes()
+            blob = self.path_for(material, suffix).read_bytes()
         except OSError:
             return None
         nonce, sealed = blob[:_NONCE_BYTES], blob[_NONCE_BYTES:]
         if len(nonce) != _NONCE_BYTES:
             return None
         try:
-            serialized = AESGCM(_file_key(material)).decrypt(nonce, sealed, CACHE_FORMAT)
-            db = hyperscan.loadb(serialized, hyperscan.HS_MODE_BLOCK)
-            db.scratch = hyperscan.Scratch(db)
-        except (InvalidTag, hyperscan.error, TypeError, ValueError):
+            return AESGCM(_file_key(material)).decrypt(nonce, sealed, CACHE_FORMAT)
+        except (InvalidTag, TypeError, ValueError):
             return None
-        return db
 
-    def store(self, material: bytes, serialized: bytes) -> None:
-        """Write one entry atomically (0600), then drop the oldest entries beyond :data:`MAX_CACHED_DATABASES`.
-        Errors are ignored: the cache only saves time."""
+    def write(self, material: bytes, content: bytes, suffix: str = _CACHE_SUFFIX) -> None:
+        """Write one entry atomically (0600), encrypted, then drop the oldest entries of its kind (``suffix``)
+        beyond :data:`MAX_CACHED_DATABASES`. Errors are ignored: the cache only saves time."""
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         nonce = os.urandom(_NONCE_BYTES)
-        blob = nonce + AESGCM(_file_key(material)).encrypt(nonce, serialized, CACHE_FORMAT)
-        target = self.path_for(material)
+        blob = nonce + AESGCM(_file_key(material)).encrypt(nonce, content, CACHE_FORMAT)
+        target = self.path_for(material, suffix)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -336,11 +377,11 @@ class DatabaseCache:
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
             return
-        self._evict()
+        self._evict(suffix)
 
-    def _evict(self) -> None:
+    def _evict(self, suffix: str) -> None:
         try:
-            entries = sorted(self.directory.glob("*" + _CACHE_SUFFIX), key=lambda p: p.stat().st_mtime)
+            entries = sorted(self.directory.glob("*" + suffix), key=lambda p: p.stat().st_mtime)
             for stale in entries[:-MAX_CACHED_DATABASES]:
                 stale.unlink(missing_ok=True)
         except OSError:
@@ -361,29 +402,30 @@ class _HyperscanEngine:
     :mod:`re`.
     """
 
-    def __init__(self, needles: Sequence[Needle], widths: Sequence[tuple[int, int]]) -> None:
+    def __init__(self, patterns: Sequence[tuple[bytes, bool, bool]], widths: Sequence[tuple[int, int]]) -> None:
+        """``patterns``: (pattern, caseless, regex) per needle, in needle order; ``widths``: their (low, high)."""
         import hyperscan
 
         self._shapes: list[tuple[int, int, int, re.Pattern[bytes] | None]] = []  # lead, width, trail, regex
         expressions: list[bytes] = []
         flags: list[int] = []
         literals = bytearray()  # escaped only when compiling: a cache hit needs no expressions
-        for needle, (low, high) in zip(needles, widths, strict=True):
-            flag = hyperscan.HS_FLAG_CASELESS if needle.caseless else 0
-            literals.append(not needle.regex)
-            if not needle.regex:
-                expressions.append(needle.pattern)
-                self._shapes.append((0, len(needle.pattern), 0, None))
+        for (pattern, caseless, regex), (low, high) in zip(patterns, widths, strict=True):
+            flag = hyperscan.HS_FLAG_CASELESS if caseless else 0
+            literals.append(not regex)
+            if not regex:
+                expressions.append(pattern)
+                self._shapes.append((0, len(pattern), 0, None))
             elif low == high:
-                lead, core = _strip_wildcards(needle.pattern)
+                lead, core = _strip_wildcards(pattern)
                 trail, core = _strip_trailing_wildcards(core)
                 if not core:  # all wildcards: keep as is
-                    lead, trail, core = 0, 0, needle.pattern
+                    lead, trail, core = 0, 0, pattern
                 expressions.append(core)
                 self._shapes.append((lead, low - lead - trail, trail, None))
             else:
-                expressions.append(needle.pattern)
-                compiled = re.compile(needle.pattern, re.DOTALL | (re.IGNORECASE if needle.caseless else 0))
+                expressions.append(pattern)
+                compiled = re.compile(pattern, re.DOTALL | (re.IGNORECASE if caseless else 0))
                 self._shapes.append((low, high, -1, compiled))
             flags.append(flag)
         cache = DatabaseCache.default()
@@ -400,6 +442,22 @@ class _HyperscanEngine:
                 cache.store(material, hyperscan.dumpb(db))
         self._db = db
         self._callback = _hs_on_match  # referenced for the database's whole life
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (for :mod:`.prepared`): the database serialized, as the database cache holds it."""
+        import hyperscan
+
+        return {"shapes": self._shapes, "database": hyperscan.dumpb(self._db)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import hyperscan
+
+        db = hyperscan.loadb(state["database"], hyperscan.HS_MODE_BLOCK)
+        db.scratch = hyperscan.Scratch(db)
+        self._shapes = state["shapes"]
+        self._db = db
+        self.cache_hit = True
+        self._callback = _hs_on_match
 
     def scan(self, data: bytes) -> list[tuple[int, int, int]]:
         hits: list[tuple[int, int, int]] = []

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 from phonehome.scan.forms import Needle
-from phonehome.scan.matcher import Matcher
+from phonehome.scan.matcher import LiteralMatcher, Matcher
 
 #: key lengths tried (the issue's 1 byte, and repeating keys of 2-4 bytes)
 XOR_PERIODS = (1, 2, 3, 4)
@@ -77,13 +78,15 @@ class XorFinder:
             if needle.caseless:
                 cased |= {needle.pattern.lower(), needle.pattern.upper()}
             variants += [(needle, plain) for plain in sorted(cased)]
-        self.single: Matcher | None = None
+        #: literal ``i`` is variant ``i // 255`` under the key ``i % 255 + 1``
+        self.single: LiteralMatcher | None = None
+        self._single_identifiers = tuple(needle.identifier for needle, _ in variants)
         periods: tuple[int, ...] = XOR_PERIODS
         probe = Matcher((), engine=engine)
         if probe.engine == "hyperscan" and variants:
-            literals = [Needle(plain.translate(_XOR_TABLES[key]), needle.identifier, f"xor{key}", needle.form)
-                        for needle, plain in variants for key in range(1, 256)]
-            self.single = Matcher(literals, engine=engine)
+            tables = _xor_tables()
+            self.single = LiteralMatcher([plain.translate(tables[key]) for _, plain in variants
+                                          for key in range(1, 256)])
             periods = tuple(p for p in XOR_PERIODS if p > 1)
         self.periods = periods
         diffs: list[Needle] = []
@@ -95,17 +98,35 @@ class XorFinder:
                     diffs.append(Needle(diff, needle.identifier, f"xor{period}", needle.form))
                     items.append((period, plain))
         self.matcher = Matcher(diffs, engine=engine) if diffs else None
+        self._items = items
+        self._index_plains()
+
+    def _index_plains(self) -> None:
         #: id(differential needle) -> (period, plain pattern)
-        self.plains = {id(n): item for n, item in zip(self.matcher.needles if self.matcher else (), items,
+        self.plains = {id(n): item for n, item in zip(self.matcher.needles if self.matcher else (), self._items,
                                                       strict=True)}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (for :mod:`.prepared`): ``plains`` is keyed by object ids, so it is made again."""
+        state = dict(self.__dict__)
+        del state["plains"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._index_plains()
 
     def keys(self, data: bytes, *, multi_byte: bool = True) -> list[bytes]:
         """Keys (aligned to ``data[0]``) under which some needle appears; never the zero key (plain text).
         ``multi_byte=False`` looks for one-byte keys only (the cheap search)."""
         found: dict[bytes, None] = {}
         if self.single is not None:
-            for match in self.single.find(data):
-                found.setdefault(bytes((int(match.needle.encoding[3:]),)), None)
+            hits = self.single.scan(data)
+            if hits:  # in the order a Matcher of these literals would give them: start, end, identifier
+                identifiers = self._single_identifiers
+                hits.sort(key=lambda hit: (hit[1], hit[2], identifiers[hit[0] // 255], hit[0]))
+                for index, _, _ in hits:
+                    found.setdefault(bytes((index % 255 + 1,)), None)
         periods = self.periods if multi_byte else tuple(p for p in self.periods if p == 1)
         n = len(data)
         if self.matcher is None or not periods or n <= max(periods):
@@ -136,8 +157,12 @@ class XorFinder:
         return list(found)[:MAX_KEYS_PER_UNIT]
 
 
-#: byte -> byte XOR key, for bytes.translate (one per one-byte key)
-_XOR_TABLES = [bytes(b ^ key for b in range(256)) for key in range(256)]
+def _xor_tables() -> list[bytes]:
+    """byte -> byte XOR key, for bytes.translate (one per one-byte key): each byte of ``0..255`` XOR ``key``,
+    as one big-integer XOR per key (a table per key from a generator is 2 ms of every scan's start-up)."""
+    identity = int.from_bytes(bytes(range(256)), "big")
+    ones = int.from_bytes(bytes((1,)) * 256, "big")
+    return [(identity ^ key * ones).to_bytes(256, "big") for key in range(256)]
 
 #: between the differentials of two periods: no differential needle fits in it (they have 4+ distinct values)
 _SEPARATOR = bytes(16)
@@ -147,8 +172,14 @@ _FINDERS: weakref.WeakKeyDictionary[Matcher, XorFinder] = weakref.WeakKeyDiction
 
 
 def xor_finder(matcher: Matcher) -> XorFinder:
-    """The XOR finder for a matcher's needles, built once per matcher (a scan per phase reuses it)."""
+    """The XOR finder for a matcher's needles, built once per matcher (a scan per phase reuses it), or the one
+    restored with it from the cache (:func:`remember`)."""
     finder = _FINDERS.get(matcher)
     if finder is None:
         finder = _FINDERS[matcher] = XorFinder(matcher.needles, engine=matcher.engine)
     return finder
+
+
+def remember(matcher: Matcher, finder: XorFinder) -> None:
+    """``finder`` is ``matcher``'s XOR finder (both restored from the cache by :mod:`.prepared`)."""
+    _FINDERS[matcher] = finder

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import TYPE_CHECKING
 
-from phonehome.scan.attribution import Socket, SocketTable
 from phonehome.scan.packets import LINKTYPE_ETHERNET, PROTO_TCP, Defragmenter, address_text, decode_frame
 from phonehome.scan.pcapfile import CaptureReader
+
+if TYPE_CHECKING:
+    from phonehome.scan.attribution import SocketTable
 
 MAGIC = 0x01072021
 TRAILER_BYTES = 32
@@ -69,6 +72,8 @@ def trailer_table(path: str | os.PathLike[str]) -> SocketTable | None:
             span[0], span[1] = min(span[0], ts), max(span[1], ts)
     if not spans:
         return None
+    from phonehome.scan.attribution import Socket, SocketTable  # only for a capture with trailers (~5 ms)
+
     table = SocketTable()
     table.snapshots = 1  # one complete record of the capture's connections, not a poll
     table.add_packages({uid: [name] for uid, name in names.items()})
