@@ -24,15 +24,18 @@ line, exit 2.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
+from typing import TYPE_CHECKING
 
 from phonehome.errors import InputError
+
+if TYPE_CHECKING:
+    import yaml
 
 IDENTIFIER_KEYS: tuple[str, ...] = (
     "imei", "imsi", "iccid", "serial", "phone", "android_id", "gaid", "wifi_mac", "bt_mac",
@@ -207,18 +210,25 @@ def mask(value: str) -> str:
 # --- loading -------------------------------------------------------------------------------------------------
 
 
-class IdentifiersLoader(yaml.SafeLoader):
+@functools.cache
+def identifiers_loader() -> type[yaml.SafeLoader]:
     """A safe YAML loader that keeps integers as text.
 
     ``imei: 352099001761481`` must stay exactly those digits, and ``phone: 0301234567`` must not become an octal
-    number; floats (coordinates) still load as floats. ``devices.yaml`` readers should load with it too.
+    number; floats (coordinates) still load as floats. ``devices.yaml`` readers should load with it too. Made on
+    first use: importing yaml is ~13 ms of ``phonehome scan``, which skips it when the identifiers file is one
+    it has read before (:mod:`phonehome.scan.prepared`).
     """
+    import yaml
 
+    class IdentifiersLoader(yaml.SafeLoader):
+        """A SafeLoader without the int resolver (see :func:`identifiers_loader`)."""
 
-IdentifiersLoader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+    IdentifiersLoader.yaml_implicit_resolvers = {
+        key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+        for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    return IdentifiersLoader
 
 
 def load_identifiers(path: str | Path) -> Identifiers:
@@ -232,8 +242,15 @@ def load_identifiers(path: str | Path) -> Identifiers:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(source, f"cannot read identifiers file: {exc}",
                          fix="pass a readable UTF-8 YAML file") from None
+    return identifiers_from_yaml(text, source=source)
+
+
+def identifiers_from_yaml(text: str, *, source: str) -> Identifiers:
+    """The identifiers an ``IDS.yaml`` text holds (``source`` names it in errors), as :func:`load_identifiers`."""
+    import yaml
+
     try:
-        data = yaml.load(text, Loader=IdentifiersLoader)  # a SafeLoader subclass: safe
+        data = yaml.load(text, Loader=identifiers_loader())  # a SafeLoader subclass: safe
         lines = field_lines(text, source=source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -260,7 +277,9 @@ def field_lines(text: str, *, source: str | None = None) -> dict[str, int]:
     names in ``InputError.where``. A key given twice in one mapping is an :class:`InputError` (YAML would
     silently keep the last one, and a value nobody meant would be the one checked); ``source`` names the file.
     """
-    node = yaml.compose(text, Loader=IdentifiersLoader)
+    import yaml
+
+    node = yaml.compose(text, Loader=identifiers_loader())
     lines: dict[str, int] = {}
     if node is not None:
         _collect_lines(node, "", lines, source)
@@ -279,6 +298,8 @@ def line_of(lines: Mapping[str, int], path: str) -> int | None:
 
 
 def _collect_lines(node: yaml.Node, path: str, lines: dict[str, int], source: str | None) -> None:
+    import yaml
+
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()

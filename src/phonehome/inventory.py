@@ -32,8 +32,8 @@ from phonehome.identifiers import (
     LOCATION_KEY,
     WIFI_KEY,
     Identifiers,
-    IdentifiersLoader,
     field_lines,
+    identifiers_loader,
     line_of,
     mask,
     parse_identifiers,
@@ -334,7 +334,7 @@ def load_inventory(path: str | Path) -> Inventory:
         raise InputError(source, f"cannot read inventory: {exc}", fix="pass a readable UTF-8 YAML file") from None
     try:
         lines = field_lines(text, source=source)
-        data = yaml.load(text, Loader=IdentifiersLoader)  # a SafeLoader subclass
+        data = yaml.load(text, Loader=identifiers_loader())  # a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise InputError(source, f"YAML syntax error: {exc.problem or exc.context}",

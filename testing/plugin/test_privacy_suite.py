@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from phonehome.identifiers import IdentifiersLoader
+from phonehome.identifiers import identifiers_loader
 
 pytestmark = [
     pytest.mark.timeout(600),
@@ -130,7 +130,7 @@ def suite_inventory(labels: tuple[str, ...], *, clones: tuple[tuple[str, str], .
     """The repository's default devices.yaml, narrowed to ``labels``, with fast settle times and absolute
     firmware paths; ``clones`` adds (label, copy-of-label) phones; with ``sabotage``, two clones of the fixed
     phone whose capture is broken."""
-    data = yaml.load((REPO / "devices.yaml").read_text(encoding="utf-8"), Loader=IdentifiersLoader)
+    data = yaml.load((REPO / "devices.yaml").read_text(encoding="utf-8"), Loader=identifiers_loader())
     data["defaults"]["settle_s"] = dict(FAST_SETTLE_S)
     data["defaults"]["boot_timeout_s"] = 60
     devices = {device["label"]: device for device in data["devices"]}

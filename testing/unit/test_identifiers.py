@@ -13,8 +13,8 @@ from phonehome.errors import InputError
 from phonehome.identifiers import (
     IDENTIFIER_KEYS,
     Identifiers,
-    IdentifiersLoader,
     Location,
+    identifiers_loader,
     load_identifiers,
     mask,
     parse_identifiers,
@@ -61,7 +61,7 @@ def test_full_file_is_normalised(tmp_path: Path) -> None:
 def test_to_mapping_round_trips(tmp_path: Path) -> None:
     ids = load_identifiers(write(tmp_path, FULL_YAML))
     dumped = yaml.safe_dump(ids.to_mapping(), sort_keys=False)
-    again = parse_identifiers(yaml.load(dumped, Loader=IdentifiersLoader), source="again")
+    again = parse_identifiers(yaml.load(dumped, Loader=identifiers_loader()), source="again")
     assert again == ids
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from phonehome.errors import InputError
-from phonehome.identifiers import SCHEMA_KEYS, Identifiers, load_identifiers, mask
+from phonehome.identifiers import SCHEMA_KEYS, Identifiers, mask
 
 if TYPE_CHECKING:
     from phonehome.scan.scanner import Phase, ScanResult
@@ -128,9 +128,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from phonehome.scan.prepared import cached_identifiers
     from phonehome.scan.scanner import load_phases  # keeps `phonehome --help` light
 
-    identifiers = load_identifiers(args.identifiers)
+    identifiers = cached_identifiers(args.identifiers)
     phases_file = args.phases or _sidecar_phases(Path(args.capture))
     phases = load_phases(phases_file) if phases_file else ()
     to_stdout = args.json == "-"

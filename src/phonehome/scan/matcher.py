@@ -32,7 +32,6 @@ from phonehome.scan.forms import (
     LOCATION_RADIUS_M,
     LOCATION_WINDOW_BYTES,
     Needle,
-    build_needles,
     distance_m,
     tolerance_deg,
 )

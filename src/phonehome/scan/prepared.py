@@ -1,4 +1,5 @@
-"""A scan's matcher and XOR finder for one identifiers set, restored whole from one cache file.
+"""A scan's matcher and XOR finder for one identifiers set, restored whole from one cache file; and the
+identifiers of an ``IDS.yaml`` file read before.
 
 Making them is most of a small scan's start-up even when their hyperscan databases come from the database cache
 (:class:`~phonehome.scan.matcher.DatabaseCache`): the needles of every encoding (~20 ms), the XOR finder's
@@ -12,18 +13,24 @@ source of every module whose code decides what the objects hold (:data:`SOURCE_M
 needles are made is a miss, rebuilt and rewritten, never a stale matcher. Anything wrong with an entry is a
 miss too. Unpickling runs only on an entry that decrypted and authenticated with that key: forging one takes
 the identifiers and write access to the user's own 0700 cache directory.
+
+:func:`cached_identifiers` keeps the identifiers an ``IDS.yaml`` file held, found by the file's bytes (and the
+source of :mod:`phonehome.identifiers`), encrypted under a key derived from them: a warm ``phonehome scan`` does
+not import yaml (~13 ms) nor parse the file. A file that does not load is never cached: its error is the same
+each time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 import pickle
 import sys
 from pathlib import Path
 
-from phonehome.identifiers import Identifiers
+from phonehome.identifiers import Identifiers, identifiers_from_yaml, load_identifiers
 from phonehome.scan import obfuscation
 from phonehome.scan.forms import build_needles
 from phonehome.scan.matcher import DatabaseCache, Matcher
@@ -40,7 +47,40 @@ SOURCE_MODULES = (
     "phonehome.scan.obfuscation",
     "phonehome.scan.prepared",
 )
+#: an identifiers file's entry depends on this module's code too
+IDENTIFIERS_SOURCE_MODULES = ("phonehome.identifiers", "phonehome.scan.prepared")
+#: file name suffixes of the entries (the database cache's own are ``.hsdb``); each kind is evicted on its own
 _SUFFIX = ".scan"
+_IDS_SUFFIX = ".ids"
+
+
+def cached_identifiers(path: str | Path) -> Identifiers:
+    """:func:`~phonehome.identifiers.load_identifiers`, from the cache when this very file content was loaded
+    before (see the module's text)."""
+    cache = DatabaseCache.default()
+    try:
+        raw = Path(path).read_bytes()
+    except OSError:
+        raw = None
+    sources = _source_digest(IDENTIFIERS_SOURCE_MODULES)
+    if cache is None or raw is None or sources is None:
+        return load_identifiers(path)  # which says what is wrong with an unreadable file
+    material = b"\n".join([PREPARED_FORMAT, b"identifiers", sources, raw])
+    content = cache.read(material, _IDS_SUFFIX)
+    if content is not None:
+        try:
+            ids = pickle.loads(content)
+        except Exception:  # an entry of another build of the code
+            ids = None
+        if isinstance(ids, Identifiers):
+            return ids
+    try:  # decoded as load_identifiers decodes (universal newlines), from the bytes the entry is found by
+        text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8").read()
+    except UnicodeDecodeError:
+        return load_identifiers(path)
+    ids = identifiers_from_yaml(text, source=str(path))
+    cache.write(material, pickle.dumps(ids, protocol=pickle.HIGHEST_PROTOCOL), _IDS_SUFFIX)
+    return ids
 
 
 def prepared_matcher(ids: Identifiers, engine: str) -> Matcher:
@@ -71,7 +111,7 @@ def _restore(cache: DatabaseCache, material: bytes) -> tuple[Matcher, XorFinder]
         return None
     try:
         restored = pickle.loads(content)
-    except Exception:  # noqa: BLE001 - an entry of another build of the code, or a database hyperscan refuses
+    except Exception:  # an entry of another build of the code, or a database hyperscan refuses
         return None
     if (not isinstance(restored, tuple) or len(restored) != 2 or not isinstance(restored[0], Matcher)
             or not isinstance(restored[1], XorFinder)):
@@ -82,19 +122,27 @@ def _restore(cache: DatabaseCache, material: bytes) -> tuple[Matcher, XorFinder]
 def _material(ids: Identifiers, engine: str) -> bytes | None:
     """What an entry depends on, as bytes (its name and its key derive from it); None when a source module
     cannot be read (then nothing is cached: a stale entry could not be told apart)."""
-    sources = hashlib.sha256()
-    for name in SOURCE_MODULES:
-        path = getattr(sys.modules.get(name), "__file__", None)
-        if path is None:
-            return None
-        try:
-            sources.update(Path(path).read_bytes())
-        except OSError:
-            return None
+    sources = _source_digest(SOURCE_MODULES)
+    if sources is None:
+        return None
     hyperscan_version = b"-"
     if engine == "hyperscan":
         import hyperscan
 
         hyperscan_version = str(getattr(hyperscan, "__version__", "?")).encode()
     return b"\n".join([PREPARED_FORMAT, engine.encode(), hyperscan_version, os.uname().machine.encode(),
-                       sys.version.encode(), sources.digest(), repr(dataclasses.astuple(ids)).encode()])
+                       sys.version.encode(), sources, repr(dataclasses.astuple(ids)).encode()])
+
+
+def _source_digest(modules: tuple[str, ...]) -> bytes | None:
+    """SHA-256 of the modules' source files (all imported by now); None when one cannot be read."""
+    digest = hashlib.sha256()
+    for name in modules:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path is None:
+            return None
+        try:
+            digest.update(Path(path).read_bytes())
+        except OSError:
+            return None
+    return digest.digest()
