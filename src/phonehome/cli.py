@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from phonehome import __version__
 from phonehome.errors import InputError, PhonehomeError
@@ -34,6 +35,27 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes a formatter for each add_argument (a metavar check), and a formatter without a width
+        # imports shutil (bz2, lzma: ~3 ms of every `phonehome scan`) to ask the terminal's
+        formatter_class: Any = self.formatter_class
+        formatter: argparse.HelpFormatter = formatter_class(prog=self.prog, width=help_width())
+        return formatter
+
+
+def help_width() -> int:
+    """The width argparse gives help text (``shutil.get_terminal_size().columns - 2``), without shutil."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
