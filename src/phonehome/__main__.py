@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from phonehome.cli import main
+from phonehome.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -7,6 +7,7 @@ Each subcommand lives in the module that owns its subject and exposes ``add_pars
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -91,3 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"phonehome {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def entry() -> NoReturn:
+    """The ``phonehome`` program (console script, ``python -m phonehome``): :func:`main`, then exit without the
+    interpreter's last garbage collection over everything imported and loaded (``gc.freeze``: ~10-20 ms of every
+    ``phonehome scan``, which is timed end to end). Files are closed and output flushed as ever; only cycles
+    left at exit go uncollected."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
