@@ -95,8 +95,9 @@ APPS.txt (--apps): the phone's socket tables and package list, as its shell prin
                echo @$t $(date +%s); cat /proc/net/$t; done' > APPS.txt
 
 environment:
-  PHONEHOME_CACHE_DIR  where compiled matchers are cached (default $XDG_CACHE_HOME/phonehome or
-                       ~/.cache/phonehome): files 0600, encrypted with a key derived from the identifiers
+  PHONEHOME_CACHE_DIR  where compiled matchers (and the identifiers of IDS.yaml files read before) are cached
+                       (default $XDG_CACHE_HOME/phonehome or ~/.cache/phonehome): files 0600, encrypted with a
+                       key derived from the identifiers
   PHONEHOME_MATCHER    "python" forces the pure-Python matcher (no hyperscan)
 """
 
