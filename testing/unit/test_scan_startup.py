@@ -6,10 +6,12 @@ The import guard runs the command in a fresh interpreter: a module-level import 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -105,9 +107,29 @@ def test_changed_code_or_identifiers_are_a_miss(cache_dir: Path, monkeypatch: py
     prepared.prepared_matcher(parse_identifiers({"imei": "490154203237518"}, source="test"), "python")
     assert len(list(cache_dir.glob("*.scan"))) == 2
     # another module's source in the key stands for an edit of the code that makes needles: a new entry
-    monkeypatch.setattr(prepared, "SOURCE_MODULES", (*prepared.SOURCE_MODULES, "phonehome.errors"))
+    importlib.import_module("phonehome.cli")
+    monkeypatch.setattr(prepared, "SOURCE_MODULES", (*prepared.SOURCE_MODULES, "phonehome.cli"))
     prepared.prepared_matcher(IDS, "python")
     assert len(list(cache_dir.glob("*.scan"))) == 3
+
+
+def _phonehome_uses(name: str) -> set[str]:
+    """The phonehome modules whose functions, classes or constants module ``name`` holds."""
+    used = set()
+    for value in vars(sys.modules[name]).values():
+        origin = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+        if isinstance(origin, str) and origin.startswith("phonehome.") and origin != name:
+            used.add(origin)
+    return used
+
+
+def test_the_cache_keys_cover_every_module_the_cached_objects_come_from() -> None:
+    """An edit of any phonehome module that makes needles (or parses identifiers) changes the key: never a
+    stale entry."""
+    for name in prepared.SOURCE_MODULES:
+        assert _phonehome_uses(name) <= set(prepared.SOURCE_MODULES), name
+    assert _phonehome_uses("phonehome.identifiers") <= set(prepared.IDENTIFIERS_SOURCE_MODULES)
+    assert "phonehome.identifiers" in prepared.IDENTIFIERS_SOURCE_MODULES
 
 
 def test_identifiers_from_the_cache_are_the_files(cache_dir: Path, tmp_path: Path) -> None:

@@ -39,8 +39,10 @@ from phonehome.scan.obfuscation import XorFinder
 
 #: bumped whenever what an entry holds changes shape in a way the source hashes would not show
 PREPARED_FORMAT = b"phonehome-prepared-1"
-#: the modules whose source decides the needles, their shapes and the XOR finder (and this one)
+#: the modules whose source decides the needles, their shapes and the XOR finder (and this one): every
+#: phonehome module they import (a test keeps it so)
 SOURCE_MODULES = (
+    "phonehome.errors",
     "phonehome.identifiers",
     "phonehome.scan.forms",
     "phonehome.scan.serialised",
@@ -49,7 +51,7 @@ SOURCE_MODULES = (
     "phonehome.scan.prepared",
 )
 #: an identifiers file's entry depends on this module's code too
-IDENTIFIERS_SOURCE_MODULES = ("phonehome.identifiers", "phonehome.scan.prepared")
+IDENTIFIERS_SOURCE_MODULES = ("phonehome.errors", "phonehome.identifiers", "phonehome.scan.prepared")
 #: file name suffixes of the entries (the database cache's own are ``.hsdb``); each kind is evicted on its own
 _SUFFIX = ".scan"
 _IDS_SUFFIX = ".ids"
