@@ -102,8 +102,8 @@ def prepared_matcher(ids: Identifiers, engine: str) -> Matcher:
     if cache is not None and material is not None:
         try:
             content = pickle.dumps((matcher, finder), protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, TypeError, AttributeError):  # pragma: no cover - an unpicklable part
-            return matcher
+        except Exception:  # pragma: no cover - an unpicklable part, a database hyperscan cannot serialize:
+            return matcher  # the cache only saves time, it never fails a scan
         cache.write(material, content, _SUFFIX)
     return matcher
 
