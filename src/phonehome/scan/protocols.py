@@ -331,6 +331,20 @@ class StreamDecoder:
         self._join()
         return self.parse(final=False)
 
+    def buffer(self, data: bytes) -> int:
+        """Hold ``data`` when a parse could not make progress yet (``need`` not reached) and return :attr:`held`;
+        0, holding nothing, when the caller must :meth:`feed` it instead.
+
+        This is :meth:`feed` when it would return no units, without the parse attempt: the scanner's fast path
+        for a segment in the middle of a large message (an HTTP body of known length, a raw batch).
+        """
+        held = len(self.buf) + self._pending + len(data)
+        if held >= self.need or not data:
+            return 0
+        self._parts.append(data)
+        self._pending += len(data)
+        return held
+
     def finish(self) -> list[Unit]:
         self._join()
         return self.parse(final=True)

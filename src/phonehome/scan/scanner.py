@@ -116,6 +116,9 @@ TCP_FIN = 0x01
 TCP_SYN = 0x02
 TCP_RST = 0x04
 
+#: a TCP header's sequence number, data offset and flags
+_seq_offset_flags = struct.Struct("!4xI4xBB").unpack_from
+
 #: layer names that are also needle encodings: "X>plain" and a needle "X" are the same finding
 LAYER_NAMES = frozenset(("url", "base64", "base64url", "base32", "hex", "utf16le", "utf16be", "html", "json", "qp"))
 #: unescaping layers that leave most of the text as it was
@@ -377,6 +380,7 @@ class _Direction:
         "head",
         "held",
         "offsets",
+        "opaque",
         "peeled",
         "pos",
         "sport",
@@ -390,6 +394,7 @@ class _Direction:
         self.stream = stream
         self.decoder: StreamDecoder | None = None
         self.done = False  # encrypted: nothing more to scan
+        self.opaque = False  # done, and its packets are only counted (Scanner._known_flow_packet's shortcut)
         self.head = b""
         self.offsets: list[int] = []
         self.frames: list[int] = []
@@ -468,7 +473,7 @@ class Scanner:
     """One scan of one capture. Use :func:`scan_capture`."""
 
     def __init__(self, identifiers: Identifiers, *, phases: Sequence[Phase] = (),
-                 matcher: Matcher | None = None, keylog: KeyLog | None = None) -> None:
+                 matcher: Matcher | None = None, keylog: KeyLog | None = None, fast_path: bool = True) -> None:
         self.matcher = matcher if matcher is not None else build_matcher(identifiers)
         self.xor = xor_finder(self.matcher)
         self.tls = tls.TlsDecryption(keylog, overlap=self.matcher.overlap)
@@ -479,8 +484,12 @@ class Scanner:
         self.all_flows: list[_Flow] = []
         self.findings: dict[tuple[int, str, str, str | None], _FindingState] = {}
         self.dns_names: dict[bytes, str] = {}
-        #: encrypted flows by the raw bytes of (protocol, src, dst, sport, dport): the per-packet fast path
-        self.fast: dict[int, dict[bytes, _Flow]] = {PROTO_TCP: {}, PROTO_UDP: {}}
+        #: the per-packet fast path's lookups (see _known_flow_packet), by the raw bytes of (src, dst, sport, dport)
+        #: as they sit in the packet: every TCP direction, and the UDP flows known to be encrypted
+        self.tcp_directions: dict[bytes, tuple[_Flow, _Direction]] = {}
+        self.opaque_udp: dict[bytes, _Flow] = {}
+        #: False sends every packet through the general path (the tests compare both)
+        self.fast_path = fast_path
         self.non_ip = 0
         self.undecoded = Undecoded()
         self.tunnelled = 0
@@ -504,7 +513,7 @@ class Scanner:
         frame = 0
         flows = self.flows
         defrag = self.defrag
-        fast_tcp, fast_udp = self.fast[PROTO_TCP], self.fast[PROTO_UDP]
+        fast_path = self.fast_path
         for ts, link, data, orig in reader:
             frame += 1
             if first_time is None and link >= 0:
@@ -519,26 +528,8 @@ class Scanner:
             if len(data) < off + 20:
                 self.undecoded.add(f"{tunnels.REASON_TRUNCATED}: IP header", orig, self._phase(ts))
                 continue
-            # fast path: a packet of a flow already known to be encrypted costs a slice and a dict lookup
-            first = data[off]
-            if first == 0x45:
-                if not data[off + 6] & 0x3F and not data[off + 7]:  # no fragment
-                    known = (fast_tcp if data[off + 9] == PROTO_TCP else fast_udp).get(data[off + 12:off + 24])
-                    # a SYN may open a new connection on a finished flow's ports: the slow path decides
-                    if known is not None and (data[off + 9] != PROTO_TCP
-                                              or (len(data) > off + 33 and not data[off + 33] & TCP_SYN)):
-                        known.frames += 1
-                        known.bytes += orig
-                        known.last_time = ts
-                        continue
-            elif first >> 4 == 6:
-                known = (fast_tcp if data[off + 6] == PROTO_TCP else fast_udp).get(data[off + 8:off + 44])
-                if known is not None and (data[off + 6] != PROTO_TCP
-                                          or (len(data) > off + 53 and not data[off + 53] & TCP_SYN)):
-                    known.frames += 1
-                    known.bytes += orig
-                    known.last_time = ts
-                    continue
+            if fast_path and self._known_flow_packet(data, off, orig, ts, frame):
+                continue
             decoded = decode_ip(data, off, defrag, ts, frame)
             if decoded is None:
                 # an IP fragment waiting for the rest, or not TCP/UDP (ICMP...), or malformed, or a tunnel
@@ -578,10 +569,110 @@ class Scanner:
             self._close(flow)
         # the lookups hold a few hundred bytes per flow: free them before the results are built
         self.flows.clear()
-        self.fast[PROTO_TCP].clear()
-        self.fast[PROTO_UDP].clear()
+        self.tcp_directions.clear()
+        self.opaque_udp.clear()
         return self._result(reader, first_time, last_time if first_time is not None else None,
                             _time.monotonic() - started)
+
+    # --- the fast path ----------------------------------------------------------------------------------------
+
+    def _known_flow_packet(self, data: bytes, off: int, orig: int, ts: float, frame: int) -> bool:
+        """Handle a packet of a known flow without the general decode; False when the general path must (it then
+        does everything, as if this had not been called).
+
+        Handles IPv4 without options and not fragmented, and IPv6 without extension headers, carrying
+
+        - a packet of a flow known to be encrypted (TCP or UDP): counted, nothing more (a slice, a lookup);
+        - a TCP segment without SYN of a known connection: counted; a pure ACK ends there; the next segment in
+          order goes straight to its direction's decoder (:meth:`_in_order_segment`); a segment out of order, a
+          retransmission, FIN or RST go to :meth:`_tcp`, exactly as from the general path.
+
+        Everything else falls back: IP options, fragments, IPv6 extension headers, tunnels and other link
+        layers' inner packets it was not given, a packet of a new flow, a SYN (which may reuse a 4-tuple), a
+        TCP header that does not fit, a direction stopped but not opaque.
+        """
+        first = data[off]
+        if first == 0x45:
+            if data[off + 6] & 0x3F or data[off + 7]:  # MF set or offset != 0: a fragment
+                return False
+            proto = data[off + 9]
+            key = data[off + 12:off + 24]
+            tcp = off + 20
+        elif first >> 4 == 6:
+            proto = data[off + 6]
+            key = data[off + 8:off + 44]
+            tcp = off + 40
+        else:
+            return False
+        if proto != PROTO_TCP:
+            known = self.opaque_udp.get(key)
+            if known is None:
+                return False
+            known.frames += 1
+            known.bytes += orig
+            known.last_time = ts
+            return True
+        entry = self.tcp_directions.get(key)
+        n = len(data)
+        # a SYN may open a new connection on a finished flow's ports: the general path decides
+        if entry is None or n <= tcp + 13 or data[tcp + 13] & TCP_SYN:
+            return False
+        flow, d = entry
+        if d.opaque:
+            flow.frames += 1
+            flow.bytes += orig
+            flow.last_time = ts
+            return True
+        if d.done:
+            return False
+        # the bounds packets.decode_ip and its _transport take
+        if first == 0x45:
+            total = data[off + 2] << 8 | data[off + 3]
+            end = off + total if total >= 20 and off + total <= n else n
+        else:
+            length = data[off + 4] << 8 | data[off + 5]
+            end = tcp + length if length and tcp + length <= n else n
+        seq, data_offset, flags = _seq_offset_flags(data, tcp)
+        start = tcp + (data_offset >> 4) * 4
+        if start < tcp + 20 or start > end:
+            return False
+        flow.frames += 1
+        flow.bytes += orig
+        flow.last_time = ts
+        if flags & (TCP_FIN | TCP_RST):
+            self._tcp(flow, d, data[start:end], seq, flags, frame, ts)
+        elif start < end:
+            stream = d.stream
+            if stream is not None and stream.next_seq == seq and not stream.pending:
+                payload = data[start:end]
+                stream.next_seq = (seq + end - start) & 0xFFFFFFFF
+                self._in_order_segment(flow, d, payload, frame, ts)
+            else:
+                self._tcp(flow, d, data[start:end], seq, flags, frame, ts)
+        return True
+
+    def _in_order_segment(self, flow: _Flow, d: _Direction, data: bytes, frame: int, ts: float) -> None:
+        """The next bytes of a direction's stream, from the fast path: :meth:`_deliver`, or, when its decoder only
+        buffers them (the middle of a large message), the part of it that then does anything."""
+        decoder = d.decoder
+        if decoder is None or decoder.switch_to is not None or decoder.addresses or decoder.warnings:
+            self._deliver(flow, d, data, frame, ts, False)
+            return
+        held = decoder.buffer(data)
+        if not held:
+            self._deliver(flow, d, data, frame, ts, False)
+            return
+        d.offsets.append(d.pos)
+        d.frames.append(frame)
+        d.times.append(ts)
+        d.pos += len(data)
+        if self.decoder_held + held - d.held > MAX_DECODER_BYTES_TOTAL:
+            self._fed(flow, d, decoder, [])
+            return
+        self.decoder_held += held - d.held
+        d.held = held
+        if decoder.host:
+            flow.http_host = decoder.host
 
     # --- encapsulations (off the hot path: see .tunnels) ---------------------------------------------------------
 
@@ -647,12 +738,16 @@ class Scanner:
         # a SYN+ACK seen first means we are looking at the server's side of a connection
         if tcp and flags & 0x12 == 0x12:
             src, dst, sport, dport = dst, src, dport, sport
-        fast = self.fast[proto]
-        fast.pop(src + dst + struct.pack("!HH", sport, dport), None)  # a reused 4-tuple: the old flow is over
-        fast.pop(dst + src + struct.pack("!HH", dport, sport), None)
         client = _Direction(src, sport, dst, dport, Stream(self.budget) if tcp else None)
         server = _Direction(dst, dport, src, sport, Stream(self.budget) if tcp else None)
         flow = _Flow(len(self.all_flows), "tcp" if tcp else "udp", client, server, frame, ts)
+        # a reused 4-tuple: the old flow is over, its entries give way
+        if tcp:
+            self.tcp_directions[_raw_key(client)] = (flow, client)
+            self.tcp_directions[_raw_key(server)] = (flow, server)
+        else:
+            self.opaque_udp.pop(_raw_key(client), None)
+            self.opaque_udp.pop(_raw_key(server), None)
         self.all_flows.append(flow)
         self.flows[(proto, src, dst, sport, dport)] = (flow, client)
         self.flows[(proto, dst, src, dport, sport)] = (flow, server)
@@ -746,11 +841,12 @@ class Scanner:
         flow.encrypted = True
         flow.protocol = protocol
         flow.quic_crypto, flow.quic_frames = _NO_CRYPTO, _NO_INTS
-        fast = self.fast[PROTO_TCP if flow.transport == "tcp" else PROTO_UDP]
         for d in (flow.client, flow.server):
             self.decoder_held -= d.held
             d.held = 0
-            fast[d.src + d.dst + struct.pack("!HH", d.sport, d.dport)] = flow
+            if flow.transport == "udp":
+                self.opaque_udp[_raw_key(d)] = flow
+            d.opaque = True
             d.done = True
             d.stream = None
             d.decoder = None
@@ -773,7 +869,11 @@ class Scanner:
             if decoder is None:
                 return
             data, d.head = d.head, b""
-        units = decoder.feed(data)
+        self._fed(flow, d, decoder, decoder.feed(data))
+
+    def _fed(self, flow: _Flow, d: _Direction, decoder: StreamDecoder, units: list[Unit]) -> None:
+        """What follows feeding bytes to ``d``'s decoder: its memory counted, a protocol switch, a host name, DNS
+        answers and warnings taken, its ``units`` scanned, encryption noticed."""
         held = decoder.held
         self.decoder_held += held - d.held
         d.held = held
@@ -871,7 +971,7 @@ class Scanner:
             other = flow.server if d is flow.client else flow.client
             self._stop_direction(other)  # the server's certificates... are not the phone's
             # and its packets take the fast path at once: only the client's handshake is still read
-            self.fast[PROTO_TCP][other.src + other.dst + struct.pack("!HH", other.sport, other.dport)] = flow
+            other.opaque = True
             decoder = d.decoder = TlsHandshakeDecoder()
             return decoder
         if len(head) < 6:
@@ -1198,6 +1298,12 @@ def compose_encoding(unit_chain: str, peel_chain: str, needle_encoding: str) -> 
     if len(parts) == 2 and parts[1] == "plain" and parts[0] in LAYER_NAMES:
         return parts[0]
     return ">".join(parts)
+
+
+def _raw_key(d: _Direction) -> bytes:
+    """``d``'s addresses and ports as they sit in its packets (IPv4 without options, IPv6 without extension
+    headers): the key of the fast path's lookups."""
+    return d.src + d.dst + struct.pack("!HH", d.sport, d.dport)
 
 
 def _carried_data(flow: _Flow) -> bool:
