@@ -488,7 +488,7 @@ class Scanner:
         #: as they sit in the packet: every TCP direction, and the UDP flows known to be encrypted
         self.tcp_directions: dict[bytes, tuple[_Flow, _Direction]] = {}
         self.opaque_udp: dict[bytes, _Flow] = {}
-        #: False sends every packet through the general path (the tests compare both)
+        #: False sends every packet through the general path but those of opaque flows (the tests compare both)
         self.fast_path = fast_path
         self.non_ip = 0
         self.undecoded = Undecoded()
@@ -513,7 +513,6 @@ class Scanner:
         frame = 0
         flows = self.flows
         defrag = self.defrag
-        fast_path = self.fast_path
         for ts, link, data, orig in reader:
             frame += 1
             if first_time is None and link >= 0:
@@ -528,7 +527,7 @@ class Scanner:
             if len(data) < off + 20:
                 self.undecoded.add(f"{tunnels.REASON_TRUNCATED}: IP header", orig, self._phase(ts))
                 continue
-            if fast_path and self._known_flow_packet(data, off, orig, ts, frame):
+            if self._known_flow_packet(data, off, orig, ts, frame):
                 continue
             decoded = decode_ip(data, off, defrag, ts, frame)
             if decoded is None:
@@ -623,7 +622,7 @@ class Scanner:
             flow.bytes += orig
             flow.last_time = ts
             return True
-        if d.done:
+        if d.done or not self.fast_path:
             return False
         # the bounds packets.decode_ip and its _transport take
         if first == 0x45:
