@@ -116,8 +116,10 @@ TCP_FIN = 0x01
 TCP_SYN = 0x02
 TCP_RST = 0x04
 
-#: a TCP header's sequence number, data offset and flags
-_seq_offset_flags = struct.Struct("!4xI4xBB").unpack_from
+#: an IPv4 header's total length (no options), then its TCP header's sequence number, data offset and flags
+_ipv4_tcp_fields = struct.Struct("!2xH16x4xI4xBB").unpack_from
+#: an IPv6 header's payload length (no extension headers), then the same of its TCP header
+_ipv6_tcp_fields = struct.Struct("!4xH34x4xI4xBB").unpack_from
 
 #: layer names that are also needle encodings: "X>plain" and a needle "X" are the same finding
 LAYER_NAMES = frozenset(("url", "base64", "base64url", "base32", "hex", "utf16le", "utf16be", "html", "json", "qp"))
@@ -626,12 +628,11 @@ class Scanner:
             return False
         # the bounds packets.decode_ip and its _transport take
         if first == 0x45:
-            total = data[off + 2] << 8 | data[off + 3]
+            total, seq, data_offset, flags = _ipv4_tcp_fields(data, off)
             end = off + total if total >= 20 and off + total <= n else n
         else:
-            length = data[off + 4] << 8 | data[off + 5]
+            length, seq, data_offset, flags = _ipv6_tcp_fields(data, off)
             end = tcp + length if length and tcp + length <= n else n
-        seq, data_offset, flags = _seq_offset_flags(data, tcp)
         start = tcp + (data_offset >> 4) * 4
         if start < tcp + 20 or start > end:
             return False
