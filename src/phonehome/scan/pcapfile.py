@@ -186,12 +186,28 @@ class CaptureReader:
         order = "<"
         head = struct.Struct("<II")
         epb = struct.Struct("<IIIII")
+        epb_block = struct.Struct("<IIIIIII")  # block type and length, then the EPB's fields (as epb)
         interfaces: list[Interface] = []
+        #: per interface of the section: (seconds per tick, offset in seconds, link type), for the loop below
+        clocks: list[tuple[float, int, int]] = []
         while True:
             chunk = window.more(pos)
             buf, pos, consumed, end = window.buf, window.pos, window.consumed, window.end
             while pos + 12 <= end:
+                if pos + 28 <= end:  # the common case first: a well-formed Enhanced Packet Block, whole in buf
+                    block_type, length, iface, hi, lo, incl, orig = epb_block.unpack_from(buf, pos)
+                    stop = pos + length
+                    if (block_type == BLOCK_EPB and iface < len(clocks) and 32 + incl <= length <= MAX_RECORD_BYTES
+                            and not length % 4 and stop <= end):
+                        resolution, offset_s, link = clocks[iface]
+                        packets += 1
+                        if orig > incl:
+                            cut += 1
+                        yield ((hi << 32) | lo) * resolution + offset_s, link, buf[pos + 28:pos + 28 + incl], orig
+                        pos = stop
+                        continue
                 block_type, length = head.unpack_from(buf, pos)
+                stop = pos + length
                 if block_type == PCAPNG_SHB:
                     if pos + 12 > end:
                         break
@@ -203,13 +219,15 @@ class CaptureReader:
                         return self._done(packets, cut, window)
                     head = struct.Struct(order + "II")
                     epb = struct.Struct(order + "IIIII")
+                    epb_block = struct.Struct(order + "IIIIIII")
                     length = head.unpack_from(buf, pos)[1]
+                    stop = pos + length
                     interfaces = []
+                    clocks = []
                 if length < 12 or length % 4 or length > MAX_RECORD_BYTES:
                     self.warn(f"corrupt pcapng block at byte {consumed + pos} (length {length}); stopped reading "
                               f"after {packets} packets")
                     return self._done(packets, cut, window)
-                stop = pos + length
                 if stop > end:
                     break
                 if block_type in (BLOCK_EPB, BLOCK_OPB):
@@ -243,6 +261,7 @@ class CaptureReader:
                 elif block_type == BLOCK_IDB:
                     interfaces.append(self._interface(buf, pos, length, order))
                     self.interfaces.append(interfaces[-1])
+                    clocks.append((interfaces[-1].resolution, interfaces[-1].offset_s, interfaces[-1].link_type))
                 elif block_type == BLOCK_DSB and length >= 20:
                     kind, size = struct.unpack_from(order + "II", buf, pos + 8)
                     self.secrets.append((kind, bytes(buf[pos + 16:pos + 16 + min(size, length - 20)])))
