@@ -487,7 +487,8 @@ class Scanner:
         self.findings: dict[tuple[int, str, str, str | None], _FindingState] = {}
         self.dns_names: dict[bytes, str] = {}
         #: the per-packet fast path's lookups (see _known_flow_packet), by the raw bytes of (src, dst, sport, dport)
-        #: as they sit in the packet: every TCP direction, and the UDP flows known to be encrypted
+        #: as they sit in the packet: every TCP direction until its connection is closed (opaque ones for good, as
+        #: the UDP flows known to be encrypted)
         self.tcp_directions: dict[bytes, tuple[_Flow, _Direction]] = {}
         self.opaque_udp: dict[bytes, _Flow] = {}
         #: False sends every packet through the general path but those of opaque flows (the tests compare both)
@@ -589,8 +590,8 @@ class Scanner:
           retransmission, FIN or RST go to :meth:`_tcp`, exactly as from the general path.
 
         Everything else falls back: IP options, fragments, IPv6 extension headers, tunnels and other link
-        layers' inner packets it was not given, a packet of a new flow, a SYN (which may reuse a 4-tuple), a
-        TCP header that does not fit, a direction stopped but not opaque.
+        layers' inner packets it was not given, a packet of a new or closed connection, a SYN (which may reuse a
+        4-tuple), a TCP header that does not fit, a direction stopped but not opaque.
         """
         first = data[off]
         if first == 0x45:
@@ -673,6 +674,13 @@ class Scanner:
         d.held = held
         if decoder.host:
             flow.http_host = decoder.host
+
+    def _forget_direction(self, d: _Direction) -> None:
+        """Drop a closed direction from the fast path's lookup (unless a new connection took its 4-tuple)."""
+        key = _raw_key(d)
+        entry = self.tcp_directions.get(key)
+        if entry is not None and entry[1] is d:
+            del self.tcp_directions[key]
 
     # --- encapsulations (off the hot path: see .tunnels) ---------------------------------------------------------
 
@@ -1045,6 +1053,8 @@ class Scanner:
             return
         flow.closed = True
         for d in (flow.client, flow.server):
+            if flow.transport == "tcp" and not d.opaque:  # its late packets: the general path, alike
+                self._forget_direction(d)
             if d.done:
                 continue
             if d.stream is not None:
