@@ -109,6 +109,43 @@ def test_small_chunks_give_the_same_records(tmp_path: Path) -> None:
     assert list(CaptureReader(path, chunk_bytes=5)) == list(CaptureReader(path))
 
 
+def _block(order: str, block_type: int, body: bytes) -> bytes:
+    return struct.pack(order + "II", block_type, 12 + len(body)) + body + struct.pack(order + "I", 12 + len(body))
+
+
+def _epb(order: str, iface: int, ticks: int, data: bytes, *, captured: int | None = None) -> bytes:
+    incl = len(data) if captured is None else captured
+    body = struct.pack(order + "IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF, incl, len(data))
+    return _block(order, 6, body + data + bytes(-len(data) % 4))
+
+
+def test_pcapng_packet_blocks_off_the_common_path(tmp_path: Path) -> None:
+    """Enhanced Packet Blocks are read first by a shortcut; the blocks it must leave to the general checks (an
+    unknown interface, a captured length beyond the block, a new section in the other byte order, a length that
+    is no multiple of 4) read as ever."""
+    shb_le = _block("<", 0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    shb_be = _block(">", 0x0A0D0D0A, struct.pack(">IHHq", 0x1A2B3C4D, 1, 0, -1))
+    tsresol_ns = struct.pack("<HHBxxx", 9, 1, 9)
+    idbs = (_block("<", 1, struct.pack("<HHI", LINKTYPE_ETHERNET, 0, 0))
+            + _block("<", 1, struct.pack("<HHI", LINKTYPE_RAW, 0, 0) + tsresol_ns + bytes(4)))
+    path = tmp_path / "blocks.pcapng"
+    path.write_bytes(shb_le + idbs + _epb("<", 0, 1_000_000, b"first") + _epb("<", 1, 2_500_000_000, b"second")
+                     + _epb("<", 5, 3, b"no such interface") + _epb("<", 0, 4, b"claims more", captured=400)
+                     + _epb("<", 0, 5_000_000, b"after them")
+                     + shb_be + _block(">", 1, struct.pack(">HHI", LINKTYPE_RAW, 0, 0))
+                     + _epb(">", 0, 6_000_000, b"big-endian", captured=3)
+                     + struct.pack(">IIIIIII", 6, 34, 0, 0, 0, 2, 2) + bytes(6))  # a length no block can have
+    reader = CaptureReader(path)
+    records = list(reader)
+    assert records == [(1.0, LINKTYPE_ETHERNET, b"first", 5), (2.5, LINKTYPE_RAW, b"second", 6),
+                       (0.0, -1, b"", 0), (0.0, -1, b"", 0), (5.0, LINKTYPE_ETHERNET, b"after them", 10),
+                       (6.0, LINKTYPE_RAW, b"big", 10)]
+    assert [w.split(" at byte")[0] for w in reader.warnings] == ["corrupt packet block"] * 2 + [
+        "corrupt pcapng block"]
+    assert (reader.packets, reader.snaplen_cut) == (6, 1)
+    assert list(CaptureReader(path, chunk_bytes=7)) == records
+
+
 @pytest.mark.parametrize("content, problem", [
     (b"", "empty file"),
     (b"this is not a capture at all", "not a pcap or pcapng file"),
