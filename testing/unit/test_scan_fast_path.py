@@ -1,4 +1,4 @@
-"""The scanner's per-packet fast path (``Scanner._known_flow_packet``) changes nothing but speed.
+"""The scanner's per-packet fast path (in ``Scanner.scan``, ``Scanner._known_segment``) changes nothing but speed.
 
 Each capture here sits on one of the fast path's boundaries (a gap, a segment out of order, a SYN in mid-flow,
 VLAN, IPv6 extension headers, IPv4 options, a cut frame, decoder memory shed...); it is scanned with the fast
@@ -30,6 +30,7 @@ from phonehome.testing.captures import (
     http_response,
     internet_checksum,
     ip_packet,
+    ipv4_fragments,
     ipv6_packet,
     tcp_segment,
     tls_application_data,
@@ -48,12 +49,13 @@ BODY = b"x" * 20_000 + LEAK + b"y" * 20_000
 
 
 class _CountingScanner(Scanner):
-    """A real scanner that counts the packets its fast path handled (to show the fast path was exercised)."""
+    """A real scanner that counts the TCP segments its fast path handled (to show the fast path was exercised)."""
 
     fast_packets = 0
 
-    def _known_flow_packet(self, data: bytes, off: int, orig: int, ts: float, frame: int) -> bool:
-        handled = super()._known_flow_packet(data, off, orig, ts, frame)
+    def _known_segment(self, entry: tuple[Any, Any], data: bytes, off: int, tcp: int, orig: int, ts: float,
+                       frame: int) -> bool:
+        handled = super()._known_segment(entry, data, off, tcp, orig, ts, frame)
         self.fast_packets += handled
         return handled
 
@@ -173,6 +175,21 @@ def test_frames_padded_beyond_the_ip_packet(tmp_path: Path, client: str, server:
     for packet in conn.send(http_request("POST", "/up", host="up.example", body=BODY[19_990:20_040]),
                             segment_size=5):
         cap.packets[cap.packets.index(packet)] = Packet(packet.data + bytes(60), packet.time)  # Ethernet padding
+    conn.close()
+    result, fast = _scan_both(tmp_path, cap)
+    assert fast and _leak_frames(result)
+
+
+def test_segment_in_ipv4_fragments(tmp_path: Path) -> None:
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    request = http_request("POST", "/up", host="up.example", body=BODY[19_000:21_000])
+    conn.send(request[:1000])
+    segment = tcp_segment(PHONE_IP, SERVER_IP, conn.sport, 80, request[1000:], seq=conn.client_seq,
+                          ack=conn.server_seq)
+    for fragment in ipv4_fragments(PHONE_IP, SERVER_IP, PROTO_TCP, segment, fragment_size=400):
+        cap.add_ip(fragment)  # the first looks like a whole segment of the connection but for its MF flag
+    conn.client_seq += len(request) - 1000
     conn.close()
     result, fast = _scan_both(tmp_path, cap)
     assert fast and _leak_frames(result)

@@ -396,7 +396,7 @@ class _Direction:
         self.stream = stream
         self.decoder: StreamDecoder | None = None
         self.done = False  # encrypted: nothing more to scan
-        self.opaque = False  # done, and its packets are only counted (Scanner._known_flow_packet's shortcut)
+        self.opaque = False  # done, and its packets are only counted (the scan loop's fast path)
         self.head = b""
         self.offsets: list[int] = []
         self.frames: list[int] = []
@@ -486,7 +486,7 @@ class Scanner:
         self.all_flows: list[_Flow] = []
         self.findings: dict[tuple[int, str, str, str | None], _FindingState] = {}
         self.dns_names: dict[bytes, str] = {}
-        #: the per-packet fast path's lookups (see _known_flow_packet), by the raw bytes of (src, dst, sport, dport)
+        #: the per-packet fast path's lookups (see Scanner.scan), by the raw bytes of (src, dst, sport, dport)
         #: as they sit in the packet: every TCP direction until its connection is closed (opaque ones for good, as
         #: the UDP flows known to be encrypted)
         self.tcp_directions: dict[bytes, tuple[_Flow, _Direction]] = {}
@@ -516,6 +516,7 @@ class Scanner:
         frame = 0
         flows = self.flows
         defrag = self.defrag
+        tcp_directions, opaque_udp = self.tcp_directions, self.opaque_udp
         for ts, link, data, orig in reader:
             frame += 1
             if first_time is None and link >= 0:
@@ -530,8 +531,35 @@ class Scanner:
             if len(data) < off + 20:
                 self.undecoded.add(f"{tunnels.REASON_TRUNCATED}: IP header", orig, self._phase(ts))
                 continue
-            if self._known_flow_packet(data, off, orig, ts, frame):
-                continue
+            # the fast path, for IPv4 without options and not fragmented and IPv6 without extension headers: a
+            # packet of a flow known to be encrypted costs a slice and a lookup; a TCP segment of a known
+            # connection goes to _known_segment. A SYN (it may open a new connection on a known 4-tuple), and
+            # whatever the fast path leaves, takes the general path below.
+            first = data[off]
+            if first == 0x45 and not data[off + 6] & 0x3F and not data[off + 7]:  # MF clear, offset 0
+                proto, key, tcp = data[off + 9], data[off + 12:off + 24], off + 20
+            elif first >> 4 == 6:
+                proto, key, tcp = data[off + 6], data[off + 8:off + 44], off + 40
+            else:
+                proto = -1
+            if proto == PROTO_TCP:
+                entry = tcp_directions.get(key)
+                if entry is not None and len(data) > tcp + 13 and not data[tcp + 13] & TCP_SYN:
+                    if entry[1].opaque:
+                        opaque = entry[0]
+                        opaque.frames += 1
+                        opaque.bytes += orig
+                        opaque.last_time = ts
+                        continue
+                    if self._known_segment(entry, data, off, tcp, orig, ts, frame):
+                        continue
+            elif proto >= 0:
+                known = opaque_udp.get(key)
+                if known is not None:
+                    known.frames += 1
+                    known.bytes += orig
+                    known.last_time = ts
+                    continue
             decoded = decode_ip(data, off, defrag, ts, frame)
             if decoded is None:
                 # an IP fragment waiting for the rest, or not TCP/UDP (ICMP...), or malformed, or a tunnel
@@ -578,57 +606,23 @@ class Scanner:
 
     # --- the fast path ----------------------------------------------------------------------------------------
 
-    def _known_flow_packet(self, data: bytes, off: int, orig: int, ts: float, frame: int) -> bool:
-        """Handle a packet of a known flow without the general decode; False when the general path must (it then
-        does everything, as if this had not been called).
+    def _known_segment(self, entry: tuple[_Flow, _Direction], data: bytes, off: int, tcp: int, orig: int,
+                       ts: float, frame: int) -> bool:
+        """The fast path's part for a TCP segment (not a SYN) of a known connection that is not opaque, its IP
+        header at ``off`` (IPv4 without options or IPv6 without extension headers) and its TCP header at ``tcp``;
+        False when the general path must take it (it then does everything, as if this had not been called).
 
-        Handles IPv4 without options and not fragmented, and IPv6 without extension headers, carrying
-
-        - a packet of a flow known to be encrypted (TCP or UDP): counted, nothing more (a slice, a lookup);
-        - a TCP segment without SYN of a known connection: counted; a pure ACK ends there; the next segment in
-          order goes straight to its direction's decoder (:meth:`_in_order_segment`); a segment out of order, a
-          retransmission, FIN or RST go to :meth:`_tcp`, exactly as from the general path.
-
-        Everything else falls back: IP options, fragments, IPv6 extension headers, tunnels and other link
-        layers' inner packets it was not given, a packet of a new or closed connection, a SYN (which may reuse a
-        4-tuple), a TCP header that does not fit, a direction stopped but not opaque.
+        The segment is counted; a pure ACK ends there; the next segment in order goes straight to its direction's
+        decoder (:meth:`_in_order_segment`); one out of order, a retransmission, FIN and RST go to :meth:`_tcp`,
+        exactly as from the general path. It falls back for a TCP header that does not fit, a direction stopped
+        (TLS server side while the client's handshake is read) and with ``fast_path`` off.
         """
-        first = data[off]
-        if first == 0x45:
-            if data[off + 6] & 0x3F or data[off + 7]:  # MF set or offset != 0: a fragment
-                return False
-            proto = data[off + 9]
-            key = data[off + 12:off + 24]
-            tcp = off + 20
-        elif first >> 4 == 6:
-            proto = data[off + 6]
-            key = data[off + 8:off + 44]
-            tcp = off + 40
-        else:
-            return False
-        if proto != PROTO_TCP:
-            known = self.opaque_udp.get(key)
-            if known is None:
-                return False
-            known.frames += 1
-            known.bytes += orig
-            known.last_time = ts
-            return True
-        entry = self.tcp_directions.get(key)
-        n = len(data)
-        # a SYN may open a new connection on a finished flow's ports: the general path decides
-        if entry is None or n <= tcp + 13 or data[tcp + 13] & TCP_SYN:
-            return False
         flow, d = entry
-        if d.opaque:
-            flow.frames += 1
-            flow.bytes += orig
-            flow.last_time = ts
-            return True
         if d.done or not self.fast_path:
             return False
+        n = len(data)
         # the bounds packets.decode_ip and its _transport take
-        if first == 0x45:
+        if tcp - off == 20:
             total, seq, data_offset, flags = _ipv4_tcp_fields(data, off)
             end = off + total if total >= 20 and off + total <= n else n
         else:
