@@ -53,9 +53,8 @@ class _CountingScanner(Scanner):
 
     fast_packets = 0
 
-    def _known_segment(self, entry: tuple[Any, Any], data: bytes, off: int, tcp: int, orig: int, ts: float,
-                       frame: int) -> bool:
-        handled = super()._known_segment(entry, data, off, tcp, orig, ts, frame)
+    def _known_segment(self, d: Any, data: bytes, off: int, tcp: int, orig: int, ts: float, frame: int) -> bool:
+        handled = super()._known_segment(d, data, off, tcp, orig, ts, frame)
         self.fast_packets += handled
         return handled
 

@@ -378,6 +378,7 @@ class _Direction:
         "dport",
         "dst",
         "fin",
+        "flow",
         "frames",
         "head",
         "held",
@@ -390,6 +391,8 @@ class _Direction:
         "stream",
         "times",
     )
+
+    flow: _Flow  # the flow it is a direction of: set by Scanner._new_flow, which makes both
 
     def __init__(self, src: bytes, sport: int, dst: bytes, dport: int, stream: Stream | None) -> None:
         self.src, self.sport, self.dst, self.dport = src, sport, dst, dport
@@ -489,7 +492,7 @@ class Scanner:
         #: the per-packet fast path's lookups (see Scanner.scan), by the raw bytes of (src, dst, sport, dport)
         #: as they sit in the packet: every TCP direction until its connection is closed (opaque ones for good, as
         #: the UDP flows known to be encrypted)
-        self.tcp_directions: dict[bytes, tuple[_Flow, _Direction]] = {}
+        self.tcp_directions: dict[bytes, _Direction] = {}
         self.opaque_udp: dict[bytes, _Flow] = {}
         #: False sends every packet through the general path but those of opaque flows (the tests compare both)
         self.fast_path = fast_path
@@ -543,15 +546,15 @@ class Scanner:
             else:
                 proto = -1
             if proto == PROTO_TCP:
-                entry = tcp_directions.get(key)
-                if entry is not None and len(data) > tcp + 13 and not data[tcp + 13] & TCP_SYN:
-                    if entry[1].opaque:
-                        opaque = entry[0]
+                direction = tcp_directions.get(key)
+                if direction is not None and len(data) > tcp + 13 and not data[tcp + 13] & TCP_SYN:
+                    if direction.opaque:
+                        opaque = direction.flow
                         opaque.frames += 1
                         opaque.bytes += orig
                         opaque.last_time = ts
                         continue
-                    if self._known_segment(entry, data, off, tcp, orig, ts, frame):
+                    if self._known_segment(direction, data, off, tcp, orig, ts, frame):
                         continue
             elif proto >= 0:
                 known = opaque_udp.get(key)
@@ -606,8 +609,8 @@ class Scanner:
 
     # --- the fast path ----------------------------------------------------------------------------------------
 
-    def _known_segment(self, entry: tuple[_Flow, _Direction], data: bytes, off: int, tcp: int, orig: int,
-                       ts: float, frame: int) -> bool:
+    def _known_segment(self, d: _Direction, data: bytes, off: int, tcp: int, orig: int, ts: float,
+                       frame: int) -> bool:
         """The fast path's part for a TCP segment (not a SYN) of a known connection that is not opaque, its IP
         header at ``off`` (IPv4 without options or IPv6 without extension headers) and its TCP header at ``tcp``;
         False when the general path must take it (it then does everything, as if this had not been called).
@@ -617,7 +620,6 @@ class Scanner:
         exactly as from the general path. It falls back for a TCP header that does not fit, a direction stopped
         (TLS server side while the client's handshake is read) and with ``fast_path`` off.
         """
-        flow, d = entry
         if d.done or not self.fast_path:
             return False
         n = len(data)
@@ -631,6 +633,7 @@ class Scanner:
         start = tcp + (data_offset >> 4) * 4
         if start < tcp + 20 or start > end:
             return False
+        flow = d.flow
         flow.frames += 1
         flow.bytes += orig
         flow.last_time = ts
@@ -672,8 +675,7 @@ class Scanner:
     def _forget_direction(self, d: _Direction) -> None:
         """Drop a closed direction from the fast path's lookup (unless a new connection took its 4-tuple)."""
         key = _raw_key(d)
-        entry = self.tcp_directions.get(key)
-        if entry is not None and entry[1] is d:
+        if self.tcp_directions.get(key) is d:
             del self.tcp_directions[key]
 
     # --- encapsulations (off the hot path: see .tunnels) ---------------------------------------------------------
@@ -743,10 +745,11 @@ class Scanner:
         client = _Direction(src, sport, dst, dport, Stream(self.budget) if tcp else None)
         server = _Direction(dst, dport, src, sport, Stream(self.budget) if tcp else None)
         flow = _Flow(len(self.all_flows), "tcp" if tcp else "udp", client, server, frame, ts)
+        client.flow = server.flow = flow
         # a reused 4-tuple: the old flow is over, its entries give way
         if tcp:
-            self.tcp_directions[_raw_key(client)] = (flow, client)
-            self.tcp_directions[_raw_key(server)] = (flow, server)
+            self.tcp_directions[_raw_key(client)] = client
+            self.tcp_directions[_raw_key(server)] = server
         else:
             self.opaque_udp.pop(_raw_key(client), None)
             self.opaque_udp.pop(_raw_key(server), None)
