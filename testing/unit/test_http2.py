@@ -12,6 +12,7 @@ import pytest
 from hpack import Encoder
 
 from phonehome.identifiers import parse_identifiers
+from phonehome.scan.http2 import Http2Decoder
 from phonehome.scan.scanner import ScanResult, scan_capture
 from phonehome.testing.captures import (
     H2_PREFACE,
@@ -120,3 +121,15 @@ def test_a_declined_upgrade_is_still_scanned(tmp_path: Path) -> None:
     conn.close()
     _path, result = _scan(tmp_path, cap)
     assert {(f.identifier, f.encoding) for f in result.findings} == {("imei", "plain")}
+
+
+def test_a_segment_buffered_mid_frame_counts_the_bodies_held_too() -> None:
+    """The scanner's fast path hands a mid-frame segment to ``buffer()``: what it reports held must be the whole
+    decoder's (bodies waiting for END_STREAM included), or the scanner's memory cap would not see them."""
+    decoder = Http2Decoder(decode_content=None)
+    body = h2_data(1, b"z" * (5 * 16384), frame_size=16384)[:-1]  # every DATA frame but the last byte of the last
+    frames = H2_PREFACE + h2_settings() + h2_headers(1, _request(Encoder(), "/upload")) + body
+    decoder.feed(frames[:-200])
+    assert decoder.body_bytes > 60000
+    held = decoder.buffer(frames[-200:-100])
+    assert held == decoder.held and held > 60000

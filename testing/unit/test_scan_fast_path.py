@@ -18,9 +18,11 @@ import pytest
 
 from phonehome.identifiers import Identifiers, parse_identifiers
 from phonehome.scan import scanner
+from phonehome.scan.protocols import MAX_QUIC_INITIALS
 from phonehome.scan.scanner import Scanner, ScanResult
 from phonehome.testing.captures import (
     PROTO_TCP,
+    PROTO_UDP,
     TCP_ACK,
     TCP_FIN,
     TCP_RST,
@@ -32,10 +34,12 @@ from phonehome.testing.captures import (
     ip_packet,
     ipv4_fragments,
     ipv6_packet,
+    quic_initial,
     tcp_segment,
     tls_application_data,
     tls_client_hello,
     tls_server_hello,
+    udp_datagram,
 )
 
 IMEI = "356938035643809"
@@ -43,6 +47,7 @@ PHONE_IP = "10.0.0.2"
 SERVER_IP = "93.184.216.34"
 PHONE_IP6 = "2001:db8::2"
 SERVER_IP6 = "2001:db8::80"
+PROTO_IPIP = 4
 LEAK = f"imei={IMEI}".encode()
 #: a body of known length, long enough for many segments: the decoder only buffers in its middle
 BODY = b"x" * 20_000 + LEAK + b"y" * 20_000
@@ -284,3 +289,18 @@ def _with_hop_by_hop(packet: Packet) -> Packet:
     inner = ipv6_packet("::1", "::1", 0, hop_by_hop + ip[40:])
     return Packet(data[:14] + inner[:8] + src + dst + inner[40:], packet.time)
 
+
+
+def test_a_tunnelled_packet_is_not_taken_for_a_datagram_of_an_encrypted_udp_flow(tmp_path: Path) -> None:
+    """The 4 bytes after an outer IPv4 header of an IP-in-IP packet are the inner header's first 4 (0x4500 and
+    its length): a QUIC flow between the same hosts with those "ports" must not swallow it unscanned."""
+    inner = ip_packet(PHONE_IP, SERVER_IP, PROTO_TCP,
+                      tcp_segment(PHONE_IP, SERVER_IP, 40000, 80, http_request("GET", f"/?{LEAK.decode()}",
+                                                                               host="api.example")))
+    cap = CaptureBuilder()
+    for _ in range(MAX_QUIC_INITIALS + 1):  # a QUIC flow (encrypted from then on) with those 4 bytes as ports
+        cap.add_ip(ip_packet(PHONE_IP, SERVER_IP, PROTO_UDP,
+                             udp_datagram(PHONE_IP, SERVER_IP, 0x4500, len(inner), quic_initial(b"\x00" * 1200))))
+    cap.add_ip(ip_packet(PHONE_IP, SERVER_IP, PROTO_IPIP, inner))
+    result, _ = _scan_both(tmp_path, cap)
+    assert [f.identifier for f in result.findings] == ["imei"]

@@ -338,12 +338,11 @@ class StreamDecoder:
         This is :meth:`feed` when it would return no units, without the parse attempt: the scanner's fast path
         for a segment in the middle of a large message (an HTTP body of known length, a raw batch).
         """
-        held = len(self.buf) + self._pending + len(data)
-        if held >= self.need or not data:
+        if len(self.buf) + self._pending + len(data) >= self.need or not data:
             return 0
         self._parts.append(data)
         self._pending += len(data)
-        return held
+        return self.held  # the property: a subclass holding more (HTTP/2 bodies, decrypted TLS) counts it all
 
     def finish(self) -> list[Unit]:
         self._join()

@@ -556,7 +556,7 @@ class Scanner:
                         continue
                     if self._known_segment(direction, data, off, tcp, orig, ts, frame):
                         continue
-            elif proto >= 0:
+            elif proto == PROTO_UDP and len(data) >= tcp + 8:  # a whole UDP header: the key holds both ports
                 known = opaque_udp.get(key)
                 if known is not None:
                     known.frames += 1
