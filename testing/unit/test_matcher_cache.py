@@ -129,3 +129,26 @@ def test_default_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert DatabaseCache.default() == DatabaseCache(tmp_path / "home" / ".cache" / "phonehome")
+
+
+def test_a_cache_directory_others_may_write_is_neither_read_nor_written(tmp_path: Path) -> None:
+    """Entries are unpickled: one planted by another user (or anyone, in a world-writable directory) must never
+    be read, and nothing is written where others could replace it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    cache = DatabaseCache(shared)
+    cache.write(b"material", b"content")
+    assert cache.read(b"material") == b"content"
+    shared.chmod(0o777)
+    assert cache.read(b"material") is None
+    cache.write(b"other", b"content")
+    assert sorted(shared.iterdir()) == [cache.path_for(b"material")]  # nothing new, no temporary file left
+    shared.chmod(0o700)
+    entry = cache.path_for(b"material")
+    entry.chmod(0o666)  # an entry others may write is not read either
+    assert cache.read(b"material") is None
+    entry.chmod(0o600)
+    link = cache.path_for(b"linked")
+    link.symlink_to(entry)  # nor one reached through a symlink
+    assert cache.read(b"linked") is None
+    assert cache.read(b"material") == b"content"

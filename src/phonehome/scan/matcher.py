@@ -19,6 +19,7 @@ import hashlib
 import math
 import os
 import re
+import stat
 import struct
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -344,9 +345,8 @@ class DatabaseCache:
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        try:
-            blob = self.path_for(material, suffix).read_bytes()
-        except OSError:
+        blob = self._read_private(self.path_for(material, suffix))
+        if blob is None:
             return None
         nonce, sealed = blob[:_NONCE_BYTES], blob[_NONCE_BYTES:]
         if len(nonce) != _NONCE_BYTES:
@@ -363,20 +363,55 @@ class DatabaseCache:
 
         nonce = os.urandom(_NONCE_BYTES)
         blob = nonce + AESGCM(_file_key(material)).encrypt(nonce, content, CACHE_FORMAT)
+        import tempfile
+
         target = self.path_for(material, suffix)
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        temporary: str | None = None
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            if not self._private_directory():
+                return
+            # a fresh name opened with O_EXCL (mkstemp): no planted file or symlink is written through
+            fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=self.directory)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(blob)
-            os.chmod(temporary, 0o600)  # exactly 0600 whatever the umask
+                os.fchmod(handle.fileno(), 0o600)  # exactly 0600 whatever the umask
             os.replace(temporary, target)
         except OSError:
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
             return
         self._evict(suffix)
+
+    def _private_directory(self) -> bool:
+        """True when the cache directory is this user's and nobody else may write in it: an entry written by
+        someone else is never read (entries are unpickled), and none is written where others could swap it."""
+        try:
+            st = os.stat(self.directory)
+        except OSError:
+            return False
+        return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+    def _read_private(self, path: Path) -> bytes | None:
+        """The bytes of an entry that is a regular file of this user's, not writable by others, in a private
+        directory (else None: a miss)."""
+        if not self._private_directory():
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return None
+            with os.fdopen(fd, "rb", closefd=False) as handle:
+                return handle.read()
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
     def _evict(self, suffix: str) -> None:
         try:

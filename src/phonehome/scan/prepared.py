@@ -11,8 +11,9 @@ identifiers' spellings).
 An entry is found by the identifiers, the engine, hyperscan's version, this machine, the Python version, and the
 source of every module whose code decides what the objects hold (:data:`SOURCE_MODULES`): a change to how
 needles are made is a miss, rebuilt and rewritten, never a stale matcher. Anything wrong with an entry is a
-miss too. Unpickling runs only on an entry that decrypted and authenticated with that key: forging one takes
-the identifiers and write access to the user's own 0700 cache directory.
+miss too. Unpickling runs only on an entry that decrypted and authenticated with that key, read from a regular
+file of this user's in a directory of this user's that nobody else may write (:class:`DatabaseCache` checks
+both, and treats anything else as a miss): forging one takes the identifiers and this user's own access.
 
 :func:`cached_identifiers` keeps the identifiers an ``IDS.yaml`` file held, found by the file's bytes (and the
 source of :mod:`phonehome.identifiers`), encrypted under a key derived from them: a warm ``phonehome scan`` does
