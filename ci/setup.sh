@@ -17,11 +17,20 @@ command -v node >/dev/null || apt_packages+=(nodejs)
 command -v npm >/dev/null || apt_packages+=(npm)
 command -v python3 >/dev/null || apt_packages+=(python3 python3-venv)
 # the C extension phonehome.scan._runs needs Python's C compiler and headers (without them phonehome installs and
-# runs, with its slower pure-Python run decoders)
+# runs, with its slower pure-Python run decoders): installed when root, else only a warning
+build_packages=()
 cc=$(python3 -c 'import sysconfig; print((sysconfig.get_config_var("CC") or "gcc").split()[0])' 2>/dev/null || echo gcc)
-command -v "$cc" >/dev/null || apt_packages+=(gcc)
+command -v "$cc" >/dev/null || build_packages+=(gcc)
 python3 -c 'import os, sysconfig; raise SystemExit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
-  2>/dev/null || apt_packages+=(python3-dev)
+  2>/dev/null || build_packages+=(python3-dev)
+if ((${#build_packages[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    apt_packages+=("${build_packages[@]}")
+    build_packages=()  # installed below
+  else
+    echo "phonehome setup: warning: no ${build_packages[*]}: the scanner's C run decoders will not be built (it runs slower)" >&2
+  fi
+fi
 if ((${#apt_packages[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "phonehome setup: need root to install ${apt_packages[*]} (run as root, or install them yourself)" >&2
@@ -35,17 +44,25 @@ if ((${#apt_packages[@]})); then
 fi
 
 # The virtualenv is reinstalled only when pyproject.toml, setup.py or the C source changed since the last install
-# (an editable install builds the C extension in place), or when the extension is missing.
+# (an editable install builds the C extension in place), or when a compiler appeared or went.
 stamp=.venv/.phonehome-installed
-want=$(cat pyproject.toml setup.py src/phonehome/scan/_runs.c | sha256sum | cut -d' ' -f1)
+want=$( (cat pyproject.toml setup.py src/phonehome/scan/_runs.c; echo "build packages missing: ${build_packages[*]}") \
+  | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c 'import phonehome.scan._runs' 2>/dev/null; then
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "phonehome setup: installing Python packages into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[test]"
   echo "$want" >"$stamp"
+fi
+if ! .venv/bin/python -c 'import phonehome.scan._runs' 2>/dev/null; then
+  echo "phonehome setup: warning: the C run decoders (phonehome.scan._runs) are not built, the scanner runs slower;" \
+    "to see why: .venv/bin/python -m pip install -v -e ." >&2
+  if [ "${PHONEHOME_REQUIRE_SPEEDUPS:-}" = 1 ]; then
+    exit 1
+  fi
 fi
 
 if [ -f package-lock.json ]; then
