@@ -166,3 +166,16 @@ def test_any_buffer_and_bad_arguments() -> None:
     budget = Budget(1 << 80)  # larger than any C size: the wrapper passes sys.maxsize, and takes what was used
     assert layers._base64(data, budget) == expected[0]
     assert budget.left == (1 << 80) - len(expected[0]) and sys.maxsize < 1 << 80
+
+
+@needs_speedups
+@pytest.mark.timeout(120)
+@settings(max_examples=400, deadline=None)
+@given(data=_runny(), cut=st.integers(0, 200))
+def test_has_run_is_true_exactly_when_a_decoder_has_a_run(data: bytes, cut: int) -> None:
+    """has_run lets peel skip all four run decoders: it must be False only where each of them finds nothing."""
+    assert _runs.has_run(data, cut) == bool(layers._BASE64_RUN.runs(data[:cut]))
+    if not _runs.has_run(data, cut):
+        for name, _, _ in KINDS:
+            python, c = _both(name, data, 1 << 20, cut)
+            assert python == c == (b"", 1 << 20)

@@ -287,7 +287,46 @@ decode_runs(PyObject *module, PyObject *args)
     return Py_BuildValue("(Nn)", out, budget - left);
 }
 
+/* has_run(data, cut): True when data[:cut] holds a run of MIN_RUN_CHARS base64/base64url characters, the run
+ * every one of the four decoders needs (base32 and hex runs lie inside base64 runs). A window's last byte is
+ * looked at first: outside the alphabet, no run can cover it and the window jumps past it. */
+static PyObject *
+has_run(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t cut, n, i, j;
+    const unsigned char *p;
+    int found = 0;
+
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y*n:has_run", &view, &cut))
+        return NULL;
+    n = view.len < cut ? view.len : cut;
+    p = (const unsigned char *)view.buf;
+    i = 0;
+    while (n - i >= MIN_RUN_CHARS) {
+        j = i + MIN_RUN_CHARS - 1;  /* the window p[i..j] */
+        if (!(classes[p[j]] & IS_B64)) {
+            i = j + 1;
+            continue;
+        }
+        while (j > i && (classes[p[j - 1]] & IS_B64))
+            j--;
+        if (j == i) {  /* p[i..i+MIN_RUN_CHARS-1] all in the alphabet */
+            found = 1;
+            break;
+        }
+        i = j;  /* p[j-1] is outside the alphabet: a run can only start at j */
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(found);
+}
+
 static PyMethodDef methods[] = {
+    {"has_run", has_run, METH_VARARGS,
+     "has_run(data, cut) -> bool\n\n"
+     "True when data[:cut] holds a run of MIN_RUN_CHARS base64/base64url characters: without one, every\n"
+     "decode_runs kind gives b''."},
     {"decode_runs", decode_runs, METH_VARARGS,
      "decode_runs(data, kind, budget, cut) -> (decoded, used)\n\n"
      "The runs of `kind` in data[:cut] decoded and joined by b'\\n\\x00\\n', within `budget` output bytes;\n"
