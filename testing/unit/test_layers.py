@@ -316,3 +316,12 @@ def test_triggers_skip_only_decoders_that_would_find_nothing(data: bytes) -> Non
         decoder = dict(DECODERS)[name]
         if decoder(data, Budget(1 << 20)):
             assert name not in layers._absent_layers(data), name
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.integers(0, 5000), st.sampled_from([b"a", b"\x00", b"\xff", b" "]))
+def test_mostly_text_is_its_definition(noise: bytes, size: int, filler: bytes) -> None:
+    data = (noise + filler * size)[:5000]
+    head = data[:4096]
+    expected = sum(byte in layers._TEXT_BYTES for byte in head) >= 0.95 * len(head)
+    assert layers._mostly_text(data) == expected

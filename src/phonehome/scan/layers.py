@@ -503,7 +503,11 @@ def _unescape_json(token: bytes) -> bytes:
 
 
 def _mostly_text(data: bytes) -> bool:
+    """At least 95 % of the first 4 KiB are text bytes."""
     head = data[:4096]
+    allowed = len(head) - 0.95 * len(head)  # non-text bytes
+    if len(head[:512].translate(None, _TEXT_BYTES)) > allowed:  # binary shows in its first bytes: no 4 KiB pass
+        return False
     return len(head.translate(None, _NOT_TEXT)) >= 0.95 * len(head)
 
 
