@@ -296,7 +296,8 @@ class DatabaseCache:
     The file name is a hash of the needles (with hyperscan's version and the engine's flags); the content is the
     serialized database encrypted with AES-GCM under another hash of the same needles. A compiled database holds
     its literals in the clear, so without that a cache file would reveal the identifiers; with it, reading one
-    back takes the identifiers it was built from. Files are 0600 in a 0700 directory. Anything wrong with an
+    back takes the identifiers it was built from. Files are 0600 in a 0700 directory, and are read only from a
+    directory and as files of this user's that nobody else may write (entries are unpickled). Anything wrong with an
     entry (unreadable, truncated, tampered, another hyperscan build) makes it a miss that is rebuilt and
     rewritten; a cache that cannot be written only costs the compile time, never the scan.
     """
