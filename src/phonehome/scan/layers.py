@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from phonehome.scan.matcher import PatternSet, pattern_set
+from phonehome.scan.matcher import PatternSet, escape_literal, pattern_set
 
 #: ``ACCELERATED``: the base64/base64url/base32/hex run decoders are the C ones of :mod:`phonehome.scan._runs`
 #: (built at install when a C compiler is there); else the ``_python_*`` ones below, the same bytes, slower
@@ -163,17 +163,18 @@ def _peel(data: bytes, chain: str, depth: int, budget: Budget) -> Iterator[tuple
 #: for each decoder that begins by searching its buffer, a pattern it cannot do without (its magic, its escape):
 #: all are looked for in one hyperscan pass per buffer, and a decoder whose pattern is absent is not run. The run
 #: decoders (base64, base64url, base32, hex) are not here: finding their runs is already one pass.
+_TEXT_CLASS = b"[" + escape_literal(_TEXT_BYTES) + b"]"
 _TRIGGERS: tuple[tuple[str, bytes], ...] = (
-    ("gzip", rb"\x1f\x8b\x08"),
-    ("zlib", rb"x[\x01\x5e\x9c\xda]"),
+    ("gzip", escape_literal(_GZIP_MAGIC)),
+    ("zlib", b"x[" + escape_literal(b"".join(magic[1:] for magic in _ZLIB_MAGICS)) + b"]"),
     ("bzip2", _BZIP2_MAGIC.pattern),
-    ("lzma", rb"\xfd7zXZ\x00"),
+    ("lzma", escape_literal(_XZ_MAGIC)),
     ("url", _PERCENT.pattern),
     ("html", _ENTITY.pattern),
     ("json", _JSON_ESCAPE.pattern),
     ("qp", _QP_ANY.pattern),
-    ("utf16le", rb"(?:[\x09\x0a\x0d\x20-\x7e]\x00){8}"),
-    ("utf16be", rb"(?:\x00[\x09\x0a\x0d\x20-\x7e]){8}"),
+    ("utf16le", b"(?:" + _TEXT_CLASS + rb"\x00){8}"),  # the first 8 characters of a _UTF16LE_RUN
+    ("utf16be", rb"(?:\x00" + _TEXT_CLASS + b"){8}"),
 )
 _ALL_TRIGGERED = frozenset(name for name, _ in _TRIGGERS)
 _NONE_ABSENT: frozenset[str] = frozenset()
@@ -516,14 +517,12 @@ def _quoted_printable(data: bytes, budget: Budget) -> bytes:
     decode bodies with soft line breaks whole, elsewhere only tokens holding ``=3D``."""
     if _QP_ANY.search(data) is None:  # one regex pass: three `in` tests of short strings cost twice as much
         return b""
-    # regex searches, not `in`: a search for '=' then the rest is several times faster than `in` with a
+    # a regex search, not `in`: a search for '=' then the rest is several times faster than `in` with a
     # multi-byte string, and decoded binary layers often hold '=' before a "\n\x00\n" join
     if _QP_SOFT_BREAK.search(data) is not None and _mostly_text(data):
         decoded = binascii.a2b_qp(data[:MAX_TEXT_DECODE_BYTES])
         return decoded[: budget.take(len(decoded))]
-    if _QP_EQUALS.search(data) is None:
-        return b""
-    return _escaped_tokens(data, b"=3D", _QP_EQUALS, _QP_DELIMITERS, binascii.a2b_qp, budget)
+    return _escaped_tokens(data, b"=", _QP_EQUALS, _QP_DELIMITERS, binascii.a2b_qp, budget)
 
 
 def _utf16(pattern: _RunFinder, codec: str) -> Callable[[bytes, Budget], bytes]:

@@ -223,16 +223,7 @@ class PatternSet:
         import hyperscan
 
         flags = [hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_DOTALL] * len(patterns)
-        cache = DatabaseCache.default()
-        material = _database_material(patterns, flags, bytes(len(patterns)))
-        db = cache.load(material) if cache is not None else None
-        if db is None:
-            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            db.compile(expressions=list(patterns), ids=list(range(len(patterns))), elements=len(patterns),
-                       flags=flags)
-            if cache is not None:
-                cache.store(material, hyperscan.dumpb(db))
-        self._db = db
+        self._db, _ = _compiled_database(patterns, flags, bytes(len(patterns)))
         self._callback = _hs_on_pattern
 
     def present(self, data: bytes) -> set[int]:
@@ -272,7 +263,7 @@ def _hs_on_match(index: int, start: int, end: int, flags: int, context: object) 
 _HEX_ESCAPES = tuple(b"\\x%02x" % byte for byte in range(256))
 
 
-def _escape_literal(pattern: bytes) -> bytes:
+def escape_literal(pattern: bytes) -> bytes:
     """A literal as a regex of ``\\xHH`` escapes: hyperscan's literal mode mishandles NUL bytes."""
     return b"".join(map(_HEX_ESCAPES.__getitem__, pattern))
 
@@ -336,10 +327,6 @@ class DatabaseCache:
             return None
         return db
 
-    def store(self, material: bytes, serialized: bytes) -> None:
-        """Cache one compiled database (see :meth:`write`)."""
-        self.write(material, serialized)
-
     def read(self, material: bytes, suffix: str = _CACHE_SUFFIX) -> bytes | None:
         """The decrypted content of the entry for ``material``, or None on any miss (absent, unreadable,
         truncated, tampered, written under other material)."""
@@ -360,12 +347,12 @@ class DatabaseCache:
     def write(self, material: bytes, content: bytes, suffix: str = _CACHE_SUFFIX) -> None:
         """Write one entry atomically (0600), encrypted, then drop the oldest entries of its kind (``suffix``)
         beyond :data:`MAX_CACHED_DATABASES`. Errors are ignored: the cache only saves time."""
+        import tempfile
+
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         nonce = os.urandom(_NONCE_BYTES)
         blob = nonce + AESGCM(_file_key(material)).encrypt(nonce, content, CACHE_FORMAT)
-        import tempfile
-
         target = self.path_for(material, suffix)
         temporary: str | None = None
         try:
@@ -423,6 +410,25 @@ class DatabaseCache:
             return
 
 
+def _compiled_database(expressions: Sequence[bytes], flags: Sequence[int], literals: bytes) -> tuple[Any, bool]:
+    """A block-mode database of ``expressions`` (``literals[i]`` true: expression ``i`` is a literal, escaped
+    only when compiling) with their ``flags`` and ids 0..n-1: from the database cache, else compiled and cached.
+    Returns it and whether it came from the cache."""
+    import hyperscan
+
+    cache = DatabaseCache.default()
+    material = _database_material(expressions, flags, literals)
+    db = cache.load(material) if cache is not None else None
+    if db is not None:
+        return db, True
+    escaped = [escape_literal(e) if literal else e for e, literal in zip(expressions, literals, strict=True)]
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(expressions=escaped, ids=list(range(len(escaped))), elements=len(escaped), flags=list(flags))
+    if cache is not None:
+        cache.write(material, hyperscan.dumpb(db))
+    return db, False
+
+
 def _file_key(material: bytes) -> bytes:
     """AES-256 key of a cache file: derived from the needles, never stored."""
     return hashlib.sha256(b"key\n" + material).digest()
@@ -463,19 +469,7 @@ class _HyperscanEngine:
                 compiled = re.compile(pattern, re.DOTALL | (re.IGNORECASE if caseless else 0))
                 self._shapes.append((low, high, -1, compiled))
             flags.append(flag)
-        cache = DatabaseCache.default()
-        material = _database_material(expressions, flags, bytes(literals))
-        db = cache.load(material) if cache is not None else None
-        self.cache_hit = db is not None
-        if db is None:
-            expressions = [_escape_literal(e) if literal else e
-                           for e, literal in zip(expressions, literals, strict=True)]
-            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            db.compile(expressions=expressions, ids=list(range(len(expressions))), elements=len(expressions),
-                       flags=flags)
-            if cache is not None:
-                cache.store(material, hyperscan.dumpb(db))
-        self._db = db
+        self._db, self.cache_hit = _compiled_database(expressions, flags, bytes(literals))
         self._callback = _hs_on_match  # referenced for the database's whole life
 
     def __getstate__(self) -> dict[str, Any]:
