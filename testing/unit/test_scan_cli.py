@@ -198,12 +198,55 @@ def test_console_run_exit_codes(tmp_path: Path, ids: Path) -> None:
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 def test_evidence_dissects_the_cited_frames_masked(tmp_path: Path, ids: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(capsys, str(_leaky(tmp_path)), "-i", str(ids), "--evidence")
-    assert code == 1
+    code, out, err = _run(capsys, str(_leaky(tmp_path)), "-i", str(ids), "--evidence")
+    assert code == 1, err
     evidence = out.split("== imei (plain)", 1)[1]
     assert "frame 4" in evidence and "http.host: leak.example" in evidence
     assert "10.0.0.2:40000 -> 93.184.216.34:80" in evidence
     assert IMEI not in out and mask(IMEI) in evidence
+
+
+def _flaky_tshark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: int) -> None:
+    """A ``tshark`` first on PATH that exits 2 (as a crashing tshark does) on its first ``failures`` reads of a
+    capture, and is the real tshark after that."""
+    real = shutil.which("tshark")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    count = tmp_path / "reads"
+    script = bin_dir / "tshark"
+    script.write_text(f"""#!/bin/sh
+case " $* " in *" -r "*)
+  n=$(cat {count} 2>/dev/null || echo 0); echo $((n + 1)) > {count}
+  if [ "$n" -lt {failures} ]; then echo "tshark: simulated crash reading {IMEI}" >&2; exit 2; fi;;
+esac
+exec {real} "$@"
+""")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(real).parent}:/usr/bin:/bin")
+
+
+@pytest.mark.timeout(CLI_TIMEOUT_S * 2)
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_evidence_survives_one_failed_dissection(tmp_path: Path, ids: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    _flaky_tshark(tmp_path, monkeypatch, failures=1)
+    code, out, err = _run(capsys, str(_leaky(tmp_path)), "-i", str(ids), "--evidence")
+    assert code == 1 and err == ""
+    assert "http.host: leak.example" in out.split("== imei (plain)", 1)[1]
+
+
+@pytest.mark.timeout(CLI_TIMEOUT_S * 2)
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_evidence_that_cannot_be_dissected_leaves_the_findings(tmp_path: Path, ids: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    _flaky_tshark(tmp_path, monkeypatch, failures=99)
+    code, out, err = _run(capsys, str(_leaky(tmp_path)), "-i", str(ids), "--evidence")
+    assert code == 1  # the finding stands; the dissection is evidence, best effort
+    assert "could not dissect frames [4] for evidence" in out.split("== imei (plain)", 1)[1]
+    assert err.startswith("phonehome scan: warning: could not dissect frames [4]") and "failed 2 times" in err
+    assert "simulated crash" in err and IMEI not in err + out and mask(IMEI) in err
 
 
 def test_evidence_without_tshark_is_a_capture_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

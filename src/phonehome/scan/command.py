@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phonehome.errors import InputError
+from phonehome.errors import InputError, PhonehomeError
 from phonehome.identifiers import SCHEMA_KEYS, Identifiers, mask
 
 if TYPE_CHECKING:
@@ -177,13 +177,24 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(json_path, f"cannot write: {exc.strerror}", fix="pass a writable path") from None
     print(render_table(result, show_identifiers=args.show_identifiers), file=sys.stderr if to_stdout else sys.stdout)
     if args.evidence and result.cleartext_findings:
-        from phonehome.scan.evidence import dissect_frames
-
-        for finding in result.cleartext_findings:
-            print(f"\n== {finding.identifier} ({finding.encoding}) -> {finding.host or finding.dst}")
-            print(dissect_frames(args.capture, finding.frames,
-                                 identifiers=None if args.show_identifiers else identifiers))
+        _print_evidence(args, result, None if args.show_identifiers else identifiers)
     return EXIT_LEAKS if result.cleartext_findings else EXIT_CLEAN
+
+
+def _print_evidence(args: argparse.Namespace, result: ScanResult, identifiers: Identifiers | None) -> None:
+    """Each cleartext finding's frames as Wireshark dissects them. Best effort, as in the Allure report: the
+    findings stand (and set the exit code) whether or not tshark could dissect their frames; a failure is said
+    in place of the dissection and on stderr."""
+    from phonehome.scan.evidence import MAX_EVIDENCE_FRAMES, dissect_frames
+
+    for finding in result.cleartext_findings:
+        print(f"\n== {finding.identifier} ({finding.encoding}) -> {finding.host or finding.dst}")
+        try:
+            print(dissect_frames(args.capture, finding.frames, identifiers=identifiers))
+        except PhonehomeError as exc:
+            message = f"could not dissect frames {list(finding.frames[:MAX_EVIDENCE_FRAMES])} for evidence: {exc}"
+            print(f"({message})")
+            print(f"phonehome scan: warning: {message}", file=sys.stderr)
 
 
 def _sidecar_phases(capture: Path) -> str | None:

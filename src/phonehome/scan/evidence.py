@@ -21,6 +21,9 @@ from phonehome.redaction import Redactor
 
 #: tshark loads every dissector (~0.5 s) and then reads the file up to the last cited frame
 EVIDENCE_TIMEOUT_S = 120
+#: dissecting only reads the capture, so a failed child is run once more: pyshark's clean-up of tshark is racy
+#: (it can report a tshark that exited normally as crashed), and evidence should not hang on that
+DISSECT_ATTEMPTS = 2
 #: a finding can cite thousands of frames (a large gzip body); the first ones tell the story
 MAX_EVIDENCE_FRAMES = 40
 #: fields shown when a frame has them, in this order: what a reviewer looks at first
@@ -59,14 +62,16 @@ def dissect_frames(pcap: str | Path, frames: Sequence[int], *, identifiers: Iden
         raise InputError(path, "no frame numbers given", fix="pass the 1-based frame numbers of a finding")
     tshark_path()
     command = [sys.executable, "-m", "phonehome.scan.evidence", str(path), *map(str, wanted)]
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        raise CaptureError(f"dissecting frames took longer than {timeout_s:g} s", command=command) from None
-    if proc.returncode != 0:
-        raise CaptureError("dissecting frames with pyshark failed", command=command, returncode=proc.returncode,
-                           stderr=proc.stderr)
-    return mask_values(proc.stdout, identifiers) if identifiers is not None else proc.stdout
+    for _ in range(DISSECT_ATTEMPTS):
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise CaptureError(f"dissecting frames took longer than {timeout_s:g} s", command=command) from None
+        if proc.returncode == 0:
+            return mask_values(proc.stdout, identifiers) if identifiers is not None else proc.stdout
+    stderr = mask_values(proc.stderr, identifiers) if identifiers is not None else proc.stderr
+    raise CaptureError(f"dissecting frames with pyshark failed {DISSECT_ATTEMPTS} times", command=command,
+                       returncode=proc.returncode, stderr=stderr)
 
 
 def mask_values(text: str, identifiers: Identifiers) -> str:
