@@ -21,8 +21,8 @@ from phonehome.redaction import Redactor
 
 #: tshark loads every dissector (~0.5 s) and then reads the file up to the last cited frame
 EVIDENCE_TIMEOUT_S = 120
-#: dissecting only reads the capture, so a failed child is run once more: pyshark's clean-up of tshark is racy
-#: (it can report a tshark that exited normally as crashed), and evidence should not hang on that
+#: dissecting only reads the capture, so a failed child is run once more: a one-off failure (pyshark's
+#: clean-up of tshark has known races) should not cost the evidence
 DISSECT_ATTEMPTS = 2
 #: a finding can cite thousands of frames (a large gzip body); the first ones tell the story
 MAX_EVIDENCE_FRAMES = 40
