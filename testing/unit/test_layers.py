@@ -101,6 +101,18 @@ def test_three_deep_base64_of_gzip_of_json() -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("binary_runs", [0, 1, 3])
+def test_quoted_printable_in_base64_beside_binary_base64_runs(binary_runs: int) -> None:
+    """The base64 layer joins every run of a JSON body: a quoted-printable one with a soft break in the IMEI
+    among binary ones is no longer mostly text, and is still decoded."""
+    rng = random.Random(binary_runs)
+    qp = b"imei=3D" + IMEI[:7].encode() + b"=\r\n" + IMEI[7:].encode() + b"&model=7+Plus"
+    values = [base64.b64encode(rng.randbytes(300)) for _ in range(binary_runs)] + [base64.b64encode(qp)]
+    body = json.dumps({f"k{i}": value.decode() for i, value in enumerate(values)}).encode()
+    assert "base64>qp>plain" in chains_found(body)
+
+
+@pytest.mark.timeout(60)
 def test_hex_of_md5_is_found_directly_and_as_a_layer() -> None:
     import hashlib
 

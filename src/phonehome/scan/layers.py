@@ -89,6 +89,8 @@ _TEXT_BYTES = _alphabet(b"\t", b"\n", b"\r", b" -~")
 #: ``(?:[\x09\x0a\x0d\x20-\x7e]\x00){8,}`` and ``(?:\x00[\x09\x0a\x0d\x20-\x7e]){8,}``
 _UTF16LE_RUN = _RunFinder(_TEXT_BYTES, b"\x00", b"a\x00" * 8 + b"(?:a\x00)*")
 _UTF16BE_RUN = _RunFinder(_TEXT_BYTES, b"\x00", b"\x00a" * 8 + b"(?:\x00a)*")
+#: text bytes to ``a`` and every other byte to a space: the ends of a stretch of text are a find() away
+_TEXT_MARKS = bytes(ord("a") if byte in _TEXT_BYTES else ord(" ") for byte in range(256))
 #: bytes that are not text, deleted to count the text bytes in :func:`_mostly_text`
 _NOT_TEXT = bytes(byte for byte in range(256) if byte not in _TEXT_BYTES)
 _PERCENT = re.compile(rb"%[0-9A-Fa-f]{2}")
@@ -519,10 +521,31 @@ def _quoted_printable(data: bytes, budget: Budget) -> bytes:
         return b""
     # a regex search, not `in`: a search for '=' then the rest is several times faster than `in` with a
     # multi-byte string, and decoded binary layers often hold '=' before a "\n\x00\n" join
-    if _QP_SOFT_BREAK.search(data) is not None and _mostly_text(data):
+    if _QP_SOFT_BREAK.search(data) is None:
+        return _escaped_tokens(data, b"=", _QP_EQUALS, _QP_DELIMITERS, binascii.a2b_qp, budget)
+    if _mostly_text(data):
         decoded = binascii.a2b_qp(data[:MAX_TEXT_DECODE_BYTES])
         return decoded[: budget.take(len(decoded))]
-    return _escaped_tokens(data, b"=", _QP_EQUALS, _QP_DELIMITERS, binascii.a2b_qp, budget)
+    # text with soft breaks among binary (a decoded layer that joined a quoted-printable run with binary ones):
+    # each stretch of text that holds a soft break is decoded whole, and =3D tokens outside them as tokens
+    text = data[:MAX_TEXT_DECODE_BYTES]
+    marks = text.translate(_TEXT_MARKS)
+    parts: list[bytes] = []
+    end = 0
+    for soft in _QP_SOFT_BREAK.finditer(text):
+        if soft.start() < end:
+            continue  # inside the stretch just decoded
+        if len(parts) >= MAX_TOKENS:
+            break
+        start = marks.rfind(b" ", 0, soft.start()) + 1
+        end = marks.find(b" ", soft.end())
+        end = len(text) if end < 0 else end
+        if not _add_part(parts, binascii.a2b_qp(text[start:end]), budget):
+            return _JOIN.join(parts)
+    escaped = _escaped_tokens(data, b"=", _QP_EQUALS, _QP_DELIMITERS, binascii.a2b_qp, budget)
+    if escaped and (not parts or budget.take(len(_JOIN)) == len(_JOIN)):
+        parts.append(escaped)
+    return _JOIN.join(parts)
 
 
 def _utf16(pattern: _RunFinder, codec: str) -> Callable[[bytes, Budget], bytes]:
