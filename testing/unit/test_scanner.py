@@ -733,6 +733,45 @@ def test_quic_flow_host_comes_from_its_sni(tmp_path: Path) -> None:
     assert result.flows[0].host == "www.example.net"
 
 
+def _short_header(rng: random.Random, cid: bytes, body: bytes) -> bytes:
+    """A QUIC short-header packet: its first byte's low bits vary (header protection), then the connection ID."""
+    return bytes((0x40 | rng.randrange(32),)) + cid + body
+
+
+def test_quic_seen_only_after_its_handshake_is_encrypted(tmp_path: Path) -> None:
+    """A QUIC flow whose Initial packets the capture missed: two random-looking short-header datagrams with one
+    connection ID make it encrypted, and its random bytes are no longer scanned (nor a binary coordinate's
+    false positive waiting to happen)."""
+    rng = random.Random(3)
+    cap = CaptureBuilder()
+    for _ in range(6):
+        cap.udp(PHONE_IP, SERVER_IP, 50002, 443, _short_header(rng, b"\x5a\x11\x22\x33\x44\x55\x66\x77",
+                                                                 rng.randbytes(1200)))
+        cap.udp(SERVER_IP, PHONE_IP, 443, 50002, _short_header(rng, b"", rng.randbytes(1200)))  # 0-length CID
+    result = _scan(tmp_path, cap)
+    (flow,) = result.flows
+    assert flow.encrypted and flow.protocol == "quic" and flow.frames == 12 and result.findings == ()
+
+
+@pytest.mark.parametrize("shape", ["binary", "zlib", "one-datagram"])
+def test_cleartext_udp_that_resembles_a_quic_short_header_is_scanned(tmp_path: Path, shape: str) -> None:
+    """The same first bytes over a body that does not look encrypted (binary fields, a zlib stream), or a
+    connection ID never seen twice: scanned, and the IMEI in the later datagrams found."""
+    rng = random.Random(4)
+    header = b"\x5a\x01\x02\x03\x04"
+    cap = CaptureBuilder()
+    for i in range(4):
+        fields = struct.pack(">IQ", i, rng.randrange(2 ** 64)) + f"imei={IMEI}".encode() + bytes(40)
+        body = zlib.compress(fields) if shape == "zlib" else fields
+        if shape == "one-datagram":
+            header = bytes((0x40 | i,)) + rng.randbytes(4)
+        cap.udp(PHONE_IP, SERVER_IP, 50003, 9000, header + body)
+    result = _scan(tmp_path, cap)
+    assert not result.flows[0].encrypted
+    (finding,) = _found(result, "imei")
+    assert finding.frames == (1, 2, 3, 4)
+
+
 def test_ports_reused_after_an_encrypted_connection_start_a_new_flow(tmp_path: Path) -> None:
     """A finished TLS connection's 4-tuple reused for plain HTTP must not hide the HTTP leak."""
     cap = CaptureBuilder()

@@ -141,6 +141,36 @@ def classify_datagram(payload: bytes) -> str:
     return ""
 
 
+#: QUIC short-header packets (RFC 9000 17.3: header form 0, fixed bit 1, the destination connection ID, then the
+#: protected packet number and payload) carry no version: a flow seen only after its handshake (a capture
+#: started late, a migrated or lost Initial) is known by two datagrams in one direction with the same connection
+#: ID prefix and a payload that looks encrypted
+QUIC_SHORT_HEADER_BYTES = 5  # the first byte and the first 4 bytes of the connection ID, kept per direction
+MIN_QUIC_SHORT_BYTES = 48
+_COMPRESSED_MAGICS = re.compile(rb"\x1f\x8b|x[\x01\x5e\x9c\xda]|BZh[1-9]|\xfd7zXZ|\x28\xb5\x2f\xfd")
+
+
+def quic_short_header(payload: bytes, previous: bytes) -> bool:
+    """True when ``payload`` is a QUIC short-header packet of the same connection as ``previous`` (the first
+    :data:`QUIC_SHORT_HEADER_BYTES` of the direction's last datagram): fixed bit set, long-header bit clear, the
+    same connection ID prefix, and a body whose bytes look encrypted (as many distinct values as random data
+    nearly has, no compressed stream's magic). Cleartext, even binary, does not look so; what does is not
+    readable anyway."""
+    if len(payload) < MIN_QUIC_SHORT_BYTES or payload[0] & 0xC0 != 0x40 or len(previous) != QUIC_SHORT_HEADER_BYTES:
+        return False
+    if previous[0] & 0xC0 != 0x40 or payload[1:QUIC_SHORT_HEADER_BYTES] != previous[1:]:
+        return False  # (header protection masks the first byte's low 5 bits: they differ from packet to packet)
+    return looks_encrypted(payload[QUIC_SHORT_HEADER_BYTES:QUIC_SHORT_HEADER_BYTES + 256])
+
+
+def looks_encrypted(sample: bytes) -> bool:
+    """``sample`` (up to 256 bytes) has at least 80 % of the distinct byte values uniform random bytes of its
+    length are expected to have, and holds no compressed stream's magic."""
+    n = len(sample)
+    expected = 256 * (1 - (255 / 256) ** n)
+    return len(set(sample)) >= 0.8 * expected and _COMPRESSED_MAGICS.search(sample) is None
+
+
 # --- TLS ClientHello ------------------------------------------------------------------------------------------
 
 

@@ -70,6 +70,7 @@ from phonehome.scan.protocols import (
     PROTO_TLS,
     PROTO_UNKNOWN,
     PROTO_WEBSOCKET,
+    QUIC_SHORT_HEADER_BYTES,
     RawDecoder,
     StreamDecoder,
     Unit,
@@ -80,6 +81,7 @@ from phonehome.scan.protocols import (
     parse_client_hello,
     parse_dns,
     quic_initial_crypto,
+    quic_short_header,
 )
 from phonehome.scan.reassembly import Budget, Stream
 from phonehome.scan.tunnels import TUNNEL_UDP_PORTS, Undecoded, undecoded_problem
@@ -804,6 +806,10 @@ class Scanner:
         if encrypted:
             self._mark_encrypted(flow, encrypted)
             return
+        if quic_short_header(payload, d.head):
+            self._mark_encrypted(flow, PROTO_QUIC)
+            return
+        d.head = payload[:QUIC_SHORT_HEADER_BYTES]
         n = len(payload)
         if d.sport in DNS_PORTS or d.dport in DNS_PORTS:
             message = parse_dns(payload)
