@@ -9,6 +9,9 @@ gzip body, chunked body, base64url JSON, MD5, cookie, HTTP response, MQTT, raw T
 - ``tls``: TLS connections with bulk application data (what the scanner skips after the handshake);
 - ``mixed``: a boot sequence, by bytes about 40 % HTTP JSON, 30 % gzip-encoded JSON, 20 % TLS, plus downloads,
   QUIC and DNS;
+- ``polls``: a phone's background polling, many short connections (a DNS lookup, one small JSON request and
+  response, 0.2-3 KB, and the TCP handshake and teardown each): packet- and flow-rate bound;
+- ``quic``: QUIC connections, a client Initial and then hundreds of short-header datagrams each;
 - ``boot``: the original benchmark capture (80 % TLS bulk, QUIC, DNS, HTTP with digit noise).
 
 Per shape and size it measures, in the same run:
@@ -19,7 +22,7 @@ Per shape and size it measures, in the same run:
   matcher, per packet (no reassembly, so it misses split leaks), and phonehome's speed as a multiple of it;
 - optionally a pyshark packet loop on a small slice of the file, extrapolated (labelled as such).
 
-Usage: ``.venv/bin/python benchmarks/bench_scan.py [--shape json|download|tls|mixed|boot|all] [--size-mb 100]
+Usage: ``.venv/bin/python benchmarks/bench_scan.py [--shape json|download|tls|mixed|polls|quic|boot|all] [--size-mb 100]
 [--also-mb 10 2000] [--repeat 3] [--skip-tshark] [--pyshark]``; ``phonehome scan`` runs ``--repeat`` times per
 size and the best run is reported. Not a test: numbers go in the README by hand.
 """
@@ -254,6 +257,33 @@ def _tls_flow(rng: random.Random, flow_no: int, hosts: list[str], bulk: bytes) -
                      [tls_server_hello() + tls_application_data(bulk[:3000]), b"".join(records)], rng)
 
 
+def _poll_flow(rng: random.Random, flow_no: int) -> Iterator[bytes]:
+    """A phone's background poll: a DNS lookup, then one short connection with one small JSON request and
+    response (0.2-3 KB). Packet-rate bound: per packet and per flow costs, not bytes, set the pace."""
+    host = f"poll{flow_no % 97}.example"
+    server = f"198.51.100.{flow_no % 50 + 1}"
+    qid = flow_no & 0xFFFF
+    lookup = [_udp(PHONE, "10.23.0.1", 20000 + flow_no % 40000, 53, dns_query(host, qid=qid)),
+              _udp("10.23.0.1", PHONE, 53, 20000 + flow_no % 40000, dns_response(host, [server], qid=qid))]
+    request = http_request("GET", f"/v1/poll?since={rng.getrandbits(40)}", host=host)
+    response = http_response(json_body(rng, rng.randrange(200, 3_000)), headers={"Content-Type": "application/json"})
+    return iter([*lookup, *_tcp_flow(server, 80, 1024 + flow_no % 60000, [request], [response], rng)])
+
+
+def _quic_flow(rng: random.Random, flow_no: int, bulk: bytes) -> Iterator[bytes]:
+    """A QUIC connection as a capture sees it: a client Initial, then 1-RTT short-header datagrams (a stable
+    8-byte connection ID from the client, none to it) of 1,200 random-looking bytes."""
+    server, sport = f"203.0.113.{flow_no % 40 + 100}", 40000 + flow_no % 20000
+    cid = rng.randbytes(8)
+    yield _udp(PHONE, server, sport, 443, quic_initial(bulk[:1200]))
+    for _ in range(rng.randrange(20, 400)):
+        start = rng.randrange(len(bulk) - 1300)
+        if rng.random() < 0.2:
+            yield _udp(PHONE, server, sport, 443, bytes((0x40 | rng.randrange(32),)) + cid + bulk[start:start + 300])
+        else:
+            yield _udp(server, PHONE, 443, sport, bytes((0x40 | rng.randrange(32),)) + bulk[start:start + 1250])
+
+
 def _next_flow(shape: str, rng: random.Random, flow_no: int, hosts: list[str], bulk: bytes,
                blob: bytes) -> Iterator[bytes]:
     """The next background flow of ``shape`` (the planted leaks come on top)."""
@@ -263,6 +293,10 @@ def _next_flow(shape: str, rng: random.Random, flow_no: int, hosts: list[str], b
         return _download_flow(rng, flow_no, blob)
     if shape == "tls":
         return _tls_flow(rng, flow_no, hosts, bulk)
+    if shape == "polls":
+        return _poll_flow(rng, flow_no)
+    if shape == "quic":
+        return _quic_flow(rng, flow_no, bulk)
     if shape == "mixed":  # by bytes about 40 % JSON, 30 % gzip JSON, 20 % TLS, 10 % downloads, plus QUIC
         kind = flow_no % 20
         if kind < 8:
@@ -427,7 +461,7 @@ def bench_pyshark(capture: Path, slice_bytes: int) -> dict[str, float]:
     return {"seconds": seconds, "rss": rss, "slice_bytes": written}
 
 
-SHAPES = ("json", "download", "tls", "mixed")
+SHAPES = ("json", "download", "tls", "mixed", "polls", "quic")
 #: which run decoders the scan uses (the child process imports the same phonehome as this one)
 RUN_DECODERS = "C (phonehome.scan._runs)" if layers.ACCELERATED else "Python (phonehome.scan._runs not built)"
 
@@ -473,7 +507,7 @@ def bench_shape(shape: str, size: float, args: argparse.Namespace, workdir: Path
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=(*SHAPES, "boot", "all"), default="all",
-                        help="traffic shape of the captures (all: json, download, tls and mixed)")
+                        help="traffic shape of the captures (all: every one)")
     parser.add_argument("--size-mb", type=float, default=100.0, help="capture size")
     parser.add_argument("--also-mb", type=float, nargs="*", default=[],
                         help="more sizes (flatness of speed and memory), e.g. 10 2000")
