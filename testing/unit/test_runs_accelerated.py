@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phonehome.scan import layers
+from phonehome.scan import layers, obfuscation
 from phonehome.scan.layers import Budget
 
 with contextlib.suppress(ImportError):  # not built: the tests that need it are skipped (needs_speedups)
@@ -179,3 +179,29 @@ def test_has_run_is_true_exactly_when_a_decoder_has_a_run(data: bytes, cut: int)
         for name, _, _ in KINDS:
             python, c = _both(name, data, 1 << 20, cut)
             assert python == c == (b"", 1 << 20)
+
+
+@needs_speedups
+@pytest.mark.timeout(60)
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300), periods=st.lists(st.integers(1, 8), min_size=1, max_size=4))
+def test_xor_differentials_are_the_python_reference(data: bytes, periods: list[int]) -> None:
+    """The XOR finder's differentials in C are its big-integer reference's bytes, for every period below the
+    length (the only ones it asks for); a period at or beyond the length is an empty differential."""
+    chosen = tuple(periods)
+    if len(data) > max(chosen):
+        assert _runs.xor_differentials(data, chosen, 16) == obfuscation.python_differentials(data, chosen)
+    expected = b"\0\0".join(bytes(a ^ b for a, b in zip(data[p:], data, strict=False)) for p in chosen)
+    assert _runs.xor_differentials(data, chosen, 2) == expected
+
+
+@needs_speedups
+def test_xor_differentials_bad_arguments() -> None:
+    assert _runs.xor_differentials(memoryview(b"abcd"), (1,), 0) == bytes((3, 1, 7))
+    assert _runs.xor_differentials(b"abcd", (), 5) == b""
+    with pytest.raises(ValueError, match="at least 1"):
+        _runs.xor_differentials(b"abcd", (0,), 0)
+    with pytest.raises(ValueError, match="negative"):
+        _runs.xor_differentials(b"abcd", (1,), -1)
+    with pytest.raises(TypeError):
+        _runs.xor_differentials(b"abcd", [1], 0)  # type: ignore[arg-type]  # a list, not a tuple, on purpose

@@ -1,4 +1,5 @@
-/* phonehome.scan._runs: the base64, base64url, base32 and hex run decoders of phonehome.scan.layers, in C.
+/* phonehome.scan._runs: the base64, base64url, base32 and hex run decoders of phonehome.scan.layers, in C
+ * (and, at the end, the XOR differentials of phonehome.scan.obfuscation: the same bytes as its Python reference).
  *
  * A JSON body is full of runs of these alphabets (floats' decimals, tokens, ids, timestamps); in Python each run
  * is one bytes object, one decode call and one join item, and that was most of a cleartext scan's time. Here one
@@ -322,7 +323,68 @@ has_run(PyObject *module, PyObject *args)
     return PyBool_FromLong(found);
 }
 
+/* xor_differentials(data, periods, gap): for each period p of `periods` (a tuple of ints >= 1), the bytes
+ * data[i] ^ data[i - p] for p <= i < len(data), the periods' differentials laid end to end with `gap` zero bytes
+ * between two; a period not below len(data) gives an empty differential. What phonehome.scan.obfuscation's
+ * XorFinder matches its differential needles over (its Python reference: one big-integer XOR per period). */
+static PyObject *
+xor_differentials(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    PyObject *periods, *out;
+    Py_ssize_t gap, n, count, k, total, i, p;
+    const unsigned char *src;
+    unsigned char *dst;
+
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y*O!n:xor_differentials", &view, &PyTuple_Type, &periods, &gap))
+        return NULL;
+    n = view.len;
+    count = PyTuple_GET_SIZE(periods);
+    if (gap < 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "gap must not be negative");
+        return NULL;
+    }
+    total = 0;
+    for (k = 0; k < count; k++) {
+        p = PyLong_AsSsize_t(PyTuple_GET_ITEM(periods, k));
+        if (p == -1 && PyErr_Occurred()) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        if (p < 1) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_ValueError, "periods must be at least 1");
+            return NULL;
+        }
+        total += (p < n ? n - p : 0) + (k ? gap : 0);
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    src = (const unsigned char *)view.buf;
+    dst = (unsigned char *)PyBytes_AS_STRING(out);
+    for (k = 0; k < count; k++) {
+        p = PyLong_AsSsize_t(PyTuple_GET_ITEM(periods, k));
+        if (k) {
+            memset(dst, 0, (size_t)gap);
+            dst += gap;
+        }
+        for (i = p; i < n; i++)
+            *dst++ = src[i] ^ src[i - p];
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"xor_differentials", xor_differentials, METH_VARARGS,
+     "xor_differentials(data, periods, gap) -> bytes\n\n"
+     "For each period p: data[i] ^ data[i - p] for p <= i < len(data); the periods' differentials joined by\n"
+     "`gap` zero bytes."},
     {"has_run", has_run, METH_VARARGS,
      "has_run(data, cut) -> bool\n\n"
      "True when data[:cut] holds a run of MIN_RUN_CHARS base64/base64url characters: without one, every\n"
@@ -336,7 +398,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef runs_module = {
     PyModuleDef_HEAD_INIT, "phonehome.scan._runs",
-    "The base64, base64url, base32 and hex run decoders of phonehome.scan.layers, in C.", -1, methods,
+    "The base64, base64url, base32 and hex run decoders of phonehome.scan.layers, and the XOR differentials of\n"
+    "phonehome.scan.obfuscation, in C.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -1,4 +1,5 @@
-# The C extension phonehome.scan._runs (_runs.c): the base64/base64url/base32/hex run decoders of layers.py.
+# The C extension phonehome.scan._runs (_runs.c): the base64/base64url/base32/hex run decoders of layers.py and
+# the XOR differentials of obfuscation.py.
 
 BASE64: int
 BASE64URL: int
@@ -8,3 +9,4 @@ MIN_RUN_CHARS: int
 
 def decode_runs(data: bytes | bytearray | memoryview, kind: int, budget: int, cut: int, /) -> tuple[bytes, int]: ...
 def has_run(data: bytes | bytearray | memoryview, cut: int, /) -> bool: ...
+def xor_differentials(data: bytes | bytearray | memoryview, periods: tuple[int, ...], gap: int, /) -> bytes: ...

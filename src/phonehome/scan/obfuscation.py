@@ -11,7 +11,8 @@ Reversed strings and ROT-N are needles of :mod:`.forms` (``reversed``, ``rotN``)
 
 Cost, on the bytes the nested decoders look at (their budget), never on bulk transfers: one-byte keys are one
 more hyperscan pass of 255 literals per needle (~1.2 GB/s here); keys of 2-4 bytes need the differentials,
-computed with Python big integers (~150 MB/s), so they are looked for only in units up to
+computed in C (:mod:`._runs`; with Python big integers, ~150 MB/s, where it is not built), and looked for only
+in units up to
 :data:`XOR_MULTI_BYTE_UNIT_BYTES` and the first :data:`XOR_MULTI_BYTE_PER_DIRECTION` of each direction.
 """
 
@@ -23,6 +24,11 @@ from typing import Any
 
 from phonehome.scan.forms import Needle
 from phonehome.scan.matcher import LiteralMatcher, Matcher
+
+try:
+    from phonehome.scan import _runs as _c_runs
+except ImportError:  # the C extension is optional (see layers.ACCELERATED): the Python reference below
+    _c_runs = None  # type: ignore[assignment]
 
 #: key lengths tried (the issue's 1 byte, and repeating keys of 2-4 bytes)
 XOR_PERIODS = (1, 2, 3, 4)
@@ -131,15 +137,12 @@ class XorFinder:
         n = len(data)
         if self.matcher is None or not periods or n <= max(periods):
             return list(found)[:MAX_KEYS_PER_UNIT]
-        # x ^ (x >> 8p) is data[i] ^ data[i - p] at i >= p: the period-p differential after p untouched bytes
-        value = int.from_bytes(data, "big")
-        parts = [(value ^ (value >> (8 * p))).to_bytes(n, "big")[p:] for p in periods]
         bounds = []
         pos = 0
-        for p, part in zip(periods, parts, strict=True):
-            bounds.append((pos, pos + len(part), p))
-            pos += len(part) + len(_SEPARATOR)
-        for match in self.matcher.find(_SEPARATOR.join(parts)):
+        for p in periods:
+            bounds.append((pos, pos + n - p, p))
+            pos += n - p + len(_SEPARATOR)
+        for match in self.matcher.find(differentials(data, periods)):
             period, plain = self.plains[id(match.needle)]
             seg_start, seg_end, seg_period = next(b for b in bounds if b[0] <= match.start < b[1] + len(_SEPARATOR))
             if seg_period != period or match.end > seg_end:
@@ -155,6 +158,22 @@ class XorFinder:
                 if len(found) >= MAX_KEYS_PER_UNIT:
                     break
         return list(found)[:MAX_KEYS_PER_UNIT]
+
+
+def differentials(data: bytes, periods: tuple[int, ...]) -> bytes:
+    """For each period ``p`` (each below ``len(data)``), ``data[i] ^ data[i - p]`` for ``i >= p``, laid end to end
+    with :data:`_SEPARATOR` between two: in C when it is built, else :func:`python_differentials`."""
+    if _c_runs is not None:
+        return _c_runs.xor_differentials(data, periods, len(_SEPARATOR))
+    return python_differentials(data, periods)
+
+
+def python_differentials(data: bytes, periods: tuple[int, ...]) -> bytes:
+    """The reference of :func:`differentials`: ``x ^ (x >> 8p)`` of the bytes as one big integer is
+    ``data[i] ^ data[i - p]`` at ``i >= p``, the period-``p`` differential after ``p`` untouched bytes."""
+    n = len(data)
+    value = int.from_bytes(data, "big")
+    return _SEPARATOR.join((value ^ (value >> (8 * p))).to_bytes(n, "big")[p:] for p in periods)
 
 
 def _xor_tables() -> list[bytes]:
