@@ -388,6 +388,7 @@ class _Direction:
         "opaque",
         "peeled",
         "pos",
+        "short_header",
         "sport",
         "src",
         "stream",
@@ -410,6 +411,7 @@ class _Direction:
         self.peeled = 0
         self.fin = False
         self.held = 0  # bytes its decoder buffers (counted against MAX_DECODER_BYTES_TOTAL)
+        self.short_header = b""  # UDP: the first bytes of the last datagram (a QUIC short header's connection ID)
 
 
 class _Flow:
@@ -806,10 +808,10 @@ class Scanner:
         if encrypted:
             self._mark_encrypted(flow, encrypted)
             return
-        if quic_short_header(payload, d.head):
+        if quic_short_header(payload, d.short_header):
             self._mark_encrypted(flow, PROTO_QUIC)
             return
-        d.head = payload[:QUIC_SHORT_HEADER_BYTES]
+        d.short_header = payload[:QUIC_SHORT_HEADER_BYTES]
         n = len(payload)
         if d.sport in DNS_PORTS or d.dport in DNS_PORTS:
             message = parse_dns(payload)
