@@ -24,8 +24,9 @@
 #   PHONEHOME_SIGNING_KEY / PHONEHOME_SIGNING_KEY_FILE  sign the run's evidence manifest (docs/verdicts.md)
 # Exit status: pytest's (0 = every phone passed; 1 = a phone leaked or broke a policy, or a device or capture
 # fault left a test inconclusive: the report is made all the same; 4 = a usage error such as a bad devices.yaml;
-# 5 = no test ran), 3 when the report could not be made clean, 4 for a shard or report without results. With the default devices.yaml the main job exits 1 on purpose: its leaky virtual
-# phones fail.
+# 5 = no test ran), 3 when the report could not be made clean, 6 for a report without results (no shard
+# left any: pytest's own codes stop at 5). With the default devices.yaml the main job exits 1 on purpose: its
+# leaky virtual phones fail.
 set -uo pipefail
 case "${1:-}" in
   -h|--help)
@@ -39,7 +40,7 @@ cd "$root"
 
 report=${PHONEHOME_REPORT:-reports/allure}
 history=${PHONEHOME_HISTORY:-reports/history/history.jsonl}
-EXIT_NO_RESULTS=4
+EXIT_NO_RESULTS=6  # not one of pytest's exit codes (0-5), so a usage error (4) is told apart
 
 # run_suite DIR [PYTEST_ARGS...]: the privacy suite with raw Allure results in DIR (cleaned before pytest starts:
 # --clean-alluredir under xdist lets every worker wipe the folder); prints nothing else, returns pytest's status

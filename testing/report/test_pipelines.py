@@ -137,6 +137,6 @@ def test_nightly_report_without_results_fails(tmp_path: Path) -> None:
     (tmp_path / "empty-shard").mkdir()
     env = {"PHONEHOME_REPORT": str(tmp_path / "report"), "PHONEHOME_HISTORY": str(tmp_path / "h.jsonl")}
     proc = _nightly("report", str(tmp_path / "empty-shard"), env=env)
-    assert proc.returncode == 4
+    assert proc.returncode == 6
     assert "holds no results" in proc.stderr and "no results to report on" in proc.stderr
     assert not (tmp_path / "report").exists()
