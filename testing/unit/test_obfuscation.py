@@ -4,9 +4,12 @@ The key is named in the encoding. One capture per class, read by tshark."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import random
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ from phonehome.scan.forms import rot
 from phonehome.scan.matcher import build_matcher
 from phonehome.scan.obfuscation import XorFinder, differential, xor_bytes
 from phonehome.scan.scanner import ScanResult, scan_capture
-from phonehome.testing.captures import CaptureBuilder
+from phonehome.testing.captures import CaptureBuilder, http_request
 
 IMEI = "356938035643809"
 SERIAL = "R58M12ABCDE"
@@ -71,6 +74,29 @@ def test_repeating_xor_keys(tmp_path: Path, key: bytes, offset: int) -> None:
     cap.udp(PHONE_IP, SERVER_IP, 40000, 7000, xor_bytes(b"#" * offset + BODY, key))
     result = scan_capture(cap.write_pcap(tmp_path / "c.pcap"), _ids())
     assert {(f.identifier, f.encoding) for f in result.findings} == {("imei", f"xor(0x{key.hex()})>plain")}
+
+
+@pytest.mark.parametrize(("key", "wrap", "chain"), [
+    (b"\x5a", base64.b64encode, "base64"),
+    (b"\x1f\x2e", base64.urlsafe_b64encode, "base64"),
+    (b"\x13\x37\x42", lambda data: data.hex().encode(), "hex"),
+    (b"\x77", lambda data: base64.b64encode(gzip.compress(data)), "base64>gzip"),
+])
+def test_xor_under_another_layer(tmp_path: Path, key: bytes, wrap: Callable[[bytes], bytes], chain: str) -> None:
+    """XOR, then base64 (or hex, or gzip then base64): the key is found in the decoded layer, the chain says all."""
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(http_request("POST", "/c", host="c.example", body=b"d=" + wrap(xor_bytes(BODY, key)) + b"&v=1"))
+    result = scan_capture(cap.write_pcap(tmp_path / "c.pcap"), _ids())
+    assert {(f.identifier, f.encoding) for f in result.findings} == {("imei", f"{chain}>xor(0x{key.hex()})>plain")}
+
+
+def test_xor_under_an_unescaping_layer_is_the_same_finding(tmp_path: Path) -> None:
+    """A %-escape before XOR-ed bytes: the url layer holds the same XOR-ed bytes, which is no second leak."""
+    cap = CaptureBuilder()
+    cap.udp(PHONE_IP, SERVER_IP, 40000, 7000, b"%41" + xor_bytes(f"imei={IMEI}".encode(), b"\x40"))
+    result = scan_capture(cap.write_pcap(tmp_path / "c.pcap"), _ids())
+    assert {(f.identifier, f.encoding) for f in result.findings} == {("imei", "xor(0x40)>plain")}
 
 
 def test_reversed_and_rot_n(tmp_path: Path) -> None:

@@ -1136,6 +1136,7 @@ class Scanner:
             return known
         find = self.matcher.find
         peeled = [(chain, decoded, find(decoded)) for chain, decoded in self._layers(sample)]
+        peeled += self._xored(sample, peeled)
         size = len(sample) + sum(len(decoded) for _, decoded, _ in peeled)
         if size <= PEEL_CACHE_BYTES // 4:
             cache[sample] = peeled
@@ -1144,6 +1145,24 @@ class Scanner:
                 old, old_peeled = cache.popitem(last=False)
                 self.peel_cache_bytes -= len(old) + sum(len(decoded) for _, decoded, _ in old_peeled)
         return peeled
+
+    def _xored(self, sample: bytes, peeled: list[tuple[str, bytes, list[Match]]]) -> list[tuple[str, bytes, list[Match]]]:
+        """XOR obfuscation under another layer (``base64>xor(0x5a)``: XOR, then base64, is firmware's favourite):
+        the layers of ``sample`` that decode to XOR-ed needles, with their matches. One-byte keys in every layer;
+        keys of 2-4 bytes in small layers only (:data:`XOR_MULTI_BYTE_UNIT_BYTES`), the bound the unit itself
+        has. Under an unescaping layer (url, html...), what the sample XOR-ed with the same key already shows is
+        the sample's own ``xor(...)`` finding, not a new one."""
+        found = []
+        for chain, decoded, _ in peeled:
+            for key in self.xor.keys(decoded, multi_byte=len(decoded) <= XOR_MULTI_BYTE_UNIT_BYTES):
+                xored = xor_bytes(decoded, key)
+                matches = self.matcher.find(xored)
+                if matches and not TRANSPARENT_LAYERS.isdisjoint(chain.split(">")):
+                    plain = xor_bytes(sample, key)
+                    matches = [m for m in matches if xored[m.start:m.end] not in plain]
+                if matches:
+                    found.append((f"{chain}>xor(0x{key.hex()})", xored, matches))
+        return found
 
     @staticmethod
     def _layers(sample: bytes) -> list[tuple[str, bytes]]:
