@@ -533,8 +533,8 @@ def _quoted_printable(data: bytes, budget: Budget) -> bytes:
     parts: list[bytes] = []
     end = 0
     for soft in _QP_SOFT_BREAK.finditer(text):
-        if soft.start() < end:
-            continue  # inside the stretch just decoded
+        if soft.start() < end or text.startswith(_JOIN[1:], soft.end()):
+            continue  # inside the stretch just decoded, or a decoded '=' before the separator of joined runs
         if len(parts) >= MAX_TOKENS:
             break
         start = marks.rfind(b" ", 0, soft.start()) + 1

@@ -40,6 +40,7 @@ from phonehome.scan.http2 import Http2Decoder
 from phonehome.scan.keylog import KeyLog, load_keylogs
 from phonehome.scan.matcher import Match, Matcher, build_matcher
 from phonehome.scan.obfuscation import (
+    MIN_XOR_NEEDLE_BYTES,
     XOR_MULTI_BYTE_PER_DIRECTION,
     XOR_MULTI_BYTE_UNIT_BYTES,
     xor_bytes,
@@ -1154,6 +1155,8 @@ class Scanner:
         the sample's own ``xor(...)`` finding, not a new one."""
         found = []
         for chain, decoded, _ in peeled:
+            if len(decoded) < MIN_XOR_NEEDLE_BYTES:  # no XOR needle is shorter: the many tiny layers cost nothing
+                continue
             for key in self.xor.keys(decoded, multi_byte=len(decoded) <= XOR_MULTI_BYTE_UNIT_BYTES):
                 xored = xor_bytes(decoded, key)
                 matches = self.matcher.find(xored)
