@@ -20,6 +20,7 @@ import pytest
 
 from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, mask, parse_identifiers
+from phonehome.scan import obfuscation
 from phonehome.scan.forms import tbcd
 from phonehome.scan.scanner import (
     Finding,
@@ -753,16 +754,22 @@ def test_quic_seen_only_after_its_handshake_is_encrypted(tmp_path: Path) -> None
     assert flow.encrypted and flow.protocol == "quic" and flow.frames == 12 and result.findings == ()
 
 
-@pytest.mark.parametrize("shape", ["binary", "zlib", "one-datagram"])
+@pytest.mark.parametrize("shape", ["binary", "zlib", "xor", "one-datagram"])
 def test_cleartext_udp_that_resembles_a_quic_short_header_is_scanned(tmp_path: Path, shape: str) -> None:
-    """The same first bytes over a body that does not look encrypted (binary fields, a zlib stream), or a
-    connection ID never seen twice: scanned, and the IMEI in the later datagrams found."""
+    """The same first bytes over a body that does not look encrypted (binary fields, a zlib stream, base64 text
+    XOR-ed with a 4-byte key, varied as a whole but not byte by byte of the key), or a connection ID never seen
+    twice: scanned, and the IMEI in the later datagrams found."""
     rng = random.Random(4)
     header = b"\x5a\x01\x02\x03\x04"
     cap = CaptureBuilder()
     for i in range(4):
         fields = struct.pack(">IQ", i, rng.randrange(2 ** 64)) + f"imei={IMEI}".encode() + bytes(40)
-        body = zlib.compress(fields) if shape == "zlib" else fields
+        if shape == "xor":
+            fields = bytes(rng.randrange(256) for _ in range(240))  # a datagram long enough to be judged
+            fields = f"imei={IMEI}&t=".encode() + base64.b64encode(fields) + b"&v=2"
+            body = obfuscation.xor_bytes(fields, b"\x9c\x31\xe7\x4d")
+        else:
+            body = zlib.compress(fields) if shape == "zlib" else fields
         if shape == "one-datagram":
             header = bytes((0x40 | i,)) + rng.randbytes(4)
         cap.udp(PHONE_IP, SERVER_IP, 50003, 9000, header + body)

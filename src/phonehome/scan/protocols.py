@@ -146,7 +146,10 @@ def classify_datagram(payload: bytes) -> str:
 #: started late, a migrated or lost Initial) is known by two datagrams in one direction with the same connection
 #: ID prefix and a payload that looks encrypted
 QUIC_SHORT_HEADER_BYTES = 5  # the first byte and the first 4 bytes of the connection ID, kept per direction
-MIN_QUIC_SHORT_BYTES = 48
+#: a datagram is judged on the 256 bytes after that (fewer cannot tell base64 XOR-ed with a 4-byte key from random
+#: bytes): QUIC's full-size packets (~1,200 bytes) have them, its ACK-only ones do not need to
+ENCRYPTED_SAMPLE_BYTES = 256
+MIN_QUIC_SHORT_BYTES = QUIC_SHORT_HEADER_BYTES + ENCRYPTED_SAMPLE_BYTES
 _COMPRESSED_MAGICS = re.compile(rb"\x1f\x8b|x[\x01\x5e\x9c\xda]|BZh[1-9]|\xfd7zXZ|\x28\xb5\x2f\xfd")
 
 
@@ -160,15 +163,20 @@ def quic_short_header(payload: bytes, previous: bytes) -> bool:
         return False
     if previous[0] & 0xC0 != 0x40 or payload[1:QUIC_SHORT_HEADER_BYTES] != previous[1:]:
         return False  # (header protection masks the first byte's low 5 bits: they differ from packet to packet)
-    return looks_encrypted(payload[QUIC_SHORT_HEADER_BYTES:QUIC_SHORT_HEADER_BYTES + 256])
+    return looks_encrypted(payload[QUIC_SHORT_HEADER_BYTES:MIN_QUIC_SHORT_BYTES])
 
 
 def looks_encrypted(sample: bytes) -> bool:
-    """``sample`` (up to 256 bytes) has at least 80 % of the distinct byte values uniform random bytes of its
-    length are expected to have, and holds no compressed stream's magic."""
-    n = len(sample)
-    expected = 256 * (1 - (255 / 256) ** n)
-    return len(set(sample)) >= 0.8 * expected and _COMPRESSED_MAGICS.search(sample) is None
+    """``sample`` (:data:`ENCRYPTED_SAMPLE_BYTES` bytes) looks like random bytes: as a whole, and taking every 2nd, 3rd and 4th byte
+    from each offset (text XOR-ed with a repeating key of up to 4 bytes is varied as a whole but not there), it
+    has at least 80 % of the distinct byte values random bytes of that length are expected to have; and it holds
+    no compressed stream's magic."""
+    for period in (1, 2, 3, 4):
+        for offset in range(period):
+            part = sample[offset::period]
+            if len(set(part)) < 0.8 * 256 * (1 - (255 / 256) ** len(part)):
+                return False
+    return _COMPRESSED_MAGICS.search(sample) is None
 
 
 # --- TLS ClientHello ------------------------------------------------------------------------------------------
