@@ -64,7 +64,8 @@ devices:
 def test_each_release_gives_what_its_shell_may_read(tmp_path: Path, server: AdbServer,
                                                     phones: list[VirtualPhone]) -> None:
     for phone in phones:
-        read, sources = backend(tmp_path, server, phone).read_identifiers()
+        reader = backend(tmp_path, server, phone)
+        read, sources = reader.read_identifiers()
         expected = dict(ALWAYS)
         if phone.spec.sdk < 29:  # device identifiers are the shell's before Android 10
             expected.update({"imei": "service call iphonesubinfo 1", "imsi": "service call iphonesubinfo 7",
@@ -81,3 +82,7 @@ def test_each_release_gives_what_its_shell_may_read(tmp_path: Path, server: AdbS
         if "imei" in expected:
             assert read.get("imei") == ("352099001761481",)
             assert read.get("phone") == ("+4930123456",)
+        else:  # the phone's refusal is what the report says, not a bare "not readable"
+            assert reader.unreadable["imei"] == (
+                "service call iphonesubinfo 1 s16 com.android.shell raised SecurityException: getDeviceId: The user "
+                "2000 does not meet the requirements to access device identifiers.")

@@ -12,6 +12,7 @@ from phonehome.devices.android import (
     checked_location,
     checked_subscriber_value,
     iphonesubinfo_code,
+    iphonesubinfo_command,
     parse_android_id,
     parse_boot_completed,
     parse_boot_id,
@@ -19,6 +20,7 @@ from phonehome.devices.android import (
     parse_getprop,
     parse_keyguard_showing,
     parse_mac,
+    parse_parcel_exception,
     parse_parcel_string,
     parse_screen_state,
     parse_serial,
@@ -109,12 +111,41 @@ def test_an_unknown_release_is_said_so() -> None:
 
 
 def test_the_iphonesubinfo_code_follows_the_release() -> None:
-    assert [iphonesubinfo_code(name, 28) for name in ("imei", "imsi", "iccid", "phone")] == [1, 7, 11, 13]
-    assert [iphonesubinfo_code(name, 29) for name in ("imei", "imsi", "iccid", "phone")] == [1, 8, 13, 16]
+    """The getters that take the calling package, FIRST_CALL_TRANSACTION + n in each release's generated
+    IPhoneSubInfo stub: Android 8/9 (code-search index id 36122978707), 10 (id 1270161066: getGroupIdLevel1
+    gone), 11+ (AOSP IPhoneSubInfo.aidl, id 292563319: a ``*WithFeature`` twin after each getter)."""
+    names = ("imei", "imsi", "iccid", "phone")
+    assert [iphonesubinfo_code(name, 28) for name in names] == [1, 7, 11, 13]
+    assert [iphonesubinfo_code(name, 29) for name in names] == [1, 7, 10, 12]
+    assert [iphonesubinfo_code(name, 30) for name in names] == [1, 8, 12, 15]
+    assert [iphonesubinfo_code(name, 35) for name in names] == [1, 8, 12, 15]
+
+
+def test_the_iphonesubinfo_call_names_the_shell_as_caller() -> None:
+    """Without a calling package Android 10+ refuses the call before its permission check; the shell's own
+    package is what ``service call iphonesubinfo 1 s16 com.android.shell`` (the usual form) passes."""
+    assert iphonesubinfo_command("imei", 34) == ["service", "call", "iphonesubinfo", "1", "s16",
+                                                 "com.android.shell"]
+    assert iphonesubinfo_command("phone", 29)[3] == "12"
 
 
 def test_a_service_the_phone_lacks_is_no_value_not_an_error() -> None:
     assert parse_parcel_string("service: Service iphonesubinfo does not exist\n", 33, "axxs") is None
+    assert parse_parcel_exception("service: Service iphonesubinfo does not exist\n", 33, "axxs") is None
+    # what `dumpsys` prints for a service the phone lacks (a Wi-Fi-only tablet has no iphonesubinfo)
+    assert parse_subinfo_dump("Can't find service: iphonesubinfo\n", 33, "axxs") == {}
+    assert parse_subinfo_dump("Permission Denial: can't dump iphonesubinfo from from pid=1, uid=2000\n") == {}
+
+
+def test_a_refused_call_is_said_with_the_phones_own_message() -> None:
+    # the 0x00000000 offset of a multi-line reply is not a status word; a thrown reply is no value
+    refused = ("Result: Parcel(\n"
+               "  0x00000000: ffffffff 0000004a 00740041 00650074 '....J...A.t.t.e.'\n"
+               "  0x00000010: 0070006d 00200074 006f0074 00720020 'm.p.t. .t.o. .r.')")
+    assert parse_parcel_string(refused) is None
+    assert parse_parcel_exception(refused) == "SecurityException"  # the message is cut: only its kind is said
+    assert parse_parcel_exception("Result: Parcel(00000000 00000001   '........')") is None
+    assert parse_parcel_exception("Result: Parcel(fffffffc 00000000   '........')") == "NullPointerException"
 
 
 def test_a_getprop_value_may_span_lines() -> None:

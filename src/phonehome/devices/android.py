@@ -20,13 +20,18 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-#: Android 10 (SDK 29) renumbered IPhoneSubInfo's transactions and restricted device identifiers to
-#: READ_PRIVILEGED_PHONE_STATE, which the shell lacks unless the phone is rooted
+#: Android 10 (SDK 29) renumbered IPhoneSubInfo's transactions (``getGroupIdLevel1`` went) and restricted device
+#: identifiers to READ_PRIVILEGED_PHONE_STATE; Android 11 (SDK 30) renumbered them again (``*WithFeature`` methods)
 IPHONESUBINFO_RENUMBERED_SDK = 29
+IPHONESUBINFO_FEATURE_SDK = 30
 #: ``service call iphonesubinfo`` transaction codes of getDeviceId, getSubscriberId, getIccSerialNumber and
-#: getLine1Number: (before SDK 29, from SDK 29)
-IPHONESUBINFO_CODES: dict[str, tuple[int, int]] = {"imei": (1, 1), "imsi": (7, 8), "iccid": (11, 13),
-                                                   "phone": (13, 16)}
+#: getLine1Number, the variants whose first argument is the calling package: (SDK 28 and before, SDK 29, SDK 30
+#: and later), counted in the generated IPhoneSubInfo stubs (FIRST_CALL_TRANSACTION + n) of each release
+IPHONESUBINFO_CODES: dict[str, tuple[int, int, int]] = {"imei": (1, 1, 1), "imsi": (7, 7, 8),
+                                                        "iccid": (11, 10, 12), "phone": (13, 12, 15)}
+#: the calling package ``service call`` passes (``s16``): the shell's own, which its uid owns; without one,
+#: Android 10+ refuses the call before any permission is looked at
+IPHONESUBINFO_CALLER = "com.android.shell"
 #: MACs Android reports when it hides the real one
 PLACEHOLDER_MACS = frozenset({"02:00:00:00:00:00", "00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff"})
 #: serial numbers of unprovisioned boards (MediaTek and Qualcomm reference builds), the same on every such phone
@@ -60,6 +65,14 @@ _TCP_LINE = re.compile(r"^\s*\d+:\s+([0-9A-F]+):([0-9A-F]{4})\s+([0-9A-F]+):([0-
                        r"\S+\s+\S+\s+\S+\s+(\d+)\s+\d+\s+(\d+)")
 # a package name has letters, digits and underscores in dot-separated parts; the framework's is just ``android``
 _PACKAGE_LINE = re.compile(r"^package:(?:(.+)=)?([A-Za-z]\w*(?:\.\w+)*)(?:\s+(?:uid|versionCode):\S+)*$")
+#: Parcel.writeException's codes (EX_SECURITY ... EX_TRANSACTION_FAILED)
+_PARCEL_EXCEPTIONS = {-1: "SecurityException", -2: "BadParcelableException", -3: "IllegalArgumentException",
+                      -4: "NullPointerException", -5: "IllegalStateException", -6: "NetworkOnMainThreadException",
+                      -7: "UnsupportedOperationException", -8: "ServiceSpecificException", -9: "ParcelableException",
+                      -127: "reply with a noted-app-ops header", -128: "reply with a strict-mode header",
+                      -129: "TransactionFailedException"}
+#: at most this much of a phone's message goes into an error
+MESSAGE_CHARS = 200
 _SUBINFO_FIELDS = {"imei": ("Device ID", "IMEI"), "imsi": ("Subscriber ID", "IMSI"),
                    "iccid": ("ICC Serial Number", "ICCID"), "phone": ("Line 1 Number", "Phone Number")}
 
@@ -259,16 +272,21 @@ def parse_ip_link_mac(text: str, sdk: int = 0, maker: str = "", *, interface: st
 
 def iphonesubinfo_code(name: str, sdk: int, maker: str = "") -> int:
     """The ``service call iphonesubinfo`` transaction code of ``name`` (imei, imsi, iccid, phone) on this release."""
-    before, after = IPHONESUBINFO_CODES[name]
-    return after if sdk >= IPHONESUBINFO_RENUMBERED_SDK else before
+    pie, ten, later = IPHONESUBINFO_CODES[name]
+    if sdk >= IPHONESUBINFO_FEATURE_SDK:
+        return later
+    return ten if sdk >= IPHONESUBINFO_RENUMBERED_SDK else pie
 
 
-def parse_parcel_string(service_call_output: str, sdk: int = 0, maker: str = "") -> str | None:
-    """Decode the string a ``service call`` returned: status word, length, then UTF-16LE characters.
+def iphonesubinfo_command(name: str, sdk: int, maker: str = "") -> list[str]:
+    """The whole ``service call iphonesubinfo CODE s16 com.android.shell`` of ``name`` on this release (a method
+    that takes no package, before Android 6, ignores the argument)."""
+    return ["service", "call", "iphonesubinfo", str(iphonesubinfo_code(name, sdk, maker)), "s16",
+            IPHONESUBINFO_CALLER]
 
-    None when the call raised (non-zero status: a SecurityException on Android 10+), returned a null string, or
-    the service does not exist on this phone (a tablet without telephony).
-    """
+
+def _parcel_words(service_call_output: str, sdk: int, maker: str) -> list[int] | None:
+    """The 32-bit words of a ``service call`` reply; None when the service does not exist on this phone."""
     if "does not exist" in service_call_output or "Can't find service" in service_call_output:
         return None
     if "Result: Parcel(" not in service_call_output:
@@ -279,15 +297,44 @@ def parse_parcel_string(service_call_output: str, sdk: int = 0, maker: str = "")
         if ":" in body:
             body = body.split(":", 1)[1]
         words.extend(int(word, 16) for word in _PARCEL_WORD.findall(body))
-    if len(words) < 2 or words[0] != 0:
+    return words
+
+
+def _parcel_string16(words: list[int], at: int) -> str | None:
+    """The String16 at word ``at``: its length (-1 for null), then UTF-16LE characters; None if absent or cut."""
+    if len(words) <= at or words[at] in (0, 0xFFFFFFFF):
         return None
-    length = words[1]
-    if length in (0, 0xFFFFFFFF):
-        return None
-    data = b"".join(word.to_bytes(4, "little") for word in words[2:])
+    length = words[at]
+    data = b"".join(word.to_bytes(4, "little") for word in words[at + 1:])
     if len(data) < 2 * length:
         return None
     return data[: 2 * length].decode("utf-16-le", errors="replace")
+
+
+def parse_parcel_string(service_call_output: str, sdk: int = 0, maker: str = "") -> str | None:
+    """Decode the string a ``service call`` returned: status word, length, then UTF-16LE characters.
+
+    None when the call raised (non-zero status: a SecurityException on Android 10+, said by
+    :func:`parse_parcel_exception`), returned a null string, or the service does not exist on this phone (a tablet
+    without telephony).
+    """
+    words = _parcel_words(service_call_output, sdk, maker)
+    if words is None or len(words) < 2 or words[0] != 0:
+        return None
+    return _parcel_string16(words, 1)
+
+
+def parse_parcel_exception(service_call_output: str, sdk: int = 0, maker: str = "") -> str | None:
+    """What a ``service call`` that raised says: ``SecurityException: getDeviceId: The user 2000 does not meet
+    the requirements to access device identifiers.`` (the exception code, then its message, as Parcel's
+    writeException puts them); None when the call did not raise."""
+    words = _parcel_words(service_call_output, sdk, maker)
+    if not words or words[0] == 0:
+        return None
+    code = words[0] - (1 << 32) if words[0] & 0x80000000 else words[0]
+    name = _PARCEL_EXCEPTIONS.get(code, f"exception {code}")
+    message = _parcel_string16(words, 1)
+    return f"{name}: {message[:MESSAGE_CHARS]}" if message else name
 
 
 def luhn_ok(digits: str) -> bool:
@@ -323,8 +370,11 @@ def checked_subscriber_value(name: str, value: str) -> str | None:
 
 def parse_subinfo_dump(dumpsys_iphonesubinfo: str, sdk: int = 0, maker: str = "") -> dict[str, str]:
     """Identifier values from ``dumpsys iphonesubinfo``: Android 4.4 and older print ``Device ID = ...``; newer
-    releases print nothing to the shell. Only values of the right shape are returned."""
+    releases print nothing to the shell, a phone without telephony ``Can't find service: iphonesubinfo``. Only
+    values of the right shape are returned."""
     text = dumpsys_iphonesubinfo.strip()
+    if text.startswith(("Can't find service", "Permission Denial")):
+        return {}  # no telephony on this phone (a Wi-Fi tablet), or the shell may not dump it: nothing to read
     if text and "Phone Subscriber Info" not in text and not any(
             label in text for labels in _SUBINFO_FIELDS.values() for label in labels):
         raise UnknownFormat("dumpsys iphonesubinfo", "'Phone Subscriber Info' dump", sdk, maker)

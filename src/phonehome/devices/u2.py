@@ -26,12 +26,13 @@ from phonehome.devices.android import (
     ScreenState,
     UnknownFormat,
     checked_subscriber_value,
-    iphonesubinfo_code,
+    iphonesubinfo_command,
     parse_android_id,
     parse_boot_id,
     parse_keyguard_secure,
     parse_keyguard_showing,
     parse_mac,
+    parse_parcel_exception,
     parse_parcel_string,
     parse_screen_state,
     parse_serial,
@@ -177,6 +178,8 @@ class U2Phone:
         self._credential_refused: str | None = None
         #: identifiers ``read_identifiers`` was asked for but could not read, with why
         self.unreadable: dict[str, str] = {}
+        #: what the phone said when it refused an identifier (a SecurityException's message), by name
+        self._refusals: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"U2Phone(label={self.label!r}, serial={mask(self.serial)!r}, adb_server={self._adb_address!r})"
@@ -604,7 +607,8 @@ class U2Phone:
             except UnknownFormat as exc:  # a format nobody reads is said, never taken for "not readable"
                 raise DeviceError(self.label, f"cannot read {name}: {exc}") from None
             if found is None:
-                why = "no reader for it" if reader is None else "the phone did not reveal it (or no valid value)"
+                why = "no reader for it" if reader is None else self._refusals.pop(
+                    name, "the phone did not reveal it (or no valid value)")
                 self.unreadable[name] = why
                 log.info("device %s: %s not readable from the phone: %s", self.label, name, why)
                 continue
@@ -656,13 +660,17 @@ class U2Phone:
         """``service call iphonesubinfo CODE`` with this release's code, else ``dumpsys iphonesubinfo``; a value
         of the wrong shape (a wrong code's answer, a placeholder) is not read."""
         sdk, maker = self._release()
-        code = str(iphonesubinfo_code(name, sdk, maker))
-        output = self._try_shell(["service", "call", "iphonesubinfo", code])
+        command = iphonesubinfo_command(name, sdk, maker)
+        output = self._try_shell(command)
         value = parse_parcel_string(output, sdk, maker) if output else None
         checked = checked_subscriber_value(name, value) if value else None
         if checked:
-            return checked, f"service call iphonesubinfo {code}"
-        return self._read_subinfo(name)
+            return checked, " ".join(command[:4])  # the transaction: the caller argument is always the same
+        refusal = parse_parcel_exception(output, sdk, maker) if output else None
+        found = self._read_subinfo(name)
+        if found is None and refusal:  # why it is unreadable, as the phone said it (masked: no identifier in it)
+            self._refusals[name] = f"{' '.join(command)} raised {refusal}"
+        return found
 
     def _read_subinfo(self, name: str) -> tuple[str, str] | None:
         output = self._try_shell(["dumpsys", "iphonesubinfo"])
