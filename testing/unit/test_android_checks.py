@@ -19,6 +19,7 @@ from phonehome.devices.android import (
     parse_cell_identity,
     parse_getprop,
     parse_keyguard_showing,
+    parse_last_locations,
     parse_mac,
     parse_parcel_exception,
     parse_parcel_string,
@@ -146,6 +147,51 @@ def test_a_refused_call_is_said_with_the_phones_own_message() -> None:
     assert parse_parcel_exception(refused) == "SecurityException"  # the message is cut: only its kind is said
     assert parse_parcel_exception("Result: Parcel(00000000 00000001   '........')") is None
     assert parse_parcel_exception("Result: Parcel(fffffffc 00000000   '........')") == "NullPointerException"
+
+
+def test_a_fix_in_a_decimal_comma_locale_is_read() -> None:
+    """Before Android 12 Location.toString formats ``" %.6f,%.6f"`` in the phone's default locale (AOSP
+    Location.java of 8-11, code-search index ids 33953741361, 52268244317; Locale.ROOT from 12, id 70151966986):
+    a German phone writes decimal commas, an Arabic one Arabic-Indic digits and U+066B. Taken for decimal points,
+    "48,858370,2,294481" would read as (48, 858370) and the fix be dropped as out of range."""
+    head = "Location Manager State:\n  Last Known Locations:\n    gps: "
+    german = head + "Location[gps 48,858370,2,294481 hAcc=20 et=+1d2h mock alt=35.0 vel=0.0]\n"
+    assert parse_last_locations(german, 28, "samsung") == ((48.85837, 2.294481),)
+    west = head + "Location[network -33,868820,-151,209296 hAcc=800 et=+5m]\n"
+    assert parse_last_locations(west) == ((-33.86882, -151.209296),)
+    arabic = head + "Location[gps \u0664\u0668\u066b\u0668\u0665\u0668\u0663\u0667\u0660," \
+                    "\u0662\u066b\u0662\u0669\u0664\u0664\u0668\u0661 hAcc=5]\n"
+    assert parse_last_locations(arabic) == ((48.85837, 2.294481),)
+    assert parse_last_locations(head + "Location[gps 48.858370,2.294481 hAcc=5]\n") == ((48.85837, 2.294481),)
+    assert parse_last_locations(head + "null\n") == ()
+
+
+def test_a_masked_or_unreadable_fix_is_an_error_that_names_no_coordinate() -> None:
+    # the masked form as a real phone logged it ("Known Location : Location[gps 44****** ,-97******  hAcc=1.06",
+    # a logcat line quoted in code-search index id 66495437635); some builds' Location.toString prints
+    # " %.0f******,%.0f******" (ids 28688931629, 10941410211), and dumpsys location prints that toString
+    head = "Location Manager State:\n  Last Known Locations:\n    gps: "
+    masked = head + "Location[gps 44****** ,-97******  hAcc=1.06 et=+11d4h38m54s2ms alt=416.5 vAcc=0.0]\n"
+    with pytest.raises(UnknownFormat) as info:
+        parse_last_locations(masked, 30, "vivo")
+    assert str(info.value) == ("no unmasked fix (this build prints coordinates masked with '*') in dumpsys location "
+                               "on SDK 30 (vivo)")
+    with pytest.raises(UnknownFormat) as info:
+        parse_last_locations(head + "Location[gps 48\u00b051'N,2\u00b017'E hAcc=5]\n", 30, "vivo")
+    assert "48" not in str(info.value) and "dumpsys location on SDK 30 (vivo)" in str(info.value)
+
+
+def test_an_nr_cell_identity_is_read_with_its_spaced_fields() -> None:
+    """CellIdentityNr.toString writes ``mTac = 1`` with blanks on every release that has it (AOSP, code-search
+    index ids 96641539, 156396711); the NR block as a OnePlus 10 Pro (NE2215, Android 15) printed it (quoted, line
+    wrapped, in index id 67155718939), on one line as dumpsys prints it."""
+    line = ("    mCellIdentity=CellIdentityNr:{ mPci = 269 mTac = 5767433 mNrArfcn = 396030 mBands = [2] mMcc = 311 "
+            "mMnc = 480 mNci = 14567084500 mAlphaLong = Verizon mAlphaShort = Verizon mAdditionalPlmns = {} }")
+    assert parse_cell_identity(line, 35, "oneplus") == CellIdentity(radio="nr", mcc="311", mnc="480", area=5767433,
+                                                                    cell=14567084500)
+    # Huawei's build prints "mTac = *** ... mNci = ***" (index id 28757514174): not read
+    huawei = line.replace("mTac = 5767433", "mTac = ***").replace("mNci = 14567084500", "mNci = ***")
+    assert parse_cell_identity(huawei, 29, "huawei") is None
 
 
 def test_a_getprop_value_may_span_lines() -> None:

@@ -54,9 +54,16 @@ _GETPROP_LINE = re.compile(r"^\[([^\]]*)\]: \[(.*)\]$", re.DOTALL)
 _PARCEL_WORD = re.compile(r"\b([0-9a-fA-F]{8})\b")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(?:[:-][0-9a-fA-F]{2}){5}")
 _IP_LINK = re.compile(r"^\d+:\s+([^:@\s]+)(?:@\S+)?:.*\n\s+link/ether\s+(\S+)", re.MULTILINE)
-_LOCATION = re.compile(r"Location\[\w+\s+(-?\d+(?:\.\d+)?),\s*(-?\d+(?:\.\d+)?)")
+# a fix as Location.toString prints it: the provider, then "lat,lon" up to the next blank
+_LOCATION = re.compile(r"Location\[[\w.-]*\s+(?P<coords>[^\s\]]+)")
+# "48.858370,2.294481": Locale.ROOT from Android 12, and an English, Chinese, Japanese... phone before
+_COORDS_POINT = re.compile(r"(-?\d+(?:\.\d+)?),\s*(-?\d+(?:\.\d+)?)")
+# "48,858370,2,294481": before Android 12 Location.toString formats "%.6f,%.6f" in the phone's locale, so a German,
+# French, Russian, Brazilian... phone writes decimal commas (and an Arabic one Arabic-Indic digits and U+066B)
+_COORDS_COMMA = re.compile(r"(-?\d+),(\d+),(-?\d+),(\d+)")
 _CELL_IDENTITY = re.compile(r"mCellIdentity=CellIdentity(Lte|Nr|Wcdma|Gsm|Tdscdma|Cdma):\{([^}]*)\}")
-_CELL_FIELD = re.compile(r"\b(m[A-Z]\w*)=(\S*)")
+# ``mCi=1`` (LTE, GSM, WCDMA) or ``mNci = 1`` (NR, on every release that has it)
+_CELL_FIELD = re.compile(r"\b(m[A-Z]\w*)\s?=\s?(\S*)")
 # the connected network in `dumpsys wifi`: an SSID may hold commas, so it runs up to ", BSSID: "
 _WIFI_INFO = re.compile(r"mWifiInfo SSID: (?P<ssid>.*?), BSSID: (?P<bssid>[^,\s]*),(?P<rest>[^\n]*)")
 _SUPPLICANT_STATE = re.compile(r"Supplicant state: (\w+)")
@@ -398,14 +405,41 @@ def checked_location(lat: float, lon: float) -> tuple[float, float] | None:
     return lat, lon
 
 
+def _coordinates(text: str) -> tuple[float, float] | None:
+    """``lat,lon`` of one printed fix, with decimal points or (a phone's locale before Android 12) commas; None
+    when it has another shape."""
+    match = _COORDS_POINT.fullmatch(text)
+    if match:
+        return float(match.group(1)), float(match.group(2))
+    match = _COORDS_COMMA.fullmatch(text)
+    if match:  # float() reads any Unicode decimal digit, as Java's formatter writes them in the phone's locale
+        lat_int, lat_frac, lon_int, lon_frac = match.groups()
+        return float(f"{lat_int}.{lat_frac}"), float(f"{lon_int}.{lon_frac}")
+    return None
+
+
 def parse_last_locations(dumpsys_location: str, sdk: int = 0, maker: str = "") -> tuple[tuple[float, float], ...]:
     """Every distinct last known fix in ``dumpsys location`` (``last location=Location[fused lat,lon ...]`` on
-    Android 12+, ``Last Known Locations:`` entries before), in order; empty when every provider says ``null``."""
+    Android 12+, ``Last Known Locations:`` entries before), in order; empty when every provider says ``null``.
+
+    A fix this build prints masked (``Location[gps 44******,-97******``, as some makers' builds do) or in a shape
+    not read here is an :class:`UnknownFormat`: a location phonehome could not read must not pass for no location
+    (the error names no coordinate).
+    """
     if "Location Manager State" not in dumpsys_location and "Last Known Locations" not in dumpsys_location:
         raise UnknownFormat("dumpsys location", "'Location Manager State' dump", sdk, maker)
     found: dict[tuple[float, float], None] = {}
-    for lat_text, lon_text in _LOCATION.findall(dumpsys_location):
-        point = checked_location(float(lat_text), float(lon_text))
+    for coords in _LOCATION.findall(dumpsys_location):
+        if coords == "null":
+            continue
+        if "*" in coords:
+            raise UnknownFormat("dumpsys location", "unmasked fix (this build prints coordinates masked with '*')",
+                                sdk, maker)
+        read = _coordinates(coords.replace("\u066b", "."))
+        if read is None:
+            raise UnknownFormat("dumpsys location", "fix as 'lat,lon' with decimal points or decimal commas "
+                                f"(a fix has {len(coords)} characters of another shape)", sdk, maker)
+        point = checked_location(*read)
         if point:
             found[point] = None
     return tuple(found)
