@@ -218,3 +218,23 @@ def test_the_connected_wifi_network_and_the_hidden_ones() -> None:
     assert parse_wifi_network(line.replace('"Cafe, Bar"', "<unknown ssid>")) == WifiNetwork("70:3a:73:80:ab:af",
                                                                                           None)
     assert parse_wifi_network(line.replace('"Cafe, Bar"', "0xc3a9")) == WifiNetwork("70:3a:73:80:ab:af", None)
+
+
+@pytest.mark.parametrize(("text", "awake", "raw"), [
+    # Samsung's builds: flutter/flutter dev/devicelab/test/adb_test.dart (commit c624967, pretendAwakeSamsung)
+    ("Power Manager State:\n  getWakefulnessLocked()=Awake\n", True, "getWakefulnessLocked()=Awake"),
+    ("Power Manager State:\n  getWakefulnessLocked()=Dozing\n", False, "getWakefulnessLocked()=Dozing"),
+    # the number some ROMs print (PowerManagerInternal.WAKEFULNESS_AWAKE = 1, WAKEFULNESS_ASLEEP = 0)
+    ("Power Manager State:\n  getWakefulnessLocked()=1\n", True, "getWakefulnessLocked()=1"),
+    ("Power Manager State:\n  mWakefulness=0\n", False, "mWakefulness=0"),
+])
+def test_every_spelling_of_wakefulness_is_read(text: str, awake: bool, raw: str) -> None:
+    state = parse_screen_state(text, 31, "samsung")
+    assert (state.awake, state.raw) == (awake, raw)
+
+
+def test_a_wakefulness_android_does_not_have_is_an_error_not_off() -> None:
+    with pytest.raises(UnknownFormat) as info:
+        parse_screen_state("Power Manager State:\n  mWakefulness=Unknown\n", 31, "samsung")
+    assert str(info.value) == ("no wakefulness Awake, Asleep, Dreaming or Dozing (mWakefulness=Unknown) in dumpsys "
+                               "power on SDK 31 (samsung)")

@@ -39,7 +39,11 @@ PLACEHOLDER_SERIALS = frozenset({"0123456789abcdef", "unknown", "000000000000000
 #: a cell identity field Android could not fill (Integer.MAX_VALUE)
 CELL_UNAVAILABLE = 2147483647
 
-_WAKEFULNESS = re.compile(r"^\s*mWakefulness=(\w+)", re.MULTILINE)
+# ``mWakefulness=Awake`` (AOSP), ``getWakefulnessLocked()=Awake`` (Samsung builds), ``getWakefulnessLocked()=1``
+# (some ROMs print PowerManagerInternal's number)
+_WAKEFULNESS = re.compile(r"^\s*(mWakefulness|getWakefulnessLocked\(\))=(\w+)", re.MULTILINE)
+#: PowerManagerInternal.WAKEFULNESS_*: the states and the numbers some ROMs print for them
+WAKEFULNESS_STATES = {"0": "Asleep", "1": "Awake", "2": "Dreaming", "3": "Dozing"}
 _DISPLAY_POWER = re.compile(r"Display Power: state=(\w+)")
 _SCREEN_ON_OLD = re.compile(r"^\s*mScreenOn=(true|false)", re.MULTILINE)
 # field=value pairs that say the keyguard (lock screen or bouncer) is showing; names vary by release and maker
@@ -110,13 +114,20 @@ class ScreenState:
 
 
 def parse_screen_state(dumpsys_power: str, sdk: int = 0, maker: str = "") -> ScreenState:
-    """Read ``mWakefulness`` (Android 5+), else ``Display Power: state`` or ``mScreenOn`` (older builds).
+    """Read ``mWakefulness`` (Android 5+; ``getWakefulnessLocked()`` on Samsung's builds), else ``Display Power:
+    state`` or ``mScreenOn`` (older builds).
 
-    Dozing and dreaming count as off: the display is not showing the user's screen.
+    Dozing and dreaming count as off: the display is not showing the user's screen. A wakefulness that is none
+    of Android's four states is an :class:`UnknownFormat`, not "off".
     """
     match = _WAKEFULNESS.search(dumpsys_power)
     if match:
-        return ScreenState(awake=match.group(1) == "Awake", raw=f"mWakefulness={match.group(1)}")
+        field, value = match.groups()
+        state = WAKEFULNESS_STATES.get(value, value)
+        if state not in WAKEFULNESS_STATES.values():
+            raise UnknownFormat("dumpsys power", f"wakefulness Awake, Asleep, Dreaming or Dozing ({field}={value[:20]})",
+                                sdk, maker)
+        return ScreenState(awake=state == "Awake", raw=f"{field}={value}")
     match = _DISPLAY_POWER.search(dumpsys_power)
     if match:
         return ScreenState(awake=match.group(1).upper() == "ON", raw=f"Display Power: state={match.group(1)}")
