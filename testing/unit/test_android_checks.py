@@ -227,6 +227,9 @@ def test_the_connected_wifi_network_and_the_hidden_ones() -> None:
     # the number some ROMs print (PowerManagerInternal.WAKEFULNESS_AWAKE = 1, WAKEFULNESS_ASLEEP = 0)
     ("Power Manager State:\n  getWakefulnessLocked()=1\n", True, "getWakefulnessLocked()=1"),
     ("Power Manager State:\n  mWakefulness=0\n", False, "mWakefulness=0"),
+    # the raw state alone, which screen-state scripts fall back to (code-search index ids 56361306274, 68587299510)
+    ("Power Manager State:\n  mWakefulnessRaw=Awake\n", True, "mWakefulnessRaw=Awake"),
+    ("Power Manager State:\n  mWakefulnessRaw=Dozing\n  mWakefulness=Awake\n", True, "mWakefulness=Awake"),
 ])
 def test_every_spelling_of_wakefulness_is_read(text: str, awake: bool, raw: str) -> None:
     state = parse_screen_state(text, 31, "samsung")

@@ -39,9 +39,11 @@ PLACEHOLDER_SERIALS = frozenset({"0123456789abcdef", "unknown", "000000000000000
 #: a cell identity field Android could not fill (Integer.MAX_VALUE)
 CELL_UNAVAILABLE = 2147483647
 
-# ``mWakefulness=Awake`` (AOSP), ``getWakefulnessLocked()=Awake`` (Samsung builds), ``getWakefulnessLocked()=1``
-# (some ROMs print PowerManagerInternal's number)
-_WAKEFULNESS = re.compile(r"^\s*(mWakefulness|getWakefulnessLocked\(\))=(\w+)", re.MULTILINE)
+# ``mWakefulness=Awake`` (AOSP), ``mWakefulnessRaw=Awake`` (builds that print only the raw state),
+# ``getWakefulnessLocked()=Awake`` (Samsung builds), ``getWakefulnessLocked()=1`` (some ROMs print the number);
+# in this order of preference when a build prints several
+_WAKEFULNESS = tuple(re.compile(rf"^\s*({re.escape(field)})=(\w+)", re.MULTILINE)
+                     for field in ("mWakefulness", "mWakefulnessRaw", "getWakefulnessLocked()"))
 #: PowerManagerInternal.WAKEFULNESS_*: the states and the numbers some ROMs print for them
 WAKEFULNESS_STATES = {"0": "Asleep", "1": "Awake", "2": "Dreaming", "3": "Dozing"}
 _DISPLAY_POWER = re.compile(r"Display Power: state=(\w+)")
@@ -120,7 +122,7 @@ def parse_screen_state(dumpsys_power: str, sdk: int = 0, maker: str = "") -> Scr
     Dozing and dreaming count as off: the display is not showing the user's screen. A wakefulness that is none
     of Android's four states is an :class:`UnknownFormat`, not "off".
     """
-    match = _WAKEFULNESS.search(dumpsys_power)
+    match = next((found for pattern in _WAKEFULNESS if (found := pattern.search(dumpsys_power))), None)
     if match:
         field, value = match.groups()
         state = WAKEFULNESS_STATES.get(value, value)
