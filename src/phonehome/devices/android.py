@@ -29,8 +29,8 @@ IPHONESUBINFO_FEATURE_SDK = 30
 #: and later), counted in the generated IPhoneSubInfo stubs (FIRST_CALL_TRANSACTION + n) of each release
 IPHONESUBINFO_CODES: dict[str, tuple[int, int, int]] = {"imei": (1, 1, 1), "imsi": (7, 7, 8),
                                                         "iccid": (11, 10, 12), "phone": (13, 12, 15)}
-#: the calling package ``service call`` passes (``s16``): the shell's own, which its uid owns; without one,
-#: Android 10+ refuses the call before any permission is looked at
+#: the calling package ``service call`` passes (``s16``): the shell's own, which its uid owns, as in the usual
+#: ``service call iphonesubinfo 1 s16 com.android.shell``; without it the getter is told a null package
 IPHONESUBINFO_CALLER = "com.android.shell"
 #: MACs Android reports when it hides the real one
 PLACEHOLDER_MACS = frozenset({"02:00:00:00:00:00", "00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff"})
