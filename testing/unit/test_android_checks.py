@@ -41,6 +41,7 @@ from phonehome.devices.android import (
     ("iccid", "8901260000000000001", "8901260000000000001"),
     ("iccid", "89014103211118510720F", "89014103211118510720"),  # a trailing F pads odd lengths
     ("iccid", "8901260000", None),
+    ("iccid", "3102600000000000001", None),      # an ICCID starts with 89 (ITU-T E.118)
     ("phone", "+4930123456", "+4930123456"),
     ("phone", "12345", None),
     ("phone", "+49 30 123", None),

@@ -379,9 +379,9 @@ def checked_subscriber_value(name: str, value: str) -> str | None:
         return value if len(value) == 15 and luhn_ok(value) else None
     if name == "imsi":
         return value if value.isdigit() and 14 <= len(value) <= 15 else None
-    if name == "iccid":
+    if name == "iccid":  # ITU-T E.118: 89, the telecommunications industry, then the country and issuer
         body = value[:-1] if value[-1:] in ("F", "f") else value
-        return body if body.isdigit() and 18 <= len(body) <= 22 else None
+        return body if body.isdigit() and 18 <= len(body) <= 22 and body.startswith("89") else None
     if name == "phone":
         digits = value[1:] if value.startswith("+") else value
         return value if digits.isdigit() and 6 <= len(digits) <= 15 else None

@@ -78,6 +78,8 @@ FAIL_FAST_STATES = frozenset({"unauthorized", "recovery", "bootloader", "sideloa
 DEFAULT_BOOT_TIMEOUT_S = 180.0
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+#: the identifiers read through IPhoneSubInfo, one transaction code each
+SUBSCRIBER_NAMES = ("imei", "imsi", "iccid", "phone")
 KEYCODE_WAKEUP = "224"
 KEYCODE_SLEEP = "223"
 KEYCODE_ENTER = "66"
@@ -618,8 +620,25 @@ class U2Phone:
                 sources[name] = source
             else:
                 self.unreadable[name] = f"{source} gave a malformed value"
+        self._drop_shared_values(raw, sources)
         ids = parse_identifiers(raw, source=f"device {self.label}", where="read_identifiers")
         return ids, sources
+
+    def _drop_shared_values(self, raw: dict[str, object], sources: dict[str, str]) -> None:
+        """One value read for two identifiers (an IMEI as the IMSI) means a transaction code answered for another
+        getter, as on a build that added methods to IPhoneSubInfo: neither is read, and why is said."""
+        by_value: dict[str, list[str]] = {}
+        for name in SUBSCRIBER_NAMES:
+            if isinstance(raw.get(name), str):
+                by_value.setdefault(str(raw[name]), []).append(name)
+        for names in by_value.values():
+            if len(names) < 2:
+                continue
+            for name in names:
+                others = " and ".join(other for other in names if other != name)
+                self.unreadable[name] = (f"{sources.pop(name)} gave the value read as {others} too (this build's "
+                                         "IPhoneSubInfo transaction codes differ from Android's?): not read")
+                del raw[name]
 
     def _valid(self, name: str, value: object) -> bool:
         """Values a phone returns can be placeholders; only well-formed ones are kept."""
