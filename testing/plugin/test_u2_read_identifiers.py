@@ -64,7 +64,8 @@ devices:
 def test_each_release_gives_what_its_shell_may_read(tmp_path: Path, server: AdbServer,
                                                     phones: list[VirtualPhone]) -> None:
     for phone in phones:
-        read, sources = backend(tmp_path, server, phone).read_identifiers()
+        reader = backend(tmp_path, server, phone)
+        read, sources = reader.read_identifiers()
         expected = dict(ALWAYS)
         if phone.spec.sdk < 29:  # device identifiers are the shell's before Android 10
             expected.update({"imei": "service call iphonesubinfo 1", "imsi": "service call iphonesubinfo 7",
@@ -81,3 +82,29 @@ def test_each_release_gives_what_its_shell_may_read(tmp_path: Path, server: AdbS
         if "imei" in expected:
             assert read.get("imei") == ("352099001761481",)
             assert read.get("phone") == ("+4930123456",)
+        else:  # the phone's refusal is what the report says, not a bare "not readable"
+            assert reader.unreadable["imei"] == (
+                "service call iphonesubinfo 1 s16 com.android.shell raised SecurityException: getDeviceId: The user "
+                "2000 does not meet the requirements to access device identifiers.")
+
+
+def test_one_value_read_for_two_identifiers_is_neither(tmp_path: Path) -> None:
+    """A transaction code that answered for another getter (a build that added methods to IPhoneSubInfo) gives
+    one value for two identifiers: an IMEI read as the IMSI too is read as neither, and why is said."""
+    imei = "352099001761481"
+    phone = VirtualPhone(VirtualPhoneSpec(serial="VREAD28X", label="android9-shifted", model="Read Phone",
+                                          identifiers=Identifiers(values=(("imei", imei), ("imsi", imei))),
+                                          android_release="9", sdk=28, timings=FAST), storage_dir=tmp_path / "9")
+    server = AdbServer([phone])
+    server.start()
+    try:
+        reader = backend(tmp_path, server, phone)
+        read, sources = reader.read_identifiers()
+    finally:
+        server.stop()
+        phone.close()
+    assert read.get("imei") == () and read.get("imsi") == ()
+    assert "imei" not in sources and "imsi" not in sources
+    assert reader.unreadable["imsi"] == ("service call iphonesubinfo 7 gave the value read as imei too (this "
+                                         "build's IPhoneSubInfo transaction codes differ from Android's?): not read")
+    assert imei not in " ".join(reader.unreadable.values())

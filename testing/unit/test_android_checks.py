@@ -12,13 +12,16 @@ from phonehome.devices.android import (
     checked_location,
     checked_subscriber_value,
     iphonesubinfo_code,
+    iphonesubinfo_command,
     parse_android_id,
     parse_boot_completed,
     parse_boot_id,
     parse_cell_identity,
     parse_getprop,
     parse_keyguard_showing,
+    parse_last_locations,
     parse_mac,
+    parse_parcel_exception,
     parse_parcel_string,
     parse_screen_state,
     parse_serial,
@@ -38,6 +41,7 @@ from phonehome.devices.android import (
     ("iccid", "8901260000000000001", "8901260000000000001"),
     ("iccid", "89014103211118510720F", "89014103211118510720"),  # a trailing F pads odd lengths
     ("iccid", "8901260000", None),
+    ("iccid", "3102600000000000001", None),      # an ICCID starts with 89 (ITU-T E.118)
     ("phone", "+4930123456", "+4930123456"),
     ("phone", "12345", None),
     ("phone", "+49 30 123", None),
@@ -109,12 +113,86 @@ def test_an_unknown_release_is_said_so() -> None:
 
 
 def test_the_iphonesubinfo_code_follows_the_release() -> None:
-    assert [iphonesubinfo_code(name, 28) for name in ("imei", "imsi", "iccid", "phone")] == [1, 7, 11, 13]
-    assert [iphonesubinfo_code(name, 29) for name in ("imei", "imsi", "iccid", "phone")] == [1, 8, 13, 16]
+    """The getters that take the calling package, FIRST_CALL_TRANSACTION + n in each release's generated
+    IPhoneSubInfo stub: Android 8/9 (code-search index id 36122978707), 10 (id 1270161066: getGroupIdLevel1
+    gone), 11+ (AOSP IPhoneSubInfo.aidl, id 292563319: a ``*WithFeature`` twin after each getter)."""
+    names = ("imei", "imsi", "iccid", "phone")
+    assert [iphonesubinfo_code(name, 28) for name in names] == [1, 7, 11, 13]
+    assert [iphonesubinfo_code(name, 29) for name in names] == [1, 7, 10, 12]
+    assert [iphonesubinfo_code(name, 30) for name in names] == [1, 8, 12, 15]
+    assert [iphonesubinfo_code(name, 35) for name in names] == [1, 8, 12, 15]
+
+
+def test_the_iphonesubinfo_call_names_the_shell_as_caller() -> None:
+    """Without a calling package Android 10+ refuses the call before its permission check; the shell's own
+    package is what ``service call iphonesubinfo 1 s16 com.android.shell`` (the usual form) passes."""
+    assert iphonesubinfo_command("imei", 34) == ["service", "call", "iphonesubinfo", "1", "s16",
+                                                 "com.android.shell"]
+    assert iphonesubinfo_command("phone", 29)[3] == "12"
 
 
 def test_a_service_the_phone_lacks_is_no_value_not_an_error() -> None:
     assert parse_parcel_string("service: Service iphonesubinfo does not exist\n", 33, "axxs") is None
+    assert parse_parcel_exception("service: Service iphonesubinfo does not exist\n", 33, "axxs") is None
+    # what `dumpsys` prints for a service the phone lacks (a Wi-Fi-only tablet has no iphonesubinfo)
+    assert parse_subinfo_dump("Can't find service: iphonesubinfo\n", 33, "axxs") == {}
+    assert parse_subinfo_dump("Permission Denial: can't dump iphonesubinfo from from pid=1, uid=2000\n") == {}
+
+
+def test_a_refused_call_is_said_with_the_phones_own_message() -> None:
+    # the 0x00000000 offset of a multi-line reply is not a status word; a thrown reply is no value
+    refused = ("Result: Parcel(\n"
+               "  0x00000000: ffffffff 0000004a 00740041 00650074 '....J...A.t.t.e.'\n"
+               "  0x00000010: 0070006d 00200074 006f0074 00720020 'm.p.t. .t.o. .r.')")
+    assert parse_parcel_string(refused) is None
+    assert parse_parcel_exception(refused) == "SecurityException"  # the message is cut: only its kind is said
+    assert parse_parcel_exception("Result: Parcel(00000000 00000001   '........')") is None
+    assert parse_parcel_exception("Result: Parcel(fffffffc 00000000   '........')") == "NullPointerException"
+
+
+def test_a_fix_in_a_decimal_comma_locale_is_read() -> None:
+    """Before Android 12 Location.toString formats ``" %.6f,%.6f"`` in the phone's default locale (AOSP
+    Location.java of 8-11, code-search index ids 33953741361, 52268244317; Locale.ROOT from 12, id 70151966986):
+    a German phone writes decimal commas, an Arabic one Arabic-Indic digits and U+066B. Taken for decimal points,
+    "48,858370,2,294481" would read as (48, 858370) and the fix be dropped as out of range."""
+    head = "Location Manager State:\n  Last Known Locations:\n    gps: "
+    german = head + "Location[gps 48,858370,2,294481 hAcc=20 et=+1d2h mock alt=35.0 vel=0.0]\n"
+    assert parse_last_locations(german, 28, "samsung") == ((48.85837, 2.294481),)
+    west = head + "Location[network -33,868820,-151,209296 hAcc=800 et=+5m]\n"
+    assert parse_last_locations(west) == ((-33.86882, -151.209296),)
+    arabic = head + "Location[gps \u0664\u0668\u066b\u0668\u0665\u0668\u0663\u0667\u0660," \
+                    "\u0662\u066b\u0662\u0669\u0664\u0664\u0668\u0661 hAcc=5]\n"
+    assert parse_last_locations(arabic) == ((48.85837, 2.294481),)
+    assert parse_last_locations(head + "Location[gps 48.858370,2.294481 hAcc=5]\n") == ((48.85837, 2.294481),)
+    assert parse_last_locations(head + "null\n") == ()
+
+
+def test_a_masked_or_unreadable_fix_is_an_error_that_names_no_coordinate() -> None:
+    # the masked form as a real phone logged it ("Known Location : Location[gps 44****** ,-97******  hAcc=1.06",
+    # a logcat line quoted in code-search index id 66495437635); some builds' Location.toString prints
+    # " %.0f******,%.0f******" (ids 28688931629, 10941410211), and dumpsys location prints that toString
+    head = "Location Manager State:\n  Last Known Locations:\n    gps: "
+    masked = head + "Location[gps 44****** ,-97******  hAcc=1.06 et=+11d4h38m54s2ms alt=416.5 vAcc=0.0]\n"
+    with pytest.raises(UnknownFormat) as info:
+        parse_last_locations(masked, 30, "vivo")
+    assert str(info.value) == ("no unmasked fix (this build prints coordinates masked with '*') in dumpsys location "
+                               "on SDK 30 (vivo)")
+    with pytest.raises(UnknownFormat) as info:
+        parse_last_locations(head + "Location[gps 48\u00b051'N,2\u00b017'E hAcc=5]\n", 30, "vivo")
+    assert "48" not in str(info.value) and "dumpsys location on SDK 30 (vivo)" in str(info.value)
+
+
+def test_an_nr_cell_identity_is_read_with_its_spaced_fields() -> None:
+    """CellIdentityNr.toString writes ``mTac = 1`` with blanks on every release that has it (AOSP, code-search
+    index ids 96641539, 156396711); the NR block as a OnePlus 10 Pro (NE2215, Android 15) printed it (quoted, line
+    wrapped, in index id 67155718939), on one line as dumpsys prints it."""
+    line = ("    mCellIdentity=CellIdentityNr:{ mPci = 269 mTac = 5767433 mNrArfcn = 396030 mBands = [2] mMcc = 311 "
+            "mMnc = 480 mNci = 14567084500 mAlphaLong = Verizon mAlphaShort = Verizon mAdditionalPlmns = {} }")
+    assert parse_cell_identity(line, 35, "oneplus") == CellIdentity(radio="nr", mcc="311", mnc="480", area=5767433,
+                                                                    cell=14567084500)
+    # Huawei's build prints "mTac = *** ... mNci = ***" (index id 28757514174): not read
+    huawei = line.replace("mTac = 5767433", "mTac = ***").replace("mNci = 14567084500", "mNci = ***")
+    assert parse_cell_identity(huawei, 29, "huawei") is None
 
 
 def test_a_getprop_value_may_span_lines() -> None:
@@ -141,3 +219,26 @@ def test_the_connected_wifi_network_and_the_hidden_ones() -> None:
     assert parse_wifi_network(line.replace('"Cafe, Bar"', "<unknown ssid>")) == WifiNetwork("70:3a:73:80:ab:af",
                                                                                           None)
     assert parse_wifi_network(line.replace('"Cafe, Bar"', "0xc3a9")) == WifiNetwork("70:3a:73:80:ab:af", None)
+
+
+@pytest.mark.parametrize(("text", "awake", "raw"), [
+    # Samsung's builds: flutter/flutter dev/devicelab/test/adb_test.dart (commit c624967, pretendAwakeSamsung)
+    ("Power Manager State:\n  getWakefulnessLocked()=Awake\n", True, "getWakefulnessLocked()=Awake"),
+    ("Power Manager State:\n  getWakefulnessLocked()=Dozing\n", False, "getWakefulnessLocked()=Dozing"),
+    # the number some ROMs print (PowerManagerInternal.WAKEFULNESS_AWAKE = 1, WAKEFULNESS_ASLEEP = 0)
+    ("Power Manager State:\n  getWakefulnessLocked()=1\n", True, "getWakefulnessLocked()=1"),
+    ("Power Manager State:\n  mWakefulness=0\n", False, "mWakefulness=0"),
+    # the raw state alone, which screen-state scripts fall back to (code-search index ids 56361306274, 68587299510)
+    ("Power Manager State:\n  mWakefulnessRaw=Awake\n", True, "mWakefulnessRaw=Awake"),
+    ("Power Manager State:\n  mWakefulnessRaw=Dozing\n  mWakefulness=Awake\n", True, "mWakefulness=Awake"),
+])
+def test_every_spelling_of_wakefulness_is_read(text: str, awake: bool, raw: str) -> None:
+    state = parse_screen_state(text, 31, "samsung")
+    assert (state.awake, state.raw) == (awake, raw)
+
+
+def test_a_wakefulness_android_does_not_have_is_an_error_not_off() -> None:
+    with pytest.raises(UnknownFormat) as info:
+        parse_screen_state("Power Manager State:\n  mWakefulness=Unknown\n", 31, "samsung")
+    assert str(info.value) == ("no wakefulness Awake, Asleep, Dreaming or Dozing (mWakefulness=Unknown) in dumpsys "
+                               "power on SDK 31 (samsung)")

@@ -28,6 +28,7 @@ from phonehome.devices.android import (
     parse_last_locations,
     parse_mac,
     parse_package_list,
+    parse_parcel_exception,
     parse_parcel_string,
     parse_proc_net_tcp,
     parse_screen_state,
@@ -60,7 +61,13 @@ def _settings_list(text: str, sdk: int, maker: str) -> dict[str, Any]:
 
 def _service_call(text: str, sdk: int, maker: str) -> dict[str, Any]:
     value = parse_parcel_string(text, sdk, maker)
-    return {"imei": checked_subscriber_value("imei", value) if value else None}
+    return {"imei": checked_subscriber_value("imei", value) if value else None,
+            "refusal": parse_parcel_exception(text, sdk, maker)}
+
+
+def _any_service_call(text: str, sdk: int, maker: str) -> dict[str, Any]:
+    """A reply of another service: the Parcel and its exceptions are the same for every service."""
+    return {"value": parse_parcel_string(text, sdk, maker), "refusal": parse_parcel_exception(text, sdk, maker)}
 
 
 def _proc_net_tcp(text: str, sdk: int, maker: str) -> dict[str, Any]:
@@ -93,6 +100,7 @@ READERS: dict[str, Callable[[str, int, str], dict[str, Any]]] = {
     "ip_link": lambda text, sdk, maker: {"wifi_mac": parse_ip_link_mac(text, sdk, maker),
                                          "factory_mac": parse_ip_link_mac(text, sdk, maker, factory_only=True)},
     "service_call_iphonesubinfo_1": _service_call,
+    "service_call_bluetooth_manager_5": _any_service_call,
     "dumpsys_iphonesubinfo": lambda text, sdk, maker: {"subscriber": parse_subinfo_dump(text, sdk, maker)},
     "dumpsys_location": lambda text, sdk, maker: {"locations": [list(p) for p in parse_last_locations(text, sdk,
                                                                                                       maker)]},

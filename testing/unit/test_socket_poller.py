@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from phonehome.capture.sockets import POLL_COMMAND, SocketPoller
+from phonehome.capture.sockets import POLL_COMMAND, AdbShell, SocketPoller
 from phonehome.errors import DeviceError
 from phonehome.scan.attribution import load_apps_table
 from phonehome.scan.scanner import Flow
+from phonehome.virtual.adbserver import AdbServer
 
 SHELL_TIMEOUT_S = 10
 
@@ -108,3 +109,17 @@ def test_package_list_is_read_once_per_run(tmp_path: Path) -> None:
         table = poller.stop()
         assert table.owners == {10123: ["com.example.app"]}
     assert asked == ["cmd package list packages -U 2>&1"]
+
+
+def test_an_adb_error_names_the_phone_by_label_and_masks_its_serial() -> None:
+    """The adb server's own refusal ("device 'SERIAL' not found") goes into the attribution report: the phone is
+    named by its label and the serial is masked there (the virtual adb server answers as adb's does)."""
+    server = AdbServer([])
+    server.start()
+    try:
+        shell = AdbShell("R58M12ABCDE", label="pixel-lab", port=server.port)
+        with pytest.raises(DeviceError) as info:
+            shell(POLL_COMMAND)
+    finally:
+        server.stop()
+    assert str(info.value) == "device pixel-lab: adb host: device 'R5*******DE' not found"

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from phonehome.devices.adbprobe import read_exactly
 from phonehome.errors import DeviceError, PhonehomeError
+from phonehome.identifiers import mask
 from phonehome.scan.attribution import TABLES, SocketTable, read_apps_text
 
 if TYPE_CHECKING:
@@ -48,11 +49,16 @@ ShellRunner = Callable[[str], str]
 
 
 class AdbShell:
-    """``adb shell CMD`` over the adb host protocol (``host:transport:SERIAL`` then ``shell:CMD``)."""
+    """``adb shell CMD`` over the adb host protocol (``host:transport:SERIAL`` then ``shell:CMD``). Its errors
+    name the phone by its label, and the serial in what the adb server says is masked (they go into reports)."""
 
-    def __init__(self, serial: str, *, host: str = "127.0.0.1", port: int = 5037,
+    def __init__(self, serial: str, *, label: str | None = None, host: str = "127.0.0.1", port: int = 5037,
                  timeout_s: float = ADB_TIMEOUT_S) -> None:
         self.serial, self.host, self.port, self.timeout_s = serial, host, port, timeout_s
+        self.label = label or mask(serial)
+
+    def _error(self, problem: str) -> DeviceError:
+        return DeviceError(self.label, problem.replace(self.serial, mask(self.serial)))
 
     def __call__(self, command: str) -> str:
         try:
@@ -63,7 +69,7 @@ class AdbShell:
                 while data := conn.recv(65536):
                     chunks.append(data)
         except OSError as exc:
-            raise DeviceError(self.serial, f"adb shell via {self.host}:{self.port}: {exc}") from None
+            raise self._error(f"adb shell via {self.host}:{self.port}: {exc}") from None
         return b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
 
     def _request(self, conn: socket.socket, request: str) -> None:
@@ -73,9 +79,9 @@ class AdbShell:
         if status == b"FAIL":
             length = int(read_exactly(conn, 4), 16)
             message = read_exactly(conn, length).decode("utf-8", "replace")
-            raise DeviceError(self.serial, f"adb {request.split(':')[0]}: {message}")
+            raise self._error(f"adb {request.split(':')[0]}: {message}")
         if status != b"OKAY":
-            raise DeviceError(self.serial, f"adb answered {status!r} to {request.split(':')[0]}")
+            raise self._error(f"adb answered {status!r} to {request.split(':')[0]}")
 
 
 class SocketPoller:
@@ -210,5 +216,5 @@ def poller_for(entry: DeviceEntry, adb_address: tuple[str, int], pcap: Path) -> 
     if entry.backend not in ADB_BACKENDS:
         return None
     host, port = adb_address
-    return SocketPoller(AdbShell(entry.serial, host=host, port=port), label=entry.label,
+    return SocketPoller(AdbShell(entry.serial, label=entry.label, host=host, port=port), label=entry.label,
                         record=pcap.with_suffix(".apps.txt"))

@@ -20,13 +20,18 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-#: Android 10 (SDK 29) renumbered IPhoneSubInfo's transactions and restricted device identifiers to
-#: READ_PRIVILEGED_PHONE_STATE, which the shell lacks unless the phone is rooted
+#: Android 10 (SDK 29) renumbered IPhoneSubInfo's transactions (``getGroupIdLevel1`` went) and restricted device
+#: identifiers to READ_PRIVILEGED_PHONE_STATE; Android 11 (SDK 30) renumbered them again (``*WithFeature`` methods)
 IPHONESUBINFO_RENUMBERED_SDK = 29
+IPHONESUBINFO_FEATURE_SDK = 30
 #: ``service call iphonesubinfo`` transaction codes of getDeviceId, getSubscriberId, getIccSerialNumber and
-#: getLine1Number: (before SDK 29, from SDK 29)
-IPHONESUBINFO_CODES: dict[str, tuple[int, int]] = {"imei": (1, 1), "imsi": (7, 8), "iccid": (11, 13),
-                                                   "phone": (13, 16)}
+#: getLine1Number, the variants whose first argument is the calling package: (SDK 28 and before, SDK 29, SDK 30
+#: and later), counted in the generated IPhoneSubInfo stubs (FIRST_CALL_TRANSACTION + n) of each release
+IPHONESUBINFO_CODES: dict[str, tuple[int, int, int]] = {"imei": (1, 1, 1), "imsi": (7, 7, 8),
+                                                        "iccid": (11, 10, 12), "phone": (13, 12, 15)}
+#: the calling package ``service call`` passes (``s16``): the shell's own, which its uid owns, as in the usual
+#: ``service call iphonesubinfo 1 s16 com.android.shell``; without it the getter is told a null package
+IPHONESUBINFO_CALLER = "com.android.shell"
 #: MACs Android reports when it hides the real one
 PLACEHOLDER_MACS = frozenset({"02:00:00:00:00:00", "00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff"})
 #: serial numbers of unprovisioned boards (MediaTek and Qualcomm reference builds), the same on every such phone
@@ -34,7 +39,13 @@ PLACEHOLDER_SERIALS = frozenset({"0123456789abcdef", "unknown", "000000000000000
 #: a cell identity field Android could not fill (Integer.MAX_VALUE)
 CELL_UNAVAILABLE = 2147483647
 
-_WAKEFULNESS = re.compile(r"^\s*mWakefulness=(\w+)", re.MULTILINE)
+# ``mWakefulness=Awake`` (AOSP), ``mWakefulnessRaw=Awake`` (builds that print only the raw state),
+# ``getWakefulnessLocked()=Awake`` (Samsung builds), ``getWakefulnessLocked()=1`` (some ROMs print the number);
+# in this order of preference when a build prints several
+_WAKEFULNESS = tuple(re.compile(rf"^\s*({re.escape(field)})=(\w+)", re.MULTILINE)
+                     for field in ("mWakefulness", "mWakefulnessRaw", "getWakefulnessLocked()"))
+#: PowerManagerInternal.WAKEFULNESS_*: the states and the numbers some ROMs print for them
+WAKEFULNESS_STATES = {"0": "Asleep", "1": "Awake", "2": "Dreaming", "3": "Dozing"}
 _DISPLAY_POWER = re.compile(r"Display Power: state=(\w+)")
 _SCREEN_ON_OLD = re.compile(r"^\s*mScreenOn=(true|false)", re.MULTILINE)
 # field=value pairs that say the keyguard (lock screen or bouncer) is showing; names vary by release and maker
@@ -49,9 +60,16 @@ _GETPROP_LINE = re.compile(r"^\[([^\]]*)\]: \[(.*)\]$", re.DOTALL)
 _PARCEL_WORD = re.compile(r"\b([0-9a-fA-F]{8})\b")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(?:[:-][0-9a-fA-F]{2}){5}")
 _IP_LINK = re.compile(r"^\d+:\s+([^:@\s]+)(?:@\S+)?:.*\n\s+link/ether\s+(\S+)", re.MULTILINE)
-_LOCATION = re.compile(r"Location\[\w+\s+(-?\d+(?:\.\d+)?),\s*(-?\d+(?:\.\d+)?)")
+# a fix as Location.toString prints it: the provider, then "lat,lon" up to the next blank
+_LOCATION = re.compile(r"Location\[[\w.-]*\s+(?P<coords>[^\s\]]+)")
+# "48.858370,2.294481": Locale.ROOT from Android 12, and an English, Chinese, Japanese... phone before
+_COORDS_POINT = re.compile(r"(-?\d+(?:\.\d+)?),\s*(-?\d+(?:\.\d+)?)")
+# "48,858370,2,294481": before Android 12 Location.toString formats "%.6f,%.6f" in the phone's locale, so a German,
+# French, Russian, Brazilian... phone writes decimal commas (and an Arabic one Arabic-Indic digits and U+066B)
+_COORDS_COMMA = re.compile(r"(-?\d+),(\d+),(-?\d+),(\d+)")
 _CELL_IDENTITY = re.compile(r"mCellIdentity=CellIdentity(Lte|Nr|Wcdma|Gsm|Tdscdma|Cdma):\{([^}]*)\}")
-_CELL_FIELD = re.compile(r"\b(m[A-Z]\w*)=(\S*)")
+# ``mCi=1`` (LTE, GSM, WCDMA) or ``mNci = 1`` (NR, on every release that has it)
+_CELL_FIELD = re.compile(r"\b(m[A-Z]\w*)\s?=\s?(\S*)")
 # the connected network in `dumpsys wifi`: an SSID may hold commas, so it runs up to ", BSSID: "
 _WIFI_INFO = re.compile(r"mWifiInfo SSID: (?P<ssid>.*?), BSSID: (?P<bssid>[^,\s]*),(?P<rest>[^\n]*)")
 _SUPPLICANT_STATE = re.compile(r"Supplicant state: (\w+)")
@@ -60,6 +78,14 @@ _TCP_LINE = re.compile(r"^\s*\d+:\s+([0-9A-F]+):([0-9A-F]{4})\s+([0-9A-F]+):([0-
                        r"\S+\s+\S+\s+\S+\s+(\d+)\s+\d+\s+(\d+)")
 # a package name has letters, digits and underscores in dot-separated parts; the framework's is just ``android``
 _PACKAGE_LINE = re.compile(r"^package:(?:(.+)=)?([A-Za-z]\w*(?:\.\w+)*)(?:\s+(?:uid|versionCode):\S+)*$")
+#: Parcel.writeException's codes (EX_SECURITY ... EX_TRANSACTION_FAILED)
+_PARCEL_EXCEPTIONS = {-1: "SecurityException", -2: "BadParcelableException", -3: "IllegalArgumentException",
+                      -4: "NullPointerException", -5: "IllegalStateException", -6: "NetworkOnMainThreadException",
+                      -7: "UnsupportedOperationException", -8: "ServiceSpecificException", -9: "ParcelableException",
+                      -127: "reply with a noted-app-ops header", -128: "reply with a strict-mode header",
+                      -129: "TransactionFailedException"}
+#: at most this much of a phone's message goes into an error
+MESSAGE_CHARS = 200
 _SUBINFO_FIELDS = {"imei": ("Device ID", "IMEI"), "imsi": ("Subscriber ID", "IMSI"),
                    "iccid": ("ICC Serial Number", "ICCID"), "phone": ("Line 1 Number", "Phone Number")}
 
@@ -90,13 +116,20 @@ class ScreenState:
 
 
 def parse_screen_state(dumpsys_power: str, sdk: int = 0, maker: str = "") -> ScreenState:
-    """Read ``mWakefulness`` (Android 5+), else ``Display Power: state`` or ``mScreenOn`` (older builds).
+    """Read ``mWakefulness`` (Android 5+; ``getWakefulnessLocked()`` on Samsung's builds), else ``Display Power:
+    state`` or ``mScreenOn`` (older builds).
 
-    Dozing and dreaming count as off: the display is not showing the user's screen.
+    Dozing and dreaming count as off: the display is not showing the user's screen. A wakefulness that is none
+    of Android's four states is an :class:`UnknownFormat`, not "off".
     """
-    match = _WAKEFULNESS.search(dumpsys_power)
+    match = next((found for pattern in _WAKEFULNESS if (found := pattern.search(dumpsys_power))), None)
     if match:
-        return ScreenState(awake=match.group(1) == "Awake", raw=f"mWakefulness={match.group(1)}")
+        field, value = match.groups()
+        state = WAKEFULNESS_STATES.get(value, value)
+        if state not in WAKEFULNESS_STATES.values():
+            raise UnknownFormat("dumpsys power", f"wakefulness Awake, Asleep, Dreaming or Dozing ({field}={value[:20]})",
+                                sdk, maker)
+        return ScreenState(awake=state == "Awake", raw=f"{field}={value}")
     match = _DISPLAY_POWER.search(dumpsys_power)
     if match:
         return ScreenState(awake=match.group(1).upper() == "ON", raw=f"Display Power: state={match.group(1)}")
@@ -259,16 +292,21 @@ def parse_ip_link_mac(text: str, sdk: int = 0, maker: str = "", *, interface: st
 
 def iphonesubinfo_code(name: str, sdk: int, maker: str = "") -> int:
     """The ``service call iphonesubinfo`` transaction code of ``name`` (imei, imsi, iccid, phone) on this release."""
-    before, after = IPHONESUBINFO_CODES[name]
-    return after if sdk >= IPHONESUBINFO_RENUMBERED_SDK else before
+    pie, ten, later = IPHONESUBINFO_CODES[name]
+    if sdk >= IPHONESUBINFO_FEATURE_SDK:
+        return later
+    return ten if sdk >= IPHONESUBINFO_RENUMBERED_SDK else pie
 
 
-def parse_parcel_string(service_call_output: str, sdk: int = 0, maker: str = "") -> str | None:
-    """Decode the string a ``service call`` returned: status word, length, then UTF-16LE characters.
+def iphonesubinfo_command(name: str, sdk: int, maker: str = "") -> list[str]:
+    """The whole ``service call iphonesubinfo CODE s16 com.android.shell`` of ``name`` on this release (a method
+    that takes no package, before Android 6, ignores the argument)."""
+    return ["service", "call", "iphonesubinfo", str(iphonesubinfo_code(name, sdk, maker)), "s16",
+            IPHONESUBINFO_CALLER]
 
-    None when the call raised (non-zero status: a SecurityException on Android 10+), returned a null string, or
-    the service does not exist on this phone (a tablet without telephony).
-    """
+
+def _parcel_words(service_call_output: str, sdk: int, maker: str) -> list[int] | None:
+    """The 32-bit words of a ``service call`` reply; None when the service does not exist on this phone."""
     if "does not exist" in service_call_output or "Can't find service" in service_call_output:
         return None
     if "Result: Parcel(" not in service_call_output:
@@ -279,15 +317,44 @@ def parse_parcel_string(service_call_output: str, sdk: int = 0, maker: str = "")
         if ":" in body:
             body = body.split(":", 1)[1]
         words.extend(int(word, 16) for word in _PARCEL_WORD.findall(body))
-    if len(words) < 2 or words[0] != 0:
+    return words
+
+
+def _parcel_string16(words: list[int], at: int) -> str | None:
+    """The String16 at word ``at``: its length (-1 for null), then UTF-16LE characters; None if absent or cut."""
+    if len(words) <= at or words[at] in (0, 0xFFFFFFFF):
         return None
-    length = words[1]
-    if length in (0, 0xFFFFFFFF):
-        return None
-    data = b"".join(word.to_bytes(4, "little") for word in words[2:])
+    length = words[at]
+    data = b"".join(word.to_bytes(4, "little") for word in words[at + 1:])
     if len(data) < 2 * length:
         return None
     return data[: 2 * length].decode("utf-16-le", errors="replace")
+
+
+def parse_parcel_string(service_call_output: str, sdk: int = 0, maker: str = "") -> str | None:
+    """Decode the string a ``service call`` returned: status word, length, then UTF-16LE characters.
+
+    None when the call raised (non-zero status: a SecurityException on Android 10+, said by
+    :func:`parse_parcel_exception`), returned a null string, or the service does not exist on this phone (a tablet
+    without telephony).
+    """
+    words = _parcel_words(service_call_output, sdk, maker)
+    if words is None or len(words) < 2 or words[0] != 0:
+        return None
+    return _parcel_string16(words, 1)
+
+
+def parse_parcel_exception(service_call_output: str, sdk: int = 0, maker: str = "") -> str | None:
+    """What a ``service call`` that raised says: ``SecurityException: getDeviceId: The user 2000 does not meet
+    the requirements to access device identifiers.`` (the exception code, then its message, as Parcel's
+    writeException puts them); None when the call did not raise."""
+    words = _parcel_words(service_call_output, sdk, maker)
+    if not words or words[0] == 0:
+        return None
+    code = words[0] - (1 << 32) if words[0] & 0x80000000 else words[0]
+    name = _PARCEL_EXCEPTIONS.get(code, f"exception {code}")
+    message = _parcel_string16(words, 1)
+    return f"{name}: {message[:MESSAGE_CHARS]}" if message else name
 
 
 def luhn_ok(digits: str) -> bool:
@@ -312,9 +379,9 @@ def checked_subscriber_value(name: str, value: str) -> str | None:
         return value if len(value) == 15 and luhn_ok(value) else None
     if name == "imsi":
         return value if value.isdigit() and 14 <= len(value) <= 15 else None
-    if name == "iccid":
+    if name == "iccid":  # ITU-T E.118: 89, the telecommunications industry, then the country and issuer
         body = value[:-1] if value[-1:] in ("F", "f") else value
-        return body if body.isdigit() and 18 <= len(body) <= 22 else None
+        return body if body.isdigit() and 18 <= len(body) <= 22 and body.startswith("89") else None
     if name == "phone":
         digits = value[1:] if value.startswith("+") else value
         return value if digits.isdigit() and 6 <= len(digits) <= 15 else None
@@ -323,8 +390,11 @@ def checked_subscriber_value(name: str, value: str) -> str | None:
 
 def parse_subinfo_dump(dumpsys_iphonesubinfo: str, sdk: int = 0, maker: str = "") -> dict[str, str]:
     """Identifier values from ``dumpsys iphonesubinfo``: Android 4.4 and older print ``Device ID = ...``; newer
-    releases print nothing to the shell. Only values of the right shape are returned."""
+    releases print nothing to the shell, a phone without telephony ``Can't find service: iphonesubinfo``. Only
+    values of the right shape are returned."""
     text = dumpsys_iphonesubinfo.strip()
+    if text.startswith(("Can't find service", "Permission Denial")):
+        return {}  # no telephony on this phone (a Wi-Fi tablet), or the shell may not dump it: nothing to read
     if text and "Phone Subscriber Info" not in text and not any(
             label in text for labels in _SUBINFO_FIELDS.values() for label in labels):
         raise UnknownFormat("dumpsys iphonesubinfo", "'Phone Subscriber Info' dump", sdk, maker)
@@ -348,14 +418,41 @@ def checked_location(lat: float, lon: float) -> tuple[float, float] | None:
     return lat, lon
 
 
+def _coordinates(text: str) -> tuple[float, float] | None:
+    """``lat,lon`` of one printed fix, with decimal points or (a phone's locale before Android 12) commas; None
+    when it has another shape."""
+    match = _COORDS_POINT.fullmatch(text)
+    if match:
+        return float(match.group(1)), float(match.group(2))
+    match = _COORDS_COMMA.fullmatch(text)
+    if match:  # float() reads any Unicode decimal digit, as Java's formatter writes them in the phone's locale
+        lat_int, lat_frac, lon_int, lon_frac = match.groups()
+        return float(f"{lat_int}.{lat_frac}"), float(f"{lon_int}.{lon_frac}")
+    return None
+
+
 def parse_last_locations(dumpsys_location: str, sdk: int = 0, maker: str = "") -> tuple[tuple[float, float], ...]:
     """Every distinct last known fix in ``dumpsys location`` (``last location=Location[fused lat,lon ...]`` on
-    Android 12+, ``Last Known Locations:`` entries before), in order; empty when every provider says ``null``."""
+    Android 12+, ``Last Known Locations:`` entries before), in order; empty when every provider says ``null``.
+
+    A fix this build prints masked (``Location[gps 44******,-97******``, as some makers' builds do) or in a shape
+    not read here is an :class:`UnknownFormat`: a location phonehome could not read must not pass for no location
+    (the error names no coordinate).
+    """
     if "Location Manager State" not in dumpsys_location and "Last Known Locations" not in dumpsys_location:
         raise UnknownFormat("dumpsys location", "'Location Manager State' dump", sdk, maker)
     found: dict[tuple[float, float], None] = {}
-    for lat_text, lon_text in _LOCATION.findall(dumpsys_location):
-        point = checked_location(float(lat_text), float(lon_text))
+    for coords in _LOCATION.findall(dumpsys_location):
+        if coords == "null":
+            continue
+        if "*" in coords:
+            raise UnknownFormat("dumpsys location", "unmasked fix (this build prints coordinates masked with '*')",
+                                sdk, maker)
+        read = _coordinates(coords.replace("\u066b", "."))
+        if read is None:
+            raise UnknownFormat("dumpsys location", "fix as 'lat,lon' with decimal points or decimal commas "
+                                f"(a fix has {len(coords)} characters of another shape)", sdk, maker)
+        point = checked_location(*read)
         if point:
             found[point] = None
     return tuple(found)

@@ -26,12 +26,13 @@ from phonehome.devices.android import (
     ScreenState,
     UnknownFormat,
     checked_subscriber_value,
-    iphonesubinfo_code,
+    iphonesubinfo_command,
     parse_android_id,
     parse_boot_id,
     parse_keyguard_secure,
     parse_keyguard_showing,
     parse_mac,
+    parse_parcel_exception,
     parse_parcel_string,
     parse_screen_state,
     parse_serial,
@@ -77,6 +78,8 @@ FAIL_FAST_STATES = frozenset({"unauthorized", "recovery", "bootloader", "sideloa
 DEFAULT_BOOT_TIMEOUT_S = 180.0
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+#: the identifiers read through IPhoneSubInfo, one transaction code each
+SUBSCRIBER_NAMES = ("imei", "imsi", "iccid", "phone")
 KEYCODE_WAKEUP = "224"
 KEYCODE_SLEEP = "223"
 KEYCODE_ENTER = "66"
@@ -177,6 +180,8 @@ class U2Phone:
         self._credential_refused: str | None = None
         #: identifiers ``read_identifiers`` was asked for but could not read, with why
         self.unreadable: dict[str, str] = {}
+        #: what the phone said when it refused an identifier (a SecurityException's message), by name
+        self._refusals: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"U2Phone(label={self.label!r}, serial={mask(self.serial)!r}, adb_server={self._adb_address!r})"
@@ -604,7 +609,8 @@ class U2Phone:
             except UnknownFormat as exc:  # a format nobody reads is said, never taken for "not readable"
                 raise DeviceError(self.label, f"cannot read {name}: {exc}") from None
             if found is None:
-                why = "no reader for it" if reader is None else "the phone did not reveal it (or no valid value)"
+                why = "no reader for it" if reader is None else self._refusals.pop(
+                    name, "the phone did not reveal it (or no valid value)")
                 self.unreadable[name] = why
                 log.info("device %s: %s not readable from the phone: %s", self.label, name, why)
                 continue
@@ -614,8 +620,25 @@ class U2Phone:
                 sources[name] = source
             else:
                 self.unreadable[name] = f"{source} gave a malformed value"
+        self._drop_shared_values(raw, sources)
         ids = parse_identifiers(raw, source=f"device {self.label}", where="read_identifiers")
         return ids, sources
+
+    def _drop_shared_values(self, raw: dict[str, object], sources: dict[str, str]) -> None:
+        """One value read for two identifiers (an IMEI as the IMSI) means a transaction code answered for another
+        getter, as on a build that added methods to IPhoneSubInfo: neither is read, and why is said."""
+        by_value: dict[str, list[str]] = {}
+        for name in SUBSCRIBER_NAMES:
+            if isinstance(raw.get(name), str):
+                by_value.setdefault(str(raw[name]), []).append(name)
+        for names in by_value.values():
+            if len(names) < 2:
+                continue
+            for name in names:
+                others = " and ".join(other for other in names if other != name)
+                self.unreadable[name] = (f"{sources.pop(name)} gave the value read as {others} too (this build's "
+                                         "IPhoneSubInfo transaction codes differ from Android's?): not read")
+                del raw[name]
 
     def _valid(self, name: str, value: object) -> bool:
         """Values a phone returns can be placeholders; only well-formed ones are kept."""
@@ -656,13 +679,17 @@ class U2Phone:
         """``service call iphonesubinfo CODE`` with this release's code, else ``dumpsys iphonesubinfo``; a value
         of the wrong shape (a wrong code's answer, a placeholder) is not read."""
         sdk, maker = self._release()
-        code = str(iphonesubinfo_code(name, sdk, maker))
-        output = self._try_shell(["service", "call", "iphonesubinfo", code])
+        command = iphonesubinfo_command(name, sdk, maker)
+        output = self._try_shell(command)
         value = parse_parcel_string(output, sdk, maker) if output else None
         checked = checked_subscriber_value(name, value) if value else None
         if checked:
-            return checked, f"service call iphonesubinfo {code}"
-        return self._read_subinfo(name)
+            return checked, " ".join(command[:4])  # the transaction: the caller argument is always the same
+        refusal = parse_parcel_exception(output, sdk, maker) if output else None
+        found = self._read_subinfo(name)
+        if found is None and refusal:  # why it is unreadable, as the phone said it (masked: no identifier in it)
+            self._refusals[name] = f"{' '.join(command)} raised {refusal}"
+        return found
 
     def _read_subinfo(self, name: str) -> tuple[str, str] | None:
         output = self._try_shell(["dumpsys", "iphonesubinfo"])

@@ -63,16 +63,25 @@ KEYCODES.update({chr(ord("A") + i): 29 + i for i in range(26)})
 IPHONESUBINFO_CODES_PIE: dict[int, str] = {
     1: "imei", 3: "imei", 4: "imei", 7: "imsi", 8: "imsi", 11: "iccid", 12: "iccid", 13: "phone", 14: "phone",
 }
+#: Android 10: getGroupIdLevel1 gone, so getIccSerialNumber is 10 and getLine1Number 12
 IPHONESUBINFO_CODES_Q: dict[int, str] = {
-    1: "imei", 2: "imei", 4: "imei", 5: "imei", 8: "imsi", 9: "imsi", 10: "imsi", 13: "iccid", 14: "iccid",
-    15: "iccid", 16: "phone", 17: "phone",
+    1: "imei", 3: "imei", 4: "imei", 7: "imsi", 8: "imsi", 10: "iccid", 11: "iccid", 12: "phone", 13: "phone",
+}
+#: Android 11 and later: each getter has a ``*WithFeature`` twin after it
+IPHONESUBINFO_CODES_R: dict[int, str] = {
+    1: "imei", 2: "imei", 4: "imei", 5: "imei", 8: "imsi", 9: "imsi", 10: "imsi", 12: "iccid", 13: "iccid",
+    14: "iccid", 15: "phone", 16: "phone",
 }
 #: from Android 10 (SDK 29) device identifiers need READ_PRIVILEGED_PHONE_STATE, which the shell lacks
 PRIVILEGED_IDS_SDK = 29
+#: Android 11 (SDK 30) renumbered the transactions again
+FEATURE_IDS_SDK = 30
 
 
 def iphonesubinfo_codes(sdk: int) -> dict[int, str]:
     """The transaction-code table of an Android version (harnesses read identifiers with it)."""
+    if sdk >= FEATURE_IDS_SDK:
+        return IPHONESUBINFO_CODES_R
     return IPHONESUBINFO_CODES_Q if sdk >= PRIVILEGED_IDS_SDK else IPHONESUBINFO_CODES_PIE
 
 
