@@ -187,3 +187,11 @@ def test_scan_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
         outputs.append(document)
     assert outputs[0] == outputs[1]
     assert [f["identifier"] for f in outputs[1]["findings"]] == ["imei"]
+
+
+def test_an_optional_extension_not_built_is_part_of_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the C extension the cache still works (a key of its own), it is not switched off."""
+    built = prepared._source_digest(prepared.SOURCE_MODULES)
+    monkeypatch.delitem(sys.modules, "phonehome.scan._runs", raising=False)
+    absent = prepared._source_digest(prepared.SOURCE_MODULES)
+    assert absent is not None and absent != built

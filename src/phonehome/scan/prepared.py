@@ -50,7 +50,10 @@ SOURCE_MODULES = (
     "phonehome.scan.matcher",
     "phonehome.scan.obfuscation",
     "phonehome.scan.prepared",
+    "phonehome.scan._runs",  # the C extension obfuscation uses (optional: when it is not built, that is the key)
 )
+#: modules of SOURCE_MODULES that may be missing (an optional C extension not built)
+_OPTIONAL_MODULES = frozenset(("phonehome.scan._runs",))
 #: an identifiers file's entry depends on this module's code too
 IDENTIFIERS_SOURCE_MODULES = ("phonehome.errors", "phonehome.identifiers", "phonehome.scan.prepared")
 #: file name suffixes of the entries (the database cache's own are ``.hsdb``); each kind is evicted on its own
@@ -151,10 +154,15 @@ def _material(ids: Identifiers, engine: str) -> bytes | None:
 
 
 def _source_digest(modules: tuple[str, ...]) -> bytes | None:
-    """SHA-256 of the modules' source files (all imported by now); None when one cannot be read."""
+    """SHA-256 of the modules' source files (all imported by now, or optional and absent); None when one cannot
+    be read."""
     digest = hashlib.sha256()
     for name in modules:
-        path = getattr(sys.modules.get(name), "__file__", None)
+        module = sys.modules.get(name)
+        if module is None and name in _OPTIONAL_MODULES:
+            digest.update(b"absent: " + name.encode())
+            continue
+        path = getattr(module, "__file__", None)
         if path is None:
             return None
         try:
