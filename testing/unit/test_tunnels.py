@@ -248,3 +248,20 @@ def test_non_ip_frames_of_linux_cooked_captures_are_not_failures(tmp_path: Path,
     result = scan_capture(path, _ids())
     assert result.capture.non_ip_packets == 2 and result.capture.undecoded == {} and not result.warnings
     assert [(f.identifier, f.src) for f in result.findings] == [("imei", PHONE_IP)]
+
+
+def test_wifi_control_frames_are_not_ip_and_not_truncated(tmp_path: Path) -> None:
+    """Monitor-mode captures are full of ACK, CTS and RTS frames (10-20 bytes, shorter than a data header): they
+    carry no IP and are no decoding failure (a real capture, tcpdump's ieee802.11_exthdr.pcap, was called
+    'proves nothing' for its ACKs)."""
+    cap = _leaky("wifi-radiotap")
+    radiotap = struct.pack("<BBHI", 0, 0, 8, 0)
+    ack = b"\xd4\x00\x00\x00" + bytes.fromhex("02000000000a")  # ACK: frame control, duration, receiver
+    cts = b"\xc4\x00\x00\x00" + bytes.fromhex("02000000aa01")
+    rts = b"\xb4\x00\x00\x00" + bytes.fromhex("02000000aa01") + bytes.fromhex("02000000000a")
+    for control in (ack, cts, rts) * 5:
+        cap.add_frame(radiotap + control)
+    result = _scan(tmp_path, cap)
+    assert result.capture.non_ip_packets == 15 and result.capture.undecoded == {}
+    assert result.capture.decode_problem is None and not result.warnings
+    assert [f.identifier for f in result.findings] == ["imei"]

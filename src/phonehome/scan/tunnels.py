@@ -287,11 +287,13 @@ def _radiotap_fcs(data: bytes, length: int) -> bool:
 def ieee802_11(data: bytes, off: int) -> Inner:
     """An 802.11 frame: data frames of an open network carry LLC/SNAP, then the ethertype."""
     n = len(data)
-    if n < off + 24:
+    if n < off + 2:
         return f"{REASON_TRUNCATED}: 802.11 header"
     fc, flags = data[off], data[off + 1]
-    if (fc >> 2) & 3 != 2:  # management (beacons, probes) or control frames
+    if (fc >> 2) & 3 != 2:  # management (beacons, probes) or control frames (ACK, RTS, CTS: 10-20 bytes)
         return ""
+    if n < off + 24:
+        return f"{REASON_TRUNCATED}: 802.11 header"
     subtype = fc >> 4
     if subtype & 4:  # null data: no body
         return ""
