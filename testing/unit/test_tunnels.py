@@ -265,3 +265,22 @@ def test_wifi_control_frames_are_not_ip_and_not_truncated(tmp_path: Path) -> Non
     assert result.capture.non_ip_packets == 15 and result.capture.undecoded == {}
     assert result.capture.decode_problem is None and not result.warnings
     assert [f.identifier for f in result.findings] == ["imei"]
+
+
+def test_vendor_snap_frames_are_not_ip_even_inside_erspan(tmp_path: Path) -> None:
+    """CDP (802.3 + LLC/SNAP under Cisco's OUI, protocol 0x2000) is sent by every Cisco switch port: not IP, and
+    no decoding failure, also when mirrored over ERSPAN (a real capture, Suricata's decode-erspan-typeII-01, was
+    called 'proves nothing: GRE protocol 0x88be'). An unknown ethertype inside a tunnel is named as such."""
+    cap = _leaky("erspan")
+    cdp_body = b"\xaa\xaa\x03\x00\x00\x0c\x20\x00" + bytes(40)
+    cdp = b"\x01\x00\x0c\xcc\xcc\xcc" + bytes.fromhex("02000000000b") + struct.pack("!H", len(cdp_body)) + cdp_body
+    erspan = struct.pack("!HHI", 0x1000 | 1, 0x0800 | 5, 0)
+    for _ in range(5):
+        cap.add_frame(cdp)
+        cap.add_frame(ethernet_frame(gre_packet(erspan + cdp, protocol=0x88BE, seq=1)))
+    cap.add_frame(ethernet_frame(gre_packet(erspan + bytes(12) + b"\x88\xb4" + bytes(40), protocol=0x88BE, seq=1)))
+    result = _scan(tmp_path, cap)
+    assert result.capture.non_ip_packets == 10
+    assert result.capture.undecoded == {"unknown ethertype": {"packets": 1, "bytes": 104}}
+    assert any("unknown ethertype: 0x88b4" in w for w in result.warnings)
+    assert [f.identifier for f in result.findings] == ["imei"]

@@ -132,9 +132,14 @@ def ethernet(data: bytes, off: int, depth: int = 0) -> Inner:
     return from_ethertype(data, off + 14, _u16(data, off + 12)[0], depth)
 
 
+#: SNAP organisation codes after which the protocol id is an ethertype: RFC 1042 and 802.1H bridge tunnelling;
+#: under any other (Cisco's CDP/VTP/DTP/PVST+, Apple's...) it is that vendor's own protocol, never IP
+_SNAP_ETHERTYPE_OUIS = (b"\0\0\0", b"\0\0\xf8")
+
+
 def _llc(data: bytes, off: int, depth: int) -> Inner:
     """802.2 LLC: only SNAP carries an ethertype; anything else (STP, CDP, NetBIOS...) carries no IP."""
-    if data[off:off + 3] == b"\xaa\xaa\x03" and len(data) >= off + 8:
+    if data[off:off + 3] == b"\xaa\xaa\x03" and len(data) >= off + 8 and data[off + 3:off + 6] in _SNAP_ETHERTYPE_OUIS:
         return from_ethertype(data, off + 8, _u16(data, off + 6)[0], depth)
     return ""
 
@@ -192,7 +197,7 @@ def _gre(data: bytes, off: int, depth: int) -> Inner:
     if version == 1 and n == off + length:
         return ""  # a bare acknowledgement
     inner = from_ethertype(data, off + length, protocol, depth + 1)
-    if inner and isinstance(inner, str) and inner.startswith(REASON_ETHERTYPE):
+    if inner == f"{REASON_ETHERTYPE}: 0x{protocol:04x}":  # GRE's own protocol unknown, not a frame inside it
         return f"{REASON_ENCAPSULATION}: GRE protocol 0x{protocol:04x}"
     return inner
 
@@ -312,7 +317,7 @@ def ieee802_11(data: bytes, off: int) -> Inner:
     if n <= body:
         return ""
     if data[body:body + 3] == b"\xaa\xaa\x03" and n >= body + 8:
-        return from_ethertype(data, body + 8, _u16(data, body + 6)[0], 1)
+        return _llc(data, body, 1)
     return f"{REASON_ENCAPSULATION}: 802.11 data without LLC/SNAP"
 
 
