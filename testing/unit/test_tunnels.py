@@ -284,3 +284,19 @@ def test_vendor_snap_frames_are_not_ip_even_inside_erspan(tmp_path: Path) -> Non
     assert result.capture.undecoded == {"unknown ethertype": {"packets": 1, "bytes": 104}}
     assert any("unknown ethertype: 0x88b4" in w for w in result.warnings)
     assert [f.identifier for f in result.findings] == ["imei"]
+
+
+def test_erspan_type_i_has_no_erspan_header(tmp_path: Path) -> None:
+    """ERSPAN type I (GRE protocol 0x88be without a sequence number) carries the mirrored frame right after GRE;
+    skipping an ERSPAN II header there misread every frame as non-IP, a silent pass (a real capture, Suricata's
+    decode-erspan-typeI-02: 42 packets, 0 flows, nothing counted)."""
+    from phonehome.testing.captures import CaptureBuilder
+
+    cap = CaptureBuilder()
+    inner = _leaky("gre-bridged")  # its frames: Ethernet / IPv4 / GRE (0x6558) / Ethernet / IPv4 / TCP
+    for packet in inner.packets:
+        bridged = packet.data[14 + 20 + 4:]
+        cap.add_frame(ethernet_frame(gre_packet(bridged, protocol=0x88BE)))
+    result = _scan(tmp_path, cap)
+    assert [(f.identifier, f.src, f.dst) for f in result.findings] == [("imei", PHONE_IP, SERVER_IP)]
+    assert result.capture.non_ip_packets == 0 and result.capture.undecoded == {}

@@ -196,6 +196,8 @@ def _gre(data: bytes, off: int, depth: int) -> Inner:
         return f"{REASON_TRUNCATED}: GRE header"
     if version == 1 and n == off + length:
         return ""  # a bare acknowledgement
+    if protocol == ETHERTYPE_ERSPAN_II and not flags & 0x1000:  # ERSPAN type I: no sequence number, no header
+        return ethernet(data, off + length, depth + 1)
     inner = from_ethertype(data, off + length, protocol, depth + 1)
     if inner == f"{REASON_ETHERTYPE}: 0x{protocol:04x}":  # GRE's own protocol unknown, not a frame inside it
         return f"{REASON_ENCAPSULATION}: GRE protocol 0x{protocol:04x}"
