@@ -11,6 +11,7 @@ import json
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -300,3 +301,47 @@ def test_erspan_type_i_has_no_erspan_header(tmp_path: Path) -> None:
     result = _scan(tmp_path, cap)
     assert [(f.identifier, f.src, f.dst) for f in result.findings] == [("imei", PHONE_IP, SERVER_IP)]
     assert result.capture.non_ip_packets == 0 and result.capture.undecoded == {}
+
+
+def _nflog(ip: bytes, order: str) -> bytes:
+    """An NFLOG record: header, packet header and prefix TLVs, then the packet (none for an empty ``ip``)."""
+    def tlv(kind: int, value: bytes) -> bytes:
+        return struct.pack(order + "HH", 4 + len(value), kind) + value + bytes(-len(value) % 4)
+    family = 10 if ip[:1] == b"\x60" else 2
+    head = bytes((family, 0)) + b"\0\0" + tlv(1, b"\x08\x00\x03\x00") + tlv(10, b"wlan0\0")
+    return head + tlv(9, ip) if ip else head
+
+
+#: link type -> wrapper from the phone's IP packet to the captured frame
+POINT_TO_POINT: dict[str, tuple[int, Callable[[bytes], bytes]]] = {
+    "ppp": (9, lambda ip: b"\xff\x03" + struct.pack("!H", 0x21 if ip[0] >> 4 == 4 else 0x57) + ip),
+    "ppp-compressed": (9, lambda ip: bytes((0x21 if ip[0] >> 4 == 4 else 0x57,)) + ip),
+    "ppp-hdlc": (50, lambda ip: b"\xff\x03" + struct.pack("!H", 0x21 if ip[0] >> 4 == 4 else 0x57) + ip),
+    "cisco-hdlc": (104, lambda ip: b"\x0f\x00" + struct.pack("!H", 0x0800 if ip[0] >> 4 == 4 else 0x86DD) + ip),
+    "ppp-with-dir": (204, lambda ip: b"\x01\xff\x03" + struct.pack("!H", 0x21 if ip[0] >> 4 == 4 else 0x57) + ip),
+    "nflog": (239, lambda ip: _nflog(ip, "<")),
+    "nflog-big-endian": (239, lambda ip: _nflog(ip, ">")),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(POINT_TO_POINT))
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_ppp_hdlc_and_nflog_link_types(tmp_path: Path, kind: str, ipv6: bool) -> None:
+    """Captures on a PPP or HDLC interface, and `tcpdump -i nflog:N` (Android's netd logs to NFLOG), were refused
+    as unsupported link types (real captures: tcpdump's nflog.pcap, Suricata's frag-ppp-ipv6-tcp.pcap)."""
+    link, wrap = POINT_TO_POINT[kind]
+    plain = _leaky("gre", ipv6=ipv6)  # its frames: Ethernet / IP / GRE / the phone's IP packet
+    cap = CaptureBuilder(link=link)
+    for packet in plain.packets:
+        cap.add_frame(wrap(packet.data[14 + 20 + 4:]))
+    lcp = b"\xff\x03\xc0\x21\x09\x01\x00\x08" + bytes(4)  # an LCP echo request: no IP, no failure
+    cap.add_frame(wrap(b"") if kind.startswith("nflog") else (b"\x01" + lcp if link == 204 else lcp))
+    if kind == "nflog-big-endian":  # written on a big-endian host: the file and the TLVs in its byte order
+        path = tmp_path / "c.pcap"
+        path.write_bytes(pcap_bytes(cap.packets, link=link, big_endian=True))
+        result = scan_capture(path, _ids())
+    else:
+        result = _scan(tmp_path, cap)
+    client, server = ("fd00::2", "2001:db8::80") if ipv6 else (PHONE_IP, SERVER_IP)
+    assert [(f.identifier, f.src, f.dst) for f in result.findings] == [("imei", client, server)]
+    assert result.capture.undecoded == {} and not result.warnings and result.capture.non_ip_packets == 1

@@ -28,7 +28,8 @@ SUPPORTED_LINK_TYPES: dict[int, str] = {
     LINKTYPE_LINUX_SLL: "Linux cooked (SLL)", LINKTYPE_IPV4: "raw IPv4", LINKTYPE_IPV6: "raw IPv6",
     LINKTYPE_LINUX_SLL2: "Linux cooked v2 (SLL2)",
     # decoded by .tunnels (ip_offset gives -1 for them)
-    105: "802.11", 127: "802.11 with radiotap", 192: "802.11 with PPI",
+    105: "802.11", 127: "802.11 with radiotap", 192: "802.11 with PPI", 9: "PPP", 50: "PPP in HDLC framing",
+    104: "Cisco HDLC", 204: "PPP with direction", 239: "Linux NFLOG",
 }
 
 PROTO_TCP = 6

@@ -27,11 +27,17 @@ LINKTYPE_LINUX_SLL2 = 276
 LINKTYPE_IEEE802_11 = 105
 LINKTYPE_IEEE802_11_RADIOTAP = 127
 LINKTYPE_PPI = 192
+LINKTYPE_PPP = 9
+LINKTYPE_PPP_HDLC = 50
+LINKTYPE_C_HDLC = 104
+LINKTYPE_PPP_WITH_DIR = 204
+LINKTYPE_NFLOG = 239
 
 #: link types decoded here (the plain ones are in :mod:`.packets`)
 TUNNEL_LINK_TYPES: dict[int, str] = {
     LINKTYPE_IEEE802_11: "802.11", LINKTYPE_IEEE802_11_RADIOTAP: "802.11 with radiotap",
-    LINKTYPE_PPI: "802.11 with PPI",
+    LINKTYPE_PPI: "802.11 with PPI", LINKTYPE_PPP: "PPP", LINKTYPE_PPP_HDLC: "PPP in HDLC framing",
+    LINKTYPE_C_HDLC: "Cisco HDLC", LINKTYPE_PPP_WITH_DIR: "PPP with direction", LINKTYPE_NFLOG: "Linux NFLOG",
 }
 
 ETHERTYPE_IPV4 = 0x0800
@@ -356,7 +362,34 @@ def from_link(link: int, data: bytes) -> Inner:
         if dlt == LINKTYPE_ETHERNET:
             return ethernet(data, length)
         return f"{REASON_ENCAPSULATION}: PPI carrying link type {dlt}"
+    if link in (LINKTYPE_PPP, LINKTYPE_PPP_HDLC, LINKTYPE_C_HDLC, LINKTYPE_PPP_WITH_DIR):
+        off = 1 if link == LINKTYPE_PPP_WITH_DIR else 0
+        if len(data) < off + 4:
+            return f"{REASON_TRUNCATED}: PPP header"
+        if data[off] in (0x0F, 0x8F) and data[off + 1] == 0:  # Cisco HDLC: address, control, ethertype
+            return from_ethertype(data, off + 4, _u16(data, off + 2)[0])
+        return _ppp(data, off, 0)
+    if link == LINKTYPE_NFLOG:
+        return _nflog(data)
     return f"{REASON_LINK}: {link}"
+
+
+def _nflog(data: bytes) -> Inner:
+    """Linux NFLOG (``tcpdump -i nflog:N``, as Android's netd logs): a 4-byte header, then TLVs; the one of type 9
+    holds the IP packet. TLV lengths and types are in the byte order of the host that wrote the file."""
+    n = len(data)
+    if n < 8:
+        return f"{REASON_TRUNCATED}: NFLOG header"
+    tlv = _u16le if 4 <= _u16le(data, 4)[0] <= n - 4 else _u16
+    pos = 4
+    while pos + 4 <= n:
+        length, kind = tlv(data, pos)[0], tlv(data, pos + 2)[0]
+        if length < 4 or pos + length > n:
+            return f"{REASON_TRUNCATED}: NFLOG TLV"
+        if kind == 9:  # NFULA_PAYLOAD
+            return from_ip(data[pos + 4:pos + length], 0)
+        pos += (length + 3) & ~3
+    return ""  # a log record without the packet
 
 
 # --- the count of what could not be decoded -------------------------------------------------------------------
