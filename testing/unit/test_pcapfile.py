@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,28 @@ def test_tshark_decrypts_the_written_quic_initials(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=TSHARK_TIMEOUT_S, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "quic.example.org" in proc.stdout.split()
+
+
+@pytest.mark.parametrize("network", [0x04000001, 0x24000001])
+def test_pcap_link_type_field_with_fcs_bits(tmp_path: Path, network: int) -> None:
+    """The pcap header's link type field carries the FCS flag (bit 26) and length (bits 28-31) above the link
+    type (libpcap's LT_LINKTYPE masks with 0x03FFFFFF): such a capture was refused as link type 67108865 (a real
+    capture, tcpdump's bootp_asan.pcap)."""
+    from phonehome.identifiers import parse_identifiers
+    from phonehome.scan.scanner import scan_capture
+
+    cap = _capture()
+    fcs_bytes = (network >> 28) * 2  # the FCS length is in 16-bit units; each frame then ends in it
+    frames = [Packet(p.data + zlib.crc32(p.data).to_bytes(4, "little")[:fcs_bytes], p.time) for p in cap.packets]
+    data = bytearray(pcap_bytes(frames))
+    struct.pack_into("<I", data, 20, network)
+    path = tmp_path / "fcs.pcap"
+    path.write_bytes(bytes(data))
+    reader = CaptureReader(path)
+    assert len(list(reader)) == len(cap.packets) and reader.link_types == (LINKTYPE_ETHERNET,)
+    result = scan_capture(path, parse_identifiers({"imei": "356938035643809"}, source="test"))
+    assert [f.identifier for f in result.findings] == ["imei"]
+    if shutil.which("tshark"):
+        out = subprocess.run(["tshark", "-r", str(path), "-Y", "http.request"], capture_output=True, text=True,
+                             timeout=TSHARK_TIMEOUT_S, check=True).stdout
+        assert out.count("GET") == 1

@@ -140,7 +140,7 @@ class CaptureReader:
         magic = struct.unpack_from(order + "I", header)[0]
         scale = 1e-9 if magic == PCAP_MAGIC_NS else 1e-6
         _major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack_from(order + "HHiIII", header, 4)
-        link = network & 0x0FFFFFFF  # upper bits carry FCS information
+        link = network & 0x03FFFFFF  # the upper bits say whether frames end in an FCS, and its length
         self.interfaces.append(Interface(link, snaplen, scale))
         unpack = struct.Struct(order + "IIII").unpack_from
         window = _Window(handle, self.chunk_bytes, start=24, progress=self.progress)
