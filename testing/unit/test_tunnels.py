@@ -345,3 +345,31 @@ def test_ppp_hdlc_and_nflog_link_types(tmp_path: Path, kind: str, ipv6: bool) ->
     client, server = ("fd00::2", "2001:db8::80") if ipv6 else (PHONE_IP, SERVER_IP)
     assert [(f.identifier, f.src, f.dst) for f in result.findings] == [("imei", client, server)]
     assert result.capture.undecoded == {} and not result.warnings and result.capture.non_ip_packets == 1
+
+
+def test_ipsec_and_unknown_ip_protocols_are_counted_network_control_is_not(tmp_path: Path) -> None:
+    """ESP (a phone's always-on VPN, Wi-Fi calling to the ePDG) is encrypted traffic nobody scanned, and SCTP a
+    transport phonehome does not read: both counted and said (a capture of only ESP was '0 flows, 0 cleartext
+    findings', exit 0, with no word). ICMP, IGMP, ICMPv6, OSPF carry no application data: not counted."""
+    from phonehome.testing.captures import ipv6_packet
+
+    cap = _leaky("gre")
+    for i in range(3):
+        cap.add_ip(ipv4_packet(PHONE_IP, "198.51.100.1", 50, struct.pack("!II", 0x1001, i) + bytes(64)))
+    cap.add_ip(ipv6_packet("fd00::2", "2001:db8::1", 50, struct.pack("!II", 0x1002, 1) + bytes(64)))
+    cap.add_ip(ipv4_packet(PHONE_IP, "198.51.100.2", 132, bytes(48)))  # SCTP
+    for proto in (1, 2, 89):
+        cap.add_ip(ipv4_packet(PHONE_IP, "198.51.100.3", proto, bytes(24)))
+    cap.add_ip(ipv6_packet("fd00::2", "ff02::2", 58, b"\x85\x00" + bytes(14)))
+    result = _scan(tmp_path, cap)
+    undecoded = result.capture.undecoded
+    assert set(undecoded) == {"encrypted IPsec (ESP)", "unsupported IP protocol"}
+    assert undecoded["encrypted IPsec (ESP)"]["packets"] == 4 and undecoded["unsupported IP protocol"]["packets"] == 1
+    assert any("unsupported IP protocol: 132" in w for w in result.warnings)
+    assert [f.identifier for f in result.findings] == ["imei"]
+
+    only_esp = CaptureBuilder()
+    for i in range(5):
+        only_esp.add_ip(ipv4_packet(PHONE_IP, "198.51.100.1", 50, struct.pack("!II", 0x1001, i) + bytes(64)))
+    problem = _scan(tmp_path, only_esp, "esp.pcap").capture.decode_problem
+    assert problem is not None and "encrypted IPsec (ESP)" in problem

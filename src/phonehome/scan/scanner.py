@@ -700,12 +700,13 @@ class Scanner:
         self.tunnelled += 1
         return inner
 
-    def _not_decoded(self, reason: str, orig: int, ts: float) -> None:
+    def _not_decoded(self, reason: str, orig: int, ts: float, *, control: bool = False) -> None:
         """A tunnel's inner packet that is not IP: counted under ``reason`` (undecodable), or as non-IP when
-        there is none (ARP, LLDP inside the tunnel)."""
+        there is none (ARP, LLDP inside the tunnel); ``control``: an IP packet of no TCP/UDP, uncounted without
+        a reason (ICMP, a fragment waiting for the rest)."""
         if reason:
             self.undecoded.add(reason, orig, self._phase(ts))
-        else:
+        elif not control:
             self.non_ip += 1
 
     def _from_ip(self, data: bytes, off: int, orig: int, ts: float,
@@ -715,10 +716,14 @@ class Scanner:
         if isinstance(inner, str):
             self._not_decoded(inner, orig, ts)
             return None
-        if inner[0] is data and inner[1] == off:  # not a tunnel: ICMP, a fragment waiting for the rest...
+        if inner[0] is data and inner[1] == off:  # not a tunnel: ICMP, a fragment waiting for the rest, ESP...
+            self._not_decoded(tunnels.unscanned_protocol(data, off), orig, ts, control=True)
             return None
         self.tunnelled += 1
-        return decode_ip(inner[0], inner[1], self.defrag, ts, frame)
+        found = decode_ip(inner[0], inner[1], self.defrag, ts, frame)
+        if found is None:
+            self._not_decoded(tunnels.unscanned_protocol(inner[0], inner[1]), orig, ts, control=True)
+        return found
 
     def _from_udp(self, decoded: tuple[Decoded, list[int] | None], orig: int, ts: float,
                   frame: int) -> tuple[Decoded, list[int] | None] | None:

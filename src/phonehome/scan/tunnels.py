@@ -76,6 +76,8 @@ REASON_ETHERTYPE = "unknown ethertype"
 REASON_ENCAPSULATION = "unsupported encapsulation"
 REASON_TRUNCATED = "truncated"
 REASON_PROTECTED = "encrypted 802.11 (WEP/WPA)"
+REASON_IPSEC = "encrypted IPsec (ESP)"
+REASON_PROTOCOL = "unsupported IP protocol"
 
 #: when at least this share of a capture's packets could not be decoded, the capture proves nothing
 UNDECODED_SHARE_LIMIT = 0.2
@@ -261,6 +263,33 @@ def from_ip(data: bytes, off: int, depth: int = 0) -> Inner:
     if proto == IP_ETHERIP:
         return ethernet(data, start + 2, depth + 1)
     return _mpls(data, start, depth + 1)
+
+
+#: IP protocols that carry no application data (network control: ICMP, IGMP, ICMPv6, OSPF, PIM, VRRP...): not
+#: scanned and no failure; 59 is IPv6's "no next header", 44 a fragment waiting for the rest
+_CONTROL_IP_PROTOCOLS = frozenset((1, 2, 8, 9, 44, 46, 58, 59, 88, 89, 103, 112))
+_IP_ESP = 50
+
+
+def unscanned_protocol(data: bytes, off: int) -> str:
+    """Why the IP packet at ``data[off:]``, which is neither TCP/UDP nor a tunnel, was not scanned: "" for network
+    control (and fragments), else "reason: detail". An IPsec VPN's ESP packets (a phone's always-on VPN, Wi-Fi
+    calling to the ePDG) are encrypted traffic nobody scanned, never a clean pass."""
+    n = len(data)
+    version = data[off] >> 4
+    if version == 4:
+        proto = data[off + 9]
+        if _u16(data, off + 6)[0] & 0x1FFF:  # a later fragment: its first one was counted
+            return ""
+    else:
+        proto, start = data[off + 6], off + 40
+        while proto in _IPV6_EXTENSIONS and start + 8 <= n:
+            proto, start = data[start], start + (data[start + 1] + 1) * 8
+    if proto in _CONTROL_IP_PROTOCOLS or proto in _TRANSPORT_HEADER:
+        return ""
+    if proto == _IP_ESP:
+        return f"{REASON_IPSEC}: a VPN or Wi-Fi calling tunnel"
+    return f"{REASON_PROTOCOL}: {proto}"
 
 
 def from_udp(payload: bytes, sport: int, dport: int) -> Inner | None:
