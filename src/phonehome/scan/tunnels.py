@@ -265,9 +265,9 @@ def from_ip(data: bytes, off: int, depth: int = 0) -> Inner:
     return _mpls(data, start, depth + 1)
 
 
-#: IP protocols that carry no application data (network control: ICMP, IGMP, ICMPv6, OSPF, PIM, VRRP...): not
-#: scanned and no failure; 59 is IPv6's "no next header", 44 a fragment waiting for the rest
-_CONTROL_IP_PROTOCOLS = frozenset((1, 2, 8, 9, 44, 46, 58, 59, 88, 89, 103, 112))
+#: IP protocols that carry no application data (network control: ICMP, IGMP, ICMPv6, OSPF, PIM, VRRP, Mobile IPv6
+#: binding updates...): not scanned and no failure; 59 is IPv6's "no next header", 44 a fragment waiting for the rest
+_CONTROL_IP_PROTOCOLS = frozenset((1, 2, 8, 9, 44, 46, 58, 59, 88, 89, 103, 112, 135))
 _IP_ESP = 50
 
 
