@@ -841,3 +841,18 @@ def test_a_body_sent_again_is_a_finding_again_on_every_flow(tmp_path: Path) -> N
     twice = next(f for f in nested if f.sport == 40003)
     once = next(f for f in nested if f.sport == 40001)
     assert len(twice.frames) == 2 * len(once.frames)
+
+
+@pytest.mark.parametrize("close", [False, True])
+def test_a_request_cut_short_by_the_capture_end_names_its_host(tmp_path: Path, close: bool) -> None:
+    """An upload still running when the capture stopped (or reset mid-body): its head is scanned at the end, and
+    the finding names the Host it was sent to (it said '-', as for a real capture, Suricata's http-chunked)."""
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(f"POST /up?imei={IMEI} HTTP/1.1\r\nHost: up.example\r\nContent-Length: 5000\r\n\r\n".encode()
+              + b"x" * 100)
+    if close:
+        conn.close()
+    result = _scan(tmp_path, cap)
+    assert [(f.identifier, f.host) for f in result.findings] == [("imei", "up.example")]
+    assert [flow.host for flow in result.flows] == ["up.example"]

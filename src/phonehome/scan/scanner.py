@@ -1082,6 +1082,8 @@ class Scanner:
                 self._scan_units(flow, d, d.decoder.feed(data))
             if d.decoder is not None:
                 self._scan_units(flow, d, d.decoder.finish())
+                if d.decoder.host:  # a message completed only now (cut short by the end of the capture)
+                    flow.http_host = d.decoder.host
                 if d.decoder.buf:
                     self._scan_units(flow, d, d.decoder.hole())
                 self._decoder_warnings(d.decoder)
