@@ -409,3 +409,44 @@ def test_the_cleartext_handshake_stays_a_cleartext_finding(tmp_path: Path) -> No
     (leak,) = result.cleartext_findings
     assert (leak.identifier, leak.encoding, leak.protocol, leak.decrypted) == ("imei", "plain", "tls-handshake", False)
     assert [(f.identifier, f.encoding) for f in result.decrypted_findings] == [("imei", "tls>plain")]
+
+
+@pytest.mark.parametrize("version", ["1.3", "1.2"])
+def test_tls_through_an_http_connect_proxy(tmp_path: Path, version: str) -> None:
+    """A phone behind an HTTP proxy (a lab's Wi-Fi proxy, mitmproxy) sends `CONNECT host:443` and then TLS on
+    the same connection. That TLS was scanned as HTTP: the flow said cleartext http, TLS coverage did not count
+    it and key logs did not decrypt it (a real capture, PCAPdroid's http_proxy.pcap). Now: the CONNECT head is
+    scanned as HTTP (a leak there is a cleartext finding), the rest is TLS, decrypted with the key log, and the
+    frames cited are those that carried the record."""
+    keylog = tmp_path / "keys.log"
+    body = json.dumps({"padding": "p" * 500, "imei": IMEI}).encode()
+    request = http_request("POST", "/report", host="reg.example.net", body=body)
+    cipher = "" if version == "1.3" else "ECDHE-ECDSA-AES128-GCM-SHA256"
+    conv = tls_conversation(keylog, version=version, cipher=cipher, rsa=False,
+                            exchanges=[(request, http_response(b"ok"))], server_name="reg.example.net")
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 8080)
+    conn.send(f"CONNECT reg.example.net:443 HTTP/1.1\r\nHost: reg.example.net:443\r\nX-Serial: {SERIAL}\r\n\r\n"
+              .encode())
+    conn.reply(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    packets: list[Packet] = []
+    for from_client, data in conv.flights:
+        sent = (conn.send if from_client else conn.reply)(data, segment_size=SEGMENT_BYTES)
+        if from_client:
+            packets = sent  # the client's last flight: the request's record
+    conn.close()
+    path = cap.write_pcap(tmp_path / "c.pcap")
+
+    opaque = scan_capture(path, _ids())
+    assert [(f.identifier, f.protocol, f.encrypted) for f in opaque.findings] == [("serial", "http", False)]
+    (flow,) = opaque.flows
+    assert (flow.protocol, flow.encrypted, flow.decryption, flow.host) == ("tls", True, "no-key", "reg.example.net")
+    assert opaque.tls_coverage() == {"flows": 1, "decrypted": 0, "no_key": 1, "failed": 0}
+
+    result = scan_capture(path, _ids(), keylogs=[keylog])
+    assert [f.identifier for f in result.cleartext_findings] == ["serial"]
+    (finding,) = result.decrypted_findings
+    assert (finding.identifier, finding.encoding.startswith("tls>")) == ("imei", True)
+    numbers = [cap.packets.index(p) + 1 for p in packets]
+    assert set(finding.frames) <= set(numbers)
+    assert result.flows[0].decryption == "decrypted"

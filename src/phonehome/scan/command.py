@@ -30,10 +30,10 @@ Find a phone's identifiers sent in cleartext in a capture (pcap or pcapng), in a
 base64, hex, hashes, BCD, UTF-16, binary integers/floats as protobuf/CBOR/MessagePack/BSON carry them, E5/E6/E7
 coordinates, XOR with 1-4 byte keys, reversed, ROT-N, nested layers such as gzip>base64>plain), after TCP
 reassembly and HTTP/1.1, HTTP/2 (h2c: HPACK, DATA per stream), WebSocket (fragments, permessage-deflate),
-DNS, TLS-ClientHello and MQTT decoding. Encrypted flows (TLS, DTLS, QUIC, SSH; decided by content, not port)
-are not leaks, except the cleartext parts of their handshake: TLS ClientHellos (SNI, ALPN, PSK identities),
-TLS 1.2 client certificates and PSK ClientKeyExchanges, DTLS ClientHellos, QUIC Initials (public keys), SSH
-banners.
+DNS, TLS-ClientHello and MQTT decoding (TLS after an HTTP CONNECT to a proxy too). Encrypted flows (TLS, DTLS,
+QUIC, SSH; decided by content, not port) are not leaks, except the cleartext parts of their handshake: TLS
+ClientHellos (SNI, ALPN, PSK identities), TLS 1.2 client certificates and PSK ClientKeyExchanges, DTLS
+ClientHellos, QUIC Initials (public keys), SSH banners.
 
 With --keylog (an NSS key log, SSLKEYLOGFILE format; repeatable), or Decryption Secrets Blocks in a pcapng
 capture, TLS 1.2 and 1.3 flows are decrypted and their content scanned too. What is found inside TLS is listed

@@ -32,6 +32,8 @@ PROTO_QUIC = "quic"
 PROTO_SSH = "ssh"
 PROTO_MQTT = "mqtt"
 PROTO_UNKNOWN = "unknown"
+#: a decoder's switch_to when its stream goes on as another protocol from here (TLS through an HTTP CONNECT proxy)
+PROTO_TUNNEL = "tunnel"
 
 ENCRYPTED_PROTOCOLS = frozenset((PROTO_TLS, PROTO_DTLS, PROTO_QUIC, PROTO_SSH))
 
@@ -500,6 +502,7 @@ class HttpDecoder(StreamDecoder):
         super().__init__(offset)
         self.decode_content = decode_content
         self.raw_mode = False
+        self.messages = 0  # complete messages parsed
 
     def parse(self, final: bool) -> list[Unit]:
         units: list[Unit] = []
@@ -519,6 +522,14 @@ class HttpDecoder(StreamDecoder):
     def _message(self, units: list[Unit], final: bool) -> bool:
         """Parse one message from the front of buf; False when more bytes are needed."""
         buf = self.buf
+        if self.messages and buf[:1] == b"\x16":  # after a CONNECT (a proxy), the tunnelled TLS starts here
+            verdict = _tls_verdict(buf[:TLS_HEAD_BYTES])
+            if verdict == "" and not final:
+                self.need = TLS_HEAD_BYTES
+                return False
+            if verdict == PROTO_TLS:
+                self.switch_to = PROTO_TUNNEL
+                return False
         head_end = buf.find(b"\r\n\r\n", 0, MAX_HTTP_HEAD_BYTES)
         sep = 4
         if head_end < 0:
@@ -543,6 +554,7 @@ class HttpDecoder(StreamDecoder):
         self._emit_head(units, buf[:body_start])
         if body:
             self._emit_body(units, head, body, body_start, body_end, chunked)
+        self.messages += 1
         host = head.header("host")
         if host:
             self.host = host.rsplit(":", 1)[0] if "]" not in host and host.count(":") == 1 else host
@@ -577,6 +589,12 @@ class HttpDecoder(StreamDecoder):
             return buf[start:start + length], start + length, False
         if head.is_request:
             return b"", start, False
+        if 200 <= head.status < 300:  # a 2xx to a CONNECT has no body: the tunnel (TLS, HTTP) follows at once
+            after = buf[start:start + TLS_HEAD_BYTES]
+            if len(after) < TLS_HEAD_BYTES and not final:
+                return None, start + TLS_HEAD_BYTES, False
+            if _tls_verdict(after) == PROTO_TLS or after.startswith(b"HTTP/1"):
+                return b"", start, False
         if final:  # response delimited by connection close
             return buf[start:], len(buf), False
         return None, start + MAX_MESSAGE_BYTES, False

@@ -69,6 +69,7 @@ from phonehome.scan.protocols import (
     PROTO_QUIC_HANDSHAKE,
     PROTO_SSH,
     PROTO_TLS,
+    PROTO_TUNNEL,
     PROTO_UNKNOWN,
     PROTO_WEBSOCKET,
     QUIC_SHORT_HEADER_BYTES,
@@ -384,6 +385,7 @@ class _Direction:
         "flow",
         "frames",
         "head",
+        "head_start",
         "held",
         "offsets",
         "opaque",
@@ -405,6 +407,7 @@ class _Direction:
         self.done = False  # encrypted: nothing more to scan
         self.opaque = False  # done, and its packets are only counted (the scan loop's fast path)
         self.head = b""
+        self.head_start = 0  # the stream offset where head begins (past an HTTP CONNECT, the tunnel's start)
         self.offsets: list[int] = []
         self.frames: list[int] = []
         self.times: list[float] = []
@@ -887,6 +890,8 @@ class Scanner:
             decoder = self._start_decoder(flow, d)
             if decoder is None:
                 return
+            if d.head_start:
+                decoder.offset = d.head_start
             data, d.head = d.head, b""
         self._fed(flow, d, decoder, decoder.feed(data))
 
@@ -920,6 +925,22 @@ class Scanner:
             self._trim(d)
         if decoder.switch_to == PROTO_TLS:  # the client's TLS handshake is over: the rest is ciphertext
             self._mark_encrypted(flow, PROTO_TLS)
+        elif decoder.switch_to == PROTO_TUNNEL and d.decoder is decoder:
+            self._tunnel(flow, d, decoder)
+
+    def _tunnel(self, flow: _Flow, d: _Direction, old: StreamDecoder) -> None:
+        """Past an HTTP CONNECT (a proxy) the stream carries TLS: classified anew from where it starts, as a
+        stream of its own (TLS handshake, key logs, encrypted), its offsets kept so findings cite their frames."""
+        rest = old.buf
+        d.head_start = old.offset
+        d.decoder = None
+        self._account(d)
+        d.head = rest
+        decoder = self._start_decoder(flow, d)
+        if decoder is not None:
+            decoder.offset = d.head_start
+            d.head = b""
+            self._fed(flow, d, decoder, decoder.feed(rest))
 
     def _shed_decoder_memory(self) -> None:
         """Too many half-received messages held at once (many flows, huge bodies): scan the large ones as they
