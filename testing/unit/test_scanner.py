@@ -856,3 +856,30 @@ def test_a_request_cut_short_by_the_capture_end_names_its_host(tmp_path: Path, c
     result = _scan(tmp_path, cap)
     assert [(f.identifier, f.host) for f in result.findings] == [("imei", "up.example")]
     assert [flow.host for flow in result.flows] == ["up.example"]
+
+
+def _dhcp_discover(mac: bytes, options: bytes) -> bytes:
+    """A DHCPDISCOVER as a phone sends it on joining a network: its MAC in chaddr, then the options."""
+    fixed = struct.pack("!BBBBIHH4s4s4s4s", 1, 1, 6, 0, 0x3903F326, 0, 0x8000, bytes(4), bytes(4), bytes(4),
+                        bytes(4))
+    return fixed + mac + bytes(10) + bytes(64) + bytes(128) + b"\x63\x82\x53\x63" + b"\x35\x01\x01" + options + b"\xff"
+
+
+def test_dhcp_carries_the_mac_as_its_link_layer_address_not_as_a_leak(tmp_path: Path) -> None:
+    """Every phone joining a network sends its MAC in DHCP's chaddr and client identifier (a real capture, gopacket's
+    test010.pcapng, gave four wifi_mac findings): that is the link layer's address, like the Ethernet header's,
+    never a leak. The MAC elsewhere in DHCP, and a DHCP host name carrying the Android ID (Android before 8), are."""
+    mac = bytes.fromhex(MAC.replace(":", ""))
+    client_id = b"\x3d\x07\x01" + mac
+    plain = CaptureBuilder()
+    plain.udp("0.0.0.0", "255.255.255.255", 68, 67, _dhcp_discover(mac, client_id + b"\x37\x03\x01\x03\x06"))
+    result = _scan(tmp_path, plain)
+    assert result.findings == () and [flow.protocol for flow in result.flows] == ["dhcp"]
+
+    leaky = CaptureBuilder()
+    hostname = f"android-{ANDROID_ID}".encode()
+    vendor = b"\x2b\x08\x01\x06" + mac  # the MAC again, in a vendor option: no link-layer field
+    leaky.udp("0.0.0.0", "255.255.255.255", 68, 67, _dhcp_discover(
+        mac, client_id + bytes((12, len(hostname))) + hostname + vendor))
+    found = {(f.identifier, f.protocol) for f in _scan(tmp_path, leaky).findings}
+    assert found == {("android_id", "dhcp"), ("wifi_mac", "dhcp")}

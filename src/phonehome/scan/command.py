@@ -52,7 +52,7 @@ exit status:
 encapsulations decoded to the inner flow: VLAN, GRE (with transparent Ethernet bridging, ERSPAN I/II/III), VXLAN,
 Geneve, IP-in-IP, EtherIP, MPLS (IP or Ethernet pseudowire with control word), PPPoE, 802.11 data frames of an
 open network (radiotap, PPI or bare; LLC/SNAP); link types PPP, PPP in HDLC framing, Cisco HDLC and Linux NFLOG
-(tcpdump -i nflog:N). Tunnel and link-layer headers are never scanned.
+(tcpdump -i nflog:N). Tunnel and link-layer headers are never scanned, nor DHCP's client hardware address.
 
 IDS.yaml keys (each a string or a list of strings, unless noted):
   {", ".join(k for k in SCHEMA_KEYS if k not in ("location", "cell", "wifi", "custom"))}

@@ -31,6 +31,7 @@ PROTO_DTLS = "dtls"
 PROTO_QUIC = "quic"
 PROTO_SSH = "ssh"
 PROTO_MQTT = "mqtt"
+PROTO_DHCP = "dhcp"
 PROTO_UNKNOWN = "unknown"
 #: a decoder's switch_to when its stream goes on as another protocol from here (TLS through an HTTP CONNECT proxy)
 PROTO_TUNNEL = "tunnel"
@@ -259,6 +260,35 @@ class DnsMessage:
     names: tuple[str, ...]
     addresses: tuple[tuple[str, bytes], ...]  # (name asked for, packed address)
     texts: tuple[bytes, ...]  # TXT record strings
+
+
+#: UDP ports of DHCP (BOOTP server and client)
+DHCP_PORTS = frozenset((67, 68))
+_DHCP_MAGIC = b"\x63\x82\x53\x63"
+_DHCP_CLIENT_ID = 61
+
+
+def dhcp_link_addresses_blanked(payload: bytes) -> bytes | None:
+    """A DHCP/BOOTP message with the link-layer address it must carry blanked: the client hardware address
+    (chaddr) and a client identifier of hardware type 1 (Ethernet/Wi-Fi MAC). Like the Ethernet header's, these
+    are the link layer's addresses, sent to the local network by every device that joins it: never a leak. Its
+    other options (host name, vendor class...) stay and are scanned. None when ``payload`` is no DHCP message."""
+    if len(payload) < 240 or payload[0] not in (1, 2) or payload[236:240] != _DHCP_MAGIC:
+        return None
+    out = bytearray(payload)
+    out[28:44] = bytes(16)  # chaddr
+    pos = 240
+    while pos < len(out) and out[pos] != 255:
+        if out[pos] == 0:  # pad
+            pos += 1
+            continue
+        if pos + 2 > len(out):
+            break
+        size = out[pos + 1]
+        if out[pos] == _DHCP_CLIENT_ID and size == 7 and out[pos + 2] == 1:
+            out[pos + 3:pos + 9] = bytes(6)
+        pos += 2 + size
+    return bytes(out)
 
 
 def parse_dns(payload: bytes) -> DnsMessage | None:

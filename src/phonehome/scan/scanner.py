@@ -58,8 +58,10 @@ from phonehome.scan.packets import (
 )
 from phonehome.scan.pcapfile import CaptureReader
 from phonehome.scan.protocols import (
+    DHCP_PORTS,
     MAX_CLIENT_HELLO_BYTES,
     MAX_QUIC_INITIALS,
+    PROTO_DHCP,
     PROTO_DNS,
     PROTO_DTLS,
     PROTO_HTTP,
@@ -80,6 +82,7 @@ from phonehome.scan.protocols import (
     classify_datagram,
     classify_stream,
     client_hello_from_crypto,
+    dhcp_link_addresses_blanked,
     parse_client_hello,
     parse_dns,
     quic_initial_crypto,
@@ -822,6 +825,12 @@ class Scanner:
             return
         d.short_header = payload[:QUIC_SHORT_HEADER_BYTES]
         n = len(payload)
+        protocol = PROTO_UNKNOWN
+        if d.sport in DHCP_PORTS and d.dport in DHCP_PORTS:
+            blanked = dhcp_link_addresses_blanked(payload)
+            if blanked is not None:
+                flow.protocol = protocol = PROTO_DHCP
+                payload = blanked
         if d.sport in DNS_PORTS or d.dport in DNS_PORTS:
             message = parse_dns(payload)
             if message is not None:
@@ -835,8 +844,7 @@ class Scanner:
                 units += [Unit(text, 0, n, False, "", PROTO_DNS, peel=True) for text in message.texts]
                 self._scan_units(flow, d, units, frames=frames, time=ts)
                 return
-        self._scan_units(flow, d, [Unit(payload, 0, n, True, "", PROTO_UNKNOWN, peel=True)], frames=frames,
-                         time=ts)
+        self._scan_units(flow, d, [Unit(payload, 0, n, True, "", protocol, peel=True)], frames=frames, time=ts)
 
     def _quic_initial(self, flow: _Flow, d: _Direction, payload: bytes, frames: list[int], ts: float) -> None:
         """Decrypt a client Initial (its keys are public) and scan the ClientHello once it is whole."""
