@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import struct
 import subprocess
@@ -271,3 +272,44 @@ def test_pcap_link_type_field_with_fcs_bits(tmp_path: Path, network: int) -> Non
         out = subprocess.run(["tshark", "-r", str(path), "-Y", "http.request"], capture_output=True, text=True,
                              timeout=TSHARK_TIMEOUT_S, check=True).stdout
         assert out.count("GET") == 1
+
+
+def test_custom_blocks_keep_wiresharks_frame_numbers(tmp_path: Path) -> None:
+    """Wireshark lists pcapng custom blocks (and systemd journal entries) as frames: findings cite frames by
+    Wireshark's numbers, so the reader yields them as non-packets (a real capture, gopacket's test202.pcapng, had
+    its findings cite the frames before them, and --evidence dissected the wrong packets)."""
+    from phonehome.identifiers import parse_identifiers
+    from phonehome.scan.pcapfile import NOT_A_PACKET
+    from phonehome.scan.scanner import scan_capture
+    from phonehome.testing.captures import pcapng_bytes
+
+    cap = _capture()
+    data = pcapng_bytes([(0, p) for p in cap.packets])
+    custom = struct.pack("<II", 0x00000BAD, 20) + struct.pack("<I", 32473) + b"note" + struct.pack("<I", 20)
+    blocks, pos = [], 0
+    while pos < len(data):
+        length = struct.unpack_from("<I", data, pos + 4)[0]
+        blocks.append(data[pos:pos + length])
+        pos += length
+    # SHB, IDB, a custom block, then the packets with a custom block after each third one
+    out = [*blocks[:2], custom]
+    for index, block in enumerate(blocks[2:], 1):
+        out.append(block)
+        if index % 3 == 0:
+            out.append(custom)
+    path = tmp_path / "custom.pcapng"
+    path.write_bytes(b"".join(out))
+    reader = CaptureReader(path)
+    records = list(reader)
+    assert reader.packets == len(cap.packets) and len(records) == len(out) - 2
+    packet_numbers = [n for n, record in enumerate(records, 1) if record[1] != NOT_A_PACKET]
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(records[1:]))  # times never step back
+    result = scan_capture(path, parse_identifiers({"imei": "356938035643809"}, source="test"))
+    (finding,) = result.findings
+    assert set(finding.frames) <= set(packet_numbers)
+    assert result.capture.packets == len(cap.packets) and result.capture.undecoded == {}
+    if shutil.which("tshark"):  # Wireshark's numbers of the packets are the reader's
+        out_text = subprocess.run(["tshark", "-r", str(path), "-Y", "ip or ipv6", "-T", "fields", "-e",
+                                   "frame.number"], capture_output=True, text=True, timeout=TSHARK_TIMEOUT_S,
+                                  check=True).stdout.split()
+        assert [int(n) for n in out_text] == packet_numbers

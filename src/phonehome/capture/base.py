@@ -535,14 +535,14 @@ def read_packet_index(pcap: Path) -> list[_Packet]:
     CaptureError: evidence that cannot be read completely is missing evidence.
     """
     from phonehome.scan.packets import address_text, ip_offset
-    from phonehome.scan.pcapfile import CaptureReader
+    from phonehome.scan.pcapfile import NOT_A_PACKET, CaptureReader
 
     if not Path(pcap).is_file():
         raise CaptureError(f"capture file {pcap} does not exist: the recorder wrote nothing")
     try:
         reader = CaptureReader(pcap)
         packets = [_Packet(time=stamp, addresses=_addresses(link, data, address_text, ip_offset))
-                   for stamp, link, data, _ in reader]
+                   for stamp, link, data, _ in reader if link != NOT_A_PACKET]
     except InputError as exc:
         raise CaptureError(f"cannot read the capture: {exc}") from None
     if reader.warnings:

@@ -39,6 +39,12 @@ BLOCK_OPB = 2  # obsolete Packet Block
 BLOCK_SPB = 3
 BLOCK_EPB = 6
 BLOCK_DSB = 10  # Decryption Secrets Block (TLS key logs: see phonehome.scan.keylog)
+#: blocks that are no packet but that Wireshark lists (and numbers) as frames: custom blocks (copiable or not) and
+#: systemd journal entries. Each is yielded as a record of link type NOT_A_PACKET, so that frame numbers stay
+#: Wireshark's; none counts as a packet.
+NUMBERED_NON_PACKET_BLOCKS = frozenset((0x00000BAD, 0x40000BAD, 9))
+#: the link type of such a record (its data is empty)
+NOT_A_PACKET = -2
 
 #: (time in seconds, link type, frame bytes as captured, length on the wire)
 Record = tuple[float, int, bytes, int]
@@ -190,6 +196,7 @@ class CaptureReader:
         interfaces: list[Interface] = []
         #: per interface of the section: (seconds per tick, offset in seconds, link type), for the loop below
         clocks: list[tuple[float, int, int]] = []
+        last_time = 0.0
         while True:
             chunk = window.more(pos)
             buf, pos, consumed, end = window.buf, window.pos, window.consumed, window.end
@@ -203,7 +210,8 @@ class CaptureReader:
                         packets += 1
                         if orig > incl:
                             cut += 1
-                        yield ((hi << 32) | lo) * resolution + offset_s, link, buf[pos + 28:pos + 28 + incl], orig
+                        last_time = ((hi << 32) | lo) * resolution + offset_s
+                        yield last_time, link, buf[pos + 28:pos + 28 + incl], orig
                         pos = stop
                         continue
                 block_type, length = head.unpack_from(buf, pos)
@@ -244,8 +252,8 @@ class CaptureReader:
                         packets += 1
                         if orig > incl:
                             cut += 1
-                        yield (((hi << 32) | lo) * ifc.resolution + ifc.offset_s, ifc.link_type,
-                               buf[pos + 28:pos + 28 + incl], orig)
+                        last_time = ((hi << 32) | lo) * ifc.resolution + ifc.offset_s
+                        yield last_time, ifc.link_type, buf[pos + 28:pos + 28 + incl], orig
                 elif block_type == BLOCK_SPB:
                     packets += 1
                     if not interfaces:
@@ -262,6 +270,8 @@ class CaptureReader:
                     interfaces.append(self._interface(buf, pos, length, order))
                     self.interfaces.append(interfaces[-1])
                     clocks.append((interfaces[-1].resolution, interfaces[-1].offset_s, interfaces[-1].link_type))
+                elif block_type in NUMBERED_NON_PACKET_BLOCKS:  # at the time of the packet before it
+                    yield last_time, NOT_A_PACKET, b"", 0
                 elif block_type == BLOCK_DSB and length >= 20:
                     kind, size = struct.unpack_from(order + "II", buf, pos + 8)
                     self.secrets.append((kind, bytes(buf[pos + 16:pos + 16 + min(size, length - 20)])))

@@ -56,7 +56,7 @@ from phonehome.scan.packets import (
     decode_ip,
     ip_offset,
 )
-from phonehome.scan.pcapfile import CaptureReader
+from phonehome.scan.pcapfile import NOT_A_PACKET, CaptureReader
 from phonehome.scan.protocols import (
     DHCP_PORTS,
     MAX_CLIENT_HELLO_BYTES,
@@ -604,7 +604,7 @@ class Scanner:
                 self._udp(flow, direction, payload, frag_frames or [frame], ts)
         self.defrag.finish()
         unsupported = sum(self.unsupported_links.values())
-        if unsupported and unsupported == frame:
+        if unsupported and unsupported == reader.packets:
             names = ", ".join(str(link) for link in sorted(self.unsupported_links))
             raise InputError(reader.path, f"no packet could be decoded: link type {names} is not supported",
                              fix="capture with a supported link type: "
@@ -693,6 +693,8 @@ class Scanner:
 
     def _from_link(self, link: int, data: bytes, orig: int, ts: float) -> tuple[bytes, int] | None:
         """The IP packet of a frame that is not plain IP; None (counted) when there is none."""
+        if link == NOT_A_PACKET:  # a pcapng block Wireshark numbers as a frame: counted in frame numbers only
+            return None
         inner = tunnels.from_link(link, data)
         if isinstance(inner, str):
             if not inner:
