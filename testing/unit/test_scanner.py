@@ -883,3 +883,20 @@ def test_dhcp_carries_the_mac_as_its_link_layer_address_not_as_a_leak(tmp_path: 
         mac, client_id + bytes((12, len(hostname))) + hostname + vendor))
     found = {(f.identifier, f.protocol) for f in _scan(tmp_path, leaky).findings}
     assert found == {("android_id", "dhcp"), ("wifi_mac", "dhcp")}
+
+
+def test_esp_in_udp_is_encrypted_ipsec_and_cleartext_on_its_port_is_scanned(tmp_path: Path) -> None:
+    """IPsec through NAT (UDP 4500: a VPN, Wi-Fi calling to the ePDG) is encrypted, said as such (protocol esp),
+    like QUIC; an IKE message on the same port (after its 4-byte zero marker) and cleartext that merely uses the
+    port are scanned."""
+    rng = random.Random(4500)
+    cap = CaptureBuilder()
+    for seq in range(1, 4):
+        cap.udp(PHONE_IP, "198.51.100.9", 4500, 4500, struct.pack("!II", 0xC0FFEE01, seq) + rng.randbytes(600))
+    cap.udp(PHONE_IP, "198.51.100.10", 4500, 4500, bytes(4) + b"IKE " + f"id={IMEI}".encode() + bytes(300))
+    cap.udp(PHONE_IP, "198.51.100.11", 40000, 4500, json.dumps({"imei": IMEI, "pad": "x" * 400}).encode())
+    result = _scan(tmp_path, cap, {"imei": IMEI})
+    by_dst = {flow.dst: (flow.protocol, flow.encrypted) for flow in result.flows}
+    assert by_dst["198.51.100.9"] == ("esp", True)
+    assert by_dst["198.51.100.10"][1] is False and by_dst["198.51.100.11"][1] is False
+    assert sorted(f.dst for f in result.findings) == ["198.51.100.10", "198.51.100.11"]

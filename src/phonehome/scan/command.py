@@ -31,7 +31,7 @@ base64, hex, hashes, BCD, UTF-16, binary integers/floats as protobuf/CBOR/Messag
 coordinates, XOR with 1-4 byte keys, reversed, ROT-N, nested layers such as gzip>base64>plain), after TCP
 reassembly and HTTP/1.1, HTTP/2 (h2c: HPACK, DATA per stream), WebSocket (fragments, permessage-deflate),
 DNS, TLS-ClientHello and MQTT decoding (TLS after an HTTP CONNECT to a proxy too). Encrypted flows (TLS, DTLS,
-QUIC, SSH; decided by content, not port) are not leaks, except the cleartext parts of their handshake: TLS
+QUIC, SSH, IPsec ESP; decided by content, not port) are not leaks, except the cleartext parts of their handshake: TLS
 ClientHellos (SNI, ALPN, PSK identities), TLS 1.2 client certificates and PSK ClientKeyExchanges, DTLS
 ClientHellos, QUIC Initials (public keys), SSH banners.
 

@@ -32,6 +32,7 @@ PROTO_QUIC = "quic"
 PROTO_SSH = "ssh"
 PROTO_MQTT = "mqtt"
 PROTO_DHCP = "dhcp"
+PROTO_ESP = "esp"  # IPsec ESP in UDP (NAT traversal): a VPN, Wi-Fi calling to the ePDG
 PROTO_UNKNOWN = "unknown"
 #: a decoder's switch_to when its stream goes on as another protocol from here (TLS through an HTTP CONNECT proxy)
 PROTO_TUNNEL = "tunnel"
@@ -167,6 +168,17 @@ def quic_short_header(payload: bytes, previous: bytes) -> bool:
     if previous[0] & 0xC0 != 0x40 or payload[1:QUIC_SHORT_HEADER_BYTES] != previous[1:]:
         return False  # (header protection masks the first byte's low 5 bits: they differ from packet to packet)
     return looks_encrypted(payload[QUIC_SHORT_HEADER_BYTES:MIN_QUIC_SHORT_BYTES])
+
+
+#: the UDP port of IPsec NAT traversal (RFC 3948): ESP packets, and IKE ones after a 4-byte zero marker
+IPSEC_NAT_T_PORT = 4500
+
+
+def esp_in_udp(payload: bytes) -> bool:
+    """True when a datagram to or from UDP 4500 is an ESP packet: a non-zero SPI (zero marks IKE), a sequence
+    number, then a body that looks encrypted (judged as QUIC's short headers are: see :func:`looks_encrypted`)."""
+    return (len(payload) >= 8 + ENCRYPTED_SAMPLE_BYTES and payload[:4] != b"\0\0\0\0"
+            and looks_encrypted(payload[8:8 + ENCRYPTED_SAMPLE_BYTES]))
 
 
 def looks_encrypted(sample: bytes) -> bool:

@@ -59,11 +59,13 @@ from phonehome.scan.packets import (
 from phonehome.scan.pcapfile import NOT_A_PACKET, CaptureReader
 from phonehome.scan.protocols import (
     DHCP_PORTS,
+    IPSEC_NAT_T_PORT,
     MAX_CLIENT_HELLO_BYTES,
     MAX_QUIC_INITIALS,
     PROTO_DHCP,
     PROTO_DNS,
     PROTO_DTLS,
+    PROTO_ESP,
     PROTO_HTTP,
     PROTO_HTTP2,
     PROTO_MQTT,
@@ -83,6 +85,7 @@ from phonehome.scan.protocols import (
     classify_stream,
     client_hello_from_crypto,
     dhcp_link_addresses_blanked,
+    esp_in_udp,
     parse_client_hello,
     parse_dns,
     quic_initial_crypto,
@@ -824,6 +827,9 @@ class Scanner:
             return
         if quic_short_header(payload, d.short_header):
             self._mark_encrypted(flow, PROTO_QUIC)
+            return
+        if IPSEC_NAT_T_PORT in (d.sport, d.dport) and esp_in_udp(payload):
+            self._mark_encrypted(flow, PROTO_ESP)
             return
         d.short_header = payload[:QUIC_SHORT_HEADER_BYTES]
         n = len(payload)
