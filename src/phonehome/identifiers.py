@@ -506,6 +506,9 @@ def _location(raw: object, path: str, ctx: _Context) -> Location:
         raise ctx.error(path, "a location needs exactly 'lat' and 'lon'", fix)
     lat = _coordinate(raw["lat"], f"{path}.lat", 90.0, ctx, fix)
     lon = _coordinate(raw["lon"], f"{path}.lon", 180.0, ctx, fix)
+    if lat == 0.0 and lon == 0.0:  # what an unset fix reads (Android's default); "0.0 0.0" is in any PDF
+        raise ctx.error(path, "lat 0, lon 0 is where an unset location points, not where the phone is",
+                        "give the phone's real location (dumpsys location, or a map), or leave location out")
     return Location(lat=lat, lon=lon)
 
 

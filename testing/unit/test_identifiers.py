@@ -94,6 +94,7 @@ def test_plain_safe_load_integers_are_accepted() -> None:
     ("imei:\n  - 352099001761481\n  - 1\n", "line 3, imei[1]: IMEI must be 15 digits"),
     ("location: {lat: 91, lon: 0}\n", "location.lat: coordinate must be a number in [-90, 90]"),
     ("location: {lat: 1}\n", "location: a location needs exactly 'lat' and 'lon'"),
+    ("location: {lat: 0, lon: 0.0}\n", "location: lat 0, lon 0 is where an unset location points"),
     ("location:\n  - {lat: 1, lon: 2}\n  - {lat: 1, lon: east}\n", "line 3, location[1].lon"),
     ("custom: {imei: 352099001761481}\n", "custom.imei: bad custom name"),
     ("custom: {x: ab}\n", "custom.x: custom value for 'x' is shorter"),
@@ -182,7 +183,8 @@ def test_fuzz_parse_identifiers_raises_only_input_error(data: object) -> None:
 
 _digits = st.text(alphabet="0123456789", min_size=15, max_size=15)
 _mac = st.binary(min_size=6, max_size=6).filter(lambda b: b.rstrip(b"\0") not in (b"", b"\2")).map(lambda b: "-".join(f"{x:02X}" for x in b))
-_point = st.fixed_dictionaries({"lat": st.floats(-90, 90), "lon": st.floats(-180, 180)})
+_point = st.fixed_dictionaries({"lat": st.floats(-90, 90), "lon": st.floats(-180, 180)}).filter(
+    lambda point: (point["lat"], point["lon"]) != (0.0, 0.0))  # where an unset location points: refused
 
 
 @settings(max_examples=100, deadline=None)
