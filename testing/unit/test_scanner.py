@@ -7,6 +7,7 @@ cleartext, no false positives), plus the result's contract (frames, hosts, phase
 from __future__ import annotations
 
 import base64
+import bz2
 import hashlib
 import json
 import random
@@ -740,9 +741,9 @@ def _short_header(rng: random.Random, cid: bytes, body: bytes) -> bytes:
 
 
 def test_quic_seen_only_after_its_handshake_is_encrypted(tmp_path: Path) -> None:
-    """A QUIC flow whose Initial packets the capture missed: two random-looking short-header datagrams with one
-    connection ID make it encrypted, and its random bytes are no longer scanned (nor a binary coordinate's
-    false positive waiting to happen)."""
+    """A QUIC flow whose Initial packets the capture missed: random-looking short-header datagrams to UDP 443
+    with one connection ID, four in a row, make it encrypted; the rest of it is not scanned (nor a binary
+    coordinate's false positive waiting to happen)."""
     rng = random.Random(3)
     cap = CaptureBuilder()
     for _ in range(6):
@@ -754,29 +755,55 @@ def test_quic_seen_only_after_its_handshake_is_encrypted(tmp_path: Path) -> None
     assert flow.encrypted and flow.protocol == "quic" and flow.frames == 12 and result.findings == ()
 
 
-@pytest.mark.parametrize("shape", ["binary", "zlib", "xor", "one-datagram"])
+def _telemetry(shape: str, i: int, rng: random.Random) -> bytes:
+    """A cleartext datagram, the IMEI in it, with the first 5 bytes of a QUIC short header and a connection ID
+    that stays the same, over a body that does not look encrypted: binary fields, a zlib or bzip2 stream (whose
+    magic may be the very first bytes), or base64 XOR-ed with a 4-byte key (varied as a whole but not byte by
+    byte of the key); or random bytes with the IMEI after the first 256 of them."""
+    fields = struct.pack(">IQ", i, rng.randrange(2 ** 64)) + f"imei={IMEI}".encode() + bytes(300)
+    if shape == "binary":
+        return b"\x5a\x01\x02\x03\x04" + fields
+    if shape == "zlib":
+        return zlib.compress(fields + rng.randbytes(600))  # 'x\x9c' then its first 3 bytes: the same each time
+    if shape == "bzip2":
+        return bz2.compress(fields + rng.randbytes(600))  # 'BZh91'
+    if shape == "xor":
+        text = f"imei={IMEI}&t=".encode() + base64.b64encode(rng.randbytes(240)) + b"&v=2"
+        return b"\x5a\x01\x02\x03\x04" + obfuscation.xor_bytes(text, b"\x9c\x31\xe7\x4d")
+    if shape == "tail":
+        return b"\x5a\x01\x02\x03\x04" + rng.randbytes(300) + f"imei={IMEI}".encode() + rng.randbytes(40)
+    raise AssertionError(shape)
+
+
+@pytest.mark.parametrize("shape", ["binary", "zlib", "bzip2", "xor", "tail"])
 def test_cleartext_udp_that_resembles_a_quic_short_header_is_scanned(tmp_path: Path, shape: str) -> None:
-    """The same first bytes over a body that does not look encrypted (binary fields, a zlib stream, base64 text
-    XOR-ed with a 4-byte key, varied as a whole but not byte by byte of the key), or a connection ID never seen
-    twice: scanned, and the IMEI in the later datagrams found."""
+    """On UDP 443, cleartext that starts like a QUIC short header, datagram after datagram, is scanned whole.
+    The limit: an identifier among random bytes looks random too ("tail"), so such a flow is found in its first
+    datagrams and then called QUIC."""
     rng = random.Random(4)
-    header = b"\x5a\x01\x02\x03\x04"
     cap = CaptureBuilder()
-    for i in range(4):
-        fields = struct.pack(">IQ", i, rng.randrange(2 ** 64)) + f"imei={IMEI}".encode() + bytes(40)
-        if shape == "xor":
-            fields = bytes(rng.randrange(256) for _ in range(240))  # a datagram long enough to be judged
-            fields = f"imei={IMEI}&t=".encode() + base64.b64encode(fields) + b"&v=2"
-            body = obfuscation.xor_bytes(fields, b"\x9c\x31\xe7\x4d")
-        else:
-            body = zlib.compress(fields) if shape == "zlib" else fields
-        if shape == "one-datagram":
-            header = bytes((0x40 | i,)) + rng.randbytes(4)
-        cap.udp(PHONE_IP, SERVER_IP, 50003, 9000, header + body)
+    for i in range(6):
+        cap.udp(PHONE_IP, SERVER_IP, 50003, 443, _telemetry(shape, i, rng))
     result = _scan(tmp_path, cap)
-    assert not result.flows[0].encrypted
     (finding,) = _found(result, "imei")
-    assert finding.frames == (1, 2, 3, 4)
+    if shape == "tail":
+        assert result.flows[0].encrypted and finding.frames == (1, 2, 3, 4)
+    else:
+        assert not result.flows[0].encrypted and finding.frames == (1, 2, 3, 4, 5, 6)
+
+
+def test_a_cleartext_datagram_among_quic_like_ones_is_scanned(tmp_path: Path) -> None:
+    """Random-looking datagrams with one connection ID are scanned until four come in a row: a cleartext one
+    among them starts the count again, and its leak is found."""
+    rng = random.Random(5)
+    cid = b"\x5a\x11\x22\x33\x44\x55\x66\x77"
+    cap = CaptureBuilder()
+    for i in range(9):
+        body = f"imei={IMEI} ".encode() * 30 if i == 3 else rng.randbytes(1200)
+        cap.udp(PHONE_IP, SERVER_IP, 50004, 443, _short_header(rng, cid, body))
+    result = _scan(tmp_path, cap)
+    (finding,) = _found(result, "imei")
+    assert finding.frames == (4,) and result.flows[0].encrypted  # datagrams 5-8 in a row: QUIC from the 8th
 
 
 def test_ports_reused_after_an_encrypted_connection_start_a_new_flow(tmp_path: Path) -> None:
@@ -895,8 +922,16 @@ def test_esp_in_udp_is_encrypted_ipsec_and_cleartext_on_its_port_is_scanned(tmp_
         cap.udp(PHONE_IP, "198.51.100.9", 4500, 4500, struct.pack("!II", 0xC0FFEE01, seq) + rng.randbytes(600))
     cap.udp(PHONE_IP, "198.51.100.10", 4500, 4500, bytes(4) + b"IKE " + f"id={IMEI}".encode() + bytes(300))
     cap.udp(PHONE_IP, "198.51.100.11", 40000, 4500, json.dumps({"imei": IMEI, "pad": "x" * 400}).encode())
+    for _ in range(3):  # zlib telemetry on the port: its first 8 bytes are the same each time, its body random
+        cap.udp(PHONE_IP, "198.51.100.12", 40001, 4500,
+                zlib.compress(f"imei={IMEI}".encode() + rng.randbytes(600)))
+    for seq in (7, 7):  # one SPI, but the sequence number does not go up: no ESP
+        cap.udp(PHONE_IP, "198.51.100.13", 40002, 4500,
+                struct.pack("!II", 0xC0FFEE02, seq) + rng.randbytes(300) + f"imei={IMEI}".encode())
     result = _scan(tmp_path, cap, {"imei": IMEI})
     by_dst = {flow.dst: (flow.protocol, flow.encrypted) for flow in result.flows}
     assert by_dst["198.51.100.9"] == ("esp", True)
-    assert by_dst["198.51.100.10"][1] is False and by_dst["198.51.100.11"][1] is False
-    assert sorted(f.dst for f in result.findings) == ["198.51.100.10", "198.51.100.11"]
+    assert not any(by_dst[f"198.51.100.{host}"][1] for host in (10, 11, 12, 13))
+    assert sorted({f.dst for f in result.findings}) == [f"198.51.100.{host}" for host in (10, 11, 12, 13)]
+    (zlib_finding,) = (f for f in result.findings if f.dst == "198.51.100.12")
+    assert zlib_finding.frames == (6, 7, 8)

@@ -147,51 +147,73 @@ def classify_datagram(payload: bytes) -> str:
 
 #: QUIC short-header packets (RFC 9000 17.3: header form 0, fixed bit 1, the destination connection ID, then the
 #: protected packet number and payload) carry no version: a flow seen only after its handshake (a capture
-#: started late, a migrated or lost Initial) is known by two datagrams in one direction with the same connection
-#: ID prefix and a payload that looks encrypted
-QUIC_SHORT_HEADER_BYTES = 5  # the first byte and the first 4 bytes of the connection ID, kept per direction
-#: a datagram is judged on the 256 bytes after that (fewer cannot tell base64 XOR-ed with a 4-byte key from random
-#: bytes): QUIC's full-size packets (~1,200 bytes) have them, its ACK-only ones do not need to
+#: started late, a migrated or lost Initial) is known by :data:`QUIC_SHORT_RUN` datagrams in a row, in one
+#: direction, to or from UDP 443, with one connection ID prefix and nothing but random-looking bytes. Until then
+#: its datagrams are scanned, and one that does not look so (cleartext) starts the count again.
+QUIC_PORT = 443
+QUIC_SHORT_RUN = 4
+QUIC_SHORT_HEADER_BYTES = 5  # the first byte and the first 4 bytes of the connection ID
+#: the first bytes of a direction's last datagram kept to compare the next one's with (QUIC's connection ID,
+#: ESP's SPI and sequence number)
+DATAGRAM_HEADER_BYTES = 8
+#: bytes are judged 256 at a time (fewer cannot tell base64 XOR-ed with a 4-byte key from random bytes): QUIC's
+#: full-size packets (~1,200 bytes) have them, its ACK-only ones need not be judged
 ENCRYPTED_SAMPLE_BYTES = 256
 MIN_QUIC_SHORT_BYTES = QUIC_SHORT_HEADER_BYTES + ENCRYPTED_SAMPLE_BYTES
 _COMPRESSED_MAGICS = re.compile(rb"\x1f\x8b|x[\x01\x5e\x9c\xda]|BZh[1-9]|\xfd7zXZ|\x28\xb5\x2f\xfd")
 
 
 def quic_short_header(payload: bytes, previous: bytes) -> bool:
-    """True when ``payload`` is a QUIC short-header packet of the same connection as ``previous`` (the first
-    :data:`QUIC_SHORT_HEADER_BYTES` of the direction's last datagram): fixed bit set, long-header bit clear, the
-    same connection ID prefix, and a body whose bytes look encrypted (as many distinct values as random data
-    nearly has, no compressed stream's magic). Cleartext, even binary, does not look so; what does is not
-    readable anyway."""
-    if len(payload) < MIN_QUIC_SHORT_BYTES or payload[0] & 0xC0 != 0x40 or len(previous) != QUIC_SHORT_HEADER_BYTES:
+    """True when ``payload`` looks like a QUIC short-header packet of the same connection as ``previous`` (the
+    first bytes of the direction's last datagram): fixed bit set, long-header bit clear, the same connection ID
+    prefix, and every byte after it random-looking (:func:`looks_encrypted`)."""
+    if len(payload) < MIN_QUIC_SHORT_BYTES or payload[0] & 0xC0 != 0x40 or len(previous) < QUIC_SHORT_HEADER_BYTES:
         return False
-    if previous[0] & 0xC0 != 0x40 or payload[1:QUIC_SHORT_HEADER_BYTES] != previous[1:]:
+    if previous[0] & 0xC0 != 0x40 or payload[1:QUIC_SHORT_HEADER_BYTES] != previous[1:QUIC_SHORT_HEADER_BYTES]:
         return False  # (header protection masks the first byte's low 5 bits: they differ from packet to packet)
-    return looks_encrypted(payload[QUIC_SHORT_HEADER_BYTES:MIN_QUIC_SHORT_BYTES])
+    return looks_encrypted(payload, QUIC_SHORT_HEADER_BYTES)
 
 
 #: the UDP port of IPsec NAT traversal (RFC 3948): ESP packets, and IKE ones after a 4-byte zero marker
 IPSEC_NAT_T_PORT = 4500
+#: ESP datagrams in a row, in one direction, before a flow on the port is called ESP
+ESP_RUN = 2
 
 
-def esp_in_udp(payload: bytes) -> bool:
-    """True when a datagram to or from UDP 4500 is an ESP packet: a non-zero SPI (zero marks IKE), a sequence
-    number, then a body that looks encrypted (judged as QUIC's short headers are: see :func:`looks_encrypted`)."""
-    return (len(payload) >= 8 + ENCRYPTED_SAMPLE_BYTES and payload[:4] != b"\0\0\0\0"
-            and looks_encrypted(payload[8:8 + ENCRYPTED_SAMPLE_BYTES]))
+def esp_in_udp(payload: bytes, previous: bytes) -> bool:
+    """True when a datagram to or from UDP 4500 looks like the next ESP packet after ``previous`` (the first
+    bytes of the direction's last datagram): the same non-zero SPI (zero marks IKE), a higher sequence number,
+    then random-looking bytes (:func:`looks_encrypted`)."""
+    if len(payload) < DATAGRAM_HEADER_BYTES + ENCRYPTED_SAMPLE_BYTES or len(previous) < DATAGRAM_HEADER_BYTES:
+        return False
+    if payload[:4] == b"\0\0\0\0" or payload[:4] != previous[:4] or payload[4:8] <= previous[4:8]:
+        return False
+    return looks_encrypted(payload, DATAGRAM_HEADER_BYTES)
 
 
-def looks_encrypted(sample: bytes) -> bool:
-    """``sample`` (:data:`ENCRYPTED_SAMPLE_BYTES` bytes) looks like random bytes: as a whole, and taking every 2nd, 3rd and 4th byte
-    from each offset (text XOR-ed with a repeating key of up to 4 bytes is varied as a whole but not there), it
-    has at least 80 % of the distinct byte values random bytes of that length are expected to have; and it holds
-    no compressed stream's magic."""
+def looks_encrypted(payload: bytes, start: int) -> bool:
+    """Every byte of ``payload`` from ``start`` on looks random: judged in windows of
+    :data:`ENCRYPTED_SAMPLE_BYTES` (the last one ending with the payload), each of which, as a whole and taking
+    every 2nd, 3rd and 4th byte from each offset (text XOR-ed with a repeating key of up to 4 bytes is varied as a
+    whole but not there), has at least 80 % of the distinct byte values random bytes of that length are expected
+    to have; and no compressed stream's magic anywhere in it, its first bytes included. Cleartext, even binary,
+    does not look so; what does (compressed data with no magic) is not readable anyway."""
+    size = ENCRYPTED_SAMPLE_BYTES
+    if len(payload) - start < size or _COMPRESSED_MAGICS.search(payload) is not None:
+        return False
+    starts = list(range(start, len(payload) - size + 1, size))
+    if starts[-1] != len(payload) - size:
+        starts.append(len(payload) - size)
+    return all(_random_window(payload[at:at + size]) for at in starts)
+
+
+def _random_window(window: bytes) -> bool:
     for period in (1, 2, 3, 4):
         for offset in range(period):
-            part = sample[offset::period]
+            part = window[offset::period]
             if len(set(part)) < 0.8 * 256 * (1 - (255 / 256) ** len(part)):
                 return False
-    return _COMPRESSED_MAGICS.search(sample) is None
+    return True
 
 
 # --- TLS ClientHello ------------------------------------------------------------------------------------------

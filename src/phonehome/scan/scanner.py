@@ -58,7 +58,9 @@ from phonehome.scan.packets import (
 )
 from phonehome.scan.pcapfile import NOT_A_PACKET, CaptureReader
 from phonehome.scan.protocols import (
+    DATAGRAM_HEADER_BYTES,
     DHCP_PORTS,
+    ESP_RUN,
     IPSEC_NAT_T_PORT,
     MAX_CLIENT_HELLO_BYTES,
     MAX_QUIC_INITIALS,
@@ -76,7 +78,8 @@ from phonehome.scan.protocols import (
     PROTO_TUNNEL,
     PROTO_UNKNOWN,
     PROTO_WEBSOCKET,
-    QUIC_SHORT_HEADER_BYTES,
+    QUIC_PORT,
+    QUIC_SHORT_RUN,
     RawDecoder,
     StreamDecoder,
     Unit,
@@ -395,6 +398,7 @@ class _Direction:
         "held",
         "offsets",
         "opaque",
+        "opaque_run",
         "peeled",
         "pos",
         "short_header",
@@ -421,7 +425,8 @@ class _Direction:
         self.peeled = 0
         self.fin = False
         self.held = 0  # bytes its decoder buffers (counted against MAX_DECODER_BYTES_TOTAL)
-        self.short_header = b""  # UDP: the first bytes of the last datagram (a QUIC short header's connection ID)
+        self.short_header = b""  # UDP: the first bytes of the last datagram (QUIC's connection ID, ESP's SPI)
+        self.opaque_run = 0  # UDP: datagrams in a row that look like QUIC's or ESP's (Scanner._opaque_datagram)
 
 
 class _Flow:
@@ -825,13 +830,8 @@ class Scanner:
         if encrypted:
             self._mark_encrypted(flow, encrypted)
             return
-        if quic_short_header(payload, d.short_header):
-            self._mark_encrypted(flow, PROTO_QUIC)
+        if self._opaque_datagram(flow, d, payload):
             return
-        if IPSEC_NAT_T_PORT in (d.sport, d.dport) and esp_in_udp(payload):
-            self._mark_encrypted(flow, PROTO_ESP)
-            return
-        d.short_header = payload[:QUIC_SHORT_HEADER_BYTES]
         n = len(payload)
         protocol = PROTO_UNKNOWN
         if d.sport in DHCP_PORTS and d.dport in DHCP_PORTS:
@@ -853,6 +853,25 @@ class Scanner:
                 self._scan_units(flow, d, units, frames=frames, time=ts)
                 return
         self._scan_units(flow, d, [Unit(payload, 0, n, True, "", protocol, peel=True)], frames=frames, time=ts)
+
+    def _opaque_datagram(self, flow: _Flow, d: _Direction, payload: bytes) -> bool:
+        """Count a datagram that looks like QUIC after its handshake (UDP 443) or ESP in UDP (4500), and call the
+        flow encrypted once a direction has sent enough of them in a row (True: then this one is not scanned).
+        Until then they are scanned as any datagram; one that does not look so starts the count again."""
+        previous, d.short_header = d.short_header, payload[:DATAGRAM_HEADER_BYTES]
+        protocol = ""
+        if QUIC_PORT in (d.sport, d.dport) and quic_short_header(payload, previous):
+            protocol, needed = PROTO_QUIC, QUIC_SHORT_RUN
+        elif IPSEC_NAT_T_PORT in (d.sport, d.dport) and esp_in_udp(payload, previous):
+            protocol, needed = PROTO_ESP, ESP_RUN
+        if not protocol:
+            d.opaque_run = 0
+            return False
+        d.opaque_run += 1
+        if d.opaque_run < needed:
+            return False
+        self._mark_encrypted(flow, protocol)
+        return True
 
     def _quic_initial(self, flow: _Flow, d: _Direction, payload: bytes, frames: list[int], ts: float) -> None:
         """Decrypt a client Initial (its keys are public) and scan the ClientHello once it is whole."""
