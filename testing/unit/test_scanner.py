@@ -43,9 +43,11 @@ from phonehome.testing.captures import (
     dns_query,
     dns_response,
     dtls_record,
+    ethernet_frame,
     gzip_bytes,
     http_request,
     http_response,
+    ip_packet,
     merge_pcapng,
     mqtt_connect,
     mqtt_publish,
@@ -54,6 +56,7 @@ from phonehome.testing.captures import (
     tls_application_data,
     tls_client_hello,
     tls_server_hello,
+    udp_datagram,
     websocket_accept,
     websocket_frame,
     websocket_upgrade,
@@ -892,24 +895,55 @@ def _dhcp_discover(mac: bytes, options: bytes) -> bytes:
     return fixed + mac + bytes(10) + bytes(64) + bytes(128) + b"\x63\x82\x53\x63" + b"\x35\x01\x01" + options + b"\xff"
 
 
+def _dhcp_frame(source_mac: bytes, message: bytes) -> bytes:
+    """A DHCP client's broadcast as its Ethernet frame, from ``source_mac``."""
+    ip = ip_packet("0.0.0.0", "255.255.255.255", 17, udp_datagram("0.0.0.0", "255.255.255.255", 68, 67, message))
+    return ethernet_frame(ip, src_mac=source_mac, dst_mac=b"\xff" * 6)
+
+
 def test_dhcp_carries_the_mac_as_its_link_layer_address_not_as_a_leak(tmp_path: Path) -> None:
     """Every phone joining a network sends its MAC in DHCP's chaddr and client identifier (a real capture, gopacket's
-    test010.pcapng, gave four wifi_mac findings): that is the link layer's address, like the Ethernet header's,
-    never a leak. The MAC elsewhere in DHCP, and a DHCP host name carrying the Android ID (Android before 8), are."""
+    test010.pcapng, gave four wifi_mac findings): where it is the frame's own source address, that is the link
+    layer's, never a leak. The MAC elsewhere in DHCP, and a DHCP host name carrying the Android ID (Android before
+    8), are."""
     mac = bytes.fromhex(MAC.replace(":", ""))
     client_id = b"\x3d\x07\x01" + mac
     plain = CaptureBuilder()
-    plain.udp("0.0.0.0", "255.255.255.255", 68, 67, _dhcp_discover(mac, client_id + b"\x37\x03\x01\x03\x06"))
+    plain.add_frame(_dhcp_frame(mac, _dhcp_discover(mac, client_id + b"\x37\x03\x01\x03\x06")))
     result = _scan(tmp_path, plain)
     assert result.findings == () and [flow.protocol for flow in result.flows] == ["dhcp"]
 
     leaky = CaptureBuilder()
     hostname = f"android-{ANDROID_ID}".encode()
     vendor = b"\x2b\x08\x01\x06" + mac  # the MAC again, in a vendor option: no link-layer field
-    leaky.udp("0.0.0.0", "255.255.255.255", 68, 67, _dhcp_discover(
-        mac, client_id + bytes((12, len(hostname))) + hostname + vendor))
+    leaky.add_frame(_dhcp_frame(mac, _dhcp_discover(mac, client_id + bytes((12, len(hostname))) + hostname + vendor)))
     found = {(f.identifier, f.protocol) for f in _scan(tmp_path, leaky).findings}
     assert found == {("android_id", "dhcp"), ("wifi_mac", "dhcp")}
+
+
+def test_dhcp_with_the_factory_mac_behind_a_randomised_one_is_a_leak(tmp_path: Path) -> None:
+    """A DHCP client that puts the factory MAC in chaddr (or its client identifier) while the frames come from a
+    randomised MAC sends what randomisation hides: found. So is any DHCP MAC in a capture with no link layer."""
+    mac = bytes.fromhex(MAC.replace(":", ""))
+    for client_id in (b"", b"\x3d\x07\x01" + mac):
+        cap = CaptureBuilder()
+        cap.add_frame(_dhcp_frame(b"\x02\x00\x00\x00\x00\x0a", _dhcp_discover(mac, client_id)))
+        found = {(f.identifier, f.protocol, f.encoding) for f in _scan(tmp_path, cap).findings}
+        assert found == {("wifi_mac", "dhcp", "raw"), ("wifi_mac", "dhcp", "int64be")}  # chaddr after zero giaddr
+    raw = CaptureBuilder(link=LINKTYPE_RAW)
+    raw.udp("0.0.0.0", "255.255.255.255", 68, 67, _dhcp_discover(mac, b""))
+    assert {f.identifier for f in _scan(tmp_path, raw).findings} == {"wifi_mac"}
+
+
+@pytest.mark.parametrize("cut", range(1, 12))
+def test_a_dhcp_message_cut_inside_an_option_does_not_stop_the_scan(tmp_path: Path, cut: int) -> None:
+    """Hostile or truncated input: options whose length runs past the end of the datagram end the options."""
+    mac = bytes.fromhex(MAC.replace(":", ""))
+    options = b"\x3d\x07\x01" + mac + b"\x0c\x05" + b"imei=" + IMEI.encode()
+    cap = CaptureBuilder()
+    cap.add_frame(_dhcp_frame(mac, _dhcp_discover(mac, b"")[:-1] + options[:cut]))
+    result = _scan(tmp_path, cap)
+    assert [flow.protocol for flow in result.flows] == ["dhcp"] and result.findings == ()
 
 
 def test_esp_in_udp_is_encrypted_ipsec_and_cleartext_on_its_port_is_scanned(tmp_path: Path) -> None:

@@ -302,15 +302,19 @@ _DHCP_MAGIC = b"\x63\x82\x53\x63"
 _DHCP_CLIENT_ID = 61
 
 
-def dhcp_link_addresses_blanked(payload: bytes) -> bytes | None:
-    """A DHCP/BOOTP message with the link-layer address it must carry blanked: the client hardware address
-    (chaddr) and a client identifier of hardware type 1 (Ethernet/Wi-Fi MAC). Like the Ethernet header's, these
-    are the link layer's addresses, sent to the local network by every device that joins it: never a leak. Its
-    other options (host name, vendor class...) stay and are scanned. None when ``payload`` is no DHCP message."""
+def dhcp_link_addresses_blanked(payload: bytes, link_header: bytes) -> bytes | None:
+    """A DHCP/BOOTP message with the link-layer address it carries blanked where it is the frame's own: the client
+    hardware address (chaddr) and a client identifier of hardware type 1 (Ethernet/Wi-Fi MAC), each only when
+    those 6 bytes are in ``link_header`` (the frame's bytes before the IP header: Ethernet, Linux cooked, 802.11).
+    That address is sent to the local network by every device that joins it, in the frame's header too: never a
+    leak. A MAC that is not the frame's (the factory MAC behind a randomised one), or any MAC in a capture with no
+    link layer, stays, as do the other options (host name, vendor class...): all scanned. None when ``payload``
+    is no DHCP message."""
     if len(payload) < 240 or payload[0] not in (1, 2) or payload[236:240] != _DHCP_MAGIC:
         return None
     out = bytearray(payload)
-    out[28:44] = bytes(16)  # chaddr
+    if len(link_header) >= 6 and payload[28:34] in link_header:
+        out[28:44] = bytes(16)  # chaddr
     pos = 240
     while pos < len(out) and out[pos] != 255:
         if out[pos] == 0:  # pad
@@ -319,7 +323,10 @@ def dhcp_link_addresses_blanked(payload: bytes) -> bytes | None:
         if pos + 2 > len(out):
             break
         size = out[pos + 1]
-        if out[pos] == _DHCP_CLIENT_ID and size == 7 and out[pos + 2] == 1:
+        if pos + 2 + size > len(out):
+            break  # an option cut short: nothing more to read
+        if (out[pos] == _DHCP_CLIENT_ID and size == 7 and out[pos + 2] == 1 and len(link_header) >= 6
+                and out[pos + 3:pos + 9] in link_header):
             out[pos + 3:pos + 9] = bytes(6)
         pos += 2 + size
     return bytes(out)

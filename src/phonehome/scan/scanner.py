@@ -525,6 +525,7 @@ class Scanner:
         self.shed = 0
         self.peel_cache: OrderedDict[bytes, list[tuple[str, bytes, list[Match]]]] = OrderedDict()
         self.peel_cache_bytes = 0
+        self.frame_data, self.frame_ip = b"", 0  # the frame in the general path, and where its IP header starts
 
     # --- packets ----------------------------------------------------------------------------------------------
 
@@ -582,6 +583,7 @@ class Scanner:
                     known.bytes += orig
                     known.last_time = ts
                     continue
+            self.frame_data, self.frame_ip = data, off  # the link header, for DHCP (the general path only)
             decoded = decode_ip(data, off, defrag, ts, frame)
             if decoded is None:
                 # an IP fragment waiting for the rest, or not TCP/UDP (ICMP...), or malformed, or a tunnel
@@ -835,7 +837,7 @@ class Scanner:
         n = len(payload)
         protocol = PROTO_UNKNOWN
         if d.sport in DHCP_PORTS and d.dport in DHCP_PORTS:
-            blanked = dhcp_link_addresses_blanked(payload)
+            blanked = dhcp_link_addresses_blanked(payload, self.frame_data[:self.frame_ip])
             if blanked is not None:
                 flow.protocol = protocol = PROTO_DHCP
                 payload = blanked
