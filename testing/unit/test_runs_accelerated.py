@@ -205,3 +205,5 @@ def test_xor_differentials_bad_arguments() -> None:
         _runs.xor_differentials(b"abcd", (1,), -1)
     with pytest.raises(TypeError):
         _runs.xor_differentials(b"abcd", [1], 0)  # type: ignore[arg-type]  # a list, not a tuple, on purpose
+    with pytest.raises(OverflowError):  # a size that would wrap around: refused, never a short buffer
+        _runs.xor_differentials(b"0123456789", (1, 1, 1), sys.maxsize - 10)

@@ -332,7 +332,7 @@ xor_differentials(PyObject *module, PyObject *args)
 {
     Py_buffer view;
     PyObject *periods, *out;
-    Py_ssize_t gap, n, count, k, total, i, p;
+    Py_ssize_t gap, n, count, k, total, i, p, add;
     const unsigned char *src;
     unsigned char *dst;
 
@@ -358,7 +358,19 @@ xor_differentials(PyObject *module, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "periods must be at least 1");
             return NULL;
         }
-        total += (p < n ? n - p : 0) + (k ? gap : 0);
+        add = (p < n ? n - p : 0);
+        if (k && add > PY_SSIZE_T_MAX - gap) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_OverflowError, "differentials too large");
+            return NULL;
+        }
+        add += k ? gap : 0;
+        if (add > PY_SSIZE_T_MAX - total) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_OverflowError, "differentials too large");
+            return NULL;
+        }
+        total += add;
     }
     out = PyBytes_FromStringAndSize(NULL, total);
     if (out == NULL) {

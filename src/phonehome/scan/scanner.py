@@ -1216,8 +1216,9 @@ class Scanner:
         """XOR obfuscation under another layer (``base64>xor(0x5a)``: XOR, then base64, is firmware's favourite):
         the layers of ``sample`` that decode to XOR-ed needles, with their matches. One-byte keys in every layer;
         keys of 2-4 bytes in small layers only (:data:`XOR_MULTI_BYTE_UNIT_BYTES`), the bound the unit itself
-        has. Under an unescaping layer (url, html...), what the sample XOR-ed with the same key already shows is
-        the sample's own ``xor(...)`` finding, not a new one."""
+        has, per layer (not per direction: the result is remembered by the sample's bytes). Under an unescaping
+        layer (url, html...), XOR-ed bytes that are in the sample as they are make the sample's own ``xor(...)``
+        finding, not a new one."""
         found = []
         for chain, decoded, _ in peeled:
             if len(decoded) < MIN_XOR_NEEDLE_BYTES:  # no XOR needle is shorter: the many tiny layers cost nothing
@@ -1226,8 +1227,9 @@ class Scanner:
                 xored = xor_bytes(decoded, key)
                 matches = self.matcher.find(xored)
                 if matches and not TRANSPARENT_LAYERS.isdisjoint(chain.split(">")):
-                    plain = xor_bytes(sample, key)
-                    matches = [m for m in matches if xored[m.start:m.end] not in plain]
+                    # the XOR-ed bytes as they are in the sample: its own xor(...) finding (whatever the key's
+                    # rotation there), not a new one
+                    matches = [m for m in matches if decoded[m.start:m.end] not in sample]
                 if matches:
                     found.append((f"{chain}>xor(0x{key.hex()})", xored, matches))
         return found
