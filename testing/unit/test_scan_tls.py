@@ -450,3 +450,19 @@ def test_tls_through_an_http_connect_proxy(tmp_path: Path, version: str) -> None
     numbers = [cap.packets.index(p) + 1 for p in packets]
     assert set(finding.frames) <= set(numbers)
     assert result.flows[0].decryption == "decrypted"
+
+
+def test_tls_looking_bytes_after_plain_http_are_not_a_tunnel(tmp_path: Path) -> None:
+    """Only a CONNECT (and, the other way, a proxy's first answer) opens a tunnel: on a keep-alive connection, a
+    later 2xx with no length whose body starts like a TLS record is a body delimited by the close, scanned."""
+    record = b"\x16\x03\x03\x00\x40\x02" + bytes(3) + f"imei={IMEI}".encode() + bytes(40)
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(http_request("GET", "/a", host="api.example"))
+    conn.reply(http_response(b"first"))
+    conn.send(http_request("GET", "/b", host="api.example"))
+    conn.reply(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + record)
+    conn.close()
+    result = scan_capture(cap.write_pcap(tmp_path / "c.pcap"), _ids())
+    assert [(f.identifier, f.protocol) for f in result.findings] == [("imei", "http")]
+    assert not result.flows[0].encrypted

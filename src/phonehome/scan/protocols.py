@@ -574,6 +574,9 @@ class HttpDecoder(StreamDecoder):
         self.decode_content = decode_content
         self.raw_mode = False
         self.messages = 0  # complete messages parsed
+        #: the first message opened a tunnel: a CONNECT request, or (the other direction) a 2xx response first of
+        #: all, as a proxy answers CONNECT; only then may TLS follow the HTTP in the stream
+        self.tunnel = False
 
     def parse(self, final: bool) -> list[Unit]:
         units: list[Unit] = []
@@ -593,7 +596,7 @@ class HttpDecoder(StreamDecoder):
     def _message(self, units: list[Unit], final: bool) -> bool:
         """Parse one message from the front of buf; False when more bytes are needed."""
         buf = self.buf
-        if self.messages and buf[:1] == b"\x16":  # after a CONNECT (a proxy), the tunnelled TLS starts here
+        if self.tunnel and buf[:1] == b"\x16":  # after a CONNECT (a proxy), the tunnelled TLS starts here
             verdict = _tls_verdict(buf[:TLS_HEAD_BYTES])
             if verdict == "" and not final:
                 self.need = TLS_HEAD_BYTES
@@ -625,6 +628,9 @@ class HttpDecoder(StreamDecoder):
         self._emit_head(units, buf[:body_start])
         if body:
             self._emit_body(units, head, body, body_start, body_end, chunked)
+        if not self.messages:
+            self.tunnel = (head.start_line.startswith(b"CONNECT ") if head.is_request
+                           else 200 <= head.status < 300)
         self.messages += 1
         host = head.header("host")
         if host:
@@ -660,7 +666,8 @@ class HttpDecoder(StreamDecoder):
             return buf[start:start + length], start + length, False
         if head.is_request:
             return b"", start, False
-        if 200 <= head.status < 300:  # a 2xx to a CONNECT has no body: the tunnel (TLS, HTTP) follows at once
+        if 200 <= head.status < 300 and not self.messages:  # the 2xx to a CONNECT (a proxy's first answer) has
+            # no body: the tunnel (TLS, HTTP) follows at once
             after = buf[start:start + TLS_HEAD_BYTES]
             if len(after) < TLS_HEAD_BYTES and not final:
                 return None, start + TLS_HEAD_BYTES, False
