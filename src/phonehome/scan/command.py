@@ -188,11 +188,16 @@ def _print_evidence(args: argparse.Namespace, result: ScanResult, identifiers: I
     in place of the dissection and on stderr."""
     from phonehome.scan.evidence import MAX_EVIDENCE_FRAMES, dissect_frames
 
+    failed = False
     for finding in result.cleartext_findings:
         print(f"\n== {finding.identifier} ({finding.encoding}) -> {finding.host or finding.dst}")
+        if failed:  # tshark failing twice on this capture will fail again: no minutes spent per finding
+            print("(not dissected: tshark could not dissect this capture's frames above)")
+            continue
         try:
             print(dissect_frames(args.capture, finding.frames, identifiers=identifiers))
         except PhonehomeError as exc:
+            failed = True
             message = f"could not dissect frames {list(finding.frames[:MAX_EVIDENCE_FRAMES])} for evidence: {exc}"
             print(f"({message})")
             print(f"phonehome scan: warning: {message}", file=sys.stderr)
