@@ -248,6 +248,14 @@ def test_evidence_that_cannot_be_dissected_leaves_the_findings(tmp_path: Path, i
     assert err.startswith("phonehome scan: warning: could not dissect frames [4]") and "failed 2 times" in err
     assert "simulated crash" in err and IMEI not in err + out and mask(IMEI) in err
 
+    cap = CaptureBuilder()  # two findings: tshark fails twice on the first, and is not run for the second
+    conn = cap.tcp("10.0.0.2", "93.184.216.34", 80)
+    conn.send(http_request("GET", f"/?imei={IMEI}&sn=R58M12ABCDE", host="leak.example"))
+    (tmp_path / "reads").unlink()
+    code, out, err = _run(capsys, str(cap.write_pcap(tmp_path / "two.pcap")), "-i", str(ids), "--evidence")
+    assert code == 1 and out.count("== ") == 2 and "(not dissected: tshark could not" in out
+    assert (tmp_path / "reads").read_text().strip() == "2" and err.count("warning:") == 1
+
 
 def test_evidence_without_tshark_is_a_capture_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no tshark on it
