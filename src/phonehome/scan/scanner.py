@@ -607,6 +607,8 @@ class Scanner:
             flow.bytes += orig
             flow.last_time = ts
             if direction.done:
+                if flow.protocol == PROTO_ESP:  # a VPN in UDP: whatever the phone sends may be inside, unread
+                    self.undecoded.add(tunnels.REASON_IPSEC, orig, self._phase(ts))
                 continue
             if proto == PROTO_TCP:
                 self._tcp(flow, direction, payload, seq, flags, frame, ts)
@@ -859,7 +861,9 @@ class Scanner:
     def _opaque_datagram(self, flow: _Flow, d: _Direction, payload: bytes) -> bool:
         """Count a datagram that looks like QUIC after its handshake (UDP 443) or ESP in UDP (4500), and call the
         flow encrypted once a direction has sent enough of them in a row (True: then this one is not scanned).
-        Until then they are scanned as any datagram; one that does not look so starts the count again."""
+        Until then they are scanned as any datagram; one that does not look so starts the count again. ESP is a
+        VPN's: its packets from then on are counted as undecoded (encrypted IPsec), as raw ESP's are, so a capture
+        that is mostly VPN proves nothing."""
         previous, d.short_header = d.short_header, payload[:DATAGRAM_HEADER_BYTES]
         protocol = ""
         if QUIC_PORT in (d.sport, d.dport) and quic_short_header(payload, previous):
@@ -873,6 +877,10 @@ class Scanner:
         if d.opaque_run < needed:
             return False
         self._mark_encrypted(flow, protocol)
+        if protocol == PROTO_ESP:  # counted as undecoded, as raw ESP is: its packets take the general path
+            for direction in (flow.client, flow.server):
+                self.opaque_udp.pop(_raw_key(direction), None)
+                direction.opaque = False
         return True
 
     def _quic_initial(self, flow: _Flow, d: _Direction, payload: bytes, frames: list[int], ts: float) -> None:
