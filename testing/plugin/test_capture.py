@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -541,3 +542,29 @@ def test_a_capture_that_outlives_its_cap_is_an_error(link: Link, tmp_path: Path,
         time.sleep(0.1)
     with pytest.raises(CaptureError, match="dumpcap exited during the capture"), capture.phase("idle"):
         pass
+
+
+def _packet_block_offsets(path: Path) -> list[int]:
+    """Where each Enhanced Packet Block of a (little-endian) pcapng file starts."""
+    data = path.read_bytes()
+    offsets, offset = [], 0
+    while offset + 8 <= len(data):
+        block_type, length = struct.unpack_from("<II", data, offset)
+        if block_type == 6:
+            offsets.append(offset)
+        offset += length
+    return offsets
+
+
+@pytest.mark.timeout(60)
+def test_a_capture_file_cut_after_the_stop_is_an_error(link: Link, tmp_path: Path) -> None:
+    """A file cut at a packet boundary after dumpcap stopped reads cleanly, but holds less than dumpcap wrote:
+    the cut-off packets could be the leak, so it is an error, never a shorter "clean" capture."""
+    capture = DumpcapCapture(link.ap, tmp_path / "cut.pcapng", bpf="udp")
+    capture.start()
+    with capture.phase("unlock"):
+        link.send(20)
+    assert capture.stop().received == 20
+    os.truncate(capture.pcap, _packet_block_offsets(capture.pcap)[5])
+    with pytest.raises(CaptureError, match=r"holds 5 packets but the recorder wrote 20; the file was truncated"):
+        capture.assert_saw_traffic("unlock")

@@ -242,6 +242,9 @@ class _PhasedCapture:
         self._last_action = 0.0
         self._stats: CaptureStats | None = None
         self._index: list[_Packet] | None = None
+        #: how many packets the recorder says it wrote into the file (None when it cannot say): a file that
+        #: holds fewer was truncated or replaced after the capture, and what is missing could be the leak
+        self._written: int | None = None
         self._open_phase: str | None = None
         #: the first fault (recorder died, dropped packets...): every later stop() raises it again
         self._failure: CaptureError | None = None
@@ -503,7 +506,13 @@ class _PhasedCapture:
     def _packets(self) -> list[_Packet]:
         self._require_stopped("reading packets")
         if self._index is None:
-            self._index = read_packet_index(self._pcap)
+            index = read_packet_index(self._pcap)
+            if self._written is not None and len(index) != self._written:
+                raise CaptureError(self._mask(
+                    f"{self._what()}: the capture file {self._pcap} holds {len(index)} packets but the recorder "
+                    f"wrote {self._written}; the file was truncated or replaced after the capture, so the "
+                    "evidence is incomplete"))
+            self._index = index
         return self._index
 
 

@@ -126,6 +126,7 @@ class DumpcapCapture(_PhasedCapture):
         if received is None:
             raise CaptureError(f"{self._what()}: dumpcap printed no packet counts; cannot tell whether packets "
                                "were lost", command=self._command, returncode=returncode, stderr=stderr)
+        self._written = received  # dumpcap counts a packet as received once it wrote it (dropped ones apart)
         return CaptureStats(source=self.source, pcap=self._pcap, received=received, dropped=dropped,
                             interface_dropped=ifdrop, command=self._masked_command(), returncode=returncode,
                             started=self._started, stopped=time.time(), phases=self.phases)
