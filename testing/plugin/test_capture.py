@@ -568,3 +568,30 @@ def test_a_capture_file_cut_after_the_stop_is_an_error(link: Link, tmp_path: Pat
     os.truncate(capture.pcap, _packet_block_offsets(capture.pcap)[5])
     with pytest.raises(CaptureError, match=r"holds 5 packets but the recorder wrote 20; the file was truncated"):
         capture.assert_saw_traffic("unlock")
+
+
+@pytest.mark.timeout(60)
+def test_a_capture_directory_that_cannot_be_made_is_a_capture_error(tmp_path: Path) -> None:
+    """A capture directory on a path through a file (or a read-only disk) is one CaptureError naming the file
+    and the option to fix, not an OSError traceback from inside the fixture."""
+    (tmp_path / "captures").write_text("not a directory\n", encoding="utf-8")
+    capture = DumpcapCapture("lo", tmp_path / "captures" / "x.pcapng")
+    with pytest.raises(CaptureError, match=r"cannot write the capture file .*captures/x\.pcapng: .*"
+                                           r"--phonehome-capture-dir"):
+        capture.start()
+    capture.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_phases_file_that_cannot_be_written_fails_every_stop(link: Link, tmp_path: Path) -> None:
+    """The disk fills (here: the phases file's name is taken by a directory) after dumpcap wrote its file: the
+    stop is a CaptureError, and a second stop() says it again instead of returning stats."""
+    capture = DumpcapCapture(link.ap, tmp_path / "p.pcapng", bpf="udp")
+    phases_path(capture.pcap).mkdir()
+    capture.start()
+    with capture.phase("unlock"):
+        link.send(3)
+    with pytest.raises(CaptureError, match=r"cannot write the phases file .*p\.pcapng\.phases\.json"):
+        capture.stop()
+    with pytest.raises(CaptureError, match="cannot write the phases file"):
+        capture.stop()

@@ -210,9 +210,13 @@ def phases_path(pcap: Path) -> Path:
 def _prepare_output(pcap: Path) -> Path:
     """Create the capture's directory (private) and remove a stale file so nothing old is mistaken as new."""
     pcap = Path(pcap)
-    pcap.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(FileNotFoundError):
-        pcap.unlink()
+    try:
+        pcap.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            pcap.unlink()
+    except OSError as exc:  # a path through a file, a read-only or full disk: the capture cannot be written
+        raise CaptureError(f"cannot write the capture file {pcap}: {exc.strerror or exc} "
+                           "(check --phonehome-capture-dir: a writable directory with free space)") from None
     return pcap
 
 
@@ -303,7 +307,8 @@ class _PhasedCapture:
             raise
         _restrict(self._pcap)
         self._stats = stats
-        self.write_phases()
+        with self._remember_failure():  # a stop() asked again must not return stats as if all was well
+            self.write_phases()
         if stats.dropped:
             self._failure = CaptureError(
                 f"{self._what()}: the recorder dropped {stats.dropped} of {stats.received} packets; the evidence "
@@ -382,9 +387,13 @@ class _PhasedCapture:
         """Write the phase windows as JSON (``phonehome scan --phases`` and ``FileCapture`` read it)."""
         dest = Path(dest) if dest is not None else phases_path(self._pcap)
         text = json.dumps([record.to_json() for record in self._phases], indent=1)
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, CAPTURE_FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text + "\n")
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, CAPTURE_FILE_MODE)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text + "\n")
+        except OSError as exc:  # a full or read-only disk: the capture's phases are part of its evidence
+            raise CaptureError(self._mask(f"{self._what()}: cannot write the phases file {dest}: "
+                                          f"{exc.strerror or exc}")) from None
         return dest
 
     def close(self) -> None:
