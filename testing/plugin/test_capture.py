@@ -17,6 +17,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -595,3 +596,33 @@ def test_a_phases_file_that_cannot_be_written_fails_every_stop(link: Link, tmp_p
         capture.stop()
     with pytest.raises(CaptureError, match="cannot write the phases file"):
         capture.stop()
+
+
+#: a test run that starts a capture and then waits to be killed
+_RUN_THAT_DIES = """
+import sys, time
+from pathlib import Path
+from phonehome.capture import DumpcapCapture
+capture = DumpcapCapture(sys.argv[1], Path(sys.argv[2]), bpf="udp")
+capture.start()
+print(capture.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_run_killed_outright_leaves_no_recorder_behind(link: Link, tmp_path: Path) -> None:
+    """SIGKILL of the test run (no teardown runs): dumpcap, in a session of its own, still ends with it instead
+    of writing the phone's traffic for up to MAX_CAPTURE_S."""
+    run = subprocess.Popen([sys.executable, "-c", _RUN_THAT_DIES, link.ap, str(tmp_path / "orphan.pcapng")],
+                           stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert run.stdout is not None
+    with run.stdout:
+        pid = int(run.stdout.readline())
+        assert alive(pid)
+        run.kill()
+        run.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid), "dumpcap outlived the run that started it"

@@ -10,7 +10,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -205,6 +207,33 @@ def _which(name: str, fix: str) -> str:
 def phases_path(pcap: Path) -> Path:
     """The sidecar JSON next to a capture that holds its phase windows (what ``FileCapture`` reads back)."""
     return pcap.with_name(pcap.name + ".phases.json")
+
+
+#: prctl(2): the signal a process gets when the thread that started it ends
+_PR_SET_PDEATHSIG = 1
+
+
+def recorder_preexec() -> Callable[[], None] | None:
+    """For ``Popen(preexec_fn=...)``: the recorder gets SIGTERM (dumpcap still closes its file) when the test run
+    that started it dies. Recorders run in their own session so that a Ctrl-C reaches them only through the
+    harness; without this, a run killed outright left dumpcap writing identifiers for up to MAX_CAPTURE_S.
+    Linux only (None elsewhere); the function only calls prctl, safe between fork and exec."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the run died before the request took effect
+            os._exit(1)
+
+    return die_with_parent
 
 
 def _prepare_output(pcap: Path) -> Path:

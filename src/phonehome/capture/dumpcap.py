@@ -30,6 +30,7 @@ from phonehome.capture.base import (
     _restrict,
     _StderrWatcher,
     _which,
+    recorder_preexec,
 )
 from phonehome.errors import CaptureError
 
@@ -76,7 +77,8 @@ class DumpcapCapture(_PhasedCapture):
         self._started = time.time()
         try:
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, start_new_session=True, umask=CAPTURE_UMASK)
+                                    stderr=subprocess.PIPE, start_new_session=True, umask=CAPTURE_UMASK,
+                                    preexec_fn=recorder_preexec())
         except OSError as exc:
             raise CaptureError(f"{self._what()}: cannot start dumpcap: {exc}", command=command) from None
         self._proc = proc
