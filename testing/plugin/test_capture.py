@@ -626,3 +626,16 @@ def test_a_run_killed_outright_leaves_no_recorder_behind(link: Link, tmp_path: P
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(pid), "dumpcap outlived the run that started it"
+
+
+@pytest.mark.timeout(60)
+def test_an_interface_that_goes_down_mid_phase_is_named_as_the_cause(link: Link, tmp_path: Path) -> None:
+    """dumpcap keeps running on a downed interface and records nothing: the "no traffic" error says why."""
+    capture = DumpcapCapture(link.ap, tmp_path / "down.pcapng", bpf="udp")
+    capture.start()
+    with capture.phase("screen-on"):
+        ip("link", "set", link.ap, "down")
+    capture.stop()
+    with pytest.raises(CaptureError, match=rf"no traffic from the phone during phase 'screen-on' .*the interface "
+                                           rf"{link.ap} was down during the capture"):
+        capture.assert_saw_traffic("screen-on")

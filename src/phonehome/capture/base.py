@@ -390,12 +390,17 @@ class _PhasedCapture:
         count = self.packets_in(phase)
         if count == 0:
             record = self._phase(phase)
+            cause = self._silence_cause()
             raise CaptureError(self._mask(
                 f"{self._what()}: no traffic from the phone during phase {phase!r} "
                 f"({record.end - record.start:.1f} s window, {len(self._packets())} packets in the capture, "
-                f"looked for {self._phone.describe()}); check the capture filter and that the phone is on the "
-                "captured network"))
+                f"looked for {self._phone.describe()}); "
+                + (cause or "check the capture filter and that the phone is on the captured network")))
         return count
+
+    def _silence_cause(self) -> str | None:
+        """What the recorder knows of why it saw nothing (its interface went down...), or None."""
+        return None
 
     def slice(self, phase: str, dest: Path | None = None) -> Path:
         """Write the packets of one phase window as pcapng (for report attachments)."""
