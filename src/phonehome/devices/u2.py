@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phonehome.devices.adbprobe import AdbServerStatus, query_adb_server, transport_problem
+from phonehome.devices.adbprobe import NO_ANSWER, AdbServerStatus, query_adb_server, transport_problem
 from phonehome.devices.android import (
     WHERE_READERS,
     ScreenState,
@@ -289,7 +289,8 @@ class U2Phone:
             assert problem is not None
             cause = self._diagnose() if self._diagnose is not None else None
             if cause:  # the bench knows why: its cause replaces the generic "start an adb server" advice
-                problem = f"no adb server at {status.address} ({status.error}): {cause}"
+                what = "the adb server at" if status.error and status.error.startswith(NO_ANSWER) else "no adb server at"
+                problem = f"{what} {status.address} ({status.error}): {cause}"
             raise AdbServerGone(self.label, problem)
         return status.state_of(self.serial)
 
