@@ -639,3 +639,32 @@ def test_an_interface_that_goes_down_mid_phase_is_named_as_the_cause(link: Link,
     with pytest.raises(CaptureError, match=rf"no traffic from the phone during phase 'screen-on' .*the interface "
                                            rf"{link.ap} was down during the capture"):
         capture.assert_saw_traffic("screen-on")
+
+
+class _ClockSetBack:
+    """The ``time`` module as a capture sees it after the host's clock was set back an hour (monotonic time,
+    which stop delays use, does not jump)."""
+
+    def __init__(self) -> None:
+        self.monotonic, self.sleep = time.monotonic, time.sleep
+
+    @staticmethod
+    def time() -> float:
+        return time.time() - 3600
+
+
+@pytest.mark.timeout(60)
+def test_a_clock_set_back_mid_phase_is_named_as_the_cause(link: Link, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wall clock steps back during a phase (packets and the phase's end alike): the window is inside out and
+    holds nothing. An error that says so, not a bare "no traffic" with a negative window."""
+    capture = DumpcapCapture(link.ap, tmp_path / "clock.pcapng", bpf="udp")
+    capture.start()
+    with capture.phase("unlock"):
+        link.send(5)
+        monkeypatch.setattr(capture_module.base, "time", _ClockSetBack())
+    monkeypatch.undo()
+    capture.stop()
+    with pytest.raises(CaptureError, match=r"no traffic from the phone during phase 'unlock' .*this host's clock went "
+                                           r"back 3\d\d\d\.\d s during the phase"):
+        capture.assert_saw_traffic("unlock")

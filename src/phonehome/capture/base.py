@@ -391,6 +391,9 @@ class _PhasedCapture:
         if count == 0:
             record = self._phase(phase)
             cause = self._silence_cause()
+            if record.end < record.start:  # packets carry the same wall clock: a window turned inside out
+                cause = (f"this host's clock went back {record.start - record.end:.1f} s during the phase (an NTP "
+                         "step, or someone set the time), so its window holds no packet; run the test again")
             raise CaptureError(self._mask(
                 f"{self._what()}: no traffic from the phone during phase {phase!r} "
                 f"({record.end - record.start:.1f} s window, {len(self._packets())} packets in the capture, "
