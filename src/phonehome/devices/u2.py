@@ -395,7 +395,14 @@ class U2Phone:
         boot_id, reboots = mark
         if reboots != self._reboots:
             return  # the test rebooted it (power_on, handle_reboot): a new boot id is expected
-        if self.boot_id() != boot_id:
+        try:
+            now = self.boot_id()
+        except AdbServerGone:
+            raise
+        except DeviceError as exc:
+            raise DeviceError(self.label, f"lost during the test ({exc.problem}): the capture may have missed what "
+                              "it sent, so this test's verdict cannot be trusted") from None
+        if now != boot_id:
             raise self._fault("rebooted during the test without the harness asking (its boot id changed): the "
                               "capture holds another boot's traffic, so this test's verdict cannot be trusted")
 
