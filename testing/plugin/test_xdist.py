@@ -84,3 +84,41 @@ def test_four_phones_on_two_workers_match_the_serial_run(tmp_path: Path) -> None
         for line in parallel_output.splitlines():
             if f"[{record['device']}]" in line and line.startswith("[gw"):
                 assert line.startswith(f"[{record['worker']}]"), line
+
+
+#: a test that kills its worker on one phone (as an OOM kill or a crash in a native library would); each run of
+#: a test leaves a line in ran-<label>.txt
+CRASHING_TESTS = '''
+import os
+import signal
+from pathlib import Path
+
+
+def test_crashes_on_alpha(_phonehome_entry):
+    with Path(f"ran-{_phonehome_entry.label}.txt").open("a", encoding="utf-8") as out:
+        out.write("ran\\n")
+    if _phonehome_entry.label == "alpha":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_after_the_crash(_phonehome_entry):
+    pass
+'''
+
+
+@pytest.mark.timeout(120)
+def test_a_test_that_kills_its_worker_is_run_once_and_reported(pytester: pytest.Pytester,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """xdist's loadscope requeues the test a worker died in with the rest of its group: every replacement worker
+    ran it again (and died again) until xdist gave up. The phone's scheduler reports it as crashed, once, and
+    the phone's later tests run on a new worker."""
+    monkeypatch.setenv("ADBUTILS_ADB_PATH", "/bin/false")
+    devices = "\n".join(f"  - {{label: {label}, model: Pixel 7, serial: SERIAL{index:04d}, backend: uiautomator2, "
+                        f"identifiers: {{imei: '35209900176148{index}'}}}}" for index, label in enumerate(("alpha", "beta")))
+    pytester.makefile(".yaml", devices=f"version: 1\ndevices:\n{devices}\n")
+    pytester.makepyfile(test_crash=CRASHING_TESTS)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    assert (pytester.path / "ran-alpha.txt").read_text(encoding="utf-8").count("ran") == 1, result.stdout.str()
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running 'test_crash.py::test_crashes_on_alpha[[]alpha[]]'*"])
+    assert "maximum crashed workers reached" not in result.stdout.str()
