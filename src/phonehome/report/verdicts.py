@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -146,14 +147,23 @@ def _host(record: Mapping[str, Any]) -> str:
 # --- per-process files -------------------------------------------------------------------------------------------
 
 
-def write_records(records: Sequence[TestRecord], results_dir: Path) -> Path | None:
-    """This process's records, into the raw results folder; None when it ran no test."""
+def records_path(results_dir: Path) -> Path:
+    """A new file name for one process's records in the raw results folder."""
+    return results_dir / f"{RECORDS_PREFIX}{uuid.uuid4()}.json"
+
+
+def write_records(records: Sequence[TestRecord], results_dir: Path, path: Path | None = None) -> Path | None:
+    """This process's records, into the raw results folder (``path`` there, replaced whole: a process that
+    rewrites its file after each test and then dies leaves every finished test's record); None when it ran no
+    test."""
     if not records:
         return None
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{RECORDS_PREFIX}{uuid.uuid4()}.json"
+    path = path if path is not None else records_path(results_dir)
     payload = {"format": RECORDS_FORMAT, "tests": [r.to_json() for r in records]}
-    path.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(partial, path)
     return path
 
 
