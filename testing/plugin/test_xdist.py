@@ -139,8 +139,25 @@ def test_a_test_that_kills_its_worker_is_run_once_and_makes_its_phone_an_error(
     statuses = {(record.device, record.full_name.split("#")[-1]): record.status
                 for record in load_records([results])}
     assert statuses == {("alpha", "test_before_the_crash"): "passed", ("alpha", "test_crashes_on_alpha"): "broken",
+                        ("alpha", "(the pytest process of alpha)"): "broken",  # the dead worker's records
                         ("alpha", "test_after_the_crash"): "passed", ("beta", "test_before_the_crash"): "passed",
                         ("beta", "test_crashes_on_alpha"): "passed", ("beta", "test_after_the_crash"): "passed"}
     verdicts = {verdict.device: verdict for verdict in phone_verdicts(load_records([results]))}
     assert verdicts["alpha"].verdict == "error" and verdicts["beta"].verdict == "pass"
     assert "the pytest worker died during this test" in verdicts["alpha"].summary()
+
+
+def test_a_run_killed_before_its_end_leaves_no_pass(pytester: pytest.Pytester,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed outright (a CI timeout, the OOM killer) after some tests of a phone passed: its records say
+    so, and the phone is an error on the verdict page, not a pass on the tests that happened to finish."""
+    monkeypatch.setenv("ADBUTILS_ADB_PATH", "/bin/false")
+    pytester.makefile(".yaml", devices="version: 1\ndevices:\n  - {label: alpha, model: Pixel 7, serial: SERIAL0000, "
+                                       "backend: uiautomator2, identifiers: {imei: '352099001761480'}}\n")
+    pytester.makepyfile(test_crash=CRASHING_TESTS)
+    results = pytester.path / "allure-results"
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--alluredir={results}")
+    records = load_records([results])
+    assert [record.status for record in records] == ["passed", "broken"], records
+    [verdict] = phone_verdicts(records)
+    assert verdict.verdict == "error" and "died (killed, out of memory?) before it finished" in verdict.summary()

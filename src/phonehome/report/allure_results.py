@@ -451,11 +451,11 @@ class AllureReporter:
         self.records.append(self._record(state, result))
         self._write_records()
 
-    def _write_records(self) -> None:
+    def _write_records(self, *, complete: bool = False) -> None:
         results_dir = Path(self.config.option.allure_report_dir)
         if self._records_file is None:
             self._records_file = verdicts.records_path(results_dir)
-        verdicts.write_records(self.records, results_dir, self._records_file)
+        verdicts.write_records(self.records, results_dir, self._records_file, complete=complete)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
@@ -548,7 +548,7 @@ class AllureReporter:
         workeroutput = getattr(self.config, "workeroutput", None)
         results_dir = Path(self.config.option.allure_report_dir)
         self.observations.write(results_dir)
-        self._write_records()
+        self._write_records(complete=True)
         if workeroutput is not None:  # an xdist worker: the controller writes the environment
             workeroutput[WORKEROUTPUT_KEY] = json.dumps(self.device_info, default=str)
             return
