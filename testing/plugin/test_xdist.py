@@ -148,14 +148,18 @@ def test_a_test_that_kills_its_worker_is_run_once_and_makes_its_phone_an_error(
         verdicts["alpha"].reasons
 
 
-def test_a_run_killed_before_its_end_leaves_no_pass(pytester: pytest.Pytester,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run killed outright (a CI timeout, the OOM killer) after some tests of a phone passed: its records say
-    so, and the phone is an error on the verdict page, not a pass on the tests that happened to finish."""
+@pytest.mark.parametrize("how", ["SIGKILL", "KeyboardInterrupt"])
+def test_a_run_killed_before_its_end_leaves_no_pass(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                    how: str) -> None:
+    """A run killed outright (a CI timeout, the OOM killer) or interrupted (Ctrl-C) after some tests of a phone
+    passed: its records say so, and the phone is an error on the verdict page, not a pass on the tests that
+    happened to finish."""
     monkeypatch.setenv("ADBUTILS_ADB_PATH", "/bin/false")
     pytester.makefile(".yaml", devices="version: 1\ndevices:\n  - {label: alpha, model: Pixel 7, serial: SERIAL0000, "
                                        "backend: uiautomator2, identifiers: {imei: '352099001761480'}}\n")
-    pytester.makepyfile(test_crash=CRASHING_TESTS)
+    tests = CRASHING_TESTS if how == "SIGKILL" else CRASHING_TESTS.replace(
+        "os.kill(os.getpid(), signal.SIGKILL)", "raise KeyboardInterrupt")
+    pytester.makepyfile(test_crash=tests)
     results = pytester.path / "allure-results"
     pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--alluredir={results}")
     records = load_records([results])

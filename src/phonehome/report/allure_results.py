@@ -548,7 +548,8 @@ class AllureReporter:
         workeroutput = getattr(self.config, "workeroutput", None)
         results_dir = Path(self.config.option.allure_report_dir)
         self.observations.write(results_dir)
-        self._write_records(complete=True)
+        # an interrupted run (Ctrl-C, a stop signal pytest turns into KeyboardInterrupt) did not run the rest
+        self._write_records(complete=session.exitstatus != pytest.ExitCode.INTERRUPTED)
         if workeroutput is not None:  # an xdist worker: the controller writes the environment
             workeroutput[WORKEROUTPUT_KEY] = json.dumps(self.device_info, default=str)
             return
