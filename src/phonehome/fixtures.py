@@ -338,7 +338,11 @@ class Traffic:
     """
 
     def __init__(self, *, item: pytest.Item, session: DeviceSession, capture: Capture, settings: Settings,
-                 keylogs: KeylogSource | None = None, poller: SocketPoller | None = None) -> None:
+                 keylogs: KeylogSource | None = None, poller: SocketPoller | None = None,
+                 boot_mark: object = None) -> None:
+        #: the phone's boot when the capture started (a backend with ``boot_mark``): a reboot the test did not
+        #: ask for is a device fault, found when the capture stops
+        self._boot_mark = boot_mark
         self._poller = poller  # the phone's socket tables: names the app behind each flow (issue 12)
         self._item = item
         self._keylogs = keylogs  # the device's tls_keys source (issue 11)
@@ -427,6 +431,7 @@ class Traffic:
                 time.sleep(extra_s)
             self._capture.stop()
             table = self._poller.stop() if self._poller is not None else None
+            self._check_same_boot()
             phases = self._capture.phases
             if not phases:
                 raise CaptureError(f"{self._session.label}: no phase was recorded; wrap the actions in "
@@ -442,6 +447,13 @@ class Traffic:
         self._report_phases(self._result)
         self._check_tls_keys(self._result)
         return self._result
+
+    def _check_same_boot(self) -> None:
+        """A phone that rebooted, lost power or went away during the test is a device fault (DeviceError), even
+        when the capture looks complete: its phases recorded another boot's traffic."""
+        check = getattr(self._session.phone, "check_same_boot", None)
+        if self._boot_mark is not None and check is not None:
+            check(self._boot_mark)
 
     def _attribute(self, result: ScanResult, table: SocketTable | None) -> ScanResult:
         """Name the app behind each flow: from PCAPdroid's own per-packet trailer when its capture has one,
@@ -681,8 +693,9 @@ def traffic(request: pytest.FixtureRequest, phone: Phone, _phonehome_device: Dev
     from phonehome.capture.sockets import poller_for
 
     poller = poller_for(session.entry, state.adb_address(session.entry), capture.pcap)
+    boot_mark = getattr(phone, "boot_mark", None)
     traffic = Traffic(item=request.node, session=session, capture=capture, settings=state.settings,
-                      keylogs=keylogs, poller=poller)
+                      keylogs=keylogs, poller=poller, boot_mark=boot_mark() if boot_mark is not None else None)
     with traffic._step("capture start"):
         capture.start()
         if poller is not None:

@@ -384,6 +384,20 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             device = device_of(nodeid, labels)
             return f"phonehome-device:{device}" if device is not None else nodeid
 
+        def remove_node(self, node: Any) -> str | None:
+            """A worker died in a test: that test is reported as crashed and never run again. ``loadscope``
+            requeues it with the rest of its device's tests, so a test that kills its worker (an OOM kill, a
+            crash in a native library) ran on every replacement worker, typing an unlock credential each time
+            on a fresh process that knew nothing of the earlier attempts, until xdist gave up on the run."""
+            workload = self.assigned_work.get(node, {})
+            crashed = next((nodeid for unit in workload.values() for nodeid, done in unit.items() if not done),
+                           None)
+            for unit in workload.values():
+                if crashed in unit:
+                    unit[crashed] = True
+            later = super().remove_node(node)
+            return crashed if crashed is not None else later  # type: ignore[no-any-return]
+
     return DeviceScheduling(config, log)
 
 

@@ -15,7 +15,9 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -541,3 +543,128 @@ def test_a_capture_that_outlives_its_cap_is_an_error(link: Link, tmp_path: Path,
         time.sleep(0.1)
     with pytest.raises(CaptureError, match="dumpcap exited during the capture"), capture.phase("idle"):
         pass
+
+
+def _packet_block_offsets(path: Path) -> list[int]:
+    """Where each Enhanced Packet Block of a (little-endian) pcapng file starts."""
+    data = path.read_bytes()
+    offsets, offset = [], 0
+    while offset + 8 <= len(data):
+        block_type, length = struct.unpack_from("<II", data, offset)
+        if block_type == 6:
+            offsets.append(offset)
+        offset += length
+    return offsets
+
+
+@pytest.mark.timeout(60)
+def test_a_capture_file_cut_after_the_stop_is_an_error(link: Link, tmp_path: Path) -> None:
+    """A file cut at a packet boundary after dumpcap stopped reads cleanly, but holds less than dumpcap wrote:
+    the cut-off packets could be the leak, so it is an error, never a shorter "clean" capture."""
+    capture = DumpcapCapture(link.ap, tmp_path / "cut.pcapng", bpf="udp")
+    capture.start()
+    with capture.phase("unlock"):
+        link.send(20)
+    assert capture.stop().received == 20
+    os.truncate(capture.pcap, _packet_block_offsets(capture.pcap)[5])
+    with pytest.raises(CaptureError, match=r"holds 5 packets but the recorder wrote 20; the file was truncated"):
+        capture.assert_saw_traffic("unlock")
+
+
+@pytest.mark.timeout(60)
+def test_a_capture_directory_that_cannot_be_made_is_a_capture_error(tmp_path: Path) -> None:
+    """A capture directory on a path through a file (or a read-only disk) is one CaptureError naming the file
+    and the option to fix, not an OSError traceback from inside the fixture."""
+    (tmp_path / "captures").write_text("not a directory\n", encoding="utf-8")
+    capture = DumpcapCapture("lo", tmp_path / "captures" / "x.pcapng")
+    with pytest.raises(CaptureError, match=r"cannot write the capture file .*captures/x\.pcapng: .*"
+                                           r"--phonehome-capture-dir"):
+        capture.start()
+    capture.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_phases_file_that_cannot_be_written_fails_every_stop(link: Link, tmp_path: Path) -> None:
+    """The disk fills (here: the phases file's name is taken by a directory) after dumpcap wrote its file: the
+    stop is a CaptureError, and a second stop() says it again instead of returning stats."""
+    capture = DumpcapCapture(link.ap, tmp_path / "p.pcapng", bpf="udp")
+    phases_path(capture.pcap).mkdir()
+    capture.start()
+    with capture.phase("unlock"):
+        link.send(3)
+    with pytest.raises(CaptureError, match=r"cannot write the phases file .*p\.pcapng\.phases\.json"):
+        capture.stop()
+    with pytest.raises(CaptureError, match="cannot write the phases file"):
+        capture.stop()
+
+
+#: a test run that starts a capture and then waits to be killed
+_RUN_THAT_DIES = """
+import sys, time
+from pathlib import Path
+from phonehome.capture import DumpcapCapture
+capture = DumpcapCapture(sys.argv[1], Path(sys.argv[2]), bpf="udp")
+capture.start()
+print(capture.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_run_killed_outright_leaves_no_recorder_behind(link: Link, tmp_path: Path) -> None:
+    """SIGKILL of the test run (no teardown runs): dumpcap, in a session of its own, still ends with it instead
+    of writing the phone's traffic for up to MAX_CAPTURE_S."""
+    run = subprocess.Popen([sys.executable, "-c", _RUN_THAT_DIES, link.ap, str(tmp_path / "orphan.pcapng")],
+                           stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert run.stdout is not None
+    with run.stdout:
+        pid = int(run.stdout.readline())
+        assert alive(pid)
+        run.kill()
+        run.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid), "dumpcap outlived the run that started it"
+
+
+@pytest.mark.timeout(60)
+def test_an_interface_that_goes_down_mid_phase_is_named_as_the_cause(link: Link, tmp_path: Path) -> None:
+    """dumpcap keeps running on a downed interface and records nothing: the "no traffic" error says why."""
+    capture = DumpcapCapture(link.ap, tmp_path / "down.pcapng", bpf="udp")
+    capture.start()
+    with capture.phase("screen-on"):
+        ip("link", "set", link.ap, "down")
+    capture.stop()
+    with pytest.raises(CaptureError, match=rf"no traffic from the phone during phase 'screen-on' .*the interface "
+                                           rf"{link.ap} was down during the capture"):
+        capture.assert_saw_traffic("screen-on")
+
+
+class _ClockSetBack:
+    """The ``time`` module as a capture sees it after the host's clock was set back an hour (monotonic time,
+    which stop delays use, does not jump)."""
+
+    def __init__(self) -> None:
+        self.monotonic, self.sleep = time.monotonic, time.sleep
+
+    @staticmethod
+    def time() -> float:
+        return time.time() - 3600
+
+
+@pytest.mark.timeout(60)
+def test_a_clock_set_back_mid_phase_is_named_as_the_cause(link: Link, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wall clock steps back during a phase (packets and the phase's end alike): the window is inside out and
+    holds nothing. An error that says so, not a bare "no traffic" with a negative window."""
+    capture = DumpcapCapture(link.ap, tmp_path / "clock.pcapng", bpf="udp")
+    capture.start()
+    with capture.phase("unlock"):
+        link.send(5)
+        monkeypatch.setattr(capture_module.base, "time", _ClockSetBack())
+    monkeypatch.undo()
+    capture.stop()
+    with pytest.raises(CaptureError, match=r"no traffic from the phone during phase 'unlock' .*this host's clock went "
+                                           r"back 3\d\d\d\.\d s during the phase"):
+        capture.assert_saw_traffic("unlock")

@@ -7,7 +7,10 @@ One inner run (module-scoped), four phones, each with its own fault:
 - ``no-secure-lock``: the inventory says ``pin``, but the phone's lock was cleared (``locksettings clear``);
 - ``boot-hang``: the phone's boots never complete (``persist.phonehome.fault.boot_hang``);
 - ``no-adb-server``: a ``backend: uiautomator2`` phone whose adb server does not exist;
-- ``locked``: a phone another phonehome run holds (this test process holds its lock).
+- ``locked``: a phone another phonehome run holds (this test process holds its lock);
+- ``rebooted``: a phone that reboots by itself in the middle of its screen-on test (``adb reboot`` from outside),
+  then loses its adb authorisation in the middle of its unlock test (the lab's transport fault); its power-on
+  test is left out (the privacy suite's run shows a reboot the test asks for is no fault).
 A second small run kills the virtual lab's daemon in the middle of a test.
 """
 
@@ -42,6 +45,7 @@ BOOT_HANG = "boot-hang"
 NO_SERVER = "no-adb-server"
 LOCKED = "locked"
 UNSET_PIN = "unset-pin"
+REBOOTED = "rebooted"
 RIGHT_PIN = "246813"
 BOOT_HANG_TIMEOUT_S = 6
 TESTS = ("test_power_on_sends_no_identifier_in_cleartext", "test_screen_on_sends_no_identifier_in_cleartext",
@@ -60,6 +64,26 @@ from pathlib import Path
 import pytest
 
 from phonehome.runstate import run_state
+
+CONFIG = []
+
+
+def pytest_configure(config):
+    CONFIG.append(config)
+
+
+def pytest_collection_modifyitems(config, items):
+    items[:] = [item for item in items if not item.name.startswith("test_power_on") or "[{REBOOTED}]" not in item.name]
+
+
+@pytest.hookimpl(tryfirst=True)  # before the Allure reporter's step, which answers for this firstresult hook
+def pytest_phonehome_step(name, device):
+    if device == "{REBOOTED}" and name == "settle screen-on":  # it reboots by itself (a crash, a watchdog)
+        _adb(run_state(CONFIG[0]).devices[device].phone, "reboot")
+    elif device == "{REBOOTED}" and name == "settle unlock":  # the host's adb key is revoked (the lab's fault)
+        _adb(run_state(CONFIG[0]).devices[device].phone, "shell", "setprop", "phonehome.fault.transport",
+             "unauthorized")
+    return None
 
 
 def _adb(phone, *args):
@@ -86,6 +110,8 @@ def pytest_sessionfinish(session):
     state = run_state(session.config)
     lines = []
     for label, device in state.devices.items():
+        if label == "{REBOOTED}":  # unauthorised: its logcat cannot be read
+            continue
         log = _adb(device.phone, "shell", "logcat", "-d")
         lines.append(f"{{label}} {{log.count('wrong pin entered')}} {{log.count('pin accepted')}}")
     Path("keyguard.txt").write_text("\\n".join(lines), encoding="utf-8")
@@ -127,7 +153,8 @@ def fault_run(tmp_path_factory: pytest.TempPathFactory) -> FaultRun:
     locked.pop("firmware")
     unset = clone(devices[INCIDENT], UNSET_PIN, 6)
     unset["unlock"] = {"method": "pin", "secret_env": "PHONEHOME_PIN_UNSET"}
-    inventory["devices"] = [wrong, no_lock, hang, absent, locked, unset]
+    rebooted = clone(devices[FIXED], REBOOTED, 7)
+    inventory["devices"] = [wrong, no_lock, hang, absent, locked, unset, rebooted]
     copy_suite(path, inventory, ("test_power_on.py", "test_screen_on.py", "test_unlock.py"))
     (path / "tests" / "conftest.py").write_text(FAULTS_CONFTEST, encoding="utf-8")
     junit = path / "junit.xml"
@@ -226,7 +253,7 @@ def test_the_summary_says_what_was_checked(fault_run: FaultRun) -> None:
 
 
 def test_faults_never_print_a_serial(fault_run: FaultRun) -> None:
-    for index in range(1, 7):
+    for index in range(1, 8):
         assert f"VCLONE{index:06d}" not in fault_run.output
 
 
@@ -236,6 +263,21 @@ def test_a_quarantined_phone_costs_no_time(fault_run: FaultRun) -> None:
         for test in TESTS[1:]:
             duration = fault_run.durations[(test, device)]
             assert duration < 2.0, (test, device, duration)
+
+
+def test_a_phone_that_reboots_or_is_lost_mid_test_is_an_error(fault_run: FaultRun) -> None:
+    """The capture of a phone that rebooted mid-phase looks complete (the new boot talks too) but records another
+    boot; a phone lost after its phase's action leaves a capture that looks complete too. Each is an error naming
+    what happened, never a pass. Between the two, the one recovery waits out the reboot's boot: the unlock test
+    runs on the phone instead of finding it quarantined."""
+    screen_on = fault_run.outcomes[(TESTS[1], REBOOTED)]
+    assert screen_on.verdict == "error", screen_on.message
+    assert "rebooted during the test without the harness asking" in screen_on.message, screen_on.message
+    unlock = fault_run.outcomes[(TESTS[2], REBOOTED)]
+    assert unlock.verdict == "error", unlock.message
+    assert f"device {REBOOTED}: lost during the test (" in unlock.message and "device unauthorized" in unlock.message, \
+        unlock.message
+    assert "quarantined" not in unlock.message
 
 
 def test_a_phone_held_by_another_run_is_refused_at_once(fault_run: FaultRun) -> None:

@@ -264,6 +264,24 @@ def test_a_second_up_of_a_running_instance_is_refused(lab: LabState) -> None:
                instance=lab.instance)
 
 
+def test_a_stalled_lab_says_so(lab: LabState) -> None:
+    """A SIGSTOPped lab daemon lives (its adb server takes connections) but answers nothing: Lab.failure names
+    the stall and how to end it, so a phone's "the adb server is hung" error gets its cause."""
+    assert Lab.failure(lab.instance) is None
+    os.kill(lab.pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 5  # the signal is delivered asynchronously
+        while Path(f"/proc/{lab.pid}/stat").read_text().rpartition(")")[2].split()[0] != "T" \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        cause = Lab.failure(lab.instance)
+    finally:
+        os.kill(lab.pid, signal.SIGCONT)
+    assert cause is not None and f"is stalled: the lab daemon (pid {lab.pid}) is stopped" in cause, cause
+    assert f"'kill -CONT {lab.pid}'" in cause
+    assert Lab.failure(lab.instance) is None
+
+
 @pytest.mark.timeout(120)
 def test_the_command_line(tmp_path: Path) -> None:
     instance = instance_name()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from phonehome.devices.adbprobe import AdbServerStatus, transport_problem
+from phonehome.devices.adbprobe import AdbServerStatus, query_adb_server, transport_problem
 from phonehome.devices.u2 import U2Phone
 from phonehome.errors import AdbServerGone, DeviceError
 from phonehome.inventory import DeviceEntry, load_inventory
@@ -91,3 +91,22 @@ def test_a_dead_adb_server_is_never_replaced_behind_the_harness(tmp_path: Path,
     phone.close()
     gc.collect()
     assert not started.exists(), "adbutils started an adb server"
+
+
+def test_a_hung_adb_server_is_told_from_a_missing_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that takes connections and never answers (hung, or SIGSTOPped) is named as hung, with the fix
+    that helps (restart it), not "start one"."""
+    monkeypatch.setattr("phonehome.devices.u2.query_adb_server",
+                        lambda host, port: query_adb_server(host, port, timeout_s=0.2))
+    with socket.socket() as listening:  # the kernel completes the handshake; nobody ever reads or answers
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        port = listening.getsockname()[1]
+        phone = U2Phone(bench_entry(tmp_path), adb_port=port)
+        with pytest.raises(AdbServerGone) as info:
+            phone._transport_state()
+    message = str(info.value)
+    assert f"the adb server at 127.0.0.1:{port} is hung: it takes connections but gave no answer within 0.2 s" \
+        in message, message
+    assert "'adb kill-server', then 'adb start-server'" in message and "start one" not in message
+    gc.collect()

@@ -269,3 +269,18 @@ def test_adbutils_dump_hierarchy_and_app_current(client: adbutils.AdbClient) -> 
     assert dev.app_current().package == "com.android.launcher3"
     assert dev.is_screen_on() and dev.rotation() == 0
     assert dev.window_size() == (1080, 2160)
+
+
+def test_a_transport_fault_makes_the_phone_unauthorized_or_offline(client: adbutils.AdbClient) -> None:
+    """``setprop phonehome.fault.transport unauthorized|offline``: the phone lost mid-test, as the adb server
+    shows it (listed in that state, services refused with adb's own words), for fault rehearsals."""
+    for serial, fault in (("VIRTUSB1", "unauthorized"), ("127.0.0.1:5555", "offline")):
+        assert client.device(serial).shell2(["setprop", "phonehome.fault.transport", fault]).returncode == 0
+        deadline = time.monotonic() + REBOOT_WAIT_S
+        while dict((info.serial, info.state) for info in client.list())[serial] != fault:
+            assert time.monotonic() < deadline, f"{serial} never became {fault}"
+            time.sleep(0.05)
+        wording = r"device unauthorized\.\nThis adb server's \$ADB_VENDOR_KEYS is not set" if fault == "unauthorized" \
+            else "device offline"
+        with pytest.raises(adbutils.AdbError, match=wording):
+            host_request(client, f"host:tport:serial:{serial}")

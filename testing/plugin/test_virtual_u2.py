@@ -168,3 +168,17 @@ def test_closing_the_app_process_stream_stops_the_server(device: u2.Device, phon
     assert phone.port_handler(9008) is None
     assert device.info["sdkInt"] == 28  # the next call starts it again
     assert phone.port_handler(9008) is not None
+
+
+def test_a_crashed_server_is_restarted_by_the_next_call(device: u2.Device, phone: VirtualPhone) -> None:
+    """``setprop phonehome.fault.u2_crash 1`` kills the running uiautomator2 server once (a fault rehearsal):
+    uiautomator2's next call restarts it, as it does on a real phone."""
+    assert phone.port_handler(9008) is not None
+    assert phone.setprop("phonehome.fault.u2_crash", "1")
+    deadline = time.monotonic() + REBOOT_WAIT_S
+    while phone.port_handler(9008) is not None:
+        assert time.monotonic() < deadline, "the server did not crash"
+        time.sleep(0.05)
+    assert phone.getprop("phonehome.fault.u2_crash") == ""  # once
+    assert device.info["sdkInt"] == 28
+    assert phone.port_handler(9008) is not None

@@ -11,6 +11,7 @@ import pytest
 from test_privacy_suite import SUITE_TIMEOUT_S, Outcome, copy_suite, read_junit, run_suite, suite_inventory
 
 from phonehome.inventory import load_inventory
+from phonehome.report.verdicts import load_records, phone_verdicts
 
 pytestmark = [
     pytest.mark.timeout(600),
@@ -84,3 +85,84 @@ def test_four_phones_on_two_workers_match_the_serial_run(tmp_path: Path) -> None
         for line in parallel_output.splitlines():
             if f"[{record['device']}]" in line and line.startswith("[gw"):
                 assert line.startswith(f"[{record['worker']}]"), line
+
+
+#: a test that kills its worker on one phone (as an OOM kill or a crash in a native library would), between two
+#: that pass; each test names its phone to the reporters (the step hook), and each run of the crashing test
+#: leaves a line in ran-<label>.txt
+CRASHING_TESTS = '''
+import os
+import signal
+from pathlib import Path
+
+
+def _on_the_phone(request, entry):
+    with request.config.hook.pytest_phonehome_step(name="act", device=entry.label):
+        pass
+
+
+def test_before_the_crash(request, _phonehome_entry):
+    _on_the_phone(request, _phonehome_entry)
+
+
+def test_crashes_on_alpha(request, _phonehome_entry):
+    _on_the_phone(request, _phonehome_entry)
+    with Path(f"ran-{_phonehome_entry.label}.txt").open("a", encoding="utf-8") as out:
+        out.write("ran\\n")
+    if _phonehome_entry.label == "alpha":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_after_the_crash(request, _phonehome_entry):
+    _on_the_phone(request, _phonehome_entry)
+'''
+
+
+@pytest.mark.timeout(120)
+def test_a_test_that_kills_its_worker_is_run_once_and_makes_its_phone_an_error(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """xdist's loadscope requeued the test a worker died in with the rest of its group: every replacement worker
+    ran it again (and died again) until xdist gave up. It is reported as crashed, once, and the phone's later
+    tests run on a new worker. The verdict page's records of the dead worker's finished tests survive it (they
+    were written only when a worker ended), and the crashed test is one: the phone is an error, not a pass."""
+    monkeypatch.setenv("ADBUTILS_ADB_PATH", "/bin/false")
+    devices = "\n".join(f"  - {{label: {label}, model: Pixel 7, serial: SERIAL{index:04d}, backend: uiautomator2, "
+                        f"identifiers: {{imei: '35209900176148{index}'}}}}" for index, label in enumerate(("alpha", "beta")))
+    pytester.makefile(".yaml", devices=f"version: 1\ndevices:\n{devices}\n")
+    pytester.makepyfile(test_crash=CRASHING_TESTS)
+    results = pytester.path / "allure-results"
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", f"--alluredir={results}")
+    assert (pytester.path / "ran-alpha.txt").read_text(encoding="utf-8").count("ran") == 1, result.stdout.str()
+    result.assert_outcomes(passed=5, failed=1)
+    result.stdout.fnmatch_lines(["*worker 'gw*' crashed while running 'test_crash.py::test_crashes_on_alpha[[]alpha[]]'*"])
+    assert "maximum crashed workers reached" not in result.stdout.str()
+    statuses = {(record.device, record.full_name.split("#")[-1]): record.status
+                for record in load_records([results])}
+    assert statuses == {("alpha", "test_before_the_crash"): "passed", ("alpha", "test_crashes_on_alpha"): "broken",
+                        ("alpha", "(the pytest process of alpha)"): "broken",  # the dead worker's records
+                        ("alpha", "test_after_the_crash"): "passed", ("beta", "test_before_the_crash"): "passed",
+                        ("beta", "test_crashes_on_alpha"): "passed", ("beta", "test_after_the_crash"): "passed"}
+    verdicts = {verdict.device: verdict for verdict in phone_verdicts(load_records([results]))}
+    assert verdicts["alpha"].verdict == "error" and verdicts["beta"].verdict == "pass"
+    assert any("the pytest worker died during this test" in reason for reason in verdicts["alpha"].reasons), \
+        verdicts["alpha"].reasons
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "KeyboardInterrupt"])
+def test_a_run_killed_before_its_end_leaves_no_pass(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                    how: str) -> None:
+    """A run killed outright (a CI timeout, the OOM killer) or interrupted (Ctrl-C) after some tests of a phone
+    passed: its records say so, and the phone is an error on the verdict page, not a pass on the tests that
+    happened to finish."""
+    monkeypatch.setenv("ADBUTILS_ADB_PATH", "/bin/false")
+    pytester.makefile(".yaml", devices="version: 1\ndevices:\n  - {label: alpha, model: Pixel 7, serial: SERIAL0000, "
+                                       "backend: uiautomator2, identifiers: {imei: '352099001761480'}}\n")
+    tests = CRASHING_TESTS if how == "SIGKILL" else CRASHING_TESTS.replace(
+        "os.kill(os.getpid(), signal.SIGKILL)", "raise KeyboardInterrupt")
+    pytester.makepyfile(test_crash=tests)
+    results = pytester.path / "allure-results"
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--alluredir={results}")
+    records = load_records([results])
+    assert [record.status for record in records] == ["passed", "broken"], records
+    [verdict] = phone_verdicts(records)
+    assert verdict.verdict == "error" and "died (killed, out of memory?) before it finished" in verdict.summary()

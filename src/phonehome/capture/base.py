@@ -10,7 +10,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -207,12 +209,43 @@ def phases_path(pcap: Path) -> Path:
     return pcap.with_name(pcap.name + ".phases.json")
 
 
+#: prctl(2): the signal a process gets when the thread that started it ends
+_PR_SET_PDEATHSIG = 1
+
+
+def recorder_preexec() -> Callable[[], None] | None:
+    """For ``Popen(preexec_fn=...)``: the recorder gets SIGTERM (dumpcap still closes its file) when the test run
+    that started it dies. Recorders run in their own session so that a Ctrl-C reaches them only through the
+    harness; without this, a run killed outright left dumpcap writing identifiers for up to MAX_CAPTURE_S.
+    Linux only (None elsewhere); the function only calls prctl, safe between fork and exec."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the run died before the request took effect
+            os._exit(1)
+
+    return die_with_parent
+
+
 def _prepare_output(pcap: Path) -> Path:
     """Create the capture's directory (private) and remove a stale file so nothing old is mistaken as new."""
     pcap = Path(pcap)
-    pcap.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(FileNotFoundError):
-        pcap.unlink()
+    try:
+        pcap.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            pcap.unlink()
+    except OSError as exc:  # a path through a file, a read-only or full disk: the capture cannot be written
+        raise CaptureError(f"cannot write the capture file {pcap}: {exc.strerror or exc} "
+                           "(check --phonehome-capture-dir: a writable directory with free space)") from None
     return pcap
 
 
@@ -242,6 +275,9 @@ class _PhasedCapture:
         self._last_action = 0.0
         self._stats: CaptureStats | None = None
         self._index: list[_Packet] | None = None
+        #: how many packets the recorder says it wrote into the file (None when it cannot say): a file that
+        #: holds fewer was truncated or replaced after the capture, and what is missing could be the leak
+        self._written: int | None = None
         self._open_phase: str | None = None
         #: the first fault (recorder died, dropped packets...): every later stop() raises it again
         self._failure: CaptureError | None = None
@@ -300,7 +336,8 @@ class _PhasedCapture:
             raise
         _restrict(self._pcap)
         self._stats = stats
-        self.write_phases()
+        with self._remember_failure():  # a stop() asked again must not return stats as if all was well
+            self.write_phases()
         if stats.dropped:
             self._failure = CaptureError(
                 f"{self._what()}: the recorder dropped {stats.dropped} of {stats.received} packets; the evidence "
@@ -353,12 +390,20 @@ class _PhasedCapture:
         count = self.packets_in(phase)
         if count == 0:
             record = self._phase(phase)
+            cause = self._silence_cause()
+            if record.end < record.start:  # packets carry the same wall clock: a window turned inside out
+                cause = (f"this host's clock went back {record.start - record.end:.1f} s during the phase (an NTP "
+                         "step, or someone set the time), so its window holds no packet; run the test again")
             raise CaptureError(self._mask(
                 f"{self._what()}: no traffic from the phone during phase {phase!r} "
                 f"({record.end - record.start:.1f} s window, {len(self._packets())} packets in the capture, "
-                f"looked for {self._phone.describe()}); check the capture filter and that the phone is on the "
-                "captured network"))
+                f"looked for {self._phone.describe()}); "
+                + (cause or "check the capture filter and that the phone is on the captured network")))
         return count
+
+    def _silence_cause(self) -> str | None:
+        """What the recorder knows of why it saw nothing (its interface went down...), or None."""
+        return None
 
     def slice(self, phase: str, dest: Path | None = None) -> Path:
         """Write the packets of one phase window as pcapng (for report attachments)."""
@@ -379,9 +424,13 @@ class _PhasedCapture:
         """Write the phase windows as JSON (``phonehome scan --phases`` and ``FileCapture`` read it)."""
         dest = Path(dest) if dest is not None else phases_path(self._pcap)
         text = json.dumps([record.to_json() for record in self._phases], indent=1)
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, CAPTURE_FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text + "\n")
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, CAPTURE_FILE_MODE)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text + "\n")
+        except OSError as exc:  # a full or read-only disk: the capture's phases are part of its evidence
+            raise CaptureError(self._mask(f"{self._what()}: cannot write the phases file {dest}: "
+                                          f"{exc.strerror or exc}")) from None
         return dest
 
     def close(self) -> None:
@@ -503,7 +552,13 @@ class _PhasedCapture:
     def _packets(self) -> list[_Packet]:
         self._require_stopped("reading packets")
         if self._index is None:
-            self._index = read_packet_index(self._pcap)
+            index = read_packet_index(self._pcap)
+            if self._written is not None and len(index) != self._written:
+                raise CaptureError(self._mask(
+                    f"{self._what()}: the capture file {self._pcap} holds {len(index)} packets but the recorder "
+                    f"wrote {self._written}; the file was truncated or replaced after the capture, so the "
+                    "evidence is incomplete"))
+            self._index = index
         return self._index
 
 

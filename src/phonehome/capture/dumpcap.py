@@ -30,6 +30,7 @@ from phonehome.capture.base import (
     _restrict,
     _StderrWatcher,
     _which,
+    recorder_preexec,
 )
 from phonehome.errors import CaptureError
 
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
     pass
 
 log = logging.getLogger(__name__)
+
+#: where Linux shows each interface's operstate
+SYS_CLASS_NET = Path("/sys/class/net")
 
 
 
@@ -59,6 +63,8 @@ class DumpcapCapture(_PhasedCapture):
         self._watcher: _StderrWatcher | None = None
         self._command: tuple[str, ...] = ()
         self._started = 0.0
+        #: the interface seen down or gone during the capture (why it recorded nothing), once seen
+        self._link_problem: str | None = None
 
     def command(self) -> list[str]:
         dumpcap = _which("dumpcap", "install Debian's tshark; see the README's real-bench guide for permissions")
@@ -76,7 +82,8 @@ class DumpcapCapture(_PhasedCapture):
         self._started = time.time()
         try:
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, start_new_session=True, umask=CAPTURE_UMASK)
+                                    stderr=subprocess.PIPE, start_new_session=True, umask=CAPTURE_UMASK,
+                                    preexec_fn=recorder_preexec())
         except OSError as exc:
             raise CaptureError(f"{self._what()}: cannot start dumpcap: {exc}", command=command) from None
         self._proc = proc
@@ -94,6 +101,7 @@ class DumpcapCapture(_PhasedCapture):
         log.info("%s: capturing on %s into %s", self._what(), self.interface, self._pcap)
 
     def _check_alive(self) -> None:
+        self._check_link()
         proc = self._proc
         if proc is not None and proc.poll() is not None:
             assert self._watcher is not None
@@ -101,6 +109,26 @@ class DumpcapCapture(_PhasedCapture):
             self._state = "stopped"
             raise CaptureError(f"{self._what()}: dumpcap exited during the capture", command=self._command,
                                returncode=proc.returncode, stderr=self._watcher.text())
+
+    def _check_link(self) -> None:
+        """Note an interface that is down or gone at a phase's start or end: dumpcap keeps running on a downed
+        interface and records nothing, so the "no traffic" error can name the cause."""
+        if self._link_problem is not None:
+            return
+        try:
+            state = (SYS_CLASS_NET / self.interface / "operstate").read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            self._link_problem = f"the interface {self.interface} was removed during the capture"
+            return
+        except OSError:  # no sysfs (not Linux): nothing to tell
+            return
+        if state not in ("up", "unknown"):  # lo and some tunnels say "unknown" while they work
+            self._link_problem = (f"the interface {self.interface} was {state} during the capture (is the access "
+                                  "point or the lab still up? 'ip link show' on the bench host)")
+
+    def _silence_cause(self) -> str | None:
+        self._check_link()
+        return self._link_problem
 
     def _stop(self) -> CaptureStats:
         proc, watcher = self._proc, self._watcher
@@ -126,6 +154,7 @@ class DumpcapCapture(_PhasedCapture):
         if received is None:
             raise CaptureError(f"{self._what()}: dumpcap printed no packet counts; cannot tell whether packets "
                                "were lost", command=self._command, returncode=returncode, stderr=stderr)
+        self._written = received  # dumpcap counts a packet as received once it wrote it (dropped ones apart)
         return CaptureStats(source=self.source, pcap=self._pcap, received=received, dropped=dropped,
                             interface_dropped=ifdrop, command=self._masked_command(), returncode=returncode,
                             started=self._started, stopped=time.time(), phases=self.phases)

@@ -35,6 +35,7 @@ from phonehome.capture.base import (
     _run,
     _StderrWatcher,
     _which,
+    recorder_preexec,
 )
 from phonehome.capture.dumpcap import _signal_group, parse_dumpcap_stats, parse_tcpdump_stats
 from phonehome.errors import CaptureError
@@ -132,7 +133,8 @@ class RemoteCommandCapture(_PhasedCapture):
         out = os.fdopen(fd, "wb")
         try:
             proc = subprocess.Popen(self._command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
-                                    start_new_session=True, umask=CAPTURE_UMASK)
+                                    start_new_session=True, umask=CAPTURE_UMASK,
+                                    preexec_fn=recorder_preexec())
         except OSError as exc:
             out.close()
             raise CaptureError(f"{self._what()}: cannot start: {exc}", command=self._command) from None

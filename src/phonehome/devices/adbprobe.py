@@ -21,6 +21,8 @@ PROBE_TIMEOUT_S = 3.0
 NO_SERVER = "no-server"
 ABSENT = "absent"
 ONLINE = "device"
+#: how a server that accepts connections but never answers (hung, or stopped) is told apart from none at all
+NO_ANSWER = "no answer"
 
 _FIXES: dict[str, str] = {
     "unauthorized": "accept the 'Allow USB debugging' (RSA key) prompt on the phone, then run again",
@@ -65,7 +67,7 @@ def query_adb_server(host: str, port: int, *, timeout_s: float = PROBE_TIMEOUT_S
     except ConnectionRefusedError:
         return AdbServerStatus(address, "connection refused (no adb server is listening there)")
     except TimeoutError:
-        return AdbServerStatus(address, f"no answer within {timeout_s:g} s")
+        return AdbServerStatus(address, f"{NO_ANSWER} within {timeout_s:g} s")
     except (OSError, AdbProtocolError) as exc:
         return AdbServerStatus(address, _reason(exc))
     devices = []
@@ -84,6 +86,9 @@ def transport_problem(status: AdbServerStatus, serial: str, label: str) -> str |
     state = status.state_of(serial)
     if state == ONLINE:
         return None
+    if state == NO_SERVER and status.error is not None and status.error.startswith(NO_ANSWER):
+        return (f"the adb server at {status.address} is hung: it takes connections but gave {status.error}; "
+                "restart it ('adb kill-server', then 'adb start-server')")
     if state == NO_SERVER:
         return (f"no adb server at {status.address}: {status.error}; start one with 'adb start-server' (or set "
                 "ANDROID_ADB_SERVER_HOST/ANDROID_ADB_SERVER_PORT to where it runs)")

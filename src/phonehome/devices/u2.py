@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phonehome.devices.adbprobe import AdbServerStatus, query_adb_server, transport_problem
+from phonehome.devices.adbprobe import NO_ANSWER, AdbServerStatus, query_adb_server, transport_problem
 from phonehome.devices.android import (
     WHERE_READERS,
     ScreenState,
@@ -182,6 +182,10 @@ class U2Phone:
         self.unreadable: dict[str, str] = {}
         #: what the phone said when it refused an identifier (a SecurityException's message), by name
         self._refusals: dict[str, str] = {}
+        #: reboots the harness itself drove (``handle_reboot``): any other new boot id is a fault of the phone
+        self._reboots = 0
+        #: a boot of this phone outlasted its boot timeout: recovery does not wait for another
+        self._boot_timed_out = False
 
     def __repr__(self) -> str:
         return f"U2Phone(label={self.label!r}, serial={mask(self.serial)!r}, adb_server={self._adb_address!r})"
@@ -285,7 +289,8 @@ class U2Phone:
             assert problem is not None
             cause = self._diagnose() if self._diagnose is not None else None
             if cause:  # the bench knows why: its cause replaces the generic "start an adb server" advice
-                problem = f"no adb server at {status.address} ({status.error}): {cause}"
+                what = "the adb server at" if status.error and status.error.startswith(NO_ANSWER) else "no adb server at"
+                problem = f"{what} {status.address} ({status.error}): {cause}"
             raise AdbServerGone(self.label, problem)
         return status.state_of(self.serial)
 
@@ -319,9 +324,14 @@ class U2Phone:
         if is_tcp_serial(self.serial):
             self._reconnect_tcp()
         self._wait_for_transport(RECOVERY_TIMEOUT_S)
-        if self._try_shell(["getprop", "sys.boot_completed"]) != "1":
-            raise DeviceError(self.label, "online on adb, but its boot has not completed (sys.boot_completed "
-                              "is not 1)")
+        # a phone that rebooted by itself is still booting: give it its boot time, unless a boot of this
+        # phone already timed out (waiting again would only cost the same time once more)
+        deadline = time.monotonic() + (0.0 if self._boot_timed_out else self._boot_timeout_s())
+        while self._try_shell(["getprop", "sys.boot_completed"]) != "1":
+            if time.monotonic() >= deadline:
+                raise DeviceError(self.label, "online on adb, but its boot has not completed (sys.boot_completed "
+                                  "is not 1)")
+            time.sleep(BOOT_POLL_INTERVAL_S)
         self._connect_u2()
 
     def _connect_u2(self) -> None:
@@ -357,6 +367,7 @@ class U2Phone:
     @contextmanager
     def handle_reboot(self) -> Iterator[None]:
         old_boot = self.boot_id()
+        self._reboots += 1
         self._drop_u2()
         yield
         with self._step("wait for boot"):
@@ -370,6 +381,30 @@ class U2Phone:
             return parse_boot_id(self._shell(["cat", BOOT_ID_PATH]), *self._release())
         except UnknownFormat as exc:
             raise DeviceError(self.label, f"{exc}: cannot tell one boot from the next") from None
+
+    def _boot_timeout_s(self) -> float:
+        return float(getattr(self._entry, "boot_timeout_s", None) or DEFAULT_BOOT_TIMEOUT_S)
+
+    def boot_mark(self) -> tuple[str, int]:
+        """This boot's id and how many reboots the harness drove so far: ``check_same_boot`` compares."""
+        return self.boot_id(), self._reboots
+
+    def check_same_boot(self, mark: tuple[str, int]) -> None:
+        """Raise a DeviceError when the phone rebooted (or lost power, or went away) since ``mark`` without the
+        harness asking: the capture then holds another boot's traffic, not what the test meant to record."""
+        boot_id, reboots = mark
+        if reboots != self._reboots:
+            return  # the test rebooted it (power_on, handle_reboot): a new boot id is expected
+        try:
+            now = self.boot_id()
+        except AdbServerGone:
+            raise
+        except DeviceError as exc:
+            raise DeviceError(self.label, f"lost during the test ({exc.problem}): the capture may have missed what "
+                              "it sent, so this test's verdict cannot be trusted") from None
+        if now != boot_id:
+            raise self._fault("rebooted during the test without the harness asking (its boot id changed): the "
+                              "capture holds another boot's traffic, so this test's verdict cannot be trusted")
 
     def _reboot(self) -> None:
         """Ask adbd to reboot (the ``reboot:`` service, as ``adb reboot``), else ``shell reboot``.
@@ -400,7 +435,7 @@ class U2Phone:
         The old boot still answers ``sys.boot_completed=1`` right after the reboot request, so only a new boot
         id proves the phone went down and came back.
         """
-        timeout_s = float(getattr(self._entry, "boot_timeout_s", None) or DEFAULT_BOOT_TIMEOUT_S)
+        timeout_s = self._boot_timeout_s()
         start = time.monotonic()
         deadline = start + timeout_s
         next_progress = start + BOOT_PROGRESS_EVERY_S
@@ -422,6 +457,7 @@ class U2Phone:
                         return
             now = time.monotonic()
             if now >= deadline:
+                self._boot_timed_out = True
                 raise self._fault(f"did not boot within {timeout_s:g} s ({stage}; adb state: {state})")
             if now >= next_progress:
                 log.info("device %s: waiting for boot: %s, adb state %s, %.0f/%.0f s", self.label, stage, state,

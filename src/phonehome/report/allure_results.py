@@ -346,6 +346,8 @@ class AllureReporter:
         self.device_info: dict[str, dict[str, Any]] = {}
         self.observations = Observations()
         self.records: list[verdicts.TestRecord] = []
+        #: this process's records file, rewritten after each test (a killed worker keeps what it finished)
+        self._records_file: Path | None = None
         self._tests: dict[str, _TestState] = {}
         self._current: _TestState | None = None
 
@@ -447,6 +449,32 @@ class AllureReporter:
         if not self.redact.show:
             self._mask_result(result)
         self.records.append(self._record(state, result))
+        self._write_records()
+
+    def _write_records(self, *, complete: bool = False) -> None:
+        results_dir = Path(self.config.option.allure_report_dir)
+        if self._records_file is None:
+            self._records_file = verdicts.records_path(results_dir)
+        verdicts.write_records(self.records, results_dir, self._records_file, complete=complete)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
+        """xdist controller: the test a worker died in has no result of its own (the worker wrote nothing for
+        it); its phone's verdict must not be made without it. Recorded as broken, with xdist's message."""
+        from phonehome.plugin import device_of
+        from phonehome.runstate import STATE_KEY
+
+        state = self.config.stash.get(STATE_KEY, None)
+        labels = tuple(entry.label for entry in state.selected) if state is not None else ()
+        device = device_of(crashitem, labels)
+        path, _, name = crashitem.partition("::")
+        full_name = f"{path.removesuffix('.py').replace('/', '.')}#{name.split('[')[0].replace('::', '.')}"  # as Allure's
+        reason = (f"the pytest worker died during this test ({report.longrepr}); nothing it recorded is "
+                  "known, so the phone's verdict cannot be a pass")
+        self.records.append(verdicts.TestRecord(
+            full_name=full_name, title=verdicts.readable_title(name.rsplit("::", 1)[-1], device, None), status="broken",
+            device=device, reason=verdicts.first_line(self.redact(reason))))
+        self._write_records()
 
     @staticmethod
     def _drop_internal_parameters(result: TestResult) -> None:
@@ -520,7 +548,8 @@ class AllureReporter:
         workeroutput = getattr(self.config, "workeroutput", None)
         results_dir = Path(self.config.option.allure_report_dir)
         self.observations.write(results_dir)
-        verdicts.write_records(self.records, results_dir)
+        # an interrupted run (Ctrl-C, a stop signal pytest turns into KeyboardInterrupt) did not run the rest
+        self._write_records(complete=session.exitstatus != pytest.ExitCode.INTERRUPTED)
         if workeroutput is not None:  # an xdist worker: the controller writes the environment
             workeroutput[WORKEROUTPUT_KEY] = json.dumps(self.device_info, default=str)
             return

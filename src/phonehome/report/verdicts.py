@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -146,14 +147,24 @@ def _host(record: Mapping[str, Any]) -> str:
 # --- per-process files -------------------------------------------------------------------------------------------
 
 
-def write_records(records: Sequence[TestRecord], results_dir: Path) -> Path | None:
-    """This process's records, into the raw results folder; None when it ran no test."""
+def records_path(results_dir: Path) -> Path:
+    """A new file name for one process's records in the raw results folder."""
+    return results_dir / f"{RECORDS_PREFIX}{uuid.uuid4()}.json"
+
+
+def write_records(records: Sequence[TestRecord], results_dir: Path, path: Path | None = None, *,
+                  complete: bool = True) -> Path | None:
+    """This process's records, into the raw results folder (``path`` there, replaced whole: a process that
+    rewrites its file after each test and then dies leaves every finished test's record, marked not
+    ``complete``); None when it ran no test."""
     if not records:
         return None
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"{RECORDS_PREFIX}{uuid.uuid4()}.json"
-    payload = {"format": RECORDS_FORMAT, "tests": [r.to_json() for r in records]}
-    path.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
+    path = path if path is not None else records_path(results_dir)
+    payload = {"format": RECORDS_FORMAT, "tests": [r.to_json() for r in records], "complete": complete}
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(partial, path)
     return path
 
 
@@ -164,10 +175,21 @@ def load_records(results_dirs: Sequence[Path]) -> list[TestRecord]:
         for path in sorted(results_dir.glob(f"{RECORDS_PREFIX}*.json")):
             data = read_document(path, RECORDS_FORMAT, _RECORDS_FIX)
             try:
-                records.extend(TestRecord.from_json(raw) for raw in data.get("tests", ()))
+                tests = [TestRecord.from_json(raw) for raw in data.get("tests", ())]
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise InputError(path, f"malformed test record: {exc!r}", where="tests", fix=_RECORDS_FIX) from None
+            records.extend(tests)
+            if data.get("complete", True) is not True:  # the process died: its phones' later tests never ran
+                records.extend(_unfinished(device) for device in dict.fromkeys(
+                    test.device for test in tests if test.device is not None))
     return records
+
+
+def _unfinished(device: str) -> TestRecord:
+    return TestRecord(full_name=f"(the pytest process of {device})", title=f"{device}: the rest of its tests",
+                      status="broken", device=device,
+                      reason="the pytest process running this phone's tests died (killed, out of memory?) before "
+                             "it finished: what it was doing then has no result, so the phone cannot pass")
 
 
 def phones_in_several(results_dirs: Sequence[Path]) -> dict[str, list[str]]:

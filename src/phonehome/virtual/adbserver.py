@@ -68,6 +68,16 @@ def _okay(sock: socket.socket, payload: bytes = b"") -> None:
     sock.sendall(b"OKAY" + payload)
 
 
+#: what adb says when a service is asked of an unauthorised device (adb 1.0.41, transport.cpp)
+UNAUTHORIZED_MESSAGE = ("device unauthorized.\nThis adb server's $ADB_VENDOR_KEYS is not set\nTry 'adb kill-server' if "
+                        "that seems wrong.\nOtherwise check for a confirmation dialog on your device.")
+
+
+def _not_online(phone: VirtualPhone) -> str:
+    """The FAIL message of a service asked of a phone that is not ``device``, as adb words it."""
+    return UNAUTHORIZED_MESSAGE if phone.state == "unauthorized" else "device offline"
+
+
 def _fail(sock: socket.socket, message: str) -> None:
     data = message.encode()
     sock.sendall(b"FAIL" + f"{len(data):04x}".encode() + data)
@@ -381,12 +391,12 @@ class AdbServer:
             _okay(conn, _block("usb:1-1" if phone.spec.transport == "usb" else "unknown"))
         elif command == "features":
             if state != "device":
-                _fail(conn, "device offline")
+                _fail(conn, _not_online(phone))
                 return
             _okay(conn, _block(",".join(DEVICE_FEATURES)))
         elif command.startswith("forward:"):
             if state != "device":
-                _fail(conn, "device offline")
+                _fail(conn, _not_online(phone))
                 return
             self._forward(conn, phone, command[len("forward:"):])
         else:
@@ -415,7 +425,7 @@ class AdbServer:
             _fail(conn, error)
             return None
         if phone.state != "device":
-            _fail(conn, "device offline")
+            _fail(conn, _not_online(phone))
             return None
         if with_id:
             _okay(conn, struct.pack("<Q", phone.transport_id))
@@ -579,7 +589,7 @@ class AdbServer:
 
     def _device_service(self, conn: socket.socket, phone: VirtualPhone, service: str) -> None:
         if phone.state != "device":
-            _fail(conn, "device offline")
+            _fail(conn, _not_online(phone))
             return
         phone.track_stream(conn)
         try:

@@ -248,6 +248,10 @@ class Lab:
         running = netlab.StateFile.load(instance)
         if running is not None and running.owner_alive() and "lab" in running.extra \
                 and "stopping" not in running.extra:
+            if _stopped(running.owner_pid):  # alive but frozen: its adb server accepts and never answers
+                return (f"lab {instance!r} is stalled: the lab daemon (pid {running.owner_pid}) is stopped "
+                        f"(SIGSTOP, or a debugger); 'kill -CONT {running.owner_pid}' resumes it, 'phonehome lab "
+                        f"down --instance {instance}' ends it")
             return None
         redact = _redactor(instance, redactor)
         parts: list[str] = []
@@ -334,6 +338,15 @@ def lab_redactor(devices: Sequence[LabDevice]) -> Redactor:
 def _redactor(instance: str, extra: Redactor | None) -> Redactor:
     own = _REDACTORS.get(instance, Redactor())
     return own.merged(extra) if extra is not None else own
+
+
+def _stopped(pid: int) -> bool:
+    """True when the process is stopped (``T``) or traced (``t``): it lives, but answers nothing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] in (["T"], ["t"])
 
 
 def _exit_text(returncode: int) -> str:

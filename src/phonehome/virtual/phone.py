@@ -42,6 +42,12 @@ UNLOCK_METHODS: tuple[str, ...] = ("none", "swipe", "pin", "password")
 TRANSPORTS: tuple[str, ...] = ("usb", "tcp")
 #: a persistent property that makes every later boot hang before ``sys.boot_completed`` (fault rehearsal)
 BOOT_HANG_PROP = "persist.phonehome.fault.boot_hang"
+#: a property that puts the phone's adb transport into ``unauthorized`` (a revoked key) or ``offline`` (a cable
+#: glitch) a moment after it is set, until the next boot (fault rehearsal: the phone lost mid-test)
+TRANSPORT_FAULT_PROP = "phonehome.fault.transport"
+TRANSPORT_FAULTS: tuple[str, ...] = ("unauthorized", "offline")
+#: the delay lets the shell that set the property return its exit code first
+TRANSPORT_FAULT_DELAY_S = 0.2
 EVENTS: tuple[str, ...] = ("boot_completed", "screen_on", "screen_off", "unlocked", "shutdown")
 
 #: how long close() waits for the boot and event threads
@@ -629,7 +635,11 @@ class VirtualPhone:
             if name.startswith("ro.") and self.getprop(name):
                 return False
             self._props[name] = value
-            return True
+        if name == TRANSPORT_FAULT_PROP and value in TRANSPORT_FAULTS:
+            fault = threading.Timer(TRANSPORT_FAULT_DELAY_S, self._set_state, (value,))
+            fault.daemon = True
+            fault.start()
+        return True
 
     def _initial_settings(self) -> dict[str, dict[str, str]]:
         android_id = self.identifier("android_id") or hashlib.sha256(

@@ -1270,6 +1270,10 @@ def _logcat(ctx: CommandContext) -> int:
     return 0
 
 
+#: a property that makes the running uiautomator2 server on the phone die once (fault rehearsal)
+U2_CRASH_PROP = "phonehome.fault.u2_crash"
+
+
 @command("app_process", "app_process64")
 def _app_process(ctx: CommandContext) -> int:
     """Starts the uiautomator2 server if the class is uiautomator2's; it runs until its stream closes."""
@@ -1297,6 +1301,10 @@ def _app_process(ctx: CommandContext) -> int:
         while not ctx.hangup.wait(HANGUP_POLL_S):
             if ctx.phone.boot_id != start_boot or not server.running:
                 break
+            if ctx.phone.getprop(U2_CRASH_PROP) == "1":  # a rehearsed fault: the server dies, once
+                ctx.phone.setprop(U2_CRASH_PROP, "")
+                ctx.error("java.lang.RuntimeException: uiautomator2 server crashed (phonehome.fault.u2_crash)")
+                return 1
     finally:
         server.stop()
     return 0
