@@ -969,3 +969,36 @@ def test_esp_in_udp_is_encrypted_ipsec_and_cleartext_on_its_port_is_scanned(tmp_
     assert sorted({f.dst for f in result.findings}) == [f"198.51.100.{host}" for host in (10, 11, 12, 13)]
     (zlib_finding,) = (f for f in result.findings if f.dst == "198.51.100.12")
     assert zlib_finding.frames == (6, 7, 8)
+
+
+def test_a_conflicting_copy_of_a_segment_is_scanned_too(tmp_path: Path) -> None:
+    """Suricata-verify's tcp-overlap "GOOD vs EVIL": a segment resent with other bytes for the same sequence
+    numbers. Reassembly keeps the first copy, but every copy left the phone: the one carrying the IMEI is scanned
+    as well, in the flow's protocol, and its finding cites its own frame. An identical resend is not scanned
+    again (one finding, only the first copy's frame)."""
+    from phonehome.testing.captures import PROTO_TCP, TCP_ACK, ip_packet, tcp_segment
+
+    good = b"q=harmless-value-0123456;"
+    evil = f"q={IMEI}-leaked;".encode()
+    assert len(good) == len(evil)
+    request = http_request("POST", "/log", host="log.example", body=good)
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    start = conn.client_seq
+    _head, body = conn.send(request, segment_size=len(request) - len(good))
+    cap.retransmit([body])  # the same bytes again
+    seg = tcp_segment(PHONE_IP, SERVER_IP, conn.sport, 80, evil, seq=start + len(request) - len(good),
+                      ack=conn.server_seq, flags=TCP_ACK)
+    conflicting = cap.add_ip(ip_packet(PHONE_IP, SERVER_IP, PROTO_TCP, seg))
+    conn.close()
+    result = _scan(tmp_path, cap)
+    finding = _assert_found(result, "imei", "plain")
+    assert (finding.frames, finding.protocol, finding.host) == ((cap.packets.index(conflicting) + 1,), "http",
+                                                                 "log.example")
+    assert len(result.findings) == 1
+    assert (result.capture.conflicting_bytes, result.capture.retransmitted_bytes) == (len(evil), len(good))
+    assert result.to_json()["capture"]["conflicting_bytes"] == len(evil)
+
+    cap.packets.remove(conflicting)  # the identical resend alone: nothing to find, nothing in conflict
+    result = _scan(tmp_path, cap)
+    assert result.findings == () and result.capture.conflicting_bytes == 0

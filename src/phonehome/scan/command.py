@@ -54,6 +54,12 @@ Geneve, IP-in-IP, EtherIP, MPLS (IP or Ethernet pseudowire with control word), P
 open network (radiotap, PPI or bare; LLC/SNAP); link types PPP, PPP in HDLC framing, Cisco HDLC and Linux NFLOG
 (tcpdump -i nflog:N). Tunnel and link-layer headers are never scanned, nor DHCP's client hardware address.
 
+TCP streams are reassembled in sequence order. An identical retransmission is compared, not scanned again
+(retransmitted_bytes); a retransmitted or overlapping segment whose bytes differ from the copy delivered (or that
+is older than the last 256 KiB kept to compare with) left the phone too: it is scanned as well, its findings
+citing its frame (conflicting_bytes; past 1 MiB per direction only counted, conflicting_unscanned_bytes, with a
+warning). Bytes never captured are counted as gaps (tcp_gaps, tcp_gap_bytes).
+
 IDS.yaml keys (each a string or a list of strings, unless noted):
   {", ".join(k for k in SCHEMA_KEYS if k not in ("location", "cell", "wifi", "custom"))}
   location: {{lat, lon}} or a list of them (decimal degrees)
@@ -66,7 +72,8 @@ IDS.yaml keys (each a string or a list of strings, unless noted):
 
 OUT.json (--json):
   {{"capture": {{path, format, link_types, packets, first_time, last_time, warnings,
-               undecoded: {{reason: {{packets, bytes}}}}, undecoded_phases, tunnelled_packets, ...}},
+               undecoded: {{reason: {{packets, bytes}}}}, undecoded_phases, tunnelled_packets, tcp_gaps,
+               tcp_gap_bytes, retransmitted_bytes, conflicting_bytes, conflicting_unscanned_bytes, ...}},
    "findings": [{{identifier, encoding, transport, src, sport, dst, dport, host, protocol, encrypted,
                  decrypted, frames (1-based, as Wireshark numbers them), time, phase, excerpt (identifier masked),
                  value (the matched text, masked as in the table), app, uid}}, ...],
