@@ -1002,3 +1002,39 @@ def test_a_conflicting_copy_of_a_segment_is_scanned_too(tmp_path: Path) -> None:
     cap.packets.remove(conflicting)  # the identical resend alone: nothing to find, nothing in conflict
     result = _scan(tmp_path, cap)
     assert result.findings == () and result.capture.conflicting_bytes == 0
+
+
+def _dhcpv6_option(code: int, value: bytes) -> bytes:
+    return struct.pack("!HH", code, len(value)) + value
+
+
+def test_dhcpv6_carries_the_mac_in_its_duid_as_its_link_layer_address_not_as_a_leak(tmp_path: Path) -> None:
+    """A DHCPv6 client identifies itself by a DUID, whose types DUID-LLT (1) and DUID-LL (3) hold its link-layer
+    address; a relay agent adds it again (client link-layer address option, RFC 6939). As DHCP's chaddr, that is
+    the link layer's address, never a leak. The MAC elsewhere (a vendor option) and a host name carrying the
+    Android ID in the FQDN option (39) are."""
+    mac = bytes.fromhex(MAC.replace(":", ""))
+    duid_llt = struct.pack("!HHI", 1, 1, 0x2C1F6E40) + mac
+    duid_ll = struct.pack("!HH", 3, 1) + mac
+    elapsed = _dhcpv6_option(8, b"\x00\x00")
+    solicit = b"\x01\x5a\x1b\x2c" + _dhcpv6_option(1, duid_llt) + elapsed + _dhcpv6_option(6, b"\x00\x17")
+    relayed = (b"\x0c\x00" + bytes(16) + bytes.fromhex("fe80000000000000ae3743fffe4d5e6f")
+               + _dhcpv6_option(9, b"\x0b\x00\x00\x07" + _dhcpv6_option(1, duid_ll))  # an Information-request
+               + _dhcpv6_option(79, b"\x00\x01" + mac))
+    plain = CaptureBuilder()
+    plain.udp("fe80::ae37:43ff:fe4d:5e6f", "ff02::1:2", 546, 547, solicit)
+    plain.udp("fe80::1", "2001:db8::547", 547, 547, relayed)
+    result = _scan(tmp_path, plain)
+    assert result.findings == () and [flow.protocol for flow in result.flows] == ["dhcpv6", "dhcpv6"]
+
+    hostname = f"android-{ANDROID_ID}".encode()
+    fqdn = _dhcpv6_option(39, b"\x01" + bytes((len(hostname),)) + hostname + b"\x04home\x00")
+    vendor = _dhcpv6_option(17, b"\x00\x00\x0a\xab" + mac)  # the MAC again, in a vendor option: no link-layer field
+    leaky = CaptureBuilder()
+    leaky.udp("fe80::ae37:43ff:fe4d:5e6f", "ff02::1:2", 546, 547, solicit + fqdn + vendor)
+    found = {(f.identifier, f.protocol) for f in _scan(tmp_path, leaky).findings}
+    assert found == {("android_id", "dhcpv6"), ("wifi_mac", "dhcpv6")}
+
+    cut = CaptureBuilder()  # an option longer than the datagram: no DHCPv6 message, scanned as it is
+    cut.udp("fe80::ae37:43ff:fe4d:5e6f", "ff02::1:2", 546, 547, solicit[:-6] + b"\x00\x01\x00\x40" + mac)
+    assert {(f.identifier, f.protocol) for f in _scan(tmp_path, cut).findings} == {("wifi_mac", "unknown")}

@@ -52,7 +52,8 @@ exit status:
 encapsulations decoded to the inner flow: VLAN, GRE (with transparent Ethernet bridging, ERSPAN I/II/III), VXLAN,
 Geneve, IP-in-IP, EtherIP, MPLS (IP or Ethernet pseudowire with control word), PPPoE, 802.11 data frames of an
 open network (radiotap, PPI or bare; LLC/SNAP); link types PPP, PPP in HDLC framing, Cisco HDLC and Linux NFLOG
-(tcpdump -i nflog:N). Tunnel and link-layer headers are never scanned, nor DHCP's client hardware address.
+(tcpdump -i nflog:N). Tunnel and link-layer headers are never scanned, nor DHCP's client hardware address, nor
+the link-layer address in a DHCPv6 DUID (DUID-LLT, DUID-LL) or a relay's client link-layer address option.
 
 TCP streams are reassembled in sequence order. An identical retransmission is compared, not scanned again
 (retransmitted_bytes); a retransmitted or overlapping segment whose bytes differ from the copy delivered (or that

@@ -60,11 +60,13 @@ from phonehome.scan.pcapfile import NOT_A_PACKET, CaptureReader
 from phonehome.scan.protocols import (
     DATAGRAM_HEADER_BYTES,
     DHCP_PORTS,
+    DHCPV6_PORTS,
     ESP_RUN,
     IPSEC_NAT_T_PORT,
     MAX_CLIENT_HELLO_BYTES,
     MAX_QUIC_INITIALS,
     PROTO_DHCP,
+    PROTO_DHCPV6,
     PROTO_DNS,
     PROTO_DTLS,
     PROTO_ESP,
@@ -88,6 +90,7 @@ from phonehome.scan.protocols import (
     classify_stream,
     client_hello_from_crypto,
     dhcp_link_addresses_blanked,
+    dhcpv6_link_addresses_blanked,
     esp_in_udp,
     parse_client_hello,
     parse_dns,
@@ -868,6 +871,11 @@ class Scanner:
             blanked = dhcp_link_addresses_blanked(payload, self.frame_data[:self.frame_ip])
             if blanked is not None:
                 flow.protocol = protocol = PROTO_DHCP
+                payload = blanked
+        elif d.sport in DHCPV6_PORTS and d.dport in DHCPV6_PORTS:
+            blanked = dhcpv6_link_addresses_blanked(payload)
+            if blanked is not None:
+                flow.protocol = protocol = PROTO_DHCPV6
                 payload = blanked
         if d.sport in DNS_PORTS or d.dport in DNS_PORTS:
             message = parse_dns(payload)
