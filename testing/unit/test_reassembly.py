@@ -7,7 +7,13 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phonehome.scan.reassembly import MAX_PENDING_BYTES_PER_STREAM, Budget, Stream
+from phonehome.scan.reassembly import (
+    MAX_CONFLICT_BYTES_PER_STREAM,
+    MAX_PENDING_BYTES_PER_STREAM,
+    RECENT_BYTES_PER_STREAM,
+    Budget,
+    Stream,
+)
 
 ISN = 0xFFFFFF00  # close to the wrap-around, so every test also crosses 2**32
 
@@ -125,8 +131,142 @@ def test_total_budget_is_shared_between_streams() -> None:
 @given(data=st.binary(min_size=1, max_size=3000), size=st.integers(1, 400), seed=st.integers(0, 10_000),
        dup=st.floats(0, 0.5))
 def test_any_order_with_duplicates_rebuilds_the_stream(data: bytes, size: int, seed: int, dup: float) -> None:
+    """Duplicates and overlapping copies of the same bytes, in any order: the stream once, and never a conflict
+    (identical copies are compared, not handed out to be scanned again)."""
     rng = random.Random(seed)
     segments = _segments(data, size)
     segments += [s for s in segments if rng.random() < dup]
+    for _ in range(int(dup * 10)):  # repacketised copies, across the original segments' boundaries
+        lo = rng.randrange(len(data))
+        hi = rng.randrange(lo, len(data)) + 1
+        segments.append(((ISN + 1 + lo) % (1 << 32), data[lo:hi]))
     rng.shuffle(segments)
-    assert _run(_stream(), segments)[0] == data
+    budget = Budget()
+    stream = _stream(budget)
+    assert _run(stream, segments)[0] == data
+    assert stream.conflicts == [] and budget.conflicting_bytes == 0
+
+
+# --- conflicting copies: the same sequence numbers, other bytes ------------------------------------------------
+
+GOOD = b"q=harmless-value-0123456789;"
+EVIL = b"q=356938035643809-leaked!!!;"  # as long as GOOD
+
+
+def _delivered(stream: Stream, seq: int, payload: bytes, frame: int) -> bytes:
+    return b"".join(piece[0] for piece in stream.add(seq, payload, frame, float(frame)))
+
+
+def test_a_retransmission_with_other_bytes_is_a_conflict() -> None:
+    """Suricata-verify's tcp-overlap "GOOD vs EVIL": a segment resent over bytes already delivered, with other
+    bytes. The stream keeps the first copy; the other is handed out (its frame and time), its overlap counted."""
+    budget = Budget()
+    stream = _stream(budget)
+    head, tail = b"POST /x HTTP/1.1\r\n", b"\r\n"
+    seq = ISN + 1
+    assert _delivered(stream, seq, head, 1) == head
+    assert _delivered(stream, seq + len(head), GOOD, 2) == GOOD
+    assert _delivered(stream, seq + len(head), EVIL, 3) == b""  # the whole copy is behind
+    assert stream.conflicts == [(EVIL, 3, 3.0)]
+    assert budget.conflicting_bytes == len(EVIL) and budget.retransmitted_bytes == 0
+    # a copy overlapping the end of what was delivered: its new bytes are delivered, its old ones compared
+    stream.conflicts.clear()
+    overlap = EVIL[-5:] + tail
+    assert _delivered(stream, seq + len(head) + len(GOOD) - 5, overlap, 4) == tail
+    assert stream.conflicts == [(overlap, 4, 4.0)] and budget.conflicting_bytes == len(EVIL) + 5
+    # the same bytes again: a retransmission, nothing handed out
+    stream.conflicts.clear()
+    assert _delivered(stream, seq, head + GOOD + tail, 5) == b""
+    assert stream.conflicts == [] and budget.retransmitted_bytes == len(head + GOOD + tail)
+
+
+def test_copies_held_out_of_order_are_compared() -> None:
+    """Two copies of a range that waits for a missing segment: the one not kept is handed out, whichever it is
+    (a longer copy replaces a shorter one: then the shorter, earlier one is the conflict)."""
+    budget = Budget()
+    stream = _stream(budget)
+    first = ISN + 1
+    later = (first + 10) % (1 << 32)
+    assert _delivered(stream, later, GOOD, 2) == b""
+    assert _delivered(stream, later, EVIL, 3) == b""
+    assert stream.conflicts == [(EVIL, 3, 3.0)]
+    longer = EVIL + b"and more"
+    assert _delivered(stream, later, longer, 4) == b""
+    assert stream.conflicts[1:] == [(GOOD, 2, 2.0)]  # replaced by the longer copy, which is delivered
+    assert _delivered(stream, first, b"0123456789", 5) == b"0123456789" + longer
+    assert budget.conflicting_bytes == 2 * len(GOOD)
+
+
+def test_an_overlap_trimmed_when_delivered_is_compared() -> None:
+    """Held segments that overlap one another are trimmed as they are delivered: the trimmed bytes are compared
+    with the ones delivered before them."""
+    budget = Budget()
+    stream = _stream(budget)
+    first = ISN + 1
+    assert _delivered(stream, (first + 10) % (1 << 32), GOOD, 2) == b""
+    clash = b"XX" + GOOD[12:]  # starts 10 bytes into GOOD: its first two bytes differ
+    assert _delivered(stream, (first + 20) % (1 << 32), clash, 3) == b""
+    assert _delivered(stream, first, b"0123456789", 4) == b"0123456789" + GOOD
+    assert stream.conflicts == [(clash, 3, 3.0)] and budget.conflicting_bytes == len(clash)
+
+
+def test_a_retransmission_older_than_what_is_kept_cannot_be_compared() -> None:
+    """Only the last RECENT_BYTES_PER_STREAM of a direction are kept: a copy of older bytes is handed out (it
+    cannot be shown to be the same); one of recent bytes is compared."""
+    budget = Budget()
+    stream = _stream(budget)
+    segments = _segments(bytes(range(256)) * (3 * RECENT_BYTES_PER_STREAM // 256), 10_000)
+    for frame, (seq, payload) in enumerate(segments, 1):
+        stream.add(seq, payload, frame, 0.0)
+    assert RECENT_BYTES_PER_STREAM <= stream.recent_bytes <= 2 * RECENT_BYTES_PER_STREAM
+    stream.add(*segments[-3], 900, 0.0)
+    assert stream.conflicts == [] and budget.retransmitted_bytes == len(segments[-3][1])
+    stream.add(*segments[0], 901, 0.0)
+    assert stream.conflicts == [(segments[0][1], 901, 0.0)]
+
+
+def test_conflicts_handed_out_are_bounded_per_direction() -> None:
+    budget = Budget()
+    stream = _stream(budget)
+    stream.add(ISN + 1, GOOD * 1000, 1, 0.0)
+    evil = EVIL * 1000
+    copies = MAX_CONFLICT_BYTES_PER_STREAM // len(evil) + 5
+    for frame in range(2, 2 + copies):
+        stream.add(ISN + 1, evil, frame, 0.0)
+    assert sum(len(c[0]) for c in stream.conflicts) <= MAX_CONFLICT_BYTES_PER_STREAM
+    assert budget.conflicting_bytes + budget.conflicting_unscanned_bytes == copies * len(evil)
+    assert budget.conflicting_unscanned_bytes >= 5 * len(evil)
+
+
+def test_a_keep_alive_probe_is_no_conflict() -> None:
+    """A keep-alive probe (BSD, Windows) resends one garbage byte just behind the stream: not a copy to scan."""
+    budget = Budget()
+    stream = _stream(budget)
+    stream.add(ISN + 1, GOOD, 1, 0.0)
+    assert stream.add((ISN + len(GOOD)) % (1 << 32), b"\x00", 2, 0.0) == []
+    assert stream.conflicts == [] and budget.retransmitted_bytes == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(min_size=2, max_size=2000), size=st.integers(1, 300), seed=st.integers(0, 10_000),
+       flip=st.booleans())
+def test_a_resent_range_conflicts_exactly_when_a_byte_differs(data: bytes, size: int, seed: int,
+                                                               flip: bool) -> None:
+    """Any range resent after delivery, across any segment boundaries and past the end of what was delivered:
+    a conflict when (and only when) one of its already delivered bytes differs (but for a keep-alive probe)."""
+    rng = random.Random(seed)
+    budget = Budget()
+    stream = _stream(budget)
+    cut = rng.randrange(1, len(data))  # delivered so far
+    delivered = [stream.add(seq, payload, 1, 0.0) for seq, payload in _segments(data[:cut], size)]
+    assert b"".join(p[0] for pieces in delivered for p in pieces) == data[:cut]
+    lo = rng.randrange(cut)
+    hi = rng.randrange(lo + 1, len(data) + 1)
+    copy = bytearray(data[lo:hi])
+    if flip:
+        copy[rng.randrange(min(hi, cut) - lo)] ^= 0xFF  # a byte already delivered
+    rest = stream.add((ISN + 1 + lo) % (1 << 32), bytes(copy), 2, 0.0)
+    assert b"".join(p[0] for p in rest) == bytes(copy[cut - lo:])
+    keep_alive = hi - lo == 1 and lo == cut - 1  # one byte just behind: a keep-alive probe, never compared
+    assert stream.conflicts == ([(bytes(copy), 2, 0.0)] if flip and not keep_alive else [])
+    assert budget.conflicting_bytes + budget.retransmitted_bytes == min(hi, cut) - lo

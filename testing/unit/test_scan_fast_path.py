@@ -304,3 +304,26 @@ def test_a_tunnelled_packet_is_not_taken_for_a_datagram_of_an_encrypted_udp_flow
     cap.add_ip(ip_packet(PHONE_IP, SERVER_IP, PROTO_IPIP, inner))
     result, _ = _scan_both(tmp_path, cap)
     assert [f.identifier for f in result.findings] == ["imei"]
+
+
+def test_a_conflicting_copy_of_bytes_the_fast_path_delivered(tmp_path: Path) -> None:
+    """Segments taken in order by the fast path are kept to compare a later copy with: an identical resend is
+    only counted, one with other bytes (the leak) is scanned as its own copy, citing its frame, as without the
+    fast path."""
+    cap = CaptureBuilder()
+    harmless = BODY.replace(LEAK, b"z" * len(LEAK))
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(http_request("GET", "/fw.bin", host="fw.example"))
+    start = conn.server_seq
+    response = http_response(harmless)
+    segments = conn.reply(response, segment_size=1000)
+    at = response.index(b"z" * len(LEAK)) // 1000 * 1000  # the segment where the leak would have been
+    cap.retransmit(segments[at // 1000 - 2:at // 1000 + 1])
+    evil = http_response(BODY)[at:at + 1000]
+    conflicting = cap.add_ip(ip_packet(SERVER_IP, PHONE_IP, PROTO_TCP, tcp_segment(
+        SERVER_IP, PHONE_IP, 80, conn.sport, evil, seq=start + at, ack=conn.client_seq, flags=TCP_ACK)))
+    conn.close()
+    result, fast = _scan_both(tmp_path, cap)
+    assert fast >= len(segments)
+    assert _leak_frames(result) == [(cap.packets.index(conflicting) + 1,)]
+    assert (result.capture.retransmitted_bytes, result.capture.conflicting_bytes) == (3000, 1000)

@@ -976,3 +976,80 @@ def test_esp_in_udp_is_encrypted_ipsec_and_cleartext_on_its_port_is_scanned(tmp_
         vpn.udp(PHONE_IP, "198.51.100.9", 4500, 4500, struct.pack("!II", 0xC0FFEE01, seq) + rng.randbytes(600))
     problem = _scan(tmp_path, vpn, {"imei": IMEI}).capture.decode_problem
     assert problem is not None and "encrypted IPsec (ESP)" in problem
+
+
+def test_a_conflicting_copy_of_a_segment_is_scanned_too(tmp_path: Path) -> None:
+    """Suricata-verify's tcp-overlap "GOOD vs EVIL": a segment resent with other bytes for the same sequence
+    numbers. Reassembly keeps the first copy, but every copy left the phone: the one carrying the IMEI is scanned
+    as well, in the flow's protocol, and its finding cites its own frame. An identical resend is not scanned
+    again (one finding, only the first copy's frame)."""
+    from phonehome.testing.captures import PROTO_TCP, TCP_ACK, ip_packet, tcp_segment
+
+    good = b"q=harmless-value-0123456;"
+    evil = f"q={IMEI}-leaked;".encode()
+    assert len(good) == len(evil)
+    request = http_request("POST", "/log", host="log.example", body=good)
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    start = conn.client_seq
+    _head, body = conn.send(request, segment_size=len(request) - len(good))
+    cap.retransmit([body])  # the same bytes again
+    seg = tcp_segment(PHONE_IP, SERVER_IP, conn.sport, 80, evil, seq=start + len(request) - len(good),
+                      ack=conn.server_seq, flags=TCP_ACK)
+    conflicting = cap.add_ip(ip_packet(PHONE_IP, SERVER_IP, PROTO_TCP, seg))
+    conn.close()
+    result = _scan(tmp_path, cap)
+    finding = _assert_found(result, "imei", "plain")
+    assert (finding.frames, finding.protocol, finding.host) == ((cap.packets.index(conflicting) + 1,), "http",
+                                                                 "log.example")
+    assert len(result.findings) == 1
+    assert (result.capture.conflicting_bytes, result.capture.retransmitted_bytes) == (len(evil), len(good))
+    assert result.to_json()["capture"]["conflicting_bytes"] == len(evil)
+
+    cap.packets.remove(conflicting)  # the identical resend alone: nothing to find, nothing in conflict
+    result = _scan(tmp_path, cap)
+    assert result.findings == () and result.capture.conflicting_bytes == 0
+
+
+def _dhcpv6_option(code: int, value: bytes) -> bytes:
+    return struct.pack("!HH", code, len(value)) + value
+
+
+def test_dhcpv6_carries_the_mac_in_its_duid_as_its_link_layer_address_not_as_a_leak(tmp_path: Path) -> None:
+    """A DHCPv6 client identifies itself by a DUID, whose types DUID-LLT (1) and DUID-LL (3) hold its link-layer
+    address; a relay agent adds it again (client link-layer address option, RFC 6939). As DHCP's chaddr, that is
+    the link layer's address, never a leak. The MAC elsewhere (a vendor option) and a host name carrying the
+    Android ID in the FQDN option (39) are."""
+    mac = bytes.fromhex(MAC.replace(":", ""))
+    duid_llt = struct.pack("!HHI", 1, 1, 0x2C1F6E40) + mac
+    duid_ll = struct.pack("!HH", 3, 1) + mac
+    elapsed = _dhcpv6_option(8, b"\x00\x00")
+    solicit = b"\x01\x5a\x1b\x2c" + _dhcpv6_option(1, duid_llt) + elapsed + _dhcpv6_option(6, b"\x00\x17")
+    relayed = (b"\x0c\x00" + bytes(16) + bytes.fromhex("fe80000000000000ae3743fffe4d5e6f")
+               + _dhcpv6_option(9, b"\x0b\x00\x00\x07" + _dhcpv6_option(1, duid_ll))  # an Information-request
+               + _dhcpv6_option(79, b"\x00\x01" + mac))
+    def from_mac(source: bytes, src: str, dst: str, sport: int, message: bytes) -> bytes:
+        udp = udp_datagram(src, dst, sport, 547, message)
+        return ethernet_frame(ip_packet(src, dst, 17, udp), src_mac=source)
+
+    plain = CaptureBuilder()
+    plain.add_frame(from_mac(mac, "fe80::ae37:43ff:fe4d:5e6f", "ff02::1:2", 546, solicit))
+    plain.udp("fe80::1", "2001:db8::547", 547, 547, relayed)  # from the relay agent: the network's, not the phone's
+    result = _scan(tmp_path, plain)
+    assert result.findings == () and [flow.protocol for flow in result.flows] == ["dhcpv6", "dhcpv6"]
+
+    hostname = f"android-{ANDROID_ID}".encode()
+    fqdn = _dhcpv6_option(39, b"\x01" + bytes((len(hostname),)) + hostname + b"\x04home\x00")
+    vendor = _dhcpv6_option(17, b"\x00\x00\x0a\xab" + mac)  # the MAC again, in a vendor option: no link-layer field
+    leaky = CaptureBuilder()
+    leaky.add_frame(from_mac(mac, "fe80::ae37:43ff:fe4d:5e6f", "ff02::1:2", 546, solicit + fqdn + vendor))
+    found = {(f.identifier, f.protocol) for f in _scan(tmp_path, leaky).findings}
+    assert found == {("android_id", "dhcpv6"), ("wifi_mac", "dhcpv6")}
+
+    randomised = CaptureBuilder()  # a DUID-LLT made from the factory MAC, sent behind a randomised one: found
+    randomised.add_frame(from_mac(b"\x02\x00\x00\x00\x00\x0a", "fe80::ff:fe00:a", "ff02::1:2", 546, solicit))
+    assert {(f.identifier, f.protocol) for f in _scan(tmp_path, randomised).findings} == {("wifi_mac", "dhcpv6")}
+
+    cut = CaptureBuilder()  # an option longer than the datagram: no DHCPv6 message, scanned as it is
+    cut.udp("fe80::ae37:43ff:fe4d:5e6f", "ff02::1:2", 546, 547, solicit[:-6] + b"\x00\x01\x00\x40" + mac)
+    assert {(f.identifier, f.protocol) for f in _scan(tmp_path, cut).findings} == {("wifi_mac", "unknown")}

@@ -52,7 +52,14 @@ exit status:
 encapsulations decoded to the inner flow: VLAN, GRE (with transparent Ethernet bridging, ERSPAN I/II/III), VXLAN,
 Geneve, IP-in-IP, EtherIP, MPLS (IP or Ethernet pseudowire with control word), PPPoE, 802.11 data frames of an
 open network (radiotap, PPI or bare; LLC/SNAP); link types PPP, PPP in HDLC framing, Cisco HDLC and Linux NFLOG
-(tcpdump -i nflog:N). Tunnel and link-layer headers are never scanned, nor DHCP's client hardware address.
+(tcpdump -i nflog:N). Tunnel and link-layer headers are never scanned, nor DHCP's client hardware address, nor
+the link-layer address in a DHCPv6 DUID (DUID-LLT, DUID-LL) or a relay's client link-layer address option.
+
+TCP streams are reassembled in sequence order. An identical retransmission is compared, not scanned again
+(retransmitted_bytes); a retransmitted or overlapping segment whose bytes differ from the copy delivered (or that
+is older than the last 256 KiB kept to compare with) left the phone too: it is scanned as well, its findings
+citing its frame (conflicting_bytes; past 1 MiB per direction only counted, conflicting_unscanned_bytes, with a
+warning). Bytes never captured are counted as gaps (tcp_gaps, tcp_gap_bytes).
 
 IDS.yaml keys (each a string or a list of strings, unless noted):
   {", ".join(k for k in SCHEMA_KEYS if k not in ("location", "cell", "wifi", "custom"))}
@@ -66,7 +73,8 @@ IDS.yaml keys (each a string or a list of strings, unless noted):
 
 OUT.json (--json):
   {{"capture": {{path, format, link_types, packets, first_time, last_time, warnings,
-               undecoded: {{reason: {{packets, bytes}}}}, undecoded_phases, tunnelled_packets, ...}},
+               undecoded: {{reason: {{packets, bytes}}}}, undecoded_phases, tunnelled_packets, tcp_gaps,
+               tcp_gap_bytes, retransmitted_bytes, conflicting_bytes, conflicting_unscanned_bytes, ...}},
    "findings": [{{identifier, encoding, transport, src, sport, dst, dport, host, protocol, encrypted,
                  decrypted, frames (1-based, as Wireshark numbers them), time, phase, excerpt (identifier masked),
                  value (the matched text, masked as in the table), app, uid}}, ...],

@@ -32,6 +32,7 @@ PROTO_QUIC = "quic"
 PROTO_SSH = "ssh"
 PROTO_MQTT = "mqtt"
 PROTO_DHCP = "dhcp"
+PROTO_DHCPV6 = "dhcpv6"
 PROTO_ESP = "esp"  # IPsec ESP in UDP (NAT traversal): a VPN, Wi-Fi calling to the ePDG
 PROTO_UNKNOWN = "unknown"
 #: a decoder's switch_to when its stream goes on as another protocol from here (TLS through an HTTP CONNECT proxy)
@@ -330,6 +331,60 @@ def dhcp_link_addresses_blanked(payload: bytes, link_header: bytes) -> bytes | N
             out[pos + 3:pos + 9] = bytes(6)
         pos += 2 + size
     return bytes(out)
+
+
+#: UDP ports of DHCPv6 (client, and server or relay agent)
+DHCPV6_PORTS = frozenset((546, 547))
+_DHCPV6_RELAY_FORW, _DHCPV6_RELAY_REPL = 12, 13
+_DHCPV6_CLIENTID, _DHCPV6_SERVERID, _DHCPV6_RELAY_MSG = 1, 2, 9
+_DHCPV6_CLIENT_LINKLAYER_ADDR = 79  # RFC 6939: link-layer type, then the client's link-layer address
+_DUID_LLT, _DUID_LL = 1, 3  # DUID types that carry a link-layer address (after type, hardware type[, time])
+#: relay messages nest: a relay agent wraps what it relays (RFC 8415's HOP_COUNT_LIMIT is 8 hops)
+_DHCPV6_MAX_NESTING = 32
+
+
+def dhcpv6_link_addresses_blanked(payload: bytes, link_header: bytes) -> bytes | None:
+    """A DHCPv6 message with the link-layer addresses it carries as such blanked: the one in a DUID of type
+    DUID-LLT or DUID-LL (client and server identifier options) where it is the frame's own (in ``link_header``,
+    as DHCP's chaddr: :func:`dhcp_link_addresses_blanked`; a DUID-LLT made once from the factory MAC and sent
+    behind a randomised one is what randomisation hides, and is scanned), and in what a relay agent sends (its
+    client link-layer address option, the relayed messages: the network's, not the phone's). Its other options
+    (FQDN with the host name, vendor options...) stay and are scanned. None when ``payload`` is no DHCPv6 message
+    (its options must fill it exactly)."""
+    out = bytearray(payload)
+    return bytes(out) if _blank_dhcpv6(out, 0, len(out), 0, link_header) else None
+
+
+def _blank_dhcpv6(out: bytearray, start: int, end: int, depth: int, link_header: bytes) -> bool:
+    """Blank the link-layer addresses of the DHCPv6 message in ``out[start:end]``; False when it is none."""
+    if end - start < 4 or depth > _DHCPV6_MAX_NESTING:
+        return False
+    kind = out[start]
+    relay = kind in (_DHCPV6_RELAY_FORW, _DHCPV6_RELAY_REPL)
+    if not 1 <= kind <= 36 or (relay and end - start < 34):
+        return False
+    pos = start + (34 if relay else 4)  # relays: hop count, link address, peer address
+    while pos < end:
+        if pos + 4 > end:
+            return False
+        code = int.from_bytes(out[pos:pos + 2], "big")
+        size = int.from_bytes(out[pos + 2:pos + 4], "big")
+        value = pos + 4
+        if value + size > end:
+            return False
+        if code in (_DHCPV6_CLIENTID, _DHCPV6_SERVERID) and size >= 4:
+            duid = int.from_bytes(out[value:value + 2], "big")
+            address = value + (8 if duid == _DUID_LLT else 4 if duid == _DUID_LL else size)
+            own = depth > 0 or (value + size - address >= 6 and bytes(out[address:value + size]) in link_header)
+            if address < value + size and own:
+                out[address:value + size] = bytes(value + size - address)
+        elif code == _DHCPV6_CLIENT_LINKLAYER_ADDR and size > 2:
+            out[value + 2:value + size] = bytes(size - 2)
+        elif code == _DHCPV6_RELAY_MSG and relay and not _blank_dhcpv6(out, value, value + size, depth + 1,
+                                                                        link_header):
+            return False
+        pos = value + size
+    return True
 
 
 def parse_dns(payload: bytes) -> DnsMessage | None:

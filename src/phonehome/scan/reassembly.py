@@ -7,8 +7,16 @@ against adversarial captures (huge sequence gaps, thousands of half-open flows):
 stream gives up waiting for the missing bytes, skips the hole and counts it (``Budget.gaps``/``gap_bytes``), so
 the scan can report what it could not see instead of silently passing.
 
+A retransmitted or overlapping segment is compared with the bytes already delivered for its range (the last
+:data:`RECENT_BYTES_PER_STREAM` of the direction are kept for this, as references to the segments that carried
+them) and with a held segment of the same range: identical copies are counted (``Budget.retransmitted_bytes``) and
+dropped, while a copy whose bytes differ, or that can no longer be compared (older than what is kept), is a
+conflict: both copies left the phone, so the other one is handed out too (:attr:`Stream.conflicts`, to be scanned
+as a unit of its own) and counted (``Budget.conflicting_bytes``), up to :data:`MAX_CONFLICT_BYTES_PER_STREAM`
+per direction; past that it is only counted (``Budget.conflicting_unscanned_bytes``).
+
 Without a SYN (capture started mid-connection) the first segment seen fixes the start; earlier bytes that arrive
-later are treated as retransmissions.
+later are treated as retransmissions (older than anything kept: a conflict, so they are scanned).
 """
 
 from __future__ import annotations
@@ -22,11 +30,21 @@ MAX_PENDING_BYTES_TOTAL = 32 << 20
 #: a segment this far (or further) ahead of the expected sequence number is nonsense, not a gap to wait for
 MAX_SEQUENCE_JUMP = 1 << 30
 
+#: delivered bytes kept per direction to compare retransmissions with (the most recent; at least this many, at
+#: most twice as many, in the segments that carried them)
+RECENT_BYTES_PER_STREAM = 256 << 10
+#: conflicting copies handed out to be scanned per direction; past that they are only counted
+MAX_CONFLICT_BYTES_PER_STREAM = 1 << 20
+#: kept bytes past which a direction's oldest segments are let go
+RECENT_TRIM_BYTES = 2 * RECENT_BYTES_PER_STREAM
+
 _MOD = 1 << 32
 _HALF = 1 << 31
 
 #: (bytes in stream order, frame number that carried them, capture time, a hole precedes these bytes)
 Piece = tuple[bytes, int, float, bool]
+#: a segment's payload whose bytes conflict with the copy delivered for the same range: (payload, frame, time)
+Conflict = tuple[bytes, int, float]
 
 
 @dataclass
@@ -38,18 +56,30 @@ class Budget:
     gaps: int = 0
     gap_bytes: int = 0
     retransmitted_bytes: int = 0
+    #: bytes of retransmitted or overlapping segments that differ from the copy delivered (or could no longer
+    #: be compared with it): the segments carrying them are handed out as conflicts
+    conflicting_bytes: int = 0
+    #: conflicting bytes past MAX_CONFLICT_BYTES_PER_STREAM in their direction: counted, not handed out
+    conflicting_unscanned_bytes: int = 0
 
 
 class Stream:
     """One direction of a TCP connection, rebuilt in sequence order."""
 
-    __slots__ = ("budget", "held", "next_seq", "pending")
+    __slots__ = ("budget", "conflicted", "conflicts", "held", "next_seq", "pending", "recent", "recent_bytes")
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
         self.next_seq = -1
         self.pending: dict[int, tuple[bytes, int, float]] = {}
         self.held = 0
+        #: the segments last delivered, in order, ending at next_seq (an in-order segment taken by the scanner's
+        #: fast path is appended there too): what a retransmission is compared with
+        self.recent: list[bytes] = []
+        self.recent_bytes = 0
+        #: copies found conflicting since the caller last emptied this list, to be scanned
+        self.conflicts: list[Conflict] = []
+        self.conflicted = 0  # conflicting bytes handed out so far
 
     def syn(self, seq: int) -> None:
         """A SYN fixes the initial sequence number: data starts at ``seq + 1``."""
@@ -63,18 +93,22 @@ class Stream:
         ahead = (seq - self.next_seq) % _MOD
         if ahead == 0 and not self.pending:
             self.next_seq = (seq + len(data)) % _MOD
+            self.delivered(data)
             return [(data, frame, time, False)]
         if ahead >= _HALF:  # starts before what we already have: retransmission or overlap
             behind = _MOD - ahead
-            if behind >= len(data):
-                self.budget.retransmitted_bytes += len(data)
+            if behind == 1 == len(data):  # a keep-alive probe (BSD, Windows): one garbage byte, not a copy
+                self.budget.retransmitted_bytes += 1
                 return []
-            self.budget.retransmitted_bytes += behind
+            self._compare(behind, data, frame, time)
+            if behind >= len(data):
+                return []
             data = data[behind:]
             seq = self.next_seq
             ahead = 0
         if ahead == 0:
             self.next_seq = (seq + len(data)) % _MOD
+            self.delivered(data)
             out: list[Piece] = [(data, frame, time, False)]
             self._drain(out)
             return out
@@ -84,16 +118,84 @@ class Stream:
             return []
         known = self.pending.get(seq)
         if known is not None:
-            if len(known[0]) >= len(data):
-                self.budget.retransmitted_bytes += len(data)
+            old = known[0]
+            same = min(len(old), len(data))
+            if old[:same] == data[:same]:
+                self.budget.retransmitted_bytes += same
+            else:  # the copy not kept is a conflict (the one kept is delivered later)
+                lost = (data, frame, time) if len(old) >= len(data) else known
+                self._conflict(same, *lost)
+            if len(old) >= len(data):
                 return []
-            self._release(len(known[0]))
+            self._release(len(old))
         self.pending[seq] = (data, frame, time)
         self.held += len(data)
         self.budget.held += len(data)
         if self.held > MAX_PENDING_BYTES_PER_STREAM or self.budget.held > self.budget.cap:
             return self.skip_gap()
         return []
+
+    def delivered(self, data: bytes) -> None:
+        """``data`` was delivered, ending at next_seq: keep it to compare retransmissions with."""
+        self.recent.append(data)
+        self.recent_bytes += len(data)
+        if self.recent_bytes > RECENT_TRIM_BYTES:
+            self.trim_recent()
+
+    def trim_recent(self) -> None:
+        """Keep the fewest last segments that hold :data:`RECENT_BYTES_PER_STREAM` bytes."""
+        recent = self.recent
+        drop = 0
+        size = self.recent_bytes
+        while size - len(recent[drop]) >= RECENT_BYTES_PER_STREAM:
+            size -= len(recent[drop])
+            drop += 1
+        del recent[:drop]
+        self.recent_bytes = size
+
+    def _compare(self, behind: int, data: bytes, frame: int, time: float) -> None:
+        """``data`` starts ``behind`` bytes before next_seq: compare those bytes (or all of ``data`` when shorter)
+        with the ones delivered; identical ones are a retransmission, any difference a conflict."""
+        n = min(behind, len(data))
+        if behind > self.recent_bytes:  # older than what is kept
+            self._conflict(n, data, frame, time)
+            return
+        # the kept bytes from `behind` before next_seq, `n` of them: walk back from the newest segment to the one
+        # holding the first (a retransmission is mostly of the last few, and mostly one whole segment)
+        recent = self.recent
+        lo = self.recent_bytes - behind
+        index = len(recent) - 1
+        start = self.recent_bytes - len(recent[index])
+        while start > lo:
+            index -= 1
+            start -= len(recent[index])
+        offset = lo - start
+        piece = recent[index]
+        if offset + n <= len(piece):
+            kept = piece[offset:offset + n]
+        else:
+            parts = [piece[offset:]]
+            size = len(piece) - offset
+            while size < n:
+                index += 1
+                parts.append(recent[index])
+                size += len(recent[index])
+            kept = b"".join(parts)[:n]
+        if kept == data[:n]:
+            self.budget.retransmitted_bytes += n
+        else:
+            self._conflict(n, data, frame, time)
+
+    def _conflict(self, n: int, data: bytes, frame: int, time: float) -> None:
+        """``n`` bytes of the segment ``data`` conflict with the copy delivered: hand the segment out, within
+        the direction's bound."""
+        budget = self.budget
+        if self.conflicted + len(data) > MAX_CONFLICT_BYTES_PER_STREAM:
+            budget.conflicting_unscanned_bytes += n
+            return
+        budget.conflicting_bytes += n
+        self.conflicted += len(data)
+        self.conflicts.append((data, frame, time))
 
     def _release(self, n: int) -> None:
         self.held -= n
@@ -111,17 +213,18 @@ class Stream:
                     del pending[seq]
                     self._release(len(data))
                     behind = _MOD - ahead
+                    self._compare(behind, data, frame, time)
                     if behind < len(data):
                         out.append((data[behind:], frame, time, False))
                         self.next_seq = (self.next_seq + len(data) - behind) % _MOD
-                    else:
-                        self.budget.retransmitted_bytes += len(data)
+                        self.delivered(data[behind:])
                     progressed = True
                 elif ahead == 0:
                     del pending[seq]
                     self._release(len(data))
                     out.append((data, frame, time, False))
                     self.next_seq = (seq + len(data)) % _MOD
+                    self.delivered(data)
                     progressed = True
             if not progressed:
                 return
@@ -138,6 +241,8 @@ class Stream:
         data, frame, time = self.pending.pop(first)
         self._release(len(data))
         self.next_seq = (first + len(data)) % _MOD
+        self.recent, self.recent_bytes = [], 0  # what is kept ends at next_seq, with no hole inside
+        self.delivered(data)
         out: list[Piece] = [(data, frame, time, True)]
         self._drain(out)
         return out

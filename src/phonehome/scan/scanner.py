@@ -60,11 +60,13 @@ from phonehome.scan.pcapfile import NOT_A_PACKET, CaptureReader
 from phonehome.scan.protocols import (
     DATAGRAM_HEADER_BYTES,
     DHCP_PORTS,
+    DHCPV6_PORTS,
     ESP_RUN,
     IPSEC_NAT_T_PORT,
     MAX_CLIENT_HELLO_BYTES,
     MAX_QUIC_INITIALS,
     PROTO_DHCP,
+    PROTO_DHCPV6,
     PROTO_DNS,
     PROTO_DTLS,
     PROTO_ESP,
@@ -88,13 +90,14 @@ from phonehome.scan.protocols import (
     classify_stream,
     client_hello_from_crypto,
     dhcp_link_addresses_blanked,
+    dhcpv6_link_addresses_blanked,
     esp_in_udp,
     parse_client_hello,
     parse_dns,
     quic_initial_crypto,
     quic_short_header,
 )
-from phonehome.scan.reassembly import Budget, Stream
+from phonehome.scan.reassembly import MAX_CONFLICT_BYTES_PER_STREAM, RECENT_TRIM_BYTES, Budget, Stream
 from phonehome.scan.tunnels import TUNNEL_UDP_PORTS, Undecoded, undecoded_problem
 
 if TYPE_CHECKING:
@@ -250,6 +253,12 @@ class CaptureInfo:
     retransmitted_bytes: int
     dropped_fragments: int
     scan_seconds: float
+    #: bytes of retransmitted or overlapping TCP segments that differ from the copy already delivered for their
+    #: range (or are older than what reassembly keeps to compare with): those segments were scanned as well
+    #: (but in a direction of TLS being decrypted: another copy of ciphertext is not decrypted)
+    conflicting_bytes: int = 0
+    #: conflicting bytes past the bound per direction (reassembly.MAX_CONFLICT_BYTES_PER_STREAM): not scanned
+    conflicting_unscanned_bytes: int = 0
     #: packets and bytes that could not be decoded, per reason (unknown link type, unknown ethertype,
     #: unsupported encapsulation, truncated, encrypted 802.11): ``{reason: {"packets": n, "bytes": n}}``
     undecoded: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -270,7 +279,9 @@ class CaptureInfo:
             "last_time": self.last_time, "non_ip_packets": self.non_ip_packets,
             "undecodable_packets": self.undecodable_packets, "snaplen_cut_packets": self.snaplen_cut_packets,
             "tcp_gaps": self.tcp_gaps, "tcp_gap_bytes": self.tcp_gap_bytes,
-            "retransmitted_bytes": self.retransmitted_bytes, "dropped_fragments": self.dropped_fragments,
+            "retransmitted_bytes": self.retransmitted_bytes, "conflicting_bytes": self.conflicting_bytes,
+            "conflicting_unscanned_bytes": self.conflicting_unscanned_bytes,
+            "dropped_fragments": self.dropped_fragments,
             "undecoded": self.undecoded, "undecoded_phases": list(self.undecoded_phases),
             "tunnelled_packets": self.tunnelled_packets, "scan_seconds": round(self.scan_seconds, 3),
         }
@@ -667,6 +678,10 @@ class Scanner:
             if stream is not None and stream.next_seq == seq and not stream.pending:
                 payload = data[start:end]
                 stream.next_seq = (seq + end - start) & 0xFFFFFFFF
+                stream.recent.append(payload)  # Stream.delivered, inline
+                stream.recent_bytes += end - start
+                if stream.recent_bytes > RECENT_TRIM_BYTES:
+                    stream.trim_recent()
                 self._in_order_segment(flow, d, payload, frame, ts)
             else:
                 self._tcp(flow, d, data[start:end], seq, flags, frame, ts)
@@ -805,10 +820,26 @@ class Scanner:
                 self._deliver(flow, d, data, pframe, ptime, hole)
                 if d.done:
                     break
+            if stream.conflicts:
+                self._conflicting(flow, d, stream)
         if flags & (TCP_FIN | TCP_RST):
             d.fin = True
             if flags & TCP_RST or (flow.client.fin and flow.server.fin):
                 self._close(flow)
+
+    def _conflicting(self, flow: _Flow, d: _Direction, stream: Stream) -> None:
+        """Segments whose bytes differ from the copy the stream delivered for their range (.reassembly): both
+        copies left the phone, whichever one the receiver kept, so each such segment is scanned too, as a unit of
+        its own in the direction's protocol, its findings citing its frame. Not in a direction that is ciphertext
+        (done, or being decrypted: another copy of a record cannot be decrypted out of its sequence)."""
+        conflicts, stream.conflicts = stream.conflicts, []
+        decoder = d.decoder
+        if d.done or isinstance(decoder, tls.TlsDecoder):
+            return
+        protocol = decoder.protocol if decoder is not None else flow.protocol
+        for data, frame, ts in conflicts:
+            self._scan_units(flow, d, [Unit(data, 0, len(data), True, "", protocol, peel=True)], frames=[frame],
+                             time=ts)
 
     def _udp(self, flow: _Flow, d: _Direction, payload: bytes, frames: list[int], ts: float) -> None:
         if not payload:
@@ -842,6 +873,11 @@ class Scanner:
             blanked = dhcp_link_addresses_blanked(payload, self.frame_data[:self.frame_ip])
             if blanked is not None:
                 flow.protocol = protocol = PROTO_DHCP
+                payload = blanked
+        elif d.sport in DHCPV6_PORTS and d.dport in DHCPV6_PORTS:
+            blanked = dhcpv6_link_addresses_blanked(payload, self.frame_data[:self.frame_ip])
+            if blanked is not None:
+                flow.protocol = protocol = PROTO_DHCPV6
                 payload = blanked
         if d.sport in DNS_PORTS or d.dport in DNS_PORTS:
             message = parse_dns(payload)
@@ -1134,11 +1170,14 @@ class Scanner:
                 self._forget_direction(d)
             if d.done:
                 continue
-            if d.stream is not None:
-                for data, frame, ts, hole in d.stream.flush():
+            stream = d.stream
+            if stream is not None:
+                for data, frame, ts, hole in stream.flush():
                     self._deliver(flow, d, data, frame, ts, hole)
                     if d.done:
                         break
+                if stream.conflicts:
+                    self._conflicting(flow, d, stream)
             if d.done:
                 continue
             if d.decoder is None and d.head:
@@ -1348,6 +1387,10 @@ class Scanner:
         if self.budget.gaps:
             warnings.append(f"{self.budget.gaps} gaps in TCP streams ({self.budget.gap_bytes} bytes never "
                             "captured or given up on); identifiers across a gap cannot be found")
+        if self.budget.conflicting_unscanned_bytes:
+            warnings.append(f"{self.budget.conflicting_unscanned_bytes} bytes of TCP segments that conflict with "
+                            "the copy already delivered (different bytes for the same sequence numbers) were not "
+                            f"scanned: more than {MAX_CONFLICT_BYTES_PER_STREAM >> 20} MiB of them in one direction")
         if self.defrag.dropped_datagrams:
             warnings.append(f"{self.defrag.dropped_datagrams} fragmented IP datagrams could not be reassembled "
                             "(fragments missing); they were not scanned")
@@ -1389,7 +1432,8 @@ class Scanner:
             file_bytes=reader.file_bytes, packets=reader.packets, first_time=first_time, last_time=last_time,
             non_ip_packets=self.non_ip, undecodable_packets=self.undecoded.packets,
             snaplen_cut_packets=reader.snaplen_cut, tcp_gaps=self.budget.gaps, tcp_gap_bytes=self.budget.gap_bytes,
-            retransmitted_bytes=self.budget.retransmitted_bytes,
+            retransmitted_bytes=self.budget.retransmitted_bytes, conflicting_bytes=self.budget.conflicting_bytes,
+            conflicting_unscanned_bytes=self.budget.conflicting_unscanned_bytes,
             dropped_fragments=self.defrag.dropped_datagrams, scan_seconds=seconds, undecoded=info_undecoded,
             undecoded_phases=undecoded_phases, tunnelled_packets=self.tunnelled)
         return ScanResult(info, tuple(findings), flows, tuple(warnings), self.phases)
