@@ -26,6 +26,7 @@ from phonehome.testing.captures import (
     H2_PREFACE,
     CaptureBuilder,
     Packet,
+    TcpConnection,
     gzip_bytes,
     h2_data,
     h2_headers,
@@ -151,6 +152,17 @@ def test_decrypted_bytes_equal_tsharks(lab: Lab) -> None:
         assert plain[index] == (client, server), f"case {CASES[index]}"
 
 
+def _send_flights(conn: TcpConnection, conv: Conversation) -> list[Packet]:
+    """Send a TLS conversation's flights on ``conn`` in small segments; the packets of the client's last flight
+    (the record of its last request)."""
+    packets: list[Packet] = []
+    for from_client, data in conv.flights:
+        sent = (conn.send if from_client else conn.reply)(data, segment_size=SEGMENT_BYTES)
+        if from_client:
+            packets = sent
+    return packets
+
+
 def test_findings_inside_tls_are_their_own_kind(lab: Lab) -> None:
     result = scan_capture(lab.capture, _ids(), keylogs=[lab.keylog])
     assert result.cleartext_findings == ()  # the cleartext verdict is unchanged
@@ -176,11 +188,7 @@ def test_cited_frames_carry_the_record(tmp_path: Path) -> None:
     conv = tls_conversation(keylog, version="1.3", rsa=False, exchanges=[(request, http_response(b"ok"))])
     cap = CaptureBuilder()
     conn = cap.tcp(PHONE_IP, SERVER_IP, 443)
-    packets: list[Packet] = []
-    for from_client, data in conv.flights:
-        sent = (conn.send if from_client else conn.reply)(data, segment_size=SEGMENT_BYTES)
-        if from_client:
-            packets = sent  # the client's last flight: the request's record
+    packets = _send_flights(conn, conv)
     conn.close()
     path = cap.write_pcap(tmp_path / "c.pcap")
     result = scan_capture(path, _ids(), keylogs=[keylog])
@@ -429,11 +437,7 @@ def test_tls_through_an_http_connect_proxy(tmp_path: Path, version: str) -> None
     conn.send(f"CONNECT reg.example.net:443 HTTP/1.1\r\nHost: reg.example.net:443\r\nX-Serial: {SERIAL}\r\n\r\n"
               .encode())
     conn.reply(b"HTTP/1.1 200 Connection established\r\n\r\n")
-    packets: list[Packet] = []
-    for from_client, data in conv.flights:
-        sent = (conn.send if from_client else conn.reply)(data, segment_size=SEGMENT_BYTES)
-        if from_client:
-            packets = sent  # the client's last flight: the request's record
+    packets = _send_flights(conn, conv)
     conn.close()
     path = cap.write_pcap(tmp_path / "c.pcap")
 
