@@ -758,6 +758,20 @@ def test_quic_seen_only_after_its_handshake_is_encrypted(tmp_path: Path) -> None
     assert flow.encrypted and flow.protocol == "quic" and flow.frames == 12 and result.findings == ()
 
 
+def test_quic_acks_between_full_packets_neither_count_nor_reset(tmp_path: Path) -> None:
+    """A QUIC client's small ACK-only packets, too short to judge, come between its full ones: the full ones still
+    make a run, and the flow is QUIC from the fourth of them."""
+    rng = random.Random(6)
+    cid = b"\x5a\x11\x22\x33\x44\x55\x66\x77"
+    cap = CaptureBuilder()
+    for _ in range(5):
+        cap.udp(PHONE_IP, SERVER_IP, 50005, 443, _short_header(rng, cid, rng.randbytes(1200)))
+        cap.udp(PHONE_IP, SERVER_IP, 50005, 443, _short_header(rng, cid, rng.randbytes(30)))
+    result = _scan(tmp_path, cap)
+    (flow,) = result.flows
+    assert flow.encrypted and flow.protocol == "quic" and flow.frames == 10
+
+
 def _telemetry(shape: str, i: int, rng: random.Random) -> bytes:
     """A cleartext datagram, the IMEI in it, with the first 5 bytes of a QUIC short header and a connection ID
     that stays the same, over a body that does not look encrypted: binary fields, a zlib or bzip2 stream (whose

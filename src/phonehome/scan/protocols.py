@@ -164,14 +164,17 @@ MIN_QUIC_SHORT_BYTES = QUIC_SHORT_HEADER_BYTES + ENCRYPTED_SAMPLE_BYTES
 _COMPRESSED_MAGICS = re.compile(rb"\x1f\x8b|x[\x01\x5e\x9c\xda]|BZh[1-9]|\xfd7zXZ|\x28\xb5\x2f\xfd")
 
 
-def quic_short_header(payload: bytes, previous: bytes) -> bool:
+def quic_short_header(payload: bytes, previous: bytes) -> bool | None:
     """True when ``payload`` looks like a QUIC short-header packet of the same connection as ``previous`` (the
     first bytes of the direction's last datagram): fixed bit set, long-header bit clear, the same connection ID
-    prefix, and every byte after it random-looking (:func:`looks_encrypted`)."""
-    if len(payload) < MIN_QUIC_SHORT_BYTES or payload[0] & 0xC0 != 0x40 or len(previous) < QUIC_SHORT_HEADER_BYTES:
+    prefix, and every byte after it random-looking (:func:`looks_encrypted`). None when it has that header but is
+    too short to judge (an ACK): neither for nor against."""
+    if len(payload) < QUIC_SHORT_HEADER_BYTES or payload[0] & 0xC0 != 0x40 or len(previous) < QUIC_SHORT_HEADER_BYTES:
         return False
     if previous[0] & 0xC0 != 0x40 or payload[1:QUIC_SHORT_HEADER_BYTES] != previous[1:QUIC_SHORT_HEADER_BYTES]:
         return False  # (header protection masks the first byte's low 5 bits: they differ from packet to packet)
+    if len(payload) < MIN_QUIC_SHORT_BYTES:
+        return None
     return looks_encrypted(payload, QUIC_SHORT_HEADER_BYTES)
 
 
@@ -181,14 +184,17 @@ IPSEC_NAT_T_PORT = 4500
 ESP_RUN = 2
 
 
-def esp_in_udp(payload: bytes, previous: bytes) -> bool:
+def esp_in_udp(payload: bytes, previous: bytes) -> bool | None:
     """True when a datagram to or from UDP 4500 looks like the next ESP packet after ``previous`` (the first
     bytes of the direction's last datagram): the same non-zero SPI (zero marks IKE), a higher sequence number,
-    then random-looking bytes (:func:`looks_encrypted`)."""
-    if len(payload) < DATAGRAM_HEADER_BYTES + ENCRYPTED_SAMPLE_BYTES or len(previous) < DATAGRAM_HEADER_BYTES:
+    then random-looking bytes (:func:`looks_encrypted`). None when it has that header but is too short to judge
+    (Wi-Fi calling's voice packets): neither for nor against."""
+    if len(payload) < DATAGRAM_HEADER_BYTES or len(previous) < DATAGRAM_HEADER_BYTES:
         return False
     if payload[:4] == b"\0\0\0\0" or payload[:4] != previous[:4] or payload[4:8] <= previous[4:8]:
         return False
+    if len(payload) < DATAGRAM_HEADER_BYTES + ENCRYPTED_SAMPLE_BYTES:
+        return None
     return looks_encrypted(payload, DATAGRAM_HEADER_BYTES)
 
 

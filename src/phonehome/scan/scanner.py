@@ -897,16 +897,19 @@ class Scanner:
     def _opaque_datagram(self, flow: _Flow, d: _Direction, payload: bytes) -> bool:
         """Count a datagram that looks like QUIC after its handshake (UDP 443) or ESP in UDP (4500), and call the
         flow encrypted once a direction has sent enough of them in a row (True: then this one is not scanned).
-        Until then they are scanned as any datagram; one that does not look so starts the count again. ESP is a
+        Until then they are scanned as any datagram; one that does not look so starts the count again, one too
+        short to judge (QUIC's ACKs, between a download's full packets) neither counts nor resets. ESP is a
         VPN's: its packets from then on are counted as undecoded (encrypted IPsec), as raw ESP's are, so a capture
         that is mostly VPN proves nothing."""
         previous, d.short_header = d.short_header, payload[:DATAGRAM_HEADER_BYTES]
-        protocol = ""
-        if QUIC_PORT in (d.sport, d.dport) and quic_short_header(payload, previous):
-            protocol, needed = PROTO_QUIC, QUIC_SHORT_RUN
-        elif IPSEC_NAT_T_PORT in (d.sport, d.dport) and esp_in_udp(payload, previous):
-            protocol, needed = PROTO_ESP, ESP_RUN
-        if not protocol:
+        verdict: bool | None = False
+        if QUIC_PORT in (d.sport, d.dport):
+            verdict, protocol, needed = quic_short_header(payload, previous), PROTO_QUIC, QUIC_SHORT_RUN
+        elif IPSEC_NAT_T_PORT in (d.sport, d.dport):
+            verdict, protocol, needed = esp_in_udp(payload, previous), PROTO_ESP, ESP_RUN
+        if verdict is None:  # the header, too short to judge (an ACK, a voice packet): scanned, the count kept
+            return False
+        if not verdict:
             d.opaque_run = 0
             return False
         d.opaque_run += 1
