@@ -1025,6 +1025,35 @@ def test_a_conflicting_copy_of_a_segment_is_scanned_too(tmp_path: Path) -> None:
     assert result.findings == () and result.capture.conflicting_bytes == 0
 
 
+def test_data_after_a_connection_closed_is_scanned(tmp_path: Path) -> None:
+    """Suricata-verify's bug-3286: an RST closes the connection, then a SYN/ACK and a whole HTTP exchange reuse
+    its 4-tuple with no SYN: the leak in it left the phone, and is found in its own frames. A late retransmission
+    after the FINs is the same finding again, with its frame added, not a second one."""
+    from phonehome.testing.captures import PROTO_TCP, TCP_ACK, TCP_RST, TCP_SYN, tcp_segment
+
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80, sport=41000)
+    conn.send(http_request("GET", "/first", host="a.example"))
+    cap.add_ip(ip_packet(PHONE_IP, SERVER_IP, PROTO_TCP, tcp_segment(PHONE_IP, SERVER_IP, 41000, 80, b"",
+                                                                        seq=conn.client_seq, flags=TCP_RST)))
+    cap.add_ip(ip_packet(SERVER_IP, PHONE_IP, PROTO_TCP, tcp_segment(SERVER_IP, PHONE_IP, 80, 41000, b"",
+                                                                        seq=7000, ack=9001, flags=TCP_SYN | TCP_ACK)))
+    leak = http_request("GET", f"/second?imei={IMEI}", host="a.example")
+    late = cap.add_ip(ip_packet(PHONE_IP, SERVER_IP, PROTO_TCP, tcp_segment(PHONE_IP, SERVER_IP, 41000, 80, leak,
+                                                                               seq=9001, ack=7001, flags=TCP_ACK)))
+    result = _scan(tmp_path, cap)
+    (finding,) = _found(result, "imei")
+    assert finding.frames == (cap.packets.index(late) + 1,)
+
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80, sport=41001)
+    sent = conn.send(http_request("GET", f"/?imei={IMEI}", host="a.example"))
+    conn.close()
+    cap.retransmit(sent)  # after both FINs
+    (finding,) = _found(_scan(tmp_path, cap), "imei")
+    assert finding.frames == (cap.packets.index(sent[0]) + 1, len(cap.packets))
+
+
 def _dhcpv6_option(code: int, value: bytes) -> bytes:
     return struct.pack("!HH", code, len(value)) + value
 

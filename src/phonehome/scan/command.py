@@ -52,14 +52,18 @@ exit status:
 encapsulations decoded to the inner flow: VLAN, GRE (with transparent Ethernet bridging, ERSPAN I/II/III), VXLAN,
 Geneve, IP-in-IP, EtherIP, MPLS (IP or Ethernet pseudowire with control word), PPPoE, 802.11 data frames of an
 open network (radiotap, PPI or bare; LLC/SNAP); link types PPP, PPP in HDLC framing, Cisco HDLC and Linux NFLOG
-(tcpdump -i nflog:N). Tunnel and link-layer headers are never scanned, nor DHCP's client hardware address, nor
-the link-layer address in a DHCPv6 DUID (DUID-LLT, DUID-LL) or a relay's client link-layer address option.
+(tcpdump -i nflog:N). Tunnel and link-layer headers are never scanned, nor DHCP's client hardware address and
+the link-layer address in a DHCPv6 DUID (DUID-LLT, DUID-LL) where it is the frame's own source address (the
+factory MAC behind a randomised one, or in a capture with no link layer, is a finding), nor a relay's client
+link-layer address option.
 
 TCP streams are reassembled in sequence order. An identical retransmission is compared, not scanned again
 (retransmitted_bytes); a retransmitted or overlapping segment whose bytes differ from the copy delivered (or that
 is older than the last 256 KiB kept to compare with) left the phone too: it is scanned as well, its findings
 citing its frame (conflicting_bytes; past 1 MiB per direction only counted, conflicting_unscanned_bytes, with a
-warning). Bytes never captured are counted as gaps (tcp_gaps, tcp_gap_bytes).
+warning). Bytes sent after their connection closed (a late retransmission, or new data on the 4-tuple after an
+RST with no SYN) are scanned too, segment by segment (past 1 MiB per direction a warning says how many were not).
+Bytes never captured are counted as gaps (tcp_gaps, tcp_gap_bytes).
 
 IDS.yaml keys (each a string or a list of strings, unless noted):
   {", ".join(k for k in SCHEMA_KEYS if k not in ("location", "cell", "wifi", "custom"))}

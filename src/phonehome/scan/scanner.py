@@ -109,6 +109,9 @@ EXCERPT_CONTEXT_BYTES = 32
 PEEL_INPUT_BYTES = 64 << 10
 #: and at most this much per flow direction, so large downloads and bulk streams cannot make the scan crawl...
 PEEL_BYTES_PER_DIRECTION = 1 << 20
+#: bytes a direction sends after its TCP connection closed (a late retransmission; or new data on the 4-tuple
+#: after an RST, with no SYN seen) scanned as they come, at most; beyond it they are counted and said
+MAX_LATE_BYTES_PER_DIRECTION = 1 << 20
 #: ...except that units this small (API calls, DNS, MQTT messages: where leaks are) are always peeled
 PEEL_ALWAYS_BYTES = 16 << 10
 #: nesting depth for the nested decoders (the contract asks for at least three)
@@ -407,6 +410,7 @@ class _Direction:
         "head",
         "head_start",
         "held",
+        "late",
         "offsets",
         "opaque",
         "opaque_run",
@@ -438,6 +442,7 @@ class _Direction:
         self.held = 0  # bytes its decoder buffers (counted against MAX_DECODER_BYTES_TOTAL)
         self.short_header = b""  # UDP: the first bytes of the last datagram (QUIC's connection ID, ESP's SPI)
         self.opaque_run = 0  # UDP: datagrams in a row that look like QUIC's or ESP's (Scanner._opaque_datagram)
+        self.late = 0  # TCP: bytes scanned after the connection closed (Scanner._late)
 
 
 class _Flow:
@@ -537,6 +542,7 @@ class Scanner:
         self.peel_cache: OrderedDict[bytes, list[tuple[str, bytes, list[Match]]]] = OrderedDict()
         self.peel_cache_bytes = 0
         self.frame_data, self.frame_ip = b"", 0  # the frame in the general path, and where its IP header starts
+        self.late_unscanned = 0  # bytes sent after their TCP connection closed, past the bound (Scanner._late)
 
     # --- packets ----------------------------------------------------------------------------------------------
 
@@ -809,6 +815,8 @@ class Scanner:
              ts: float) -> None:
         stream = d.stream
         if stream is None:
+            if payload and flow.closed and not d.done:
+                self._late(flow, d, payload, frame, ts)
             return
         if flags & TCP_SYN:
             stream.syn(seq)
@@ -826,6 +834,18 @@ class Scanner:
             d.fin = True
             if flags & TCP_RST or (flow.client.fin and flow.server.fin):
                 self._close(flow)
+
+    def _late(self, flow: _Flow, d: _Direction, payload: bytes, frame: int, ts: float) -> None:
+        """Bytes sent on a TCP connection after it closed (FIN both ways, or RST): a late retransmission, or new
+        data on the 4-tuple with no SYN seen (an evasion: RST, then a SYN/ACK and a whole exchange). They left the
+        phone, so each segment is scanned as a unit of its own, its findings citing its frame (a retransmission's
+        merge with the first copy's); past :data:`MAX_LATE_BYTES_PER_DIRECTION` they are counted and said."""
+        if d.late + len(payload) > MAX_LATE_BYTES_PER_DIRECTION:
+            self.late_unscanned += len(payload)
+            return
+        d.late += len(payload)
+        self._scan_units(flow, d, [Unit(payload, 0, len(payload), True, "", flow.protocol, peel=True)],
+                         frames=[frame], time=ts)
 
     def _conflicting(self, flow: _Flow, d: _Direction, stream: Stream) -> None:
         """Segments whose bytes differ from the copy the stream delivered for their range (.reassembly): both
@@ -1394,6 +1414,9 @@ class Scanner:
             warnings.append(f"{self.budget.conflicting_unscanned_bytes} bytes of TCP segments that conflict with "
                             "the copy already delivered (different bytes for the same sequence numbers) were not "
                             f"scanned: more than {MAX_CONFLICT_BYTES_PER_STREAM >> 20} MiB of them in one direction")
+        if self.late_unscanned:
+            warnings.append(f"{self.late_unscanned} bytes sent after their TCP connection closed were not scanned: "
+                            f"more than {MAX_LATE_BYTES_PER_DIRECTION >> 20} MiB of them in one direction")
         if self.defrag.dropped_datagrams:
             warnings.append(f"{self.defrag.dropped_datagrams} fragmented IP datagrams could not be reassembled "
                             "(fragments missing); they were not scanned")
