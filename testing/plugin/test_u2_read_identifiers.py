@@ -108,3 +108,15 @@ def test_one_value_read_for_two_identifiers_is_neither(tmp_path: Path) -> None:
     assert reader.unreadable["imsi"] == ("service call iphonesubinfo 7 gave the value read as imei too (this "
                                          "build's IPhoneSubInfo transaction codes differ from Android's?): not read")
     assert imei not in " ".join(reader.unreadable.values())
+
+
+def test_a_dumpsys_that_fails_is_said_so(tmp_path: Path, server: AdbServer, phones: list[VirtualPhone]) -> None:
+    """A service whose dump fails (hung, crashed: the lab's phonehome.fault.dumpsys) is 'failed', not a phone
+    with no location; the other identifiers are read as ever."""
+    phone = phones[-1]
+    phone.setprop("phonehome.fault.dumpsys", "location")
+    reader = backend(tmp_path, server, phone)
+    read, sources = reader.read_identifiers()
+    assert reader.unreadable["location"] == "dumpsys location failed"
+    assert read.locations == () and "location" not in sources
+    assert read.wifis == IDS.wifis and sources["wifi"] == "dumpsys wifi"

@@ -629,8 +629,11 @@ class U2Phone:
         for name in wanted:
             if name in WHERE_READERS:  # structured: location, serving cell, Wi-Fi network
                 read, command, missing = WHERE_READERS[name]
+                output = self._try_shell(["dumpsys", command])
+                if output is None:  # failed (a hung or crashed service): not the same as a dump that shows none
+                    self.unreadable[name] = f"dumpsys {command} failed"
+                    continue
                 try:
-                    output = self._try_shell(["dumpsys", command])
                     block = read(output, *self._release()) if output else None
                 except UnknownFormat as exc:
                     raise DeviceError(self.label, f"cannot read {name}: {exc}") from None

@@ -866,8 +866,17 @@ def _pidof(ctx: CommandContext) -> int:
     return 1
 
 
+#: ``setprop phonehome.fault.dumpsys SERVICE``: that service's dump fails, as a hung or crashed service's does
+#: (a rehearsed fault)
+DUMPSYS_FAULT_PROP = "phonehome.fault.dumpsys"
+
+
 @command("dumpsys")
 def _dumpsys(ctx: CommandContext) -> int:
+    if len(ctx.args) >= 2 and ctx.args[1] and ctx.phone.getprop(DUMPSYS_FAULT_PROP) == ctx.args[1]:
+        ctx.error(f"Error dumping service info: (Transaction failed on small parcel; remote process probably "
+                  f"died) {ctx.args[1]}")
+        return 1
     if len(ctx.args) < 2:
         ctx.print("Currently running services:")
         for name in sorted(DUMPSYS):
