@@ -129,6 +129,17 @@ def test_a_swapped_phone_by_model_and_by_imei(tmp_path: Path, bench: AdbServer,
     assert IMEI not in "\n".join(lines) and OTHER_IMEI not in "\n".join(lines)
 
 
+def test_a_model_that_cannot_be_read_is_not_a_swapped_phone(tmp_path: Path, bench: AdbServer,
+                                                            phones: list[VirtualPhone],
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    phones[0].setprop("phonehome.fault.getprop", "ro.product.model")
+    code, lines = check(capsys, inventory(tmp_path))
+    assert code == 0  # a warning, as a model that differs is
+    assert lines[0].startswith("nokia: warning: could not read the phone's model, unavailable (adb shell getprop "
+                               "ro.product.model exited 1")
+    assert not any("the phone says" in line for line in lines)
+
+
 def test_unlock_secret_unset_and_lock_kind_differs(tmp_path: Path, bench: AdbServer,
                                                    capsys: pytest.CaptureFixture[str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:

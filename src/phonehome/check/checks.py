@@ -111,7 +111,9 @@ def check_phone(entry: DeviceEntry, phone: Any) -> tuple[list[Problem], Identifi
     read: Identifiers | None = None
     try:
         model = str(phone.info().get("model", ""))
-        if model and model.strip().lower() != entry.model.strip().lower():
+        if model.startswith("unavailable ("):  # getprop failed (info() goes on): not a swapped phone
+            problems.append(Problem(entry.label, WARNING, f"could not read the phone's model, {model}"))
+        elif model and model.strip().lower() != entry.model.strip().lower():
             problems.append(Problem(entry.label, WARNING, (
                 f"the inventory says model '{entry.model}', the phone says '{model}': a swapped phone, or correct "
                 f"{entry.key}.model in {entry.path.name} (line {entry.line})")))

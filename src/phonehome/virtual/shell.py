@@ -575,8 +575,15 @@ def _date(ctx: CommandContext) -> int:
     return 0
 
 
+#: ``setprop phonehome.fault.getprop NAME``: reading that property fails (a rehearsed fault)
+GETPROP_FAULT_PROP = "phonehome.fault.getprop"
+
+
 @command("getprop")
 def _getprop(ctx: CommandContext) -> int:
+    if len(ctx.args) > 1 and ctx.args[1] and ctx.phone.getprop(GETPROP_FAULT_PROP) == ctx.args[1]:
+        ctx.error(f"getprop: failed to read {ctx.args[1]}: Connection refused (property service)")
+        return 1
     if len(ctx.args) == 1:
         for line in iter_props(ctx.phone.all_props()):
             ctx.print(line)
