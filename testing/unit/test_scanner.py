@@ -22,6 +22,7 @@ import pytest
 from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, mask, parse_identifiers
 from phonehome.scan import obfuscation
+from phonehome.scan import scanner as scanner_module
 from phonehome.scan.forms import tbcd
 from phonehome.scan.scanner import (
     Finding,
@@ -638,6 +639,51 @@ def test_many_open_flows_keep_memory_bounded(tmp_path: Path) -> None:
     result = _scan(tmp_path, cap)
     assert len(result.flows) == 2000
     assert result.capture.tcp_gaps == 2000
+
+
+def _polls(count: int) -> CaptureBuilder:
+    """A phone polling: per poll a DNS lookup (its own source port) and a short connection sending the IMEI."""
+    cap = CaptureBuilder()
+    for i in range(count):
+        name = f"poll{i}.example"
+        cap.udp(PHONE_IP, "10.0.0.1", 30000 + i, 53, dns_query(name, qid=i))
+        cap.udp("10.0.0.1", PHONE_IP, 53, 30000 + i, dns_response(name, [f"93.184.{i}.1"], qid=i))
+        conn = cap.tcp(PHONE_IP, f"93.184.{i}.1", 80, sport=20000 + i)
+        conn.send(http_request("GET", f"/poll?imei={IMEI}&n={i}", host=name))
+        conn.reply(http_response(b"{}"))
+        conn.close()
+    return cap
+
+
+def test_flows_over_are_let_go_past_the_live_bound_and_the_results_are_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_LIVE_FLOWS flows, those that are over (closed, answered) are written to the flow table and their
+    state dropped: findings, flows (hosts from DNS included) and warnings are those of an unbounded scan."""
+    cap = _polls(60)
+    unbounded = _scan(tmp_path, cap)
+    monkeypatch.setattr(scanner_module, "MAX_LIVE_FLOWS", 8)
+    bounded = _scan(tmp_path, cap)
+    assert len(bounded.flows) == 120 and bounded.flows[119].host == "poll59.example"
+    assert list(bounded.flows) == list(unbounded.flows)
+    assert bounded.findings == unbounded.findings and len({f.frames for f in bounded.findings}) == 60
+    assert bounded.warnings == unbounded.warnings == ()
+
+
+def test_flows_still_going_are_let_go_only_past_the_bound_and_said(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More flows going at once than the bound: the least recently active are closed early, said in a warning;
+    what they send after that is a new flow, still scanned."""
+    monkeypatch.setattr(scanner_module, "MAX_LIVE_FLOWS", 8)
+    cap = CaptureBuilder()
+    conns = [cap.tcp(PHONE_IP, SERVER_IP, 5000, sport=21000 + i) for i in range(20)]
+    for conn in conns:
+        conn.send(b"hello ")
+    for conn in conns:
+        conn.send(f"imei={IMEI}".encode())
+    result = _scan(tmp_path, cap)
+    assert len(_found(result, "imei")) == 20
+    assert any("flows were let go before they were over" in w for w in result.warnings)
+    assert len(result.flows) > 20
 
 
 def test_empty_identifiers_are_rejected(tmp_path: Path) -> None:

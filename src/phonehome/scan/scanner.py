@@ -30,6 +30,7 @@ from phonehome.identifiers import Identifiers, mask
 from phonehome.redaction import leak_spans, merge_spans
 from phonehome.scan import layers, tls, tunnels
 from phonehome.scan.decoders import stream_decoder
+from phonehome.scan.flowtable import FlowTable
 from phonehome.scan.handshakes import (
     MAX_DTLS_HANDSHAKE_DATAGRAMS,
     PROTO_DTLS_HANDSHAKE,
@@ -126,6 +127,13 @@ MAX_DECODER_BYTES_TOTAL = 64 << 20
 SHED_DIRECTION_BYTES = 256 << 10
 #: distinct content-decoding problems listed in the warnings
 MAX_DECODE_WARNINGS = 20
+#: flows whose state the scan keeps at once: past it, the older half are let go (Scanner._evict); a flow holds a
+#: few kilobytes while it lasts and ~70 bytes once written to the flow table
+MAX_LIVE_FLOWS = 8192
+#: a closed connection's last packets (ACKs, a retransmitted FIN) come within this long: let go of it after
+LINGER_SECONDS = 2.0
+#: a flow silent this long is let go before one still going
+IDLE_SECONDS = 60.0
 #: ports where UDP payloads are parsed as DNS (mDNS and LLMNR included)
 DNS_PORTS = frozenset((53, 5353, 5355))
 #: TCP port where streams that are not recognisable otherwise are parsed as DNS (length-prefixed messages)
@@ -296,7 +304,7 @@ class ScanResult:
 
     capture: CaptureInfo
     findings: tuple[Finding, ...]
-    flows: tuple[Flow, ...]
+    flows: Sequence[Flow]  # a FlowTable from a scan: records off the heap, each Flow made when read
     warnings: tuple[str, ...] = ()
     phases: tuple[Phase, ...] = ()
     attribution: Attribution | None = None  # which app sent what: set by scan.attribution.attribute()
@@ -521,7 +529,12 @@ class Scanner:
         self.budget = Budget()
         self.defrag = Defragmenter()
         self.flows: dict[tuple[int, bytes, bytes, int, int], tuple[_Flow, _Direction]] = {}
-        self.all_flows: list[_Flow] = []
+        #: flows whose state is kept, by number (the order they began in); the others are records in ``table``
+        self.live: dict[int, _Flow] = {}
+        self.table = FlowTable()
+        self.flow_count = 0
+        self.next_sweep = MAX_LIVE_FLOWS  # len(live) past which _evict runs
+        self.evicted_active = 0  # flows let go before they were over (_evict), to bound memory
         self.findings: dict[tuple[int, str, str, str | None], _FindingState] = {}
         self.dns_names: dict[bytes, str] = {}
         #: the per-packet fast path's lookups (see Scanner.scan), by the raw bytes of (src, dst, sport, dport)
@@ -638,12 +651,10 @@ class Scanner:
             raise InputError(reader.path, f"no packet could be decoded: link type {names} is not supported",
                              fix="capture with a supported link type: "
                                  f"{', '.join(sorted(set(SUPPORTED_LINK_TYPES.values())))}")
-        for flow in self.all_flows:
+        for flow in self.live.values():
             self._close(flow)
-        # the lookups hold a few hundred bytes per flow: free them before the results are built
-        self.flows.clear()
-        self.tcp_directions.clear()
-        self.opaque_udp.clear()
+        for flow in list(self.live.values()):
+            self._retire(flow)
         return self._result(reader, first_time, last_time if first_time is not None else None,
                             _time.monotonic() - started)
 
@@ -795,7 +806,8 @@ class Scanner:
             src, dst, sport, dport = dst, src, dport, sport
         client = _Direction(src, sport, dst, dport, Stream(self.budget) if tcp else None)
         server = _Direction(dst, dport, src, sport, Stream(self.budget) if tcp else None)
-        flow = _Flow(len(self.all_flows), "tcp" if tcp else "udp", client, server, frame, ts)
+        flow = _Flow(self.flow_count, "tcp" if tcp else "udp", client, server, frame, ts)
+        self.flow_count += 1
         client.flow = server.flow = flow
         # a reused 4-tuple: the old flow is over, its entries give way
         if tcp:
@@ -804,12 +816,63 @@ class Scanner:
         else:
             self.opaque_udp.pop(_raw_key(client), None)
             self.opaque_udp.pop(_raw_key(server), None)
-        self.all_flows.append(flow)
+        self.live[flow.ident] = flow
         self.flows[(proto, src, dst, sport, dport)] = (flow, client)
         self.flows[(proto, dst, src, dport, sport)] = (flow, server)
+        if len(self.live) > self.next_sweep:
+            self._evict(ts)
         if tcp and flags & 0x12 == 0x12:
             return flow, server
         return flow, client
+
+    def _evict(self, now: float) -> None:
+        """More than :data:`MAX_LIVE_FLOWS` flows have state: let go of the older half, by what is over first.
+
+        A flow let go is closed (what its directions hold is scanned, as at the end of the capture) and written to
+        ``table``; a packet of its 4-tuple after that begins a new flow, as a flow timeout does in Zeek or Suricata.
+        First go flows that are over (TCP connections closed, DNS lookups answered) :data:`LINGER_SECONDS` ago,
+        then flows idle for :data:`IDLE_SECONDS`, then flows over more recently, least recently active first; only
+        then, and counted (a warning), flows still going: more than that many at once.
+        """
+        def rank(flow: _Flow) -> int:
+            idle = now - flow.last_time
+            over = flow.closed or (flow.protocol == PROTO_DNS and flow.frames >= 2)
+            if over and idle >= LINGER_SECONDS:
+                return 0
+            if idle >= IDLE_SECONDS:
+                return 1
+            return 2 if over else 3
+
+        ranked = sorted((rank(flow), flow.last_time, flow.ident) for flow in self.live.values())
+        for order, _, ident in ranked[:len(ranked) - MAX_LIVE_FLOWS // 2]:
+            flow = self.live[ident]
+            if order == 3:
+                self.evicted_active += 1
+            self._close(flow)
+            self._retire(flow)
+        self.next_sweep = len(self.live) + MAX_LIVE_FLOWS // 2
+
+    def _retire(self, flow: _Flow) -> None:
+        """Write a closed flow to ``table`` and drop its state and lookups (unless a new flow took them)."""
+        del self.live[flow.ident]
+        proto = PROTO_TCP if flow.transport == "tcp" else PROTO_UDP
+        for d in (flow.client, flow.server):
+            key = (proto, d.src, d.dst, d.sport, d.dport)
+            entry = self.flows.get(key)
+            if entry is not None and entry[0] is flow:
+                del self.flows[key]
+            raw = _raw_key(d)
+            if self.tcp_directions.get(raw) is d:
+                del self.tcp_directions[raw]
+            if self.opaque_udp.get(raw) is flow:
+                del self.opaque_udp[raw]
+        client = flow.client
+        self.table.add(flow.ident, transport=flow.transport, src=address_text(client.src), sport=client.sport,
+                       dst=address_text(client.dst), dport=client.dport, named=flow.sni or flow.http_host,
+                       raw_dst=client.dst, protocol=flow.protocol, encrypted=flow.encrypted,
+                       decryption=self.tls.outcome(flow.ident) if flow.protocol == PROTO_TLS else "",
+                       size=flow.bytes, frames=flow.frames, first_frame=flow.first_frame,
+                       first_time=flow.first_time, last_time=flow.last_time)
 
     def _tcp(self, flow: _Flow, d: _Direction, payload: bytes, seq: int, flags: int, frame: int,
              ts: float) -> None:
@@ -1050,7 +1113,7 @@ class Scanner:
         """Too many half-received messages held at once (many flows, huge bodies): scan the large ones as they
         are, raw, and let them go. Counted and reported, never silently dropped."""
         for threshold in (SHED_DIRECTION_BYTES, 1):  # the large holders first; everyone if that was not enough
-            for flow in self.all_flows:
+            for flow in self.live.values():
                 for d in (flow.client, flow.server):
                     if d.decoder is not None and d.held >= threshold:
                         self._scan_units(flow, d, d.decoder.hole())
@@ -1360,15 +1423,6 @@ class Scanner:
 
     # --- results ----------------------------------------------------------------------------------------------
 
-    def _host(self, flow: _Flow) -> str | None:
-        if flow.sni:
-            return flow.sni
-        if flow.http_host:
-            return flow.http_host
-        if flow.protocol == PROTO_DNS:
-            return self.dns_names.get(flow.client.dst)
-        return self.dns_names.get(flow.client.dst)
-
     def _masked_host(self, host: str | None) -> str | None:
         """A host name with any identifier in it masked (``<imei>.tracker.example`` is itself a leak)."""
         if not host:
@@ -1388,7 +1442,7 @@ class Scanner:
         out = []
         for phase in self.phases:
             if self.undecoded.by_phase.get(phase.name) and not any(
-                    flow.first_time <= phase.end and flow.last_time >= phase.start for flow in self.all_flows):
+                    flow.first_time <= phase.end and flow.last_time >= phase.start for flow in self.table):
                 out.append(phase.name)
         return tuple(out)
 
@@ -1427,13 +1481,19 @@ class Scanner:
             warnings.append(f"{problem}" + (f" ({count} times)" if count > 1 else ""))
         if reader.packets == 0:
             warnings.append("the capture holds no packets: nothing was scanned")
+        if self.evicted_active:
+            warnings.append(f"{self.evicted_active} flows were let go before they were over, to keep memory bounded "
+                            f"(more than {MAX_LIVE_FLOWS} flows going at once): what they held was scanned, and a "
+                            "packet of one after that began a new flow")
         masked: dict[str | None, str | None] = {}  # a few dozen hosts serve thousands of flows: match each once
-        hosts = {}
-        for flow in self.all_flows:
-            host = self._host(flow)
+
+        def host_of(named: str | None, raw_dst: bytes) -> str | None:
+            host = named or self.dns_names.get(raw_dst)
             if host not in masked:
                 masked[host] = self._masked_host(host)
-            hosts[flow.ident] = masked[host]
+            return masked[host]
+
+        self.table.finish(host_of)
         findings = []
         for state in self.findings.values():
             flow, d = state.flow, state.direction
@@ -1441,17 +1501,11 @@ class Scanner:
             findings.append(Finding(
                 identifier=state.identifier, encoding=state.encoding, transport=flow.transport,
                 src=address_text(d.src), sport=d.sport, dst=address_text(d.dst), dport=d.dport,
-                host=hosts[flow.ident], protocol=state.protocol, encrypted=decrypted,
+                host=host_of(flow.sni or flow.http_host, flow.client.dst), protocol=state.protocol, encrypted=decrypted,
                 frames=tuple(sorted(state.frames)), time=state.time if math.isfinite(state.time) else 0.0,
                 phase=state.phase, excerpt=state.excerpt, value=state.value, decrypted=decrypted))
         findings.sort(key=lambda f: (f.frames[:1], f.identifier, f.encoding))
-        flows = tuple(Flow(
-            transport=flow.transport, src=address_text(flow.client.src), sport=flow.client.sport,
-            dst=address_text(flow.client.dst), dport=flow.client.dport, host=hosts[flow.ident],
-            protocol=flow.protocol, encrypted=flow.encrypted, bytes=flow.bytes, frames=flow.frames,
-            first_frame=flow.first_frame, first_time=flow.first_time, last_time=flow.last_time,
-            decryption=self.tls.outcome(flow.ident) if flow.protocol == PROTO_TLS else "")
-            for flow in self.all_flows)
+        flows = self.table
         warnings += self.tls.warnings(flows)
         info = CaptureInfo(
             path=str(reader.path), format=reader.format, link_types=reader.link_types,

@@ -704,13 +704,18 @@ class TlsDecryption:
 
     def warnings(self, flows: Sequence[Flow]) -> list[str]:
         out = list(self.keylog.warnings)
-        tls = [f for f in flows if f.decryption]
-        if not tls or not (self.sessions or len(self.keylog)):
+        if not (self.sessions or len(self.keylog)):
             return out
-        no_key = sum(1 for f in tls if f.decryption == NO_KEY)
+        tls = no_key = 0
+        for flow in flows:  # one pass, nothing kept: a scan's flows are many, and read from its flow table
+            if flow.decryption:
+                tls += 1
+                no_key += flow.decryption == NO_KEY
+        if not tls:
+            return out
         failed = [s for s in self.sessions.values() if s.problem and not (s.missing and not s.decrypted_records)]
         if no_key:
-            out.append(f"{no_key} of {len(tls)} TLS flows had no key in the key logs: what they carried was not "
+            out.append(f"{no_key} of {tls} TLS flows had no key in the key logs: what they carried was not "
                        "scanned")
         if failed:
             problems: dict[str, int] = {}
@@ -725,15 +730,20 @@ class TlsDecryption:
 
 
 def coverage(flows: Sequence[Flow], phases: Sequence[Phase] = ()) -> dict[str, Any]:
-    """TLS flows, decrypted and without a key, overall and per phase (a flow belongs to the phase it began in)."""
-    def count(selected: list[Flow]) -> dict[str, int]:
-        return {"flows": len(selected),
-                "decrypted": sum(1 for f in selected if f.decryption == DECRYPTED),
-                "no_key": sum(1 for f in selected if f.decryption == NO_KEY),
-                "failed": sum(1 for f in selected if f.decryption == FAILED)}
-
-    tls = [f for f in flows if f.decryption]
-    out: dict[str, Any] = count(tls)
+    """TLS flows, decrypted and without a key, overall and per phase (a flow belongs to the phase it began in).
+    One pass over ``flows``, nothing kept of them."""
+    names = {DECRYPTED: "decrypted", NO_KEY: "no_key", FAILED: "failed"}
+    total = dict.fromkeys(("flows", *names.values()), 0)
+    per_phase = {p.name: dict(total) for p in phases}
+    for flow in flows:
+        if not flow.decryption:
+            continue
+        counts = [total] + [per_phase[p.name] for p in phases if p.contains(flow.first_time)]
+        for count in counts:
+            count["flows"] += 1
+            if flow.decryption in names:
+                count[names[flow.decryption]] += 1
+    out: dict[str, Any] = total
     if phases:
-        out["phases"] = {p.name: count([f for f in tls if p.contains(f.first_time)]) for p in phases}
+        out["phases"] = per_phase
     return out

@@ -1,0 +1,145 @@
+"""The flows of one scan, kept off the heap: a fixed-size record per flow, spilled to a temporary file.
+
+A capture of many short connections (polls, DNS, a port scan) holds a flow per few kilobytes: a 2 GB one has
+over a million. The scanner lets go of each flow's state once it is over (:class:`~phonehome.scan.scanner.Scanner`
+evicts it) and writes what the results need of it here: about 70 bytes, its strings (addresses, protocol, host)
+interned. Past :data:`SPILL_BYTES` of records the table moves to an unlinked temporary file, so the scan's memory
+does not grow with the number of flows. :class:`FlowTable` is the ``flows`` sequence of a
+:class:`~phonehome.scan.scanner.ScanResult`: each item is made when it is read.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, overload
+
+if TYPE_CHECKING:
+    from phonehome.scan.scanner import Flow
+
+#: transport, src, sport, dst, dport, named host, dst's raw address, protocol, encrypted, decryption, bytes,
+#: frames, first frame, first time, last time (strings as indexes into FlowTable's string table, 0 for None)
+_RECORD = struct.Struct("<IIHIHIIIBIQQQdd")
+RECORD_BYTES = _RECORD.size
+#: records kept in memory before the table moves to a temporary file (a few tens of thousands of flows)
+SPILL_BYTES = 4 << 20
+#: records read at once when iterating a spilled table
+_READ_RECORDS = 4096
+
+
+class FlowTable(Sequence["Flow"]):
+    """Flow records by flow number (the order flows began in); written in any order, each exactly once.
+
+    ``host`` is resolved when the scan ends (:meth:`finish`): a flow is named by its SNI or HTTP Host, else by the
+    DNS answers of the whole capture for its server's address, as the scanner always did.
+    """
+
+    def __init__(self) -> None:
+        self._strings: list[Any] = [None]
+        self._index: dict[Any, int] = {None: 0}
+        self._memory = bytearray()
+        self._fd: int | None = None  # the temporary file, once spilled (closed when the table goes)
+        self._count = 0  # one past the highest flow number written
+        self._pairs: set[tuple[int, int]] = set()  # (named host, raw dst) as written
+        self._hosts: dict[tuple[int, int], str | None] = {}
+
+    def _intern(self, value: Any) -> int:
+        index = self._index.get(value)
+        if index is None:
+            index = self._index[value] = len(self._strings)
+            self._strings.append(value)
+        return index
+
+    def add(self, ident: int, *, transport: str, src: str, sport: int, dst: str, dport: int, named: str | None,
+            raw_dst: bytes, protocol: str, encrypted: bool, decryption: str, size: int, frames: int,
+            first_frame: int, first_time: float, last_time: float) -> None:
+        """Write flow number ``ident``'s record (``named``: its SNI or HTTP Host; ``size``: bytes on the wire)."""
+        intern = self._intern
+        pair = (intern(named), intern(raw_dst))
+        self._pairs.add(pair)
+        record = _RECORD.pack(intern(transport), intern(src), sport, intern(dst), dport, pair[0], pair[1],
+                              intern(protocol), encrypted, intern(decryption), size, frames, first_frame,
+                              first_time, last_time)
+        offset = ident * RECORD_BYTES
+        self._count = max(self._count, ident + 1)
+        if self._fd is not None:
+            os.pwrite(self._fd, record, offset)
+            return
+        memory = self._memory
+        if len(memory) < offset:
+            memory.extend(bytes(offset - len(memory)))
+        memory[offset:offset + RECORD_BYTES] = record
+        if len(memory) > SPILL_BYTES:
+            self._spill()
+
+    def _spill(self) -> None:
+        fd, path = tempfile.mkstemp(prefix="phonehome-flows-")
+        os.unlink(path)  # unlinked at once: nothing is left behind, whatever ends the scan
+        weakref.finalize(self, os.close, fd)
+        os.pwrite(fd, self._memory, 0)
+        self._fd = fd
+        self._memory = bytearray()
+
+    def finish(self, host_of: Callable[[str | None, bytes], str | None]) -> None:
+        """Name each flow's host: ``host_of(named, raw_dst)`` is asked once per distinct pair."""
+        strings = self._strings
+        self._hosts = {pair: host_of(strings[pair[0]], strings[pair[1]]) for pair in self._pairs}
+
+    @property
+    def spilled(self) -> bool:
+        """True when the records are in a temporary file."""
+        return self._fd is not None
+
+    def _read(self, first: int, count: int) -> bytes:
+        start, size = first * RECORD_BYTES, count * RECORD_BYTES
+        if self._fd is None:
+            return bytes(self._memory[start:start + size])
+        return os.pread(self._fd, size, start)
+
+    def _flow(self, record: tuple[Any, ...]) -> Flow:
+        from phonehome.scan.scanner import Flow
+
+        s = self._strings
+        (transport, src, sport, dst, dport, named, raw_dst, protocol, encrypted, decryption, size, frames,
+         first_frame, first_time, last_time) = record
+        return Flow(transport=s[transport], src=s[src], sport=sport, dst=s[dst], dport=dport,
+                    host=self._hosts.get((named, raw_dst)), protocol=s[protocol], encrypted=bool(encrypted),
+                    bytes=size, frames=frames, first_frame=first_frame, first_time=first_time,
+                    last_time=last_time, decryption=s[decryption] or "")
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> Flow: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Flow]: ...
+
+    def __getitem__(self, index: int | slice) -> Flow | Sequence[Flow]:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(self._count)))
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError(f"flow {index} of {self._count}")
+        return self._flow(_RECORD.unpack(self._read(index, 1)))
+
+    def __iter__(self) -> Iterator[Flow]:
+        for first in range(0, self._count, _READ_RECORDS):
+            chunk = self._read(first, min(_READ_RECORDS, self._count - first))
+            for record in _RECORD.iter_unpack(chunk):
+                yield self._flow(record)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable until the scan ends, as a list
+
+    def __repr__(self) -> str:
+        return f"FlowTable({self._count} flows{', spilled' if self.spilled else ''})"

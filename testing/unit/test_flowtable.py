@@ -1,0 +1,61 @@
+"""The flow table: records written in any order, read back as Flows, in memory or spilled to a file."""
+
+from __future__ import annotations
+
+import pytest
+
+from phonehome.scan import flowtable
+from phonehome.scan.flowtable import RECORD_BYTES, FlowTable
+from phonehome.scan.scanner import Flow
+
+
+def _add(table: FlowTable, ident: int, *, named: str | None = None, raw_dst: bytes = b"\x5d\xb8\xd8\x22",
+         decryption: str = "") -> None:
+    table.add(ident, transport="tcp" if ident % 2 else "udp", src="10.0.0.2", sport=40000 + ident,
+              dst="93.184.216.34", dport=443, named=named, raw_dst=raw_dst, protocol="tls", encrypted=bool(ident % 3),
+              decryption=decryption, size=1000 + ident, frames=ident + 1, first_frame=ident * 10,
+              first_time=1.5 + ident, last_time=2.25 + ident)
+
+
+def _expected(ident: int, host: str | None, decryption: str = "") -> Flow:
+    return Flow(transport="tcp" if ident % 2 else "udp", src="10.0.0.2", sport=40000 + ident, dst="93.184.216.34",
+                dport=443, host=host, protocol="tls", encrypted=bool(ident % 3), bytes=1000 + ident,
+                frames=ident + 1, first_frame=ident * 10, first_time=1.5 + ident, last_time=2.25 + ident,
+                decryption=decryption)
+
+
+@pytest.mark.parametrize("spill_bytes", [1 << 20, 3 * RECORD_BYTES])
+def test_records_read_back_in_flow_order_whatever_order_they_were_written(
+        monkeypatch: pytest.MonkeyPatch, spill_bytes: int) -> None:
+    monkeypatch.setattr(flowtable, "SPILL_BYTES", spill_bytes)
+    table = FlowTable()
+    order = [5, 0, 3, 1, 4, 2, 7, 6]
+    for ident in order:
+        _add(table, ident, named="api.example" if ident == 3 else None, decryption="no-key" if ident == 4 else "")
+    asked = []
+
+    def host_of(named: str | None, raw_dst: bytes) -> str | None:
+        asked.append((named, raw_dst))
+        return named or f"dns-of-{raw_dst.hex()}"
+
+    table.finish(host_of)
+    assert table.spilled == (spill_bytes < len(order) * RECORD_BYTES)
+    expected = [_expected(i, "api.example" if i == 3 else "dns-of-5db8d822", "no-key" if i == 4 else "")
+                for i in range(8)]
+    assert list(table) == expected and len(table) == 8
+    assert table[3] == expected[3] and table[-1] == expected[7] and table[1:3] == tuple(expected[1:3])
+    assert table == expected and table != expected[:7]
+    assert sorted(asked, key=str) == sorted({(None, b"\x5d\xb8\xd8\x22"), ("api.example", b"\x5d\xb8\xd8\x22")},
+                                            key=str)  # once per distinct pair
+    with pytest.raises(IndexError):
+        table[8]
+
+
+def test_a_spilled_table_iterates_past_one_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flowtable, "SPILL_BYTES", 0)
+    monkeypatch.setattr(flowtable, "_READ_RECORDS", 3)
+    table = FlowTable()
+    for ident in range(10):
+        _add(table, ident)
+    table.finish(lambda named, raw: None)
+    assert table.spilled and [flow.sport for flow in table] == [40000 + i for i in range(10)]
