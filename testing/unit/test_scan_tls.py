@@ -19,6 +19,7 @@ import pytest
 
 from phonehome.errors import InputError
 from phonehome.identifiers import Identifiers, parse_identifiers
+from phonehome.scan import scanner as scanner_module
 from phonehome.scan.keylog import KeyLog, load_keylogs
 from phonehome.scan.scanner import Phase, Scanner, ScanResult, scan_capture
 from phonehome.scan.tls import HRR_RANDOM
@@ -236,7 +237,12 @@ def test_without_keys_nothing_changes(lab: Lab) -> None:
     assert result.tls_coverage() == {"flows": len(CASES), "decrypted": 0, "no_key": len(CASES), "failed": 0}
 
 
-def test_missing_and_bad_keys_are_counted_not_fatal(lab: Lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("live_flows", [None, 2])
+def test_missing_and_bad_keys_are_counted_not_fatal(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    live_flows: int | None) -> None:
+    """Also with flows let go during the scan (live_flows: their sessions go, their outcome and warnings stay)."""
+    if live_flows is not None:
+        monkeypatch.setattr(scanner_module, "MAX_LIVE_FLOWS", live_flows)
     lines = [line for line in lab.keylog.read_text().splitlines() if line and not line.startswith("#")]
     randoms = list(dict.fromkeys(line.split()[1] for line in lines))
     assert len(randoms) == len(CASES)

@@ -535,6 +535,7 @@ class Scanner:
         self.flow_count = 0
         self.next_sweep = MAX_LIVE_FLOWS  # len(live) past which _evict runs
         self.evicted_active = 0  # flows let go before they were over (_evict), to bound memory
+        self.address_texts: dict[bytes, str] = {}  # as the flow table interns them: one per address seen
         self.findings: dict[tuple[int, str, str, str | None], _FindingState] = {}
         self.dns_names: dict[bytes, str] = {}
         #: the per-packet fast path's lookups (see Scanner.scan), by the raw bytes of (src, dst, sport, dport)
@@ -866,13 +867,16 @@ class Scanner:
                 del self.tcp_directions[raw]
             if self.opaque_udp.get(raw) is flow:
                 del self.opaque_udp[raw]
-        client = flow.client
-        self.table.add(flow.ident, transport=flow.transport, src=address_text(client.src), sport=client.sport,
-                       dst=address_text(client.dst), dport=client.dport, named=flow.sni or flow.http_host,
+        client, texts = flow.client, self.address_texts
+        src = texts.get(client.src) or texts.setdefault(client.src, address_text(client.src))
+        dst = texts.get(client.dst) or texts.setdefault(client.dst, address_text(client.dst))
+        self.table.add(flow.ident, transport=flow.transport, src=src, sport=client.sport, dst=dst,
+                       dport=client.dport, named=flow.sni or flow.http_host,
                        raw_dst=client.dst, protocol=flow.protocol, encrypted=flow.encrypted,
                        decryption=self.tls.outcome(flow.ident) if flow.protocol == PROTO_TLS else "",
                        size=flow.bytes, frames=flow.frames, first_frame=flow.first_frame,
                        first_time=flow.first_time, last_time=flow.last_time)
+        self.tls.retire(flow.ident)
 
     def _tcp(self, flow: _Flow, d: _Direction, payload: bytes, seq: int, flags: int, frame: int,
              ts: float) -> None:

@@ -657,6 +657,9 @@ class TlsDecryption:
         self._decoders: dict[tuple[int, bool], TlsDecoder] = {}
         #: keep each direction's decrypted application data (:meth:`plaintexts`): for tests, costs memory
         self.keep_plaintext = False
+        #: what :meth:`warnings` needs of the flows :meth:`retire` let go: failed sessions' problems, cut directions
+        self._retired_problems: dict[str, int] = {}
+        self._retired_cut = 0
 
     @property
     def active(self) -> bool:
@@ -702,9 +705,22 @@ class TlsDecryption:
             return NO_KEY
         return FAILED if session.problem else DECRYPTED
 
+    def retire(self, ident: int) -> None:
+        """Flow ``ident`` is over and its outcome taken: let go of its session and decoders (their keys, ciphers
+        and buffers), keeping only the counts :meth:`warnings` gives (not with ``keep_plaintext``)."""
+        if self.keep_plaintext:
+            return
+        for side in (True, False):
+            decoder = self._decoders.pop((ident, side), None)
+            if decoder is not None and decoder.cut_records:
+                self._retired_cut += 1
+        session = self.sessions.pop(ident, None)
+        if session is not None and _failed(session):
+            self._retired_problems[session.problem] = self._retired_problems.get(session.problem, 0) + 1
+
     def warnings(self, flows: Sequence[Flow]) -> list[str]:
         out = list(self.keylog.warnings)
-        if not (self.sessions or len(self.keylog)):
+        if not (self.sessions or self._retired_problems or len(self.keylog)):
             return out
         tls = no_key = 0
         for flow in flows:  # one pass, nothing kept: a scan's flows are many, and read from its flow table
@@ -713,20 +729,25 @@ class TlsDecryption:
                 no_key += flow.decryption == NO_KEY
         if not tls:
             return out
-        failed = [s for s in self.sessions.values() if s.problem and not (s.missing and not s.decrypted_records)]
+        problems = dict(self._retired_problems)
+        for session in self.sessions.values():
+            if _failed(session):
+                problems[session.problem] = problems.get(session.problem, 0) + 1
         if no_key:
             out.append(f"{no_key} of {tls} TLS flows had no key in the key logs: what they carried was not "
                        "scanned")
-        if failed:
-            problems: dict[str, int] = {}
-            for session in failed:
-                problems[session.problem] = problems.get(session.problem, 0) + 1
+        if problems:
             listed = "; ".join(f"{p} ({n})" for p, n in list(problems.items())[:MAX_PROBLEMS])
-            out.append(f"{len(failed)} TLS flows could not be decrypted to the end: {listed}")
-        cut = sum(1 for d in self._decoders.values() if d.cut_records)
+            out.append(f"{sum(problems.values())} TLS flows could not be decrypted to the end: {listed}")
+        cut = self._retired_cut + sum(1 for d in self._decoders.values() if d.cut_records)
         if cut:
             out.append(f"{cut} TLS flow directions end in a record cut short (the capture stopped mid-record)")
         return out
+
+
+def _failed(session: Session) -> bool:
+    """The session had keys and a record did not decrypt (the ``failed`` outcome)."""
+    return bool(session.problem) and not (session.missing and not session.decrypted_records)
 
 
 def coverage(flows: Sequence[Flow], phases: Sequence[Phase] = ()) -> dict[str, Any]:
