@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from phonehome.scan import reassembly
 from phonehome.scan.reassembly import (
     MAX_CONFLICT_BYTES_PER_STREAM,
     MAX_PENDING_BYTES_PER_STREAM,
@@ -54,6 +56,27 @@ def test_out_of_order_is_put_back_in_order() -> None:
     budget = Budget()
     assert _run(_stream(budget), segments)[0] == DATA
     assert budget.gaps == 0 and budget.held == 0
+
+
+def test_held_segments_come_out_earliest_first_in_any_order() -> None:
+    """Thousands held at once (a stream received backwards, or shuffled): one stream, no pass over them all per
+    segment; pending is counted from a new anchor as next_seq moves far (here past a few hundred bytes)."""
+    data = bytes(range(256)) * 40
+    segments = _segments(data, 7)
+    for order in (segments[::-1], [*random.Random(5).sample(segments[1:], len(segments) - 1), segments[0]]):
+        budget = Budget()
+        stream = _stream(budget)
+        assert _run(stream, order)[0] == data
+        assert budget.gaps == 0 and budget.held == 0 and stream.pending == {} and stream.starts == []
+
+
+def test_pending_starts_are_counted_again_from_afar(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reassembly, "_REANCHOR_BYTES", 50)
+    segments = _segments(DATA, 10)
+    # the last segment held from the start; then each pair backwards: a segment is held while others are
+    order = [segments[-1]] + [s for k in range(0, len(segments) - 1, 2) for s in segments[k:k + 2][::-1]]
+    stream = _stream()
+    assert _run(stream, order)[0] == DATA
 
 
 def test_retransmissions_are_delivered_once() -> None:

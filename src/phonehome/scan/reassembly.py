@@ -21,6 +21,7 @@ later are treated as retransmissions (older than anything kept: a conflict, so t
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 #: out-of-order bytes one direction may hold while waiting for a missing segment
@@ -39,6 +40,9 @@ MAX_CONFLICT_BYTES_PER_STREAM = 1 << 20
 RECENT_TRIM_BYTES = 2 * RECENT_BYTES_PER_STREAM
 
 _MOD = 1 << 32
+#: how far next_seq may move from Stream.anchor before the pending starts are counted from it again (with starts
+#: at most MAX_SEQUENCE_JUMP ahead, every offset stays below 2**31)
+_REANCHOR_BYTES = 1 << 30
 _HALF = 1 << 31
 
 #: (bytes in stream order, frame number that carried them, capture time, a hole precedes these bytes)
@@ -66,12 +70,17 @@ class Budget:
 class Stream:
     """One direction of a TCP connection, rebuilt in sequence order."""
 
-    __slots__ = ("budget", "conflicted", "conflicts", "held", "next_seq", "pending", "recent", "recent_bytes")
+    __slots__ = ("anchor", "budget", "conflicted", "conflicts", "held", "next_seq", "pending", "recent",
+                 "recent_bytes", "starts")
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
         self.next_seq = -1
         self.pending: dict[int, tuple[bytes, int, float]] = {}
+        #: the pending segments' starts as offsets from ``anchor`` (a next_seq of when pending was last empty),
+        #: sorted: the earliest is found without a pass over them all (a shuffled stream holds thousands)
+        self.starts: list[int] = []
+        self.anchor = 0
         self.held = 0
         #: the segments last delivered, in order, ending at next_seq (an in-order segment taken by the scanner's
         #: fast path is appended there too): what a retransmission is compared with
@@ -128,6 +137,8 @@ class Stream:
             if len(old) >= len(data):
                 return []
             self._release(len(old))
+        else:
+            self._hold(seq)
         self.pending[seq] = (data, frame, time)
         self.held += len(data)
         self.budget.held += len(data)
@@ -201,45 +212,45 @@ class Stream:
         self.held -= n
         self.budget.held -= n
 
+    def _hold(self, seq: int) -> None:
+        """Note a new pending segment's start (ahead of next_seq) in ``starts``."""
+        if not self.pending or (self.next_seq - self.anchor) % _MOD >= _REANCHOR_BYTES:
+            # offsets from next_seq: every pending start is ahead of it (or was, when pending was last drained)
+            self.anchor = self.next_seq
+            self.starts = sorted((start - self.anchor) % _MOD for start in self.pending)
+        bisect.insort(self.starts, (seq - self.anchor) % _MOD)
+
+    def _take_first(self) -> tuple[int, tuple[bytes, int, float]]:
+        """Remove the pending segment that starts earliest: (its start, its segment)."""
+        seq = (self.starts.pop(0) + self.anchor) % _MOD
+        segment = self.pending.pop(seq)
+        self._release(len(segment[0]))
+        return seq, segment
+
     def _drain(self, out: list[Piece]) -> None:
-        """Move pending segments that are now contiguous (trimming overlaps) to ``out``."""
-        pending = self.pending
-        while pending:
-            progressed = False
-            for seq in list(pending):
-                ahead = (seq - self.next_seq) % _MOD
-                data, frame, time = pending[seq]
-                if ahead >= _HALF:  # starts at or before next_seq: overlaps what we have
-                    del pending[seq]
-                    self._release(len(data))
-                    behind = _MOD - ahead
-                    self._compare(behind, data, frame, time)
-                    if behind < len(data):
-                        out.append((data[behind:], frame, time, False))
-                        self.next_seq = (self.next_seq + len(data) - behind) % _MOD
-                        self.delivered(data[behind:])
-                    progressed = True
-                elif ahead == 0:
-                    del pending[seq]
-                    self._release(len(data))
-                    out.append((data, frame, time, False))
-                    self.next_seq = (seq + len(data)) % _MOD
-                    self.delivered(data)
-                    progressed = True
-            if not progressed:
+        """Move pending segments that are now contiguous (trimming overlaps) to ``out``, earliest first."""
+        while self.starts:
+            behind = (self.next_seq - self.anchor - self.starts[0]) % _MOD
+            if behind >= _HALF:  # the earliest starts after next_seq: a hole before it
                 return
+            _, (data, frame, time) = self._take_first()
+            if behind:  # starts before next_seq: overlaps what was delivered
+                self._compare(behind, data, frame, time)
+                if behind >= len(data):
+                    continue
+                data = data[behind:]
+            out.append((data, frame, time, False))
+            self.next_seq = (self.next_seq + len(data)) % _MOD
+            self.delivered(data)
 
     def skip_gap(self) -> list[Piece]:
         """Stop waiting for missing bytes: continue from the earliest held segment, count the hole."""
         if not self.pending:
             return []
-        first = min(self.pending, key=lambda s: (s - self.next_seq) % _MOD)
+        first, (data, frame, time) = self._take_first()
         hole = (first - self.next_seq) % _MOD
         self.budget.gaps += 1
         self.budget.gap_bytes += hole
-        self.next_seq = first
-        data, frame, time = self.pending.pop(first)
-        self._release(len(data))
         self.next_seq = (first + len(data)) % _MOD
         self.recent, self.recent_bytes = [], 0  # what is kept ends at next_seq, with no hole inside
         self.delivered(data)
