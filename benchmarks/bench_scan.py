@@ -12,6 +12,8 @@ gzip body, chunked body, base64url JSON, MD5, cookie, HTTP response, MQTT, raw T
 - ``polls``: a phone's background polling, many short connections (a DNS lookup, one small JSON request and
   response, 0.2-3 KB, and the TCP handshake and teardown each): packet- and flow-rate bound;
 - ``quic``: QUIC connections, a client Initial and then hundreds of short-header datagrams each;
+- ``reordered``: the downloads and JSON APIs of ``mixed``, each connection's packets shuffled within windows of
+  32 and 2 % of them sent twice (Wi-Fi captures, a capture point behind a load balancer): reassembly bound;
 - ``boot``: the original benchmark capture (80 % TLS bulk, QUIC, DNS, HTTP with digit noise).
 
 Per shape and size it measures, in the same run:
@@ -22,7 +24,7 @@ Per shape and size it measures, in the same run:
   matcher, per packet (no reassembly, so it misses split leaks), and phonehome's speed as a multiple of it;
 - optionally a pyshark packet loop on a small slice of the file, extrapolated (labelled as such).
 
-Usage: ``.venv/bin/python benchmarks/bench_scan.py [--shape json|download|tls|mixed|polls|quic|boot|all] [--size-mb 100]
+Usage: ``.venv/bin/python benchmarks/bench_scan.py [--shape json|download|tls|mixed|polls|quic|reordered|boot|all] [--size-mb 100]
 [--also-mb 10 2000] [--repeat 3] [--skip-tshark] [--pyshark]``; ``phonehome scan`` runs ``--repeat`` times per
 size and the best run is reported. Not a test: numbers go in the README by hand.
 """
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -145,6 +148,20 @@ def _tcp_flow(server: str, dport: int, sport: int, client_data: list[bytes], ser
     yield seg(True, b"", TCP_FIN | TCP_ACK)
     cseq += 1
     yield seg(False, b"", TCP_FIN | TCP_ACK)
+
+
+def _reordered(packets: Iterator[bytes], rng: random.Random, window: int = 32,
+               resent: float = 0.02) -> Iterator[bytes]:
+    """A TCP flow's data packets shuffled within windows of ``window``, a share of them sent twice; the
+    handshake first and the two FINs last, as they are on the wire."""
+    flow = list(packets)
+    yield from flow[:2]
+    data = iter(flow[2:-2])
+    while chunk := list(itertools.islice(data, window)):
+        chunk += [packet for packet in chunk if rng.random() < resent]
+        rng.shuffle(chunk)
+        yield from chunk
+    yield from flow[-2:]
 
 
 def _udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
@@ -297,6 +314,9 @@ def _next_flow(shape: str, rng: random.Random, flow_no: int, hosts: list[str], b
         return _poll_flow(rng, flow_no)
     if shape == "quic":
         return _quic_flow(rng, flow_no, bulk)
+    if shape == "reordered":
+        flow = _download_flow(rng, flow_no, blob, 4 << 20) if flow_no % 4 == 0 else _api_flow(rng, flow_no)
+        return _reordered(flow, rng)
     if shape == "mixed":  # by bytes about 40 % JSON, 30 % gzip JSON, 20 % TLS, 10 % downloads, plus QUIC
         kind = flow_no % 20
         if kind < 8:
@@ -326,7 +346,7 @@ def build_capture(path: Path, size_mb: float, seed: int = 7, shape: str = "boot"
     target = int(size_mb * 1e6)
     writer = PcapWriter(path)
     bulk = rng.randbytes(1 << 16)
-    blob = rng.randbytes(25 << 20) if shape in ("download", "mixed") else b""
+    blob = rng.randbytes(25 << 20) if shape in ("download", "mixed", "reordered") else b""
     planted: list[str] = []
     active: list[Iterator[bytes]] = []
     flow_no = 0
@@ -461,7 +481,7 @@ def bench_pyshark(capture: Path, slice_bytes: int) -> dict[str, float]:
     return {"seconds": seconds, "rss": rss, "slice_bytes": written}
 
 
-SHAPES = ("json", "download", "tls", "mixed", "polls", "quic")
+SHAPES = ("json", "download", "tls", "mixed", "polls", "quic", "reordered")
 #: which run decoders the scan uses (the child process imports the same phonehome as this one)
 RUN_DECODERS = "C (phonehome.scan._runs)" if layers.ACCELERATED else "Python (phonehome.scan._runs not built)"
 
