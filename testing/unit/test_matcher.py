@@ -304,6 +304,30 @@ def test_location_binary(engine: str, fmt: str, scale: float, encoding: str) -> 
     assert encoding in {m.needle.encoding for m in matches if m.needle.identifier == "location"}
 
 
+LAT_E7, LON_E7 = round(52.51641 * 1e7), round(13.37763 * 1e7)  # ~15 m off
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("payload", "encoding"), [
+    # protobuf sfixed32 fields 17 and 18: two-byte tags, the field numbers differ
+    (b"\x8d\x01" + struct.pack("<i", LAT_E7) + b"\x95\x01" + struct.pack("<i", LON_E7), "e7-int32le"),
+    # Thrift binary i32 fields 1 and 2: type byte 0x08 and a 16-bit field id before each value
+    (b"\x08\x00\x01" + struct.pack(">i", LAT_E7) + b"\x08\x00\x02" + struct.pack(">i", LON_E7), "e7-int32be"),
+    # UBJSON object {"lat": float64, "lon": float64}: key, then the type marker D
+    (b"i\x03latD" + struct.pack(">d", 52.51641) + b"i\x03lonD" + struct.pack(">d", 13.37763), "float64be"),
+    # Thrift compact doubles (little-endian), field header delta 1, type 7
+    (b"\x17" + struct.pack("<d", 52.51641) + b"\x17" + struct.pack("<d", 13.37763), "float64le"),
+    # MessagePack {"latitude": float32, "longitude": float32}: 11 bytes of framing, the marker 0xca before each
+    (b"\xa8latitude\xca" + struct.pack(">f", 52.51641) + b"\xa9longitude\xca" + struct.pack(">f", 13.37763),
+     "float32be"),
+])
+def test_location_binary_across_serialisation_framing(engine: str, payload: bytes, encoding: str) -> None:
+    """Framing between the two values is a serialisation's when it frames both alike (see the next test)."""
+    rng = random.Random(encoding)
+    matches = matcher_for(engine).find(noise(rng, 21) + payload + noise(rng, 21))
+    assert encoding in {m.needle.encoding for m in matches if m.needle.identifier == "location"}
+
+
 # --- no false positives -------------------------------------------------------------------------------------------
 
 @pytest.mark.timeout(60)
@@ -364,6 +388,29 @@ def test_random_hex_base64_and_sparse_binary(engine: str) -> None:
 def test_random_binary(engine: str) -> None:
     data = random.Random(5).randbytes(1 << 20)
     assert not matcher_for(engine).find(data)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("framing", [1, 2, 3, 5, 6, 7, 9, 10, 11])
+def test_binary_coordinates_apart_by_arbitrary_bytes_are_no_location(engine: str, framing: int) -> None:
+    """Two coordinate-like int32s a few arbitrary bytes apart are what random bytes hold by chance: at a struct's
+    spacing (0, 4, 8 or 12 bytes between) they pair, otherwise only when framed alike (the control)."""
+    lat, lon = struct.pack(">i", LAT_E7), struct.pack(">i", LON_E7)
+    before, between = b"\xaa\xab\xac", b"\xee" * framing
+    matcher = matcher_for(engine)
+    for first, second in ((lat, lon), (lon, lat)):
+        assert not matcher.find(before + first + between + second)
+        alike = before + first + between[:-1] + b"\xac" + second  # the byte before each value is the same
+        assert ("location", "e7-int32be") in found(matcher.find(alike))
+
+
+@pytest.mark.timeout(60)
+def test_decoded_token_with_two_coordinate_like_numbers(engine: str) -> None:
+    """A random 48-byte etag of the benchmark's 2 GB mixed capture (JSON, gzip body, base64 value): its bytes 28-31
+    are 13.37895 as E7 int32be, 5 bytes on 52.5151899, 150 m from the point together. That is no location."""
+    token = base64.b64decode("I6pIiiiYOWH+vXNveJL1sC0lonJXOQl85Q0FWwf5dzyW68tVxB9NLpv59PDxgjUw")
+    assert struct.unpack(">i", token[28:32])[0] == 133789500 and struct.unpack(">i", token[37:41])[0] == 525151899
+    assert not matcher_for(engine).find(token)
 
 
 # --- engines and API ----------------------------------------------------------------------------------------------
