@@ -6,6 +6,8 @@ and integers sit at every byte offset; tshark reads it, one scan finds every cas
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 import struct
 import subprocess
@@ -17,7 +19,17 @@ import pytest
 from phonehome.identifiers import Identifiers, parse_identifiers
 from phonehome.scan.scanner import ScanResult, scan_capture
 from phonehome.scan.serialised import integer_encodings, varint, zigzag
-from phonehome.testing.captures import CaptureBuilder, Float32, bson, cbor, msgpack, protobuf_message
+from phonehome.testing.captures import (
+    CaptureBuilder,
+    Float32,
+    bson,
+    cbor,
+    gzip_bytes,
+    http_request,
+    http_response,
+    msgpack,
+    protobuf_message,
+)
 
 IMEI = "356938035643809"
 SERIAL = "R58M12ABCDE"
@@ -109,3 +121,20 @@ def test_no_finding_for_imei_digits_inside_an_unrelated_number(tmp_path: Path) -
     cap.udp(PHONE_IP, SERVER_IP, 40000, 9002, struct.pack(">ii", round(LAT * 1e6), 0))  # a latitude alone
     result = scan_capture(cap.write_pcap(tmp_path / "c.pcap"), _ids())
     assert result.findings == ()
+
+
+def test_layered_binary_location_and_a_random_token(tmp_path: Path) -> None:
+    """Under gzip>base64 in a JSON response: E7 fields of a protobuf are a location; a random token whose bytes
+    hold two coordinate-like int32s 5 arbitrary bytes apart (the benchmark's 2 GB mixed capture had one) is not."""
+    located = protobuf_message([(1, "sfixed32", round(LAT * 1e7)), (2, "sfixed32", round(LON * 1e7))])
+    bodies = {8001: {"etag": "I6pIiiiYOWH+vXNveJL1sC0lonJXOQl85Q0FWwf5dzyW68tVxB9NLpv59PDxgjUw"},
+              8002: {"etag": base64.b64encode(b"\x08\x01" + located).decode()}}
+    cap = CaptureBuilder()
+    for port, document in bodies.items():
+        conn = cap.tcp(PHONE_IP, SERVER_IP, port)
+        conn.send(http_request("GET", "/v2/sync", host="api.example"))
+        conn.reply(http_response(gzip_bytes(json.dumps(document).encode()), headers={"Content-Encoding": "gzip"}))
+        conn.close()
+    result = scan_capture(cap.write_pcap(tmp_path / "layered.pcap"), _ids())
+    assert {(f.sport, f.encoding) for f in result.findings} == {  # from the server's port
+        (8002, "gzip>base64>e7-int32le")}
