@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import gzip
 import os
 import sys
 from collections.abc import Callable
@@ -52,6 +53,7 @@ def _both(kind: str, data: bytes, left: int, cut: int | None = None) -> tuple[tu
         for decode in (reference, accelerated):
             layers._base64_runs.cache_clear()  # keyed by data only: a cut changed under it would be stale
             layers._base64_kinds.cache_clear()
+            layers._EVERY_RUN.clear()
             budget = Budget(left)
             results.append((decode(data, budget), budget.left))
     return results[0], results[1]
@@ -162,10 +164,60 @@ def test_any_buffer_and_bad_arguments() -> None:
         decode_runs(data, 4, 1000, 1000)
     with pytest.raises(TypeError):
         decode_runs(data.decode(), kind, 1000, 1000)  # type: ignore[arg-type]  # the wrong type on purpose
+    assert _runs.decode_every_run(memoryview(b"..." + data)[3:], 1000)[0] == expected[0]
+    assert _runs.decode_every_run(data, -1) == (b"", b"", b"", b"")
+    with pytest.raises(BufferError):
+        _runs.decode_every_run(memoryview(data + data)[::2], 1000)
     assert _runs.MIN_RUN_CHARS == layers.MIN_RUN_CHARS
     budget = Budget(1 << 80)  # larger than any C size: the wrapper passes sys.maxsize, and takes what was used
     assert layers._base64(data, budget) == expected[0]
     assert budget.left == (1 << 80) - len(expected[0]) and sys.maxsize < 1 << 80
+
+
+@needs_speedups
+@pytest.mark.timeout(120)
+@settings(max_examples=400, deadline=None)
+@given(data=_runny(), cut=st.integers(0, 200))
+def test_every_run_in_one_pass_is_each_decoder_unbounded(data: bytes, cut: int) -> None:
+    """decode_every_run (the four kinds in one pass, the base32 and hex runs searched inside the base64 ones) gives
+    each Python decoder's bytes with a budget that does not bind."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(layers, "MAX_TEXT_DECODE_BYTES", cut)
+        layers._base64_runs.cache_clear()
+        layers._base64_kinds.cache_clear()
+        expected = tuple(decode(data, Budget(1 << 70)) for _, decode, _ in KINDS)
+        layers._base64_runs.cache_clear()
+        layers._base64_kinds.cache_clear()
+    assert _runs.decode_every_run(data, cut) == expected
+    assert _runs.decode_every_run(bytearray(data), cut) == expected
+
+
+def _layered() -> st.SearchStrategy[bytes]:
+    """Runs of every kind, and layers of them (base64 of gzip of runs, hex of base64): peel's recursion."""
+    wrappers: list[Callable[[bytes], bytes]] = [
+        base64.b64encode, binascii.hexlify, lambda raw: base64.b64encode(gzip.compress(raw, mtime=0)),
+        base64.b32encode, base64.urlsafe_b64encode]
+
+    def wrap(inner: bytes, how: int) -> bytes:
+        return wrappers[how](inner)
+    return st.recursive(_runny(), lambda inner: st.builds(lambda a, how, b: a + b" " + wrap(a, how) + b" " + b,
+                                                          inner, st.integers(0, 4), inner), max_leaves=4)
+
+
+@needs_speedups
+@pytest.mark.timeout(120)
+@settings(max_examples=300, deadline=None)
+@given(data=_layered(), budget=st.one_of(st.integers(0, 400), st.just(1 << 20)), depth=st.integers(1, 4))
+def test_peel_with_the_c_decoders_is_peel_with_the_python_ones(data: bytes, budget: int, depth: int) -> None:
+    """Through peel (the decoders of a buffer sharing one pass, layers decoded in between, budgets that run out
+    at any point), the C run decoders yield what the Python ones yield."""
+    accelerated = list(layers.peel(data, max_depth=depth, max_output=budget))
+    python = dict(layers.DECODERS) | {name: decode for name, decode, _ in KINDS}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(layers, "DECODERS", tuple(python.items()))
+        reference = list(layers.peel(data, max_depth=depth, max_output=budget))
+    assert accelerated == reference
+    assert not layers._EVERY_RUN  # nothing held after a peel
 
 
 @needs_speedups

@@ -27,6 +27,11 @@
  * hex is binascii.a2b_hex of the run cut to an even length. In every case that is: the run's characters as one
  * bit stream, whole bytes only.
  *
+ * decode_every_run(data, cut) -> (base64, base64url, base32, hex)
+ *   decode_runs of each kind with a budget that does not bind, in one pass: the base64 runs are found once, and
+ *   the base32 and hex runs are searched inside them only (see above: they are the same runs). layers' wrappers
+ *   take each output when it fits the budget left at its decoder's turn (then it is what decode_runs gives).
+ *
  * Budget, as layers._add_part spends it: each decoded run after the first takes a separator (3 bytes) first; a
  * separator that does not fit whole spends what is left and ends the output without being written; a run that
  * does not fit whole is cut to what is left; the output ends as soon as nothing is left. (When everything fits,
@@ -288,6 +293,118 @@ decode_runs(PyObject *module, PyObject *args)
     return Py_BuildValue("(Nn)", out, budget - left);
 }
 
+/* Append run src[start:end) of `kind`, decoded whole, to dst at *written (a separator first if it is not the
+   first part of that output). dst has room for `room` bytes: never too few (a run of 16+ characters decodes to
+   at least 4 bytes fewer, room for the separator), checked all the same. */
+static void
+append_run(const unsigned char *src, Py_ssize_t start, Py_ssize_t end, int kind, unsigned char *dst,
+           Py_ssize_t room, Py_ssize_t *written, Py_ssize_t *parts)
+{
+    const unsigned char *value = kind == KIND_BASE32 ? b32_value : kind == KIND_HEX ? hex_value : b64_value;
+    const int bits = kind == KIND_BASE32 ? 5 : kind == KIND_HEX ? 4 : 6;
+    Py_ssize_t nchars, size = decoded_size(kind, end - start, &nchars);
+
+    if (size <= 0 || room - *written < size + (Py_ssize_t)sizeof JOIN)
+        return;
+    if (*parts > 0) {
+        memcpy(dst + *written, JOIN, sizeof JOIN);
+        *written += (Py_ssize_t)sizeof JOIN;
+    }
+    *written += decode_bits(src + start, nchars, value, bits, dst + *written, size);
+    (*parts)++;
+}
+
+/* Every run of `mask` in the base64 run src[start:end), of `kind`, appended (maximal runs of the whole buffer:
+   the characters just outside the base64 run are outside every alphabet). */
+static void
+append_sub_runs(const unsigned char *src, Py_ssize_t start, Py_ssize_t end, unsigned char mask, int kind,
+                unsigned char *dst, Py_ssize_t room, Py_ssize_t *written, Py_ssize_t *parts)
+{
+    Py_ssize_t pos = 0, sub;
+
+    while (pos < end - start) {
+        pos = next_run(src + start, end - start, pos, mask, &sub);
+        if (sub >= end - start)
+            break;
+        append_run(src, start + sub, start + pos, kind, dst, room, written, parts);
+    }
+}
+
+/* The four decode_all outputs with no budget, in one pass: each base64 run is decoded as base64 or base64url
+   (or skipped: mixed alphabets), and the base32 and hex runs are searched inside it only. */
+static void
+decode_every_kind(const unsigned char *src, Py_ssize_t n, unsigned char **dst, Py_ssize_t *written)
+{
+    Py_ssize_t pos = 0, parts[4] = {0, 0, 0, 0};
+
+    while (pos < n) {
+        Py_ssize_t start, i;
+        unsigned char seen = 0;
+
+        pos = next_run(src, n, pos, IS_B64, &start);
+        if (start >= n)
+            break;
+        for (i = start; i < pos; i++)
+            seen |= classes[src[i]];
+        if (!(seen & IS_URL))
+            append_run(src, start, pos, KIND_BASE64, dst[KIND_BASE64], n, &written[KIND_BASE64],
+                       &parts[KIND_BASE64]);
+        else if (!(seen & IS_STD))
+            append_run(src, start, pos, KIND_BASE64URL, dst[KIND_BASE64URL], n, &written[KIND_BASE64URL],
+                       &parts[KIND_BASE64URL]);
+        if (seen & IS_B32)
+            append_sub_runs(src, start, pos, IS_B32, KIND_BASE32, dst[KIND_BASE32], n, &written[KIND_BASE32],
+                            &parts[KIND_BASE32]);
+        if (seen & IS_HEX)
+            append_sub_runs(src, start, pos, IS_HEX, KIND_HEX, dst[KIND_HEX], n, &written[KIND_HEX],
+                            &parts[KIND_HEX]);
+    }
+}
+
+/* decode_every_run(data, cut) -> (base64, base64url, base32, hex): what decode_runs gives for each kind with
+ * a budget that does not bind, from one pass over data[:cut]. Each output is at most len(data[:cut]) bytes (a
+ * run decodes to fewer bytes than its characters, and a separator stands for the 3+ bytes between two runs). */
+static PyObject *
+decode_every_run(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t cut, n, written[4] = {0, 0, 0, 0};
+    PyObject *out[4] = {NULL, NULL, NULL, NULL}, *result = NULL;
+    unsigned char *dst[4];
+    int k;
+
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y*n:decode_every_run", &view, &cut))
+        return NULL;
+    n = view.len < cut ? view.len : cut;
+    if (n < MIN_RUN_CHARS)
+        n = 0;
+    for (k = 0; k < 4; k++) {
+        out[k] = PyBytes_FromStringAndSize(NULL, n);
+        if (out[k] == NULL)
+            goto done;
+        dst[k] = (unsigned char *)PyBytes_AS_STRING(out[k]);
+    }
+    if (n >= NOGIL_BYTES) {
+        Py_BEGIN_ALLOW_THREADS
+        decode_every_kind((const unsigned char *)view.buf, n, dst, written);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        decode_every_kind((const unsigned char *)view.buf, n, dst, written);
+    }
+    for (k = 0; k < 4; k++) {
+        if (written[k] != n && _PyBytes_Resize(&out[k], written[k]) < 0)
+            goto done;  /* out[k] is NULL now */
+    }
+    result = PyTuple_Pack(4, out[0], out[1], out[2], out[3]);
+done:
+    for (k = 0; k < 4; k++)
+        Py_XDECREF(out[k]);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 /* has_run(data, cut): True when data[:cut] holds a run of MIN_RUN_CHARS base64/base64url characters, the run
  * every one of the four decoders needs (base32 and hex runs lie inside base64 runs). A window's last byte is
  * looked at first: outside the alphabet, no run can cover it and the window jumps past it. */
@@ -401,6 +518,9 @@ static PyMethodDef methods[] = {
      "has_run(data, cut) -> bool\n\n"
      "True when data[:cut] holds a run of MIN_RUN_CHARS base64/base64url characters: without one, every\n"
      "decode_runs kind gives b''."},
+    {"decode_every_run", decode_every_run, METH_VARARGS,
+     "decode_every_run(data, cut) -> (base64, base64url, base32, hex)\n\n"
+     "decode_runs of each kind with a budget that does not bind, in one pass over data[:cut]."},
     {"decode_runs", decode_runs, METH_VARARGS,
      "decode_runs(data, kind, budget, cut) -> (decoded, used)\n\n"
      "The runs of `kind` in data[:cut] decoded and joined by b'\\n\\x00\\n', within `budget` output bytes;\n"
