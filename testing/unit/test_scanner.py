@@ -933,6 +933,28 @@ def test_a_body_sent_again_is_a_finding_again_on_every_flow(tmp_path: Path) -> N
     assert len(twice.frames) == 2 * len(once.frames)
 
 
+@pytest.mark.parametrize("key", [b"\x5a", b"\x5a\x13"])
+def test_a_body_sent_again_shows_its_raw_and_xor_findings_again_on_every_flow(tmp_path: Path, key: bytes) -> None:
+    """A body seen before is one lookup (its own matches and XOR keys are remembered with its layers): what it
+    shows as sent, and under a XOR key of one byte or more, is still a finding on every flow that sends it, with
+    the frames of every copy."""
+    body = b"imei=" + IMEI.encode() + b"&blob=" + obfuscation.xor_bytes(b"serial=" + SERIAL.encode(), key)
+    cap = CaptureBuilder()
+    for sport in (40001, 40002, 40003):
+        conn = cap.tcp(PHONE_IP, SERVER_IP, 80, sport=sport)
+        for _ in range(2 if sport == 40003 else 1):
+            conn.send(http_request("POST", "/beat", host="beat.example", body=body))
+        conn.close()
+    result = _scan(tmp_path, cap)
+    for identifier, encoding in (("imei", "plain"), ("serial", f"xor(0x{key.hex()})>plain")):
+        hits = [f for f in result.findings if f.identifier == identifier]
+        assert {f.encoding for f in hits} == {encoding}
+        assert sorted(f.sport for f in hits) == [40001, 40002, 40003]
+        twice = next(f for f in hits if f.sport == 40003)
+        once = next(f for f in hits if f.sport == 40001)
+        assert len(twice.frames) == 2 * len(once.frames)
+
+
 @pytest.mark.parametrize("close", [False, True])
 def test_a_request_cut_short_by_the_capture_end_names_its_host(tmp_path: Path, close: bool) -> None:
     """An upload still running when the capture stopped (or reset mid-body): its head is scanned at the end, and

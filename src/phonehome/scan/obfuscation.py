@@ -133,16 +133,19 @@ class XorFinder:
                 hits.sort(key=lambda hit: (hit[1], hit[2], identifiers[hit[0] // 255], hit[0]))
                 for index, _, _ in hits:
                     found.setdefault(bytes((index % 255 + 1,)), None)
-        periods = self.periods if multi_byte else tuple(p for p in self.periods if p == 1)
+        periods = self.periods if multi_byte else (1,) if 1 in self.periods else ()
         n = len(data)
-        if self.matcher is None or not periods or n <= max(periods):
+        if self.matcher is None or not periods or n <= periods[-1]:  # periods ascend (XOR_PERIODS)
+            return list(found)[:MAX_KEYS_PER_UNIT]
+        matches = self.matcher.find(differentials(data, periods))
+        if not matches:  # nearly always
             return list(found)[:MAX_KEYS_PER_UNIT]
         bounds = []
         pos = 0
         for p in periods:
             bounds.append((pos, pos + n - p, p))
             pos += n - p + len(_SEPARATOR)
-        for match in self.matcher.find(differentials(data, periods)):
+        for match in matches:
             period, plain = self.plains[id(match.needle)]
             seg_start, seg_end, seg_period = next(b for b in bounds if b[0] <= match.start < b[1] + len(_SEPARATOR))
             if seg_period != period or match.end > seg_end:

@@ -44,6 +44,7 @@ from phonehome.scan.obfuscation import (
     MIN_XOR_NEEDLE_BYTES,
     XOR_MULTI_BYTE_PER_DIRECTION,
     XOR_MULTI_BYTE_UNIT_BYTES,
+    XorFinder,
     xor_bytes,
     xor_finder,
 )
@@ -553,7 +554,7 @@ class Scanner:
         self.decode_problems: dict[str, int] = {}
         self.decoder_held = 0
         self.shed = 0
-        self.peel_cache: OrderedDict[bytes, list[tuple[str, bytes, list[Match]]]] = OrderedDict()
+        self.peel_cache: OrderedDict[bytes, _Peeled] = OrderedDict()
         self.peel_cache_bytes = 0
         self.frame_data, self.frame_ip = b"", 0  # the frame in the general path, and where its IP header starts
         self.late_unscanned = 0  # bytes sent after their TCP connection closed, past the bound (Scanner._late)
@@ -1296,10 +1297,18 @@ class Scanner:
             data = unit.data
             if not data:
                 continue
-            matches = find(data)
+            peel = unit.peel and (len(data) <= PEEL_ALWAYS_BYTES or d.peeled < PEEL_BYTES_PER_DIRECTION)
+            # a unit peeled whole has its matches remembered with its layers: a repeat is one lookup
+            known = self._peeled(data) if peel and len(data) <= PEEL_INPUT_BYTES else None
+            if known is None:
+                matches = find(data)
+            elif known.matches is None:
+                matches = known.matches = find(data)
+            else:
+                matches = known.matches
             if matches:
                 self._record(flow, d, unit, data, matches, "", frames, time)
-            if not unit.peel or (len(data) > PEEL_ALWAYS_BYTES and d.peeled >= PEEL_BYTES_PER_DIRECTION):
+            if not peel:
                 continue
             sample = data[:PEEL_INPUT_BYTES]
             d.peeled += len(sample)
@@ -1308,7 +1317,9 @@ class Scanner:
             found: dict[str, list[str]] = {}
             for m in matches:
                 found.setdefault(m.needle.identifier, []).append("")
-            for chain, decoded, inner in self._peeled(sample):
+            if known is None:
+                known = self._peeled(sample)
+            for chain, decoded, inner in known.layers:
                 if inner and not TRANSPARENT_LAYERS.isdisjoint(chain.split(">")):
                     # unescaping leaves most text as it was: what the raw bytes already showed is no new finding
                     inner = [m for m in inner if decoded[m.start:m.end] not in sample]
@@ -1318,19 +1329,20 @@ class Scanner:
                     for m in inner:
                         found.setdefault(m.needle.identifier, []).append(chain)
             multi_byte = len(sample) <= XOR_MULTI_BYTE_UNIT_BYTES and d.peeled <= XOR_MULTI_BYTE_PER_DIRECTION
-            for key in self.xor.keys(sample, multi_byte=multi_byte):  # XOR-obfuscated (.obfuscation)
+            for key in known.xor_keys(self.xor, sample, multi_byte):  # XOR-obfuscated (.obfuscation)
                 chain = f"xor(0x{key.hex()})"
                 decoded = xor_bytes(sample, key)
                 inner = [m for m in find(decoded) if not _covered(found.get(m.needle.identifier), chain)]
                 if inner:
                     self._record(flow, d, unit, decoded, inner, chain, frames, time)
 
-    def _peeled(self, sample: bytes) -> list[tuple[str, bytes, list[Match]]]:
+    def _peeled(self, sample: bytes) -> _Peeled:
         """:meth:`_layers` of ``sample`` with the matches in each, remembered for samples seen again.
 
-        Apps send the same body again and again (heartbeats, config polls, retries): its layers and their
-        matches are a function of its bytes alone, so a repeat costs a dict lookup instead of a peel. What is
-        remembered is bounded (:data:`PEEL_CACHE_BYTES`); which findings the matches make stays per unit.
+        Apps send the same body again and again (heartbeats, config polls, retries, DNS names): its layers,
+        their matches and its own XOR keys are a function of its bytes alone, so a repeat costs a dict lookup
+        instead of a peel. What is remembered is bounded (:data:`PEEL_CACHE_BYTES`); which findings the matches
+        make stays per unit.
         """
         cache = self.peel_cache
         known = cache.get(sample)
@@ -1340,14 +1352,13 @@ class Scanner:
         find = self.matcher.find
         peeled = [(chain, decoded, find(decoded)) for chain, decoded in self._layers(sample)]
         peeled += self._xored(sample, peeled)
-        size = len(sample) + sum(len(decoded) for _, decoded, _ in peeled)
-        if size <= PEEL_CACHE_BYTES // 4:
-            cache[sample] = peeled
-            self.peel_cache_bytes += size
+        known = _Peeled(peeled, len(sample) + sum(len(decoded) for _, decoded, _ in peeled))
+        if known.size <= PEEL_CACHE_BYTES // 4:
+            cache[sample] = known
+            self.peel_cache_bytes += known.size
             while self.peel_cache_bytes > PEEL_CACHE_BYTES:
-                old, old_peeled = cache.popitem(last=False)
-                self.peel_cache_bytes -= len(old) + sum(len(decoded) for _, decoded, _ in old_peeled)
-        return peeled
+                self.peel_cache_bytes -= cache.popitem(last=False)[1].size
+        return known
 
     def _xored(self, sample: bytes, peeled: list[tuple[str, bytes, list[Match]]]) -> list[tuple[str, bytes, list[Match]]]:
         """XOR obfuscation under another layer (``base64>xor(0x5a)``: XOR, then base64, is firmware's favourite):
@@ -1548,6 +1559,27 @@ def _raw_key(d: _Direction) -> bytes:
 
 def _carried_data(flow: _Flow) -> bool:
     return flow.closed or flow.encrypted or flow.client.pos > 0 or flow.server.pos > 0
+
+
+class _Peeled:
+    """What :meth:`Scanner._peeled` remembers of a sample: its layers with their matches, their size and its own
+    (the cache's bound); and, found when first asked, the sample's own matches when it is a whole unit, and its
+    XOR keys (per ``multi_byte``)."""
+
+    __slots__ = ("_keys", "layers", "matches", "size")
+
+    def __init__(self, layers: list[tuple[str, bytes, list[Match]]], size: int) -> None:
+        self.matches: list[Match] | None = None
+        self.layers = layers
+        self.size = size
+        self._keys: dict[bool, list[bytes]] = {}
+
+    def xor_keys(self, finder: XorFinder, sample: bytes, multi_byte: bool) -> list[bytes]:
+        """``finder.keys(sample, multi_byte=multi_byte)``, found once."""
+        keys = self._keys.get(multi_byte)
+        if keys is None:
+            keys = self._keys[multi_byte] = finder.keys(sample, multi_byte=multi_byte)
+        return keys
 
 
 def _covered(chains: list[str] | None, chain: str) -> bool:
