@@ -314,7 +314,8 @@ def _every_trigger() -> st.SearchStrategy[bytes]:
     return st.lists(pieces, max_size=10).map(b"".join)
 
 
-@pytest.mark.skipif(layers._trigger_set() is None, reason="the triggers need hyperscan (x86_64)")
+@pytest.mark.skipif(layers._trigger_set() is None and not layers.ACCELERATED,
+                    reason="the triggers need hyperscan (x86_64) or the C module")
 @pytest.mark.timeout(120)
 @settings(max_examples=300, deadline=None)
 @given(_every_trigger())
@@ -328,6 +329,60 @@ def test_triggers_skip_only_decoders_that_would_find_nothing(data: bytes) -> Non
         decoder = dict(DECODERS)[name]
         if decoder(data, Budget(1 << 20)):
             assert name not in layers._absent_layers(data), name
+
+
+def _near_triggers() -> st.SearchStrategy[bytes]:
+    """Each trigger's pattern at and around its bounds (entities of 1-7 digits and more, names of 31 and 32
+    characters, escapes cut short, UTF-16 runs of 7 and 8 characters), among noise and at the buffer's ends."""
+    pieces = st.one_of(
+        st.binary(max_size=6),
+        st.builds(lambda kind, size, end: {0: b"&#" + b"1" * size, 1: b"&#x" + b"a" * size, 2: b"&X#" + b"f" * size,
+                                           3: b"&q" + b"Z9" * size, 4: b"&#X" + b"F" * size}[kind] + end,
+                  st.integers(0, 4), st.integers(0, 17), st.sampled_from([b";", b"", b" ;", b"x;"])),
+        st.builds(lambda text, le, size: b"".join((c + b"\x00") if le else (b"\x00" + c) for c in
+                                                  (bytes((b,)) for b in text[:size])),
+                  st.binary(min_size=9, max_size=9), st.booleans(), st.integers(6, 9)),
+        st.sampled_from([b"\\u00e9", b"\\u00", b"\\U00e9", b"=\r\n", b"=\r", b"=\n", b"=3D", b"=3d", b"%4", b"%4G",
+                         b"%af", b"x\x9c", b"x\x00", b"\x1f\x8b\x08", b"\x1f\x8b", b"BZh91AY&SY", b"BZh01AY&SY",
+                         b"\xfd7zXZ\x00", b"\xfd7zXZ", b"A" * 16, b"A" * 15]))
+    return st.lists(pieces, max_size=12).map(b"".join)
+
+
+#: each trigger's bounds, met and passed by one
+_TRIGGER_EDGES = [b"&#" + b"1" * n + b";" for n in (0, 1, 7, 8)] + [b"&#x" + b"a" * n + b";" for n in (0, 1, 6, 7)] + [
+    b"&a" + b"b" * n + b";" for n in (0, 1, 31, 32)] + [b"&#X1;", b"&X#1;", b"&1a;", b"&#;", b"\\u12", b"\\u123g",
+                                                     b"\\u1234", b"=", b"=\r", b"=\r\n", b"=3D", b"=3", b"%1", b"%1f",
+                                                     b"BZh91AY&S", b"BZh91AY&SY", b"\xfd7zXZ", b"\xfd7zXZ\x00", b"x",
+                                                     b"x\xda", b"\x1f\x8b", b"\x1f\x8b\x08", b"a\x00" * 7,
+                                                     b"a\x00" * 8, b"\x00a" * 7, b"\x00a" * 8, b"\x00a" * 7 + b"\x00"]
+
+
+@pytest.mark.skipif(not layers.ACCELERATED, reason="phonehome.scan._runs is not built")
+@pytest.mark.parametrize("edge", _TRIGGER_EDGES)
+def test_layer_marks_at_each_triggers_bounds(edge: bytes) -> None:
+    for data in (edge, b"." + edge + b".", edge + edge[:-1]):
+        _check_layer_marks(data, len(data))
+
+
+@pytest.mark.skipif(not layers.ACCELERATED, reason="phonehome.scan._runs is not built")
+@pytest.mark.timeout(120)
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_every_trigger(), _near_triggers()), st.integers(0, 200))
+def test_layer_marks_are_the_trigger_regexes(data: bytes, cut: int) -> None:
+    _check_layer_marks(data, cut)
+
+
+def _check_layer_marks(data: bytes, cut: int) -> None:
+    """The C module's one-call trigger search (``layer_marks``) says exactly which trigger regexes occur, and
+    whether data[:cut] holds a base64 run: peel skips a decoder on its word."""
+    from phonehome.scan import _runs
+
+    expected = sum(1 << index for index, (_, pattern) in enumerate(layers._TRIGGERS)
+                   if re.search(pattern, data, re.DOTALL))
+    if layers._BASE64_RUN.runs(data[:cut]):
+        expected |= 1 << len(layers._TRIGGERS)
+    assert len(layers._TRIGGERS) == _runs.TRIGGER_COUNT
+    assert _runs.layer_marks(data, cut) == expected
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,5 +1,6 @@
-/* phonehome.scan._runs: the base64, base64url, base32 and hex run decoders of phonehome.scan.layers, in C
- * (and, at the end, the XOR differentials of phonehome.scan.obfuscation: the same bytes as its Python reference).
+/* phonehome.scan._runs: the base64, base64url, base32 and hex run decoders of phonehome.scan.layers, in C (then
+ * layer_marks, the layers' trigger search, and at the end the XOR differentials of phonehome.scan.obfuscation: the
+ * same results as their Python references).
  *
  * A JSON body is full of runs of these alphabets (floats' decimals, tokens, ids, timestamps); in Python each run
  * is one bytes object, one decode call and one join item, and that was most of a cleartext scan's time. Here one
@@ -405,23 +406,160 @@ done:
     return result;
 }
 
-/* has_run(data, cut): True when data[:cut] holds a run of MIN_RUN_CHARS base64/base64url characters, the run
- * every one of the four decoders needs (base32 and hex runs lie inside base64 runs). A window's last byte is
- * looked at first: outside the alphabet, no run can cover it and the window jumps past it. */
-static PyObject *
-has_run(PyObject *module, PyObject *args)
-{
-    Py_buffer view;
-    Py_ssize_t cut, n, i, j;
-    const unsigned char *p;
-    int found = 0;
+/* layer_marks(data, cut): which of phonehome.scan.layers._TRIGGERS occur in data (bit i for trigger i, in its
+ * order), and bit TRIGGER_COUNT when data[:cut] holds a run of MIN_RUN_CHARS base64/base64url characters (the
+ * run each of the four run decoders needs: base32 and hex runs lie inside base64 runs): what peel asks of every
+ * buffer before choosing its decoders, in one call. Each trigger is tested where its first byte is, as its regex
+ * reads:
+ *   0 gzip   \x1f\x8b\x08             1 zlib  x[\x01\x5e\x9c\xda]      2 bzip2  BZh[1-9]1AY&SY
+ *   3 lzma   \xfd7zXZ\x00             4 url   %[0-9A-Fa-f]{2}
+ *   5 html   &(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});
+ *   6 json   \\u[0-9A-Fa-f]{4}        7 qp    =(?:\r?\n|3D)
+ *   8 utf16le (?:T\x00){8}            9 utf16be (?:\x00T){8}   T: [\t\n\r\x20-\x7e]
+ * (a bounded repeat followed by ';' matches only if the maximal run of its class is within the bounds: ';' is
+ * not in the class). testing/unit/test_layers.py checks it against the regexes. */
+#define TRIGGER_COUNT 10
+enum { T_GZIP, T_ZLIB, T_BZIP2, T_LZMA, T_URL, T_HTML, T_JSON, T_QP, T_UTF16LE, T_UTF16BE };
 
-    (void)module;
-    if (!PyArg_ParseTuple(args, "y*n:has_run", &view, &cut))
-        return NULL;
-    n = view.len < cut ? view.len : cut;
-    p = (const unsigned char *)view.buf;
-    i = 0;
+static unsigned char text_byte[256];
+static unsigned char trigger_start[256];
+
+static void
+init_trigger_tables(void)
+{
+    int c;
+    for (c = 0x20; c <= 0x7e; c++)
+        text_byte[c] = 1;
+    text_byte['\t'] = text_byte['\n'] = text_byte['\r'] = 1;
+    trigger_start[0x1f] = trigger_start['x'] = trigger_start['B'] = trigger_start[0xfd] = 1;
+    trigger_start['%'] = trigger_start['&'] = trigger_start['\\'] = trigger_start['='] = trigger_start[0] = 1;
+}
+
+/* the length of the run of `mask` characters (classes[]) at p[0:n], counting at most `most` + 1 */
+static Py_ssize_t
+class_run(const unsigned char *p, Py_ssize_t n, unsigned char mask, Py_ssize_t most)
+{
+    Py_ssize_t k = 0;
+    while (k < n && k <= most && (classes[p[k]] & mask))
+        k++;
+    return k;
+}
+
+static int
+is_alnum(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+/* html: an entity at p[0] == '&' */
+static int
+html_entity(const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t k;
+    if (n < 3)
+        return 0;
+    if (p[1] == '#') {
+        if (p[2] == 'x' || p[2] == 'X') {
+            k = class_run(p + 3, n - 3, IS_HEX, 6);
+            return k >= 1 && k <= 6 && 3 + k < n && p[3 + k] == ';';
+        }
+        for (k = 0; 2 + k < n && k <= 7 && p[2 + k] >= '0' && p[2 + k] <= '9'; k++)
+            ;
+        return k >= 1 && k <= 7 && 2 + k < n && p[2 + k] == ';';
+    }
+    if (!((p[1] >= 'A' && p[1] <= 'Z') || (p[1] >= 'a' && p[1] <= 'z')))
+        return 0;
+    for (k = 0; 2 + k < n && k <= 31 && is_alnum(p[2 + k]); k++)
+        ;
+    return k >= 1 && k <= 31 && 2 + k < n && p[2 + k] == ';';
+}
+
+/* utf16: 8 pairs from p[0] of (text, NUL) when `le`, else (NUL, text) */
+static int
+utf16_pairs(const unsigned char *p, Py_ssize_t n, int le)
+{
+    int k;
+    if (n < 16)
+        return 0;
+    for (k = 0; k < 8; k++) {
+        unsigned char a = p[2 * k], b = p[2 * k + 1];
+        if (le ? (!text_byte[a] || b != 0) : (a != 0 || !text_byte[b]))
+            return 0;
+    }
+    return 1;
+}
+
+static unsigned int
+trigger_marks(const unsigned char *p, Py_ssize_t n)
+{
+    const unsigned int all = (1u << TRIGGER_COUNT) - 1;
+    unsigned int found = 0;
+    Py_ssize_t i;
+
+    for (i = 0; i < n && found != all; i++) {
+        unsigned char c;
+        Py_ssize_t left;
+        while (i + 4 <= n && !(trigger_start[p[i]] | trigger_start[p[i + 1]] | trigger_start[p[i + 2]] |
+                               trigger_start[p[i + 3]]))
+            i += 4;  /* most bytes start no trigger: skip them four at a time */
+        while (i < n && !trigger_start[p[i]])
+            i++;
+        if (i >= n)
+            break;
+        c = p[i];
+        left = n - i;
+        switch (c) {
+        case 0x1f:
+            if (left >= 3 && p[i + 1] == 0x8b && p[i + 2] == 0x08)
+                found |= 1u << T_GZIP;
+            break;
+        case 'x':
+            if (left >= 2 && (p[i + 1] == 0x01 || p[i + 1] == 0x5e || p[i + 1] == 0x9c || p[i + 1] == 0xda))
+                found |= 1u << T_ZLIB;
+            break;
+        case 'B':
+            if (left >= 10 && p[i + 1] == 'Z' && p[i + 2] == 'h' && p[i + 3] >= '1' && p[i + 3] <= '9' &&
+                memcmp(p + i + 4, "1AY&SY", 6) == 0)
+                found |= 1u << T_BZIP2;
+            break;
+        case 0xfd:
+            if (left >= 6 && memcmp(p + i + 1, "7zXZ\0", 5) == 0)
+                found |= 1u << T_LZMA;
+            break;
+        case '%':
+            if (left >= 3 && (classes[p[i + 1]] & IS_HEX) && (classes[p[i + 2]] & IS_HEX))
+                found |= 1u << T_URL;
+            break;
+        case '&':
+            if (!(found & (1u << T_HTML)) && html_entity(p + i, left))
+                found |= 1u << T_HTML;
+            break;
+        case '\\':
+            if (left >= 6 && p[i + 1] == 'u' && class_run(p + i + 2, 4, IS_HEX, 4) == 4)
+                found |= 1u << T_JSON;
+            break;
+        case '=':
+            if (left >= 2 && (p[i + 1] == '\n' || (left >= 3 && ((p[i + 1] == '\r' && p[i + 2] == '\n') ||
+                                                                 (p[i + 1] == '3' && p[i + 2] == 'D')))))
+                found |= 1u << T_QP;
+            break;
+        default:  /* NUL: the first pair of a UTF-16LE run ends here, or one of UTF-16BE starts here */
+            if (!(found & (1u << T_UTF16LE)) && i >= 1 && utf16_pairs(p + i - 1, left + 1, 1))
+                found |= 1u << T_UTF16LE;
+            if (!(found & (1u << T_UTF16BE)) && utf16_pairs(p + i, left, 0))
+                found |= 1u << T_UTF16BE;
+            break;
+        }
+    }
+    return found;
+}
+
+/* a base64 run in p[0:n]: a window's last byte is looked at first; outside the alphabet, no run can cover it and
+   the window jumps past it */
+static int
+find_run(const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0, j;
     while (n - i >= MIN_RUN_CHARS) {
         j = i + MIN_RUN_CHARS - 1;  /* the window p[i..j] */
         if (!(classes[p[j]] & IS_B64)) {
@@ -430,14 +568,35 @@ has_run(PyObject *module, PyObject *args)
         }
         while (j > i && (classes[p[j - 1]] & IS_B64))
             j--;
-        if (j == i) {  /* p[i..i+MIN_RUN_CHARS-1] all in the alphabet */
-            found = 1;
-            break;
-        }
+        if (j == i)  /* p[i..i+MIN_RUN_CHARS-1] all in the alphabet */
+            return 1;
         i = j;  /* p[j-1] is outside the alphabet: a run can only start at j */
     }
+    return 0;
+}
+
+static PyObject *
+layer_marks(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t cut;
+    unsigned int marks;
+
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y*n:layer_marks", &view, &cut))
+        return NULL;
+    if (view.len >= NOGIL_BYTES) {
+        Py_BEGIN_ALLOW_THREADS
+        marks = trigger_marks((const unsigned char *)view.buf, view.len);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        marks = trigger_marks((const unsigned char *)view.buf, view.len);
+    }
+    if (find_run((const unsigned char *)view.buf, view.len < cut ? view.len : cut))
+        marks |= 1u << TRIGGER_COUNT;
     PyBuffer_Release(&view);
-    return PyBool_FromLong(found);
+    return PyLong_FromUnsignedLong(marks);
 }
 
 /* xor_differentials(data, periods, gap): for each period p of `periods` (a tuple of ints >= 1), the bytes
@@ -514,10 +673,9 @@ static PyMethodDef methods[] = {
      "xor_differentials(data, periods, gap) -> bytes\n\n"
      "For each period p: data[i] ^ data[i - p] for p <= i < len(data); the periods' differentials joined by\n"
      "`gap` zero bytes."},
-    {"has_run", has_run, METH_VARARGS,
-     "has_run(data, cut) -> bool\n\n"
-     "True when data[:cut] holds a run of MIN_RUN_CHARS base64/base64url characters: without one, every\n"
-     "decode_runs kind gives b''."},
+    {"layer_marks", layer_marks, METH_VARARGS,
+     "layer_marks(data, cut) -> int\n\n"
+     "Bit i set when layers._TRIGGERS[i] occurs in data; bit TRIGGER_COUNT when data[:cut] holds a base64 run."},
     {"decode_every_run", decode_every_run, METH_VARARGS,
      "decode_every_run(data, cut) -> (base64, base64url, base32, hex)\n\n"
      "decode_runs of each kind with a budget that does not bind, in one pass over data[:cut]."},
@@ -530,8 +688,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef runs_module = {
     PyModuleDef_HEAD_INIT, "phonehome.scan._runs",
-    "The base64, base64url, base32 and hex run decoders of phonehome.scan.layers, and the XOR differentials of\n"
-    "phonehome.scan.obfuscation, in C.", -1, methods,
+    "The base64, base64url, base32 and hex run decoders and the trigger search of phonehome.scan.layers, and the\n"
+    "XOR differentials of phonehome.scan.obfuscation, in C.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
@@ -541,6 +699,7 @@ PyInit__runs(void)
     PyObject *module;
 
     init_tables();
+    init_trigger_tables();
     module = PyModule_Create(&runs_module);
     if (module == NULL)
         return NULL;
@@ -548,7 +707,8 @@ PyInit__runs(void)
         PyModule_AddIntConstant(module, "BASE64URL", KIND_BASE64URL) < 0 ||
         PyModule_AddIntConstant(module, "BASE32", KIND_BASE32) < 0 ||
         PyModule_AddIntConstant(module, "HEX", KIND_HEX) < 0 ||
-        PyModule_AddIntConstant(module, "MIN_RUN_CHARS", MIN_RUN_CHARS) < 0) {
+        PyModule_AddIntConstant(module, "MIN_RUN_CHARS", MIN_RUN_CHARS) < 0 ||
+        PyModule_AddIntConstant(module, "TRIGGER_COUNT", TRIGGER_COUNT) < 0) {
         Py_DECREF(module);
         return NULL;
     }
