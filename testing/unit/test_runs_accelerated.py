@@ -8,6 +8,7 @@ import binascii
 import contextlib
 import gzip
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -218,6 +219,29 @@ def test_peel_with_the_c_decoders_is_peel_with_the_python_ones(data: bytes, budg
         reference = list(layers.peel(data, max_depth=depth, max_output=budget))
     assert accelerated == reference
     assert not layers._EVERY_RUN  # nothing held after a peel
+
+
+_STALE_BUILD = """
+import base64, sys, types
+from phonehome.scan import _runs
+old = types.ModuleType("phonehome.scan._runs")  # what a build of an older _runs.c has
+for name in ("decode_runs", "xor_differentials", "BASE64", "BASE64URL", "BASE32", "HEX", "MIN_RUN_CHARS"):
+    setattr(old, name, getattr(_runs, name))
+sys.modules["phonehome.scan._runs"] = old
+import phonehome.scan
+phonehome.scan._runs = old
+from phonehome.scan import layers
+print(layers.ACCELERATED, list(layers.peel(b'{"v":"' + base64.b64encode(b"a value of twenty bytes!") + b'"}')))
+"""
+
+
+@needs_speedups
+def test_a_build_of_an_older_runs_c_is_not_used() -> None:
+    """An editable install not rebuilt since a pull has a _runs module without the newer functions: the Python
+    decoders are used then (and every layer still found), not C calls that raise on every buffer."""
+    proc = subprocess.run([sys.executable, "-c", _STALE_BUILD], capture_output=True, text=True, check=True,
+                          timeout=60)
+    assert proc.stdout.strip() == "False [('base64', b'a value of twenty bytes!')]"
 
 
 @needs_speedups

@@ -32,7 +32,9 @@ try:
 except ImportError:
     ACCELERATED = False
 else:
-    ACCELERATED = True
+    # a module built from an older _runs.c (an editable install not rebuilt since a pull) lacks the newer
+    # functions: then the Python decoders, not a C call that raises on every buffer (and a layer lost each time)
+    ACCELERATED = all(hasattr(_c_runs, name) for name in ("decode_runs", "decode_every_run", "layer_marks"))
 
 #: default bounds of :func:`peel`
 MAX_DEPTH = 3
