@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
+from phonehome.errors import PhonehomeError
 from phonehome.scan import flowtable
 from phonehome.scan.flowtable import RECORD_BYTES, FlowTable
 from phonehome.scan.scanner import Flow
@@ -59,3 +63,13 @@ def test_a_spilled_table_iterates_past_one_read(monkeypatch: pytest.MonkeyPatch)
         _add(table, ident)
     table.finish(lambda named, raw: None)
     assert table.spilled and [flow.sport for flow in table] == [40000 + i for i in range(10)]
+
+
+def test_a_temporary_directory_that_cannot_be_written_is_one_clear_error(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(flowtable, "SPILL_BYTES", 0)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    table = FlowTable()
+    with pytest.raises(PhonehomeError, match="cannot keep the scan's flow table in a temporary file in .*missing: "
+                                             r"No such file or directory \(set TMPDIR"):
+        _add(table, 0)

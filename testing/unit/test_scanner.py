@@ -40,6 +40,7 @@ from phonehome.testing.captures import (
     LINKTYPE_NULL,
     LINKTYPE_RAW,
     CaptureBuilder,
+    Packet,
     deflate_bytes,
     dns_query,
     dns_response,
@@ -684,6 +685,23 @@ def test_flows_still_going_are_let_go_only_past_the_bound_and_said(
     assert len(_found(result, "imei")) == 20
     assert any("flows were let go before they were over" in w for w in result.warnings)
     assert len(result.flows) > 20
+
+
+def test_the_flow_just_begun_is_never_let_go_even_when_the_clock_went_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every connection an hour before the last (a clock set back each time): the newest flow looks the oldest,
+    yet the packet that began it, and those after it, stay in it."""
+    monkeypatch.setattr(scanner_module, "MAX_LIVE_FLOWS", 4)
+    cap = CaptureBuilder()
+    for i in range(12):
+        first = len(cap.packets)
+        conn = cap.tcp(PHONE_IP, SERVER_IP, 5000, sport=22000 + i)
+        conn.send(f"imei={IMEI}".encode())
+        cap.packets[first:] = [Packet(p.data, 1e9 - 3600.0 * i + 0.001 * k, p.orig_len)
+                               for k, p in enumerate(cap.packets[first:])]
+    result = _scan(tmp_path, cap)
+    assert len(result.flows) == 12 and [flow.frames for flow in result.flows] == [4] * 12
+    assert len(_found(result, "imei")) == 12
 
 
 def test_empty_identifiers_are_rejected(tmp_path: Path) -> None:

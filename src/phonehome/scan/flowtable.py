@@ -17,6 +17,8 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
+from phonehome.errors import PhonehomeError
+
 if TYPE_CHECKING:
     from phonehome.scan.scanner import Flow
 
@@ -28,6 +30,11 @@ RECORD_BYTES = _RECORD.size
 SPILL_BYTES = 4 << 20
 #: records read at once when iterating a spilled table
 _READ_RECORDS = 4096
+
+
+def _spill_error(exc: OSError) -> PhonehomeError:
+    return PhonehomeError(f"cannot keep the scan's flow table in a temporary file in {tempfile.gettempdir()}: "
+                          f"{exc.strerror or exc} (set TMPDIR to a writable directory with free space)")
 
 
 class FlowTable(Sequence["Flow"]):
@@ -66,7 +73,7 @@ class FlowTable(Sequence["Flow"]):
         offset = ident * RECORD_BYTES
         self._count = max(self._count, ident + 1)
         if self._fd is not None:
-            os.pwrite(self._fd, record, offset)
+            self._write(record, offset)
             return
         memory = self._memory
         if len(memory) < offset:
@@ -76,12 +83,24 @@ class FlowTable(Sequence["Flow"]):
             self._spill()
 
     def _spill(self) -> None:
-        fd, path = tempfile.mkstemp(prefix="phonehome-flows-")
+        try:
+            fd, path = tempfile.mkstemp(prefix="phonehome-flows-")
+        except OSError as exc:
+            raise _spill_error(exc) from None
         os.unlink(path)  # unlinked at once: nothing is left behind, whatever ends the scan
         weakref.finalize(self, os.close, fd)
-        os.pwrite(fd, self._memory, 0)
         self._fd = fd
+        self._write(bytes(self._memory), 0)
         self._memory = bytearray()
+
+    def _write(self, data: bytes, offset: int) -> None:
+        assert self._fd is not None
+        try:
+            while data:
+                written = os.pwrite(self._fd, data, offset)
+                data, offset = data[written:], offset + written
+        except OSError as exc:
+            raise _spill_error(exc) from None
 
     def finish(self, host_of: Callable[[str | None, bytes], str | None]) -> None:
         """Name each flow's host: ``host_of(named, raw_dst)`` is asked once per distinct pair."""

@@ -835,19 +835,20 @@ class Scanner:
         self.flows[(proto, src, dst, sport, dport)] = (flow, client)
         self.flows[(proto, dst, src, dport, sport)] = (flow, server)
         if len(self.live) > self.next_sweep:
-            self._evict(ts)
+            self._evict(ts, flow)
         if tcp and flags & 0x12 == 0x12:
             return flow, server
         return flow, client
 
-    def _evict(self, now: float) -> None:
+    def _evict(self, now: float, keep: _Flow) -> None:
         """More than :data:`MAX_LIVE_FLOWS` flows have state: let go of the older half, by what is over first.
 
         A flow let go is closed (what its directions hold is scanned, as at the end of the capture) and written to
         ``table``; a packet of its 4-tuple after that begins a new flow, as a flow timeout does in Zeek or Suricata.
         First go flows that are over (TCP connections closed, DNS lookups answered) :data:`LINGER_SECONDS` ago,
         then flows idle for :data:`IDLE_SECONDS`, then flows over more recently, least recently active first; only
-        then, and counted (a warning), flows still going: more than that many at once.
+        then, and counted (a warning), flows still going: more than that many at once. Never ``keep``, the flow
+        just begun (a clock set back can make it look older than the rest).
         """
         def rank(flow: _Flow) -> int:
             idle = now - flow.last_time
@@ -858,8 +859,8 @@ class Scanner:
                 return 1
             return 2 if over else 3
 
-        ranked = sorted((rank(flow), flow.last_time, flow.ident) for flow in self.live.values())
-        for order, _, ident in ranked[:len(ranked) - MAX_LIVE_FLOWS // 2]:
+        ranked = sorted((rank(flow), flow.last_time, flow.ident) for flow in self.live.values() if flow is not keep)
+        for order, _, ident in ranked[:len(ranked) + 1 - MAX_LIVE_FLOWS // 2]:
             flow = self.live[ident]
             if order == 3:
                 self.evicted_active += 1
