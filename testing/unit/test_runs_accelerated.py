@@ -285,3 +285,21 @@ def test_xor_differentials_bad_arguments() -> None:
         _runs.xor_differentials(b"abcd", [1], 0)  # type: ignore[arg-type]  # a list, not a tuple, on purpose
     with pytest.raises(OverflowError):  # a size that would wrap around: refused, never a short buffer
         _runs.xor_differentials(b"0123456789", (1, 1, 1), sys.maxsize - 10)
+
+
+@needs_speedups
+def test_a_layer_larger_than_the_budget_left_is_decoded_within_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gzip bomb's 4 MiB layer with a few bytes of budget left: each run decoder decodes within those bytes,
+    never all four kinds of the whole layer, unbounded, to throw them away (2.5x the time of a bomb's unit)."""
+    asked: list[int] = []
+    every_run = _runs.decode_every_run
+
+    def spy(data: bytes, cut: int) -> tuple[bytes, bytes, bytes, bytes]:
+        asked.append(len(data))
+        return every_run(data, cut)
+
+    monkeypatch.setattr(_runs, "decode_every_run", spy)
+    body = b"QUFB" * ((4 << 20) // 4 - 16)
+    out = list(layers.peel(gzip.compress(body, 9), max_depth=3, max_output=4 << 20))
+    assert [(chain, len(decoded)) for chain, decoded in out] == [("gzip", len(body)), ("gzip>base64", 64)]
+    assert all(size < 1 << 20 for size in asked), asked

@@ -687,6 +687,26 @@ def test_flows_still_going_are_let_go_only_past_the_bound_and_said(
     assert len(result.flows) > 20
 
 
+def test_an_idle_open_connection_outlives_the_sweeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A WebSocket quiet for two minutes while many lookups come and go: the sweeps let the lookups go, not the
+    connection, whose decoder state (masked frames) the next message needs: one flow, the IMEI found in it."""
+    monkeypatch.setattr(scanner_module, "MAX_LIVE_FLOWS", 8)
+    cap = CaptureBuilder()
+    ws = cap.tcp(PHONE_IP, SERVER_IP, 80, sport=33333)
+    ws.send(websocket_upgrade("/push", host="ws.example"))
+    ws.reply(websocket_accept())
+    ws.send(websocket_frame(b'{"hello":1}'))
+    cap.start_time += 120
+    for i in range(20):
+        cap.udp(PHONE_IP, "10.0.0.1", 10000 + i, 53, dns_query(f"h{i}.example", qid=i))
+        cap.udp("10.0.0.1", PHONE_IP, 53, 10000 + i, dns_response(f"h{i}.example", ["1.2.3.4"], qid=i))
+    ws.send(websocket_frame(json.dumps({"imei": IMEI}).encode() + b" " * 6000))
+    result = _scan(tmp_path, cap)
+    assert [(f.protocol, f.frames) for f in result.flows if f.sport == 33333] == [("websocket", 11)]
+    assert [(f.encoding, f.protocol) for f in _found(result, "imei")] == [("plain", "websocket")]
+    assert result.warnings == ()
+
+
 def test_the_flow_just_begun_is_never_let_go_even_when_the_clock_went_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every connection an hour before the last (a clock set back each time): the newest flow looks the oldest,

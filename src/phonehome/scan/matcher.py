@@ -54,8 +54,6 @@ NUMBER_CONTEXT_BYTES = 24
 BINARY_PAIR_BYTES = 16
 #: or, in a serialisation (protobuf, CBOR, MessagePack, BSON), at most this much framing between the two values
 SERIALISED_FRAMING_BYTES = 12
-#: framing must look like a serialisation's: the same byte this close before both values (a type marker)...
-TYPE_MARKER_REACH_BYTES = 3
 #: upper bound for a regex needle whose width Python cannot compute
 DEFAULT_REGEX_WIDTH = 256
 _DIGITS = frozenset(b"0123456789")
@@ -158,7 +156,7 @@ class Matcher:
             if needle.digit_boundary and not _at_digit_boundary(buffer, start, end):
                 continue
             matches.setdefault((needle.identifier, needle.encoding, start, end), Match(needle, start, end))
-        for match in _pair_coordinates(buffer, coordinates) if coordinates else ():
+        for match in _pair_coordinates(coordinates) if coordinates else ():
             matches.setdefault((match.needle.identifier, match.needle.encoding, match.start, match.end), match)
         return sorted(matches.values(), key=lambda m: (m.start, m.end, m.needle.identifier))
 
@@ -734,7 +732,7 @@ def _nmea_value(data: bytes, text: str, end: int) -> float | None:
     return -degrees if hemisphere in (b"S", b"W") else degrees
 
 
-def _pair_coordinates(data: bytes, coordinates: list[_Coordinate]) -> list[Match]:
+def _pair_coordinates(coordinates: list[_Coordinate]) -> list[Match]:
     """A location is a latitude and a longitude of the same point close to each other, in either order."""
     lats = [c for c in coordinates if c.axis == "lat"]
     # in start order (they come so; a stable sort keeps ties as they were): a latitude's possible partners are a
@@ -748,7 +746,7 @@ def _pair_coordinates(data: bytes, coordinates: list[_Coordinate]) -> list[Match
     matches: list[Match] = []
     for lat in lats:
         near = lons[bisect.bisect_left(starts, lat.start - window):bisect.bisect_right(starts, lat.start + window)]
-        partners = [lon for lon in near if lon.location == lat.location and _close(data, lat, lon)
+        partners = [lon for lon in near if lon.location == lat.location and _close(lat, lon)
                     and distance_m(Location(lat.value, lon.value), lat.location) <= LOCATION_RADIUS_M]
         if not partners:
             continue
@@ -763,46 +761,12 @@ def _start(coordinate: _Coordinate) -> int:
     return coordinate.start
 
 
-def _close(data: bytes, a: _Coordinate, b: _Coordinate) -> bool:
+def _close(a: _Coordinate, b: _Coordinate) -> bool:
     if a.end > b.start and b.end > a.start:
         return False  # one number cannot be both
     if a.binary or b.binary:
-        if not (a.binary and b.binary and a.needle.encoding == b.needle.encoding):
-            return False
-        first, second = (a, b) if a.start < b.start else (b, a)
-        gap = second.start - first.start
-        framing = second.start - first.end  # bytes between them: a protobuf tag, a CBOR/BSON key...
-        if gap <= BINARY_PAIR_BYTES and gap % 4 == 0:
-            return True  # struct fields
-        return 0 <= framing <= SERIALISED_FRAMING_BYTES and _framed_alike(data, first.start, second.start,
-                                                                          first.end - first.start)
+        gap = b.start - a.start
+        framing = abs(gap) - (a.end - a.start)  # bytes between them: a protobuf tag, a CBOR/BSON key...
+        return (a.binary and b.binary and a.needle.encoding == b.needle.encoding
+                and ((abs(gap) <= BINARY_PAIR_BYTES and gap % 4 == 0) or 0 <= framing <= SERIALISED_FRAMING_BYTES))
     return abs(b.start - a.start) <= LOCATION_WINDOW_BYTES
-
-
-def _framed_alike(data: bytes, first: int, second: int, width: int) -> bool:
-    """Whether the values at ``first`` and ``second`` are framed as a serialisation frames two fields.
-
-    Each value of a serialisation is preceded by its own framing, and two coordinates are framed alike: the same
-    type marker right before each (CBOR ``fa``/``fb``, MessagePack ``ca``/``cb``/``d2``, BSON's key NUL, UBJSON,
-    Hessian, pickle, Ion and Thrift-compact markers), or a few bytes before (Thrift's type byte and field id),
-    or a protobuf tag of the wire type of their width (fixed32/fixed64; the field numbers differ). Arbitrary
-    bytes between two coordinate-like numbers are no evidence: allowing any 0-12 of them made random data (a
-    decoded token, a compressed body) pair an E7 latitude with a longitude 3 times as often as the struct
-    spacings alone do. About 1 random framing in 54 passes these checks.
-    """
-    for back in range(1, TYPE_MARKER_REACH_BYTES + 1):
-        if first - back >= 0 and data[first - back] == data[second - back]:
-            return True
-    wire_type = 5 if width == 4 else 1
-    return _protobuf_tag_before(data, first, wire_type) and _protobuf_tag_before(data, second, wire_type)
-
-
-def _protobuf_tag_before(data: bytes, end: int, wire_type: int) -> bool:
-    """A protobuf tag (field number >= 1, one or two bytes of varint) with ``wire_type`` ends at ``end``."""
-    if end < 1 or data[end - 1] >= 0x80:
-        return False
-    last = data[end - 1]
-    if last & 7 == wire_type and last >> 3:
-        return True  # fields 1-15
-    # fields 16-2047: low bits and wire type with the continuation bit, then the rest of the field number
-    return end >= 2 and last != 0 and data[end - 2] >= 0x80 and data[end - 2] & 7 == wire_type

@@ -846,8 +846,10 @@ class Scanner:
         A flow let go is closed (what its directions hold is scanned, as at the end of the capture) and written to
         ``table``; a packet of its 4-tuple after that begins a new flow, as a flow timeout does in Zeek or Suricata.
         First go flows that are over (TCP connections closed, DNS lookups answered) :data:`LINGER_SECONDS` ago,
-        then flows idle for :data:`IDLE_SECONDS`, then flows over more recently, least recently active first; only
-        then, and counted (a warning), flows still going: more than that many at once. Never ``keep``, the flow
+        then UDP flows idle for :data:`IDLE_SECONDS`, then flows over more recently, least recently active first;
+        only then, and counted (a warning), flows still going: more than that many at once. A TCP connection
+        that is not closed is one of those, however long idle: what its decoder holds (a WebSocket's state, HPACK,
+        a TLS session being decrypted) would be lost to its next packets, begun as a new flow mid-stream. Never ``keep``, the flow
         just begun (a clock set back can make it look older than the rest).
         """
         def rank(flow: _Flow) -> int:
@@ -855,7 +857,7 @@ class Scanner:
             over = flow.closed or (flow.protocol == PROTO_DNS and flow.frames >= 2)
             if over and idle >= LINGER_SECONDS:
                 return 0
-            if idle >= IDLE_SECONDS:
+            if idle >= IDLE_SECONDS and flow.transport == "udp":  # datagrams are scanned each on its own
                 return 1
             return 2 if over else 3
 
