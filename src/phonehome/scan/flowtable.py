@@ -2,10 +2,11 @@
 
 A capture of many short connections (polls, DNS, a port scan) holds a flow per few kilobytes: a 2 GB one has
 over a million. The scanner lets go of each flow's state once it is over (:class:`~phonehome.scan.scanner.Scanner`
-evicts it) and writes what the results need of it here: about 70 bytes, its strings (addresses, protocol, host)
-interned. Past :data:`SPILL_BYTES` of records the table moves to an unlinked temporary file, so the scan's memory
-does not grow with the number of flows. :class:`FlowTable` is the ``flows`` sequence of a
-:class:`~phonehome.scan.scanner.ScanResult`: each item is made when it is read.
+evicts it) and writes what the results need of it here: about 100 bytes, its addresses as sent and its few
+strings (protocol, host) interned. Past :data:`SPILL_BYTES` of records the table moves to an unlinked temporary
+file, so the scan's memory does not grow with the number of flows, even when every address differs (a port
+scan). :class:`FlowTable` is the ``flows`` sequence of a :class:`~phonehome.scan.scanner.ScanResult`: each item
+is made when it is read.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from phonehome.errors import PhonehomeError
+from phonehome.scan.packets import address_text
 
 if TYPE_CHECKING:
     from phonehome.scan.scanner import Flow
 
-#: transport, src, sport, dst, dport, named host, dst's raw address, protocol, encrypted, decryption, bytes,
-#: frames, first frame, first time, last time (strings as indexes into FlowTable's string table, 0 for None)
-_RECORD = struct.Struct("<IIHIHIIIBIQQQdd")
+#: transport, src and dst addresses (16 bytes each, an IPv4 one in the first 4), address size, sport, dport, named
+#: host, protocol, encrypted, decryption, bytes, frames, first frame, first time, last time (strings as indexes into
+#: FlowTable's string table, 0 for None: few distinct ones, while addresses can all differ, as in a port scan)
+_RECORD = struct.Struct("<I16s16sBHHIIBIQQQdd")
 RECORD_BYTES = _RECORD.size
 #: records kept in memory before the table moves to a temporary file (a few tens of thousands of flows)
 SPILL_BYTES = 4 << 20
@@ -37,11 +40,15 @@ def _spill_error(exc: OSError) -> PhonehomeError:
                           f"{exc.strerror or exc} (set TMPDIR to a writable directory with free space)")
 
 
+def _no_host(named: str | None, dst: bytes) -> str | None:
+    return named
+
+
 class FlowTable(Sequence["Flow"]):
     """Flow records by flow number (the order flows began in); written in any order, each exactly once.
 
-    ``host`` is resolved when the scan ends (:meth:`finish`): a flow is named by its SNI or HTTP Host, else by the
-    DNS answers of the whole capture for its server's address, as the scanner always did.
+    ``host`` is resolved when a flow is read, by the function :meth:`finish` gave: a flow is named by its SNI or
+    HTTP Host, else by the DNS answers of the whole capture for its server's address, as the scanner always did.
     """
 
     def __init__(self) -> None:
@@ -50,8 +57,8 @@ class FlowTable(Sequence["Flow"]):
         self._memory = bytearray()
         self._fd: int | None = None  # the temporary file, once spilled (closed when the table goes)
         self._count = 0  # one past the highest flow number written
-        self._pairs: set[tuple[int, int]] = set()  # (named host, raw dst) as written
-        self._hosts: dict[tuple[int, int], str | None] = {}
+        self._host_of: Callable[[str | None, bytes], str | None] = _no_host
+        self._named: set[str] = set()
 
     def _intern(self, value: Any) -> int:
         index = self._index.get(value)
@@ -60,16 +67,16 @@ class FlowTable(Sequence["Flow"]):
             self._strings.append(value)
         return index
 
-    def add(self, ident: int, *, transport: str, src: str, sport: int, dst: str, dport: int, named: str | None,
-            raw_dst: bytes, protocol: str, encrypted: bool, decryption: str, size: int, frames: int,
-            first_frame: int, first_time: float, last_time: float) -> None:
-        """Write flow number ``ident``'s record (``named``: its SNI or HTTP Host; ``size``: bytes on the wire)."""
+    def add(self, ident: int, *, transport: str, src: bytes, sport: int, dst: bytes, dport: int, named: str | None,
+            protocol: str, encrypted: bool, decryption: str, size: int, frames: int, first_frame: int,
+            first_time: float, last_time: float) -> None:
+        """Write flow number ``ident``'s record (``src``/``dst``: packed IPv4 or IPv6 addresses; ``named``: its SNI
+        or HTTP Host; ``size``: bytes on the wire)."""
         intern = self._intern
-        pair = (intern(named), intern(raw_dst))
-        self._pairs.add(pair)
-        record = _RECORD.pack(intern(transport), intern(src), sport, intern(dst), dport, pair[0], pair[1],
-                              intern(protocol), encrypted, intern(decryption), size, frames, first_frame,
-                              first_time, last_time)
+        if named:
+            self._named.add(named)
+        record = _RECORD.pack(intern(transport), src, dst, len(src), sport, dport, intern(named), intern(protocol),
+                              encrypted, intern(decryption), size, frames, first_frame, first_time, last_time)
         offset = ident * RECORD_BYTES
         self._count = max(self._count, ident + 1)
         if self._fd is not None:
@@ -103,9 +110,13 @@ class FlowTable(Sequence["Flow"]):
             raise _spill_error(exc) from None
 
     def finish(self, host_of: Callable[[str | None, bytes], str | None]) -> None:
-        """Name each flow's host: ``host_of(named, raw_dst)`` is asked once per distinct pair."""
-        strings = self._strings
-        self._hosts = {pair: host_of(strings[pair[0]], strings[pair[1]]) for pair in self._pairs}
+        """Name flows' hosts from now on: ``host_of(named, dst)`` (``dst`` packed) when a flow is read."""
+        self._host_of = host_of
+
+    @property
+    def named_hosts(self) -> frozenset[str]:
+        """The SNIs and HTTP Hosts written."""
+        return frozenset(self._named)
 
     @property
     def spilled(self) -> bool:
@@ -122,10 +133,11 @@ class FlowTable(Sequence["Flow"]):
         from phonehome.scan.scanner import Flow
 
         s = self._strings
-        (transport, src, sport, dst, dport, named, raw_dst, protocol, encrypted, decryption, size, frames,
+        (transport, src, dst, width, sport, dport, named, protocol, encrypted, decryption, size, frames,
          first_frame, first_time, last_time) = record
-        return Flow(transport=s[transport], src=s[src], sport=sport, dst=s[dst], dport=dport,
-                    host=self._hosts.get((named, raw_dst)), protocol=s[protocol], encrypted=bool(encrypted),
+        src, dst = src[:width], dst[:width]
+        return Flow(transport=s[transport], src=address_text(src), sport=sport, dst=address_text(dst), dport=dport,
+                    host=self._host_of(s[named], dst), protocol=s[protocol], encrypted=bool(encrypted),
                     bytes=size, frames=frames, first_frame=first_frame, first_time=first_time,
                     last_time=last_time, decryption=s[decryption] or "")
 

@@ -132,7 +132,7 @@ MAX_DECODE_WARNINGS = 20
 #: allocations between two young-generation collections while scanning (Scanner.scan; Python's default is 700)
 GC_YOUNG_THRESHOLD = 10_000
 #: flows whose state the scan keeps at once: past it, the older half are let go (Scanner._evict); a flow holds a
-#: few kilobytes while it lasts and ~70 bytes once written to the flow table
+#: few kilobytes while it lasts and ~100 bytes (on disk past 4 MiB of them) once written to the flow table
 MAX_LIVE_FLOWS = 8192
 #: a closed connection's last packets (ACKs, a retransmitted FIN) come within this long: let go of it after
 LINGER_SECONDS = 2.0
@@ -539,7 +539,6 @@ class Scanner:
         self.flow_count = 0
         self.next_sweep = MAX_LIVE_FLOWS  # len(live) past which _evict runs
         self.evicted_active = 0  # flows let go before they were over (_evict), to bound memory
-        self.address_texts: dict[bytes, str] = {}  # as the flow table interns them: one per address seen
         self.findings: dict[tuple[int, str, str, str | None], _FindingState] = {}
         self.dns_names: dict[bytes, str] = {}
         #: the per-packet fast path's lookups (see Scanner.scan), by the raw bytes of (src, dst, sport, dport)
@@ -884,12 +883,9 @@ class Scanner:
                 del self.tcp_directions[raw]
             if self.opaque_udp.get(raw) is flow:
                 del self.opaque_udp[raw]
-        client, texts = flow.client, self.address_texts
-        src = texts.get(client.src) or texts.setdefault(client.src, address_text(client.src))
-        dst = texts.get(client.dst) or texts.setdefault(client.dst, address_text(client.dst))
-        self.table.add(flow.ident, transport=flow.transport, src=src, sport=client.sport, dst=dst,
-                       dport=client.dport, named=flow.sni or flow.http_host,
-                       raw_dst=client.dst, protocol=flow.protocol, encrypted=flow.encrypted,
+        client = flow.client
+        self.table.add(flow.ident, transport=flow.transport, src=client.src, sport=client.sport, dst=client.dst,
+                       dport=client.dport, named=flow.sni or flow.http_host, protocol=flow.protocol, encrypted=flow.encrypted,
                        decryption=self.tls.outcome(flow.ident) if flow.protocol == PROTO_TLS else "",
                        size=flow.bytes, frames=flow.frames, first_frame=flow.first_frame,
                        first_time=flow.first_time, last_time=flow.last_time)
@@ -1519,13 +1515,14 @@ class Scanner:
             warnings.append(f"{self.evicted_active} flows were let go before they were over, to keep memory bounded "
                             f"(more than {MAX_LIVE_FLOWS} flows going at once): what they held was scanned, and a "
                             "packet of one after that began a new flow")
-        masked: dict[str | None, str | None] = {}  # a few dozen hosts serve thousands of flows: match each once
+        # every host name masked once (a few dozen serve thousands of flows); flows are named when read, from these
+        # and the DNS answers alone (not the scanner: the result outlives it)
+        masked = {host: self._masked_host(host) for host in {*self.dns_names.values(), *self.table.named_hosts}}
+        dns_names = self.dns_names
 
         def host_of(named: str | None, raw_dst: bytes) -> str | None:
-            host = named or self.dns_names.get(raw_dst)
-            if host not in masked:
-                masked[host] = self._masked_host(host)
-            return masked[host]
+            host = named or dns_names.get(raw_dst)
+            return masked[host] if host is not None else None
 
         self.table.finish(host_of)
         findings = []
