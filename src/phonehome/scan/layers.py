@@ -40,7 +40,7 @@ else:
 MAX_DEPTH = 3
 MAX_OUTPUT_BYTES = 4 << 20
 #: default bound of one :func:`decode_content` call
-MAX_CONTENT_BYTES = 64 << 20
+MAX_CONTENT_BYTES = 16 << 20
 #: shortest base64/base32/hex run worth decoding (shorter ones are mostly words and numbers)
 MIN_RUN_CHARS = 16
 #: compressed members tried per buffer and layer (each try is cheap but a buffer can hold many magics)

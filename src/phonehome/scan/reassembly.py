@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 #: out-of-order bytes one direction may hold while waiting for a missing segment
 MAX_PENDING_BYTES_PER_STREAM = 4 << 20
-#: out-of-order bytes all streams together may hold
-MAX_PENDING_BYTES_TOTAL = 32 << 20
+#: out-of-order bytes all streams together may hold (part of the scan's memory budget: see docs/architecture.md)
+MAX_PENDING_BYTES_TOTAL = 8 << 20
 #: a segment this far (or further) ahead of the expected sequence number is nonsense, not a gap to wait for
 MAX_SEQUENCE_JUMP = 1 << 30
 
@@ -38,6 +38,13 @@ RECENT_BYTES_PER_STREAM = 256 << 10
 MAX_CONFLICT_BYTES_PER_STREAM = 1 << 20
 #: kept bytes past which a direction's oldest segments are let go
 RECENT_TRIM_BYTES = 2 * RECENT_BYTES_PER_STREAM
+#: delivered bytes all streams together keep to compare retransmissions with: past it, the direction that just
+#: delivered keeps at most :data:`RECENT_FLOOR_BYTES` (and only as much as fits), so thousands of concurrent
+#: connections cannot hold RECENT_TRIM_BYTES each; a retransmission older than what is kept is a conflict
+#: (scanned, or counted and said), never dropped unseen
+RECENT_BYTES_TOTAL = 8 << 20
+#: what a direction keeps while the total is over RECENT_BYTES_TOTAL (the last segments: most retransmissions)
+RECENT_FLOOR_BYTES = 16 << 10
 
 _MOD = 1 << 32
 #: how far next_seq may move from Stream.anchor before the pending starts are counted from it again (with starts
@@ -57,6 +64,9 @@ class Budget:
 
     held: int = 0
     cap: int = MAX_PENDING_BYTES_TOTAL
+    #: delivered bytes all streams keep to compare retransmissions with (Stream.recent), and their bound
+    recent: int = 0
+    recent_cap: int = RECENT_BYTES_TOTAL
     gaps: int = 0
     gap_bytes: int = 0
     retransmitted_bytes: int = 0
@@ -150,19 +160,41 @@ class Stream:
         """``data`` was delivered, ending at next_seq: keep it to compare retransmissions with."""
         self.recent.append(data)
         self.recent_bytes += len(data)
-        if self.recent_bytes > RECENT_TRIM_BYTES:
+        budget = self.budget
+        budget.recent += len(data)
+        if self.recent_bytes > RECENT_TRIM_BYTES or budget.recent > budget.recent_cap:
             self.trim_recent()
 
     def trim_recent(self) -> None:
-        """Keep the fewest last segments that hold :data:`RECENT_BYTES_PER_STREAM` bytes."""
+        """Keep the fewest last segments that hold :data:`RECENT_BYTES_PER_STREAM` bytes; while all streams
+        together keep more than ``Budget.recent_cap``, at most :data:`RECENT_FLOOR_BYTES` and no more than brings
+        the total back under it (possibly nothing), so the total never stays over the cap."""
         recent = self.recent
+        budget = self.budget
+        keep = RECENT_BYTES_PER_STREAM
+        if budget.recent > budget.recent_cap:
+            keep = max(0, min(RECENT_FLOOR_BYTES, budget.recent_cap - (budget.recent - self.recent_bytes)))
         drop = 0
         size = self.recent_bytes
-        while size - len(recent[drop]) >= RECENT_BYTES_PER_STREAM:
-            size -= len(recent[drop])
-            drop += 1
+        if keep == 0:
+            drop, size = len(recent), 0
+        else:
+            while size - len(recent[drop]) >= keep:
+                size -= len(recent[drop])
+                drop += 1
+            if budget.recent - self.recent_bytes + size > budget.recent_cap:
+                drop, size = len(recent), 0  # even the last segment does not fit
         del recent[:drop]
+        budget.recent -= self.recent_bytes - size
         self.recent_bytes = size
+
+    def close(self) -> None:
+        """The connection is over (or its direction no longer scanned): let go of the bytes kept to compare
+        retransmissions with, and of any still held out of order (their budget freed for other streams)."""
+        self.budget.recent -= self.recent_bytes
+        self.recent, self.recent_bytes = [], 0
+        self._release(self.held)
+        self.pending, self.starts = {}, []
 
     def _compare(self, behind: int, data: bytes, frame: int, time: float) -> None:
         """``data`` starts ``behind`` bytes before next_seq: compare those bytes (or all of ``data`` when shorter)
@@ -252,6 +284,7 @@ class Stream:
         self.budget.gaps += 1
         self.budget.gap_bytes += hole
         self.next_seq = (first + len(data)) % _MOD
+        self.budget.recent -= self.recent_bytes
         self.recent, self.recent_bytes = [], 0  # what is kept ends at next_seq, with no hole inside
         self.delivered(data)
         out: list[Piece] = [(data, frame, time, True)]

@@ -124,7 +124,7 @@ PEEL_OUTPUT_BYTES = 4 << 20
 #: samples, their layers and matches remembered for bodies sent again (see Scanner._peeled)
 PEEL_CACHE_BYTES = 4 << 20
 #: bytes all protocol decoders may buffer together (partial HTTP bodies, WebSocket frames...)
-MAX_DECODER_BYTES_TOTAL = 64 << 20
+MAX_DECODER_BYTES_TOTAL = 16 << 20
 #: when over that, directions buffering at least this much are scanned as they are and emptied
 SHED_DIRECTION_BYTES = 256 << 10
 #: distinct content-decoding problems listed in the warnings
@@ -712,7 +712,9 @@ class Scanner:
                 stream.next_seq = (seq + end - start) & 0xFFFFFFFF
                 stream.recent.append(payload)  # Stream.delivered, inline
                 stream.recent_bytes += end - start
-                if stream.recent_bytes > RECENT_TRIM_BYTES:
+                budget = self.budget
+                budget.recent += end - start
+                if stream.recent_bytes > RECENT_TRIM_BYTES or budget.recent > budget.recent_cap:
                     stream.trim_recent()
                 self._in_order_segment(flow, d, payload, frame, ts)
             else:
@@ -1275,16 +1277,16 @@ class Scanner:
         for d in (flow.client, flow.server):
             if flow.transport == "tcp" and not d.opaque:  # its late packets: the general path, alike
                 self._forget_direction(d)
-            if d.done:
-                continue
             stream = d.stream
-            if stream is not None:
+            if stream is not None and not d.done:
                 for data, frame, ts, hole in stream.flush():
                     self._deliver(flow, d, data, frame, ts, hole)
                     if d.done:
                         break
                 if stream.conflicts:
                     self._conflicting(flow, d, stream)
+            if stream is not None:
+                stream.close()  # its share of the reassembly budgets, freed now (not when the flow is retired)
             if d.done:
                 continue
             if d.decoder is None and d.head:
