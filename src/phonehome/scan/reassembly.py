@@ -27,7 +27,7 @@ from dataclasses import dataclass
 #: out-of-order bytes one direction may hold while waiting for a missing segment
 MAX_PENDING_BYTES_PER_STREAM = 4 << 20
 #: out-of-order bytes all streams together may hold (part of the scan's memory budget: see docs/architecture.md)
-MAX_PENDING_BYTES_TOTAL = 8 << 20
+MAX_PENDING_BYTES_TOTAL = 4 << 20
 #: a segment this far (or further) ahead of the expected sequence number is nonsense, not a gap to wait for
 MAX_SEQUENCE_JUMP = 1 << 30
 
@@ -42,7 +42,7 @@ RECENT_TRIM_BYTES = 2 * RECENT_BYTES_PER_STREAM
 #: delivered keeps at most :data:`RECENT_FLOOR_BYTES` (and only as much as fits), so thousands of concurrent
 #: connections cannot hold RECENT_TRIM_BYTES each; a retransmission older than what is kept is a conflict
 #: (scanned, or counted and said), never dropped unseen
-RECENT_BYTES_TOTAL = 8 << 20
+RECENT_BYTES_TOTAL = 4 << 20
 #: what a direction keeps while the total is over RECENT_BYTES_TOTAL (the last segments: most retransmissions)
 RECENT_FLOOR_BYTES = 16 << 10
 

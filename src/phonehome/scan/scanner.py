@@ -122,9 +122,10 @@ PEEL_DEPTH = 3
 #: decoded output the nested decoders may produce per unit
 PEEL_OUTPUT_BYTES = 4 << 20
 #: samples, their layers and matches remembered for bodies sent again (see Scanner._peeled)
-PEEL_CACHE_BYTES = 4 << 20
-#: bytes all protocol decoders may buffer together (partial HTTP bodies, WebSocket frames...)
-MAX_DECODER_BYTES_TOTAL = 16 << 20
+PEEL_CACHE_BYTES = 2 << 20
+#: bytes all protocol decoders may buffer together (partial HTTP bodies, WebSocket frames...): part of the scan's
+#: memory budget (docs/architecture.md, "Memory")
+MAX_DECODER_BYTES_TOTAL = 14 << 20
 #: when over that, directions buffering at least this much are scanned as they are and emptied
 SHED_DIRECTION_BYTES = 256 << 10
 #: distinct content-decoding problems listed in the warnings
