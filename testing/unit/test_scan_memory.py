@@ -138,15 +138,15 @@ def test_many_concurrent_large_reordered_flows_stay_within_the_budget(tmp_path: 
     later = {id(p) for p in fins} | {id(p) for flow in flows for p in flow}
     head = [p for p in cap.packets if id(p) not in later]  # handshakes and requests first, FINs last
     rows = [iter(flow) for flow in flows]
-    body: list[Packet] = []
+    interleaved: list[Packet] = []
     while rows:  # round robin: every download in flight at once
         for row in list(rows):
             packet = next(row, None)
             if packet is None:
                 rows.remove(row)
             else:
-                body.append(packet)
-    cap.packets = head + body + fins
+                interleaved.append(packet)
+    cap.packets = head + interleaved + fins
     path = cap.write_pcap(tmp_path / "many.pcap")
     scan = _MeasuredScanner(parse_identifiers({"imei": IMEI}, source="test"), fast_path=fast_path)
     scan.most = {}
