@@ -25,9 +25,9 @@ import bisect
 from dataclasses import dataclass
 
 #: out-of-order bytes one direction may hold while waiting for a missing segment
-MAX_PENDING_BYTES_PER_STREAM = 4 << 20
+MAX_PENDING_BYTES_PER_STREAM = 2 << 20
 #: out-of-order bytes all streams together may hold (part of the scan's memory budget: see docs/architecture.md)
-MAX_PENDING_BYTES_TOTAL = 4 << 20
+MAX_PENDING_BYTES_TOTAL = 3 << 20
 #: a segment this far (or further) ahead of the expected sequence number is nonsense, not a gap to wait for
 MAX_SEQUENCE_JUMP = 1 << 30
 

@@ -125,7 +125,7 @@ PEEL_OUTPUT_BYTES = 4 << 20
 PEEL_CACHE_BYTES = 2 << 20
 #: bytes all protocol decoders may buffer together (partial HTTP bodies, WebSocket frames...): part of the scan's
 #: memory budget (docs/architecture.md, "Memory")
-MAX_DECODER_BYTES_TOTAL = 14 << 20
+MAX_DECODER_BYTES_TOTAL = 13 << 20
 #: when over that, directions buffering at least this much are scanned as they are and emptied
 SHED_DIRECTION_BYTES = 256 << 10
 #: distinct content-decoding problems listed in the warnings
@@ -1652,7 +1652,7 @@ def scan_capture(path: str | os.PathLike[str], identifiers: Identifiers, *, phas
 
     ``phases`` name windows of capture time: each finding gets the phase of its first frame, and a leak repeated
     in two phases is one finding per phase. ``matcher`` lets a caller scanning many windows with the same
-    identifiers build it once. ``progress`` is called with the file offset read so far, once per 4 MiB read (for
+    identifiers build it once. ``progress`` is called with the file offset read so far, once per 1 MiB read (for
     a progress line; nothing per packet). Bad input (not a capture, empty identifiers) raises
     :class:`InputError`; damage inside a readable capture is reported in ``ScanResult.warnings`` and the capture
     info.
