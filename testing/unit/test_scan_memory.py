@@ -14,7 +14,15 @@ from phonehome.identifiers import parse_identifiers
 from phonehome.scan import layers, pcapfile, protocols, reassembly, scanner
 from phonehome.scan.reassembly import Budget, Stream
 from phonehome.scan.scanner import Scanner
-from phonehome.testing.captures import CaptureBuilder, Packet, http_request, http_response
+from phonehome.testing.captures import (
+    CaptureBuilder,
+    Packet,
+    http_request,
+    http_response,
+    tls_application_data,
+    tls_client_hello,
+    tls_server_hello,
+)
 
 IMEI = "356938035643809"
 LEAK = f"imei={IMEI}".encode()
@@ -158,6 +166,40 @@ def test_many_concurrent_large_reordered_flows_stay_within_the_budget(tmp_path: 
     assert scan.most["peel cache"] <= scanner.PEEL_CACHE_BYTES
     assert scan.most["recent"] > 256 << 10  # the bounds were reached, not just respected by a light load
     assert scan.budget.held == 0 and scan.budget.recent == 0 and scan.decoder_held == 0  # all given back
+    assert not scan.budget.streams
     leaks = {f.src for f in result.findings if f.identifier == "imei"}
     assert len(leaks) == 60, "a leak was lost"
     assert any("to keep memory bounded" in w for w in result.warnings)  # what could not be held is said
+
+
+def test_squeeze_cuts_every_direction_to_its_floor() -> None:
+    """Over the cap, the directions that filled it first give their share back: the one delivering now still
+    keeps its last segments (a retransmission of them is compared, not handed out)."""
+    floor = reassembly.RECENT_FLOOR_BYTES
+    budget = Budget(recent_cap=4 * floor)
+    first, second = Stream(budget), Stream(budget)
+    for stream in (first, second):
+        stream.syn(0)
+    _deliver_in_order(first, b"a" * (3 * floor), 1000, 1)
+    _deliver_in_order(second, b"b" * (3 * floor), 1000, 1)
+    assert budget.recent <= budget.recent_cap
+    assert first.recent_bytes <= floor + 1000 and second.recent_bytes >= floor
+    second.add(1 + 3 * floor - 1000, b"b" * 1000, 2, 0.0)
+    assert budget.retransmitted_bytes == 1000 and not second.conflicts
+
+
+def test_an_encrypted_connection_gives_its_reassembly_budget_back(tmp_path: Path) -> None:
+    """A direction found encrypted (TLS) with segments still held out of order: their bytes, and those kept to
+    compare retransmissions with, go back to the shared budgets at once."""
+    cap = CaptureBuilder()
+    conn = cap.tcp("10.0.0.2", "198.51.100.1", 443)
+    hello = conn.send(tls_client_hello("api.example"))
+    conn.reply(tls_server_hello())
+    records = conn.send(tls_application_data(b"z" * 5000), segment_size=1000)
+    cap.packets.remove(records[0])  # the rest wait for it
+    cap.packets.insert(cap.packets.index(hello[-1]) + 1, records[-1])
+    scan = _MeasuredScanner(parse_identifiers({"imei": IMEI}, source="test"))
+    scan.most = {}
+    scan.scan(cap.write_pcap(tmp_path / "tls.pcap"))
+    assert scan.most["pending"] > 0  # segments were held when the direction was found encrypted
+    assert scan.budget.held == 0 and scan.budget.recent == 0 and not scan.budget.streams

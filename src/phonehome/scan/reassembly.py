@@ -22,7 +22,7 @@ later are treated as retransmissions (older than anything kept: a conflict, so t
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: out-of-order bytes one direction may hold while waiting for a missing segment
 MAX_PENDING_BYTES_PER_STREAM = 2 << 20
@@ -38,13 +38,13 @@ RECENT_BYTES_PER_STREAM = 256 << 10
 MAX_CONFLICT_BYTES_PER_STREAM = 1 << 20
 #: kept bytes past which a direction's oldest segments are let go
 RECENT_TRIM_BYTES = 2 * RECENT_BYTES_PER_STREAM
-#: delivered bytes all streams together keep to compare retransmissions with: past it, the direction that just
-#: delivered keeps at most :data:`RECENT_FLOOR_BYTES` (and only as much as fits), so thousands of concurrent
-#: connections cannot hold RECENT_TRIM_BYTES each; a retransmission older than what is kept is a conflict
-#: (scanned, or counted and said), never dropped unseen
+#: delivered bytes all streams together keep to compare retransmissions with: past it, every direction is cut
+#: down to :data:`RECENT_FLOOR_BYTES` (Budget.squeeze), and if that is still too much, the direction that just
+#: delivered keeps only what fits, so thousands of concurrent connections cannot hold RECENT_TRIM_BYTES each; a
+#: retransmission older than what is kept is a conflict (scanned, or counted and said), never dropped unseen
 RECENT_BYTES_TOTAL = 4 << 20
 #: what a direction keeps while the total is over RECENT_BYTES_TOTAL (the last segments: most retransmissions)
-RECENT_FLOOR_BYTES = 16 << 10
+RECENT_FLOOR_BYTES = 64 << 10
 
 _MOD = 1 << 32
 #: how far next_seq may move from Stream.anchor before the pending starts are counted from it again (with starts
@@ -67,6 +67,19 @@ class Budget:
     #: delivered bytes all streams keep to compare retransmissions with (Stream.recent), and their bound
     recent: int = 0
     recent_cap: int = RECENT_BYTES_TOTAL
+    #: the streams not closed yet (what squeeze cuts down), and ``recent`` after the last squeeze
+    streams: set[Stream] = field(default_factory=set, repr=False, compare=False)
+    squeezed: int = 0
+
+    def squeeze(self) -> None:
+        """Over ``recent_cap``: cut every stream's kept bytes down to :data:`RECENT_FLOOR_BYTES`, so the
+        directions still sending keep their last segments (rather than the first to fill the budget keeping
+        theirs). Not again before another quarter of the cap was delivered: a pass over every stream each time
+        would make many small ones crawl."""
+        for stream in self.streams:
+            if stream.recent_bytes > RECENT_FLOOR_BYTES:
+                stream.keep_last(RECENT_FLOOR_BYTES)
+        self.squeezed = self.recent
     gaps: int = 0
     gap_bytes: int = 0
     retransmitted_bytes: int = 0
@@ -85,6 +98,7 @@ class Stream:
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
+        budget.streams.add(self)
         self.next_seq = -1
         self.pending: dict[int, tuple[bytes, int, float]] = {}
         #: the pending segments' starts as offsets from ``anchor`` (a next_seq of when pending was last empty),
@@ -167,31 +181,41 @@ class Stream:
 
     def trim_recent(self) -> None:
         """Keep the fewest last segments that hold :data:`RECENT_BYTES_PER_STREAM` bytes; while all streams
-        together keep more than ``Budget.recent_cap``, at most :data:`RECENT_FLOOR_BYTES` and no more than brings
-        the total back under it (possibly nothing), so the total never stays over the cap."""
-        recent = self.recent
+        together keep more than ``Budget.recent_cap``, every stream at most about :data:`RECENT_FLOOR_BYTES`
+        (Budget.squeeze), and this one no more than brings the total back under the cap (possibly nothing), so
+        the total never stays over it."""
         budget = self.budget
-        keep = RECENT_BYTES_PER_STREAM
-        if budget.recent > budget.recent_cap:
-            keep = max(0, min(RECENT_FLOOR_BYTES, budget.recent_cap - (budget.recent - self.recent_bytes)))
-        drop = 0
+        if budget.recent <= budget.recent_cap:
+            self.keep_last(RECENT_BYTES_PER_STREAM)
+            return
+        if budget.recent - budget.squeezed >= budget.recent_cap // 4:
+            budget.squeeze()
+        if budget.recent > budget.recent_cap:  # still: even the floors are too many
+            room = budget.recent_cap - (budget.recent - self.recent_bytes)
+            self.keep_last(min(RECENT_FLOOR_BYTES, room))
+            if budget.recent > budget.recent_cap:  # the last segment alone does not fit
+                self.keep_last(0)
+
+    def keep_last(self, keep: int) -> None:
+        """Keep the fewest last segments that hold ``keep`` bytes (nothing for 0)."""
+        recent = self.recent
         size = self.recent_bytes
-        if keep == 0:
+        if keep <= 0:
             drop, size = len(recent), 0
         else:
+            drop = 0
             while size - len(recent[drop]) >= keep:
                 size -= len(recent[drop])
                 drop += 1
-            if budget.recent - self.recent_bytes + size > budget.recent_cap:
-                drop, size = len(recent), 0  # even the last segment does not fit
         del recent[:drop]
-        budget.recent -= self.recent_bytes - size
+        self.budget.recent -= self.recent_bytes - size
         self.recent_bytes = size
 
     def close(self) -> None:
         """The connection is over (or its direction no longer scanned): let go of the bytes kept to compare
         retransmissions with, and of any still held out of order (their budget freed for other streams)."""
         self.budget.recent -= self.recent_bytes
+        self.budget.streams.discard(self)
         self.recent, self.recent_bytes = [], 0
         self._release(self.held)
         self.pending, self.starts = {}, []

@@ -1061,6 +1061,8 @@ class Scanner:
                 self.opaque_udp[_raw_key(d)] = flow
             d.opaque = True
             d.done = True
+            if d.stream is not None:
+                d.stream.close()  # what it held counts against the shared budgets no more
             d.stream = None
             d.decoder = None
             d.head = b""
@@ -1234,6 +1236,8 @@ class Scanner:
         self.decoder_held -= d.held
         d.held = 0
         d.done = True
+        if d.stream is not None:
+            d.stream.close()
         d.stream = None
         d.decoder = None
         d.head = b""
