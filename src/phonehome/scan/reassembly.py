@@ -5,11 +5,13 @@ once, so each direction of a TCP connection is rebuilt into one byte stream befo
 against adversarial captures (huge sequence gaps, thousands of half-open flows): out-of-order data is held up to
 :data:`MAX_PENDING_BYTES_PER_STREAM` per direction and :data:`MAX_PENDING_BYTES_TOTAL` overall; past that the
 stream gives up waiting for the missing bytes, skips the hole and counts it (``Budget.gaps``/``gap_bytes``), so
-the scan can report what it could not see instead of silently passing.
+the scan can report what it could not see instead of silently passing. :meth:`Stream.close` gives a direction's
+share of both shared budgets back (a closed connection, or one found encrypted).
 
 A retransmitted or overlapping segment is compared with the bytes already delivered for its range (the last
 :data:`RECENT_BYTES_PER_STREAM` of the direction are kept for this, as references to the segments that carried
-them) and with a held segment of the same range: identical copies are counted (``Budget.retransmitted_bytes``) and
+them, and :data:`RECENT_BYTES_TOTAL` over all streams: past that each keeps about :data:`RECENT_FLOOR_BYTES`)
+and with a held segment of the same range: identical copies are counted (``Budget.retransmitted_bytes``) and
 dropped, while a copy whose bytes differ, or that can no longer be compared (older than what is kept), is a
 conflict: both copies left the phone, so the other one is handed out too (:attr:`Stream.conflicts`, to be scanned
 as a unit of its own) and counted (``Budget.conflicting_bytes``), up to :data:`MAX_CONFLICT_BYTES_PER_STREAM`
