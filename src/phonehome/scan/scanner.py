@@ -132,9 +132,10 @@ SHED_DIRECTION_BYTES = 256 << 10
 MAX_DECODE_WARNINGS = 20
 #: allocations between two young-generation collections while scanning (Scanner.scan; Python's default is 700)
 GC_YOUNG_THRESHOLD = 10_000
-#: flows whose state the scan keeps at once: past it, the older half are let go (Scanner._evict); a flow holds a
-#: few kilobytes while it lasts and ~70 bytes once written to the flow table
-MAX_LIVE_FLOWS = 8192
+#: flows whose state the scan keeps at once: past it, the older half are let go (Scanner._evict); a flow holds
+#: ~5 KiB while it is open (measured, with its decoders; what they buffer is counted apart) and ~70 bytes once
+#: written to the flow table: part of the memory budget (docs/architecture.md, "Memory")
+MAX_LIVE_FLOWS = 2048
 #: a closed connection's last packets (ACKs, a retransmitted FIN) come within this long: let go of it after
 LINGER_SECONDS = 2.0
 #: a flow silent this long is let go before one still going
