@@ -96,6 +96,9 @@ def test_gzip_body_of_one_member_and_of_two() -> None:
     assert layers.decode_content(gzip.compress(body) + gzip.compress(body), "gzip") == (body + body, None)
     decoded, problem = layers.decode_content(gzip.compress(b"z" * 10_000), "gzip", max_output=1000)
     assert decoded == b"z" * 1000 and problem is not None
+    # the default bound: one decoded body is part of the budget; what is past it is said, not decoded
+    decoded, problem = layers.decode_content(gzip.compress(b"z" * (layers.MAX_CONTENT_BYTES + 1)), "gzip")
+    assert len(decoded) == layers.MAX_CONTENT_BYTES and problem is not None and "truncated or over" in problem
 
 
 class _MeasuredScanner(Scanner):
