@@ -194,6 +194,23 @@ def test_squeeze_cuts_every_direction_to_its_floor() -> None:
     assert budget.retransmitted_bytes == 1000 and not second.conflicts
 
 
+def test_squeeze_again_after_connections_closed() -> None:
+    """A squeeze is not blocked by the level the budget had after an earlier one: once connections closed and
+    new ones filled the budget again, they are cut down again (the one delivering keeps its last segments)."""
+    floor = reassembly.RECENT_FLOOR_BYTES
+    budget = Budget(recent_cap=4 * floor)
+    for round_ in range(3):
+        streams = [Stream(budget) for _ in range(3)]
+        for stream in streams:
+            stream.syn(0)
+            _deliver_in_order(stream, bytes([round_]) * (2 * floor), 1000, 1)
+        assert budget.recent <= budget.recent_cap
+        assert streams[-1].recent_bytes >= floor
+        for stream in streams:
+            stream.close()
+        assert budget.recent == 0 and not budget.streams
+
+
 def test_an_encrypted_connection_gives_its_reassembly_budget_back(tmp_path: Path) -> None:
     """A direction found encrypted (TLS) with segments still held out of order: their bytes, and those kept to
     compare retransmissions with, go back to the shared budgets at once."""

@@ -69,7 +69,8 @@ class Budget:
     #: delivered bytes all streams keep to compare retransmissions with (Stream.recent), and their bound
     recent: int = 0
     recent_cap: int = RECENT_BYTES_TOTAL
-    #: the streams not closed yet (what squeeze cuts down), and ``recent`` after the last squeeze
+    #: the streams not closed yet (what squeeze cuts down), and the least ``recent`` has been since the last
+    #: squeeze (lowered whenever bytes are let go: a squeeze is due once a quarter of the cap came in since)
     streams: set[Stream] = field(default_factory=set, repr=False, compare=False)
     squeezed: int = 0
 
@@ -210,13 +211,19 @@ class Stream:
                 size -= len(recent[drop])
                 drop += 1
         del recent[:drop]
-        self.budget.recent -= self.recent_bytes - size
+        self._let_go(self.recent_bytes - size)
         self.recent_bytes = size
+
+    def _let_go(self, n: int) -> None:
+        budget = self.budget
+        budget.recent -= n
+        if budget.recent < budget.squeezed:
+            budget.squeezed = budget.recent
 
     def close(self) -> None:
         """The connection is over (or its direction no longer scanned): let go of the bytes kept to compare
         retransmissions with, and of any still held out of order (their budget freed for other streams)."""
-        self.budget.recent -= self.recent_bytes
+        self._let_go(self.recent_bytes)
         self.budget.streams.discard(self)
         self.recent, self.recent_bytes = [], 0
         self._release(self.held)
@@ -310,7 +317,7 @@ class Stream:
         self.budget.gaps += 1
         self.budget.gap_bytes += hole
         self.next_seq = (first + len(data)) % _MOD
-        self.budget.recent -= self.recent_bytes
+        self._let_go(self.recent_bytes)
         self.recent, self.recent_bytes = [], 0  # what is kept ends at next_seq, with no hole inside
         self.delivered(data)
         out: list[Piece] = [(data, frame, time, True)]
