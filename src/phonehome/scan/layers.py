@@ -39,8 +39,9 @@ else:
 #: default bounds of :func:`peel`
 MAX_DEPTH = 3
 MAX_OUTPUT_BYTES = 4 << 20
-#: default bound of one :func:`decode_content` call
-MAX_CONTENT_BYTES = 64 << 20
+#: default bound of one :func:`decode_content` call (one message's decoded body: part of the scan's memory budget,
+#: docs/architecture.md "Memory"; past it the rest is not decoded, and said)
+MAX_CONTENT_BYTES = 8 << 20
 #: shortest base64/base32/hex run worth decoding (shorter ones are mostly words and numbers)
 MIN_RUN_CHARS = 16
 #: compressed members tried per buffer and layer (each try is cheap but a buffer can hold many magics)
@@ -674,8 +675,14 @@ def _content_deflate(data: bytes, limit: int) -> tuple[bytes, bool]:
 
 def _content_gzip(data: bytes, limit: int) -> tuple[bytes, bool]:
     """gzip, possibly several members back to back (concatenated gzip is valid)."""
-    out = bytearray()
-    rest = data
+    decompressor = zlib.decompressobj(31)
+    first = decompressor.decompress(data, limit)  # mostly the only member: returned as it is, not copied
+    if not decompressor.eof or decompressor.unconsumed_tail:
+        return first, False
+    rest = decompressor.unused_data
+    if not rest.startswith(b"\x1f\x8b"):
+        return first, True  # one member (trailing garbage after it, if any, ignored)
+    out = bytearray(first)
     while rest:
         decompressor = zlib.decompressobj(31)
         out += decompressor.decompress(rest, limit - len(out))

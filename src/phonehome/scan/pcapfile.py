@@ -23,9 +23,9 @@ from typing import BinaryIO
 from phonehome.errors import InputError
 
 #: bytes read from the file at a time; large reads amortise Python's per-call cost
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20
 #: memory-mapped pages already parsed are released in steps of this size
-RELEASE_BYTES = 4 << 20
+RELEASE_BYTES = 1 << 20
 #: a record claiming more than this is corrupt (no link layer has frames this large)
 MAX_RECORD_BYTES = 64 << 20
 
@@ -81,7 +81,7 @@ class CaptureReader:
                  progress: Callable[[int], None] | None = None) -> None:
         self.path = Path(path)
         self.chunk_bytes = chunk_bytes
-        #: called with the file offset parsed so far, once per chunk (4 MiB) and at the end: free per packet
+        #: called with the file offset parsed so far, once per chunk (1 MiB) and at the end: free per packet
         self.progress = progress
         self.warnings: list[str] = []
         self.interfaces: list[Interface] = []

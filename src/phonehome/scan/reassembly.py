@@ -5,11 +5,13 @@ once, so each direction of a TCP connection is rebuilt into one byte stream befo
 against adversarial captures (huge sequence gaps, thousands of half-open flows): out-of-order data is held up to
 :data:`MAX_PENDING_BYTES_PER_STREAM` per direction and :data:`MAX_PENDING_BYTES_TOTAL` overall; past that the
 stream gives up waiting for the missing bytes, skips the hole and counts it (``Budget.gaps``/``gap_bytes``), so
-the scan can report what it could not see instead of silently passing.
+the scan can report what it could not see instead of silently passing. :meth:`Stream.close` gives a direction's
+share of both shared budgets back (a closed connection, or one found encrypted).
 
 A retransmitted or overlapping segment is compared with the bytes already delivered for its range (the last
 :data:`RECENT_BYTES_PER_STREAM` of the direction are kept for this, as references to the segments that carried
-them) and with a held segment of the same range: identical copies are counted (``Budget.retransmitted_bytes``) and
+them, and :data:`RECENT_BYTES_TOTAL` over all streams: past that each keeps about :data:`RECENT_FLOOR_BYTES`)
+and with a held segment of the same range: identical copies are counted (``Budget.retransmitted_bytes``) and
 dropped, while a copy whose bytes differ, or that can no longer be compared (older than what is kept), is a
 conflict: both copies left the phone, so the other one is handed out too (:attr:`Stream.conflicts`, to be scanned
 as a unit of its own) and counted (``Budget.conflicting_bytes``), up to :data:`MAX_CONFLICT_BYTES_PER_STREAM`
@@ -22,12 +24,12 @@ later are treated as retransmissions (older than anything kept: a conflict, so t
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: out-of-order bytes one direction may hold while waiting for a missing segment
-MAX_PENDING_BYTES_PER_STREAM = 4 << 20
-#: out-of-order bytes all streams together may hold
-MAX_PENDING_BYTES_TOTAL = 32 << 20
+MAX_PENDING_BYTES_PER_STREAM = 2 << 20
+#: out-of-order bytes all streams together may hold (part of the scan's memory budget: see docs/architecture.md)
+MAX_PENDING_BYTES_TOTAL = 3 << 20
 #: a segment this far (or further) ahead of the expected sequence number is nonsense, not a gap to wait for
 MAX_SEQUENCE_JUMP = 1 << 30
 
@@ -38,6 +40,13 @@ RECENT_BYTES_PER_STREAM = 256 << 10
 MAX_CONFLICT_BYTES_PER_STREAM = 1 << 20
 #: kept bytes past which a direction's oldest segments are let go
 RECENT_TRIM_BYTES = 2 * RECENT_BYTES_PER_STREAM
+#: delivered bytes all streams together keep to compare retransmissions with: past it, every direction is cut
+#: down to :data:`RECENT_FLOOR_BYTES` (Budget.squeeze), and if that is still too much, the direction that just
+#: delivered keeps only what fits, so thousands of concurrent connections cannot hold RECENT_TRIM_BYTES each; a
+#: retransmission older than what is kept is a conflict (scanned, or counted and said), never dropped unseen
+RECENT_BYTES_TOTAL = 4 << 20
+#: what a direction keeps while the total is over RECENT_BYTES_TOTAL (the last segments: most retransmissions)
+RECENT_FLOOR_BYTES = 64 << 10
 
 _MOD = 1 << 32
 #: how far next_seq may move from Stream.anchor before the pending starts are counted from it again (with starts
@@ -57,6 +66,23 @@ class Budget:
 
     held: int = 0
     cap: int = MAX_PENDING_BYTES_TOTAL
+    #: delivered bytes all streams keep to compare retransmissions with (Stream.recent), and their bound
+    recent: int = 0
+    recent_cap: int = RECENT_BYTES_TOTAL
+    #: the streams not closed yet (what squeeze cuts down), and the least ``recent`` has been since the last
+    #: squeeze (lowered whenever bytes are let go: a squeeze is due once a quarter of the cap came in since)
+    streams: set[Stream] = field(default_factory=set, repr=False, compare=False)
+    squeezed: int = 0
+
+    def squeeze(self) -> None:
+        """Over ``recent_cap``: cut every stream's kept bytes down to :data:`RECENT_FLOOR_BYTES`, so the
+        directions still sending keep their last segments (rather than the first to fill the budget keeping
+        theirs). Not again before another quarter of the cap was delivered: a pass over every stream each time
+        would make many small ones crawl."""
+        for stream in self.streams:
+            if stream.recent_bytes > RECENT_FLOOR_BYTES:
+                stream.keep_last(RECENT_FLOOR_BYTES)
+        self.squeezed = self.recent
     gaps: int = 0
     gap_bytes: int = 0
     retransmitted_bytes: int = 0
@@ -75,6 +101,7 @@ class Stream:
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
+        budget.streams.add(self)
         self.next_seq = -1
         self.pending: dict[int, tuple[bytes, int, float]] = {}
         #: the pending segments' starts as offsets from ``anchor`` (a next_seq of when pending was last empty),
@@ -150,19 +177,57 @@ class Stream:
         """``data`` was delivered, ending at next_seq: keep it to compare retransmissions with."""
         self.recent.append(data)
         self.recent_bytes += len(data)
-        if self.recent_bytes > RECENT_TRIM_BYTES:
+        budget = self.budget
+        budget.recent += len(data)
+        if self.recent_bytes > RECENT_TRIM_BYTES or budget.recent > budget.recent_cap:
             self.trim_recent()
 
     def trim_recent(self) -> None:
-        """Keep the fewest last segments that hold :data:`RECENT_BYTES_PER_STREAM` bytes."""
+        """Keep the fewest last segments that hold :data:`RECENT_BYTES_PER_STREAM` bytes; while all streams
+        together keep more than ``Budget.recent_cap``, every stream at most about :data:`RECENT_FLOOR_BYTES`
+        (Budget.squeeze), and this one no more than brings the total back under the cap (possibly nothing), so
+        the total never stays over it."""
+        budget = self.budget
+        if budget.recent <= budget.recent_cap:
+            self.keep_last(RECENT_BYTES_PER_STREAM)
+            return
+        if budget.recent - budget.squeezed >= budget.recent_cap // 4:
+            budget.squeeze()
+        if budget.recent > budget.recent_cap:  # still: even the floors are too many
+            room = budget.recent_cap - (budget.recent - self.recent_bytes)
+            self.keep_last(min(RECENT_FLOOR_BYTES, room))
+            if budget.recent > budget.recent_cap:  # the last segment alone does not fit
+                self.keep_last(0)
+
+    def keep_last(self, keep: int) -> None:
+        """Keep the fewest last segments that hold ``keep`` bytes (nothing for 0)."""
         recent = self.recent
-        drop = 0
         size = self.recent_bytes
-        while size - len(recent[drop]) >= RECENT_BYTES_PER_STREAM:
-            size -= len(recent[drop])
-            drop += 1
+        if keep <= 0:
+            drop, size = len(recent), 0
+        else:
+            drop = 0
+            while size - len(recent[drop]) >= keep:
+                size -= len(recent[drop])
+                drop += 1
         del recent[:drop]
+        self._let_go(self.recent_bytes - size)
         self.recent_bytes = size
+
+    def _let_go(self, n: int) -> None:
+        budget = self.budget
+        budget.recent -= n
+        if budget.recent < budget.squeezed:
+            budget.squeezed = budget.recent
+
+    def close(self) -> None:
+        """The connection is over (or its direction no longer scanned): let go of the bytes kept to compare
+        retransmissions with, and of any still held out of order (their budget freed for other streams)."""
+        self._let_go(self.recent_bytes)
+        self.budget.streams.discard(self)
+        self.recent, self.recent_bytes = [], 0
+        self._release(self.held)
+        self.pending, self.starts = {}, []
 
     def _compare(self, behind: int, data: bytes, frame: int, time: float) -> None:
         """``data`` starts ``behind`` bytes before next_seq: compare those bytes (or all of ``data`` when shorter)
@@ -252,6 +317,7 @@ class Stream:
         self.budget.gaps += 1
         self.budget.gap_bytes += hole
         self.next_seq = (first + len(data)) % _MOD
+        self._let_go(self.recent_bytes)
         self.recent, self.recent_bytes = [], 0  # what is kept ends at next_seq, with no hole inside
         self.delivered(data)
         out: list[Piece] = [(data, frame, time, True)]

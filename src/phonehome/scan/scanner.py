@@ -122,18 +122,20 @@ PEEL_DEPTH = 3
 #: decoded output the nested decoders may produce per unit
 PEEL_OUTPUT_BYTES = 4 << 20
 #: samples, their layers and matches remembered for bodies sent again (see Scanner._peeled)
-PEEL_CACHE_BYTES = 4 << 20
-#: bytes all protocol decoders may buffer together (partial HTTP bodies, WebSocket frames...)
-MAX_DECODER_BYTES_TOTAL = 64 << 20
+PEEL_CACHE_BYTES = 2 << 20
+#: bytes all protocol decoders may buffer together (partial HTTP bodies, WebSocket frames...): part of the scan's
+#: memory budget (docs/architecture.md, "Memory")
+MAX_DECODER_BYTES_TOTAL = 13 << 20
 #: when over that, directions buffering at least this much are scanned as they are and emptied
 SHED_DIRECTION_BYTES = 256 << 10
 #: distinct content-decoding problems listed in the warnings
 MAX_DECODE_WARNINGS = 20
 #: allocations between two young-generation collections while scanning (Scanner.scan; Python's default is 700)
 GC_YOUNG_THRESHOLD = 10_000
-#: flows whose state the scan keeps at once: past it, the older half are let go (Scanner._evict); a flow holds a
-#: few kilobytes while it lasts and ~100 bytes (on disk past 4 MiB of them) once written to the flow table
-MAX_LIVE_FLOWS = 8192
+#: flows whose state the scan keeps at once: past it, the older half are let go (Scanner._evict); a flow holds
+#: ~5 KiB while it is open (measured, with its decoders; what they buffer is counted apart) and ~100 bytes (on disk
+#: past 4 MiB of them) once written to the flow table: part of the memory budget (docs/architecture.md, "Memory")
+MAX_LIVE_FLOWS = 2048
 #: a closed connection's last packets (ACKs, a retransmitted FIN) come within this long: let go of it after
 LINGER_SECONDS = 2.0
 #: a flow silent this long is let go before one still going
@@ -711,7 +713,9 @@ class Scanner:
                 stream.next_seq = (seq + end - start) & 0xFFFFFFFF
                 stream.recent.append(payload)  # Stream.delivered, inline
                 stream.recent_bytes += end - start
-                if stream.recent_bytes > RECENT_TRIM_BYTES:
+                budget = self.budget
+                budget.recent += end - start
+                if stream.recent_bytes > RECENT_TRIM_BYTES or budget.recent > budget.recent_cap:
                     stream.trim_recent()
                 self._in_order_segment(flow, d, payload, frame, ts)
             else:
@@ -1057,6 +1061,8 @@ class Scanner:
                 self.opaque_udp[_raw_key(d)] = flow
             d.opaque = True
             d.done = True
+            if d.stream is not None:
+                d.stream.close()  # what it held counts against the shared budgets no more
             d.stream = None
             d.decoder = None
             d.head = b""
@@ -1230,6 +1236,8 @@ class Scanner:
         self.decoder_held -= d.held
         d.held = 0
         d.done = True
+        if d.stream is not None:
+            d.stream.close()
         d.stream = None
         d.decoder = None
         d.head = b""
@@ -1274,16 +1282,16 @@ class Scanner:
         for d in (flow.client, flow.server):
             if flow.transport == "tcp" and not d.opaque:  # its late packets: the general path, alike
                 self._forget_direction(d)
-            if d.done:
-                continue
             stream = d.stream
-            if stream is not None:
+            if stream is not None and not d.done:
                 for data, frame, ts, hole in stream.flush():
                     self._deliver(flow, d, data, frame, ts, hole)
                     if d.done:
                         break
                 if stream.conflicts:
                     self._conflicting(flow, d, stream)
+            if stream is not None:
+                stream.close()  # its share of the reassembly budgets, freed now (not when the flow is retired)
             if d.done:
                 continue
             if d.decoder is None and d.head:
@@ -1649,7 +1657,7 @@ def scan_capture(path: str | os.PathLike[str], identifiers: Identifiers, *, phas
 
     ``phases`` name windows of capture time: each finding gets the phase of its first frame, and a leak repeated
     in two phases is one finding per phase. ``matcher`` lets a caller scanning many windows with the same
-    identifiers build it once. ``progress`` is called with the file offset read so far, once per 4 MiB read (for
+    identifiers build it once. ``progress`` is called with the file offset read so far, once per 1 MiB read (for
     a progress line; nothing per packet). Bad input (not a capture, empty identifiers) raises
     :class:`InputError`; damage inside a readable capture is reported in ``ScanResult.warnings`` and the capture
     info.
