@@ -150,11 +150,15 @@ def _peel(data: bytes, chain: str, depth: int, budget: Budget) -> Iterator[tuple
         absent = _absent_layers(data)
     except Exception:  # a trigger pass that failed skips nothing: every decoder makes its own search
         absent = _NONE_ABSENT
-    for name, decoder in DECODERS:
+    if _RUNNING_OF[0] is not DECODERS:  # DECODERS replaced (a test): what was worked out from it is not
+        _RUNNING.clear()
+        _RUNNING_OF[0] = DECODERS
+    running = _RUNNING.get(absent)
+    if running is None:
+        running = _RUNNING[absent] = tuple(item for item in DECODERS if item[0] not in absent)
+    for name, decoder in running:
         if budget.left <= 0:
             return
-        if name in absent:
-            continue
         try:
             decoded = decoder(data, budget)
         except Exception:
@@ -216,6 +220,10 @@ def _absent_layers(data: bytes) -> frozenset[str]:
 
 #: ``layer_marks`` mask -> the absent layers it means (at most 2 ** 11 masks, a handful seen in practice)
 _MARKED_ABSENT: dict[int, frozenset[str]] = {}
+#: absent layers -> the DECODERS to run, in order (as many as there are absent sets): most buffers need none or
+#: one of the fifteen, and a loop over all fifteen per layer was most of a small message's peel
+_RUNNING: dict[frozenset[str], tuple[tuple[str, Callable[[bytes, Budget], bytes]], ...]] = {}
+_RUNNING_OF: list[object] = [None]  # the DECODERS that _RUNNING was made from
 
 
 # --- compressed members found by their magic -----------------------------------------------------------------
