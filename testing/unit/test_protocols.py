@@ -26,6 +26,7 @@ from phonehome.scan.protocols import (
     content_chain,
     parse_client_hello,
     parse_dns,
+    parse_http_head,
     unmask,
 )
 from phonehome.testing.captures import (
@@ -145,6 +146,23 @@ def test_dns_query_names_are_decoded() -> None:
 @pytest.mark.parametrize("garbage", [b"", b"\x00" * 5, b"\xff" * 40, dns_query("a.b")[:-6] + b"\xc0\x0c"])
 def test_dns_garbage_does_not_raise(garbage: bytes) -> None:
     parse_dns(garbage)
+
+
+def test_http_head_header_lines() -> None:
+    """Header lines as RFC 9112 reads them, whatever mixes of CRLF and bare LF end them: names lower-cased,
+    blanks around a value dropped, bytes kept as latin-1, a repeated name's first value is the one asked for, and a
+    line that is no header (a folded continuation, no colon, a space before the name) is skipped."""
+    raw = (b"POST /up HTTP/1.1\r\nHost: a.example:8080 \r\nX-Token:\tt1\n  folded onto x-token\r\n"
+           b"x-token: t2\r\nno colon here\r\n Leading: space\nContent-Length:  5\t\r\nX-Name: caf\xe9\r")
+    head = parse_http_head(raw)
+    assert head is not None and head.is_request and head.start_line == b"POST /up HTTP/1.1"
+    assert head.headers == (("host", "a.example:8080"), ("x-token", "t1"), ("x-token", "t2"),
+                            ("content-length", "5"), ("x-name", "caf\xe9"))
+    assert head.header("x-token") == "t1"
+    assert head.header("leading") is None
+    response = parse_http_head(b"HTTP/1.1 204 No Content")
+    assert response is not None and response.status == 204 and response.headers == ()
+    assert parse_http_head(b"GET / HTTP/2\r\nHost: a") is None
 
 
 def test_http_pipelined_requests_each_give_head_units() -> None:

@@ -580,32 +580,36 @@ class RawDecoder(StreamDecoder):
         return units
 
 
-_HEADER_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*:[ \t]*(.*?)[ \t]*\r?$")
+#: a header line (name, value) of a head decoded as latin-1 (one character per byte), every line at once: a line
+#: that is no header (a folded continuation, garbage) matches nothing and is skipped
+_HEADER_LINES = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*:[ \t]*(.*?)[ \t]*\r?$", re.MULTILINE)
 
 #: ``layers.decode_content``: (body, Content-Encoding) -> (decoded body, problem or None)
 ContentDecoder = Callable[[bytes, str], tuple[bytes, "str | None"]]
 
 
-@dataclass(frozen=True)
 class HttpHead:
-    """A parsed HTTP/1.x start line and headers (names lower-cased)."""
+    """A parsed HTTP/1.x start line and headers (names lower-cased, in order; :meth:`header` gives a name's first
+    value, from an index made once: the decoder asks for five names per message)."""
 
-    start_line: bytes
-    headers: tuple[tuple[str, str], ...]
-    is_request: bool
-    status: int
+    __slots__ = ("_first", "headers", "is_request", "start_line", "status")
+
+    def __init__(self, start_line: bytes, headers: tuple[tuple[str, str], ...], is_request: bool,
+                 status: int) -> None:
+        self.start_line = start_line
+        self.headers = headers
+        self.is_request = is_request
+        self.status = status
+        self._first = dict(reversed(headers))  # reversed: a repeated name keeps its first value
 
     def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        return self._first.get(name)
 
 
 def parse_http_head(raw: bytes) -> HttpHead | None:
     """Parse the head of one HTTP/1.x message (without the blank line); None when it is not HTTP/1.x."""
-    lines = raw.split(b"\n")
-    first = lines[0].rstrip(b"\r")
+    line_end = raw.find(b"\n")
+    first = (raw if line_end < 0 else raw[:line_end]).rstrip(b"\r")
     is_request = not first.startswith(b"HTTP/1.")
     status = 0
     if is_request:
@@ -617,12 +621,10 @@ def parse_http_head(raw: bytes) -> HttpHead | None:
             status = int(first[9:12])
         except ValueError:
             return None
-    headers = []
-    for line in lines[1:]:
-        match = _HEADER_LINE.match(line)
-        if match:
-            headers.append((match.group(1).decode("latin-1").lower(), match.group(2).decode("latin-1")))
-    return HttpHead(first, tuple(headers), is_request, status)
+    if line_end < 0:
+        return HttpHead(first, (), is_request, status)
+    headers = tuple((name.lower(), value) for name, value in _HEADER_LINES.findall(raw.decode("latin-1"), line_end + 1))
+    return HttpHead(first, headers, is_request, status)
 
 
 class HttpDecoder(StreamDecoder):
