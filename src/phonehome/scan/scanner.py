@@ -1374,8 +1374,12 @@ class Scanner:
             return known
         find = self.matcher.find
         peeled = [(chain, decoded, find(decoded)) for chain, decoded in self._layers(sample)]
-        peeled += self._xored(sample, peeled)
-        known = _Peeled(peeled, len(sample) + sum(len(decoded) for _, decoded, _ in peeled))
+        size = len(sample)
+        if peeled:  # else nothing to XOR, nothing to count: most heads and many small bodies
+            peeled += self._xored(sample, peeled)
+            for _, decoded, _ in peeled:
+                size += len(decoded)
+        known = _Peeled(peeled, size)
         if known.size <= PEEL_CACHE_BYTES // 4:
             cache[sample] = known
             self.peel_cache_bytes += known.size
@@ -1414,6 +1418,8 @@ class Scanner:
         """
         layers_found = [(c, out) for c, out in layers.peel(sample, max_depth=PEEL_DEPTH, max_output=PEEL_OUTPUT_BYTES)
                         if out]
+        if len(layers_found) < 2:  # nothing to order or to tell apart
+            return layers_found
         layers_found.sort(key=lambda item: item[0].count(">"))
         unique: dict[bytes, str] = {}
         for chain, decoded in layers_found:
