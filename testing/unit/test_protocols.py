@@ -7,6 +7,7 @@ import zlib
 
 import pytest
 
+from phonehome.scan import layers
 from phonehome.scan.protocols import (
     PROTO_DTLS,
     PROTO_HTTP,
@@ -16,6 +17,7 @@ from phonehome.scan.protocols import (
     PROTO_TLS,
     PROTO_UNKNOWN,
     PROTO_WEBSOCKET,
+    STREAM_BODY_BYTES,
     HttpDecoder,
     MqttDecoder,
     RawDecoder,
@@ -266,28 +268,55 @@ def test_raw_decoder_batches_with_overlap() -> None:
 
 
 def test_large_bodies_are_not_joined_per_segment() -> None:
-    """A 4 MB body fed in 1,448-byte segments is joined once, not once per segment (quadratic)."""
+    """A 4 MB body fed in 1,448-byte segments is joined once per piece scanned (STREAM_BODY_BYTES), not once per
+    segment (quadratic); a gzip-encoded one, held whole to be decoded, is joined a few times."""
     body = b"x" * (4 << 20)
-    stream = http_response(body)
-    decoder = HttpDecoder()
+    for headers, whole in (({}, False), ({"Content-Encoding": "gzip"}, True)):
+        stream = http_response(gzip_bytes(body) if whole else body, headers=headers)
+        decoder = HttpDecoder(decode_content=layers.decode_content)
+        units: list[Unit] = []
+        joins = 0
+        for i in range(0, len(stream), 1448):
+            before = decoder.buf
+            units += decoder.feed(stream[i:i + 1448])
+            joins += decoder.buf is not before
+        units += decoder.finish()
+        bodies = [u.data for u in units[1:]]
+        assert (bodies == [body] if whole else b"".join(bodies) == body and len(bodies) == len(body) // STREAM_BODY_BYTES)
+        assert joins < (10 if whole else 2 * len(body) // STREAM_BODY_BYTES + 10)
+
+
+def test_a_long_body_as_sent_is_scanned_in_pieces_as_it_arrives() -> None:
+    """Content-Length, no Content-Encoding, STREAM_BODY_BYTES or more: pieces as they arrive, each carrying the last
+    ``overlap`` bytes of the one before (a match across two is whole in one), exact offsets, only the first
+    peeled; the next message after it parsed as ever, its Host named."""
+    body = bytes(range(256)) * ((STREAM_BODY_BYTES * 2 + 1000) // 256)
+    first = http_response(body)
+    second = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nHost: next.example\r\n\r\nok"
+    decoder = HttpDecoder(overlap=40)
     units: list[Unit] = []
-    joins = 0
-    for i in range(0, len(stream), 1448):
-        before = decoder.buf
-        units += decoder.feed(stream[i:i + 1448])
-        joins += decoder.buf is not before
-    assert any(u.data == body for u in units)
-    assert joins < 10
+    for i in range(0, len(first + second), 1448):
+        units += decoder.feed((first + second)[i:i + 1448])
+    units += decoder.finish()
+    head_bytes = len(first) - len(body)
+    pieces = units[1:-2]
+    assert [u.peel for u in pieces] == [True] + [False] * (len(pieces) - 1)
+    assert pieces[0].start == head_bytes and pieces[0].data == body[:STREAM_BODY_BYTES]
+    for before, piece in itertools.pairwise(pieces):
+        assert piece.data[:40] == before.data[-40:] and piece.start == before.end - 40 and piece.exact
+        assert first[piece.start:piece.end] == piece.data
+    assert pieces[-1].end == len(first) and units[-1].data == b"ok" and decoder.host == "next.example"
 
 
-def test_oversized_body_falls_back_to_raw_batches() -> None:
+def test_oversized_body_is_scanned_in_pieces() -> None:
+    """A Content-Length past anything held (a lie, or a huge upload): its bytes, every one, as body pieces."""
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n"
     decoder = HttpDecoder()
     units = decoder.feed(head + b"y" * 100)
     units += decoder.feed(b"y" * (2 << 20))
     units += decoder.finish()
-    assert decoder.raw_mode
-    assert sum(len(u.data) for u in units) == len(head) + 100 + (2 << 20)
+    assert sum(len(u.data) for u in units) == len(head) + 100 + (2 << 20) and not decoder.raw_mode
+    assert [len(u.data) for u in units[1:]] == [STREAM_BODY_BYTES] * 8 + [100]
 
 
 def test_websocket_oversized_frame_falls_back_to_raw() -> None:

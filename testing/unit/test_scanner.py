@@ -24,6 +24,7 @@ from phonehome.identifiers import Identifiers, mask, parse_identifiers
 from phonehome.scan import obfuscation
 from phonehome.scan import scanner as scanner_module
 from phonehome.scan.forms import tbcd
+from phonehome.scan.protocols import STREAM_BODY_BYTES
 from phonehome.scan.scanner import (
     Finding,
     Phase,
@@ -722,6 +723,22 @@ def test_the_flow_just_begun_is_never_let_go_even_when_the_clock_went_back(
     result = _scan(tmp_path, cap)
     assert len(result.flows) == 12 and [flow.frames for flow in result.flows] == [4] * 12
     assert len(_found(result, "imei")) == 12
+
+
+def test_a_leak_across_two_pieces_of_a_long_download_is_found(tmp_path: Path) -> None:
+    """A long body as sent is scanned in pieces as it arrives (protocols.STREAM_BODY_BYTES): an IMEI across the
+    boundary of two is found, citing the segments that carried it."""
+    body = bytearray(b"\x00" * (STREAM_BODY_BYTES * 2 + 5000))
+    at = STREAM_BODY_BYTES - 7
+    body[at:at + 15] = IMEI.encode()
+    cap = CaptureBuilder()
+    conn = cap.tcp(PHONE_IP, SERVER_IP, 80)
+    conn.send(http_request("POST", "/upload", host="up.example", body=bytes(body),
+                           headers={"Content-Type": "application/octet-stream"}))
+    conn.close()
+    result = _scan(tmp_path, cap)
+    finding = _assert_found(result, "imei", "plain")
+    assert finding.protocol == "http" and finding.host == "up.example" and len(finding.frames) == 1
 
 
 def test_empty_identifiers_are_rejected(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def stream_decoder(kind: str, offset: int = 0, *, overlap: int) -> StreamDecoder
     """The decoder for a stream classified as ``kind`` (HTTP/1.x, HTTP/2, MQTT, WebSocket, DNS over TCP); any
     other stream is scanned as raw bytes, ``overlap`` bytes kept across chunks so no match is cut."""
     if kind == PROTO_HTTP:
-        return HttpDecoder(offset, decode_content=layers.decode_content)
+        return HttpDecoder(offset, decode_content=layers.decode_content, overlap=overlap)
     if kind == PROTO_HTTP2:
         return Http2Decoder(offset, decode_content=layers.decode_content)
     if kind == PROTO_MQTT:

@@ -46,6 +46,9 @@ RAW_BATCH_BYTES = 1 << 20
 MAX_HTTP_HEAD_BYTES = 64 << 10
 #: an HTTP body, WebSocket frame or MQTT packet larger than this is scanned raw instead of decoded
 MAX_MESSAGE_BYTES = 8 << 20
+#: a body of this many bytes or more, with a Content-Length and no Content-Encoding (a download, an upload), is
+#: scanned in pieces of this size as it arrives (HttpDecoder), not held whole until complete
+STREAM_BODY_BYTES = 256 << 10
 #: a ClientHello larger than this is not one
 MAX_CLIENT_HELLO_BYTES = 64 << 10
 #: bytes needed to tell protocols apart at the start of a stream
@@ -632,9 +635,15 @@ class HttpDecoder(StreamDecoder):
 
     protocol = PROTO_HTTP
 
-    def __init__(self, offset: int = 0, *, decode_content: ContentDecoder | None = None) -> None:
+    def __init__(self, offset: int = 0, *, decode_content: ContentDecoder | None = None, overlap: int = 0) -> None:
         super().__init__(offset)
         self.decode_content = decode_content
+        self.overlap = overlap
+        #: bytes left of a body scanned in pieces as it arrives (see STREAM_BODY_BYTES), and the last ``overlap``
+        #: bytes of the piece before, scanned again with the next so no match is cut
+        self.streaming = 0
+        self.carry = b""
+        self.first_piece = False
         self.raw_mode = False
         self.messages = 0  # complete messages parsed
         #: the first message opened a tunnel: a CONNECT request, or (the other direction) a 2xx response first of
@@ -644,7 +653,10 @@ class HttpDecoder(StreamDecoder):
     def parse(self, final: bool) -> list[Unit]:
         units: list[Unit] = []
         while self.buf and not self.raw_mode and self.switch_to is None:
-            if not self._message(units, final):
+            if self.streaming:
+                if not self._piece(units, final):
+                    break
+            elif not self._message(units, final):
                 break
         if self.raw_mode:
             if self.buf and (final or len(self.buf) >= RAW_BATCH_BYTES):
@@ -684,6 +696,12 @@ class HttpDecoder(StreamDecoder):
         body_start = head_end + sep
         body, body_end, chunked = self._body(head, body_start, final)
         if body is None:  # body_end: how many bytes buf must hold before the message can be complete
+            if self._streamed(head, body_end - body_start) and not final:
+                self._emit_head(units, buf[:body_start])
+                self.streaming, self.carry, self.first_piece = body_end - body_start, b"", True
+                self._after_head(head)
+                self.consume(body_start)
+                return True  # its body, piece by piece (_piece)
             if final or body_end - body_start > MAX_MESSAGE_BYTES or len(buf) - body_start >= MAX_MESSAGE_BYTES:
                 self._give_up()  # too large to hold (or malformed): scan the rest of the stream as raw bytes
             self.need = body_end
@@ -691,6 +709,47 @@ class HttpDecoder(StreamDecoder):
         self._emit_head(units, buf[:body_start])
         if body:
             self._emit_body(units, head, body, body_start, body_end, chunked)
+        self._after_head(head)
+        self.consume(body_end)
+        return True
+
+    def hole(self) -> list[Unit]:
+        units = super().hole()
+        self.streaming, self.carry = 0, b""  # the body's length no longer tells where the next message starts
+        return units
+
+    @staticmethod
+    def _streamed(head: HttpHead, length: int) -> bool:
+        """Whether a message's body is scanned in pieces as it arrives: long, of a known length, and as sent (no
+        Content-Encoding to undo, not chunked), so a piece is the same bytes the whole would be."""
+        if length < STREAM_BODY_BYTES or head.header("content-length") is None:
+            return False
+        if "chunked" in (head.header("transfer-encoding") or "").lower():
+            return False
+        return (head.header("content-encoding") or "identity").strip().lower() == "identity"
+
+    def _piece(self, units: list[Unit], final: bool) -> bool:
+        """The next piece of a body being scanned as it arrives (STREAM_BODY_BYTES at a time, or its end); False
+        when more bytes are needed. Only the body's first piece is peeled, as a whole body's first bytes are."""
+        take = min(len(self.buf), self.streaming, STREAM_BODY_BYTES)
+        if take < min(STREAM_BODY_BYTES, self.streaming) and not final:
+            self.need = min(STREAM_BODY_BYTES, self.streaming)
+            return False
+        piece = self.carry + self.buf[:take]
+        start = self.offset - len(self.carry)
+        units.append(Unit(piece, start, start + len(piece), True, "", PROTO_HTTP, peel=self.first_piece))
+        self.first_piece = False
+        keep = min(self.overlap, len(piece))
+        self.carry = piece[len(piece) - keep:] if keep else b""
+        self.streaming -= take
+        self.consume(take)
+        if not self.streaming:
+            self.carry = b""
+        self.need = 0
+        return True
+
+    def _after_head(self, head: HttpHead) -> None:
+        """What a message's head tells about the stream: a tunnel opened, the host, an upgrade."""
         if not self.messages:
             self.tunnel = (head.start_line.startswith(b"CONNECT ") if head.is_request
                            else 200 <= head.status < 300)
@@ -703,8 +762,6 @@ class HttpDecoder(StreamDecoder):
             self.switch_to = PROTO_WEBSOCKET
         elif upgrade == "h2c" and (head.is_request or head.status == 101):
             self.switch_to = PROTO_HTTP2  # the client's next bytes are the preface; the server's, frames
-        self.consume(body_end)
-        return True
 
     def _body(self, head: HttpHead, start: int, final: bool) -> tuple[bytes | None, int, bool]:
         """(body, end offset in buf, was chunked); body None while incomplete (end = bytes available)."""
