@@ -723,7 +723,7 @@ class HttpDecoder(StreamDecoder):
         """Whether a message's body is scanned in pieces as it arrives: long, of a known length, and as sent (no
         Content-Encoding to undo, not chunked), so a piece is the same bytes the whole would be."""
         declared = (head.header("content-length") or "").strip()
-        if length < STREAM_BODY_BYTES or not declared.isdigit() or int(declared) != length:
+        if length < STREAM_BODY_BYTES or not (declared.isascii() and declared.isdigit()) or int(declared) != length:
             return False  # no length, or one that does not parse (then held, up to MAX_MESSAGE_BYTES, as ever)
         if "chunked" in (head.header("transfer-encoding") or "").lower():
             return False
