@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import compileall
 import hashlib
 import itertools
 import json
@@ -50,7 +49,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import phonehome
 from phonehome.identifiers import load_identifiers
 from phonehome.scan import layers
 from phonehome.scan.matcher import build_matcher
@@ -538,9 +536,6 @@ def main() -> int:
     parser.add_argument("--pyshark", action="store_true", help="also time a pyshark loop (1 MB, extrapolated)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (ids.yaml, OUT.json files)")
     args = parser.parse_args()
-    # start-up as an installed phonehome has it: its bytecode compiled (with PYTHONDONTWRITEBYTECODE set, every run
-    # would compile the modules changed since, ~20 ms, most of a 10 MB capture's start-up)
-    compileall.compile_dir(Path(phonehome.__file__).parent, quiet=1)
     OUT_DIR.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(dir=OUT_DIR))
     ids = workdir / "ids.yaml"
