@@ -970,17 +970,22 @@ def test_dns_over_tcp(tmp_path: Path) -> None:
     assert _assert_found(result, "imei").host == "cdn.example"
 
 
-def test_a_body_sent_again_is_a_finding_again_on_every_flow(tmp_path: Path) -> None:
-    """Nested layers of a body seen before are remembered (heartbeats repeat): the findings they make are still
-    per flow, and on a flow that repeats a body, cite the frames of every copy."""
-    body = b'{"blob":"' + base64.b64encode(gzip_bytes(json.dumps({"imei": IMEI}).encode())) + b'"}'
+def _heartbeats(tmp_path: Path, body: bytes) -> ScanResult:
+    """``body`` posted on three connections, twice on the last (port 40003)."""
     cap = CaptureBuilder()
     for sport in (40001, 40002, 40003):
         conn = cap.tcp(PHONE_IP, SERVER_IP, 80, sport=sport)
         for _ in range(2 if sport == 40003 else 1):
             conn.send(http_request("POST", "/beat", host="beat.example", body=body))
         conn.close()
-    result = _scan(tmp_path, cap)
+    return _scan(tmp_path, cap)
+
+
+def test_a_body_sent_again_is_a_finding_again_on_every_flow(tmp_path: Path) -> None:
+    """Nested layers of a body seen before are remembered (heartbeats repeat): the findings they make are still
+    per flow, and on a flow that repeats a body, cite the frames of every copy."""
+    body = b'{"blob":"' + base64.b64encode(gzip_bytes(json.dumps({"imei": IMEI}).encode())) + b'"}'
+    result = _heartbeats(tmp_path, body)
     nested = [f for f in result.findings if f.identifier == "imei" and f.encoding == "base64>gzip>plain"]
     assert sorted(f.sport for f in nested) == [40001, 40002, 40003]
     twice = next(f for f in nested if f.sport == 40003)
@@ -994,13 +999,7 @@ def test_a_body_sent_again_shows_its_raw_and_xor_findings_again_on_every_flow(tm
     shows as sent, and under a XOR key of one byte or more, is still a finding on every flow that sends it, with
     the frames of every copy."""
     body = b"imei=" + IMEI.encode() + b"&blob=" + obfuscation.xor_bytes(b"serial=" + SERIAL.encode(), key)
-    cap = CaptureBuilder()
-    for sport in (40001, 40002, 40003):
-        conn = cap.tcp(PHONE_IP, SERVER_IP, 80, sport=sport)
-        for _ in range(2 if sport == 40003 else 1):
-            conn.send(http_request("POST", "/beat", host="beat.example", body=body))
-        conn.close()
-    result = _scan(tmp_path, cap)
+    result = _heartbeats(tmp_path, body)
     for identifier, encoding in (("imei", "plain"), ("serial", f"xor(0x{key.hex()})>plain")):
         hits = [f for f in result.findings if f.identifier == identifier]
         assert {f.encoding for f in hits} == {encoding}
