@@ -85,3 +85,13 @@ def test_addresses_are_kept_as_they_were_sent_not_interned() -> None:
               protocol="dns", encrypted=False, decryption="", size=1, frames=1, first_frame=2, first_time=0.0,
               last_time=0.0)
     assert [(f.src, f.dst) for f in table] == [("::1", "2001:db8::2"), ("10.0.0.2", "192.168.1.1")]
+
+
+def test_before_finish_no_host_is_shown() -> None:
+    """A host name may hold an identifier (``<imei>.tracker.example``): until the scan names hosts, masked,
+    a flow read from the table has none, never the name as sent."""
+    table = FlowTable()
+    _add(table, 0, named="356938035643809.tracker.example")
+    assert table[0].host is None
+    table.finish(lambda named, raw: "35***********09.tracker.example" if named else None)
+    assert table[0].host == "35***********09.tracker.example"

@@ -41,7 +41,8 @@ def _spill_error(exc: OSError) -> PhonehomeError:
 
 
 def _no_host(named: str | None, dst: bytes) -> str | None:
-    return named
+    """Before :meth:`FlowTable.finish`: no host at all (a name not yet masked is never shown)."""
+    return None
 
 
 class FlowTable(Sequence["Flow"]):

@@ -852,8 +852,8 @@ class Scanner:
         then UDP flows idle for :data:`IDLE_SECONDS`, then flows over more recently, least recently active first;
         only then, and counted (a warning), flows still going: more than that many at once. A TCP connection
         that is not closed is one of those, however long idle: what its decoder holds (a WebSocket's state, HPACK,
-        a TLS session being decrypted) would be lost to its next packets, begun as a new flow mid-stream. Never ``keep``, the flow
-        just begun (a clock set back can make it look older than the rest).
+        a TLS session being decrypted) would be lost to its next packets, begun as a new flow mid-stream. Never
+        ``keep``, the flow just begun (a clock set back can make it look older than the rest).
         """
         def rank(flow: _Flow) -> int:
             idle = now - flow.last_time
@@ -889,7 +889,7 @@ class Scanner:
                 del self.opaque_udp[raw]
         client = flow.client
         self.table.add(flow.ident, transport=flow.transport, src=client.src, sport=client.sport, dst=client.dst,
-                       dport=client.dport, named=flow.sni or flow.http_host, protocol=flow.protocol, encrypted=flow.encrypted,
+                       dport=client.dport, named=_named(flow), protocol=flow.protocol, encrypted=flow.encrypted,
                        decryption=self.tls.outcome(flow.ident) if flow.protocol == PROTO_TLS else "",
                        size=flow.bytes, frames=flow.frames, first_frame=flow.first_frame,
                        first_time=flow.first_time, last_time=flow.last_time)
@@ -1546,7 +1546,7 @@ class Scanner:
             findings.append(Finding(
                 identifier=state.identifier, encoding=state.encoding, transport=flow.transport,
                 src=address_text(d.src), sport=d.sport, dst=address_text(d.dst), dport=d.dport,
-                host=host_of(flow.sni or flow.http_host, flow.client.dst), protocol=state.protocol, encrypted=decrypted,
+                host=host_of(_named(flow), flow.client.dst), protocol=state.protocol, encrypted=decrypted,
                 frames=tuple(sorted(state.frames)), time=state.time if math.isfinite(state.time) else 0.0,
                 phase=state.phase, excerpt=state.excerpt, value=state.value, decrypted=decrypted))
         findings.sort(key=lambda f: (f.frames[:1], f.identifier, f.encoding))
@@ -1585,6 +1585,11 @@ def _raw_key(d: _Direction) -> bytes:
     """``d``'s addresses and ports as they sit in its packets (IPv4 without options, IPv6 without extension
     headers): the key of the fast path's lookups."""
     return d.src + d.dst + struct.pack("!HH", d.sport, d.dport)
+
+
+def _named(flow: _Flow) -> str | None:
+    """The host a flow names itself (its SNI, else its HTTP Host); None leaves it to the DNS answers."""
+    return flow.sni or flow.http_host
 
 
 def _carried_data(flow: _Flow) -> bool:
